@@ -1,0 +1,39 @@
+//! Errors of the RDB parser: each says where in the stream it happened and, inside a key, which.
+
+use bytes::Bytes;
+
+/// An RDB parsing failure with its position.
+#[derive(Debug, thiserror::Error)]
+#[error("RDB parse error at byte {offset}{}: {kind}", key_suffix(.key))]
+pub struct RdbError {
+    /// Byte offset in the RDB stream (from the magic) where the problem was detected.
+    pub offset: u64,
+    /// The key being read, if any.
+    pub key: Option<Bytes>,
+    pub kind: RdbErrorKind,
+}
+
+fn key_suffix(key: &Option<Bytes>) -> String {
+    match key {
+        Some(k) => format!(" (key {:?})", String::from_utf8_lossy(k)),
+        None => String::new(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RdbErrorKind {
+    #[error("not an RDB file (bad magic {0:?})")]
+    BadMagic(Vec<u8>),
+    #[error("unsupported RDB version {0}")]
+    UnsupportedVersion(u32),
+    #[error("unknown opcode or value type {0}")]
+    UnknownType(u8),
+    #[error("unexpected end of stream")]
+    UnexpectedEof,
+    #[error("checksum mismatch: file says {expected:#018x}, computed {computed:#018x}")]
+    Checksum { expected: u64, computed: u64 },
+    #[error("corrupt encoding: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,36 @@
+//! Streaming RDB decoder: a pure library, no I/O policy. It pulls bytes from any
+//! [`std::io::Read`] and yields [`Item`]s one at a time, never holding the whole file; large values
+//! come out in chunks. Covers RDB v1 up to the newest Redis formats and Valkey's `VALKEY080`+.
+//!
+//! ```ignore
+//! let mut p = RdbParser::new(reader, ParseOptions::default());
+//! while let Some(item) = p.next_item()? { /* ... */ }
+//! ```
+
+mod error;
+mod types;
+
+pub use error::{RdbError, RdbErrorKind};
+pub use types::*;
+
+/// Tuning of the parser's output; none of it changes what is parsed.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    /// Most elements (list items, members, fields, stream entries) per [`Chunk`].
+    pub chunk_elements: usize,
+    /// Most bytes per [`Chunk::StringPart`] and soft byte budget for other chunks.
+    pub chunk_bytes: usize,
+    /// Capture a key's value as a `DUMP` payload when its serialized form is at most this many
+    /// bytes (0: never, except module values, which are always captured).
+    pub capture_dump_max: usize,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            chunk_elements: 512,
+            chunk_bytes: 1 << 20,
+            capture_dump_max: 0,
+        }
+    }
+}
