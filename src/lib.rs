@@ -6,7 +6,27 @@
 //! and [`supervisor`].
 
 pub mod cmd;
+pub mod config;
 pub mod convert;
 pub mod rdb;
 pub mod resp;
 pub mod server_info;
+pub mod backoff;
+pub mod net;
+pub mod progress;
+pub mod source;
+pub mod target;
+
+/// Wall-clock time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+pub mod app;
+pub mod checkpoint;
+pub mod client;
+pub mod heartbeat;
+pub mod telemetry;
+pub mod precheck;

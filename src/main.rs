@@ -1,3 +1,130 @@
-fn main() {
-    println!("Hello, world!");
+//! The `shardsync` command line: parses flags, loads the config, sets up logging, and runs the
+//! chosen job inside an actix system. Exit codes: 0 done, 1 failed while running, 2 bad
+//! configuration, 3 precheck failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use shardsync::config::{Config, FileConfig, Overrides, Secret, TargetHasData};
+
+#[derive(Parser)]
+#[command(name = "shardsync", version, about = "One-way, continuous Redis replication: full sync, then every write.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prechecks, then full sync followed by incremental sync until SIGINT/SIGTERM.
+    Run(CommonArgs),
+    /// Runs the prechecks only and prints a table; exits non-zero if one fails.
+    Check(CommonArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// TOML config file (flags override its values).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Source: redis://[user:password@]host:port
+    #[arg(long)]
+    source: Option<String>,
+    /// Target: redis://[user:password@]host:port
+    #[arg(long)]
+    target: Option<String>,
+    /// Directory for checkpoints.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Listen address for /metrics (default 127.0.0.1:9108; "off" disables).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Name of the heartbeat key written into the source ("" disables the heartbeat).
+    #[arg(long)]
+    heartbeat_key: Option<String>,
+    /// What to do when the target already has keys.
+    #[arg(long, value_enum)]
+    target_has_data: Option<TargetHasData>,
+    /// Source password (overrides the URL and the file).
+    #[arg(long, env = "SHARDSYNC_SOURCE_PASSWORD", hide_env_values = true)]
+    source_password: Option<String>,
+    /// Target password (overrides the URL and the file).
+    #[arg(long, env = "SHARDSYNC_TARGET_PASSWORD", hide_env_values = true)]
+    target_password: Option<String>,
+}
+
+impl CommonArgs {
+    fn resolve(self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(
+            file,
+            Overrides {
+                source: self.source,
+                target: self.target,
+                state_dir: self.state_dir,
+                log_level: self.log_level,
+                metrics_addr: self.metrics_addr,
+                heartbeat_key: self.heartbeat_key,
+                target_has_data: self.target_has_data,
+                source_password: self.source_password.map(Secret::new),
+                target_password: self.target_password.map(Secret::new),
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, check_only) = match cli.command {
+        Command::Run(a) => (a, false),
+        Command::Check(a) => (a, true),
+    };
+    let cfg = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level);
+    let system = actix_rt::System::new();
+    let result = if check_only {
+        system.block_on(async move {
+            match shardsync::precheck::run(&cfg).await {
+                Ok(p) => {
+                    print!("{}", p.table());
+                    if p.passed() { Ok(()) } else { Err(3) }
+                }
+                Err(checks) => {
+                    print!("{}", shardsync::precheck::render(&checks));
+                    Err(3)
+                }
+            }
+        })
+    } else {
+        system.block_on(async move {
+            shardsync::app::run(cfg).await.map_err(|e| {
+                tracing::error!("{e}");
+                eprintln!("shardsync: {e}");
+                e.exit_code()
+            })
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => ExitCode::from(code),
+    }
 }

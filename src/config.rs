@@ -1,0 +1,369 @@
+//! Settings: the TOML file (serde), command-line overrides, password environment variables, and
+//! validation that names the offending key. Passwords live in [`Secret`], which never prints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A password: shown as `***` by `Debug` and `Display`, so it cannot leak into logs or errors.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a server is and how to log in. `Display` shows `host:port` only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Endpoint {
+    /// Parses `redis://[user:password@]host:port` (also `host:port`). The error never contains
+    /// the password.
+    pub fn parse(what: &str, s: &str) -> Result<Endpoint, ConfigError> {
+        let with_scheme = if s.contains("://") {
+            s.to_string()
+        } else {
+            format!("redis://{s}")
+        };
+        let bad = |why: &str| ConfigError::Invalid {
+            key: what.to_string(),
+            why: format!("{why}; expected redis://[user:password@]host:port"),
+        };
+        let u = url::Url::parse(&with_scheme).map_err(|e| bad(&format!("not a URL ({e})")))?;
+        if u.scheme() != "redis" {
+            return Err(bad(&format!("scheme {:?} is not supported", u.scheme())));
+        }
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = u.port().ok_or_else(|| bad("no port"))?;
+        let decode = |v: &str| {
+            url::form_urlencoded::parse(format!("x={v}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let username = Some(decode(u.username())).filter(|s| !s.is_empty());
+        let password = u.password().map(|p| Secret::new(decode(p)));
+        Ok(Endpoint {
+            host,
+            port,
+            username,
+            password,
+        })
+    }
+
+    /// The redis-rs connection info for this endpoint.
+    pub fn connection_info(&self) -> redis::ConnectionInfo {
+        use redis::IntoConnectionInfo;
+        let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p.expose());
+        }
+        // Infallible for a TCP address in redis-rs 1.x.
+        match redis::ConnectionAddr::Tcp(self.host.clone(), self.port).into_connection_info() {
+            Ok(ci) => ci.set_redis_settings(settings),
+            Err(_) => unreachable!("redis-rs refuses no plain TCP address"),
+        }
+    }
+}
+
+/// What to do when the target already holds keys at startup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetHasData {
+    /// Refuse to start.
+    Block,
+    /// Overwrite keys that the source also has (RESTORE … REPLACE, DEL before rebuilding).
+    #[default]
+    Overwrite,
+}
+
+/// A configuration error, naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {key}: {why}")]
+    Invalid { key: String, why: String },
+    #[error("config: {key} is required (set it in the config file or with {flag})")]
+    Missing { key: String, flag: String },
+    #[error("config file {path}: {why}")]
+    File { path: PathBuf, why: String },
+}
+
+/// The TOML file's shape. Every field is optional so flags can complete it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub source: Option<FileEndpoint>,
+    pub target: Option<FileEndpoint>,
+    #[serde(default)]
+    pub sync: FileSync,
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEndpoint {
+    pub url: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    pub heartbeat_key: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub target_has_data: Option<TargetHasData>,
+    pub batch_max_commands: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    pub queue_batches: Option<usize>,
+    pub restore_max_bytes: Option<usize>,
+    pub elements_per_command: Option<usize>,
+    pub ack_interval_ms: Option<u64>,
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+/// The resolved, validated settings the program runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub state_dir: PathBuf,
+    pub log_level: String,
+    pub metrics_addr: Option<SocketAddr>,
+    pub sync: SyncSettings,
+}
+
+/// Tuning of the data path. Defaults are in [`SyncSettings::default`].
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// Heartbeat key written into the source; empty disables the heartbeat.
+    pub heartbeat_key: String,
+    pub heartbeat_interval_ms: u64,
+    pub target_has_data: TargetHasData,
+    /// A write batch is sent when it holds this many commands…
+    pub batch_max_commands: usize,
+    /// …or this many bytes of arguments.
+    pub batch_max_bytes: usize,
+    /// Batches queued between the source link and a target writer (the memory bound).
+    pub queue_batches: usize,
+    /// Keys whose serialized value is at most this size go by RESTORE when the target can read the
+    /// source's format; 0 always uses plain commands.
+    pub restore_max_bytes: usize,
+    /// Elements per plain command (RPUSH, SADD, HSET, ZADD, XADD batches).
+    pub elements_per_command: usize,
+    pub ack_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            heartbeat_key: "shardsync:heartbeat".into(),
+            heartbeat_interval_ms: 1000,
+            target_has_data: TargetHasData::Overwrite,
+            batch_max_commands: 2048,
+            batch_max_bytes: 1 << 20,
+            queue_batches: 32,
+            restore_max_bytes: 64 << 10,
+            elements_per_command: 512,
+            ack_interval_ms: 1000,
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+/// Command-line values that override the file (all optional).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub heartbeat_key: Option<String>,
+    pub target_has_data: Option<TargetHasData>,
+    pub source_password: Option<Secret>,
+    pub target_password: Option<Secret>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Merges file and overrides (overrides win) and validates everything.
+    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
+        let endpoint = |key: &str,
+                        flag: &str,
+                        url: Option<String>,
+                        file_pw: Option<Secret>,
+                        env_pw: Option<Secret>|
+         -> Result<Endpoint, ConfigError> {
+            let url = url.ok_or_else(|| ConfigError::Missing {
+                key: format!("{key}.url"),
+                flag: flag.to_string(),
+            })?;
+            let mut ep = Endpoint::parse(&format!("{key}.url"), &url)?;
+            if let Some(p) = env_pw.or(file_pw) {
+                ep.password = Some(p);
+            }
+            Ok(ep)
+        };
+        let fs = file.source.unwrap_or_default();
+        let ft = file.target.unwrap_or_default();
+        let source = endpoint("source", "--source", o.source.or(fs.url), fs.password, o.source_password)?;
+        let target = endpoint("target", "--target", o.target.or(ft.url), ft.password, o.target_password)?;
+
+        let d = SyncSettings::default();
+        let f = file.sync;
+        let positive = |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+            match v {
+                Some(0) => Err(ConfigError::Invalid {
+                    key: format!("sync.{key}"),
+                    why: "must be at least 1".into(),
+                }),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        let sync = SyncSettings {
+            heartbeat_key: o.heartbeat_key.or(f.heartbeat_key).unwrap_or(d.heartbeat_key),
+            heartbeat_interval_ms: match f.heartbeat_interval_ms {
+                Some(n) if n < 10 => {
+                    return Err(ConfigError::Invalid {
+                        key: "sync.heartbeat_interval_ms".into(),
+                        why: "must be at least 10".into(),
+                    });
+                }
+                Some(n) => n,
+                None => d.heartbeat_interval_ms,
+            },
+            target_has_data: o.target_has_data.or(f.target_has_data).unwrap_or(d.target_has_data),
+            batch_max_commands: positive("batch_max_commands", f.batch_max_commands, d.batch_max_commands)?,
+            batch_max_bytes: positive("batch_max_bytes", f.batch_max_bytes, d.batch_max_bytes)?,
+            queue_batches: positive("queue_batches", f.queue_batches, d.queue_batches)?,
+            restore_max_bytes: f.restore_max_bytes.unwrap_or(d.restore_max_bytes),
+            elements_per_command: positive("elements_per_command", f.elements_per_command, d.elements_per_command)?,
+            ack_interval_ms: positive("ack_interval_ms", f.ack_interval_ms.map(|v| v as usize), d.ack_interval_ms as usize)? as u64,
+            checkpoint_interval_ms: positive(
+                "checkpoint_interval_ms",
+                f.checkpoint_interval_ms.map(|v| v as usize),
+                d.checkpoint_interval_ms as usize,
+            )? as u64,
+        };
+        let metrics_addr = match o.metrics_addr.or(file.metrics_addr) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9108))),
+            Some(s) if s.is_empty() || s == "off" => None,
+            Some(s) => Some(s.parse().map_err(|_| ConfigError::Invalid {
+                key: "metrics_addr".into(),
+                why: format!("{s:?} is not an address like 127.0.0.1:9108 (use \"off\" to disable)"),
+            })?),
+        };
+        let log_level = o.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log_level".into(),
+                why: format!("{log_level:?} is not a level (error, warn, info, debug, trace)"),
+            });
+        }
+        Ok(Config {
+            source,
+            target,
+            state_dir: o.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from("shardsync-state")),
+            log_level,
+            metrics_addr,
+            sync,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_without_leaking_passwords() {
+        let e = Endpoint::parse("source.url", "redis://:s3cr%40t@127.0.0.1:7000").unwrap();
+        assert_eq!(e.password.as_ref().unwrap().expose(), "s3cr@t");
+        assert_eq!(e.to_string(), "127.0.0.1:7000");
+        assert!(!format!("{e:?}").contains("s3cr"));
+        let e = Endpoint::parse("t", "alice:pw@localhost:1").unwrap();
+        assert_eq!(e.username.as_deref(), Some("alice"));
+        let err = Endpoint::parse("source.url", "redis://:hunter2@host").unwrap_err().to_string();
+        assert!(err.contains("source.url") && err.contains("no port") && !err.contains("hunter2"), "{err}");
+        assert!(Endpoint::parse("x", "http://h:1").is_err());
+    }
+
+    #[test]
+    fn file_and_overrides_merge_and_validate() {
+        let file: FileConfig = toml::from_str(
+            "[source]\nurl = \"redis://127.0.0.1:1\"\npassword = \"p\"\n[target]\nurl = \"127.0.0.1:2\"\n[sync]\nqueue_batches = 4\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            Overrides {
+                target: Some("127.0.0.1:3".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.target.port, 3);
+        assert_eq!(c.source.password.unwrap().expose(), "p");
+        assert_eq!(c.sync.queue_batches, 4);
+        let bad: FileConfig = toml::from_str("[sync]\nqueue_batches = 0\n").unwrap();
+        let e = Config::resolve(bad, Overrides { source: Some("h:1".into()), target: Some("h:2".into()), ..Default::default() });
+        assert!(e.unwrap_err().to_string().contains("sync.queue_batches"));
+        assert!(toml::from_str::<FileConfig>("[sync]\nbogus = 1\n").unwrap_err().to_string().contains("bogus"));
+        let e = Config::resolve(FileConfig::default(), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("source.url") && e.contains("--source"), "{e}");
+    }
+}

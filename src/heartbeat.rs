@@ -1,0 +1,52 @@
+//! The heartbeat: writes the current Unix time in ms into a key of the source every interval.
+//! When that write reaches the target through replication, the writer knows how far behind the
+//! target is, in seconds. The key is deleted from the source when shardsync stops.
+
+use std::time::Duration;
+
+use crate::client;
+use crate::config::Endpoint;
+
+/// Writes the heartbeat until the task is dropped.
+pub async fn run(ep: Endpoint, key: String, interval: Duration) {
+    let mut conn = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            match client::connect("source", &ep).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat: cannot connect to the source");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(crate::now_ms()).query_async(c).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %client::describe(&e), "heartbeat: write to the source failed");
+            conn = None;
+        }
+    }
+}
+
+/// Deletes the heartbeat key and returns the source's replication offset just after the delete,
+/// so that the caller can wait until the target has applied it.
+pub async fn remove(ep: &Endpoint, key: &str) -> Result<u64, String> {
+    let mut c = client::connect("source", ep).await?;
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| client::describe(&e))?;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| client::describe(&e))?;
+    client::info_field(&info, "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "INFO replication has no master_repl_offset".to_string())
+}

@@ -1,0 +1,159 @@
+//! The replica handshake (`PING`, `REPLCONF`, `PSYNC`) and the RDB transfer header, as Redis's
+//! `replication.c` expects them from a replica.
+
+use bytes::Buf;
+
+use crate::cmd::Cmd;
+use crate::net::{NetError, RespConn};
+use crate::resp::Frame;
+
+/// Where to resume: the replication ID and the offset of the last byte applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplPosition {
+    pub replid: String,
+    pub offset: u64,
+}
+
+/// The master's answer to `PSYNC`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PsyncReply {
+    /// A full sync follows: an RDB, then the stream from `offset`.
+    FullResync(ReplPosition),
+    /// The stream continues after our offset; `new_replid` is set after a failover.
+    Continue { new_replid: Option<String> },
+}
+
+/// How the RDB payload is framed on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RdbFraming {
+    /// `$<len>\r\n` followed by exactly `len` bytes (disk-based sync).
+    Length(u64),
+    /// `$EOF:<40-byte mark>\r\n`, the payload ends with the same 40 bytes (diskless sync).
+    EofMark([u8; 40]),
+}
+
+fn unexpected(conn: &RespConn, what: &str, reply: &Frame) -> NetError {
+    NetError::Unexpected {
+        addr: conn.addr.clone(),
+        what: what.to_string(),
+        reply: reply.to_text(),
+    }
+}
+
+/// Runs the handshake after `RespConn::connect` (which authenticated) and sends `PSYNC`.
+pub async fn handshake(
+    conn: &mut RespConn,
+    listening_port: u16,
+    resume: Option<&ReplPosition>,
+) -> Result<PsyncReply, NetError> {
+    let ping = conn.request(&crate::cmd!["PING"]).await?;
+    if ping.is_error() {
+        return Err(unexpected(conn, "PING", &ping));
+    }
+    let r = conn
+        .request(&crate::cmd!["REPLCONF", "listening-port", listening_port as u64])
+        .await?;
+    if r.is_error() {
+        return Err(unexpected(conn, "REPLCONF listening-port", &r));
+    }
+    let r = conn
+        .request(&crate::cmd!["REPLCONF", "capa", "eof", "capa", "psync2"])
+        .await?;
+    if r.is_error() {
+        return Err(unexpected(conn, "REPLCONF capa", &r));
+    }
+    let psync = match resume {
+        Some(p) => Cmd::new(["PSYNC".to_string(), p.replid.clone(), (p.offset + 1).to_string()]),
+        None => crate::cmd!["PSYNC", "?", "-1"],
+    };
+    conn.send(&psync).await?;
+    let line = read_line_skipping_keepalives(conn).await?;
+    let text = String::from_utf8_lossy(&line).into_owned();
+    let mut words = text.split_whitespace();
+    match words.next() {
+        Some("+FULLRESYNC") => {
+            let replid = words.next().unwrap_or_default().to_string();
+            let offset = words.next().and_then(|w| w.parse().ok());
+            match offset {
+                Some(offset) if replid.len() == 40 => Ok(PsyncReply::FullResync(ReplPosition { replid, offset })),
+                _ => Err(NetError::Unexpected {
+                    addr: conn.addr.clone(),
+                    what: "PSYNC".into(),
+                    reply: text,
+                }),
+            }
+        }
+        Some("+CONTINUE") => Ok(PsyncReply::Continue {
+            new_replid: words.next().map(str::to_string),
+        }),
+        _ => Err(NetError::Unexpected {
+            addr: conn.addr.clone(),
+            what: "PSYNC (does the server allow replication? a -NOPERM or -ERR means no)".into(),
+            reply: text,
+        }),
+    }
+}
+
+/// Reads a CRLF line, dropping the bare `\n` keep-alives a master sends while it prepares.
+async fn read_line_skipping_keepalives(conn: &mut RespConn) -> Result<Vec<u8>, NetError> {
+    loop {
+        while conn.buf.first() == Some(&b'\n') {
+            conn.buf.advance(1);
+        }
+        if let Some(pos) = conn.buf.iter().position(|&b| b == b'\n') {
+            let mut line = conn.buf.split_to(pos + 1).to_vec();
+            line.truncate(pos);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(line);
+        }
+        if conn.buf.len() > 4096 {
+            return Err(NetError::Unexpected {
+                addr: conn.addr.clone(),
+                what: "the replication handshake".into(),
+                reply: "a line longer than 4096 bytes".into(),
+            });
+        }
+        match tokio::time::timeout(crate::net::REPLY_TIMEOUT * 4, conn.fill()).await {
+            Ok(r) => {
+                r?;
+            }
+            Err(_) => {
+                return Err(NetError::Timeout {
+                    addr: conn.addr.clone(),
+                    secs: crate::net::REPLY_TIMEOUT.as_secs() * 4,
+                });
+            }
+        }
+    }
+}
+
+/// Reads the RDB header line (`$<len>` or `$EOF:<mark>`) after `+FULLRESYNC`.
+pub async fn read_rdb_framing(conn: &mut RespConn) -> Result<RdbFraming, NetError> {
+    let line = read_line_skipping_keepalives(conn).await?;
+    let bad = |conn: &RespConn| NetError::Unexpected {
+        addr: conn.addr.clone(),
+        what: "the RDB transfer header".into(),
+        reply: String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned(),
+    };
+    if let Some(mark) = line.strip_prefix(b"$EOF:") {
+        let mark: [u8; 40] = mark.try_into().map_err(|_| bad(conn))?;
+        return Ok(RdbFraming::EofMark(mark));
+    }
+    if let Some(len) = line.strip_prefix(b"$") {
+        let len = std::str::from_utf8(len)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(conn))?;
+        return Ok(RdbFraming::Length(len));
+    }
+    if line.starts_with(b"-") {
+        return Err(NetError::Unexpected {
+            addr: conn.addr.clone(),
+            what: "the RDB transfer".into(),
+            reply: String::from_utf8_lossy(&line).into_owned(),
+        });
+    }
+    Err(bad(conn))
+}

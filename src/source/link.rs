@@ -1,0 +1,447 @@
+//! [`ShardLink`]: the actor that replicates one source master. It runs the replica handshake,
+//! streams the RDB of a full sync into the loader, then decodes the command stream into batches
+//! for the writers, answering `REPLCONF GETACK` and sending `REPLCONF ACK <applied offset>` every
+//! interval. Any failure stops the actor; its `Supervisor` restarts it with backoff, and it
+//! resumes with `PSYNC <replid> <offset>` from what it had handed to the writers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+
+use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
+use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
+use super::stream::{StreamDecoder, StreamError};
+use crate::backoff::Backoff;
+use crate::config::{Endpoint, SyncSettings};
+use crate::convert::rewrite_for_target;
+use crate::net::{NetError, RespConn};
+use crate::progress::{Phase, ShardState};
+use crate::server_info::ServerInfo;
+use crate::target::Batch;
+
+/// A master that sends nothing (not even its `PING`s) for this long is considered gone.
+const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a link needs to know, fixed for its life.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    pub endpoint: Endpoint,
+    pub sync: SyncSettings,
+    pub source: ServerInfo,
+    pub target: ServerInfo,
+    /// Port announced with `REPLCONF listening-port` (shown in the master's `INFO replication`).
+    pub listening_port: u16,
+}
+
+impl LinkSettings {
+    /// True when live commands must be rewritten for an older target.
+    fn needs_rewrite(&self) -> bool {
+        self.target.flavor != self.source.flavor || self.target.version < self.source.version
+    }
+}
+
+/// Why a link stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("RDB from the source: {0}")]
+    Load(#[from] LoadError),
+    #[error("the writer queue is closed (shutting down)")]
+    WriterGone,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Replicates one source master; supervised.
+pub struct ShardLink {
+    settings: Arc<LinkSettings>,
+    shard: Arc<ShardState>,
+    writer: mpsc::Sender<Batch>,
+    /// The checkpoint found at process start; used while no in-process position exists.
+    checkpoint: Option<ReplPosition>,
+    backoff: Backoff,
+    shutdown: Arc<AtomicBool>,
+    started_at: Instant,
+}
+
+impl ShardLink {
+    pub fn new(
+        settings: Arc<LinkSettings>,
+        shard: Arc<ShardState>,
+        writer: mpsc::Sender<Batch>,
+        checkpoint: Option<ReplPosition>,
+        shutdown: Arc<AtomicBool>,
+    ) -> ShardLink {
+        ShardLink {
+            settings,
+            shard,
+            writer,
+            checkpoint,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            shutdown,
+            started_at: Instant::now(),
+        }
+    }
+
+    fn launch(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.load(Ordering::Acquire) {
+            self.shard.set_phase(Phase::Stopped);
+            return;
+        }
+        self.started_at = Instant::now();
+        let resume = self.shard.reconnect_position().or_else(|| self.checkpoint.clone());
+        let fut = run(self.settings.clone(), self.shard.clone(), self.writer.clone(), resume);
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            match res {
+                Ok(()) => act.shard.set_phase(Phase::Stopped),
+                Err(e) => {
+                    if act.shutdown.load(Ordering::Acquire) {
+                        act.shard.set_phase(Phase::Stopped);
+                        return;
+                    }
+                    tracing::warn!(shard = %act.shard.name, error = %e, "source link failed; restarting");
+                    act.shard.set_error(Some(e.to_string()));
+                    act.shard.set_phase(Phase::Backoff);
+                }
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+impl Actor for ShardLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.shard.restarts.load(Ordering::Relaxed) == 0 {
+            self.launch(ctx);
+        } else {
+            let delay = self.backoff.next_delay();
+            ctx.run_later(delay, |act, ctx| act.launch(ctx));
+        }
+    }
+}
+
+impl Supervised for ShardLink {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.started_at.elapsed() > Duration::from_secs(30) {
+            self.backoff.reset();
+        }
+        self.shard.restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("shardsync_link_restarts_total", "shard" => self.shard.name.clone()).increment(1);
+    }
+}
+
+/// Stops the link for good (shutdown): it drops the connection and is not restarted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopLink;
+
+impl Handler<StopLink> for ShardLink {
+    type Result = ();
+    fn handle(&mut self, _: StopLink, ctx: &mut Context<Self>) {
+        self.shutdown.store(true, Ordering::Release);
+        self.shard.set_phase(Phase::Stopped);
+        // Stopping the context drops the running future (closing the connection); the
+        // supervisor's restart sees the shutdown flag and stays idle.
+        ctx.stop();
+    }
+}
+
+/// One connection's life: handshake, full sync if needed, then the command stream until error.
+async fn run(
+    settings: Arc<LinkSettings>,
+    shard: Arc<ShardState>,
+    writer: mpsc::Sender<Batch>,
+    resume: Option<ReplPosition>,
+) -> Result<(), LinkError> {
+    shard.set_phase(Phase::Connecting);
+    let mut conn = RespConn::connect(&settings.endpoint).await?;
+    let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
+    let epoch;
+    let stream_start = match reply {
+        PsyncReply::FullResync(pos) => {
+            epoch = shard.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            shard.full_sync_done.store(false, Ordering::Release);
+            if let Ok(mut r) = shard.replid.lock() {
+                r.clone_from(&pos.replid);
+            }
+            shard.applied_offset.store(pos.offset, Ordering::Release);
+            shard.handed_offset.store(pos.offset, Ordering::Release);
+            shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("shardsync_full_resyncs_total", "shard" => shard.name.clone()).increment(1);
+            tracing::info!(shard = %shard.name, replid = %pos.replid, offset = pos.offset, "full sync started");
+            shard.set_phase(Phase::FullSync);
+            let started = Instant::now();
+            let stats = full_sync(&settings, &shard, &writer, &mut conn, epoch).await?;
+            writer
+                .send(Batch {
+                    shard: shard.clone(),
+                    epoch,
+                    cmds: Vec::new(),
+                    offset: Some(pos.offset),
+                    completes_full_sync: true,
+                })
+                .await
+                .map_err(|_| LinkError::WriterGone)?;
+            tracing::info!(shard = %shard.name, keys = stats.keys, rdb_bytes = stats.bytes, commands = stats.commands,
+                errors = stats.convert_errors, secs = started.elapsed().as_secs_f64(), "RDB received and handed to the writers");
+            pos.offset
+        }
+        PsyncReply::Continue { new_replid } => {
+            let Some(pos) = resume else {
+                return Err(LinkError::Internal("+CONTINUE without a position".into()));
+            };
+            epoch = shard.epoch.load(Ordering::Acquire);
+            let replid = new_replid.unwrap_or(pos.replid);
+            if let Ok(mut r) = shard.replid.lock() {
+                *r = replid;
+            }
+            if !shard.full_sync_done.swap(true, Ordering::AcqRel) {
+                // Resumed from a checkpoint: what it names was applied.
+                shard.applied_offset.store(pos.offset, Ordering::Release);
+            }
+            shard.handed_offset.store(pos.offset, Ordering::Release);
+            tracing::info!(shard = %shard.name, offset = pos.offset, "partial resync accepted (+CONTINUE)");
+            pos.offset
+        }
+    };
+    shard.set_phase(Phase::Incremental);
+    shard.set_error(None);
+    stream(&settings, &shard, &writer, conn, stream_start, epoch).await
+}
+
+/// Receives the RDB (either framing) and feeds it to the loader thread.
+async fn full_sync(
+    settings: &LinkSettings,
+    shard: &Arc<ShardState>,
+    writer: &mpsc::Sender<Batch>,
+    conn: &mut RespConn,
+    epoch: u64,
+) -> Result<rdb_load::LoadStats, LinkError> {
+    let framing = handshake::read_rdb_framing(conn).await?;
+    shard.rdb_bytes.store(0, Ordering::Relaxed);
+    shard.rdb_keys.store(0, Ordering::Relaxed);
+    let size = match &framing {
+        RdbFraming::Length(n) => *n,
+        RdbFraming::EofMark(_) => 0,
+    };
+    shard.rdb_size.store(size, Ordering::Relaxed);
+    metrics::gauge!("shardsync_rdb_size_bytes", "shard" => shard.name.clone()).set(size as f64);
+
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let load_settings = LoadSettings {
+        parse: crate::rdb::ParseOptions {
+            chunk_elements: settings.sync.elements_per_command,
+            chunk_bytes: 1 << 20,
+            capture_dump_max: 0,
+        },
+        convert: crate::convert::ConvertOptions::for_pair(&settings.source, &settings.target, &settings.sync),
+        batch_max_commands: settings.sync.batch_max_commands,
+        batch_max_bytes: settings.sync.batch_max_bytes,
+    };
+    let mut load_settings = load_settings;
+    if load_settings.convert.use_restore {
+        load_settings.parse.capture_dump_max = settings.sync.restore_max_bytes;
+    }
+    let (shard2, writer2) = (shard.clone(), writer.clone());
+    let loader = tokio::task::spawn_blocking(move || {
+        rdb_load::load(ChannelReader::new(rx), &load_settings, &shard2, epoch, &writer2)
+    });
+    let fed = feed_rdb(shard, conn, framing, &tx).await;
+    drop(tx);
+    let loaded = loader.await.map_err(|e| LinkError::Internal(format!("RDB loader thread: {e}")))?;
+    match (fed, loaded) {
+        (Err(FeedError::Net(e)), _) => Err(e.into()),
+        (_, Err(e)) => Err(e.into()),
+        (Err(FeedError::LoaderGone), Ok(_)) => Err(LinkError::Internal("RDB loader stopped early".into())),
+        (Ok(()), Ok(stats)) => Ok(stats),
+    }
+}
+
+enum FeedError {
+    Net(NetError),
+    LoaderGone,
+}
+
+async fn fill_with_timeout(conn: &mut RespConn) -> Result<usize, FeedError> {
+    match tokio::time::timeout(SOURCE_READ_TIMEOUT, conn.fill()).await {
+        Ok(r) => r.map_err(FeedError::Net),
+        Err(_) => Err(FeedError::Net(NetError::Timeout {
+            addr: conn.addr.clone(),
+            secs: SOURCE_READ_TIMEOUT.as_secs(),
+        })),
+    }
+}
+
+/// Moves exactly the RDB's bytes from the connection to the loader; stream bytes stay buffered.
+async fn feed_rdb(
+    shard: &ShardState,
+    conn: &mut RespConn,
+    framing: RdbFraming,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), FeedError> {
+    let count = |n: usize| {
+        shard.rdb_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::counter!("shardsync_rdb_bytes_total", "shard" => shard.name.clone()).increment(n as u64);
+    };
+    match framing {
+        RdbFraming::Length(mut remaining) => loop {
+            let take = (conn.buf.len() as u64).min(remaining) as usize;
+            if take > 0 {
+                let chunk = conn.buf.split_to(take).freeze();
+                count(take);
+                tx.send(chunk).await.map_err(|_| FeedError::LoaderGone)?;
+                remaining -= take as u64;
+            }
+            if remaining == 0 {
+                return Ok(());
+            }
+            fill_with_timeout(conn).await?;
+        },
+        RdbFraming::EofMark(mark) => loop {
+            let n = conn.buf.len();
+            if n >= mark.len() && conn.buf[n - mark.len()..] == mark {
+                let chunk = conn.buf.split_to(n - mark.len()).freeze();
+                let _ = conn.buf.split_to(mark.len());
+                count(chunk.len());
+                if !chunk.is_empty() {
+                    tx.send(chunk).await.map_err(|_| FeedError::LoaderGone)?;
+                }
+                return Ok(());
+            }
+            if n > mark.len() {
+                let chunk = conn.buf.split_to(n - mark.len()).freeze();
+                count(chunk.len());
+                tx.send(chunk).await.map_err(|_| FeedError::LoaderGone)?;
+            }
+            fill_with_timeout(conn).await?;
+        },
+    }
+}
+
+/// Sends `REPLCONF ACK` every interval and whenever the master asks; ends with the connection.
+async fn ack_loop(
+    mut wh: tokio::net::tcp::OwnedWriteHalf,
+    shard: Arc<ShardState>,
+    interval: Duration,
+    getack: Arc<Notify>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = getack.notified() => {}
+        }
+        let off = shard.applied_offset.load(Ordering::Acquire);
+        let mut buf = BytesMut::new();
+        crate::cmd!["REPLCONF", "ACK", off].encode(&mut buf);
+        if wh.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped (the link's ACK sender dies with the link).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Decodes the command stream into batches until the connection fails.
+async fn stream(
+    settings: &LinkSettings,
+    shard: &Arc<ShardState>,
+    writer: &mpsc::Sender<Batch>,
+    conn: RespConn,
+    start: u64,
+    epoch: u64,
+) -> Result<(), LinkError> {
+    let RespConn { stream, mut buf, addr } = conn;
+    let (mut rh, wh) = stream.into_split();
+    let getack = Arc::new(Notify::new());
+    let _ack = AbortOnDrop(tokio::spawn(ack_loop(
+        wh,
+        shard.clone(),
+        Duration::from_millis(settings.sync.ack_interval_ms),
+        getack.clone(),
+    )));
+    let rewrite = settings.needs_rewrite();
+    let max_cmds = settings.sync.batch_max_commands;
+    let mut dec = StreamDecoder::new(start);
+    let mut handed = start;
+    loop {
+        loop {
+            let mut cmds = Vec::new();
+            dec.decode(&mut buf, &mut cmds, max_cmds)?;
+            if dec.getack {
+                dec.getack = false;
+                getack.notify_one();
+            }
+            if cmds.is_empty() && dec.offset == handed {
+                break;
+            }
+            let full = cmds.len() >= max_cmds;
+            for c in &cmds {
+                metrics::counter!("shardsync_commands_total", "shard" => shard.name.clone(), "command" => c.cmd.name_upper()).increment(1);
+            }
+            if rewrite {
+                let now = crate::now_ms() as i64;
+                let mut out = Vec::with_capacity(cmds.len());
+                for dc in cmds {
+                    let mut rewritten = Vec::new();
+                    rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
+                    out.extend(rewritten.into_iter().map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }));
+                }
+                cmds = out;
+            }
+            writer
+                .send(Batch {
+                    shard: shard.clone(),
+                    epoch,
+                    cmds,
+                    offset: Some(dec.offset),
+                    completes_full_sync: false,
+                })
+                .await
+                .map_err(|_| LinkError::WriterGone)?;
+            handed = dec.offset;
+            shard.handed_offset.store(handed, Ordering::Release);
+            metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone()).set(handed as f64);
+            if !full {
+                break;
+            }
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match tokio::time::timeout(SOURCE_READ_TIMEOUT, rh.read_buf(&mut buf)).await {
+            Err(_) => {
+                return Err(NetError::Timeout {
+                    addr,
+                    secs: SOURCE_READ_TIMEOUT.as_secs(),
+                }
+                .into());
+            }
+            Ok(Ok(0)) => return Err(NetError::Closed { addr }.into()),
+            Ok(Err(e)) => {
+                return Err(NetError::Io {
+                    addr,
+                    why: e.to_string(),
+                }
+                .into());
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Loading an RDB into the writers: runs the streaming parser and the converter on a blocking
+//! thread (decode on one core while the network runs on the other), cuts the commands into
+//! batches and hands them to the writer queue, blocking when it is full (back-pressure).
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes};
+use tokio::sync::mpsc;
+
+use crate::cmd::DbCmd;
+use crate::convert::{ConvertOptions, Converter};
+use crate::progress::ShardState;
+use crate::rdb::{Item, ParseOptions, RdbError, RdbParser};
+use crate::target::Batch;
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoadSettings {
+    pub parse: ParseOptions,
+    pub convert: ConvertOptions,
+    pub batch_max_commands: usize,
+    pub batch_max_bytes: usize,
+}
+
+/// What a load did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadStats {
+    pub keys: u64,
+    pub commands: u64,
+    pub convert_errors: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Rdb(#[from] RdbError),
+    #[error("the writer queue is closed (shutting down)")]
+    WriterGone,
+}
+
+/// A [`Read`] over a channel of byte chunks (the RDB as it arrives from the network).
+pub struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> ChannelReader {
+        ChannelReader { rx, cur: Bytes::new() }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        Ok(n)
+    }
+}
+
+/// Parses the whole RDB from `reader` and sends its keys as command batches into `tx`. Must run
+/// on a blocking thread. A conversion error is counted and logged with its key; a parse error
+/// ends the load.
+pub fn load<R: Read>(
+    reader: R,
+    settings: &LoadSettings,
+    shard: &Arc<ShardState>,
+    epoch: u64,
+    tx: &mpsc::Sender<Batch>,
+) -> Result<LoadStats, LoadError> {
+    let mut parser = RdbParser::new(reader, settings.parse.clone());
+    let mut conv = Converter::new(settings.convert.clone());
+    let mut stats = LoadStats::default();
+    let mut cmds: Vec<DbCmd> = Vec::with_capacity(settings.batch_max_commands);
+    let mut bytes = 0usize;
+    let send = |cmds: Vec<DbCmd>| {
+        tx.blocking_send(Batch {
+            shard: shard.clone(),
+            epoch,
+            cmds,
+            offset: None,
+            completes_full_sync: false,
+        })
+        .map_err(|_| LoadError::WriterGone)
+    };
+    while let Some(item) = parser.next_item()? {
+        if let Item::KeyStart(_) = &item {
+            stats.keys += 1;
+            shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone()).increment(1);
+        }
+        let before = cmds.len();
+        if let Err(e) = conv.feed(item, &mut cmds) {
+            stats.convert_errors += 1;
+            metrics::counter!("shardsync_convert_errors_total", "shard" => shard.name.clone()).increment(1);
+            tracing::error!(shard = %shard.name, error = %e, "a key of the RDB could not be written to the target");
+        }
+        stats.commands += (cmds.len() - before) as u64;
+        bytes += cmds[before..].iter().map(|c| c.cmd.encoded_len()).sum::<usize>();
+        if cmds.len() >= settings.batch_max_commands || bytes >= settings.batch_max_bytes {
+            send(std::mem::replace(&mut cmds, Vec::with_capacity(settings.batch_max_commands)))?;
+            bytes = 0;
+        }
+    }
+    if !cmds.is_empty() {
+        send(cmds)?;
+    }
+    stats.bytes = parser.bytes_read();
+    Ok(stats)
+}
