@@ -1,0 +1,300 @@
+//! Rewrites of live replication-stream commands from a newer source so that an older target
+//! accepts them with the same effect.
+//!
+//! What Redis 7.0 propagates was checked against a real server (its AOF carries the replication
+//! stream): `SET … PXAT` (EX/PX/SETEX/GETEX are turned absolute, GET is dropped), `LPOP/RPOP key
+//! n` (also for LMPOP/BLMPOP), `LMOVE` (also for BLMOVE), `PEXPIREAT key t XX` (options kept),
+//! `XADD … MAXLEN = n` / `MINID = id`, `XGROUP CREATECONSUMER`, `XCLAIM … LASTID` for group reads,
+//! `XSETID … ENTRIESADDED … MAXDELETEDID …`, `XGROUP SETID … ENTRIESREAD n`.
+//!
+//! Rewrites, by target:
+//! - below 6.2: `SET … PXAT/EXAT t` → `SET … PX max(1, t − now)` (other options kept in order,
+//!   `GET` dropped); `LPOP/RPOP key n` → `LTRIM` (same effect in one command); `LMOVE/BLMOVE` →
+//!   `RPOPLPUSH` for RIGHT→LEFT, else a small `EVAL`; `XADD/XTRIM … MINID` → the XADD then an
+//!   `EVAL` deleting the entries below the threshold; `NOMKSTREAM` and `LIMIT n` dropped;
+//!   `XGROUP CREATECONSUMER` dropped (no way to create an idle consumer before 6.2).
+//! - below 7.0: `XSETID` extra arguments, `XGROUP CREATE/SETID … ENTRIESREAD n`, and the
+//!   `NX|XX|GT|LT` options of the EXPIRE family dropped (the source only propagates the command
+//!   when the condition held); `SPUBLISH` → `PUBLISH`.
+//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `COPY`, `ZRANGESTORE`,
+//!   `FUNCTION …` on targets that lack them: the target will reject them).
+
+use bytes::Bytes;
+
+use super::keys::dump_payload_version;
+use crate::cmd;
+use crate::cmd::Cmd;
+use crate::rdb::Flavor;
+use crate::server_info::ServerInfo;
+
+/// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
+const LMOVE_SCRIPT: &str = "local v = redis.call(ARGV[1] == 'LEFT' and 'LPOP' or 'RPOP', KEYS[1]) \
+if v then redis.call(ARGV[2] == 'LEFT' and 'LPUSH' or 'RPUSH', KEYS[2], v) end return v";
+
+/// `EVAL` body deleting the entries of stream `KEYS[1]` with an ID below `ARGV[1]` (a full
+/// `ms-seq` ID), the effect of `XTRIM key MINID = id`.
+const MINID_SCRIPT: &str = "local n = 0 \
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', ARGV[1])) do \
+if e[1] ~= ARGV[1] then redis.call('XDEL', KEYS[1], e[1]) n = n + 1 end end return n";
+
+/// Appends to `out` the commands that have `cmd`'s effect on `target` (usually `cmd` itself).
+/// `now_ms` is the current Unix time in ms, for turning absolute expiries relative.
+pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut Vec<Cmd>) {
+    let pre62 = !target.at_least(6, 2);
+    let pre70 = !target.at_least(7, 0);
+    if cmd.is("RESTORE") && restore_needs_decode(&cmd, target) {
+        // TODO(parser): decode the payload with `crate::rdb::parse_dump_payload` and emit plain
+        // commands through the `Converter`; until then the target will reject it.
+        out.push(cmd);
+        return;
+    }
+    if !pre70 {
+        out.push(cmd);
+        return;
+    }
+    let name = cmd.name_upper();
+    match name.as_str() {
+        "SET" if pre62 => set_absolute_to_relative(cmd, now_ms, out),
+        "LPOP" | "RPOP" if pre62 && cmd.args.len() == 3 => pop_count(cmd, out),
+        "LMOVE" | "BLMOVE" if pre62 => lmove(cmd, out),
+        "XADD" if pre62 => xadd_pre62(cmd, out),
+        "XTRIM" if pre62 => xtrim_pre62(cmd, out),
+        "XGROUP" => xgroup(cmd, pre62, out),
+        "XSETID" => out.push(truncated(cmd, 3)),
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => out.push(truncated(cmd, 3)),
+        "SPUBLISH" => {
+            let mut c = cmd;
+            c.args[0] = Bytes::from_static(b"PUBLISH");
+            out.push(c);
+        }
+        _ => out.push(cmd),
+    }
+}
+
+/// True when `cmd` is `RESTORE key ttl payload …` whose payload version `target` cannot read.
+pub fn restore_needs_decode(cmd: &Cmd, target: &ServerInfo) -> bool {
+    let Some(payload) = cmd.args.get(3) else {
+        return false;
+    };
+    let Some(v) = dump_payload_version(payload) else {
+        return false;
+    };
+    // Redis RDB versions are below 80; Valkey's own start at 80.
+    let flavor = if v >= 80 {
+        Flavor::Valkey
+    } else {
+        Flavor::Redis
+    };
+    !target.accepts_dump(flavor, v)
+}
+
+fn upper(b: &[u8]) -> Vec<u8> {
+    b.to_ascii_uppercase()
+}
+
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn truncated(mut cmd: Cmd, n: usize) -> Cmd {
+    cmd.args.truncate(n);
+    cmd
+}
+
+fn set_absolute_to_relative(cmd: Cmd, now_ms: i64, out: &mut Vec<Cmd>) {
+    if cmd.args.len() < 3 {
+        out.push(cmd);
+        return;
+    }
+    let mut args: Vec<Bytes> = cmd.args[..3].to_vec();
+    let mut i = 3;
+    while i < cmd.args.len() {
+        let opt = upper(&cmd.args[i]);
+        match opt.as_slice() {
+            b"EXAT" | b"PXAT" => {
+                let abs = cmd
+                    .args
+                    .get(i + 1)
+                    .and_then(|v| parse_i64(v))
+                    .and_then(|t| {
+                        if opt == b"EXAT" {
+                            t.checked_mul(1000)
+                        } else {
+                            Some(t)
+                        }
+                    });
+                let Some(abs) = abs else {
+                    out.push(cmd);
+                    return;
+                };
+                args.push(Bytes::from_static(b"PX"));
+                args.push(cmd::arg(abs.saturating_sub(now_ms).max(1)));
+                i += 2;
+            }
+            b"EX" | b"PX" => {
+                args.extend(cmd.args[i..(i + 2).min(cmd.args.len())].iter().cloned());
+                i += 2;
+            }
+            b"GET" => i += 1,
+            _ => {
+                args.push(cmd.args[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out.push(Cmd { args });
+}
+
+fn pop_count(cmd: Cmd, out: &mut Vec<Cmd>) {
+    let Some(n) = parse_i64(&cmd.args[2]) else {
+        out.push(cmd);
+        return;
+    };
+    if n <= 0 {
+        // A zero count pops nothing.
+        return;
+    }
+    let key = cmd.args[1].clone();
+    if cmd.is("LPOP") {
+        out.push(cmd!["LTRIM", key, n, "-1"]);
+    } else {
+        out.push(cmd![
+            "LTRIM",
+            key,
+            "0",
+            n.saturating_add(1).saturating_neg()
+        ]);
+    }
+}
+
+fn lmove(cmd: Cmd, out: &mut Vec<Cmd>) {
+    if cmd.args.len() < 5 {
+        out.push(cmd);
+        return;
+    }
+    let from = upper(&cmd.args[3]);
+    let to = upper(&cmd.args[4]);
+    let (src, dst) = (cmd.args[1].clone(), cmd.args[2].clone());
+    let valid = |d: &[u8]| d == b"LEFT" || d == b"RIGHT";
+    if !valid(&from) || !valid(&to) {
+        out.push(cmd);
+    } else if from == b"RIGHT" && to == b"LEFT" {
+        out.push(cmd!["RPOPLPUSH", src, dst]);
+    } else {
+        out.push(cmd!["EVAL", LMOVE_SCRIPT, "2", src, dst, from, to]);
+    }
+}
+
+/// A stream ID threshold as a full `ms-seq` (`5` means `5-0` for MINID).
+fn full_id(id: &[u8]) -> Bytes {
+    if id.contains(&b'-') {
+        Bytes::copy_from_slice(id)
+    } else {
+        let mut v = id.to_vec();
+        v.extend_from_slice(b"-0");
+        Bytes::from(v)
+    }
+}
+
+/// Parses a trim clause `MAXLEN|MINID [=|~] threshold [LIMIT n]` at `args[i]`; returns
+/// (strategy upper-cased, operator, threshold, index after the clause).
+fn trim_clause(args: &[Bytes], mut i: usize) -> Option<(Vec<u8>, Option<Bytes>, Bytes, usize)> {
+    let strategy = upper(args.get(i)?);
+    if strategy != b"MAXLEN" && strategy != b"MINID" {
+        return None;
+    }
+    i += 1;
+    let mut op = None;
+    if matches!(args.get(i).map(|a| a.as_ref()), Some(b"=") | Some(b"~")) {
+        op = args.get(i).cloned();
+        i += 1;
+    }
+    let threshold = args.get(i)?.clone();
+    i += 1;
+    if args
+        .get(i)
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"LIMIT"))
+    {
+        i += 2;
+    }
+    Some((strategy, op, threshold, i))
+}
+
+fn xadd_pre62(cmd: Cmd, out: &mut Vec<Cmd>) {
+    let args = &cmd.args;
+    if args.len() < 3 {
+        out.push(cmd);
+        return;
+    }
+    let mut i = 2;
+    let mut trim = None;
+    loop {
+        let Some(a) = args.get(i) else {
+            out.push(cmd);
+            return;
+        };
+        if a.eq_ignore_ascii_case(b"NOMKSTREAM") {
+            i += 1;
+        } else if let Some((strategy, op, threshold, next)) = trim_clause(args, i) {
+            trim = Some((strategy, op, threshold));
+            i = next;
+        } else {
+            break;
+        }
+    }
+    let key = args[1].clone();
+    let mut add = cmd!["XADD", key.clone()];
+    let mut minid = None;
+    match trim {
+        Some((strategy, op, threshold)) if strategy == b"MAXLEN" => {
+            add.args.push(Bytes::from_static(b"MAXLEN"));
+            add.args.extend(op);
+            add.args.push(threshold);
+        }
+        Some((_, _, threshold)) => minid = Some(threshold),
+        None => {}
+    }
+    add.args.extend(args[i..].iter().cloned());
+    out.push(add);
+    if let Some(t) = minid {
+        out.push(cmd!["EVAL", MINID_SCRIPT, "1", key, full_id(&t)]);
+    }
+}
+
+fn xtrim_pre62(cmd: Cmd, out: &mut Vec<Cmd>) {
+    let Some((strategy, op, threshold, _)) = trim_clause(&cmd.args, 2) else {
+        out.push(cmd);
+        return;
+    };
+    let key = cmd.args[1].clone();
+    if strategy == b"MAXLEN" {
+        let mut c = cmd!["XTRIM", key, "MAXLEN"];
+        c.args.extend(op);
+        c.args.push(threshold);
+        out.push(c);
+    } else {
+        out.push(cmd!["EVAL", MINID_SCRIPT, "1", key, full_id(&threshold)]);
+    }
+}
+
+fn xgroup(cmd: Cmd, pre62: bool, out: &mut Vec<Cmd>) {
+    let sub = cmd.args.get(1).map(|s| upper(s)).unwrap_or_default();
+    match sub.as_slice() {
+        // An idle consumer cannot be created before 6.2 (XCLAIM only creates it with an entry).
+        b"CREATECONSUMER" if pre62 => {}
+        b"CREATE" | b"SETID" if cmd.args.len() > 5 => {
+            let mut args = cmd.args[..5].to_vec();
+            let mut i = 5;
+            while i < cmd.args.len() {
+                if cmd.args[i].eq_ignore_ascii_case(b"ENTRIESREAD") {
+                    i += 2;
+                } else {
+                    args.push(cmd.args[i].clone());
+                    i += 1;
+                }
+            }
+            out.push(Cmd { args });
+        }
+        _ => out.push(cmd),
+    }
+}

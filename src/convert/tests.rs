@@ -1,0 +1,708 @@
+//! Unit tests of the converter and the rewrites: exact commands for every type and target.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::cmd::Cmd;
+use crate::rdb::{
+    Chunk, HashField, KeyHeader, PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId,
+    StreamMeta, ValueKind,
+};
+
+fn target(flavor: Flavor, maj: u32, min: u32) -> ServerInfo {
+    ServerInfo {
+        flavor,
+        version: (maj, min, 0),
+        cluster_enabled: false,
+    }
+}
+fn r(maj: u32, min: u32) -> ServerInfo {
+    target(Flavor::Redis, maj, min)
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn hdr(key: &str, kind: ValueKind, expire_ms: Option<i64>) -> KeyHeader {
+    KeyHeader {
+        db: 0,
+        key: b(key),
+        rdb_type: 0,
+        kind,
+        expire_ms,
+        idle_secs: None,
+        freq: None,
+    }
+}
+
+fn show(c: &Cmd) -> String {
+    c.args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Run {
+    cmds: Vec<String>,
+    dbs: Vec<u32>,
+    errors: Vec<ConvertError>,
+}
+
+fn run_opts(opts: ConvertOptions, items: Vec<Item>) -> Run {
+    let mut c = Converter::new(opts);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for it in items {
+        if let Err(e) = c.feed(it, &mut out) {
+            errors.push(e);
+        }
+    }
+    Run {
+        cmds: out.iter().map(|d| show(&d.cmd)).collect(),
+        dbs: out.iter().map(|d| d.db).collect(),
+        errors,
+    }
+}
+
+fn run(t: ServerInfo, items: Vec<Item>) -> Run {
+    run_opts(ConvertOptions::new(t), items)
+}
+
+fn key(h: KeyHeader, chunks: Vec<Chunk>) -> Vec<Item> {
+    let mut v = vec![Item::KeyStart(h)];
+    v.extend(chunks.into_iter().map(Item::Chunk));
+    v.push(Item::KeyEnd { dump: None });
+    v
+}
+
+fn list(items: &[&str]) -> Vec<Bytes> {
+    items.iter().map(|s| b(s)).collect()
+}
+
+#[test]
+fn string_single_part_folds_expiry_on_62() {
+    let items = key(
+        hdr("k", ValueKind::String, Some(5000)),
+        vec![Chunk::StringPart(b("v"))],
+    );
+    let x = run(r(7, 0), items.clone());
+    assert_eq!(x.cmds, ["SET k v PXAT 5000"]);
+    assert!(x.errors.is_empty());
+    let x = run(r(6, 0), items);
+    assert_eq!(x.cmds, ["SET k v", "PEXPIREAT k 5000"]);
+}
+
+#[test]
+fn string_parts_and_empty_string() {
+    let x = run(
+        r(7, 0),
+        key(
+            hdr("k", ValueKind::String, Some(7)),
+            vec![
+                Chunk::StringPart(b("ab")),
+                Chunk::StringPart(b("cd")),
+                Chunk::StringPart(b("e")),
+            ],
+        ),
+    );
+    assert_eq!(
+        x.cmds,
+        ["SET k ab", "APPEND k cd", "APPEND k e", "PEXPIREAT k 7"]
+    );
+    let x = run(r(6, 0), key(hdr("e", ValueKind::String, None), vec![]));
+    assert_eq!(x.cmds, ["SET e "]);
+    // Non-positive expiry stays a valid (past) time.
+    let x = run(
+        r(6, 0),
+        key(
+            hdr("p", ValueKind::String, Some(-5)),
+            vec![Chunk::StringPart(b("x"))],
+        ),
+    );
+    assert_eq!(x.cmds, ["SET p x", "PEXPIREAT p 1"]);
+}
+
+#[test]
+fn list_batches_across_chunks_with_del() {
+    let mut o = ConvertOptions::new(r(7, 0));
+    o.elements_per_command = 2;
+    let items = key(
+        hdr("l", ValueKind::List, Some(99)),
+        vec![
+            Chunk::ListItems(list(&["a", "b", "c"])),
+            Chunk::ListItems(list(&["d", "e"])),
+        ],
+    );
+    let x = run_opts(o.clone(), items.clone());
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL l",
+            "RPUSH l a b",
+            "RPUSH l c d",
+            "RPUSH l e",
+            "PEXPIREAT l 99"
+        ]
+    );
+    o.replace = false;
+    let x = run_opts(o, items);
+    assert_eq!(x.cmds[0], "RPUSH l a b");
+    assert_eq!(x.cmds.len(), 4);
+}
+
+#[test]
+fn empty_collection_only_deletes() {
+    let x = run(r(7, 0), key(hdr("s", ValueKind::Set, Some(5)), vec![]));
+    assert_eq!(x.cmds, ["DEL s"]);
+}
+
+#[test]
+fn set_and_zset() {
+    let x = run(
+        r(6, 0),
+        key(
+            hdr("s", ValueKind::Set, None),
+            vec![Chunk::SetMembers(list(&["x", "y"]))],
+        ),
+    );
+    assert_eq!(x.cmds, ["DEL s", "SADD s x y"]);
+    let x = run(
+        r(6, 0),
+        key(
+            hdr("z", ValueKind::ZSet, None),
+            vec![Chunk::ZSetMembers(vec![
+                (b("a"), 0.1),
+                (b("b"), -0.0),
+                (b("c"), 1e300),
+                (b("d"), f64::INFINITY),
+                (b("e"), f64::NEG_INFINITY),
+                (b("f"), 3.0000000000000004),
+                (b("g"), f64::NAN),
+            ])],
+        ),
+    );
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL z",
+            "ZADD z 0.1 a -0 b 1e300 c inf d -inf e 3.0000000000000004 f"
+        ]
+    );
+    assert!(matches!(&x.errors[..], [ConvertError::Unsupported { key, .. }] if key == "z"));
+}
+
+fn hash_items() -> Vec<Item> {
+    key(
+        hdr("h", ValueKind::Hash, Some(1000)),
+        vec![Chunk::HashFields(vec![
+            HashField {
+                field: b("a"),
+                value: b("1"),
+                expire_ms: Some(500),
+            },
+            HashField {
+                field: b("b"),
+                value: b("2"),
+                expire_ms: None,
+            },
+            HashField {
+                field: b("c"),
+                value: b("3"),
+                expire_ms: Some(500),
+            },
+            HashField {
+                field: b("d"),
+                value: b("4"),
+                expire_ms: Some(400),
+            },
+        ])],
+    )
+}
+
+#[test]
+fn hash_with_field_ttls() {
+    let x = run(target(Flavor::Valkey, 9, 0), hash_items());
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL h",
+            "HSET h a 1 b 2 c 3 d 4",
+            "HPEXPIREAT h 400 FIELDS 1 d",
+            "HPEXPIREAT h 500 FIELDS 2 a c",
+            "PEXPIREAT h 1000"
+        ]
+    );
+    assert!(x.errors.is_empty());
+    assert_eq!(run(r(7, 4), hash_items()).cmds.len(), 5);
+    // Older targets: fields written, TTLs reported.
+    let x = run(r(7, 0), hash_items());
+    assert_eq!(
+        x.cmds,
+        ["DEL h", "HSET h a 1 b 2 c 3 d 4", "PEXPIREAT h 1000"]
+    );
+    assert!(
+        matches!(&x.errors[..], [ConvertError::Unsupported { key, reason }] if key == "h" && reason.contains("3 hash field TTLs"))
+    );
+    let x = run(target(Flavor::Valkey, 8, 1), hash_items());
+    assert_eq!(x.errors.len(), 1);
+    let x = run(r(3, 2), hash_items());
+    assert_eq!(x.cmds[1], "HMSET h a 1 b 2 c 3 d 4");
+}
+
+fn sid(ms: u64, seq: u64) -> StreamId {
+    StreamId { ms, seq }
+}
+
+fn stream_items() -> Vec<Item> {
+    key(
+        hdr("s", ValueKind::Stream, Some(123)),
+        vec![
+            Chunk::StreamEntries(vec![
+                StreamEntry {
+                    id: sid(1, 0),
+                    fields: vec![(b("f"), b("v")), (b("g"), b("w"))],
+                },
+                StreamEntry {
+                    id: sid(2, 0),
+                    fields: vec![(b("f"), b("x"))],
+                },
+            ]),
+            Chunk::StreamEntries(vec![StreamEntry {
+                id: sid(3, 1),
+                fields: vec![(b("f"), b("y"))],
+            }]),
+            Chunk::StreamMeta(StreamMeta {
+                length: 3,
+                last_id: sid(5, 0),
+                first_id: Some(sid(1, 0)),
+                max_deleted_id: Some(sid(4, 0)),
+                entries_added: Some(4),
+            }),
+            Chunk::StreamGroup(StreamGroup {
+                name: b("g1"),
+                last_delivered_id: sid(3, 1),
+                entries_read: Some(3),
+                pending: vec![
+                    pe(1, 0, "alice", 1000, 1),
+                    pe(2, 0, "alice", 1000, 1),
+                    pe(3, 1, "bob", 2000, 4),
+                ],
+                consumers: vec![consumer("alice"), consumer("bob"), consumer("carol")],
+            }),
+            Chunk::StreamGroup(StreamGroup {
+                name: b("g2"),
+                last_delivered_id: sid(0, 0),
+                entries_read: None,
+                pending: vec![],
+                consumers: vec![],
+            }),
+        ],
+    )
+}
+
+fn pe(ms: u64, seq: u64, c: &str, t: u64, n: u64) -> PendingEntry {
+    PendingEntry {
+        id: sid(ms, seq),
+        consumer: b(c),
+        delivery_time_ms: t,
+        delivery_count: n,
+    }
+}
+
+fn consumer(name: &str) -> StreamConsumer {
+    StreamConsumer {
+        name: b(name),
+        seen_time_ms: 1,
+        active_time_ms: None,
+    }
+}
+
+#[test]
+fn stream_on_70() {
+    let x = run(r(7, 0), stream_items());
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL s",
+            "XADD s 1-0 f v g w",
+            "XADD s 2-0 f x",
+            "XADD s 3-1 f y",
+            "XSETID s 5-0 ENTRIESADDED 4 MAXDELETEDID 4-0",
+            "XGROUP CREATE s g1 3-1 ENTRIESREAD 3",
+            "XGROUP CREATECONSUMER s g1 carol",
+            "XCLAIM s g1 alice 0 1-0 2-0 TIME 1000 RETRYCOUNT 1 FORCE JUSTID",
+            "XCLAIM s g1 bob 0 3-1 TIME 2000 RETRYCOUNT 4 FORCE JUSTID",
+            "XGROUP CREATE s g2 0-0",
+            "PEXPIREAT s 123",
+        ]
+    );
+    assert!(x.errors.is_empty(), "{:?}", x.errors);
+}
+
+#[test]
+fn stream_on_60_and_pel_batching() {
+    let mut o = ConvertOptions::new(r(6, 0));
+    o.elements_per_command = 1;
+    let x = run_opts(o, stream_items());
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL s",
+            "XADD s 1-0 f v g w",
+            "XADD s 2-0 f x",
+            "XADD s 3-1 f y",
+            "XSETID s 5-0",
+            "XGROUP CREATE s g1 3-1",
+            "XCLAIM s g1 alice 0 1-0 TIME 1000 RETRYCOUNT 1 FORCE JUSTID",
+            "XCLAIM s g1 alice 0 2-0 TIME 1000 RETRYCOUNT 1 FORCE JUSTID",
+            "XCLAIM s g1 bob 0 3-1 TIME 2000 RETRYCOUNT 4 FORCE JUSTID",
+            "XGROUP CREATE s g2 0-0",
+            "PEXPIREAT s 123",
+        ]
+    );
+    assert!(
+        matches!(&x.errors[..], [ConvertError::Unsupported { reason, .. }] if reason.contains("1 consumers"))
+    );
+}
+
+#[test]
+fn empty_streams() {
+    let meta = StreamMeta {
+        length: 0,
+        last_id: sid(7, 7),
+        first_id: None,
+        max_deleted_id: None,
+        entries_added: None,
+    };
+    let x = run(
+        r(7, 0),
+        key(
+            hdr("e", ValueKind::Stream, None),
+            vec![Chunk::StreamMeta(meta.clone())],
+        ),
+    );
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL e",
+            "XGROUP CREATE e __shardsync_mkstream__ $ MKSTREAM",
+            "XGROUP DESTROY e __shardsync_mkstream__",
+            "XSETID e 7-7"
+        ]
+    );
+    let x = run(
+        r(7, 0),
+        key(
+            hdr("e", ValueKind::Stream, None),
+            vec![
+                Chunk::StreamMeta(meta.clone()),
+                Chunk::StreamGroup(StreamGroup {
+                    name: b("g"),
+                    last_delivered_id: sid(7, 7),
+                    entries_read: Some(u64::MAX),
+                    pending: vec![],
+                    consumers: vec![consumer("c")],
+                }),
+            ],
+        ),
+    );
+    assert_eq!(
+        x.cmds,
+        [
+            "DEL e",
+            "XGROUP CREATE e g 7-7 MKSTREAM",
+            "XSETID e 7-7",
+            "XGROUP CREATECONSUMER e g c"
+        ]
+    );
+    // Missing meta is reported, the stream still created.
+    let x = run(r(7, 0), key(hdr("e", ValueKind::Stream, None), vec![]));
+    assert_eq!(x.cmds.len(), 3);
+    assert!(matches!(&x.errors[..], [ConvertError::Sequence { .. }]));
+}
+
+fn payload(version: u16) -> Bytes {
+    let mut p = vec![0u8, 1, b'x'];
+    p.extend_from_slice(&version.to_le_bytes());
+    p.extend_from_slice(&[0; 8]);
+    Bytes::from(p)
+}
+
+#[test]
+fn restore_and_modules() {
+    let dump_key = |kind, exp, v| {
+        vec![
+            Item::KeyStart(hdr("k", kind, exp)),
+            Item::KeyEnd {
+                dump: Some(payload(v)),
+            },
+        ]
+    };
+    let x = run(r(7, 0), dump_key(ValueKind::List, Some(42), 10));
+    assert_eq!(x.cmds.len(), 1);
+    assert!(x.cmds[0].starts_with("RESTORE k 42 "));
+    assert!(x.cmds[0].ends_with(" REPLACE ABSTTL"));
+    let mut o = ConvertOptions::new(r(7, 0));
+    o.replace = false;
+    let x = run_opts(o.clone(), dump_key(ValueKind::List, None, 9));
+    assert!(x.cmds[0].starts_with("RESTORE k 0 ") && x.cmds[0].ends_with(" ABSTTL"));
+    assert!(!x.cmds[0].contains("REPLACE"));
+    // Newer payload than the target reads: not decodable yet.
+    let x = run(r(6, 0), dump_key(ValueKind::List, None, 10));
+    assert!(x.cmds.is_empty());
+    assert!(matches!(&x.errors[..], [ConvertError::Unconvertible { key, .. }] if key == "k"));
+    // use_restore off: same.
+    o.use_restore = false;
+    let x = run_opts(o.clone(), dump_key(ValueKind::List, None, 9));
+    assert!(x.cmds.is_empty() && x.errors.len() == 1);
+    // Modules are always restored.
+    let x = run_opts(o, dump_key(ValueKind::Module, None, 9));
+    assert_eq!(x.cmds.len(), 1);
+    assert!(x.errors.is_empty());
+    let x = run(r(7, 0), key(hdr("m", ValueKind::Module, None), vec![]));
+    assert!(matches!(
+        &x.errors[..],
+        [ConvertError::Unconvertible { .. }]
+    ));
+}
+
+#[test]
+fn functions_dbs_and_ignored_items() {
+    let code = b("#!lua name=mylib\nredis.register_function('f', function() return 1 end)");
+    let items = vec![
+        Item::Header {
+            flavor: Flavor::Redis,
+            version: 10,
+        },
+        Item::Aux {
+            key: b("redis-ver"),
+            value: b("7.0.0"),
+        },
+        Item::Function { code: code.clone() },
+        Item::SelectDb(3),
+        Item::ResizeDb {
+            db_size: 1,
+            expires_size: 0,
+        },
+        Item::KeyStart(KeyHeader {
+            db: 3,
+            ..hdr("k", ValueKind::String, None)
+        }),
+        Item::Chunk(Chunk::StringPart(b("v"))),
+        Item::KeyEnd { dump: None },
+        Item::ModuleAux { module_id: 1 },
+        Item::End { checksum: None },
+    ];
+    let x = run(r(7, 0), items.clone());
+    assert_eq!(x.cmds.len(), 2);
+    assert!(x.cmds[0].starts_with("FUNCTION LOAD REPLACE #!lua name=mylib"));
+    assert_eq!(x.dbs, [0, 3]);
+    let x = run(r(6, 2), items);
+    assert_eq!(x.cmds, ["SET k v"]);
+    assert!(
+        matches!(&x.errors[..], [ConvertError::Function { library, .. }] if library == "mylib")
+    );
+}
+
+#[test]
+fn sequence_errors_do_not_panic() {
+    let x = run(
+        r(7, 0),
+        vec![
+            Item::Chunk(Chunk::SetMembers(list(&["a"]))),
+            Item::KeyEnd { dump: None },
+            Item::KeyStart(hdr("k", ValueKind::Set, None)),
+            Item::Chunk(Chunk::ListItems(list(&["a"]))),
+            Item::KeyStart(hdr("k2", ValueKind::Set, None)),
+            Item::Chunk(Chunk::SetMembers(list(&["a"]))),
+            Item::KeyEnd { dump: None },
+        ],
+    );
+    assert_eq!(x.errors.len(), 4, "{:?}", x.errors);
+    assert_eq!(x.cmds, ["DEL k2", "SADD k2 a"]);
+    assert!(x.errors[3].key().is_some_and(|k| k == "k"));
+    assert!(!x.errors[0].to_string().is_empty());
+}
+
+// ---- rewrites ----
+
+fn rw(args: &[&str], t: ServerInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    rewrite_for_target(Cmd::new(args.iter().map(|s| b(s))), &t, 10_000, &mut out);
+    out.iter().map(show).collect()
+}
+
+#[test]
+fn rewrite_set_absolute_expiry() {
+    assert_eq!(
+        rw(&["SET", "k", "v", "NX", "GET", "PXAT", "15000"], r(6, 0)),
+        ["SET k v NX PX 5000"]
+    );
+    assert_eq!(
+        rw(&["set", "k", "v", "exat", "20", "XX"], r(6, 0)),
+        ["set k v PX 10000 XX"]
+    );
+    assert_eq!(
+        rw(&["SET", "k", "v", "PXAT", "5"], r(6, 0)),
+        ["SET k v PX 1"]
+    );
+    assert_eq!(
+        rw(&["SET", "k", "v", "KEEPTTL"], r(6, 0)),
+        ["SET k v KEEPTTL"]
+    );
+    assert_eq!(
+        rw(&["SET", "k", "v", "PXAT", "15000"], r(6, 2)),
+        ["SET k v PXAT 15000"]
+    );
+    assert_eq!(
+        rw(&["SET", "k", "v", "PXAT", "bad"], r(6, 0)),
+        ["SET k v PXAT bad"]
+    );
+}
+
+#[test]
+fn rewrite_pops_and_moves() {
+    assert_eq!(rw(&["LPOP", "l", "2"], r(6, 0)), ["LTRIM l 2 -1"]);
+    assert_eq!(rw(&["RPOP", "l", "2"], r(6, 0)), ["LTRIM l 0 -3"]);
+    assert!(rw(&["RPOP", "l", "0"], r(6, 0)).is_empty());
+    assert_eq!(rw(&["LPOP", "l"], r(6, 0)), ["LPOP l"]);
+    assert_eq!(rw(&["LPOP", "l", "2"], r(6, 2)), ["LPOP l 2"]);
+    assert_eq!(
+        rw(&["LMOVE", "a", "b", "right", "left"], r(6, 0)),
+        ["RPOPLPUSH a b"]
+    );
+    let x = rw(&["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"], r(6, 0));
+    assert!(x[0].starts_with("EVAL ") && x[0].ends_with(" 2 a b LEFT RIGHT"));
+    assert_eq!(
+        rw(&["LMOVE", "a", "b", "LEFT", "RIGHT"], r(7, 0)),
+        ["LMOVE a b LEFT RIGHT"]
+    );
+}
+
+#[test]
+fn rewrite_streams() {
+    assert_eq!(
+        rw(
+            &[
+                "XSETID",
+                "s",
+                "5-0",
+                "ENTRIESADDED",
+                "9",
+                "MAXDELETEDID",
+                "1-0"
+            ],
+            r(6, 2)
+        ),
+        ["XSETID s 5-0"]
+    );
+    assert_eq!(
+        rw(&["XSETID", "s", "5-0", "ENTRIESADDED", "9"], r(7, 0)),
+        ["XSETID s 5-0 ENTRIESADDED 9"]
+    );
+    assert_eq!(
+        rw(
+            &[
+                "xgroup",
+                "create",
+                "s",
+                "g",
+                "$",
+                "ENTRIESREAD",
+                "3",
+                "MKSTREAM"
+            ],
+            r(6, 0)
+        ),
+        ["xgroup create s g $ MKSTREAM"]
+    );
+    assert_eq!(
+        rw(
+            &["XGROUP", "SETID", "s", "g", "0", "ENTRIESREAD", "0"],
+            r(6, 2)
+        ),
+        ["XGROUP SETID s g 0"]
+    );
+    assert!(rw(&["XGROUP", "CREATECONSUMER", "s", "g", "c"], r(6, 0)).is_empty());
+    assert_eq!(
+        rw(&["XGROUP", "CREATECONSUMER", "s", "g", "c"], r(6, 2)),
+        ["XGROUP CREATECONSUMER s g c"]
+    );
+    assert_eq!(
+        rw(
+            &[
+                "XADD",
+                "s",
+                "NOMKSTREAM",
+                "MAXLEN",
+                "~",
+                "10",
+                "LIMIT",
+                "5",
+                "1-1",
+                "f",
+                "v"
+            ],
+            r(6, 0)
+        ),
+        ["XADD s MAXLEN ~ 10 1-1 f v"]
+    );
+    let x = rw(&["XADD", "s", "MINID", "=", "5", "6-0", "f", "v"], r(6, 0));
+    assert_eq!(x[0], "XADD s 6-0 f v");
+    assert!(x[1].starts_with("EVAL ") && x[1].ends_with(" 1 s 5-0"));
+    let x = rw(&["XTRIM", "s", "MINID", "3-2"], r(6, 0));
+    assert!(x[0].starts_with("EVAL ") && x[0].ends_with(" 1 s 3-2"));
+    assert_eq!(
+        rw(&["XTRIM", "s", "MAXLEN", "=", "2", "LIMIT", "9"], r(6, 0)),
+        ["XTRIM s MAXLEN = 2"]
+    );
+    assert_eq!(
+        rw(&["XADD", "s", "MINID", "=", "5", "6-0", "f", "v"], r(6, 2)),
+        ["XADD s MINID = 5 6-0 f v"]
+    );
+}
+
+#[test]
+fn rewrite_expire_options_publish_and_passthrough() {
+    assert_eq!(
+        rw(&["PEXPIREAT", "k", "100", "XX"], r(6, 2)),
+        ["PEXPIREAT k 100"]
+    );
+    assert_eq!(
+        rw(&["PEXPIREAT", "k", "100", "XX"], r(7, 0)),
+        ["PEXPIREAT k 100 XX"]
+    );
+    assert_eq!(rw(&["SPUBLISH", "c", "m"], r(6, 0)), ["PUBLISH c m"]);
+    assert_eq!(
+        rw(&["ZADD", "z", "GT", "1", "a"], r(6, 0)),
+        ["ZADD z GT 1 a"]
+    );
+    assert_eq!(rw(&["FOO"], r(6, 0)), ["FOO"]);
+    assert_eq!(
+        rw(&["SET", "k", "v"], target(Flavor::Valkey, 9, 1)),
+        ["SET k v"]
+    );
+}
+
+#[test]
+fn restore_hook_detects_foreign_payloads() {
+    let mk = |v| Cmd::new([b("RESTORE"), b("k"), b("0"), payload(v)]);
+    assert!(compat::restore_needs_decode(&mk(10), &r(6, 0)));
+    assert!(!compat::restore_needs_decode(&mk(9), &r(6, 0)));
+    assert!(compat::restore_needs_decode(&mk(80), &r(7, 0)));
+    assert!(!compat::restore_needs_decode(
+        &mk(80),
+        &target(Flavor::Valkey, 9, 1)
+    ));
+    let mut out = Vec::new();
+    rewrite_for_target(mk(10), &r(6, 0), 0, &mut out);
+    assert_eq!(out, [mk(10)]);
+}
+
+#[test]
+fn library_names() {
+    assert_eq!(library_name(b"#!lua name=abc\nx"), "abc");
+    assert_eq!(library_name(b"nope"), "<unnamed>");
+}
