@@ -146,7 +146,10 @@ mod tests {
         let c = cmd!["SET", "k", Bytes::from_static(b"v\r\n"), 42i64];
         let mut b = BytesMut::new();
         c.encode(&mut b);
-        assert_eq!(&b[..], b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n42\r\n");
+        assert_eq!(
+            &b[..],
+            b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n42\r\n"
+        );
         assert_eq!(c.encoded_len(), b.len());
         assert!(c.is("set"));
     }

@@ -86,7 +86,11 @@ impl ServerInfo {
 
 fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let mut it = v.trim().split('.').map(|p| p.parse::<u32>().ok());
-    Some((it.next()??, it.next().flatten().unwrap_or(0), it.next().flatten().unwrap_or(0)))
+    Some((
+        it.next()??,
+        it.next().flatten().unwrap_or(0),
+        it.next().flatten().unwrap_or(0),
+    ))
 }
 
 #[cfg(test)]
@@ -95,12 +99,23 @@ mod tests {
 
     #[test]
     fn parses_redis_and_valkey() {
-        let r = ServerInfo::parse("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n").unwrap();
-        assert_eq!((r.flavor, r.version, r.rdb_version()), (Flavor::Redis, (7, 0, 15), 10));
+        let r = ServerInfo::parse("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n")
+            .unwrap();
+        assert_eq!(
+            (r.flavor, r.version, r.rdb_version()),
+            (Flavor::Redis, (7, 0, 15), 10)
+        );
         let v = ServerInfo::parse("redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.1.2\r\ncluster_enabled:1\r\n").unwrap();
-        assert_eq!((v.flavor, v.version, v.rdb_version(), v.cluster_enabled), (Flavor::Valkey, (9, 1, 2), 80, true));
+        assert_eq!(
+            (v.flavor, v.version, v.rdb_version(), v.cluster_enabled),
+            (Flavor::Valkey, (9, 1, 2), 80, true)
+        );
         assert!(!r.accepts_dump(Flavor::Valkey, 80));
         assert!(r.accepts_dump(Flavor::Redis, 9));
-        assert!(!ServerInfo::parse("redis_version:6.0.9").unwrap().accepts_dump(Flavor::Redis, 10));
+        assert!(
+            !ServerInfo::parse("redis_version:6.0.9")
+                .unwrap()
+                .accepts_dump(Flavor::Redis, 10)
+        );
     }
 }

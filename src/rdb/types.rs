@@ -134,27 +134,48 @@ pub enum Chunk {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Item {
     /// The magic and version: `REDIS0011` → (Redis, 11), `VALKEY080` → (Valkey, 80).
-    Header { flavor: Flavor, version: u32 },
+    Header {
+        flavor: Flavor,
+        version: u32,
+    },
     /// `AUX` field (redis-ver, ctime, repl-id, …).
-    Aux { key: Bytes, value: Bytes },
+    Aux {
+        key: Bytes,
+        value: Bytes,
+    },
     /// `SELECTDB`: the keys that follow belong to this database.
     SelectDb(u32),
-    ResizeDb { db_size: u64, expires_size: u64 },
+    ResizeDb {
+        db_size: u64,
+        expires_size: u64,
+    },
     /// `SLOT_INFO` (Redis 7.4+ cluster RDBs).
-    SlotInfo { slot: u64, slot_size: u64, expires_slot_size: u64 },
+    SlotInfo {
+        slot: u64,
+        slot_size: u64,
+        expires_slot_size: u64,
+    },
     /// A function library (`FUNCTION2`, or the older `FUNCTION` opcode): its source code, to be
     /// loaded with `FUNCTION LOAD REPLACE <code>`.
-    Function { code: Bytes },
+    Function {
+        code: Bytes,
+    },
     /// A module AUX record (skipped; reported so it can be counted).
-    ModuleAux { module_id: u64 },
+    ModuleAux {
+        module_id: u64,
+    },
     KeyStart(KeyHeader),
     Chunk(Chunk),
     /// End of the current key. `dump` holds the value in `DUMP`/`RESTORE` payload form (type
     /// byte, value bytes, 2-byte little-endian RDB version, CRC64 little-endian) when the parser
     /// captured it (see [`super::ParseOptions::capture_dump_max`]); in that case the key's value
     /// chunks were NOT emitted. Module values are always captured (they cannot be decoded).
-    KeyEnd { dump: Option<Bytes> },
+    KeyEnd {
+        dump: Option<Bytes>,
+    },
     /// The `EOF` opcode was read; `checksum` is the file's CRC64 when present and non-zero
     /// (already verified: a mismatch is an error, not an item).
-    End { checksum: Option<u64> },
+    End {
+        checksum: Option<u64>,
+    },
 }
