@@ -4,6 +4,10 @@ use super::cursor::{Cursor, DecodeResult};
 
 /// Decode an intset blob into its integers (validated: width, length, strictly ascending).
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<i64>> {
+    decode_inner(blob).map_err(|e| format!("invalid intset ({} bytes): {e}", blob.len()))
+}
+
+fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<i64>> {
     let mut c = Cursor::new(blob);
     let width = c.u32_le()? as usize;
     let len = c.u32_le()? as usize;

@@ -7,6 +7,10 @@ const LP_EOF: u8 = 0xff;
 
 /// Decode a whole listpack blob into its elements, validating the structure.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
+    decode_inner(blob).map_err(|e| format!("invalid listpack ({} bytes): {e}", blob.len()))
+}
+
+fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
     let mut c = Cursor::new(blob);
     let total = c.u32_le()? as usize;
     let count = c.u16_le()?;

@@ -13,6 +13,8 @@ use super::types::{Chunk, Flavor, Item, KeyHeader, ValueKind};
 use super::value::{Layout, ValueDecoder, chunk_bytes, chunk_elements, layout_of};
 use super::{ParseOptions, module};
 
+/// Redis Enterprise's RAM LRU hint (a length), found in some RDBs it writes.
+const OPCODE_RAM_LRU: u8 = 107;
 const OPCODE_SLOT_INFO: u8 = 244;
 const OPCODE_FUNCTION2: u8 = 245;
 const OPCODE_FUNCTION_PRE_GA: u8 = 246;
@@ -242,14 +244,14 @@ impl<R: Read> RdbParser<R> {
                 self.out.push_back(Item::Function { code });
             }
             OPCODE_FUNCTION_PRE_GA => {
-                // Redis 7.0 RC layout: name, engine, has-description flag, [description], code.
-                self.src.skip_string()?;
-                self.src.skip_string()?;
-                if self.src.read_len()? != 0 {
-                    self.src.skip_string()?;
-                }
-                let code = self.src.read_string()?;
-                self.out.push_back(Item::Function { code });
+                // Redis 7.0 RC1/RC2 only; Redis itself refuses to load it.
+                return Err(self.src.err(RdbErrorKind::Unsupported(
+                    "pre-release (Redis 7.0 RC) function format".into(),
+                )));
+            }
+            OPCODE_RAM_LRU if flavor == Flavor::Redis => {
+                // Redis Enterprise: an LRU hint before a key, like IDLE.
+                self.src.read_len()?;
             }
             OPCODE_SLOT_INFO => {
                 let slot = self.src.read_len()?;
@@ -263,9 +265,9 @@ impl<R: Read> RdbParser<R> {
             }
             t => {
                 if t == 6 {
-                    return Err(self
-                        .src
-                        .corrupt("pre-GA module value format (type 6) is not supported"));
+                    return Err(self.src.err(RdbErrorKind::Unsupported(
+                        "pre-release (Redis 4.0 RC) module value format, type 6".into(),
+                    )));
                 }
                 let (layout, kind) = layout_of(flavor, t)
                     .ok_or_else(|| self.src.err(RdbErrorKind::UnknownType(t)))?;

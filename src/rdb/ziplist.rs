@@ -7,6 +7,10 @@ const ZIP_END: u8 = 0xff;
 
 /// Decode a whole ziplist blob into its elements, validating the structure.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
+    decode_inner(blob).map_err(|e| format!("invalid ziplist ({} bytes): {e}", blob.len()))
+}
+
+fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
     let mut c = Cursor::new(blob);
     let zlbytes = c.u32_le()? as usize;
     let zltail = c.u32_le()? as usize;

@@ -16,6 +16,10 @@ fn read_len(c: &mut Cursor<'_>) -> DecodeResult<Option<usize>> {
 
 /// Decode a zipmap blob into (field, value) pairs.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
+    decode_inner(blob).map_err(|e| format!("invalid zipmap ({} bytes): {e}", blob.len()))
+}
+
+fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
     let mut c = Cursor::new(blob);
     let _zmlen = c.u8()?;
     let mut out = Vec::new();
