@@ -34,6 +34,14 @@ pub enum RdbErrorKind {
     Checksum { expected: u64, computed: u64 },
     #[error("corrupt encoding: {0}")]
     Corrupt(String),
+    /// A format this parser knows but deliberately does not decode (pre-release formats).
+    #[error("unsupported format: {0}")]
+    Unsupported(String),
+    /// A collection key with no elements. Redis skips such keys when loading; the parser
+    /// reports them so they are not silently lost, but the key was consumed whole and nothing of
+    /// it was emitted: calling `next_item` again continues with the next key.
+    #[error("empty key (a collection with no elements; Redis discards these when loading)")]
+    EmptyKey,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

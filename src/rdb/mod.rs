@@ -7,10 +7,23 @@
 //! while let Some(item) = p.next_item()? { /* ... */ }
 //! ```
 
+mod cursor;
+mod dump;
 mod error;
+mod intset;
+mod listpack;
+mod module;
+mod parser;
+mod reader;
+mod stream;
 mod types;
+mod value;
+mod ziplist;
+mod zipmap;
 
+pub use dump::{DumpValue, parse_dump_payload};
 pub use error::{RdbError, RdbErrorKind};
+pub use parser::RdbParser;
 pub use types::*;
 
 /// Tuning of the parser's output; none of it changes what is parsed.

@@ -1,0 +1,118 @@
+//! Bounds-checked reading of in-memory encoded blobs (ziplist, listpack, intset, zipmap, stream
+//! node keys), and the element type those blobs decode to. Every accessor returns an error
+//! message instead of panicking on short or malformed data.
+
+use bytes::Bytes;
+
+pub(crate) type DecodeResult<T> = Result<T, String>;
+
+/// One element of a compact encoding: a byte string or an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem<'a> {
+    Str(&'a [u8]),
+    Int(i64),
+}
+
+impl Elem<'_> {
+    /// The element as Redis shows it: integers in decimal.
+    pub(crate) fn to_bytes(self) -> Bytes {
+        match self {
+            Elem::Str(s) => Bytes::copy_from_slice(s),
+            Elem::Int(i) => Bytes::copy_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        }
+    }
+
+    /// The element as an integer (a string must be a canonical decimal integer).
+    pub(crate) fn as_int(self) -> DecodeResult<i64> {
+        match self {
+            Elem::Int(i) => Ok(i),
+            Elem::Str(s) => std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| "expected an integer element".to_string()),
+        }
+    }
+
+    /// The element as a non-negative integer.
+    pub(crate) fn as_u64(self) -> DecodeResult<u64> {
+        match self {
+            Elem::Int(i) if i >= 0 => Ok(i as u64),
+            Elem::Int(_) => Err("expected a non-negative integer element".into()),
+            Elem::Str(s) => std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| "expected an integer element".to_string()),
+        }
+    }
+
+    /// The element as a score.
+    pub(crate) fn as_f64(self) -> DecodeResult<f64> {
+        match self {
+            Elem::Int(i) => Ok(i as f64),
+            Elem::Str(s) => {
+                super::reader::parse_f64(s).ok_or_else(|| "invalid score element".to_string())
+            }
+        }
+    }
+}
+
+/// A position in a byte slice.
+pub(crate) struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Cursor { data, pos: 0 }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("truncated: need {n} bytes at {}", self.pos))?;
+        let s = self.data.get(self.pos..end).ok_or("truncated")?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> DecodeResult<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> DecodeResult<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn peek(&self) -> DecodeResult<u8> {
+        self.data
+            .get(self.pos)
+            .copied()
+            .ok_or_else(|| format!("truncated at {}", self.pos))
+    }
+
+    pub(crate) fn u16_le(&mut self) -> DecodeResult<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32_le(&mut self) -> DecodeResult<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u64_be(&mut self) -> DecodeResult<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+}

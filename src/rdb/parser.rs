@@ -1,0 +1,394 @@
+//! The top-level RDB stream parser: magic and version, opcodes (AUX, SELECTDB, RESIZEDB, expiry,
+//! IDLE/FREQ, MODULE_AUX, functions, SLOT_INFO, EOF with CRC64 check), key framing
+//! (`KeyStart`, chunks, `KeyEnd`) and `DUMP`-payload capture with bounded buffering.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Read};
+
+use bytes::Bytes;
+
+use super::error::{RdbError, RdbErrorKind};
+use super::reader::{CRC64, MAX_STRING_LEN, Result, Source};
+use super::types::{Chunk, Flavor, Item, KeyHeader, ValueKind};
+use super::value::{Layout, ValueDecoder, chunk_bytes, chunk_elements, layout_of};
+use super::{ParseOptions, module};
+
+/// Redis Enterprise's RAM LRU hint (a length), found in some RDBs it writes.
+const OPCODE_RAM_LRU: u8 = 107;
+const OPCODE_SLOT_INFO: u8 = 244;
+const OPCODE_FUNCTION2: u8 = 245;
+const OPCODE_FUNCTION_PRE_GA: u8 = 246;
+const OPCODE_MODULE_AUX: u8 = 247;
+const OPCODE_IDLE: u8 = 248;
+const OPCODE_FREQ: u8 = 249;
+const OPCODE_AUX: u8 = 250;
+const OPCODE_RESIZEDB: u8 = 251;
+const OPCODE_EXPIRETIME_MS: u8 = 252;
+const OPCODE_EXPIRETIME: u8 = 253;
+const OPCODE_SELECTDB: u8 = 254;
+const OPCODE_EOF: u8 = 255;
+
+/// Newest Redis RDB version accepted. 13 (Redis 8.6) and 14 (8.8) only add types and opcodes
+/// (stream IDMP, key metadata, arrays, …) which are reported as unknown when met; the layouts of
+/// every type decoded here are unchanged.
+pub(crate) const MAX_REDIS_VERSION: u32 = 14;
+/// Valkey RDB versions accepted (`VALKEY080` = Valkey 9.x).
+pub(crate) const VALKEY_VERSIONS: std::ops::RangeInclusive<u32> = 80..=80;
+
+/// Size of the `DUMP` payload footer: 2-byte version + 8-byte CRC64.
+pub(crate) const DUMP_FOOTER: usize = 10;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Magic,
+    Body,
+    Value,
+    Finished,
+    Failed,
+}
+
+/// The key being read.
+struct KeyCtx {
+    header: Option<KeyHeader>,
+    name: Bytes,
+    kind: ValueKind,
+    decoder: ValueDecoder,
+    /// Chunks held back while the value is being captured; `None` when not capturing.
+    held: Option<Vec<Chunk>>,
+    held_bytes: usize,
+    elements: u64,
+}
+
+/// Streaming RDB parser: see the [module documentation](super).
+pub struct RdbParser<R: Read> {
+    src: Source<BufReader<R>>,
+    opts: ParseOptions,
+    header: Option<(Flavor, u32)>,
+    phase: Phase,
+    db: u32,
+    out: VecDeque<Item>,
+    expire_ms: Option<i64>,
+    idle_secs: Option<u64>,
+    freq: Option<u8>,
+    key: Option<KeyCtx>,
+    scratch: Vec<Chunk>,
+}
+
+/// Parse `REDIS0011` / `VALKEY080` magic.
+fn parse_magic(m: &[u8; 9]) -> std::result::Result<(Flavor, u32), RdbErrorKind> {
+    let (flavor, digits): (Flavor, &[u8]) = if let Some(d) = m.strip_prefix(b"REDIS") {
+        (Flavor::Redis, d)
+    } else if let Some(d) = m.strip_prefix(b"VALKEY") {
+        (Flavor::Valkey, d)
+    } else {
+        return Err(RdbErrorKind::BadMagic(m.to_vec()));
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(RdbErrorKind::BadMagic(m.to_vec()));
+    }
+    let version = digits
+        .iter()
+        .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+    let ok = match flavor {
+        Flavor::Redis => (1..=MAX_REDIS_VERSION).contains(&version),
+        Flavor::Valkey => VALKEY_VERSIONS.contains(&version),
+    };
+    if ok {
+        Ok((flavor, version))
+    } else {
+        Err(RdbErrorKind::UnsupportedVersion(version))
+    }
+}
+
+impl<R: Read> RdbParser<R> {
+    pub fn new(reader: R, opts: ParseOptions) -> Self {
+        RdbParser {
+            src: Source::new(BufReader::with_capacity(64 * 1024, reader)),
+            opts,
+            header: None,
+            phase: Phase::Magic,
+            db: 0,
+            out: VecDeque::new(),
+            expire_ms: None,
+            idle_secs: None,
+            freq: None,
+            key: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Bytes consumed from the reader so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.src.offset()
+    }
+
+    /// Flavor and version from the magic, once read.
+    pub fn header(&self) -> Option<(Flavor, u32)> {
+        self.header
+    }
+
+    /// The next item; `Ok(None)` after [`Item::End`].
+    ///
+    /// Errors are final, except [`RdbErrorKind::EmptyKey`]: such a key has been skipped whole
+    /// (nothing of it was emitted) and calling again continues with the next one.
+    pub fn next_item(&mut self) -> std::result::Result<Option<Item>, RdbError> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Ok(Some(item));
+            }
+            match self.phase {
+                Phase::Finished => return Ok(None),
+                Phase::Failed => {
+                    return Err(self.src.corrupt("parser stopped after an earlier error"));
+                }
+                _ => {}
+            }
+            if let Err(mut e) = self.advance() {
+                if e.key.is_none() {
+                    e.key = self.key.as_ref().map(|k| k.name.clone());
+                }
+                if matches!(e.kind, RdbErrorKind::EmptyKey) {
+                    self.key = None;
+                    self.phase = Phase::Body;
+                } else {
+                    self.phase = Phase::Failed;
+                    self.key = None;
+                    self.out.clear();
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        match self.phase {
+            Phase::Magic => {
+                let m: [u8; 9] = self.src.read_array()?;
+                let (flavor, version) = parse_magic(&m).map_err(|k| self.src.err(k))?;
+                self.header = Some((flavor, version));
+                self.out.push_back(Item::Header { flavor, version });
+                self.phase = Phase::Body;
+                Ok(())
+            }
+            Phase::Body => self.read_opcode(),
+            Phase::Value => self.step_value(),
+            Phase::Finished | Phase::Failed => Ok(()),
+        }
+    }
+
+    fn flavor_version(&self) -> (Flavor, u32) {
+        self.header.unwrap_or((Flavor::Redis, 0))
+    }
+
+    fn read_opcode(&mut self) -> Result<()> {
+        let t = self.src.read_u8()?;
+        let (flavor, version) = self.flavor_version();
+        match t {
+            OPCODE_EOF => {
+                let checksum = if version >= 5 {
+                    let computed = self.src.crc();
+                    let mut b = [0u8; 8];
+                    self.src.read_unhashed(&mut b)?;
+                    let expected = u64::from_le_bytes(b);
+                    if expected != 0 && expected != computed {
+                        return Err(self.src.err(RdbErrorKind::Checksum { expected, computed }));
+                    }
+                    (expected != 0).then_some(expected)
+                } else {
+                    None
+                };
+                self.out.push_back(Item::End { checksum });
+                self.phase = Phase::Finished;
+            }
+            OPCODE_SELECTDB => {
+                let db = self.src.read_len()?;
+                self.db = u32::try_from(db)
+                    .map_err(|_| self.src.corrupt(format!("database number {db} too large")))?;
+                self.out.push_back(Item::SelectDb(self.db));
+            }
+            OPCODE_EXPIRETIME => {
+                let secs = i32::from_le_bytes(self.src.read_array()?);
+                self.expire_ms = Some(i64::from(secs) * 1000);
+            }
+            OPCODE_EXPIRETIME_MS => self.expire_ms = Some(self.src.read_ms()?),
+            OPCODE_RESIZEDB => {
+                let db_size = self.src.read_len()?;
+                let expires_size = self.src.read_len()?;
+                self.out.push_back(Item::ResizeDb {
+                    db_size,
+                    expires_size,
+                });
+            }
+            OPCODE_AUX => {
+                let key = self.src.read_string()?;
+                let value = self.src.read_string()?;
+                self.out.push_back(Item::Aux { key, value });
+            }
+            OPCODE_FREQ => self.freq = Some(self.src.read_u8()?),
+            OPCODE_IDLE => self.idle_secs = Some(self.src.read_len()?),
+            OPCODE_MODULE_AUX => {
+                let module_id = self.src.read_len()?;
+                let when_opcode = self.src.read_len()?;
+                if when_opcode != 2 {
+                    return Err(self.src.corrupt(format!(
+                        "module AUX of {} has bad when-opcode {when_opcode}",
+                        module::module_name(module_id)
+                    )));
+                }
+                self.src.read_len()?;
+                module::skip_fields(&mut self.src)?;
+                self.out.push_back(Item::ModuleAux { module_id });
+            }
+            OPCODE_FUNCTION2 => {
+                let code = self.src.read_string()?;
+                self.out.push_back(Item::Function { code });
+            }
+            OPCODE_FUNCTION_PRE_GA => {
+                // Redis 7.0 RC1/RC2 only; Redis itself refuses to load it.
+                return Err(self.src.err(RdbErrorKind::Unsupported(
+                    "pre-release (Redis 7.0 RC) function format".into(),
+                )));
+            }
+            OPCODE_RAM_LRU if flavor == Flavor::Redis => {
+                // Redis Enterprise: an LRU hint before a key, like IDLE.
+                self.src.read_len()?;
+            }
+            OPCODE_SLOT_INFO => {
+                let slot = self.src.read_len()?;
+                let slot_size = self.src.read_len()?;
+                let expires_slot_size = self.src.read_len()?;
+                self.out.push_back(Item::SlotInfo {
+                    slot,
+                    slot_size,
+                    expires_slot_size,
+                });
+            }
+            t => {
+                if t == 6 {
+                    return Err(self.src.err(RdbErrorKind::Unsupported(
+                        "pre-release (Redis 4.0 RC) module value format, type 6".into(),
+                    )));
+                }
+                let (layout, kind) = layout_of(flavor, t)
+                    .ok_or_else(|| self.src.err(RdbErrorKind::UnknownType(t)))?;
+                self.start_key(t, layout, kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_key(&mut self, t: u8, layout: Layout, kind: ValueKind) -> Result<()> {
+        let name = self.src.read_string()?;
+        let header = KeyHeader {
+            db: self.db,
+            key: name.clone(),
+            rdb_type: t,
+            kind,
+            expire_ms: self.expire_ms.take(),
+            idle_secs: self.idle_secs.take(),
+            freq: self.freq.take(),
+        };
+        let limit = if layout == Layout::Module {
+            MAX_STRING_LEN as usize
+        } else {
+            self.opts.capture_dump_max.saturating_sub(DUMP_FOOTER)
+        };
+        let capture = layout == Layout::Module || self.opts.capture_dump_max > DUMP_FOOTER;
+        if capture {
+            self.src.start_capture(&[t], limit);
+        }
+        self.key = Some(KeyCtx {
+            header: Some(header),
+            name,
+            kind,
+            decoder: ValueDecoder::new(layout),
+            held: capture.then(Vec::new),
+            held_bytes: 0,
+            elements: 0,
+        });
+        self.phase = Phase::Value;
+        Ok(())
+    }
+
+    fn step_value(&mut self) -> Result<()> {
+        let Some(key) = self.key.as_mut() else {
+            self.phase = Phase::Body;
+            return Ok(());
+        };
+        let mut chunks = std::mem::take(&mut self.scratch);
+        chunks.clear();
+        key.decoder.step(&mut self.src, &self.opts, &mut chunks)?;
+        let is_module = key.decoder.layout() == Layout::Module;
+        for c in chunks.drain(..) {
+            key.elements += chunk_elements(&c) as u64;
+            match key.held.as_mut() {
+                Some(held) => {
+                    key.held_bytes += chunk_bytes(&c);
+                    held.push(c);
+                }
+                None => {
+                    if let Some(h) = key.header.take() {
+                        self.out.push_back(Item::KeyStart(h));
+                    }
+                    self.out.push_back(Item::Chunk(c));
+                }
+            }
+        }
+        self.scratch = chunks;
+        // Give up capturing when the raw bytes overflowed or the held chunks grew too large.
+        let over =
+            !self.src.capturing() || (!is_module && key.held_bytes > self.opts.capture_dump_max);
+        if key.held.is_some() && over {
+            self.src.abandon_capture();
+            if let Some(held) = key.held.take() {
+                if let Some(h) = key.header.take() {
+                    self.out.push_back(Item::KeyStart(h));
+                }
+                self.out.extend(held.into_iter().map(Item::Chunk));
+            }
+        }
+        if key.decoder.is_done() {
+            self.finish_key()?;
+        }
+        Ok(())
+    }
+
+    fn finish_key(&mut self) -> Result<()> {
+        let Some(mut key) = self.key.take() else {
+            return Ok(());
+        };
+        self.phase = Phase::Body;
+        let collection = matches!(
+            key.kind,
+            ValueKind::List | ValueKind::Set | ValueKind::ZSet | ValueKind::Hash
+        );
+        if collection && key.elements == 0 {
+            self.src.abandon_capture();
+            self.key = Some(key); // so the error names it
+            return Err(self.src.err(RdbErrorKind::EmptyKey));
+        }
+        let dump = if key.held.take().is_some() {
+            let raw = self.src.take_capture();
+            let version = self.flavor_version().1;
+            raw.map(|raw| Bytes::from(finish_dump_payload(raw, version)))
+        } else {
+            None
+        };
+        if dump.is_none() && key.kind == ValueKind::Module {
+            return Err(self.src.corrupt("module value too large to capture"));
+        }
+        if let Some(h) = key.header.take() {
+            self.out.push_back(Item::KeyStart(h));
+        }
+        self.out.push_back(Item::KeyEnd { dump });
+        Ok(())
+    }
+}
+
+/// Append the `DUMP` footer (2-byte LE version, CRC64 LE of everything before it).
+pub(crate) fn finish_dump_payload(mut raw: Vec<u8>, version: u32) -> Vec<u8> {
+    raw.extend_from_slice(&(version as u16).to_le_bytes());
+    let crc = CRC64.checksum(&raw);
+    raw.extend_from_slice(&crc.to_le_bytes());
+    raw
+}

@@ -1,0 +1,557 @@
+//! The value decoder: given an RDB type byte (flavor-specific numbering), reads one value from
+//! the source step by step, each step producing at most about one chunk's worth of output
+//! (a whole encoded blob — ziplist, listpack, intset, zipmap, quicklist node, stream node — is
+//! decoded at once, since it is a single string in the file anyway).
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+use super::cursor::Elem;
+use super::reader::{Result, Source, StrHead};
+use super::stream::{self, StreamVersion};
+use super::types::{Chunk, Flavor, HashField, ValueKind};
+use super::{ParseOptions, intset, listpack, module, ziplist, zipmap};
+
+/// How a value is laid out in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    String,
+    List,
+    Set,
+    ZSet {
+        binary: bool,
+    },
+    Hash,
+    /// Redis 7.4 RC `HASH_METADATA_PRE_GA` (22): absolute TTL before each field.
+    HashTtlPreGa,
+    /// Redis `HASH_METADATA` (24): min expiry, then TTL relative to it before each field.
+    HashTtl,
+    /// Valkey 9 hash with field expiry (22): field, value, 8-byte expiry (-1: none).
+    HashTtlValkey,
+    HashZipmap,
+    ListZiplist,
+    SetIntset,
+    ZSetZiplist,
+    HashZiplist,
+    Quicklist,
+    Quicklist2,
+    Stream(StreamVersion),
+    HashListpack,
+    ZSetListpack,
+    SetListpack,
+    /// Redis `HASH_LISTPACK_EX` (25, with min expiry first) and its RC form (23).
+    HashListpackEx {
+        min_expire: bool,
+    },
+    Module,
+}
+
+/// The layout and logical kind of an RDB value type, or `None` if unknown for this flavor.
+pub(crate) fn layout_of(flavor: Flavor, t: u8) -> Option<(Layout, ValueKind)> {
+    use ValueKind as K;
+    let l = match t {
+        0 => (Layout::String, K::String),
+        1 => (Layout::List, K::List),
+        2 => (Layout::Set, K::Set),
+        3 => (Layout::ZSet { binary: false }, K::ZSet),
+        4 => (Layout::Hash, K::Hash),
+        5 => (Layout::ZSet { binary: true }, K::ZSet),
+        7 => (Layout::Module, K::Module),
+        9 => (Layout::HashZipmap, K::Hash),
+        10 => (Layout::ListZiplist, K::List),
+        11 => (Layout::SetIntset, K::Set),
+        12 => (Layout::ZSetZiplist, K::ZSet),
+        13 => (Layout::HashZiplist, K::Hash),
+        14 => (Layout::Quicklist, K::List),
+        15 => (Layout::Stream(StreamVersion(1)), K::Stream),
+        16 => (Layout::HashListpack, K::Hash),
+        17 => (Layout::ZSetListpack, K::ZSet),
+        18 => (Layout::Quicklist2, K::List),
+        19 => (Layout::Stream(StreamVersion(2)), K::Stream),
+        20 => (Layout::SetListpack, K::Set),
+        21 => (Layout::Stream(StreamVersion(3)), K::Stream),
+        22 if flavor == Flavor::Valkey => (Layout::HashTtlValkey, K::Hash),
+        22 => (Layout::HashTtlPreGa, K::Hash),
+        23 if flavor == Flavor::Redis => (Layout::HashListpackEx { min_expire: false }, K::Hash),
+        24 if flavor == Flavor::Redis => (Layout::HashTtl, K::Hash),
+        25 if flavor == Flavor::Redis => (Layout::HashListpackEx { min_expire: true }, K::Hash),
+        _ => return None,
+    };
+    Some(l)
+}
+
+#[derive(Debug)]
+enum State {
+    Start,
+    StringRaw { remaining: u64 },
+    Elements { remaining: u64 },
+    QuicklistNodes { remaining: u64 },
+    StreamNodes { remaining: u64 },
+    StreamGroups { remaining: u64 },
+    Done,
+}
+
+/// Step-wise decoder of one value.
+pub(crate) struct ValueDecoder {
+    layout: Layout,
+    state: State,
+    /// `HASH_METADATA`'s minimum field expiry, base of the relative TTLs.
+    min_expire: i64,
+}
+
+/// Elements allocated up front at most, whatever a length field claims.
+const PREALLOC_MAX: usize = 1024;
+
+impl ValueDecoder {
+    pub(crate) fn new(layout: Layout) -> Self {
+        ValueDecoder {
+            layout,
+            state: State::Start,
+            min_expire: 0,
+        }
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Advance: read some of the value and append the resulting chunks to `out`.
+    pub(crate) fn step<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        opts: &ParseOptions,
+        out: &mut Vec<Chunk>,
+    ) -> Result<()> {
+        let max_bytes = opts.chunk_bytes.max(1);
+        let max_elems = opts.chunk_elements.max(1);
+        match self.state {
+            State::Done => Ok(()),
+            State::Start => self.start(src, opts, out),
+            State::StringRaw { remaining } => {
+                let n = remaining.min(max_bytes as u64);
+                out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
+                let left = remaining - n;
+                self.state = if left == 0 {
+                    State::Done
+                } else {
+                    State::StringRaw { remaining: left }
+                };
+                Ok(())
+            }
+            State::Elements { remaining } => {
+                let left = self.read_elements(src, remaining, max_elems, max_bytes, out)?;
+                self.state = if left == 0 {
+                    State::Done
+                } else {
+                    State::Elements { remaining: left }
+                };
+                Ok(())
+            }
+            State::QuicklistNodes { remaining } => {
+                self.read_quicklist_node(src, max_elems, out)?;
+                self.state = if remaining <= 1 {
+                    State::Done
+                } else {
+                    State::QuicklistNodes {
+                        remaining: remaining - 1,
+                    }
+                };
+                Ok(())
+            }
+            State::StreamNodes { remaining } => {
+                let Layout::Stream(ver) = self.layout else {
+                    return Err(src.corrupt("stream state for a non-stream value"));
+                };
+                if remaining > 0 {
+                    let key = src.read_string_vec()?;
+                    let master = stream::parse_node_key(&key).map_err(|m| src.corrupt(m))?;
+                    let lp = src.read_string_vec()?;
+                    let entries = stream::decode_node(master, &lp).map_err(|m| src.corrupt(m))?;
+                    split(out, entries, max_elems, Chunk::StreamEntries);
+                    self.state = State::StreamNodes {
+                        remaining: remaining - 1,
+                    };
+                    return Ok(());
+                }
+                let (meta, groups) = stream::read_meta(src, ver)?;
+                out.push(Chunk::StreamMeta(meta));
+                self.state = if groups == 0 {
+                    State::Done
+                } else {
+                    State::StreamGroups { remaining: groups }
+                };
+                Ok(())
+            }
+            State::StreamGroups { remaining } => {
+                let Layout::Stream(ver) = self.layout else {
+                    return Err(src.corrupt("stream state for a non-stream value"));
+                };
+                out.push(Chunk::StreamGroup(stream::read_group(src, ver)?));
+                self.state = if remaining <= 1 {
+                    State::Done
+                } else {
+                    State::StreamGroups {
+                        remaining: remaining - 1,
+                    }
+                };
+                Ok(())
+            }
+        }
+    }
+
+    fn start<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        opts: &ParseOptions,
+        out: &mut Vec<Chunk>,
+    ) -> Result<()> {
+        let max_bytes = opts.chunk_bytes.max(1);
+        let max_elems = opts.chunk_elements.max(1);
+        self.state = State::Done;
+        match self.layout {
+            Layout::String => match src.read_str_head()? {
+                StrHead::Raw(n) if n <= max_bytes as u64 => {
+                    out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
+                }
+                StrHead::Raw(n) => {
+                    self.state = State::StringRaw { remaining: n };
+                    return self.step(src, opts, out);
+                }
+                StrHead::Int(v) => out.push(Chunk::StringPart(Bytes::copy_from_slice(
+                    itoa::Buffer::new().format(v).as_bytes(),
+                ))),
+                StrHead::Lzf { clen, ulen } => {
+                    let data = Bytes::from(src.read_lzf(clen, ulen)?);
+                    if data.is_empty() {
+                        out.push(Chunk::StringPart(data));
+                    } else {
+                        let mut pos = 0;
+                        while pos < data.len() {
+                            let end = (pos + max_bytes).min(data.len());
+                            out.push(Chunk::StringPart(data.slice(pos..end)));
+                            pos = end;
+                        }
+                    }
+                }
+            },
+            Layout::List
+            | Layout::Set
+            | Layout::ZSet { .. }
+            | Layout::Hash
+            | Layout::HashTtlPreGa
+            | Layout::HashTtlValkey
+            | Layout::HashTtl => {
+                if self.layout == Layout::HashTtl {
+                    self.min_expire = src.read_ms()?;
+                }
+                let n = src.read_len()?;
+                if n > 0 {
+                    self.state = State::Elements { remaining: n };
+                    return self.step(src, opts, out);
+                }
+            }
+            Layout::Quicklist | Layout::Quicklist2 => {
+                let n = src.read_len()?;
+                if n > 0 {
+                    self.state = State::QuicklistNodes { remaining: n };
+                    return self.step(src, opts, out);
+                }
+            }
+            Layout::Stream(_) => {
+                let n = src.read_len()?;
+                self.state = State::StreamNodes { remaining: n };
+                return self.step(src, opts, out);
+            }
+            Layout::Module => {
+                module::skip_value(src)?;
+            }
+            Layout::HashZipmap => {
+                let blob = src.read_string_vec()?;
+                let pairs = zipmap::decode(&blob).map_err(|m| src.corrupt(m))?;
+                let fields = pairs
+                    .into_iter()
+                    .map(|(f, v)| HashField {
+                        field: Bytes::copy_from_slice(f),
+                        value: Bytes::copy_from_slice(v),
+                        expire_ms: None,
+                    })
+                    .collect();
+                split(out, fields, max_elems, Chunk::HashFields);
+            }
+            Layout::SetIntset => {
+                let blob = src.read_string_vec()?;
+                let ints = intset::decode(&blob).map_err(|m| src.corrupt(m))?;
+                let members = ints.into_iter().map(|i| Elem::Int(i).to_bytes()).collect();
+                split(out, members, max_elems, Chunk::SetMembers);
+            }
+            Layout::ListZiplist
+            | Layout::ZSetZiplist
+            | Layout::HashZiplist
+            | Layout::HashListpack
+            | Layout::ZSetListpack
+            | Layout::SetListpack
+            | Layout::HashListpackEx { .. } => {
+                if let Layout::HashListpackEx { min_expire: true } = self.layout {
+                    src.read_ms()?;
+                }
+                let blob = src.read_string_vec()?;
+                decode_blob(self.layout, &blob, max_elems, out).map_err(|m| src.corrupt(m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read up to one chunk of a plainly encoded collection; returns how many remain.
+    fn read_elements<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        remaining: u64,
+        max_elems: usize,
+        max_bytes: usize,
+        out: &mut Vec<Chunk>,
+    ) -> Result<u64> {
+        let want = remaining.min(max_elems as u64) as usize;
+        let cap = want.min(PREALLOC_MAX);
+        let mut bytes = 0usize;
+        let mut taken = 0u64;
+        match self.layout {
+            Layout::List | Layout::Set => {
+                let mut v = Vec::with_capacity(cap);
+                while v.len() < want && bytes < max_bytes {
+                    let s = src.read_string()?;
+                    bytes += s.len();
+                    v.push(s);
+                }
+                taken = v.len() as u64;
+                out.push(if self.layout == Layout::List {
+                    Chunk::ListItems(v)
+                } else {
+                    Chunk::SetMembers(v)
+                });
+            }
+            Layout::ZSet { binary } => {
+                let mut v = Vec::with_capacity(cap);
+                while v.len() < want && bytes < max_bytes {
+                    let m = src.read_string()?;
+                    let score = if binary {
+                        src.read_binary_double()?
+                    } else {
+                        src.read_text_double()?
+                    };
+                    bytes += m.len() + 8;
+                    v.push((m, score));
+                }
+                taken = v.len() as u64;
+                out.push(Chunk::ZSetMembers(v));
+            }
+            Layout::Hash | Layout::HashTtlPreGa | Layout::HashTtl | Layout::HashTtlValkey => {
+                let mut v = Vec::with_capacity(cap);
+                while v.len() < want && bytes < max_bytes {
+                    let ttl = match self.layout {
+                        Layout::HashTtlPreGa => Some(src.read_len()?),
+                        Layout::HashTtl => Some(src.read_len()?),
+                        _ => None,
+                    };
+                    let field = src.read_string()?;
+                    let value = src.read_string()?;
+                    let expire_ms = match self.layout {
+                        Layout::HashTtlPreGa => ttl.filter(|&t| t != 0).map(|t| t as i64),
+                        Layout::HashTtl => ttl
+                            .filter(|&t| t != 0)
+                            .map(|t| self.min_expire.wrapping_add(t as i64).wrapping_sub(1)),
+                        Layout::HashTtlValkey => Some(src.read_ms()?).filter(|&t| t >= 0),
+                        _ => None,
+                    };
+                    bytes += field.len() + value.len();
+                    v.push(HashField {
+                        field,
+                        value,
+                        expire_ms,
+                    });
+                }
+                taken = v.len() as u64;
+                out.push(Chunk::HashFields(v));
+            }
+            _ => {}
+        }
+        if taken == 0 {
+            return Err(src.corrupt("collection reader made no progress"));
+        }
+        Ok(remaining - taken)
+    }
+
+    fn read_quicklist_node<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        max_elems: usize,
+        out: &mut Vec<Chunk>,
+    ) -> Result<()> {
+        if self.layout == Layout::Quicklist2 {
+            match src.read_len()? {
+                1 => {
+                    // PLAIN node: the node is one element.
+                    let item = src.read_string()?;
+                    out.push(Chunk::ListItems(vec![item]));
+                    return Ok(());
+                }
+                2 => {}
+                other => {
+                    return Err(src.corrupt(format!("unknown quicklist container {other}")));
+                }
+            }
+        }
+        let blob = src.read_string_vec()?;
+        let decoded = if self.layout == Layout::Quicklist2 {
+            listpack::decode(&blob)
+        } else {
+            ziplist::decode(&blob)
+        };
+        let elems = decoded.map_err(|m| src.corrupt(m))?;
+        // Redis skips empty nodes; so do we (an all-empty list is reported as an empty key).
+        let items = elems.into_iter().map(Elem::to_bytes).collect();
+        split(out, items, max_elems, Chunk::ListItems);
+        Ok(())
+    }
+}
+
+/// Decode a ziplist/listpack-encoded collection and emit it in chunks.
+fn decode_blob(
+    layout: Layout,
+    blob: &[u8],
+    max_elems: usize,
+    out: &mut Vec<Chunk>,
+) -> std::result::Result<(), String> {
+    let elems = match layout {
+        Layout::ListZiplist | Layout::ZSetZiplist | Layout::HashZiplist => ziplist::decode(blob)?,
+        _ => listpack::decode(blob)?,
+    };
+    match layout {
+        Layout::ListZiplist => split(
+            out,
+            elems.into_iter().map(Elem::to_bytes).collect(),
+            max_elems,
+            Chunk::ListItems,
+        ),
+        Layout::SetListpack => split(
+            out,
+            elems.into_iter().map(Elem::to_bytes).collect(),
+            max_elems,
+            Chunk::SetMembers,
+        ),
+        Layout::ZSetZiplist | Layout::ZSetListpack => {
+            if elems.len() % 2 != 0 {
+                return Err("sorted set blob with an odd number of elements".into());
+            }
+            let mut members = Vec::with_capacity(elems.len() / 2);
+            for pair in elems.chunks_exact(2) {
+                if let [m, s] = pair {
+                    members.push((m.to_bytes(), s.as_f64()?));
+                }
+            }
+            split(out, members, max_elems, Chunk::ZSetMembers);
+        }
+        Layout::HashZiplist | Layout::HashListpack => {
+            if elems.len() % 2 != 0 {
+                return Err("hash blob with an odd number of elements".into());
+            }
+            let fields = elems
+                .chunks_exact(2)
+                .filter_map(|p| match p {
+                    [f, v] => Some(HashField {
+                        field: f.to_bytes(),
+                        value: v.to_bytes(),
+                        expire_ms: None,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            split(out, fields, max_elems, Chunk::HashFields);
+        }
+        Layout::HashListpackEx { .. } => {
+            if elems.len() % 3 != 0 {
+                return Err("hash listpack-ex with a number of elements not multiple of 3".into());
+            }
+            let mut fields = Vec::with_capacity(elems.len() / 3);
+            for t in elems.chunks_exact(3) {
+                if let [f, v, ttl] = t {
+                    let ttl = ttl.as_int()?;
+                    fields.push(HashField {
+                        field: f.to_bytes(),
+                        value: v.to_bytes(),
+                        expire_ms: (ttl != 0).then_some(ttl),
+                    });
+                }
+            }
+            split(out, fields, max_elems, Chunk::HashFields);
+        }
+        _ => return Err("not a blob layout".into()),
+    }
+    Ok(())
+}
+
+/// Append `items` to `out` as chunks of at most `n` elements.
+fn split<T>(out: &mut Vec<Chunk>, items: Vec<T>, n: usize, wrap: fn(Vec<T>) -> Chunk) {
+    if items.len() <= n {
+        if !items.is_empty() {
+            out.push(wrap(items));
+        }
+        return;
+    }
+    let mut it = items.into_iter();
+    loop {
+        let part: Vec<T> = it.by_ref().take(n).collect();
+        if part.is_empty() {
+            break;
+        }
+        out.push(wrap(part));
+    }
+}
+
+/// Number of elements (list items, members, fields, entries) in a chunk; 0 for strings/meta.
+pub(crate) fn chunk_elements(c: &Chunk) -> usize {
+    match c {
+        Chunk::StringPart(_) | Chunk::StreamMeta(_) | Chunk::StreamGroup(_) => 0,
+        Chunk::ListItems(v) | Chunk::SetMembers(v) => v.len(),
+        Chunk::ZSetMembers(v) => v.len(),
+        Chunk::HashFields(v) => v.len(),
+        Chunk::StreamEntries(v) => v.len(),
+    }
+}
+
+/// Approximate memory held by a chunk.
+pub(crate) fn chunk_bytes(c: &Chunk) -> usize {
+    const OVERHEAD: usize = 16;
+    match c {
+        Chunk::StringPart(b) => b.len(),
+        Chunk::ListItems(v) | Chunk::SetMembers(v) => v.iter().map(|b| b.len() + OVERHEAD).sum(),
+        Chunk::ZSetMembers(v) => v.iter().map(|(b, _)| b.len() + OVERHEAD + 8).sum(),
+        Chunk::HashFields(v) => v
+            .iter()
+            .map(|f| f.field.len() + f.value.len() + 2 * OVERHEAD)
+            .sum(),
+        Chunk::StreamEntries(v) => v
+            .iter()
+            .map(|e| {
+                16 + e
+                    .fields
+                    .iter()
+                    .map(|(a, b)| a.len() + b.len() + 2 * OVERHEAD)
+                    .sum::<usize>()
+            })
+            .sum(),
+        Chunk::StreamMeta(_) => 64,
+        Chunk::StreamGroup(g) => {
+            g.name.len()
+                + g.pending
+                    .iter()
+                    .map(|p| 40 + p.consumer.len())
+                    .sum::<usize>()
+                + g.consumers.iter().map(|c| 32 + c.name.len()).sum::<usize>()
+        }
+    }
+}
