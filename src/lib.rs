@@ -28,5 +28,6 @@ pub mod app;
 pub mod checkpoint;
 pub mod client;
 pub mod heartbeat;
+pub mod load_file;
 pub mod telemetry;
 pub mod precheck;

@@ -21,6 +21,53 @@ enum Command {
     Run(CommonArgs),
     /// Runs the prechecks only and prints a table; exits non-zero if one fails.
     Check(CommonArgs),
+    /// Writes the keys of an RDB file into the target (the file is validated first: a corrupt
+    /// file writes nothing).
+    LoadRdb(LoadRdbArgs),
+}
+
+#[derive(Args)]
+struct LoadRdbArgs {
+    /// The RDB file.
+    #[arg(long)]
+    file: PathBuf,
+    /// Target: redis://[user:password@]host:port
+    #[arg(long)]
+    target: String,
+    #[arg(long, env = "SHARDSYNC_TARGET_PASSWORD", hide_env_values = true)]
+    target_password: Option<String>,
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn load_rdb(args: LoadRdbArgs) -> ExitCode {
+    let mut target = match shardsync::config::Endpoint::parse("--target", &args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = args.target_password {
+        target.password = Some(Secret::new(p));
+    }
+    init_logging(&args.log_level);
+    let sync = shardsync::config::SyncSettings::default();
+    let result = actix_rt::System::new().block_on(async move { shardsync::load_file::run(&args.file, &target, &sync).await });
+    match result {
+        Ok((stats, 0)) => {
+            println!("loaded {} keys ({} commands, {} bytes of RDB)", stats.keys, stats.commands, stats.bytes);
+            if stats.convert_errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Ok((stats, rejected)) => {
+            eprintln!("shardsync: loaded {} keys but the target rejected {rejected} writes (see the log)", stats.keys);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -91,6 +138,7 @@ fn main() -> ExitCode {
     let (args, check_only) = match cli.command {
         Command::Run(a) => (a, false),
         Command::Check(a) => (a, true),
+        Command::LoadRdb(a) => return load_rdb(a),
     };
     let cfg = match args.resolve() {
         Ok(c) => c,

@@ -65,6 +65,8 @@ pub struct ShardState {
     pub restarts: AtomicU64,
     pub full_resyncs: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Writes of this shard that the target rejected (each also logged with its key).
+    pub rejected_writes: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
 }
@@ -85,6 +87,7 @@ impl ShardState {
             restarts: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            rejected_writes: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
         }
     }

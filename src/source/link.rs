@@ -238,20 +238,25 @@ async fn full_sync(
     metrics::gauge!("shardsync_rdb_size_bytes", "shard" => shard.name.clone()).set(size as f64);
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let (src, dst) = (&settings.source, &settings.target);
+    let use_restore = settings.sync.restore_max_bytes > 0 && dst.accepts_dump(src.flavor, src.rdb_version());
     let load_settings = LoadSettings {
         parse: crate::rdb::ParseOptions {
             chunk_elements: settings.sync.elements_per_command,
             chunk_bytes: 1 << 20,
-            capture_dump_max: 0,
+            capture_dump_max: if use_restore { settings.sync.restore_max_bytes } else { 0 },
         },
-        convert: crate::convert::ConvertOptions::for_pair(&settings.source, &settings.target, &settings.sync),
+        convert: crate::convert::ConvertOptions {
+            target: dst.clone(),
+            source_flavor: src.flavor,
+            source_rdb_version: src.rdb_version(),
+            use_restore,
+            elements_per_command: settings.sync.elements_per_command,
+            replace: true,
+        },
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,
     };
-    let mut load_settings = load_settings;
-    if load_settings.convert.use_restore {
-        load_settings.parse.capture_dump_max = settings.sync.restore_max_bytes;
-    }
     let (shard2, writer2) = (shard.clone(), writer.clone());
     let loader = tokio::task::spawn_blocking(move || {
         rdb_load::load(ChannelReader::new(rx), &load_settings, &shard2, epoch, &writer2)

@@ -5,7 +5,6 @@
 //! what was not acknowledged, so nothing is lost (at-least-once).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -196,7 +195,10 @@ impl Pipeline {
             }
             front.acked_cmds += 1;
             let cmd = &front.batch.cmds[slot as usize].cmd;
-            check_reply(&self.node, cmd, &frame);
+            let rejected = check_reply(&self.node, cmd, &frame);
+            if rejected > 0 {
+                front.batch.shard.rejected_writes.fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
+            }
             if !self.settings.heartbeat_key.is_empty()
                 && cmd.args.len() >= 3
                 && cmd.args[1] == self.settings.heartbeat_key
@@ -242,7 +244,8 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 }
 
 /// Counts and logs an error reply (also errors inside an `EXEC` result), naming the key.
-fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) {
+/// Returns how many errors the reply held.
+fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = String::from_utf8_lossy(e);
         let kind = text.split_whitespace().next().unwrap_or("ERR").to_ascii_uppercase();
@@ -251,14 +254,20 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) {
         tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
     };
     match frame {
-        Frame::Error(e) => report(e),
+        Frame::Error(e) => {
+            report(e);
+            1
+        }
         Frame::Array(items) if cmd.is("EXEC") => {
+            let mut n = 0;
             for it in items {
                 if let Frame::Error(e) = it {
                     report(e);
+                    n += 1;
                 }
             }
+            n
         }
-        _ => {}
+        _ => 0,
     }
 }
