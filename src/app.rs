@@ -78,7 +78,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         listening_port: cfg.metrics_addr.map(|a| a.port()).unwrap_or(0),
     });
     let link = {
-        let (s, sh, tx, sd) = (link_settings.clone(), shard.clone(), writer_tx.clone(), shutdown.clone());
+        let (s, sh, tx, sd) = (
+            link_settings.clone(),
+            shard.clone(),
+            writer_tx.clone(),
+            shutdown.clone(),
+        );
         Supervisor::start(move |_| ShardLink::new(s, sh, tx, resume, sd))
     };
     drop(writer_tx);
@@ -104,7 +109,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         if shard.phase() == Phase::Incremental {
             match heartbeat::remove(&cfg.source, &cfg.sync.heartbeat_key).await {
                 Ok(offset) => wait_applied(&shard, offset, Duration::from_secs(10)).await,
-                Err(e) => tracing::warn!(error = %e, "could not remove the heartbeat key from the source"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove the heartbeat key from the source")
+                }
             }
         }
     }
@@ -112,8 +119,13 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let _ = link.send(StopLink).await;
     drop(link);
     // The link's queue sender is gone once the actor stops; the writer then drains and stops.
-    if tokio::time::timeout(Duration::from_secs(10), writer_done).await.is_err() {
-        tracing::warn!("the target did not acknowledge every write within 10 s; the checkpoint covers what it did");
+    if tokio::time::timeout(Duration::from_secs(10), writer_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the target did not acknowledge every write within 10 s; the checkpoint covers what it did"
+        );
     }
     checkpointer.abort();
     write_checkpoint(&cfg.state_dir, &shard);
@@ -139,7 +151,9 @@ async fn wait_for_signal() {
 
 async fn wait_applied(shard: &ShardState, offset: u64, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    while shard.applied_offset.load(Ordering::Acquire) < offset && tokio::time::Instant::now() < deadline {
+    while shard.applied_offset.load(Ordering::Acquire) < offset
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -148,7 +162,8 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {
-            metrics::gauge!("shardsync_checkpoint_offset_bytes", "shard" => shard.name.clone()).set(pos.offset as f64);
+            metrics::gauge!("shardsync_checkpoint_offset_bytes", "shard" => shard.name.clone())
+                .set(pos.offset as f64);
             Some(pos.offset)
         }
         Err(e) => {
@@ -167,8 +182,10 @@ async fn checkpoint_loop(dir: std::path::PathBuf, shards: Vec<Arc<ShardState>>, 
         for (i, s) in shards.iter().enumerate() {
             let applied = s.applied_offset.load(Ordering::Acquire);
             let handed = s.handed_offset.load(Ordering::Acquire);
-            metrics::gauge!("shardsync_applied_offset_bytes", "shard" => s.name.clone()).set(applied as f64);
-            metrics::gauge!("shardsync_lag_bytes", "shard" => s.name.clone()).set(handed.saturating_sub(applied) as f64);
+            metrics::gauge!("shardsync_applied_offset_bytes", "shard" => s.name.clone())
+                .set(applied as f64);
+            metrics::gauge!("shardsync_lag_bytes", "shard" => s.name.clone())
+                .set(handed.saturating_sub(applied) as f64);
             let now = s.resumable_position().map(|p| p.offset);
             if now.is_some() && now != last[i] {
                 last[i] = write_checkpoint(&dir, s);

@@ -10,7 +10,13 @@ use crate::source::handshake::ReplPosition;
 fn file_for(dir: &Path, shard: &str) -> PathBuf {
     let safe: String = shard
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     dir.join(format!("checkpoint-{safe}.json"))
 }
@@ -21,9 +27,12 @@ pub fn load(dir: &Path, shard: &str) -> Result<Option<ReplPosition>, String> {
     match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display())),
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("checkpoint {} is corrupt ({e}); delete it to start with a full sync", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            format!(
+                "checkpoint {} is corrupt ({e}); delete it to start with a full sync",
+                path.display()
+            )
+        }),
     }
 }
 
@@ -52,7 +61,10 @@ mod tests {
     fn round_trip_and_corruption() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path(), "127.0.0.1:7000").unwrap(), None);
-        let p = ReplPosition { replid: "a".repeat(40), offset: 42 };
+        let p = ReplPosition {
+            replid: "a".repeat(40),
+            offset: 42,
+        };
         store(d.path(), "127.0.0.1:7000", &p).unwrap();
         assert_eq!(load(d.path(), "127.0.0.1:7000").unwrap(), Some(p));
         std::fs::write(file_for(d.path(), "x"), b"{").unwrap();

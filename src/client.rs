@@ -10,7 +10,8 @@ use crate::server_info::ServerInfo;
 
 /// Opens a redis-rs connection to `ep`; `role` ("source", "target") prefixes every error.
 pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(ep.connection_info()).map_err(|e| format!("{role} {ep}: {}", describe(&e)))?;
+    let client = redis::Client::open(ep.connection_info())
+        .map_err(|e| format!("{role} {ep}: {}", describe(&e)))?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(30)));
@@ -39,25 +40,38 @@ pub fn describe(e: &redis::RedisError) -> String {
 }
 
 /// Runs `INFO` and parses the server identity.
-pub async fn server_info(role: &str, ep: &Endpoint, conn: &mut MultiplexedConnection) -> Result<(ServerInfo, String), String> {
+pub async fn server_info(
+    role: &str,
+    ep: &Endpoint,
+    conn: &mut MultiplexedConnection,
+) -> Result<(ServerInfo, String), String> {
     let info: String = redis::cmd("INFO")
         .arg("everything")
         .query_async(conn)
         .await
         .map_err(|e| format!("{role} {ep}: INFO failed: {}", describe(&e)))?;
-    let si = ServerInfo::parse(&info).ok_or_else(|| format!("{role} {ep}: INFO does not say which server version this is"))?;
+    let si = ServerInfo::parse(&info)
+        .ok_or_else(|| format!("{role} {ep}: INFO does not say which server version this is"))?;
     Ok((si, info))
 }
 
 /// The value of `field` in `INFO` text.
 pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
-    info.lines().find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
 }
 
 /// Total keys over all databases, from the `# Keyspace` section of `INFO`.
 pub fn keyspace_keys(info: &str) -> u64 {
     info.lines()
         .filter(|l| l.starts_with("db"))
-        .filter_map(|l| l.split_once(":keys=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }

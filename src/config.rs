@@ -259,23 +259,39 @@ impl Config {
         };
         let fs = file.source.unwrap_or_default();
         let ft = file.target.unwrap_or_default();
-        let source = endpoint("source", "--source", o.source.or(fs.url), fs.password, o.source_password)?;
-        let target = endpoint("target", "--target", o.target.or(ft.url), ft.password, o.target_password)?;
+        let source = endpoint(
+            "source",
+            "--source",
+            o.source.or(fs.url),
+            fs.password,
+            o.source_password,
+        )?;
+        let target = endpoint(
+            "target",
+            "--target",
+            o.target.or(ft.url),
+            ft.password,
+            o.target_password,
+        )?;
 
         let d = SyncSettings::default();
         let f = file.sync;
-        let positive = |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
-            match v {
-                Some(0) => Err(ConfigError::Invalid {
-                    key: format!("sync.{key}"),
-                    why: "must be at least 1".into(),
-                }),
-                Some(n) => Ok(n),
-                None => Ok(default),
-            }
-        };
+        let positive =
+            |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+                match v {
+                    Some(0) => Err(ConfigError::Invalid {
+                        key: format!("sync.{key}"),
+                        why: "must be at least 1".into(),
+                    }),
+                    Some(n) => Ok(n),
+                    None => Ok(default),
+                }
+            };
         let sync = SyncSettings {
-            heartbeat_key: o.heartbeat_key.or(f.heartbeat_key).unwrap_or(d.heartbeat_key),
+            heartbeat_key: o
+                .heartbeat_key
+                .or(f.heartbeat_key)
+                .unwrap_or(d.heartbeat_key),
             heartbeat_interval_ms: match f.heartbeat_interval_ms {
                 Some(n) if n < 10 => {
                     return Err(ConfigError::Invalid {
@@ -286,13 +302,28 @@ impl Config {
                 Some(n) => n,
                 None => d.heartbeat_interval_ms,
             },
-            target_has_data: o.target_has_data.or(f.target_has_data).unwrap_or(d.target_has_data),
-            batch_max_commands: positive("batch_max_commands", f.batch_max_commands, d.batch_max_commands)?,
+            target_has_data: o
+                .target_has_data
+                .or(f.target_has_data)
+                .unwrap_or(d.target_has_data),
+            batch_max_commands: positive(
+                "batch_max_commands",
+                f.batch_max_commands,
+                d.batch_max_commands,
+            )?,
             batch_max_bytes: positive("batch_max_bytes", f.batch_max_bytes, d.batch_max_bytes)?,
             queue_batches: positive("queue_batches", f.queue_batches, d.queue_batches)?,
             restore_max_bytes: f.restore_max_bytes.unwrap_or(d.restore_max_bytes),
-            elements_per_command: positive("elements_per_command", f.elements_per_command, d.elements_per_command)?,
-            ack_interval_ms: positive("ack_interval_ms", f.ack_interval_ms.map(|v| v as usize), d.ack_interval_ms as usize)? as u64,
+            elements_per_command: positive(
+                "elements_per_command",
+                f.elements_per_command,
+                d.elements_per_command,
+            )?,
+            ack_interval_ms: positive(
+                "ack_interval_ms",
+                f.ack_interval_ms.map(|v| v as usize),
+                d.ack_interval_ms as usize,
+            )? as u64,
             checkpoint_interval_ms: positive(
                 "checkpoint_interval_ms",
                 f.checkpoint_interval_ms.map(|v| v as usize),
@@ -304,10 +335,15 @@ impl Config {
             Some(s) if s.is_empty() || s == "off" => None,
             Some(s) => Some(s.parse().map_err(|_| ConfigError::Invalid {
                 key: "metrics_addr".into(),
-                why: format!("{s:?} is not an address like 127.0.0.1:9108 (use \"off\" to disable)"),
+                why: format!(
+                    "{s:?} is not an address like 127.0.0.1:9108 (use \"off\" to disable)"
+                ),
             })?),
         };
-        let log_level = o.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+        let log_level = o
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(ConfigError::Invalid {
                 key: "log_level".into(),
@@ -317,7 +353,10 @@ impl Config {
         Ok(Config {
             source,
             target,
-            state_dir: o.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from("shardsync-state")),
+            state_dir: o
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from("shardsync-state")),
             log_level,
             metrics_addr,
             sync,
@@ -337,8 +376,13 @@ mod tests {
         assert!(!format!("{e:?}").contains("s3cr"));
         let e = Endpoint::parse("t", "alice:pw@localhost:1").unwrap();
         assert_eq!(e.username.as_deref(), Some("alice"));
-        let err = Endpoint::parse("source.url", "redis://:hunter2@host").unwrap_err().to_string();
-        assert!(err.contains("source.url") && err.contains("no port") && !err.contains("hunter2"), "{err}");
+        let err = Endpoint::parse("source.url", "redis://:hunter2@host")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source.url") && err.contains("no port") && !err.contains("hunter2"),
+            "{err}"
+        );
         assert!(Endpoint::parse("x", "http://h:1").is_err());
     }
 
@@ -360,10 +404,24 @@ mod tests {
         assert_eq!(c.source.password.unwrap().expose(), "p");
         assert_eq!(c.sync.queue_batches, 4);
         let bad: FileConfig = toml::from_str("[sync]\nqueue_batches = 0\n").unwrap();
-        let e = Config::resolve(bad, Overrides { source: Some("h:1".into()), target: Some("h:2".into()), ..Default::default() });
+        let e = Config::resolve(
+            bad,
+            Overrides {
+                source: Some("h:1".into()),
+                target: Some("h:2".into()),
+                ..Default::default()
+            },
+        );
         assert!(e.unwrap_err().to_string().contains("sync.queue_batches"));
-        assert!(toml::from_str::<FileConfig>("[sync]\nbogus = 1\n").unwrap_err().to_string().contains("bogus"));
-        let e = Config::resolve(FileConfig::default(), Overrides::default()).unwrap_err().to_string();
+        assert!(
+            toml::from_str::<FileConfig>("[sync]\nbogus = 1\n")
+                .unwrap_err()
+                .to_string()
+                .contains("bogus")
+        );
+        let e = Config::resolve(FileConfig::default(), Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("source.url") && e.contains("--source"), "{e}");
     }
 }

@@ -24,7 +24,11 @@ pub async fn run(ep: Endpoint, key: String, interval: Duration) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(crate::now_ms()).query_async(c).await;
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(crate::now_ms())
+            .query_async(c)
+            .await;
         if let Err(e) = r {
             tracing::warn!(error = %client::describe(&e), "heartbeat: write to the source failed");
             conn = None;

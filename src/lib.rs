@@ -5,15 +5,15 @@
 //! [`resp`], [`rdb`] and [`convert`]; the actors that hold state live in [`source`], [`target`]
 //! and [`supervisor`].
 
+pub mod backoff;
 pub mod cmd;
 pub mod config;
 pub mod convert;
+pub mod net;
+pub mod progress;
 pub mod rdb;
 pub mod resp;
 pub mod server_info;
-pub mod backoff;
-pub mod net;
-pub mod progress;
 pub mod source;
 pub mod target;
 
@@ -29,5 +29,5 @@ pub mod checkpoint;
 pub mod client;
 pub mod heartbeat;
 pub mod load_file;
-pub mod telemetry;
 pub mod precheck;
+pub mod telemetry;

@@ -24,19 +24,31 @@ use crate::target::writer::WriterSettings;
 /// Checks the whole file; returns its format on success.
 fn validate(path: &Path) -> Result<(Flavor, u32, u64), String> {
     let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut p = RdbParser::new(BufReader::with_capacity(1 << 20, f), ParseOptions::default());
+    let mut p = RdbParser::new(
+        BufReader::with_capacity(1 << 20, f),
+        ParseOptions::default(),
+    );
     let mut keys = 0u64;
-    while let Some(item) = p.next_item().map_err(|e| format!("{}: {e}; nothing was written to the target", path.display()))? {
+    while let Some(item) = p
+        .next_item()
+        .map_err(|e| format!("{}: {e}; nothing was written to the target", path.display()))?
+    {
         if let crate::rdb::Item::KeyStart(_) = item {
             keys += 1;
         }
     }
-    let (flavor, version) = p.header().ok_or_else(|| format!("{}: no RDB header", path.display()))?;
+    let (flavor, version) = p
+        .header()
+        .ok_or_else(|| format!("{}: no RDB header", path.display()))?;
     Ok((flavor, version, keys))
 }
 
 /// Loads `path` into `target`. Returns the load statistics and the count of rejected writes.
-pub async fn run(path: &Path, target: &Endpoint, sync: &SyncSettings) -> Result<(LoadStats, u64), RunError> {
+pub async fn run(
+    path: &Path,
+    target: &Endpoint,
+    sync: &SyncSettings,
+) -> Result<(LoadStats, u64), RunError> {
     let p = path.to_path_buf();
     let (flavor, version, keys) = tokio::task::spawn_blocking(move || validate(&p))
         .await
@@ -44,14 +56,22 @@ pub async fn run(path: &Path, target: &Endpoint, sync: &SyncSettings) -> Result<
         .map_err(RunError::Fatal)?;
     tracing::info!(file = %path.display(), ?flavor, version, keys, "RDB file is valid; loading");
 
-    let mut conn = client::connect("target", target).await.map_err(RunError::Precheck)?;
-    let (target_info, _) = client::server_info("target", target, &mut conn).await.map_err(RunError::Precheck)?;
+    let mut conn = client::connect("target", target)
+        .await
+        .map_err(RunError::Precheck)?;
+    let (target_info, _) = client::server_info("target", target, &mut conn)
+        .await
+        .map_err(RunError::Precheck)?;
     let use_restore = sync.restore_max_bytes > 0 && target_info.accepts_dump(flavor, version);
     let settings = LoadSettings {
         parse: ParseOptions {
             chunk_elements: sync.elements_per_command,
             chunk_bytes: 1 << 20,
-            capture_dump_max: if use_restore { sync.restore_max_bytes } else { 0 },
+            capture_dump_max: if use_restore {
+                sync.restore_max_bytes
+            } else {
+                0
+            },
         },
         convert: ConvertOptions {
             target: target_info,
@@ -78,7 +98,8 @@ pub async fn run(path: &Path, target: &Endpoint, sync: &SyncSettings) -> Result<
     let (p, sh) = (path.to_path_buf(), shard.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        rdb_load::load(BufReader::with_capacity(1 << 20, f), &settings, &sh, 0, &tx).map_err(|e| e.to_string())
+        rdb_load::load(BufReader::with_capacity(1 << 20, f), &settings, &sh, 0, &tx)
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| RunError::Fatal(e.to_string()))?

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use shardsync::config::{Config, FileConfig, Overrides, Secret, TargetHasData};
 
 #[derive(Parser)]
-#[command(name = "shardsync", version, about = "One-way, continuous Redis replication: full sync, then every write.")]
+#[command(
+    name = "shardsync",
+    version,
+    about = "One-way, continuous Redis replication: full sync, then every write."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,14 +57,25 @@ fn load_rdb(args: LoadRdbArgs) -> ExitCode {
     }
     init_logging(&args.log_level);
     let sync = shardsync::config::SyncSettings::default();
-    let result = actix_rt::System::new().block_on(async move { shardsync::load_file::run(&args.file, &target, &sync).await });
+    let result = actix_rt::System::new()
+        .block_on(async move { shardsync::load_file::run(&args.file, &target, &sync).await });
     match result {
         Ok((stats, 0)) => {
-            println!("loaded {} keys ({} commands, {} bytes of RDB)", stats.keys, stats.commands, stats.bytes);
-            if stats.convert_errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            println!(
+                "loaded {} keys ({} commands, {} bytes of RDB)",
+                stats.keys, stats.commands, stats.bytes
+            );
+            if stats.convert_errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok((stats, rejected)) => {
-            eprintln!("shardsync: loaded {} keys but the target rejected {rejected} writes (see the log)", stats.keys);
+            eprintln!(
+                "shardsync: loaded {} keys but the target rejected {rejected} writes (see the log)",
+                stats.keys
+            );
             ExitCode::from(1)
         }
         Err(e) => {
@@ -129,8 +144,12 @@ impl CommonArgs {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {

@@ -20,7 +20,9 @@ pub enum NetError {
     Connect { addr: String, why: String },
     #[error("{addr} rejected the password ({reply}); check the password given for it")]
     Auth { addr: String, reply: String },
-    #[error("{addr} requires a password and none was given (set it in the URL or the *_PASSWORD env var)")]
+    #[error(
+        "{addr} requires a password and none was given (set it in the URL or the *_PASSWORD env var)"
+    )]
     NoAuth { addr: String },
     #[error("connection to {addr} closed")]
     Closed { addr: String },
@@ -31,7 +33,11 @@ pub enum NetError {
     #[error("{addr} did not answer within {secs} s")]
     Timeout { addr: String, secs: u64 },
     #[error("{addr} answered {what}: {reply}")]
-    Unexpected { addr: String, what: String, reply: String },
+    Unexpected {
+        addr: String,
+        what: String,
+        reply: String,
+    },
 }
 
 /// A TCP connection with its receive buffer.
@@ -48,14 +54,24 @@ impl RespConn {
     /// Connects (with [`CONNECT_TIMEOUT`]) and, when the endpoint has a password, authenticates.
     pub async fn connect(ep: &Endpoint) -> Result<RespConn, NetError> {
         let addr = ep.to_string();
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ep.host.as_str(), ep.port))).await {
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((ep.host.as_str(), ep.port)),
+        )
+        .await
+        {
             Err(_) => {
                 return Err(NetError::Connect {
                     addr,
                     why: format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()),
                 });
             }
-            Ok(Err(e)) => return Err(NetError::Connect { addr, why: e.to_string() }),
+            Ok(Err(e)) => {
+                return Err(NetError::Connect {
+                    addr,
+                    why: e.to_string(),
+                });
+            }
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
@@ -93,7 +109,10 @@ impl RespConn {
     pub async fn send(&mut self, cmd: &Cmd) -> Result<(), NetError> {
         let mut out = BytesMut::with_capacity(cmd.encoded_len());
         cmd.encode(&mut out);
-        self.stream.write_all(&out).await.map_err(|e| self.io_err(e))
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| self.io_err(e))
     }
 
     /// Reads more bytes into the buffer; errors on EOF.
@@ -102,7 +121,9 @@ impl RespConn {
             self.buf.reserve(64 * 1024);
         }
         match self.stream.read_buf(&mut self.buf).await {
-            Ok(0) => Err(NetError::Closed { addr: self.addr.clone() }),
+            Ok(0) => Err(NetError::Closed {
+                addr: self.addr.clone(),
+            }),
             Ok(n) => Ok(n),
             Err(e) => Err(self.io_err(e)),
         }
@@ -112,10 +133,12 @@ impl RespConn {
     pub async fn read_frame(&mut self) -> Result<Frame, NetError> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
-            if let Some((f, _)) = resp::decode(&mut self.buf).map_err(|source| NetError::Protocol {
-                addr: self.addr.clone(),
-                source,
-            })? {
+            if let Some((f, _)) =
+                resp::decode(&mut self.buf).map_err(|source| NetError::Protocol {
+                    addr: self.addr.clone(),
+                    source,
+                })?
+            {
                 return Ok(f);
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
@@ -136,7 +159,9 @@ impl RespConn {
         let f = self.read_frame().await?;
         if let Frame::Error(e) = &f {
             if e.starts_with(b"NOAUTH") {
-                return Err(NetError::NoAuth { addr: self.addr.clone() });
+                return Err(NetError::NoAuth {
+                    addr: self.addr.clone(),
+                });
             }
         }
         Ok(f)

@@ -54,13 +54,28 @@ pub fn render(checks: &[Check]) -> String {
 }
 
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: true, warning: false, detail: detail.into() }
+    Check {
+        name,
+        ok: true,
+        warning: false,
+        detail: detail.into(),
+    }
 }
 fn fail(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: false, warning: false, detail: detail.into() }
+    Check {
+        name,
+        ok: false,
+        warning: false,
+        detail: detail.into(),
+    }
 }
 fn warn(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: true, warning: true, detail: detail.into() }
+    Check {
+        name,
+        ok: true,
+        warning: true,
+        detail: detail.into(),
+    }
 }
 
 /// Runs every check. Returns `Err(checks)` when a server cannot even be identified.
@@ -88,12 +103,18 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     let (target, target_info) = dst;
 
     if source.cluster_enabled {
-        checks.push(fail("source topology", "the source is a Redis Cluster node; cluster sources are not supported yet"));
+        checks.push(fail(
+            "source topology",
+            "the source is a Redis Cluster node; cluster sources are not supported yet",
+        ));
     } else {
         checks.push(pass("source topology", "standalone"));
     }
     if target.cluster_enabled {
-        checks.push(fail("target topology", "the target is a Redis Cluster node; cluster targets are not supported yet"));
+        checks.push(fail(
+            "target topology",
+            "the target is a Redis Cluster node; cluster targets are not supported yet",
+        ));
     } else {
         checks.push(pass("target topology", "standalone"));
     }
@@ -113,7 +134,11 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
             target.version.1,
             target.version.2,
             target.rdb_version(),
-            if restore { "RESTORE of the source's serialized values" } else { "plain commands (cross-version)" }
+            if restore {
+                "RESTORE of the source's serialized values"
+            } else {
+                "plain commands (cross-version)"
+            }
         ),
     ));
 
@@ -130,20 +155,43 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         ),
     });
 
-    let used: u64 = client::info_field(&source_info, "used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let maxmem: u64 = client::info_field(&target_info, "maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let used: u64 = client::info_field(&source_info, "used_memory")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let maxmem: u64 = client::info_field(&target_info, "maxmemory")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     checks.push(if maxmem == 0 {
-        pass("target memory", format!("target has no maxmemory limit; source uses {} MB", used >> 20))
+        pass(
+            "target memory",
+            format!(
+                "target has no maxmemory limit; source uses {} MB",
+                used >> 20
+            ),
+        )
     } else if maxmem <= used {
         fail(
             "target memory",
-            format!("target maxmemory {} MB is not more than the source's used memory {} MB", maxmem >> 20, used >> 20),
+            format!(
+                "target maxmemory {} MB is not more than the source's used memory {} MB",
+                maxmem >> 20,
+                used >> 20
+            ),
         )
     } else {
-        pass("target memory", format!("target maxmemory {} MB > source used {} MB", maxmem >> 20, used >> 20))
+        pass(
+            "target memory",
+            format!(
+                "target maxmemory {} MB > source used {} MB",
+                maxmem >> 20,
+                used >> 20
+            ),
+        )
     });
 
-    let backlog: u64 = client::info_field(&source_info, "repl_backlog_size").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let backlog: u64 = client::info_field(&source_info, "repl_backlog_size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     checks.push(if backlog < (64 << 20) {
         warn(
             "source backlog",
@@ -156,21 +204,37 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         pass("source backlog", format!("repl-backlog-size {} MB", backlog >> 20))
     });
 
-    checks.push(match std::fs::create_dir_all(&cfg.state_dir).and_then(|_| {
-        let probe = cfg.state_dir.join(".write-test");
-        std::fs::write(&probe, b"x")?;
-        std::fs::remove_file(probe)
-    }) {
-        Ok(()) => pass("state directory", cfg.state_dir.display().to_string()),
-        Err(e) => fail("state directory", format!("{} is not writable: {e}", cfg.state_dir.display())),
-    });
+    checks.push(
+        match std::fs::create_dir_all(&cfg.state_dir).and_then(|_| {
+            let probe = cfg.state_dir.join(".write-test");
+            std::fs::write(&probe, b"x")?;
+            std::fs::remove_file(probe)
+        }) {
+            Ok(()) => pass("state directory", cfg.state_dir.display().to_string()),
+            Err(e) => fail(
+                "state directory",
+                format!("{} is not writable: {e}", cfg.state_dir.display()),
+            ),
+        },
+    );
 
-    Ok(Prechecked { source, target, checks })
+    Ok(Prechecked {
+        source,
+        target,
+        checks,
+    })
 }
 
-async fn probe(role: &'static str, name: &'static str, cfg: &Config, is_source: bool) -> Result<(Check, (ServerInfo, String)), Check> {
+async fn probe(
+    role: &'static str,
+    name: &'static str,
+    cfg: &Config,
+    is_source: bool,
+) -> Result<(Check, (ServerInfo, String)), Check> {
     let ep = if is_source { &cfg.source } else { &cfg.target };
     let mut conn = client::connect(role, ep).await.map_err(|e| fail(name, e))?;
-    let (si, info) = client::server_info(role, ep, &mut conn).await.map_err(|e| fail(name, e))?;
+    let (si, info) = client::server_info(role, ep, &mut conn)
+        .await
+        .map_err(|e| fail(name, e))?;
     Ok((pass(name, format!("{ep}")), (si, info)))
 }

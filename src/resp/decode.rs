@@ -55,7 +55,12 @@ fn parse_int(s: &[u8], offset: usize) -> Result<i64, RespError> {
         .ok()
         .and_then(|t| t.parse::<i64>().ok())
         .map_or_else(
-            || err(offset, format!("invalid integer {:?}", String::from_utf8_lossy(s))),
+            || {
+                err(
+                    offset,
+                    format!("invalid integer {:?}", String::from_utf8_lossy(s)),
+                )
+            },
             Ok,
         )
 }
@@ -226,11 +231,22 @@ mod tests {
 
     #[test]
     fn decodes_resp2() {
-        let (f, n) = dec(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\nrest").unwrap().unwrap();
+        let (f, n) = dec(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 26);
-        assert_eq!(f.into_args().unwrap(), vec![Bytes::from("SET"), Bytes::from("k"), Bytes::new()]);
-        assert_eq!(dec(b"+OK\r\n").unwrap().unwrap().0, Frame::Simple("OK".into()));
-        assert_eq!(dec(b"-ERR x\r\n").unwrap().unwrap().0, Frame::Error("ERR x".into()));
+        assert_eq!(
+            f.into_args().unwrap(),
+            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::new()]
+        );
+        assert_eq!(
+            dec(b"+OK\r\n").unwrap().unwrap().0,
+            Frame::Simple("OK".into())
+        );
+        assert_eq!(
+            dec(b"-ERR x\r\n").unwrap().unwrap().0,
+            Frame::Error("ERR x".into())
+        );
         assert_eq!(dec(b":-12\r\n").unwrap().unwrap().0, Frame::Integer(-12));
         assert_eq!(dec(b"$-1\r\n").unwrap().unwrap().0, Frame::Null);
         assert_eq!(dec(b"*-1\r\n").unwrap().unwrap().0, Frame::Null);
@@ -239,13 +255,24 @@ mod tests {
     #[test]
     fn decodes_resp3() {
         let (f, _) = dec(b"%1\r\n+a\r\n,1.5\r\n").unwrap().unwrap();
-        assert_eq!(f, Frame::Map(vec![(Frame::Simple("a".into()), Frame::Double(1.5))]));
+        assert_eq!(
+            f,
+            Frame::Map(vec![(Frame::Simple("a".into()), Frame::Double(1.5))])
+        );
         assert_eq!(dec(b"#t\r\n").unwrap().unwrap().0, Frame::Boolean(true));
         assert_eq!(dec(b"_\r\n").unwrap().unwrap().0, Frame::Null);
         let (f, _) = dec(b"|1\r\n+ttl\r\n:3\r\n:42\r\n").unwrap().unwrap();
         assert_eq!(f, Frame::Integer(42));
-        let (f, _) = dec(b">2\r\n+message\r\n=7\r\ntxt:abc\r\n").unwrap().unwrap();
-        assert_eq!(f, Frame::Push(vec![Frame::Simple("message".into()), Frame::Verbatim("txt:abc".into())]));
+        let (f, _) = dec(b">2\r\n+message\r\n=7\r\ntxt:abc\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f,
+            Frame::Push(vec![
+                Frame::Simple("message".into()),
+                Frame::Verbatim("txt:abc".into())
+            ])
+        );
     }
 
     #[test]

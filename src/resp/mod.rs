@@ -4,5 +4,5 @@
 mod decode;
 mod frame;
 
-pub use decode::{decode, frame_len, RespError, MAX_BULK_LEN};
+pub use decode::{MAX_BULK_LEN, RespError, decode, frame_len};
 pub use frame::Frame;

@@ -51,7 +51,11 @@ pub async fn handshake(
         return Err(unexpected(conn, "PING", &ping));
     }
     let r = conn
-        .request(&crate::cmd!["REPLCONF", "listening-port", listening_port as u64])
+        .request(&crate::cmd![
+            "REPLCONF",
+            "listening-port",
+            listening_port as u64
+        ])
         .await?;
     if r.is_error() {
         return Err(unexpected(conn, "REPLCONF listening-port", &r));
@@ -63,7 +67,11 @@ pub async fn handshake(
         return Err(unexpected(conn, "REPLCONF capa", &r));
     }
     let psync = match resume {
-        Some(p) => Cmd::new(["PSYNC".to_string(), p.replid.clone(), (p.offset + 1).to_string()]),
+        Some(p) => Cmd::new([
+            "PSYNC".to_string(),
+            p.replid.clone(),
+            (p.offset + 1).to_string(),
+        ]),
         None => crate::cmd!["PSYNC", "?", "-1"],
     };
     conn.send(&psync).await?;
@@ -75,7 +83,9 @@ pub async fn handshake(
             let replid = words.next().unwrap_or_default().to_string();
             let offset = words.next().and_then(|w| w.parse().ok());
             match offset {
-                Some(offset) if replid.len() == 40 => Ok(PsyncReply::FullResync(ReplPosition { replid, offset })),
+                Some(offset) if replid.len() == 40 => {
+                    Ok(PsyncReply::FullResync(ReplPosition { replid, offset }))
+                }
                 _ => Err(NetError::Unexpected {
                     addr: conn.addr.clone(),
                     what: "PSYNC".into(),

@@ -97,8 +97,16 @@ impl ShardLink {
             return;
         }
         self.started_at = Instant::now();
-        let resume = self.shard.reconnect_position().or_else(|| self.checkpoint.clone());
-        let fut = run(self.settings.clone(), self.shard.clone(), self.writer.clone(), resume);
+        let resume = self
+            .shard
+            .reconnect_position()
+            .or_else(|| self.checkpoint.clone());
+        let fut = run(
+            self.settings.clone(),
+            self.shard.clone(),
+            self.writer.clone(),
+            resume,
+        );
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             match res {
                 Ok(()) => act.shard.set_phase(Phase::Stopped),
@@ -136,7 +144,8 @@ impl Supervised for ShardLink {
             self.backoff.reset();
         }
         self.shard.restarts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shardsync_link_restarts_total", "shard" => self.shard.name.clone()).increment(1);
+        metrics::counter!("shardsync_link_restarts_total", "shard" => self.shard.name.clone())
+            .increment(1);
     }
 }
 
@@ -177,7 +186,8 @@ async fn run(
             shard.applied_offset.store(pos.offset, Ordering::Release);
             shard.handed_offset.store(pos.offset, Ordering::Release);
             shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("shardsync_full_resyncs_total", "shard" => shard.name.clone()).increment(1);
+            metrics::counter!("shardsync_full_resyncs_total", "shard" => shard.name.clone())
+                .increment(1);
             tracing::info!(shard = %shard.name, replid = %pos.replid, offset = pos.offset, "full sync started");
             shard.set_phase(Phase::FullSync);
             let started = Instant::now();
@@ -239,12 +249,17 @@ async fn full_sync(
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (src, dst) = (&settings.source, &settings.target);
-    let use_restore = settings.sync.restore_max_bytes > 0 && dst.accepts_dump(src.flavor, src.rdb_version());
+    let use_restore =
+        settings.sync.restore_max_bytes > 0 && dst.accepts_dump(src.flavor, src.rdb_version());
     let load_settings = LoadSettings {
         parse: crate::rdb::ParseOptions {
             chunk_elements: settings.sync.elements_per_command,
             chunk_bytes: 1 << 20,
-            capture_dump_max: if use_restore { settings.sync.restore_max_bytes } else { 0 },
+            capture_dump_max: if use_restore {
+                settings.sync.restore_max_bytes
+            } else {
+                0
+            },
         },
         convert: crate::convert::ConvertOptions {
             target: dst.clone(),
@@ -259,15 +274,25 @@ async fn full_sync(
     };
     let (shard2, writer2) = (shard.clone(), writer.clone());
     let loader = tokio::task::spawn_blocking(move || {
-        rdb_load::load(ChannelReader::new(rx), &load_settings, &shard2, epoch, &writer2)
+        rdb_load::load(
+            ChannelReader::new(rx),
+            &load_settings,
+            &shard2,
+            epoch,
+            &writer2,
+        )
     });
     let fed = feed_rdb(shard, conn, framing, &tx).await;
     drop(tx);
-    let loaded = loader.await.map_err(|e| LinkError::Internal(format!("RDB loader thread: {e}")))?;
+    let loaded = loader
+        .await
+        .map_err(|e| LinkError::Internal(format!("RDB loader thread: {e}")))?;
     match (fed, loaded) {
         (Err(FeedError::Net(e)), _) => Err(e.into()),
         (_, Err(e)) => Err(e.into()),
-        (Err(FeedError::LoaderGone), Ok(_)) => Err(LinkError::Internal("RDB loader stopped early".into())),
+        (Err(FeedError::LoaderGone), Ok(_)) => {
+            Err(LinkError::Internal("RDB loader stopped early".into()))
+        }
         (Ok(()), Ok(stats)) => Ok(stats),
     }
 }
@@ -296,7 +321,8 @@ async fn feed_rdb(
 ) -> Result<(), FeedError> {
     let count = |n: usize| {
         shard.rdb_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!("shardsync_rdb_bytes_total", "shard" => shard.name.clone()).increment(n as u64);
+        metrics::counter!("shardsync_rdb_bytes_total", "shard" => shard.name.clone())
+            .increment(n as u64);
     };
     match framing {
         RdbFraming::Length(mut remaining) => loop {
@@ -372,7 +398,11 @@ async fn stream(
     start: u64,
     epoch: u64,
 ) -> Result<(), LinkError> {
-    let RespConn { stream, mut buf, addr } = conn;
+    let RespConn {
+        stream,
+        mut buf,
+        addr,
+    } = conn;
     let (mut rh, wh) = stream.into_split();
     let getack = Arc::new(Notify::new());
     let _ack = AbortOnDrop(tokio::spawn(ack_loop(
@@ -406,7 +436,11 @@ async fn stream(
                 for dc in cmds {
                     let mut rewritten = Vec::new();
                     rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
-                    out.extend(rewritten.into_iter().map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }));
+                    out.extend(
+                        rewritten
+                            .into_iter()
+                            .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
+                    );
                 }
                 cmds = out;
             }
@@ -422,7 +456,8 @@ async fn stream(
                 .map_err(|_| LinkError::WriterGone)?;
             handed = dec.offset;
             shard.handed_offset.store(handed, Ordering::Release);
-            metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone()).set(handed as f64);
+            metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone())
+                .set(handed as f64);
             if !full {
                 break;
             }

@@ -49,7 +49,10 @@ pub struct ChannelReader {
 
 impl ChannelReader {
     pub fn new(rx: mpsc::Receiver<Bytes>) -> ChannelReader {
-        ChannelReader { rx, cur: Bytes::new() }
+        ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        }
     }
 }
 
@@ -97,18 +100,26 @@ pub fn load<R: Read>(
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
             shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone()).increment(1);
+            metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone())
+                .increment(1);
         }
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {
             stats.convert_errors += 1;
-            metrics::counter!("shardsync_convert_errors_total", "shard" => shard.name.clone()).increment(1);
+            metrics::counter!("shardsync_convert_errors_total", "shard" => shard.name.clone())
+                .increment(1);
             tracing::error!(shard = %shard.name, error = %e, "a key of the RDB could not be written to the target");
         }
         stats.commands += (cmds.len() - before) as u64;
-        bytes += cmds[before..].iter().map(|c| c.cmd.encoded_len()).sum::<usize>();
+        bytes += cmds[before..]
+            .iter()
+            .map(|c| c.cmd.encoded_len())
+            .sum::<usize>();
         if cmds.len() >= settings.batch_max_commands || bytes >= settings.batch_max_bytes {
-            send(std::mem::replace(&mut cmds, Vec::with_capacity(settings.batch_max_commands)))?;
+            send(std::mem::replace(
+                &mut cmds,
+                Vec::with_capacity(settings.batch_max_commands),
+            ))?;
             bytes = 0;
         }
     }

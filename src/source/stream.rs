@@ -40,7 +40,12 @@ impl StreamDecoder {
 
     /// Decodes complete commands from `buf` into `out` until the buffer holds no whole command or
     /// `out` reaches `max_cmds`. Returns the bytes of command arguments added.
-    pub fn decode(&mut self, buf: &mut BytesMut, out: &mut Vec<DbCmd>, max_cmds: usize) -> Result<usize, StreamError> {
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Vec<DbCmd>,
+        max_cmds: usize,
+    ) -> Result<usize, StreamError> {
         let mut bytes = 0;
         while out.len() < max_cmds {
             let Some((frame, len)) = resp::decode(buf)? else {
@@ -48,13 +53,20 @@ impl StreamDecoder {
             };
             let at = self.offset;
             self.offset += len as u64;
-            let args = frame.into_args().filter(|a| !a.is_empty()).ok_or(StreamError::NotACommand(at))?;
+            let args = frame
+                .into_args()
+                .filter(|a| !a.is_empty())
+                .ok_or(StreamError::NotACommand(at))?;
             let cmd = Cmd { args };
             if cmd.is("PING") {
                 continue;
             }
             if cmd.is("REPLCONF") {
-                if cmd.args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK")) {
+                if cmd
+                    .args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+                {
                     self.getack = true;
                 }
                 continue;

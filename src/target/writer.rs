@@ -44,7 +44,10 @@ pub struct TargetWriter {
 
 impl TargetWriter {
     /// Creates the writer and the sending side of its queue (`capacity` batches).
-    pub fn new(settings: WriterSettings, capacity: usize) -> (TargetWriter, mpsc::Sender<Batch>, oneshot::Receiver<()>) {
+    pub fn new(
+        settings: WriterSettings,
+        capacity: usize,
+    ) -> (TargetWriter, mpsc::Sender<Batch>, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::channel(capacity);
         let (done_tx, done_rx) = oneshot::channel();
         (
@@ -129,9 +132,19 @@ impl Pipeline {
     }
 
     /// Runs one connection until the queue is closed and drained (`Ok`) or the connection fails.
-    async fn connection(&mut self, rx: &mut mpsc::Receiver<Batch>, closed: &mut bool) -> Result<(), String> {
-        let conn = RespConn::connect(&self.settings.endpoint).await.map_err(|e| e.to_string())?;
-        let RespConn { mut stream, buf: mut inbuf, .. } = conn;
+    async fn connection(
+        &mut self,
+        rx: &mut mpsc::Receiver<Batch>,
+        closed: &mut bool,
+    ) -> Result<(), String> {
+        let conn = RespConn::connect(&self.settings.endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        let RespConn {
+            mut stream,
+            buf: mut inbuf,
+            ..
+        } = conn;
         let mut db = 0u32;
         let mut out = BytesMut::with_capacity(1 << 20);
         for f in self.pending.iter_mut() {
@@ -145,7 +158,8 @@ impl Pipeline {
                 let _ = wh.flush().await;
                 return Ok(());
             }
-            let can_take = !*closed && out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
+            let can_take =
+                !*closed && out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
             tokio::select! {
                 r = rh.read_buf(&mut inbuf) => {
                     match r {
@@ -183,7 +197,10 @@ impl Pipeline {
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),
             };
             let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
-                return Err(format!("target sent a reply nobody asked for: {}", frame.to_text()));
+                return Err(format!(
+                    "target sent a reply nobody asked for: {}",
+                    frame.to_text()
+                ));
             };
             let slot = front.slots[front.seen];
             front.seen += 1;
@@ -197,7 +214,11 @@ impl Pipeline {
             let cmd = &front.batch.cmds[slot as usize].cmd;
             let rejected = check_reply(&self.node, cmd, &frame);
             if rejected > 0 {
-                front.batch.shard.rejected_writes.fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
+                front
+                    .batch
+                    .shard
+                    .rejected_writes
+                    .fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
             }
             if !self.settings.heartbeat_key.is_empty()
                 && cmd.args.len() >= 3
@@ -205,11 +226,17 @@ impl Pipeline {
                 && cmd.is("SET")
                 && !frame.is_error()
             {
-                if let Some(ms) = std::str::from_utf8(&cmd.args[2]).ok().and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(ms) = std::str::from_utf8(&cmd.args[2])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     let shard = &front.batch.shard;
-                    shard.heartbeat_applied_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+                    shard
+                        .heartbeat_applied_ms
+                        .store(ms, std::sync::atomic::Ordering::Relaxed);
                     let lag = (crate::now_ms().saturating_sub(ms)) as f64 / 1000.0;
-                    metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone()).set(lag);
+                    metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone())
+                        .set(lag);
                 }
             }
         }
@@ -220,11 +247,16 @@ impl Pipeline {
     /// Pops fully acknowledged batches from the front, in order, moving the shards' offsets.
     fn complete_front(&mut self) {
         while self.pending.front().is_some_and(InFlight::done) {
-            let Some(f) = self.pending.pop_front() else { break };
+            let Some(f) = self.pending.pop_front() else {
+                break;
+            };
             let b = &f.batch;
-            b.shard.acknowledge(b.epoch, b.offset, b.completes_full_sync);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone()).increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds").record(f.started.elapsed().as_secs_f64());
+            b.shard
+                .acknowledge(b.epoch, b.offset, b.completes_full_sync);
+            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
+                .increment(b.cmds.len() as u64);
+            metrics::histogram!("shardsync_write_batch_seconds")
+                .record(f.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -248,8 +280,16 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = String::from_utf8_lossy(e);
-        let kind = text.split_whitespace().next().unwrap_or("ERR").to_ascii_uppercase();
-        let key = cmd.args.get(1).map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned()).unwrap_or_default();
+        let kind = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("ERR")
+            .to_ascii_uppercase();
+        let key = cmd
+            .args
+            .get(1)
+            .map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned())
+            .unwrap_or_default();
         metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind.clone()).increment(1);
         tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
     };
