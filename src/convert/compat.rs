@@ -8,6 +8,8 @@
 //! `XSETID … ENTRIESADDED … MAXDELETEDID …`, `XGROUP SETID … ENTRIESREAD n`.
 //!
 //! Rewrites, by target:
+//! - any target: `RESTORE` of a payload whose RDB version the target cannot read → the plain
+//!   commands that recreate the key (the payload is decoded; see [`rewrite_for_target`]).
 //! - below 6.2: `SET … PXAT/EXAT t` → `SET … PX max(1, t − now)` (other options kept in order,
 //!   `GET` dropped); `LPOP/RPOP key n` → `LTRIM` (same effect in one command); `LMOVE/BLMOVE` →
 //!   `RPOPLPUSH` for RIGHT→LEFT, else a small `EVAL`; `XADD/XTRIM … MINID` → the XADD then an
@@ -22,9 +24,10 @@
 use bytes::Bytes;
 
 use super::keys::dump_payload_version;
+use super::{ConvertError, ConvertOptions, Converter};
 use crate::cmd;
 use crate::cmd::Cmd;
-use crate::rdb::Flavor;
+use crate::rdb::{Flavor, Item, KeyHeader, ParseOptions, ValueKind, parse_dump_payload};
 use crate::server_info::ServerInfo;
 
 /// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
@@ -38,14 +41,22 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', ARGV[1])) do \
 if e[1] ~= ARGV[1] then redis.call('XDEL', KEYS[1], e[1]) n = n + 1 end end return n";
 
 /// Appends to `out` the commands that have `cmd`'s effect on `target` (usually `cmd` itself).
-/// `now_ms` is the current Unix time in ms, for turning absolute expiries relative.
+/// `now_ms` is the current Unix time in ms, for turning relative expiries absolute and absolute
+/// ones relative.
+///
+/// A `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]` whose payload the target
+/// cannot read (see [`restore_needs_decode`]) is decoded and replaced by the plain commands that
+/// recreate the key, replacing any existing one (`IDLETIME`/`FREQ` are dropped). If the payload
+/// cannot be decoded (corrupt, a module value, unknown type or version), or the arguments are
+/// malformed, the original `RESTORE` is pushed unchanged: the target will reject it, and the
+/// writer logs and counts that error with the key.
 pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut Vec<Cmd>) {
     let pre62 = !target.at_least(6, 2);
     let pre70 = !target.at_least(7, 0);
     if cmd.is("RESTORE") && restore_needs_decode(&cmd, target) {
-        // TODO(parser): decode the payload with `crate::rdb::parse_dump_payload` and emit plain
-        // commands through the `Converter`; until then the target will reject it.
-        out.push(cmd);
+        if let Err(cmd) = restore_as_commands(cmd, target, now_ms, out) {
+            out.push(cmd);
+        }
         return;
     }
     if !pre70 {
@@ -86,6 +97,103 @@ pub fn restore_needs_decode(cmd: &Cmd, target: &ServerInfo) -> bool {
         Flavor::Redis
     };
     !target.accepts_dump(flavor, v)
+}
+
+/// Decodes the payload of `RESTORE key ttl payload [options]` and pushes the plain commands that
+/// recreate the key on `target`. Gives the command back, with nothing pushed, when that is not
+/// possible.
+fn restore_as_commands(
+    cmd: Cmd,
+    target: &ServerInfo,
+    now_ms: i64,
+    out: &mut Vec<Cmd>,
+) -> Result<(), Cmd> {
+    let [_, key, ttl, payload, opts @ ..] = cmd.args.as_slice() else {
+        return Err(cmd);
+    };
+    let Some(ttl) = parse_i64(ttl).filter(|t| *t >= 0) else {
+        return Err(cmd);
+    };
+    let (mut absttl, mut idle_secs, mut freq) = (false, None, None);
+    let mut i = 0;
+    while let Some(opt) = opts.get(i) {
+        match upper(opt).as_slice() {
+            b"REPLACE" => i += 1,
+            b"ABSTTL" => {
+                absttl = true;
+                i += 1;
+            }
+            b"IDLETIME" => {
+                let Some(s) = opts.get(i + 1).and_then(|v| parse_i64(v)) else {
+                    return Err(cmd);
+                };
+                idle_secs = u64::try_from(s).ok();
+                i += 2;
+            }
+            b"FREQ" => {
+                let Some(f) = opts.get(i + 1).and_then(|v| parse_i64(v)) else {
+                    return Err(cmd);
+                };
+                freq = u8::try_from(f).ok();
+                i += 2;
+            }
+            _ => return Err(cmd),
+        }
+    }
+    let Ok(value) = parse_dump_payload(payload, &ParseOptions::default()) else {
+        return Err(cmd);
+    };
+    if value.kind == ValueKind::Module {
+        return Err(cmd);
+    }
+    let expire_ms = match ttl {
+        0 => None,
+        t if absttl => Some(t),
+        t => Some(now_ms.saturating_add(t)),
+    };
+    let header = KeyHeader {
+        db: 0,
+        key: key.clone(),
+        rdb_type: value.rdb_type,
+        kind: value.kind,
+        expire_ms,
+        idle_secs,
+        freq,
+    };
+    let mut opts = ConvertOptions::new(target.clone());
+    opts.source_flavor = value.flavor;
+    opts.source_rdb_version = u32::from(value.version);
+    opts.use_restore = false;
+    // Without REPLACE the source only propagates the RESTORE when the key did not exist there.
+    opts.replace = true;
+    let mut conv = Converter::new(opts);
+    let mut cmds = Vec::new();
+    let items = std::iter::once(Item::KeyStart(header))
+        .chain(value.chunks.into_iter().map(Item::Chunk))
+        .chain(std::iter::once(Item::KeyEnd { dump: None }));
+    let mut errors = Vec::new();
+    for item in items {
+        if let Err(e) = conv.feed(item, &mut cmds) {
+            errors.push(e);
+        }
+    }
+    let written = !cmds.is_empty();
+    for e in errors {
+        match e {
+            // The data is written; some property cannot be expressed on this target.
+            ConvertError::Unsupported { .. } if written => {
+                tracing::warn!(error = %e, "RESTORE rewritten to plain commands")
+            }
+            _ => {
+                tracing::warn!(error = %e, "RESTORE could not be rewritten to plain commands");
+                if !written {
+                    return Err(cmd);
+                }
+            }
+        }
+    }
+    out.extend(cmds.into_iter().map(|c| c.cmd));
+    Ok(())
 }
 
 fn upper(b: &[u8]) -> Vec<u8> {
