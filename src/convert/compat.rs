@@ -14,11 +14,13 @@
 //!   `GET` dropped); `LPOP/RPOP key n` → `LTRIM` (same effect in one command); `LMOVE/BLMOVE` →
 //!   `RPOPLPUSH` for RIGHT→LEFT, else a small `EVAL`; `XADD/XTRIM … MINID` → the XADD then an
 //!   `EVAL` deleting the entries below the threshold; `NOMKSTREAM` and `LIMIT n` dropped;
-//!   `XGROUP CREATECONSUMER` dropped (no way to create an idle consumer before 6.2).
+//!   `XGROUP CREATECONSUMER` → `XREADGROUP GROUP g c COUNT 1 STREAMS key 0` (reading the
+//!   consumer's own, empty history creates it and changes nothing else); `COPY` → an `EVAL` of
+//!   `DUMP` + `RESTORE` with the source key's TTL.
 //! - below 7.0: `XSETID` extra arguments, `XGROUP CREATE/SETID … ENTRIESREAD n`, and the
 //!   `NX|XX|GT|LT` options of the EXPIRE family dropped (the source only propagates the command
 //!   when the condition held); `SPUBLISH` → `PUBLISH`.
-//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `COPY`, `ZRANGESTORE`,
+//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `ZRANGESTORE`,
 //!   `FUNCTION …` on targets that lack them: the target will reject them).
 
 use bytes::Bytes;
@@ -33,6 +35,47 @@ use crate::server_info::ServerInfo;
 /// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
 const LMOVE_SCRIPT: &str = "local v = redis.call(ARGV[1] == 'LEFT' and 'LPOP' or 'RPOP', KEYS[1]) \
 if v then redis.call(ARGV[2] == 'LEFT' and 'LPUSH' or 'RPUSH', KEYS[2], v) end return v";
+
+/// `EVAL` body for `COPY src dst [DB n] [REPLACE]`: ARGV[1] is 1 for REPLACE, ARGV[2] the db or "".
+const COPY_SCRIPT: &str = "local v = redis.call('DUMP', KEYS[1]) if not v then return 0 end \
+local ttl = redis.call('PTTL', KEYS[1]) if ttl < 0 then ttl = 0 end \
+if ARGV[2] ~= '' then redis.call('SELECT', ARGV[2]) end \
+if ARGV[1] == '1' then redis.call('RESTORE', KEYS[2], ttl, v, 'REPLACE') return 1 end \
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+redis.call('RESTORE', KEYS[2], ttl, v) return 1";
+
+/// The command that creates consumer `consumer` of `group` with nothing pending; `has_62` says
+/// whether the target has `XGROUP CREATECONSUMER` (Redis 6.2+).
+pub fn create_consumer(key: &Bytes, group: &Bytes, consumer: &Bytes, has_62: bool) -> Cmd {
+    if has_62 {
+        cmd!["XGROUP", "CREATECONSUMER", key, group, consumer]
+    } else {
+        cmd!["XREADGROUP", "GROUP", group, consumer, "COUNT", "1", "STREAMS", key, "0"]
+    }
+}
+
+/// `COPY src dst [DB n] [REPLACE]` for targets without `COPY` (before 6.2).
+fn copy_pre62(cmd: Cmd, out: &mut Vec<Cmd>) {
+    let (Some(src), Some(dst)) = (cmd.args.get(1).cloned(), cmd.args.get(2).cloned()) else {
+        out.push(cmd);
+        return;
+    };
+    let mut replace = "0";
+    let mut db = Bytes::new();
+    let mut i = 3;
+    while i < cmd.args.len() {
+        if cmd.args[i].eq_ignore_ascii_case(b"REPLACE") {
+            replace = "1";
+        } else if cmd.args[i].eq_ignore_ascii_case(b"DB") {
+            if let Some(d) = cmd.args.get(i + 1) {
+                db = d.clone();
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    out.push(cmd!["EVAL", COPY_SCRIPT, "2", src, dst, replace, db]);
+}
 
 /// `EVAL` body deleting the entries of stream `KEYS[1]` with an ID below `ARGV[1]` (a full
 /// `ms-seq` ID), the effect of `XTRIM key MINID = id`.
@@ -68,6 +111,7 @@ pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut 
         "SET" if pre62 => set_absolute_to_relative(cmd, now_ms, out),
         "LPOP" | "RPOP" if pre62 && cmd.args.len() == 3 => pop_count(cmd, out),
         "LMOVE" | "BLMOVE" if pre62 => lmove(cmd, out),
+        "COPY" if pre62 => copy_pre62(cmd, out),
         "XADD" if pre62 => xadd_pre62(cmd, out),
         "XTRIM" if pre62 => xtrim_pre62(cmd, out),
         "XGROUP" => xgroup(cmd, pre62, out),
@@ -389,7 +433,9 @@ fn xgroup(cmd: Cmd, pre62: bool, out: &mut Vec<Cmd>) {
     let sub = cmd.args.get(1).map(|s| upper(s)).unwrap_or_default();
     match sub.as_slice() {
         // An idle consumer cannot be created before 6.2 (XCLAIM only creates it with an entry).
-        b"CREATECONSUMER" if pre62 => {}
+        b"CREATECONSUMER" if pre62 && cmd.args.len() == 5 => {
+            out.push(create_consumer(&cmd.args[2], &cmd.args[3], &cmd.args[4], false));
+        }
         b"CREATE" | b"SETID" if cmd.args.len() > 5 => {
             let mut args = cmd.args[..5].to_vec();
             let mut i = 5;

@@ -220,7 +220,7 @@ impl KeyState {
             }
             Chunk::StreamEntries(entries) => self.stream.entries(entries, &mut e),
             Chunk::StreamMeta(meta) => self.stream.meta(meta, &mut e),
-            Chunk::StreamGroup(g) => self.stream.group(g, &mut e, &mut self.unsupported),
+            Chunk::StreamGroup(g) => self.stream.group(g, &mut e),
         }
     }
 
