@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::cluster::{ClusterReader, RedisCluster, StandaloneReader, compare_sources, key_slot};
 use common::compare::{CompareOptions, Difference, assert_no_differences, compare_servers_with};
 use common::dataset::FUNCTION_LIBRARY;
+use common::workload::NONDETERMINISTIC_KEYS;
 use common::{
     DatasetOptions, RedisServer, ServerKind, Shardsync, WorkloadOptions, assert_same,
     compare_servers, dbsize_all, populate_typed_dataset, run_workload,
@@ -519,4 +520,69 @@ fn cluster_three_masters() {
     assert_eq!(diffs.len(), 1, "{diffs:#?}");
     assert_eq!(diffs[0].key, b"key:7");
     cluster.kill();
+}
+
+fn nondeterministic(prefix: &str) -> Vec<Vec<u8>> {
+    NONDETERMINISTIC_KEYS
+        .iter()
+        .map(|k| format!("{prefix}{k}").into_bytes())
+        .collect()
+}
+
+/// Two servers fed the same dataset and workload independently end up identical
+/// (except server-generated stream IDs): the inputs are deterministic, and the
+/// comparison copes with Redis 7.0 vs Valkey 9.1 differences.
+#[test]
+fn dataset_and_workload_are_deterministic() {
+    let ignore_owned = nondeterministic("");
+    let ignore: Vec<&[u8]> = ignore_owned.iter().map(|k| k.as_slice()).collect();
+    for (a, b) in [
+        (ServerKind::Redis70, ServerKind::Redis70),
+        (ServerKind::Redis70, ServerKind::Valkey91),
+    ] {
+        let s1 = RedisServer::start(a);
+        let s2 = RedisServer::start(b);
+        let dopts = DatasetOptions::small();
+        let wopts = WorkloadOptions::default();
+        for (server, kind) in [(&s1, a), (&s2, b)] {
+            let mut c = server.client();
+            populate_typed_dataset(&mut c, kind, &dopts);
+            run_workload(&mut c, kind, &wopts);
+        }
+        let diffs = compare_servers(&mut s1.client(), &mut s2.client(), &wopts.dbs(), &ignore);
+        assert!(diffs.is_empty(), "{a:?} vs {b:?}: {diffs:#?}");
+    }
+}
+
+/// The cluster presets (db 0, `{tag}` keys) run on a cluster node and compare equal to
+/// a standalone server fed the same way, reading through slot routing.
+#[test]
+fn cluster_presets_match_standalone() {
+    let kind = ServerKind::Valkey91;
+    let cluster = RedisCluster::start(kind, 3, 0);
+    let standalone = RedisServer::start(kind);
+    let dopts = DatasetOptions {
+        big_value_bytes: 1 << 20,
+        ..DatasetOptions::cluster("t")
+    };
+    let wopts = WorkloadOptions::cluster("t");
+    let owner = cluster.node_for_key(b"{t}");
+    for mut c in [owner.client(), standalone.client()] {
+        let summary = populate_typed_dataset(&mut c, kind, &dopts);
+        assert_eq!(
+            summary.keys_per_db.keys().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+        run_workload(&mut c, kind, &wopts);
+    }
+    assert!(cluster.dbsize() > 1000);
+    let ignore_owned = nondeterministic("{t}");
+    let ignore: Vec<&[u8]> = ignore_owned.iter().map(|k| k.as_slice()).collect();
+    let diffs = compare_sources(
+        &mut StandaloneReader(&mut standalone.client()),
+        &mut cluster.reader(),
+        &ignore,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
 }

@@ -38,6 +38,9 @@ pub struct DatasetOptions {
     /// Load [`FUNCTION_LIBRARY`] on servers that have functions.
     pub with_functions: bool,
     pub seed: u64,
+    /// Unix time (ms) the absolute expiry `ttl:at` is based on; fixed when the options
+    /// are built so two servers get the identical deadline.
+    pub base_time_ms: u64,
 }
 
 impl Default for DatasetOptions {
@@ -50,6 +53,10 @@ impl Default for DatasetOptions {
             large_len: 1500,
             with_functions: true,
             seed: 0x5AAD_5EED,
+            base_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after epoch")
+                .as_millis() as u64,
         }
     }
 }
@@ -368,10 +375,7 @@ fn full_dataset(conn: &mut Connection, o: &DatasetOptions, rng: &mut DetRng) {
         redis::cmd("EXPIRE").arg(k("ttl:long")).arg(315_360_000),
         "EXPIRE ttl:long",
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after epoch")
-        .as_millis() as u64;
+    let now_ms = o.base_time_ms;
     set(conn, &k("ttl:at"), b"expires at an absolute time");
     run(
         conn,
@@ -448,7 +452,7 @@ fn streams(conn: &mut Connection, o: &DatasetOptions) {
             .arg("CREATE")
             .arg(&main)
             .arg("g2")
-            .arg("$"),
+            .arg("1000-10"),
         "XGROUP CREATE g2",
     );
     for (consumer, count) in [("alice", 3), ("bob", 2)] {
@@ -466,7 +470,8 @@ fn streams(conn: &mut Connection, o: &DatasetOptions) {
             "XREADGROUP g1",
         );
     }
-    // carol exists with nothing pending (XREADGROUP on an exhausted group creates her).
+    // carol exists with nothing pending: she reads the last entry of g2 and ACKs it
+    // (an XREADGROUP that returns nothing creates no consumer on Redis 7.0).
     run(
         conn,
         redis::cmd("XREADGROUP")
@@ -484,6 +489,11 @@ fn streams(conn: &mut Connection, o: &DatasetOptions) {
         conn,
         redis::cmd("XACK").arg(&main).arg("g1").arg("1000-0"),
         "XACK g1",
+    );
+    run(
+        conn,
+        redis::cmd("XACK").arg(&main).arg("g2").arg("1000-11"),
+        "XACK g2",
     );
 
     run(

@@ -291,8 +291,18 @@ impl RedisServer {
                     self.log_tail()
                 ));
             }
-            if self.ping().is_ok() {
-                return Ok(());
+            let pid = self.child.as_ref().map(|c| c.id());
+            match self.ping_pid() {
+                // Make sure the answer comes from our process, not from another test's
+                // server that won a race for the same port.
+                Ok(answering) if Some(answering) == pid => return Ok(()),
+                Ok(answering) => {
+                    return Err(format!(
+                        "port {} answered by pid {answering}, not ours ({pid:?})",
+                        self.port
+                    ));
+                }
+                Err(_) => {}
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -306,15 +316,22 @@ impl RedisServer {
         }
     }
 
-    fn ping(&self) -> Result<(), String> {
+    /// PINGs and returns the answering server's `process_id`.
+    fn ping_pid(&self) -> Result<u32, String> {
         let client = redis::Client::open(self.url()).map_err(|e| e.to_string())?;
         let mut conn = client
             .get_connection_with_timeout(Duration::from_millis(500))
             .map_err(|e| e.to_string())?;
         redis::cmd("PING")
             .query::<String>(&mut conn)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        info_field(&info, "process_id")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| "no process_id in INFO server".to_string())
     }
 
     pub fn kind(&self) -> ServerKind {

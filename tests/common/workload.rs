@@ -14,6 +14,11 @@ use super::dataset::FUNCTION_CODE;
 use super::server::ServerKind;
 use super::util::select;
 
+/// Keys whose content differs between two servers that ran the same workload
+/// independently (server-generated stream IDs from `XADD key *`). Replication must
+/// still reproduce them exactly.
+pub const NONDETERMINISTIC_KEYS: &[&str] = &["w:stream-auto"];
+
 /// Database the workload fills and then `FLUSHDB`s (only with `use_dbs`).
 pub const FLUSHDB_DB: u32 = 5;
 
@@ -34,6 +39,9 @@ pub struct WorkloadOptions {
     pub volume: usize,
     /// Create keys with `PX 50`, wait for them to expire, and touch them.
     pub expire_during_run: bool,
+    /// Unix time (s) that absolute expiries (EXPIREAT, PEXPIREAT, EXAT, PXAT) are based
+    /// on; fixed when the options are built so two servers get identical deadlines.
+    pub base_time_secs: u64,
 }
 
 impl Default for WorkloadOptions {
@@ -45,6 +53,7 @@ impl Default for WorkloadOptions {
             cross_slot_untagged: true,
             volume: 3000,
             expire_during_run: true,
+            base_time_secs: now_secs(),
         }
     }
 }
@@ -262,7 +271,7 @@ fn strings(w: &mut W, o: &WorkloadOptions) {
     if w.kind.has_redis62_commands() {
         w.run(c("SET").arg(k("w:set-get")).arg("old"));
         w.run(c("SET").arg(k("w:set-get")).arg("new").arg("GET"));
-        let now = now_secs();
+        let now = o.base_time_secs;
         w.run(
             c("SET")
                 .arg(k("w:exat"))
@@ -297,7 +306,7 @@ fn strings(w: &mut W, o: &WorkloadOptions) {
 
 fn expiry(w: &mut W, o: &WorkloadOptions) {
     let k = |name: &str| o.key(name);
-    let now = now_secs();
+    let now = o.base_time_secs;
     for (name, ttl) in [
         ("w:expire", 1000),
         ("w:expireat", 0),
@@ -792,8 +801,8 @@ fn multi_key(w: &mut W, k: &dyn Fn(&str) -> Vec<u8>) {
             .arg("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])")
             .arg(2)
             .arg(k("eval-a"))
-            .arg("lua")
-            .arg(k("eval-b")),
+            .arg(k("eval-b"))
+            .arg("lua"),
     );
     w.run(&c("MULTI"));
     w.run(c("SET").arg(k("tx1")).arg("1"));
@@ -815,11 +824,11 @@ fn multi_key(w: &mut W, k: &dyn Fn(&str) -> Vec<u8>) {
 
 fn databases(w: &mut W, o: &WorkloadOptions) {
     let k = |name: &str| o.key(name);
-    select(w.conn, 1);
+    w.run(c("SELECT").arg(1));
     w.run(c("SET").arg(k("w:db1")).arg("in db 1"));
     w.run(c("INCR").arg(k("str:int")));
     w.run(c("RPUSH").arg(k("list:small")).arg("db1-tail"));
-    select(w.conn, 3);
+    w.run(c("SELECT").arg(3));
     w.run(c("SET").arg(k("w:db3")).arg("in db 3"));
     w.run(c("HSET").arg(k("hash:small")).arg("db3").arg("yes"));
     select(w.conn, 0);
@@ -834,7 +843,7 @@ fn databases(w: &mut W, o: &WorkloadOptions) {
     w.run(c("SET").arg(k("w:move-to-3")).arg("moved to 3"));
     w.run(c("MOVE").arg(k("w:move-to-3")).arg(3));
     w.run(c("SWAPDB").arg(1).arg(3));
-    select(w.conn, FLUSHDB_DB);
+    w.run(c("SELECT").arg(FLUSHDB_DB));
     w.run(c("SET").arg(k("w:flush-a")).arg("gone"));
     w.run(c("RPUSH").arg(k("w:flush-b")).arg("gone"));
     w.run(&c("FLUSHDB"));
