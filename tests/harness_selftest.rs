@@ -586,3 +586,75 @@ fn cluster_presets_match_standalone() {
     );
     assert_no_differences(&diffs);
 }
+
+/// HyperLogLogs compare by cardinality when their bytes differ: a refreshed cardinality
+/// cache alone is no difference, a different cardinality is.
+#[test]
+fn hyperloglog_compared_by_cardinality() {
+    let (master, replica) = synced_pair(ServerKind::Redis62);
+    let mut r = replica.client();
+    let _: i64 = redis::cmd("PFCOUNT")
+        .arg("hll:dense")
+        .query(&mut r)
+        .expect("PFCOUNT on replica refreshes its cache");
+    let m_bytes: Vec<u8> = redis::cmd("GET")
+        .arg("hll:dense")
+        .query(&mut master.client())
+        .expect("GET hll on master");
+    let r_bytes: Vec<u8> = redis::cmd("GET")
+        .arg("hll:dense")
+        .query(&mut r)
+        .expect("GET hll on replica");
+    assert_ne!(
+        m_bytes, r_bytes,
+        "PFCOUNT should have changed the cache bytes"
+    );
+    assert!(diffs_of(&master, &replica).is_empty());
+
+    redis::cmd("PFADD")
+        .arg("hll:sparse")
+        .arg("only-on-replica")
+        .query::<()>(&mut r)
+        .expect("PFADD on writable replica");
+    assert_single_difference(&diffs_of(&master, &replica), 0, b"hll:sparse", "PFCOUNT");
+}
+
+/// With a hash-tag prefix and `cross_slot_untagged`, multi-key commands also run on
+/// untagged keys that spread over slots; the tagged ones share one slot.
+#[test]
+fn workload_untagged_multi_key_option() {
+    for kind in [ServerKind::Redis60, ServerKind::Valkey91] {
+        workload_untagged_on(kind);
+    }
+}
+
+fn workload_untagged_on(kind: ServerKind) {
+    let s = RedisServer::start(kind);
+    let mut c = s.client();
+    let opts = WorkloadOptions {
+        key_prefix: "{t}".into(),
+        cross_slot_untagged: true,
+        use_dbs: false,
+        volume: 30,
+        ..Default::default()
+    };
+    run_workload(&mut c, kind, &opts);
+    let keys = common::compare::scan_keys(&mut c);
+    let untagged: Vec<&Vec<u8>> = keys
+        .iter()
+        .filter(|k| k.starts_with(b"untagged:"))
+        .collect();
+    assert!(untagged.len() > 10, "untagged keys: {untagged:?}");
+    let slots: BTreeSet<u16> = untagged.iter().map(|k| key_slot(k)).collect();
+    assert!(
+        slots.len() > 5,
+        "untagged keys should spread over slots: {slots:?}"
+    );
+    let tagged_slots: BTreeSet<u16> = keys
+        .iter()
+        .filter(|k| !k.starts_with(b"untagged:"))
+        .map(|k| key_slot(k))
+        .collect();
+    assert_eq!(tagged_slots.len(), 1, "tagged keys share one slot");
+    assert!(dbsize_all(&mut c).keys().all(|db| *db == 0));
+}
