@@ -5,6 +5,11 @@
 //! loopback port (never 6379) with its own temp dir, no persistence, and its log in that
 //! dir. Dropping it (also while a test panics) SIGKILLs the process and reaps it; the
 //! child also gets `PR_SET_PDEATHSIG` so it dies if the test binary is killed.
+//!
+//! Caveat of that safety net: Linux delivers the death signal when the *thread* that
+//! spawned the server exits. Start servers on the test's own thread (the normal case),
+//! not in a short-lived helper thread or a lazily-initialised `static` shared between
+//! tests, or they die with that thread.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

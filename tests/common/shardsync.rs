@@ -2,7 +2,8 @@
 //!
 //! Arguments are passed through untouched (e.g. `run --source URL --target URL
 //! --state-dir DIR ...`). stdout and stderr go to one log file in the process's own temp
-//! dir; Drop SIGKILLs and reaps the process, also when a test panics.
+//! dir; Drop SIGKILLs and reaps the process, also when a test panics. Like the servers,
+//! it gets `PR_SET_PDEATHSIG` (spawn it on the test's own thread).
 
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
