@@ -13,6 +13,7 @@ pub mod net;
 pub mod progress;
 pub mod rdb;
 pub mod resp;
+pub mod router;
 pub mod server_info;
 pub mod source;
 pub mod target;
