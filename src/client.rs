@@ -75,3 +75,10 @@ pub fn keyspace_keys(info: &str) -> u64 {
         })
         .sum()
 }
+
+/// Databases with keys, from the `# Keyspace` section of `INFO`.
+pub fn keyspace_dbs(info: &str) -> Vec<u32> {
+    info.lines()
+        .filter_map(|l| l.strip_prefix("db")?.split_once(":keys=")?.0.parse().ok())
+        .collect()
+}

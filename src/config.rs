@@ -159,6 +159,8 @@ pub struct FileSync {
     pub elements_per_command: Option<usize>,
     pub ack_interval_ms: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
+    /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
+    pub db_map: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// The resolved, validated settings the program runs with.
@@ -192,6 +194,37 @@ pub struct SyncSettings {
     pub elements_per_command: usize,
     pub ack_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
+    /// Source database → target database. Unlisted databases keep their number on a standalone
+    /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
+    pub db_map: std::collections::BTreeMap<u32, u32>,
+}
+
+impl SyncSettings {
+    /// The target database for source database `db`, or `None` when it cannot be written.
+    pub fn target_db(&self, db: u32, cluster_target: bool) -> Option<u32> {
+        match self.db_map.get(&db) {
+            Some(&d) if cluster_target && d != 0 => None,
+            Some(&d) => Some(d),
+            None if cluster_target && db != 0 => None,
+            None => Some(db),
+        }
+    }
+}
+
+/// Parses `3=0,1=0` (the `--db-map` flag) into pairs.
+pub fn parse_db_map(key: &str, text: &str) -> Result<std::collections::BTreeMap<u32, u32>, ConfigError> {
+    let mut m = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let pair = part.split_once('=').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let Some((from, to)) = pair else {
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                why: format!("{part:?} is not SOURCE_DB=TARGET_DB (e.g. 3=0)"),
+            });
+        };
+        m.insert(from, to);
+    }
+    Ok(m)
 }
 
 impl Default for SyncSettings {
@@ -207,6 +240,7 @@ impl Default for SyncSettings {
             elements_per_command: 512,
             ack_interval_ms: 1000,
             checkpoint_interval_ms: 1000,
+            db_map: Default::default(),
         }
     }
 }
@@ -223,6 +257,8 @@ pub struct Overrides {
     pub target_has_data: Option<TargetHasData>,
     pub source_password: Option<Secret>,
     pub target_password: Option<Secret>,
+    /// `3=0,1=0`
+    pub db_map: Option<String>,
 }
 
 impl FileConfig {
@@ -329,6 +365,21 @@ impl Config {
                 f.checkpoint_interval_ms.map(|v| v as usize),
                 d.checkpoint_interval_ms as usize,
             )? as u64,
+            db_map: match (o.db_map, f.db_map) {
+                (Some(text), _) => parse_db_map("--db-map", &text)?,
+                (None, Some(m)) => {
+                    let mut out = std::collections::BTreeMap::new();
+                    for (k, v) in m {
+                        let from = k.parse().map_err(|_| ConfigError::Invalid {
+                            key: "sync.db_map".into(),
+                            why: format!("{k:?} is not a database number"),
+                        })?;
+                        out.insert(from, v);
+                    }
+                    out
+                }
+                (None, None) => Default::default(),
+            },
         };
         let metrics_addr = match o.metrics_addr.or(file.metrics_addr) {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9108))),
@@ -413,6 +464,17 @@ mod tests {
             },
         );
         assert!(e.unwrap_err().to_string().contains("sync.queue_batches"));
+        let m: FileConfig = toml::from_str("[sync]\ndb_map = { \"3\" = 0 }\n").unwrap();
+        let ov = Overrides {
+            source: Some("h:1".into()),
+            target: Some("h:2".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(m, ov).unwrap();
+        assert_eq!(c.sync.target_db(3, true), Some(0));
+        assert_eq!(c.sync.target_db(1, true), None);
+        assert_eq!(c.sync.target_db(1, false), Some(1));
+        assert!(parse_db_map("--db-map", "1=x").unwrap_err().to_string().contains("SOURCE_DB=TARGET_DB"));
         assert!(
             toml::from_str::<FileConfig>("[sync]\nbogus = 1\n")
                 .unwrap_err()

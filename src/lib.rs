@@ -32,3 +32,4 @@ pub mod heartbeat;
 pub mod load_file;
 pub mod precheck;
 pub mod telemetry;
+pub mod topology;

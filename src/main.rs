@@ -111,6 +111,10 @@ struct CommonArgs {
     /// What to do when the target already has keys.
     #[arg(long, value_enum)]
     target_has_data: Option<TargetHasData>,
+    /// Database mapping SOURCE=TARGET, comma-separated (e.g. 3=0); needed for databases other
+    /// than 0 going to a cluster target.
+    #[arg(long)]
+    db_map: Option<String>,
     /// Source password (overrides the URL and the file).
     #[arg(long, env = "SHARDSYNC_SOURCE_PASSWORD", hide_env_values = true)]
     source_password: Option<String>,
@@ -137,6 +141,7 @@ impl CommonArgs {
                 target_has_data: self.target_has_data,
                 source_password: self.source_password.map(Secret::new),
                 target_password: self.target_password.map(Secret::new),
+                db_map: self.db_map,
             },
         )
         .map_err(|e| e.to_string())

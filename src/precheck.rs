@@ -4,7 +4,7 @@
 
 use crate::client;
 use crate::config::{Config, TargetHasData};
-use crate::server_info::ServerInfo;
+use crate::topology::{self, Node, Topology};
 
 /// One line of the precheck table.
 #[derive(Clone, Debug)]
@@ -19,8 +19,8 @@ pub struct Check {
 /// What the precheck learned, for the run that follows.
 #[derive(Clone, Debug)]
 pub struct Prechecked {
-    pub source: ServerInfo,
-    pub target: ServerInfo,
+    pub source: Topology,
+    pub target: Topology,
     pub checks: Vec<Check>,
 }
 
@@ -78,71 +78,68 @@ fn warn(name: &'static str, detail: impl Into<String>) -> Check {
     }
 }
 
-/// Runs every check. Returns `Err(checks)` when a server cannot even be identified.
+/// Runs every check. Returns `Err(checks)` when a side cannot even be discovered.
 pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     let mut checks = Vec::new();
-    let src = probe("source", "source reachable", cfg, true).await;
-    let dst = probe("target", "target reachable", cfg, false).await;
-    let (src, dst) = match (src, dst) {
-        (Ok(s), Ok(d)) => {
-            checks.push(s.0);
-            checks.push(d.0);
-            (s.1, d.1)
-        }
+    let src = topology::discover("source", &cfg.source).await;
+    let dst = topology::discover("target", &cfg.target).await;
+    let (source, target) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
         (s, d) => {
-            for r in [s, d] {
-                checks.push(match r {
-                    Ok(x) => x.0,
-                    Err(c) => c,
-                });
-            }
+            checks.push(match &s {
+                Ok(t) => pass("source reachable", describe(t)),
+                Err(e) => fail("source reachable", e.clone()),
+            });
+            checks.push(match &d {
+                Ok(t) => pass("target reachable", describe(t)),
+                Err(e) => fail("target reachable", e.clone()),
+            });
             return Err(checks);
         }
     };
-    let (source, source_info) = src;
-    let (target, target_info) = dst;
+    checks.push(pass("source reachable", describe(&source)));
+    checks.push(pass("target reachable", describe(&target)));
 
-    if source.cluster_enabled {
-        checks.push(fail(
-            "source topology",
-            "the source is a Redis Cluster node; cluster sources are not supported yet",
-        ));
-    } else {
-        checks.push(pass("source topology", "standalone"));
-    }
-    if target.cluster_enabled {
-        checks.push(fail(
-            "target topology",
-            "the target is a Redis Cluster node; cluster targets are not supported yet",
-        ));
-    } else {
-        checks.push(pass("target topology", "standalone"));
-    }
-
-    let restore = target.accepts_dump(source.flavor, source.rdb_version());
+    let (si, ti) = (source.info(), target.info());
+    let restore = ti.accepts_dump(si.flavor, si.rdb_version());
     checks.push(pass(
         "version compatibility",
         format!(
             "source {:?} {}.{}.{} (RDB {}), target {:?} {}.{}.{} (RDB {}): keys go by {}",
-            source.flavor,
-            source.version.0,
-            source.version.1,
-            source.version.2,
-            source.rdb_version(),
-            target.flavor,
-            target.version.0,
-            target.version.1,
-            target.version.2,
-            target.rdb_version(),
-            if restore {
-                "RESTORE of the source's serialized values"
-            } else {
-                "plain commands (cross-version)"
-            }
+            si.flavor,
+            si.version.0,
+            si.version.1,
+            si.version.2,
+            si.rdb_version(),
+            ti.flavor,
+            ti.version.0,
+            ti.version.1,
+            ti.version.2,
+            ti.rdb_version(),
+            if restore { "RESTORE of the source's serialized values" } else { "plain commands (cross-version)" }
         ),
     ));
 
-    let target_keys = client::keyspace_keys(&target_info);
+    if target.is_cluster() {
+        let unmapped: Vec<u32> = source
+            .masters()
+            .iter()
+            .flat_map(|m| client::keyspace_dbs(&m.raw_info))
+            .filter(|&db| cfg.sync.target_db(db, true).is_none())
+            .collect();
+        checks.push(if unmapped.is_empty() {
+            pass("database mapping", "every source database with keys maps to db 0 of the target cluster")
+        } else {
+            fail(
+                "database mapping",
+                format!(
+                    "the source has keys in database(s) {unmapped:?} but a cluster target has only db 0; map them with sync.db_map (--db-map 3=0)"
+                ),
+            )
+        });
+    }
+
+    let target_keys: u64 = target.masters().iter().map(|m| client::keyspace_keys(&m.raw_info)).sum();
     checks.push(match (cfg.sync.target_has_data, target_keys) {
         (_, 0) => pass("target is empty", "no keys"),
         (TargetHasData::Block, n) => fail(
@@ -155,43 +152,24 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         ),
     });
 
-    let used: u64 = client::info_field(&source_info, "used_memory")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let maxmem: u64 = client::info_field(&target_info, "maxmemory")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    checks.push(if maxmem == 0 {
-        pass(
-            "target memory",
-            format!(
-                "target has no maxmemory limit; source uses {} MB",
-                used >> 20
-            ),
-        )
-    } else if maxmem <= used {
-        fail(
-            "target memory",
-            format!(
-                "target maxmemory {} MB is not more than the source's used memory {} MB",
-                maxmem >> 20,
-                used >> 20
-            ),
-        )
+    let field = |n: &Node, f: &str| client::info_field(&n.raw_info, f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let used: u64 = source.masters().iter().map(|m| field(m, "used_memory")).sum();
+    let maxmems: Vec<u64> = target.masters().iter().map(|m| field(m, "maxmemory")).collect();
+    checks.push(if maxmems.contains(&0) {
+        pass("target memory", format!("target has no maxmemory limit; source uses {} MB", used >> 20))
     } else {
-        pass(
-            "target memory",
-            format!(
-                "target maxmemory {} MB > source used {} MB",
-                maxmem >> 20,
-                used >> 20
-            ),
-        )
+        let maxmem: u64 = maxmems.iter().sum();
+        if maxmem <= used {
+            fail(
+                "target memory",
+                format!("target maxmemory {} MB is not more than the source's used memory {} MB", maxmem >> 20, used >> 20),
+            )
+        } else {
+            pass("target memory", format!("target maxmemory {} MB > source used {} MB", maxmem >> 20, used >> 20))
+        }
     });
 
-    let backlog: u64 = client::info_field(&source_info, "repl_backlog_size")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let backlog: u64 = source.masters().iter().map(|m| field(m, "repl_backlog_size")).min().unwrap_or(0);
     checks.push(if backlog < (64 << 20) {
         warn(
             "source backlog",
@@ -211,30 +189,20 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
             std::fs::remove_file(probe)
         }) {
             Ok(()) => pass("state directory", cfg.state_dir.display().to_string()),
-            Err(e) => fail(
-                "state directory",
-                format!("{} is not writable: {e}", cfg.state_dir.display()),
-            ),
+            Err(e) => fail("state directory", format!("{} is not writable: {e}", cfg.state_dir.display())),
         },
     );
 
-    Ok(Prechecked {
-        source,
-        target,
-        checks,
-    })
+    Ok(Prechecked { source, target, checks })
 }
 
-async fn probe(
-    role: &'static str,
-    name: &'static str,
-    cfg: &Config,
-    is_source: bool,
-) -> Result<(Check, (ServerInfo, String)), Check> {
-    let ep = if is_source { &cfg.source } else { &cfg.target };
-    let mut conn = client::connect(role, ep).await.map_err(|e| fail(name, e))?;
-    let (si, info) = client::server_info(role, ep, &mut conn)
-        .await
-        .map_err(|e| fail(name, e))?;
-    Ok((pass(name, format!("{ep}")), (si, info)))
+fn describe(t: &Topology) -> String {
+    match t {
+        Topology::Standalone(n) => format!("standalone {}", n.endpoint),
+        Topology::Cluster { masters, .. } => format!(
+            "cluster of {} masters ({}), password accepted by each",
+            masters.len(),
+            masters.iter().map(|m| m.endpoint.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }

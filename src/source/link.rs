@@ -105,7 +105,7 @@ impl ShardLink {
         let fut = run(
             self.settings.clone(),
             self.shard.clone(),
-            self.writer.clone(),
+            self.writer.clone(), // a fresh dispatcher: no transaction carried over
             resume,
         );
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -170,7 +170,7 @@ impl Handler<StopLink> for ShardLink {
 async fn run(
     settings: Arc<LinkSettings>,
     shard: Arc<ShardState>,
-    writer: Dispatcher,
+    mut writer: Dispatcher,
     resume: Option<ReplPosition>,
 ) -> Result<(), LinkError> {
     shard.set_phase(Phase::Connecting);
@@ -189,7 +189,7 @@ async fn run(
             tracing::info!(shard = %shard.name, replid = %pos.replid, offset = pos.offset, "full sync started");
             shard.set_phase(Phase::FullSync);
             let started = Instant::now();
-            let stats = full_sync(&settings, &shard, &writer, &mut conn, epoch).await?;
+            let stats = full_sync(&settings, &shard, writer.clone(), &mut conn, epoch).await?;
             let end = RunInfo {
                 epoch,
                 offset: Some(pos.offset),
@@ -220,14 +220,14 @@ async fn run(
     };
     shard.set_phase(Phase::Incremental);
     shard.set_error(None);
-    stream(&settings, &shard, &writer, conn, stream_start, epoch).await
+    stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
 }
 
 /// Receives the RDB (either framing) and feeds it to the loader thread.
 async fn full_sync(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &Dispatcher,
+    writer: Dispatcher,
     conn: &mut RespConn,
     epoch: u64,
 ) -> Result<rdb_load::LoadStats, LinkError> {
@@ -266,14 +266,14 @@ async fn full_sync(
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,
     };
-    let (shard2, writer2) = (shard.clone(), writer.clone());
+    let (shard2, mut writer2) = (shard.clone(), writer);
     let loader = tokio::task::spawn_blocking(move || {
         rdb_load::load(
             ChannelReader::new(rx),
             &load_settings,
             &shard2,
             epoch,
-            &writer2,
+            &mut writer2,
         )
     });
     let fed = feed_rdb(shard, conn, framing, &tx).await;
@@ -387,7 +387,7 @@ impl Drop for AbortOnDrop {
 async fn stream(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &Dispatcher,
+    writer: &mut Dispatcher,
     conn: RespConn,
     start: u64,
     epoch: u64,
@@ -445,7 +445,11 @@ async fn stream(
             };
             writer.send(shard, run, cmds).await?;
             handed = dec.offset;
-            shard.handed_offset.store(handed, Ordering::Release);
+            // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
+            // resume before them, so the handed-out position waits for the EXEC.
+            if !writer.in_transaction() {
+                shard.handed_offset.store(handed, Ordering::Release);
+            }
             metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone())
                 .set(handed as f64);
             if !full {

@@ -79,7 +79,7 @@ pub fn load<R: Read>(
     settings: &LoadSettings,
     shard: &Arc<ShardState>,
     epoch: u64,
-    out: &Dispatcher,
+    out: &mut Dispatcher,
 ) -> Result<LoadStats, LoadError> {
     let mut parser = RdbParser::new(reader, settings.parse.clone());
     let mut conv = Converter::new(settings.convert.clone());
@@ -91,7 +91,7 @@ pub fn load<R: Read>(
         offset: None,
         completes_full_sync: false,
     };
-    let send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
+    let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
     while let Some(item) = parser.next_item()? {
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;

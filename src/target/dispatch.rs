@@ -1,26 +1,28 @@
-//! [`Dispatcher`]: hands a shard's commands to the target writers. A standalone target has one
-//! writer; a cluster target has one per master, and each command goes to the writer of the node
-//! that owns its key's slot. Every run of commands gets one [`Ticket`] over all its parts, so the
-//! shard's applied offset only moves when every node has acknowledged the run.
+//! [`Dispatcher`]: hands one source shard's commands to the target writers. A standalone target
+//! has one writer; on a cluster target each command goes to the writer of the node owning its
+//! key's slot (the routing policy is in [`crate::router`]): multi-key commands are split per
+//! slot where that keeps their meaning, `MULTI`/`EXEC` blocks stay whole when they touch one slot,
+//! and commands that span slots and cannot be split run through the gather fallback
+//! ([`super::crossslot`]) after every earlier write of the shard is applied. Every run of
+//! commands gets one [`crate::progress::Ticket`] over all its parts, so the shard's applied
+//! offset only moves when every node has acknowledged the run.
 
 use std::sync::Arc;
-
-use tokio::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::Batch;
-use crate::cmd::DbCmd;
+use super::crossslot::CrossSlot;
+use super::targets::{Routing, Targets};
+use crate::cmd::{Cmd, DbCmd};
+use crate::config::SyncSettings;
 use crate::progress::ShardState;
+use crate::router::{self, Routed, Scope, TxRouted};
 
-/// The writers' queue was closed: the process is stopping.
+/// The writers' queues were closed: the process is stopping.
 #[derive(Debug, thiserror::Error)]
 #[error("the writer queue is closed (shutting down)")]
 pub struct WriterGone;
-
-/// Sends runs of commands to the writers. Cheap to clone.
-#[derive(Clone)]
-pub struct Dispatcher {
-    writers: Arc<Vec<mpsc::Sender<Batch>>>,
-}
 
 /// What a run of commands is, for its ticket.
 #[derive(Clone, Copy, Debug)]
@@ -30,29 +32,141 @@ pub struct RunInfo {
     pub completes_full_sync: bool,
 }
 
+/// A piece of a run: commands per writer index, or one command needing the cross-slot fallback.
+enum Segment {
+    Parts(Vec<Vec<DbCmd>>),
+    CrossSlot(Cmd),
+}
+
+/// Sends one shard's runs of commands to the writers. Each link (and each RDB load) owns one:
+/// it keeps the open `MULTI` block between runs. Cloning gives a fresh dispatcher.
+pub struct Dispatcher {
+    targets: Arc<Targets>,
+    sync: Arc<SyncSettings>,
+    /// Body of an open `MULTI` block (cluster targets only).
+    tx: Option<Vec<Cmd>>,
+    crossslot: CrossSlot,
+}
+
+impl Clone for Dispatcher {
+    fn clone(&self) -> Dispatcher {
+        Dispatcher::new(self.targets.clone(), self.sync.clone())
+    }
+}
+
 impl Dispatcher {
-    /// A dispatcher for a standalone target with one writer.
-    pub fn single(writer: mpsc::Sender<Batch>) -> Dispatcher {
+    pub fn new(targets: Arc<Targets>, sync: Arc<SyncSettings>) -> Dispatcher {
+        let crossslot = CrossSlot::new(targets.clone());
         Dispatcher {
-            writers: Arc::new(vec![writer]),
+            targets,
+            sync,
+            tx: None,
+            crossslot,
         }
     }
 
-    /// Splits `cmds` per writer, in order.
-    fn split(&self, cmds: Vec<DbCmd>) -> Vec<(usize, Vec<DbCmd>)> {
-        if cmds.is_empty() {
-            return Vec::new();
-        }
-        vec![(0, cmds)]
+    /// True while a `MULTI` block is open (its commands are held until `EXEC`).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
     }
 
-    fn batches(
-        &self,
-        shard: &Arc<ShardState>,
-        run: RunInfo,
-        cmds: Vec<DbCmd>,
-    ) -> Vec<(usize, Batch)> {
-        let parts = self.split(cmds);
+    /// Reports a command that cannot be written (logged with its key, counted).
+    fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
+        shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("shardsync_unroutable_commands_total", "shard" => shard.name.clone(), "command" => cmd.name_upper())
+            .increment(1);
+        let key = cmd.args.get(1).map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, "{why}");
+    }
+
+    fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {
+        let n = routing.writers.len().max(1);
+        let mut segs = Vec::new();
+        let mut parts: Vec<Vec<DbCmd>> = vec![Vec::new(); n];
+        let cluster = routing.table.is_some();
+        let fallback = routing.writer_index(None).unwrap_or(0);
+        for DbCmd { db, cmd } in cmds {
+            let Some(db) = self.sync.target_db(db, cluster) else {
+                Self::refuse(
+                    shard,
+                    &cmd,
+                    &format!("source database {db} has no target database (a cluster has only db 0): set sync.db_map"),
+                );
+                continue;
+            };
+            if !cluster {
+                parts[fallback].push(DbCmd { db, cmd });
+                continue;
+            }
+            if cmd.is("MULTI") {
+                self.tx = Some(Vec::new());
+                continue;
+            }
+            if cmd.is("EXEC") {
+                let body = self.tx.take().unwrap_or_default();
+                match router::route_transaction(body) {
+                    TxRouted::SingleSlot { slot, cmds } => {
+                        let w = routing.writer_index(Some(slot)).unwrap_or(fallback);
+                        parts[w].push(DbCmd { db: 0, cmd: crate::cmd!["MULTI"] });
+                        parts[w].extend(cmds.into_iter().map(|cmd| DbCmd { db: 0, cmd }));
+                        parts[w].push(DbCmd { db: 0, cmd: crate::cmd!["EXEC"] });
+                    }
+                    TxRouted::Split(routed) => {
+                        for r in routed {
+                            self.place(shard, r, routing, &mut parts, &mut segs);
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some(tx) = &mut self.tx {
+                tx.push(cmd);
+                continue;
+            }
+            let r = router::route(cmd);
+            self.place(shard, r, routing, &mut parts, &mut segs);
+        }
+        if parts.iter().any(|p| !p.is_empty()) {
+            segs.push(Segment::Parts(parts));
+        }
+        segs
+    }
+
+    fn place(&self, shard: &ShardState, r: Routed, routing: &Routing, parts: &mut Vec<Vec<DbCmd>>, segs: &mut Vec<Segment>) {
+        let fallback = routing.writer_index(None).unwrap_or(0);
+        let at = |slot: u16| routing.writer_index(Some(slot)).unwrap_or(fallback);
+        match r {
+            Routed::Single { slot, cmd } => parts[at(slot)].push(DbCmd { db: 0, cmd }),
+            Routed::PerSlot(v) => {
+                for (slot, cmd) in v {
+                    parts[at(slot)].push(DbCmd { db: 0, cmd });
+                }
+            }
+            Routed::NoKey { cmd, scope } => match scope {
+                Scope::AllNodes => {
+                    for w in routing.all_writers() {
+                        parts[w].push(DbCmd { db: 0, cmd: cmd.clone() });
+                    }
+                }
+                Scope::AnyNode => parts[fallback].push(DbCmd { db: 0, cmd }),
+                Scope::Control => {}
+                Scope::Unsupported => Self::refuse(shard, &cmd, "command cannot run on a cluster target (databases other than 0)"),
+                Scope::Malformed => Self::refuse(shard, &cmd, "command with malformed key arguments"),
+            },
+            Routed::CrossSlot { cmd, .. } => {
+                let n = parts.len();
+                segs.push(Segment::Parts(std::mem::replace(parts, vec![Vec::new(); n])));
+                segs.push(Segment::CrossSlot(cmd));
+            }
+        }
+    }
+
+    fn batches(shard: &Arc<ShardState>, run: RunInfo, parts: Vec<Vec<DbCmd>>, routing: &Routing) -> Vec<(usize, Batch)> {
+        let parts: Vec<(usize, Vec<DbCmd>)> = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(w, p)| !p.is_empty() && routing.writers.get(*w).is_some_and(Option::is_some))
+            .collect();
         let ticket = shard.issue(run.epoch, run.offset, run.completes_full_sync, parts.len());
         parts
             .into_iter()
@@ -71,27 +185,60 @@ impl Dispatcher {
     }
 
     /// Sends a run, waiting while a writer's queue is full (back-pressure).
-    pub async fn send(
-        &self,
-        shard: &Arc<ShardState>,
-        run: RunInfo,
-        cmds: Vec<DbCmd>,
-    ) -> Result<(), WriterGone> {
-        for (w, b) in self.batches(shard, run, cmds) {
-            self.writers[w].send(b).await.map_err(|_| WriterGone)?;
+    pub async fn send(&mut self, shard: &Arc<ShardState>, run: RunInfo, cmds: Vec<DbCmd>) -> Result<(), WriterGone> {
+        let routing = self.targets.routing();
+        let segs = self.split(shard, cmds, &routing);
+        // An open MULTI block holds commands back: the offset must not pass them yet.
+        let run = RunInfo {
+            offset: if self.tx.is_some() { None } else { run.offset },
+            ..run
+        };
+        let n = segs.len();
+        if n == 0 {
+            shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
+        }
+        for (i, seg) in segs.into_iter().enumerate() {
+            let this = if i + 1 == n { run } else { RunInfo { offset: None, completes_full_sync: false, ..run } };
+            match seg {
+                Segment::Parts(parts) => {
+                    for (w, b) in Self::batches(shard, this, parts, &routing) {
+                        let Some(h) = routing.writers[w].as_ref() else { continue };
+                        h.tx.send(b).await.map_err(|_| WriterGone)?;
+                    }
+                }
+                Segment::CrossSlot(cmd) => {
+                    // Everything before it must be on the target: the fallback reads it.
+                    while shard.open_tickets() > 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    if let Err(e) = self.crossslot.execute(&cmd).await {
+                        Self::refuse(shard, &cmd, &format!("cross-slot fallback failed: {e}"));
+                    }
+                    shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Like [`Dispatcher::send`], from a blocking thread (the RDB loader).
-    pub fn blocking_send(
-        &self,
-        shard: &Arc<ShardState>,
-        run: RunInfo,
-        cmds: Vec<DbCmd>,
-    ) -> Result<(), WriterGone> {
-        for (w, b) in self.batches(shard, run, cmds) {
-            self.writers[w].blocking_send(b).map_err(|_| WriterGone)?;
+    /// Like [`Dispatcher::send`], from a blocking thread (the RDB loader, whose commands each
+    /// touch one key, so no cross-slot fallback is ever needed there).
+    pub fn blocking_send(&mut self, shard: &Arc<ShardState>, run: RunInfo, cmds: Vec<DbCmd>) -> Result<(), WriterGone> {
+        let routing = self.targets.routing();
+        let segs = self.split(shard, cmds, &routing);
+        if segs.is_empty() {
+            shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
+        }
+        for seg in segs {
+            match seg {
+                Segment::Parts(parts) => {
+                    for (w, b) in Self::batches(shard, run, parts, &routing) {
+                        let Some(h) = routing.writers[w].as_ref() else { continue };
+                        h.tx.blocking_send(b).map_err(|_| WriterGone)?;
+                    }
+                }
+                Segment::CrossSlot(cmd) => Self::refuse(shard, &cmd, "cross-slot command inside an RDB load"),
+            }
         }
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! The target side: batches of commands, the [`Dispatcher`] that sends each command to the
-//! writer of the node that owns it, and the [`TargetWriter`] actor that pipelines them into one
-//! target node, checks every reply and reports what was applied.
+//! writer of the node that owns it, the [`Targets`] registry with its slot router, the
+//! [`TargetWriter`] actor that pipelines into one node, and the cross-slot fallback.
 
+pub mod crossslot;
 pub mod dispatch;
+pub mod targets;
 pub mod writer;
 
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use crate::cmd::DbCmd;
 use crate::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use targets::Targets;
 pub use writer::TargetWriter;
 
 /// A run of commands from one source shard, in stream order, for one target node.

@@ -1,10 +1,14 @@
-//! [`TargetWriter`]: one actor per target node. It takes [`Batch`]es from a bounded queue,
-//! pipelines them over one connection (writing and reading replies at the same time), checks
-//! every reply, and tells each shard which source offset the target has applied. Batches stay in
-//! memory until acknowledged; when the connection drops it reconnects with backoff and resends
-//! what was not acknowledged, so nothing is lost (at-least-once).
+//! [`TargetWriter`]: one actor per target node. It takes [`Batch`]es from a bounded queue (and
+//! redirected commands from other writers), pipelines them over one connection (writing and
+//! reading replies at the same time), checks every reply, and marks each batch's part of its
+//! [`crate::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
+//! when the connection drops it reconnects with backoff and resends what was not acknowledged,
+//! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
+//! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,50 +17,74 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
+use super::targets::Targets;
 use crate::backoff::Backoff;
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
 use crate::resp::{self, Frame};
 
-/// Reply slot that belongs to a `SELECT` the writer inserted, not to a batch command.
-const SELECT_SLOT: u32 = u32::MAX;
+/// Reply slot of a command the writer inserted itself (`SELECT`, `ASKING`).
+const INTERNAL_SLOT: u32 = u32::MAX;
 /// Stop taking new batches while this many bytes are waiting to be written…
 const OUT_HIGH_WATER: usize = 4 << 20;
 /// …or this many commands are awaiting replies.
 const MAX_INFLIGHT_CMDS: usize = 32 * 1024;
+/// Pause before retrying a command the cluster answered `TRYAGAIN`/`CLUSTERDOWN` to.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Settings of one writer.
 #[derive(Clone, Debug)]
 pub struct WriterSettings {
     pub endpoint: Endpoint,
-    /// The heartbeat key: a `SET` of it carries the source time and gives the lag.
+    /// Prefix of the heartbeat keys: a `SET` of one carries the source time and gives the lag.
     pub heartbeat_key: Bytes,
 }
 
-/// Pipelines batches into one target node. Stops (and signals `done`) when its queue is closed
-/// and every batch is acknowledged.
+/// The sending sides of a writer's inputs.
+#[derive(Clone, Debug)]
+pub struct WriterHandle {
+    /// `host:port` of the node.
+    pub addr: String,
+    /// Bounded: the memory bound and back-pressure of the data path.
+    pub tx: mpsc::Sender<Batch>,
+    /// Commands redirected by other writers (bounded by their in-flight limits).
+    pub redirect: mpsc::UnboundedSender<Batch>,
+}
+
+/// Pipelines batches into one target node. Stops (and signals `done`) when its queues are
+/// closed and every batch is acknowledged.
 pub struct TargetWriter {
     settings: WriterSettings,
-    rx: Option<mpsc::Receiver<Batch>>,
+    inputs: Option<(mpsc::Receiver<Batch>, mpsc::UnboundedReceiver<Batch>)>,
+    targets: Option<Arc<Targets>>,
     done: Option<oneshot::Sender<()>>,
 }
 
 impl TargetWriter {
-    /// Creates the writer and the sending side of its queue (`capacity` batches).
+    /// Creates the writer, its handle (`capacity` batches of queue) and its "done" signal.
+    /// `targets` enables cluster redirects.
     pub fn new(
         settings: WriterSettings,
         capacity: usize,
-    ) -> (TargetWriter, mpsc::Sender<Batch>, oneshot::Receiver<()>) {
+        targets: Option<Arc<Targets>>,
+    ) -> (TargetWriter, WriterHandle, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::channel(capacity);
+        let (rtx, rrx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
+        let handle = WriterHandle {
+            addr: settings.endpoint.to_string(),
+            tx,
+            redirect: rtx,
+        };
         (
             TargetWriter {
                 settings,
-                rx: Some(rx),
+                inputs: Some((rx, rrx)),
+                targets,
                 done: Some(done_tx),
             },
-            tx,
+            handle,
             done_rx,
         )
     }
@@ -66,7 +94,7 @@ impl Actor for TargetWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(rx) = self.rx.take() else {
+        let Some((rx, rrx)) = self.inputs.take() else {
             ctx.stop();
             return;
         };
@@ -74,8 +102,9 @@ impl Actor for TargetWriter {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
             pending: VecDeque::new(),
+            targets: self.targets.take(),
         };
-        ctx.spawn(pipeline.run(rx).into_actor(self).map(|_, act, ctx| {
+        ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
                 let _ = d.send(());
             }
@@ -87,7 +116,7 @@ impl Actor for TargetWriter {
 /// A batch that was sent (or is about to be) and is not fully acknowledged.
 struct InFlight {
     batch: Batch,
-    /// For each reply expected on the current connection: the command index, or `SELECT_SLOT`.
+    /// For each reply expected on the current connection: the command index, or `INTERNAL_SLOT`.
     slots: Vec<u32>,
     /// Replies received on the current connection.
     seen: usize,
@@ -97,6 +126,16 @@ struct InFlight {
 }
 
 impl InFlight {
+    fn new(batch: Batch) -> InFlight {
+        InFlight {
+            batch,
+            slots: Vec::new(),
+            seen: 0,
+            acked_cmds: 0,
+            started: Instant::now(),
+        }
+    }
+
     fn done(&self) -> bool {
         self.seen == self.slots.len() && self.acked_cmds == self.batch.cmds.len()
     }
@@ -107,6 +146,25 @@ struct Pipeline {
     settings: WriterSettings,
     node: String,
     pending: VecDeque<InFlight>,
+    targets: Option<Arc<Targets>>,
+}
+
+/// What a cluster error reply asks the writer to do.
+enum Redirect {
+    Moved(String),
+    Ask(String),
+    Retry,
+}
+
+fn parse_redirect(e: &[u8]) -> Option<Redirect> {
+    let text = std::str::from_utf8(e).ok()?;
+    let mut w = text.split_whitespace();
+    match w.next()? {
+        "MOVED" => Some(Redirect::Moved(w.nth(1)?.to_string())),
+        "ASK" => Some(Redirect::Ask(w.nth(1)?.to_string())),
+        "TRYAGAIN" | "CLUSTERDOWN" => Some(Redirect::Retry),
+        _ => None,
+    }
 }
 
 impl Pipeline {
@@ -114,15 +172,16 @@ impl Pipeline {
         self.pending.iter().map(|f| f.slots.len() - f.seen).sum()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Batch>, mut rrx: mpsc::UnboundedReceiver<Batch>) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut closed = false;
         loop {
-            match self.connection(&mut rx, &mut closed).await {
+            match self.connection(&mut rx, &mut rrx, &mut closed).await {
                 Ok(()) => return,
                 Err(why) => {
                     let delay = backoff.next_delay();
-                    metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection").increment(1);
+                    metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection")
+                        .increment(1);
                     tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
                         unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
                     tokio::time::sleep(delay).await;
@@ -131,15 +190,14 @@ impl Pipeline {
         }
     }
 
-    /// Runs one connection until the queue is closed and drained (`Ok`) or the connection fails.
+    /// Runs one connection until the queues are closed and drained (`Ok`) or the connection fails.
     async fn connection(
         &mut self,
         rx: &mut mpsc::Receiver<Batch>,
+        rrx: &mut mpsc::UnboundedReceiver<Batch>,
         closed: &mut bool,
     ) -> Result<(), String> {
-        let conn = RespConn::connect(&self.settings.endpoint)
-            .await
-            .map_err(|e| e.to_string())?;
+        let conn = RespConn::connect(&self.settings.endpoint).await.map_err(|e| e.to_string())?;
         let RespConn {
             mut stream,
             buf: mut inbuf,
@@ -158,9 +216,9 @@ impl Pipeline {
                 let _ = wh.flush().await;
                 return Ok(());
             }
-            let can_take =
-                !*closed && out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
+            let can_take = out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
             tokio::select! {
+                biased;
                 r = rh.read_buf(&mut inbuf) => {
                     match r {
                         Ok(0) => return Err("connection closed by the target".into()),
@@ -173,20 +231,27 @@ impl Pipeline {
                         return Err(e.to_string());
                     }
                 }
-                b = rx.recv(), if can_take => match b {
-                    None => *closed = true,
-                    Some(batch) => {
-                        let mut f = InFlight { batch, slots: Vec::new(), seen: 0, acked_cmds: 0, started: Instant::now() };
-                        encode(&mut f, &mut out, &mut db);
-                        self.pending.push_back(f);
-                        self.complete_front();
+                b = rrx.recv(), if can_take => {
+                    if let Some(batch) = b {
+                        self.take(batch, &mut out, &mut db);
                     }
+                }
+                b = rx.recv(), if can_take && !*closed => match b {
+                    None => *closed = true,
+                    Some(batch) => self.take(batch, &mut out, &mut db),
                 },
             }
             if inbuf.capacity() - inbuf.len() < 8192 {
                 inbuf.reserve(64 * 1024);
             }
         }
+    }
+
+    fn take(&mut self, batch: Batch, out: &mut BytesMut, db: &mut u32) {
+        let mut f = InFlight::new(batch);
+        encode(&mut f, out, db);
+        self.pending.push_back(f);
+        self.complete_front();
     }
 
     fn on_replies(&mut self, inbuf: &mut BytesMut) -> Result<(), String> {
@@ -197,79 +262,95 @@ impl Pipeline {
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),
             };
             let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
-                return Err(format!(
-                    "target sent a reply nobody asked for: {}",
-                    frame.to_text()
-                ));
+                return Err(format!("target sent a reply nobody asked for: {}", frame.to_text()));
             };
             let slot = front.slots[front.seen];
             front.seen += 1;
-            if slot == SELECT_SLOT {
+            if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("SELECT failed: {}", String::from_utf8_lossy(e)));
+                    return Err(format!("SELECT/ASKING failed: {}", String::from_utf8_lossy(e)));
                 }
                 continue;
             }
             front.acked_cmds += 1;
-            let cmd = &front.batch.cmds[slot as usize].cmd;
-            let rejected = check_reply(&self.node, cmd, &frame);
-            if rejected > 0 {
-                front
-                    .batch
-                    .shard
-                    .rejected_writes
-                    .fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
-            }
-            if !self.settings.heartbeat_key.is_empty()
-                && cmd.args.len() >= 3
-                && cmd.args[1] == self.settings.heartbeat_key
-                && cmd.is("SET")
-                && !frame.is_error()
-            {
-                if let Some(ms) = std::str::from_utf8(&cmd.args[2])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
-                    let shard = &front.batch.shard;
-                    shard
-                        .heartbeat_applied_ms
-                        .store(ms, std::sync::atomic::Ordering::Relaxed);
-                    let lag = (crate::now_ms().saturating_sub(ms)) as f64 / 1000.0;
-                    metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone())
-                        .set(lag);
+            let dc = &front.batch.cmds[slot as usize];
+            if let (Frame::Error(e), Some(targets)) = (&frame, &self.targets) {
+                if let Some(r) = parse_redirect(e) {
+                    let b = &front.batch;
+                    let again = Batch {
+                        shard: b.shard.clone(),
+                        ticket: b.ticket.clone(),
+                        cmds: vec![dc.clone()],
+                        asking: matches!(r, Redirect::Ask(_)),
+                    };
+                    b.ticket.add_part();
+                    let kind = match &r {
+                        Redirect::Moved(_) => "moved",
+                        Redirect::Ask(_) => "ask",
+                        Redirect::Retry => "tryagain",
+                    };
+                    metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
+                        .increment(1);
+                    match r {
+                        Redirect::Moved(addr) => {
+                            targets.request_refresh();
+                            targets.redirect(&addr, again, None);
+                        }
+                        Redirect::Ask(addr) => targets.redirect(&addr, again, None),
+                        Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
+                    }
+                    continue;
                 }
+            }
+            let rejected = check_reply(&self.node, &dc.cmd, &frame);
+            let shard = &front.batch.shard;
+            if rejected > 0 {
+                shard.rejected_writes.fetch_add(rejected, Ordering::Relaxed);
+            } else if let Some(ms) = heartbeat_ms(&self.settings.heartbeat_key, &dc.cmd) {
+                shard.heartbeat_applied_ms.store(ms, Ordering::Relaxed);
+                let lag = crate::now_ms().saturating_sub(ms) as f64 / 1000.0;
+                metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone()).set(lag);
             }
         }
         self.complete_front();
         Ok(())
     }
 
-    /// Pops fully acknowledged batches from the front, in order, moving the shards' offsets.
+    /// Pops fully acknowledged batches from the front, in order, marking their ticket parts done.
     fn complete_front(&mut self) {
         while self.pending.front().is_some_and(InFlight::done) {
-            let Some(f) = self.pending.pop_front() else {
-                break;
-            };
+            let Some(f) = self.pending.pop_front() else { break };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
-                .increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds")
-                .record(f.started.elapsed().as_secs_f64());
+            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone()).increment(b.cmds.len() as u64);
+            metrics::histogram!("shardsync_write_batch_seconds").record(f.started.elapsed().as_secs_f64());
         }
     }
 }
 
+/// The source time carried by a heartbeat `SET <prefix…> <ms>`, if `cmd` is one.
+fn heartbeat_ms(prefix: &Bytes, cmd: &Cmd) -> Option<u64> {
+    if prefix.is_empty() || cmd.args.len() < 3 || !cmd.args[1].starts_with(prefix) || !cmd.is("SET") {
+        return None;
+    }
+    std::str::from_utf8(&cmd.args[2]).ok()?.parse().ok()
+}
+
 /// Appends the batch's not-yet-acknowledged commands to `out`, inserting `SELECT` where the
-/// database changes, and records which reply belongs to which command.
+/// database changes (and `ASKING` before each command of an ASK redirect), and records which
+/// reply belongs to which command.
 fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
-    for (i, dc) in f.batch.cmds.iter().enumerate().skip(f.acked_cmds) {
-        if dc.db != *db {
-            crate::cmd!["SELECT", dc.db].encode(out);
-            f.slots.push(SELECT_SLOT);
-            *db = dc.db;
+    for (i, DbCmd { db: cdb, cmd }) in f.batch.cmds.iter().enumerate().skip(f.acked_cmds) {
+        if *cdb != *db {
+            crate::cmd!["SELECT", *cdb].encode(out);
+            f.slots.push(INTERNAL_SLOT);
+            *db = *cdb;
         }
-        dc.cmd.encode(out);
+        if f.batch.asking {
+            crate::cmd!["ASKING"].encode(out);
+            f.slots.push(INTERNAL_SLOT);
+        }
+        cmd.encode(out);
         f.slots.push(i as u32);
     }
 }
@@ -279,17 +360,13 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = String::from_utf8_lossy(e);
-        let kind = text
-            .split_whitespace()
-            .next()
-            .unwrap_or("ERR")
-            .to_ascii_uppercase();
+        let kind = text.split_whitespace().next().unwrap_or("ERR").to_ascii_uppercase();
         let key = cmd
             .args
             .get(1)
             .map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned())
             .unwrap_or_default();
-        metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind.clone()).increment(1);
+        metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
         tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
     };
     match frame {

@@ -1,0 +1,120 @@
+//! Discovery of a deployment from one address: a standalone server, or a Redis Cluster whose
+//! masters are all found from any one node. Every master is contacted with the shared password
+//! (a node that refuses it is named in the error) and every slot must be served.
+
+use crate::client;
+use crate::config::Endpoint;
+use crate::router::SlotTable;
+use crate::server_info::ServerInfo;
+
+/// One server of a deployment, with what it said about itself.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub endpoint: Endpoint,
+    pub info: ServerInfo,
+    /// Full `INFO` text (keyspace, memory, replication…).
+    pub raw_info: String,
+    /// Slot ranges the node serves (cluster masters only).
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// A standalone server or a cluster's masters.
+#[derive(Clone, Debug)]
+pub enum Topology {
+    Standalone(Node),
+    Cluster { table: SlotTable, masters: Vec<Node> },
+}
+
+impl Topology {
+    /// The servers that take writes: the standalone server or every master.
+    pub fn masters(&self) -> Vec<&Node> {
+        match self {
+            Topology::Standalone(n) => vec![n],
+            Topology::Cluster { masters, .. } => masters.iter().collect(),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Topology::Cluster { .. })
+    }
+
+    /// The identity used for version decisions (the first master; clusters are homogeneous in
+    /// practice, and the oldest master decides when they are not).
+    pub fn info(&self) -> ServerInfo {
+        let masters = self.masters();
+        let mut oldest = masters[0].info.clone();
+        for m in &masters[1..] {
+            if m.info.version < oldest.version {
+                oldest = m.info.clone();
+            }
+        }
+        oldest
+    }
+}
+
+/// An endpoint for `host:port` with the login of `seed`.
+pub fn endpoint_like(seed: &Endpoint, host: &str, port: u16) -> Endpoint {
+    Endpoint {
+        host: host.to_string(),
+        port,
+        username: seed.username.clone(),
+        password: seed.password.clone(),
+    }
+}
+
+/// Formats slot ranges as `0-5460, 5462`.
+pub fn format_ranges(r: &[(u16, u16)]) -> String {
+    r.iter()
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads `CLUSTER NODES` from `ep` and parses it.
+pub async fn cluster_table(role: &str, ep: &Endpoint) -> Result<SlotTable, String> {
+    let mut conn = client::connect(role, ep).await?;
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{role} {ep}: CLUSTER NODES failed: {}", client::describe(&e)))?;
+    SlotTable::from_cluster_nodes(&text).map_err(|e| format!("{role} {ep}: CLUSTER NODES: {e}"))
+}
+
+async fn node(role: &str, ep: Endpoint, slots: Vec<(u16, u16)>) -> Result<Node, String> {
+    let mut conn = client::connect(role, &ep).await?;
+    let (info, raw_info) = client::server_info(role, &ep, &mut conn).await?;
+    Ok(Node {
+        endpoint: ep,
+        info,
+        raw_info,
+        slots,
+    })
+}
+
+/// Finds the deployment behind `seed`. `role` ("source", "target") starts every error.
+pub async fn discover(role: &str, seed: &Endpoint) -> Result<Topology, String> {
+    let first = node(role, seed.clone(), Vec::new()).await?;
+    if !first.info.cluster_enabled {
+        return Ok(Topology::Standalone(first));
+    }
+    let table = cluster_table(role, seed).await?;
+    let uncovered = table.uncovered();
+    if !uncovered.is_empty() {
+        return Err(format!(
+            "{role} cluster: slots {} are not served by any master; fix the cluster (e.g. redis-cli --cluster fix) first",
+            format_ranges(&uncovered)
+        ));
+    }
+    let mut masters = Vec::new();
+    for (i, n) in table.nodes().iter().enumerate() {
+        let slots = table.slots_of(i);
+        if slots.is_empty() {
+            continue;
+        }
+        let ep = endpoint_like(seed, &n.host, n.port);
+        let m = node(&format!("{role} master"), ep, slots).await?;
+        masters.push(m);
+    }
+    Ok(Topology::Cluster { table, masters })
+}
