@@ -22,7 +22,6 @@ struct ServerGuard {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
-    name: String,
 }
 
 impl Drop for ServerGuard {
@@ -76,18 +75,13 @@ fn start(name: &str) -> Option<ServerGuard> {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let guard = ServerGuard {
-            child,
-            port,
-            dir,
-            name: name.to_string(),
-        };
+        let guard = ServerGuard { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut c) = connect(port) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Some(guard);
-                }
+            if let Ok(mut c) = connect(port)
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return Some(guard);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -581,12 +575,15 @@ fn check_key(c: &mut redis::Connection, caps: &Caps, k: &Key) {
     }
 }
 
+/// A stream entry as `((ms, seq), fields)`.
+type Entry = ((u64, u64), Vec<(Bytes, Bytes)>);
+
 fn check_stream(c: &mut redis::Connection, k: &Key) {
     let key = &k.header.key[..];
     let name = String::from_utf8_lossy(key).into_owned();
     let v = &k.value;
     let r = cmd(c, &[b"XRANGE", key, b"-", b"+"]);
-    let want: Vec<((u64, u64), Vec<(Bytes, Bytes)>)> = arr(&r)
+    let want: Vec<Entry> = arr(&r)
         .iter()
         .map(|e| {
             let e = arr(e);
@@ -597,7 +594,7 @@ fn check_stream(c: &mut redis::Connection, k: &Key) {
             (parse_id(&bytes_of(&e[0])), fields)
         })
         .collect();
-    let got: Vec<((u64, u64), Vec<(Bytes, Bytes)>)> = v
+    let got: Vec<Entry> = v
         .entries
         .iter()
         .map(|e| ((e.id.ms, e.id.seq), e.fields.clone()))
