@@ -81,7 +81,7 @@ fn apply(mut data: Vec<u8>, muts: &[Mutation], cut: Option<usize>) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 800, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_corpus_never_panics(
