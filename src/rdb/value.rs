@@ -215,28 +215,18 @@ impl ValueDecoder {
         self.state = State::Done;
         match self.layout {
             Layout::String => match src.read_str_head()? {
-                StrHead::Raw(n) if n <= max_bytes as u64 => {
-                    out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
-                }
-                StrHead::Raw(n) => {
+                StrHead::Raw(n) if n > max_bytes as u64 => {
                     self.state = State::StringRaw { remaining: n };
                     return self.step(src, opts, out);
                 }
-                StrHead::Int(v) => out.push(Chunk::StringPart(Bytes::copy_from_slice(
-                    itoa::Buffer::new().format(v).as_bytes(),
-                ))),
+                StrHead::Raw(n) => string_parts(out, Bytes::from(src.read_vec(n)?), max_bytes),
+                StrHead::Int(v) => string_parts(
+                    out,
+                    Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                    max_bytes,
+                ),
                 StrHead::Lzf { clen, ulen } => {
-                    let data = Bytes::from(src.read_lzf(clen, ulen)?);
-                    if data.is_empty() {
-                        out.push(Chunk::StringPart(data));
-                    } else {
-                        let mut pos = 0;
-                        while pos < data.len() {
-                            let end = (pos + max_bytes).min(data.len());
-                            out.push(Chunk::StringPart(data.slice(pos..end)));
-                            pos = end;
-                        }
-                    }
+                    string_parts(out, Bytes::from(src.read_lzf(clen, ulen)?), max_bytes);
                 }
             },
             Layout::List
@@ -492,6 +482,20 @@ fn decode_blob(
         _ => return Err("not a blob layout".into()),
     }
     Ok(())
+}
+
+/// Append a string as parts of at most `max` bytes (one empty part for an empty string).
+fn string_parts(out: &mut Vec<Chunk>, data: Bytes, max: usize) {
+    if data.len() <= max {
+        out.push(Chunk::StringPart(data));
+        return;
+    }
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + max).min(data.len());
+        out.push(Chunk::StringPart(data.slice(pos..end)));
+        pos = end;
+    }
 }
 
 /// Append `items` to `out` as chunks of at most `n` elements.

@@ -30,6 +30,8 @@ pub struct LoadStats {
     pub keys: u64,
     pub commands: u64,
     pub convert_errors: u64,
+    /// Empty collections in the RDB, skipped as Redis skips them.
+    pub empty_keys: u64,
     pub bytes: u64,
 }
 
@@ -92,7 +94,18 @@ pub fn load<R: Read>(
         completes_full_sync: false,
     };
     let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
-    while let Some(item) = parser.next_item()? {
+    loop {
+        let item = match parser.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) if matches!(e.kind, crate::rdb::RdbErrorKind::EmptyKey) => {
+                // Redis drops empty collections when it loads an RDB; so do we, but visibly.
+                stats.empty_keys += 1;
+                tracing::warn!(shard = %shard.name, error = %e, "empty key in the RDB skipped (Redis skips it too)");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
             shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
