@@ -1,7 +1,8 @@
-//! The `run` job: precheck, build the actor tree (one supervised [`ShardLink`] per source shard,
-//! one [`TargetWriter`] per target node), run the heartbeat and the checkpointer, and on SIGTERM or
-//! SIGINT shut down cleanly: remove the heartbeat key, wait until the target has applied
-//! everything up to that point, write the final checkpoint, exit 0.
+//! The `run` job: precheck, build the actor tree (one supervised [`ShardLink`] per source
+//! master, one [`crate::target::TargetWriter`] per target node behind [`Targets`]), run the
+//! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
+//! heartbeat keys, wait until the target has applied everything up to that point, write the
+//! final checkpoints, exit 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +16,12 @@ use crate::config::Config;
 use crate::heartbeat;
 use crate::precheck;
 use crate::progress::{Phase, ShardState};
+use crate::router::hashtag_in;
 use crate::source::ShardLink;
 use crate::source::link::{LinkSettings, StopLink};
-use crate::target::TargetWriter;
 use crate::target::writer::WriterSettings;
+use crate::target::{Dispatcher, Targets};
+use crate::topology::Node;
 
 /// How a run ended badly; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,24 @@ impl RunError {
     }
 }
 
+/// One source shard with everything the app keeps about it.
+struct Shard {
+    state: Arc<ShardState>,
+    node: Node,
+    heartbeat_key: String,
+    link: Addr<ShardLink>,
+}
+
+/// The heartbeat key of a source master: the configured name, plus (on a cluster source) a hash
+/// tag that lands in a slot this master serves, so every shard's lag is measured.
+fn heartbeat_key(base: &str, node: &Node, cluster: bool) -> String {
+    if !cluster || base.is_empty() {
+        return base.to_string();
+    }
+    let tag = hashtag_in(|s| node.slots.iter().any(|&(a, b)| a <= s && s <= b)).unwrap_or_default();
+    format!("{base}:{{{tag}}}")
+}
+
 /// Runs the sync until a signal arrives. Must be called inside an actix `System`.
 pub async fn run(cfg: Config) -> Result<(), RunError> {
     let pre = match precheck::run(&cfg).await {
@@ -52,86 +73,123 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         crate::telemetry::install(addr).map_err(RunError::Fatal)?;
     }
 
-    let shard = Arc::new(ShardState::new(cfg.source.to_string()));
-    let resume = checkpoint::load(&cfg.state_dir, &shard.name).map_err(RunError::Fatal)?;
-    if let Some(p) = &resume {
-        tracing::info!(shard = %shard.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
-    }
-
-    let (writer, writer_tx, writer_done) = TargetWriter::new(
+    // Writers get their own thread: decoding and writing then use both cores.
+    let writer_arbiter = Arbiter::new();
+    let targets = Targets::start(
+        &pre.target,
+        &cfg.target,
         WriterSettings {
             endpoint: cfg.target.clone(),
             heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
         },
         cfg.sync.queue_batches,
+        writer_arbiter.handle(),
     );
-    // The writer gets its own thread: decoding and writing then use both cores.
-    let writer_arbiter = Arbiter::new();
-    let _writer_addr = TargetWriter::start_in_arbiter(&writer_arbiter.handle(), move |_| writer);
-
+    let sync = Arc::new(cfg.sync.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
-    let link_settings = Arc::new(LinkSettings {
-        endpoint: cfg.source.clone(),
-        sync: cfg.sync.clone(),
-        source: pre.source.clone(),
-        target: pre.target.clone(),
-        listening_port: cfg.metrics_addr.map(|a| a.port()).unwrap_or(0),
-    });
-    let dispatcher = crate::target::Dispatcher::single(writer_tx);
-    let link = {
-        let (s, sh, tx, sd) = (
-            link_settings.clone(),
-            shard.clone(),
-            dispatcher.clone(),
-            shutdown.clone(),
-        );
-        Supervisor::start(move |_| ShardLink::new(s, sh, tx, resume, sd))
-    };
-    drop(dispatcher);
+    let source_cluster = pre.source.is_cluster();
+    let target_info = pre.target.info();
 
-    let heartbeat = (!cfg.sync.heartbeat_key.is_empty()).then(|| {
-        tokio::spawn(heartbeat::run(
-            cfg.source.clone(),
-            cfg.sync.heartbeat_key.clone(),
-            Duration::from_millis(cfg.sync.heartbeat_interval_ms),
-        ))
-    });
+    let mut shards = Vec::new();
+    for node in pre.source.masters() {
+        let state = Arc::new(ShardState::new(node.endpoint.to_string()));
+        let resume = checkpoint::load(&cfg.state_dir, &state.name).map_err(RunError::Fatal)?;
+        if let Some(p) = &resume {
+            tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
+        }
+        let settings = Arc::new(LinkSettings {
+            endpoint: node.endpoint.clone(),
+            sync: cfg.sync.clone(),
+            source: node.info.clone(),
+            target: target_info.clone(),
+            listening_port: cfg.metrics_addr.map(|a| a.port()).unwrap_or(0),
+        });
+        let dispatcher = Dispatcher::new(targets.clone(), sync.clone());
+        let (st, sd) = (state.clone(), shutdown.clone());
+        let link = Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, sd));
+        shards.push(Shard {
+            state,
+            node: node.clone(),
+            heartbeat_key: heartbeat_key(&cfg.sync.heartbeat_key, node, source_cluster),
+            link,
+        });
+    }
+    tracing::info!(
+        shards = shards.len(),
+        source = if source_cluster {
+            "cluster"
+        } else {
+            "standalone"
+        },
+        target = if targets.cluster {
+            "cluster"
+        } else {
+            "standalone"
+        },
+        "replication started"
+    );
+
+    let heartbeats: Vec<_> = shards
+        .iter()
+        .filter(|s| !s.heartbeat_key.is_empty())
+        .map(|s| {
+            tokio::spawn(heartbeat::run(
+                s.node.endpoint.clone(),
+                s.heartbeat_key.clone(),
+                Duration::from_millis(cfg.sync.heartbeat_interval_ms),
+            ))
+        })
+        .collect();
+    let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
     let checkpointer = tokio::spawn(checkpoint_loop(
         cfg.state_dir.clone(),
-        vec![shard.clone()],
+        states.clone(),
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
     ));
 
     wait_for_signal().await;
-    tracing::info!("stopping: removing the heartbeat key and draining writes");
+    tracing::info!("stopping: removing the heartbeat keys and draining writes");
 
-    if let Some(h) = heartbeat {
+    for h in heartbeats {
         h.abort();
-        if shard.phase() == Phase::Incremental {
-            match heartbeat::remove(&cfg.source, &cfg.sync.heartbeat_key).await {
-                Ok(offset) => wait_applied(&shard, offset, Duration::from_secs(10)).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not remove the heartbeat key from the source")
-                }
+    }
+    for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
+        if s.state.phase() != Phase::Incremental {
+            continue;
+        }
+        match heartbeat::remove(&s.node.endpoint, &s.heartbeat_key).await {
+            Ok(offset) => wait_applied(&s.state, offset, Duration::from_secs(10)).await,
+            Err(e) => {
+                tracing::warn!(shard = %s.state.name, error = %e, "could not remove the heartbeat key from the source")
             }
         }
     }
     shutdown.store(true, Ordering::Release);
-    let _ = link.send(StopLink).await;
-    drop(link);
-    // The link's queue sender is gone once the actor stops; the writer then drains and stops.
-    if tokio::time::timeout(Duration::from_secs(10), writer_done)
+    for s in &shards {
+        let _ = s.link.send(StopLink).await;
+    }
+    let done = targets.close();
+    drop(shards);
+    // The links' dispatchers are gone once the actors stop; the writers then drain and stop.
+    let all_done = async {
+        for d in done {
+            let _ = d.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), all_done)
         .await
         .is_err()
     {
         tracing::warn!(
-            "the target did not acknowledge every write within 10 s; the checkpoint covers what it did"
+            "the target did not acknowledge every write within 10 s; the checkpoints cover what it did"
         );
     }
     checkpointer.abort();
-    write_checkpoint(&cfg.state_dir, &shard);
+    for s in &states {
+        write_checkpoint(&cfg.state_dir, s);
+        tracing::info!(shard = %s.name, applied_offset = s.applied_offset.load(Ordering::Acquire), "stopped");
+    }
     writer_arbiter.stop();
-    tracing::info!(shard = %shard.name, applied_offset = shard.applied_offset.load(Ordering::Acquire), "stopped");
     Ok(())
 }
 

@@ -212,10 +212,15 @@ impl SyncSettings {
 }
 
 /// Parses `3=0,1=0` (the `--db-map` flag) into pairs.
-pub fn parse_db_map(key: &str, text: &str) -> Result<std::collections::BTreeMap<u32, u32>, ConfigError> {
+pub fn parse_db_map(
+    key: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<u32, u32>, ConfigError> {
     let mut m = std::collections::BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let pair = part.split_once('=').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let pair = part
+            .split_once('=')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
         let Some((from, to)) = pair else {
             return Err(ConfigError::Invalid {
                 key: key.to_string(),
@@ -474,7 +479,12 @@ mod tests {
         assert_eq!(c.sync.target_db(3, true), Some(0));
         assert_eq!(c.sync.target_db(1, true), None);
         assert_eq!(c.sync.target_db(1, false), Some(1));
-        assert!(parse_db_map("--db-map", "1=x").unwrap_err().to_string().contains("SOURCE_DB=TARGET_DB"));
+        assert!(
+            parse_db_map("--db-map", "1=x")
+                .unwrap_err()
+                .to_string()
+                .contains("SOURCE_DB=TARGET_DB")
+        );
         assert!(
             toml::from_str::<FileConfig>("[sync]\nbogus = 1\n")
                 .unwrap_err()

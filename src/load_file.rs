@@ -18,8 +18,8 @@ use crate::convert::ConvertOptions;
 use crate::progress::ShardState;
 use crate::rdb::{Flavor, ParseOptions, RdbParser};
 use crate::source::rdb_load::{self, LoadSettings, LoadStats};
-use crate::target::TargetWriter;
 use crate::target::writer::WriterSettings;
+use crate::target::{Dispatcher, Targets};
 
 /// Checks the whole file; returns its format on success.
 fn validate(path: &Path) -> Result<(Flavor, u32, u64), String> {
@@ -86,33 +86,40 @@ pub async fn run(
     };
 
     let shard = Arc::new(ShardState::new(format!("file:{}", path.display())));
-    let (writer, tx, done) = TargetWriter::new(
+    let topology = crate::topology::discover("target", target)
+        .await
+        .map_err(RunError::Precheck)?;
+    let arbiter = Arbiter::new();
+    let targets = Targets::start(
+        &topology,
+        target,
         WriterSettings {
             endpoint: target.clone(),
             heartbeat_key: Bytes::new(),
         },
         sync.queue_batches,
+        arbiter.handle(),
     );
-    let arbiter = Arbiter::new();
-    TargetWriter::start_in_arbiter(&arbiter.handle(), move |_| writer);
+    let mut out = Dispatcher::new(targets.clone(), Arc::new(sync.clone()));
     let (p, sh) = (path.to_path_buf(), shard.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let out = crate::target::Dispatcher::single(tx);
         let epoch = sh.begin_epoch(0);
         rdb_load::load(
             BufReader::with_capacity(1 << 20, f),
             &settings,
             &sh,
             epoch,
-            &out,
+            &mut out,
         )
         .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| RunError::Fatal(e.to_string()))?
     .map_err(RunError::Fatal)?;
-    let _ = done.await;
+    for d in targets.close() {
+        let _ = d.await;
+    }
     arbiter.stop();
     Ok((loaded, shard.rejected_writes.load(Ordering::Relaxed)))
 }

@@ -116,7 +116,11 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
             ti.version.1,
             ti.version.2,
             ti.rdb_version(),
-            if restore { "RESTORE of the source's serialized values" } else { "plain commands (cross-version)" }
+            if restore {
+                "RESTORE of the source's serialized values"
+            } else {
+                "plain commands (cross-version)"
+            }
         ),
     ));
 
@@ -139,7 +143,11 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         });
     }
 
-    let target_keys: u64 = target.masters().iter().map(|m| client::keyspace_keys(&m.raw_info)).sum();
+    let target_keys: u64 = target
+        .masters()
+        .iter()
+        .map(|m| client::keyspace_keys(&m.raw_info))
+        .sum();
     checks.push(match (cfg.sync.target_has_data, target_keys) {
         (_, 0) => pass("target is empty", "no keys"),
         (TargetHasData::Block, n) => fail(
@@ -152,24 +160,58 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         ),
     });
 
-    let field = |n: &Node, f: &str| client::info_field(&n.raw_info, f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let used: u64 = source.masters().iter().map(|m| field(m, "used_memory")).sum();
-    let maxmems: Vec<u64> = target.masters().iter().map(|m| field(m, "maxmemory")).collect();
+    let field = |n: &Node, f: &str| {
+        client::info_field(&n.raw_info, f)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let used: u64 = source
+        .masters()
+        .iter()
+        .map(|m| field(m, "used_memory"))
+        .sum();
+    let maxmems: Vec<u64> = target
+        .masters()
+        .iter()
+        .map(|m| field(m, "maxmemory"))
+        .collect();
     checks.push(if maxmems.contains(&0) {
-        pass("target memory", format!("target has no maxmemory limit; source uses {} MB", used >> 20))
+        pass(
+            "target memory",
+            format!(
+                "target has no maxmemory limit; source uses {} MB",
+                used >> 20
+            ),
+        )
     } else {
         let maxmem: u64 = maxmems.iter().sum();
         if maxmem <= used {
             fail(
                 "target memory",
-                format!("target maxmemory {} MB is not more than the source's used memory {} MB", maxmem >> 20, used >> 20),
+                format!(
+                    "target maxmemory {} MB is not more than the source's used memory {} MB",
+                    maxmem >> 20,
+                    used >> 20
+                ),
             )
         } else {
-            pass("target memory", format!("target maxmemory {} MB > source used {} MB", maxmem >> 20, used >> 20))
+            pass(
+                "target memory",
+                format!(
+                    "target maxmemory {} MB > source used {} MB",
+                    maxmem >> 20,
+                    used >> 20
+                ),
+            )
         }
     });
 
-    let backlog: u64 = source.masters().iter().map(|m| field(m, "repl_backlog_size")).min().unwrap_or(0);
+    let backlog: u64 = source
+        .masters()
+        .iter()
+        .map(|m| field(m, "repl_backlog_size"))
+        .min()
+        .unwrap_or(0);
     checks.push(if backlog < (64 << 20) {
         warn(
             "source backlog",
@@ -189,11 +231,18 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
             std::fs::remove_file(probe)
         }) {
             Ok(()) => pass("state directory", cfg.state_dir.display().to_string()),
-            Err(e) => fail("state directory", format!("{} is not writable: {e}", cfg.state_dir.display())),
+            Err(e) => fail(
+                "state directory",
+                format!("{} is not writable: {e}", cfg.state_dir.display()),
+            ),
         },
     );
 
-    Ok(Prechecked { source, target, checks })
+    Ok(Prechecked {
+        source,
+        target,
+        checks,
+    })
 }
 
 fn describe(t: &Topology) -> String {
@@ -202,7 +251,11 @@ fn describe(t: &Topology) -> String {
         Topology::Cluster { masters, .. } => format!(
             "cluster of {} masters ({}), password accepted by each",
             masters.len(),
-            masters.iter().map(|m| m.endpoint.to_string()).collect::<Vec<_>>().join(", ")
+            masters
+                .iter()
+                .map(|m| m.endpoint.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

@@ -22,7 +22,10 @@ pub struct Node {
 #[derive(Clone, Debug)]
 pub enum Topology {
     Standalone(Node),
-    Cluster { table: SlotTable, masters: Vec<Node> },
+    Cluster {
+        table: SlotTable,
+        masters: Vec<Node>,
+    },
 }
 
 impl Topology {
@@ -65,7 +68,13 @@ pub fn endpoint_like(seed: &Endpoint, host: &str, port: u16) -> Endpoint {
 /// Formats slot ranges as `0-5460, 5462`.
 pub fn format_ranges(r: &[(u16, u16)]) -> String {
     r.iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -77,7 +86,12 @@ pub async fn cluster_table(role: &str, ep: &Endpoint) -> Result<SlotTable, Strin
         .arg("NODES")
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("{role} {ep}: CLUSTER NODES failed: {}", client::describe(&e)))?;
+        .map_err(|e| {
+            format!(
+                "{role} {ep}: CLUSTER NODES failed: {}",
+                client::describe(&e)
+            )
+        })?;
     SlotTable::from_cluster_nodes(&text).map_err(|e| format!("{role} {ep}: CLUSTER NODES: {e}"))
 }
 

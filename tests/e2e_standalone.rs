@@ -52,6 +52,8 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
         state_dir,
         "--metrics-addr",
         "off",
+        "--log-level",
+        "info",
     ]);
     ss.expect_log("full sync started", Duration::from_secs(20));
     ss.expect_log("RDB received", Duration::from_secs(120));

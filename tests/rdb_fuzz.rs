@@ -3,8 +3,8 @@
 
 mod rdb_support;
 
-use rdb_support::{corpus_dir, rdb_files};
 use proptest::prelude::*;
+use rdb_support::{corpus_dir, rdb_files};
 use shardsync::rdb::{Item, ParseOptions, RdbParser, parse_dump_payload};
 
 fn samples() -> Vec<Vec<u8>> {

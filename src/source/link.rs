@@ -160,6 +160,7 @@ impl Handler<StopLink> for ShardLink {
     fn handle(&mut self, _: StopLink, ctx: &mut Context<Self>) {
         self.shutdown.store(true, Ordering::Release);
         self.shard.set_phase(Phase::Stopped);
+        tracing::debug!(shard = %self.shard.name, "link stopping");
         // Stopping the context drops the running future (closing the connection); the
         // supervisor's restart sees the shutdown flag and stays idle.
         ctx.stop();

@@ -35,13 +35,18 @@ impl CrossSlot {
     }
 
     async fn conn(&mut self, slot: u16) -> Result<&mut MultiplexedConnection, String> {
-        let ep = self.targets.endpoint_for_slot(slot).ok_or_else(|| format!("no target node serves slot {slot}"))?;
+        let ep = self
+            .targets
+            .endpoint_for_slot(slot)
+            .ok_or_else(|| format!("no target node serves slot {slot}"))?;
         let addr = ep.to_string();
         if !self.conns.contains_key(&addr) {
             let c = client::connect("target", &ep).await?;
             self.conns.insert(addr.clone(), c);
         }
-        self.conns.get_mut(&addr).ok_or_else(|| "connection vanished".to_string())
+        self.conns
+            .get_mut(&addr)
+            .ok_or_else(|| "connection vanished".to_string())
     }
 
     async fn query(&mut self, slot: u16, cmd: &redis::Cmd) -> Result<redis::Value, String> {
@@ -59,7 +64,15 @@ impl CrossSlot {
                     redis::Value::Int(t) if t > 0 => t,
                     _ => 0,
                 };
-                self.query(ts, redis::cmd("RESTORE").arg(to).arg(ttl).arg(payload).arg("REPLACE")).await?;
+                self.query(
+                    ts,
+                    redis::cmd("RESTORE")
+                        .arg(to)
+                        .arg(ttl)
+                        .arg(payload)
+                        .arg("REPLACE"),
+                )
+                .await?;
             }
             _ => {
                 self.query(ts, redis::cmd("DEL").arg(to)).await?;

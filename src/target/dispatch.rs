@@ -75,7 +75,11 @@ impl Dispatcher {
         shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("shardsync_unroutable_commands_total", "shard" => shard.name.clone(), "command" => cmd.name_upper())
             .increment(1);
-        let key = cmd.args.get(1).map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let key = cmd
+            .args
+            .get(1)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, "{why}");
     }
 
@@ -90,7 +94,9 @@ impl Dispatcher {
                 Self::refuse(
                     shard,
                     &cmd,
-                    &format!("source database {db} has no target database (a cluster has only db 0): set sync.db_map"),
+                    &format!(
+                        "source database {db} has no target database (a cluster has only db 0): set sync.db_map"
+                    ),
                 );
                 continue;
             };
@@ -107,9 +113,15 @@ impl Dispatcher {
                 match router::route_transaction(body) {
                     TxRouted::SingleSlot { slot, cmds } => {
                         let w = routing.writer_index(Some(slot)).unwrap_or(fallback);
-                        parts[w].push(DbCmd { db: 0, cmd: crate::cmd!["MULTI"] });
+                        parts[w].push(DbCmd {
+                            db: 0,
+                            cmd: crate::cmd!["MULTI"],
+                        });
                         parts[w].extend(cmds.into_iter().map(|cmd| DbCmd { db: 0, cmd }));
-                        parts[w].push(DbCmd { db: 0, cmd: crate::cmd!["EXEC"] });
+                        parts[w].push(DbCmd {
+                            db: 0,
+                            cmd: crate::cmd!["EXEC"],
+                        });
                     }
                     TxRouted::Split(routed) => {
                         for r in routed {
@@ -132,7 +144,14 @@ impl Dispatcher {
         segs
     }
 
-    fn place(&self, shard: &ShardState, r: Routed, routing: &Routing, parts: &mut Vec<Vec<DbCmd>>, segs: &mut Vec<Segment>) {
+    fn place(
+        &self,
+        shard: &ShardState,
+        r: Routed,
+        routing: &Routing,
+        parts: &mut Vec<Vec<DbCmd>>,
+        segs: &mut Vec<Segment>,
+    ) {
         let fallback = routing.writer_index(None).unwrap_or(0);
         let at = |slot: u16| routing.writer_index(Some(slot)).unwrap_or(fallback);
         match r {
@@ -145,23 +164,40 @@ impl Dispatcher {
             Routed::NoKey { cmd, scope } => match scope {
                 Scope::AllNodes => {
                     for w in routing.all_writers() {
-                        parts[w].push(DbCmd { db: 0, cmd: cmd.clone() });
+                        parts[w].push(DbCmd {
+                            db: 0,
+                            cmd: cmd.clone(),
+                        });
                     }
                 }
                 Scope::AnyNode => parts[fallback].push(DbCmd { db: 0, cmd }),
                 Scope::Control => {}
-                Scope::Unsupported => Self::refuse(shard, &cmd, "command cannot run on a cluster target (databases other than 0)"),
-                Scope::Malformed => Self::refuse(shard, &cmd, "command with malformed key arguments"),
+                Scope::Unsupported => Self::refuse(
+                    shard,
+                    &cmd,
+                    "command cannot run on a cluster target (databases other than 0)",
+                ),
+                Scope::Malformed => {
+                    Self::refuse(shard, &cmd, "command with malformed key arguments")
+                }
             },
             Routed::CrossSlot { cmd, .. } => {
                 let n = parts.len();
-                segs.push(Segment::Parts(std::mem::replace(parts, vec![Vec::new(); n])));
+                segs.push(Segment::Parts(std::mem::replace(
+                    parts,
+                    vec![Vec::new(); n],
+                )));
                 segs.push(Segment::CrossSlot(cmd));
             }
         }
     }
 
-    fn batches(shard: &Arc<ShardState>, run: RunInfo, parts: Vec<Vec<DbCmd>>, routing: &Routing) -> Vec<(usize, Batch)> {
+    fn batches(
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        parts: Vec<Vec<DbCmd>>,
+        routing: &Routing,
+    ) -> Vec<(usize, Batch)> {
         let parts: Vec<(usize, Vec<DbCmd>)> = parts
             .into_iter()
             .enumerate()
@@ -185,7 +221,12 @@ impl Dispatcher {
     }
 
     /// Sends a run, waiting while a writer's queue is full (back-pressure).
-    pub async fn send(&mut self, shard: &Arc<ShardState>, run: RunInfo, cmds: Vec<DbCmd>) -> Result<(), WriterGone> {
+    pub async fn send(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+    ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
         let segs = self.split(shard, cmds, &routing);
         // An open MULTI block holds commands back: the offset must not pass them yet.
@@ -198,11 +239,21 @@ impl Dispatcher {
             shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
         }
         for (i, seg) in segs.into_iter().enumerate() {
-            let this = if i + 1 == n { run } else { RunInfo { offset: None, completes_full_sync: false, ..run } };
+            let this = if i + 1 == n {
+                run
+            } else {
+                RunInfo {
+                    offset: None,
+                    completes_full_sync: false,
+                    ..run
+                }
+            };
             match seg {
                 Segment::Parts(parts) => {
                     for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        let Some(h) = routing.writers[w].as_ref() else { continue };
+                        let Some(h) = routing.writers[w].as_ref() else {
+                            continue;
+                        };
                         h.tx.send(b).await.map_err(|_| WriterGone)?;
                     }
                 }
@@ -223,7 +274,12 @@ impl Dispatcher {
 
     /// Like [`Dispatcher::send`], from a blocking thread (the RDB loader, whose commands each
     /// touch one key, so no cross-slot fallback is ever needed there).
-    pub fn blocking_send(&mut self, shard: &Arc<ShardState>, run: RunInfo, cmds: Vec<DbCmd>) -> Result<(), WriterGone> {
+    pub fn blocking_send(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+    ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
         let segs = self.split(shard, cmds, &routing);
         if segs.is_empty() {
@@ -233,11 +289,15 @@ impl Dispatcher {
             match seg {
                 Segment::Parts(parts) => {
                     for (w, b) in Self::batches(shard, run, parts, &routing) {
-                        let Some(h) = routing.writers[w].as_ref() else { continue };
+                        let Some(h) = routing.writers[w].as_ref() else {
+                            continue;
+                        };
                         h.tx.blocking_send(b).map_err(|_| WriterGone)?;
                     }
                 }
-                Segment::CrossSlot(cmd) => Self::refuse(shard, &cmd, "cross-slot command inside an RDB load"),
+                Segment::CrossSlot(cmd) => {
+                    Self::refuse(shard, &cmd, "cross-slot command inside an RDB load")
+                }
             }
         }
         Ok(())

@@ -31,14 +31,18 @@ impl Routing {
     /// The writer for `slot` (cluster) or the only writer (standalone).
     pub fn writer_index(&self, slot: Option<u16>) -> Option<usize> {
         match (&self.table, slot) {
-            (Some(t), Some(s)) => t.node_index_for(s).filter(|&i| self.writers.get(i).is_some_and(Option::is_some)),
+            (Some(t), Some(s)) => t
+                .node_index_for(s)
+                .filter(|&i| self.writers.get(i).is_some_and(Option::is_some)),
             _ => self.writers.iter().position(Option::is_some),
         }
     }
 
     /// Indexes of every node with a writer (every master).
     pub fn all_writers(&self) -> Vec<usize> {
-        (0..self.writers.len()).filter(|&i| self.writers[i].is_some()).collect()
+        (0..self.writers.len())
+            .filter(|&i| self.writers[i].is_some())
+            .collect()
     }
 }
 
@@ -58,7 +62,10 @@ pub struct Targets {
 
 impl std::fmt::Debug for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Targets").field("cluster", &self.cluster).field("seed", &self.seed.to_string()).finish()
+        f.debug_struct("Targets")
+            .field("cluster", &self.cluster)
+            .field("seed", &self.seed.to_string())
+            .finish()
     }
 }
 
@@ -117,7 +124,11 @@ impl Targets {
 
     /// Makes `table` current, starting writers for its masters as needed.
     fn install_table(self: &Arc<Self>, table: SlotTable) {
-        let masters: Vec<(String, u16)> = table.masters().iter().map(|n| (n.host.clone(), n.port)).collect();
+        let masters: Vec<(String, u16)> = table
+            .masters()
+            .iter()
+            .map(|n| (n.host.clone(), n.port))
+            .collect();
         let mut writers = vec![None; table.nodes().len()];
         for (i, n) in table.nodes().iter().enumerate() {
             if masters.iter().any(|(h, p)| *h == n.host && *p == n.port) {
@@ -159,9 +170,12 @@ impl Targets {
     /// Sends a redirected batch to `addr` (`host:port`), after `delay` if given. A batch that
     /// cannot be delivered (shutting down) is logged and counted, never dropped silently.
     pub fn redirect(self: &Arc<Self>, addr: &str, batch: Batch, delay: Option<Duration>) {
-        let target = addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().ok()?)));
+        let target = addr.rsplit_once(':').and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                p.parse().ok()?,
+            ))
+        });
         let handle = target.and_then(|(h, p)| self.writer_for(&h, p));
         let Some(handle) = handle else {
             lost(addr, &batch);
@@ -200,7 +214,10 @@ impl Targets {
         if let Ok(mut m) = self.by_addr.lock() {
             m.clear();
         }
-        self.done.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default()
+        self.done
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
     }
 
     /// Addresses of the nodes that take writes now.
@@ -208,7 +225,11 @@ impl Targets {
         let r = self.routing();
         match &r.table {
             None => vec![self.seed.clone()],
-            Some(t) => t.masters().iter().map(|n| topology::endpoint_like(&self.seed, &n.host, n.port)).collect(),
+            Some(t) => t
+                .masters()
+                .iter()
+                .map(|n| topology::endpoint_like(&self.seed, &n.host, n.port))
+                .collect(),
         }
     }
 
@@ -217,7 +238,9 @@ impl Targets {
         let r = self.routing();
         match &r.table {
             None => Some(self.seed.clone()),
-            Some(t) => t.node_for(slot).map(|n| topology::endpoint_like(&self.seed, &n.host, n.port)),
+            Some(t) => t
+                .node_for(slot)
+                .map(|n| topology::endpoint_like(&self.seed, &n.host, n.port)),
         }
     }
 }
@@ -227,7 +250,12 @@ fn lost(addr: &str, batch: &Batch) {
     batch.shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
     metrics::counter!("shardsync_target_errors_total", "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);
     for c in &batch.cmds {
-        let key = c.cmd.args.get(1).map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let key = c
+            .cmd
+            .args
+            .get(1)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         tracing::error!(node = addr, command = %c.cmd.name_upper(), key = %key, "a redirected write could not be delivered (shutting down or unknown node)");
     }
 }
@@ -259,12 +287,16 @@ impl Handler<Refresh> for SlotRouter {
         }
         self.busy = true;
         let targets = self.targets.clone();
-        ctx.spawn(async move { refresh(&targets).await }.into_actor(self).map(|_, act, ctx| {
-            act.busy = false;
-            if std::mem::take(&mut act.again) {
-                ctx.notify_later(Refresh, Duration::from_millis(50));
-            }
-        }));
+        ctx.spawn(
+            async move { refresh(&targets).await }
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.busy = false;
+                    if std::mem::take(&mut act.again) {
+                        ctx.notify_later(Refresh, Duration::from_millis(50));
+                    }
+                }),
+        );
     }
 }
 
@@ -278,8 +310,12 @@ async fn refresh(targets: &Arc<Targets>) {
                 targets.install_table(t);
                 return;
             }
-            Ok(t) => tracing::warn!(node = %ep, uncovered = %topology::format_ranges(&t.uncovered()), "target cluster has uncovered slots"),
-            Err(e) => tracing::warn!(error = %e, "cannot refresh the target slot table from this node"),
+            Ok(t) => {
+                tracing::warn!(node = %ep, uncovered = %topology::format_ranges(&t.uncovered()), "target cluster has uncovered slots")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the target slot table from this node")
+            }
         }
     }
 }

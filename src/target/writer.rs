@@ -103,6 +103,7 @@ impl Actor for TargetWriter {
             node: self.settings.endpoint.to_string(),
             pending: VecDeque::new(),
             targets: self.targets.take(),
+            redirects_closed: false,
         };
         ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
@@ -147,6 +148,7 @@ struct Pipeline {
     node: String,
     pending: VecDeque<InFlight>,
     targets: Option<Arc<Targets>>,
+    redirects_closed: bool,
 }
 
 /// What a cluster error reply asks the writer to do.
@@ -197,7 +199,9 @@ impl Pipeline {
         rrx: &mut mpsc::UnboundedReceiver<Batch>,
         closed: &mut bool,
     ) -> Result<(), String> {
-        let conn = RespConn::connect(&self.settings.endpoint).await.map_err(|e| e.to_string())?;
+        let conn = RespConn::connect(&self.settings.endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
         let RespConn {
             mut stream,
             buf: mut inbuf,
@@ -214,6 +218,7 @@ impl Pipeline {
         loop {
             if *closed && self.pending.is_empty() && out.is_empty() {
                 let _ = wh.flush().await;
+                tracing::debug!(node = %self.node, "writer drained and stopped");
                 return Ok(());
             }
             let can_take = out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
@@ -231,13 +236,16 @@ impl Pipeline {
                         return Err(e.to_string());
                     }
                 }
-                b = rrx.recv(), if can_take => {
-                    if let Some(batch) = b {
-                        self.take(batch, &mut out, &mut db);
-                    }
-                }
+                b = rrx.recv(), if can_take && !self.redirects_closed => match b {
+                    // Closed redirect channel: stop polling it (it would be ready forever).
+                    None => self.redirects_closed = true,
+                    Some(batch) => self.take(batch, &mut out, &mut db),
+                },
                 b = rx.recv(), if can_take && !*closed => match b {
-                    None => *closed = true,
+                    None => {
+                        tracing::debug!(node = %self.node, pending = self.pending.len(), "writer queue closed; draining");
+                        *closed = true;
+                    }
                     Some(batch) => self.take(batch, &mut out, &mut db),
                 },
             }
@@ -262,13 +270,19 @@ impl Pipeline {
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),
             };
             let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
-                return Err(format!("target sent a reply nobody asked for: {}", frame.to_text()));
+                return Err(format!(
+                    "target sent a reply nobody asked for: {}",
+                    frame.to_text()
+                ));
             };
             let slot = front.slots[front.seen];
             front.seen += 1;
             if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("SELECT/ASKING failed: {}", String::from_utf8_lossy(e)));
+                    return Err(format!(
+                        "SELECT/ASKING failed: {}",
+                        String::from_utf8_lossy(e)
+                    ));
                 }
                 continue;
             }
@@ -319,18 +333,23 @@ impl Pipeline {
     /// Pops fully acknowledged batches from the front, in order, marking their ticket parts done.
     fn complete_front(&mut self) {
         while self.pending.front().is_some_and(InFlight::done) {
-            let Some(f) = self.pending.pop_front() else { break };
+            let Some(f) = self.pending.pop_front() else {
+                break;
+            };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone()).increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds").record(f.started.elapsed().as_secs_f64());
+            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
+                .increment(b.cmds.len() as u64);
+            metrics::histogram!("shardsync_write_batch_seconds")
+                .record(f.started.elapsed().as_secs_f64());
         }
     }
 }
 
 /// The source time carried by a heartbeat `SET <prefix…> <ms>`, if `cmd` is one.
 fn heartbeat_ms(prefix: &Bytes, cmd: &Cmd) -> Option<u64> {
-    if prefix.is_empty() || cmd.args.len() < 3 || !cmd.args[1].starts_with(prefix) || !cmd.is("SET") {
+    if prefix.is_empty() || cmd.args.len() < 3 || !cmd.args[1].starts_with(prefix) || !cmd.is("SET")
+    {
         return None;
     }
     std::str::from_utf8(&cmd.args[2]).ok()?.parse().ok()
@@ -360,7 +379,11 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = String::from_utf8_lossy(e);
-        let kind = text.split_whitespace().next().unwrap_or("ERR").to_ascii_uppercase();
+        let kind = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("ERR")
+            .to_ascii_uppercase();
         let key = cmd
             .args
             .get(1)
