@@ -356,6 +356,9 @@ pub fn lookup(name: &[u8]) -> Option<&'static Entry> {
 pub fn command_keys(cmd: &Cmd) -> KeySpec {
     let args = &cmd.args;
     let n = args.len();
+    if n == 0 {
+        return KeySpec::MALFORMED;
+    }
     let Some(entry) = lookup(cmd.name()) else {
         return if n > 1 {
             KeySpec::new(Unknown, KeyPositions::one(1))
@@ -378,7 +381,7 @@ pub fn command_keys(cmd: &Cmd) -> KeySpec {
             }
             let last = last as usize;
             // With pairs (`MSET k v …`), every key needs its value.
-            if step == 2 && (n - first) % 2 != 0 {
+            if step == 2 && !(n - first).is_multiple_of(2) {
                 return KeySpec::MALFORMED;
             }
             KeySpec::new(cat, KeyPositions::range(first, last + 1, step))
@@ -504,7 +507,7 @@ fn streams_keys(args: &[bytes::Bytes], group: bool) -> KeySpec {
         let a = &args[i];
         if a.eq_ignore_ascii_case(b"STREAMS") {
             let rest = args.len() - i - 1;
-            if rest == 0 || rest % 2 != 0 {
+            if rest == 0 || !rest.is_multiple_of(2) {
                 return KeySpec::MALFORMED;
             }
             return KeySpec::new(Linked, KeyPositions::range(i + 1, i + 1 + rest / 2, 1));
@@ -584,13 +587,12 @@ mod tests {
             "DELIFEQ",
             "SPUBLISH",
         ] {
-            assert_eq!(
-                spec(cmd![name, "k", "a", "b"]),
-                (Single, vec![1]),
-                "{name}"
-            );
+            assert_eq!(spec(cmd![name, "k", "a", "b"]), (Single, vec![1]), "{name}");
         }
-        assert_eq!(spec(cmd!["XGROUP", "CREATE", "s", "g", "$"]), (Single, vec![2]));
+        assert_eq!(
+            spec(cmd!["XGROUP", "CREATE", "s", "g", "$"]),
+            (Single, vec![2])
+        );
         assert_eq!(spec(cmd!["XGROUP", "help"]), (AnyNode, vec![]));
         assert_eq!(spec(cmd!["PFDEBUG", "TODENSE", "h"]), (Single, vec![2]));
         assert_eq!(spec(cmd!["SET"]), (Malformed, vec![]));
@@ -600,7 +602,10 @@ mod tests {
     #[test]
     fn multi_key_commands() {
         for name in ["DEL", "UNLINK", "EXISTS", "TOUCH"] {
-            assert_eq!(spec(cmd![name, "a", "b", "c"]), (Independent, vec![1, 2, 3]));
+            assert_eq!(
+                spec(cmd![name, "a", "b", "c"]),
+                (Independent, vec![1, 2, 3])
+            );
             assert_eq!(spec(cmd![name]), (Malformed, vec![]));
         }
         assert_eq!(spec(cmd!["MSET", "a", "1", "b", "2"]), (Pairs, vec![1, 3]));
@@ -617,15 +622,29 @@ mod tests {
             "GEOSEARCHSTORE",
             "ZRANGESTORE",
         ] {
-            assert_eq!(spec(cmd![name, "a", "b", "x"]), (Linked, vec![1, 2]), "{name}");
+            assert_eq!(
+                spec(cmd![name, "a", "b", "x"]),
+                (Linked, vec![1, 2]),
+                "{name}"
+            );
         }
         assert_eq!(spec(cmd!["RENAME", "a"]), (Malformed, vec![]));
-        assert_eq!(spec(cmd!["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"]), (Linked, vec![1, 2]));
+        assert_eq!(
+            spec(cmd!["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"]),
+            (Linked, vec![1, 2])
+        );
         for name in ["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE", "PFMERGE"] {
-            assert_eq!(spec(cmd![name, "d", "a", "b"]), (Linked, vec![1, 2, 3]), "{name}");
+            assert_eq!(
+                spec(cmd![name, "d", "a", "b"]),
+                (Linked, vec![1, 2, 3]),
+                "{name}"
+            );
         }
         assert_eq!(spec(cmd!["PFCOUNT", "h"]), (Linked, vec![1]));
-        assert_eq!(spec(cmd!["BITOP", "AND", "d", "a", "b"]), (Linked, vec![2, 3, 4]));
+        assert_eq!(
+            spec(cmd!["BITOP", "AND", "d", "a", "b"]),
+            (Linked, vec![2, 3, 4])
+        );
         for name in ["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"] {
             assert_eq!(
                 spec(cmd![name, "d", "2", "a", "b", "WEIGHTS", "1", "2"]),
@@ -638,34 +657,79 @@ mod tests {
         assert_eq!(spec(cmd!["BLPOP", "a", "b", "0"]), (Linked, vec![1, 2]));
         assert_eq!(spec(cmd!["BZPOPMAX", "a", "0"]), (Linked, vec![1]));
         assert_eq!(spec(cmd!["BLPOP", "0"]), (Malformed, vec![]));
-        assert_eq!(spec(cmd!["LMPOP", "2", "a", "b", "LEFT"]), (Linked, vec![2, 3]));
-        assert_eq!(spec(cmd!["BLMPOP", "0", "1", "a", "LEFT"]), (Linked, vec![3]));
+        assert_eq!(
+            spec(cmd!["LMPOP", "2", "a", "b", "LEFT"]),
+            (Linked, vec![2, 3])
+        );
+        assert_eq!(
+            spec(cmd!["BLMPOP", "0", "1", "a", "LEFT"]),
+            (Linked, vec![3])
+        );
         assert_eq!(spec(cmd!["ZMPOP", "1", "z", "MIN"]), (Linked, vec![2]));
-        assert_eq!(spec(cmd!["BZMPOP", "0", "2", "y", "z", "MIN"]), (Linked, vec![3, 4]));
+        assert_eq!(
+            spec(cmd!["BZMPOP", "0", "2", "y", "z", "MIN"]),
+            (Linked, vec![3, 4])
+        );
     }
 
     #[test]
     fn commands_with_options() {
         assert_eq!(spec(cmd!["COPY", "a", "b"]), (Linked, vec![1, 2]));
-        assert_eq!(spec(cmd!["COPY", "a", "b", "REPLACE"]), (Linked, vec![1, 2]));
+        assert_eq!(
+            spec(cmd!["COPY", "a", "b", "REPLACE"]),
+            (Linked, vec![1, 2])
+        );
         assert_eq!(spec(cmd!["COPY", "a", "b", "db", "3"]), (Db, vec![1, 2]));
         assert_eq!(spec(cmd!["COPY", "a"]), (Malformed, vec![]));
         assert_eq!(spec(cmd!["SORT", "l"]), (Single, vec![1]));
         assert_eq!(
-            spec(cmd!["SORT", "l", "BY", "w_*", "LIMIT", "0", "5", "GET", "STORE", "ALPHA", "store", "d"]),
+            spec(cmd![
+                "SORT", "l", "BY", "w_*", "LIMIT", "0", "5", "GET", "STORE", "ALPHA", "store", "d"
+            ]),
             (Linked, vec![1, 11])
         );
         assert_eq!(spec(cmd!["SORT", "l", "GET", "STORE"]), (Single, vec![1]));
         assert_eq!(
-            spec(cmd!["GEORADIUS", "g", "1", "2", "5", "km", "COUNT", "3", "ANY", "STORE", "d"]),
+            spec(cmd![
+                "GEORADIUS",
+                "g",
+                "1",
+                "2",
+                "5",
+                "km",
+                "COUNT",
+                "3",
+                "ANY",
+                "STORE",
+                "d"
+            ]),
             (Linked, vec![1, 10])
         );
         assert_eq!(
-            spec(cmd!["GEORADIUS", "g", "1", "2", "5", "km", "STORE", "d", "STOREDIST", "e"]),
+            spec(cmd![
+                "GEORADIUS",
+                "g",
+                "1",
+                "2",
+                "5",
+                "km",
+                "STORE",
+                "d",
+                "STOREDIST",
+                "e"
+            ]),
             (Linked, vec![1, 9])
         );
         assert_eq!(
-            spec(cmd!["GEORADIUSBYMEMBER", "g", "m", "5", "km", "STOREDIST", "d"]),
+            spec(cmd![
+                "GEORADIUSBYMEMBER",
+                "g",
+                "m",
+                "5",
+                "km",
+                "STOREDIST",
+                "d"
+            ]),
             (Linked, vec![1, 6])
         );
         assert_eq!(
@@ -673,7 +737,19 @@ mod tests {
             (Single, vec![1])
         );
         assert_eq!(
-            spec(cmd!["XREADGROUP", "GROUP", "g", "c", "COUNT", "5", "STREAMS", "a", "b", ">", ">"]),
+            spec(cmd![
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "5",
+                "STREAMS",
+                "a",
+                "b",
+                ">",
+                ">"
+            ]),
             (Linked, vec![7, 8])
         );
         assert_eq!(
@@ -686,7 +762,10 @@ mod tests {
     #[test]
     fn scripts() {
         assert_eq!(spec(cmd!["EVAL", "return 1", "0"]), (Script, vec![]));
-        assert_eq!(spec(cmd!["EVAL", "s", "2", "a", "b", "x"]), (Script, vec![3, 4]));
+        assert_eq!(
+            spec(cmd!["EVAL", "s", "2", "a", "b", "x"]),
+            (Script, vec![3, 4])
+        );
         assert_eq!(spec(cmd!["evalsha", "abc", "1", "a"]), (Script, vec![3]));
         assert_eq!(spec(cmd!["FCALL", "f", "1", "a", "x"]), (Script, vec![3]));
         assert_eq!(spec(cmd!["EVAL", "s", "2", "a"]), (Malformed, vec![]));
@@ -724,8 +803,12 @@ mod tests {
     #[test]
     fn unknown_commands_take_the_first_argument() {
         assert_eq!(spec(cmd!["JSON.SET", "doc", "$", "{}"]), (Unknown, vec![1]));
-        assert_eq!(spec(cmd!["AVERYLONGCOMMANDNAMEINDEED", "k"]), (Unknown, vec![1]));
+        assert_eq!(
+            spec(cmd!["AVERYLONGCOMMANDNAMEINDEED", "k"]),
+            (Unknown, vec![1])
+        );
         assert_eq!(spec(cmd!["FOO"]), (Unknown, vec![]));
+        assert_eq!(spec(Cmd { args: vec![] }), (Malformed, vec![]));
     }
 
     #[test]

@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn hashtag_in_finds_requested_slots() {
         let t = hashtag_in(|s| s == 0).unwrap();
-        assert_eq!(key_slot(format!("shardsync:heartbeat:{{{t}}}").as_bytes()), 0);
+        assert_eq!(
+            key_slot(format!("shardsync:heartbeat:{{{t}}}").as_bytes()),
+            0
+        );
         for (a, b) in [(0u16, 5460u16), (5461, 10922), (10923, 16383), (7000, 7000)] {
             let t = tag_for_slot_range(a, b).unwrap();
             let s = key_slot(format!("shardsync:heartbeat:{{{t}}}").as_bytes());

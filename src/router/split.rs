@@ -184,10 +184,7 @@ fn split_grouped(cmd: Cmd, keys: KeyPositions, width: usize, rename: Option<Byte
             ));
             parts.len() - 1
         });
-        parts[at]
-            .1
-            .args
-            .extend_from_slice(&cmd.args[i..i + width]);
+        parts[at].1.args.extend_from_slice(&cmd.args[i..i + width]);
     }
     Routed::PerSlot(parts)
 }
@@ -284,10 +281,7 @@ mod tests {
             cmd!["EVAL", "s", "2", A, A2],
             cmd!["BITOP", "OR", A, A2, A],
         ] {
-            assert_eq!(
-                route(c.clone()),
-                Routed::Single { slot: sa(), cmd: c }
-            );
+            assert_eq!(route(c.clone()), Routed::Single { slot: sa(), cmd: c });
         }
     }
 
@@ -317,7 +311,10 @@ mod tests {
         );
         assert_eq!(
             route(cmd!["msetnx", B, "2", A, "1"]),
-            Routed::PerSlot(vec![(sb(), cmd!["MSET", B, "2"]), (sa(), cmd!["MSET", A, "1"])])
+            Routed::PerSlot(vec![
+                (sb(), cmd!["MSET", B, "2"]),
+                (sa(), cmd!["MSET", A, "1"])
+            ])
         );
     }
 
@@ -325,7 +322,10 @@ mod tests {
     fn smove_becomes_srem_and_sadd() {
         assert_eq!(
             route(cmd!["SMOVE", A, B, "m"]),
-            Routed::PerSlot(vec![(sa(), cmd!["SREM", A, "m"]), (sb(), cmd!["SADD", B, "m"])])
+            Routed::PerSlot(vec![
+                (sa(), cmd!["SREM", A, "m"]),
+                (sb(), cmd!["SADD", B, "m"])
+            ])
         );
         assert_eq!(
             route(cmd!["SMOVE", A, B]),
@@ -350,15 +350,39 @@ mod tests {
             (cmd!["SUNIONSTORE", A, B], vec![sa(), sb()]),
             (cmd!["SDIFFSTORE", A, A2, B], vec![sa(), sb()]),
             (cmd!["ZUNIONSTORE", A, "2", B, C], vec![sa(), sb(), sc()]),
-            (cmd!["ZINTERSTORE", A, "1", B, "WEIGHTS", "2"], vec![sa(), sb()]),
+            (
+                cmd!["ZINTERSTORE", A, "1", B, "WEIGHTS", "2"],
+                vec![sa(), sb()],
+            ),
             (cmd!["ZDIFFSTORE", C, "2", A, A2], vec![sc(), sa()]),
             (cmd!["ZRANGESTORE", A, B, "0", "-1"], vec![sa(), sb()]),
-            (cmd!["GEOSEARCHSTORE", A, B, "FROMMEMBER", "m", "BYRADIUS", "1", "km"], vec![sa(), sb()]),
-            (cmd!["GEORADIUS", A, "1", "2", "3", "km", "STORE", B], vec![sa(), sb()]),
-            (cmd!["GEORADIUSBYMEMBER", A, "m", "3", "km", "STOREDIST", B], vec![sa(), sb()]),
+            (
+                cmd![
+                    "GEOSEARCHSTORE",
+                    A,
+                    B,
+                    "FROMMEMBER",
+                    "m",
+                    "BYRADIUS",
+                    "1",
+                    "km"
+                ],
+                vec![sa(), sb()],
+            ),
+            (
+                cmd!["GEORADIUS", A, "1", "2", "3", "km", "STORE", B],
+                vec![sa(), sb()],
+            ),
+            (
+                cmd!["GEORADIUSBYMEMBER", A, "m", "3", "km", "STOREDIST", B],
+                vec![sa(), sb()],
+            ),
             (cmd!["BITOP", "AND", A, B, C], vec![sa(), sb(), sc()]),
             (cmd!["PFMERGE", A, B], vec![sa(), sb()]),
-            (cmd!["SORT", A, "BY", "nosort", "STORE", B], vec![sa(), sb()]),
+            (
+                cmd!["SORT", A, "BY", "nosort", "STORE", B],
+                vec![sa(), sb()],
+            ),
             (cmd!["EVAL", "s", "2", A, B, "argv"], vec![sa(), sb()]),
             (cmd!["EVALSHA", "sha", "3", A, B, A2], vec![sa(), sb()]),
             (cmd!["FCALL", "f", "2", B, C], vec![sb(), sc()]),
@@ -366,7 +390,10 @@ mod tests {
         for (c, slots) in cases {
             assert_eq!(
                 route(c.clone()),
-                Routed::CrossSlot { cmd: c.clone(), slots },
+                Routed::CrossSlot {
+                    cmd: c.clone(),
+                    slots
+                },
                 "{c:?}"
             );
         }
@@ -414,7 +441,10 @@ mod tests {
         let c = cmd!["BF.ADD", B, "x"];
         let spec = command_keys(&c);
         assert_eq!(spec.category, Category::Unknown);
-        assert_eq!(route_with(c.clone(), spec), Routed::Single { slot: sb(), cmd: c });
+        assert_eq!(
+            route_with(c.clone(), spec),
+            Routed::Single { slot: sb(), cmd: c }
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct NodeAddr {
 pub enum Role {
     Master,
     /// Replica of the master with this id.
-    Replica { master_id: String },
+    Replica {
+        master_id: String,
+    },
 }
 
 /// Marks a slot without an owner in [`SlotTable`]'s slot array.
@@ -326,7 +328,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         assert!(e.contains("no address"), "{e}");
         // Failed and address-less: fine (it owns nothing).
         let text = "b :0@0 master,fail,noaddr - 0 0 2 disconnected 0-16383\n";
-        assert_eq!(SlotTable::from_cluster_nodes(text).unwrap().uncovered(), vec![(0, 16383)]);
+        assert_eq!(
+            SlotTable::from_cluster_nodes(text).unwrap().uncovered(),
+            vec![(0, 16383)]
+        );
     }
 
     #[test]
@@ -343,8 +348,14 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
             parse_addr(":6380@16380,redis-1.example").unwrap(),
             Some(("redis-1.example".into(), 6380))
         );
-        assert_eq!(parse_addr("::1:7000@17000").unwrap(), Some(("::1".into(), 7000)));
-        assert_eq!(parse_addr("10.0.0.1:7000").unwrap(), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(
+            parse_addr("::1:7000@17000").unwrap(),
+            Some(("::1".into(), 7000))
+        );
+        assert_eq!(
+            parse_addr("10.0.0.1:7000").unwrap(),
+            Some(("10.0.0.1".into(), 7000))
+        );
         assert_eq!(parse_addr(":0@0").unwrap(), None);
         assert!(parse_addr("nonsense").is_err());
         assert!(parse_addr("h:x@1").is_err());
@@ -354,14 +365,23 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
     fn errors() {
         for (text, want) in [
             ("a 1.1.1.1:1@2 master - 0 0 1\n", "at least 8 fields"),
-            ("a 1.1.1.1:1@2 master - 0 0 1 connected 0-16384\n", "bad slot"),
-            ("a 1.1.1.1:1@2 master - 0 0 1 connected 9-3\n", "bad slot range"),
+            (
+                "a 1.1.1.1:1@2 master - 0 0 1 connected 0-16384\n",
+                "bad slot",
+            ),
+            (
+                "a 1.1.1.1:1@2 master - 0 0 1 connected 9-3\n",
+                "bad slot range",
+            ),
             ("a 1.1.1.1:1@2 master - 0 0 1 connected x\n", "bad slot"),
             (
                 "a 1.1.1.1:1@2 master - 0 0 1 connected 0-10\nb 1.1.1.2:1@2 master - 0 0 1 connected 10\n",
                 "slot 10 claimed by b and a",
             ),
-            ("a 1.1.1.1:1@2 slave - 0 0 1 connected\n", "without a master id"),
+            (
+                "a 1.1.1.1:1@2 slave - 0 0 1 connected\n",
+                "without a master id",
+            ),
         ] {
             let e = SlotTable::from_cluster_nodes(text).unwrap_err();
             assert!(e.contains(want), "{e} should contain {want}");
