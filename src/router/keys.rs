@@ -356,6 +356,9 @@ pub fn lookup(name: &[u8]) -> Option<&'static Entry> {
 pub fn command_keys(cmd: &Cmd) -> KeySpec {
     let args = &cmd.args;
     let n = args.len();
+    if n == 0 {
+        return KeySpec::MALFORMED;
+    }
     let Some(entry) = lookup(cmd.name()) else {
         return if n > 1 {
             KeySpec::new(Unknown, KeyPositions::one(1))
@@ -378,7 +381,7 @@ pub fn command_keys(cmd: &Cmd) -> KeySpec {
             }
             let last = last as usize;
             // With pairs (`MSET k v …`), every key needs its value.
-            if step == 2 && (n - first) % 2 != 0 {
+            if step == 2 && !(n - first).is_multiple_of(2) {
                 return KeySpec::MALFORMED;
             }
             KeySpec::new(cat, KeyPositions::range(first, last + 1, step))
@@ -504,7 +507,7 @@ fn streams_keys(args: &[bytes::Bytes], group: bool) -> KeySpec {
         let a = &args[i];
         if a.eq_ignore_ascii_case(b"STREAMS") {
             let rest = args.len() - i - 1;
-            if rest == 0 || rest % 2 != 0 {
+            if rest == 0 || !rest.is_multiple_of(2) {
                 return KeySpec::MALFORMED;
             }
             return KeySpec::new(Linked, KeyPositions::range(i + 1, i + 1 + rest / 2, 1));
@@ -805,6 +808,7 @@ mod tests {
             (Unknown, vec![1])
         );
         assert_eq!(spec(cmd!["FOO"]), (Unknown, vec![]));
+        assert_eq!(spec(Cmd { args: vec![] }), (Malformed, vec![]));
     }
 
     #[test]

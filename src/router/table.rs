@@ -1,8 +1,13 @@
 //! The slot → node map of a cluster, built from `CLUSTER NODES` text.
 //!
-//! Line format: `<id> <ip:port@cport[,hostname]> <flags> <master-id|-> <ping> <pong> <epoch>
-//! <link> <slot>…` where a slot item is `a-b`, `a`, or a migration marker `[a->-id]` /
-//! `[a-<-id]` (ignored: the slot still belongs to the node that lists it as a plain slot).
+//! Line format:
+//!
+//! ```text
+//! <id> <ip:port@cport[,hostname]> <flags> <master-id|-> <ping> <pong> <epoch> <link> <slot>…
+//! ```
+//!
+//! where a slot item is `a-b`, `a`, or a migration marker `[a->-id]` / `[a-<-id]` (ignored: the
+//! slot still belongs to the node that lists it as a plain slot).
 //!
 //! Only live masters own slots: flag `master` without `fail` (`fail?`, a suspicion, still owns).
 //! Nodes in `handshake` are ignored. A node without a usable address (`:0@0`, `noaddr`) is left out
