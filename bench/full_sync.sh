@@ -82,6 +82,10 @@ start_server() {
   exit 1
 }
 
+server_cpu() { # PORT -> user+sys CPU seconds of the server (main process and threads)
+  redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/{s+=$2} END{printf "%.2f", s}'
+}
+
 stop_server() { # PID: stops it and forgets it (so cleanup never signals a reused pid)
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
@@ -89,6 +93,8 @@ stop_server() { # PID: stops it and forgets it (so cleanup never signals a reuse
   for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
   pids=("${keep[@]}")
 }
+
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- source ------------------------------------------------------------------------------------
 echo "bench: generating $KEYS keys (MIX=$MIX)" >&2
@@ -108,6 +114,7 @@ native_run() {
   local label="$1"
   start_server "native-$label" 7.0
   NAT_T="$(python3 "$helper" replicate "$port" "$src_port" "$KEYS" "$TIMEOUT")"
+  NAT_CPU="$(server_cpu "$port")"
   redis-cli -p "$port" replicaof no one >/dev/null
   stop_server "$spid"
   rm -rf "$work/native-$label"
@@ -135,6 +142,8 @@ shardsync_run() {
   fi
   hwm="$(awk '/^VmHWM/{print $2}' "/proc/$pid/status")"
   SS_RSS="$(awk -v h="$hwm" 'BEGIN{printf "%.1f", h/1024}')"
+  SS_CPU="$(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$pid/stat")"
+  SS_TCPU="$(server_cpu "$tport")"
   kill -TERM "$pid"
   rc=0; wait "$pid" || rc=$?
   stop_server "$pid"
@@ -150,7 +159,7 @@ shardsync_run() {
   fi
   stop_server "$tpid"
   rm -rf "$work/target-$label" "$work/state-$label"
-  echo "bench:   shardsync $label: ${SS_T}s (full sync started at ${SS_STARTED}s, RDB parsed and queued at ${SS_HANDED}s), peak RSS ${SS_RSS} MiB" >&2
+  echo "bench:   shardsync $label: ${SS_T}s (full sync started at ${SS_STARTED}s, RDB parsed and queued at ${SS_HANDED}s), peak RSS ${SS_RSS} MiB, CPU ${SS_CPU}s, target CPU ${SS_TCPU}s" >&2
 }
 
 pipe_s=""
@@ -165,42 +174,43 @@ if [ "$PIPE" = 1 ]; then
   echo "bench: redis-cli --pipe into an empty 7.0: ${pipe_s}s" >&2
 fi
 
-# rows: "sync|native s|shardsync s|started at|handed at|rss|notes"
+# rows: "sync|native s|shardsync s|started at|handed at|rss|shardsync cpu|target cpu|native cpu|notes"
 rows=()
 min() { printf '%s\n' "$@" | sort -g | head -n1; }
 
 echo "bench: disk-based sync (repl-diskless-sync no)" >&2
-nat=()
+nat=(); natcpu=""
 for i in $(seq "$RUNS"); do
   native_run "disk-$i"
   nat+=("$NAT_T")
-  echo "bench:   native replica run $i: ${NAT_T}s" >&2
+  if [ "$NAT_T" = "$(min "${nat[@]}")" ]; then natcpu="$NAT_CPU"; fi
+  echo "bench:   native replica run $i: ${NAT_T}s (replica CPU ${NAT_CPU}s)" >&2
 done
 sst=(); best=""
 for i in $(seq "$RUNS"); do
   shardsync_run "disk-$i" 7.0
   sst+=("$SS_T")
   if [ -z "$best" ] || awk -v a="$SS_T" -v b="${best%%|*}" 'BEGIN{exit !(a<b)}'; then
-    best="$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS"
+    best="$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS|$SS_CPU|$SS_TCPU"
   fi
 done
 rdb_bytes="$SS_RDB"
-IFS='|' read -r t st h r <<<"$best"
-rows+=("disk, 7.0→7.0 (RESTORE)|$(min "${nat[@]}")|$t|$st|$h|$r|best of $RUNS; native ${nat[*]}; shardsync ${sst[*]}")
+IFS='|' read -r t st h r c tc <<<"$best"
+rows+=("disk, 7.0→7.0 (RESTORE)|$(min "${nat[@]}")|$t|$st|$h|$r|$c|$tc|$natcpu|best of $RUNS; native ${nat[*]}; shardsync ${sst[*]}")
 
 if [ "$CROSS" != none ]; then
   echo "bench: cross-version 7.0 → $CROSS" >&2
   shardsync_run "cross-$CROSS" "$CROSS"
-  rows+=("disk, 7.0→$CROSS (plain commands)|—|$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS|no native replica across versions")
+  rows+=("disk, 7.0→$CROSS (plain commands)|—|$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS|$SS_CPU|$SS_TCPU|—|no native replica across versions")
 fi
 
 if [ "$DISKLESS" = 1 ]; then
   echo "bench: diskless sync (repl-diskless-sync yes)" >&2
   redis-cli -p "$src_port" config set repl-diskless-sync yes >/dev/null
   native_run diskless
-  echo "bench:   native replica: ${NAT_T}s" >&2
+  echo "bench:   native replica: ${NAT_T}s (replica CPU ${NAT_CPU}s)" >&2
   shardsync_run diskless 7.0
-  rows+=("diskless, 7.0→7.0 (RESTORE)|$NAT_T|$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS|one run each")
+  rows+=("diskless, 7.0→7.0 (RESTORE)|$NAT_T|$SS_T|$SS_STARTED|$SS_HANDED|$SS_RSS|$SS_CPU|$SS_TCPU|$NAT_CPU|one run each")
   redis-cli -p "$src_port" config set repl-diskless-sync no >/dev/null
 fi
 
@@ -214,15 +224,17 @@ cpu="$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
   echo "Native: REPLICAOF → \`master_link_status:up\` and DBSIZE = N. shardsync: process launch → target DBSIZE = N"
   echo "(\"started\" / \"RDB done\": when shardsync logged \"full sync started\" / \"RDB received and handed to the"
   echo "writers\", seconds after launch). redis-cli --pipe: the same keys as commands into an empty 7.0."
+  echo "CPU columns: user+sys seconds of shardsync, of its target server, and of the native replica server."
+  echo "Load average before / after: $load_before / $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews all times)."
   echo
-  echo "| sync | native replica s | shardsync s | shardsync / native | redis-cli --pipe s | started s | RDB done s | peak RSS MiB | keys/s | notes |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| sync | native replica s | shardsync s | shardsync / native | redis-cli --pipe s | started s | RDB done s | peak RSS MiB | keys/s | shardsync CPU s | target CPU s | native replica CPU s | notes |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for row in "${rows[@]}"; do
-    IFS='|' read -r v nt t st h r note <<<"$row"
+    IFS='|' read -r v nt t st h r c tc nc note <<<"$row"
     ratio="—"
     if [ "$nt" != "—" ]; then ratio="$(awk -v a="$t" -v b="$nt" 'BEGIN{printf "%.2f×", a/b}')"; fi
     kps="$(awk -v n="$KEYS" -v t="$t" 'BEGIN{printf "%.0f", n/t}')"
-    echo "| $v | $nt | $t | $ratio | ${pipe_s:-—} | $st | $h | $r | $kps | $note |"
+    echo "| $v | $nt | $t | $ratio | ${pipe_s:-—} | $st | $h | $r | $kps | $c | $tc | $nc | $note |"
   done
 } >"$out/full_sync.md"
 echo
