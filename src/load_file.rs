@@ -72,6 +72,7 @@ pub async fn run(
             } else {
                 0
             },
+            capture_strings: false,
         },
         convert: ConvertOptions {
             target: target_info,

@@ -107,11 +107,13 @@ fn chunking_and_capture_do_not_change_content() {
         chunk_elements: 3,
         chunk_bytes: 7,
         capture_dump_max: 0,
+        capture_strings: true,
     };
     let capture = ParseOptions {
         chunk_elements: 3,
         chunk_bytes: 7,
         capture_dump_max: 1 << 20,
+        capture_strings: true,
     };
     for f in rdb_files(&dir) {
         let name = name_of(&f);
@@ -169,6 +171,7 @@ fn tiny_capture_limit_falls_back_to_streaming() {
         chunk_elements: 100,
         chunk_bytes: 1 << 20,
         capture_dump_max: 200,
+        capture_strings: true,
     };
     let parsed = parse_file(&f, opts).unwrap();
     let base = parse_file(&f, ParseOptions::default()).unwrap();
@@ -545,6 +548,7 @@ fn truncated_files_fail_cleanly() {
                 &data[..cut],
                 ParseOptions {
                     capture_dump_max: 4096,
+                    capture_strings: true,
                     ..ParseOptions::default()
                 },
             );

@@ -99,6 +99,7 @@ proptest! {
             chunk_elements: 5,
             chunk_bytes: 64,
             capture_dump_max: if capture { 1 << 16 } else { 0 },
+            capture_strings: true,
         };
         drive(&data, opts);
     }
@@ -113,7 +114,7 @@ proptest! {
         if files.is_empty() {
             return Ok(());
         }
-        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16 };
+        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, capture_strings: true };
         let dumps = drive(&files[idx % files.len()], opts.clone());
         if let Some(d) = dumps.first() {
             let data = apply(d.to_vec(), &muts, cut);
@@ -148,6 +149,7 @@ fn random_garbage_after_valid_magic() {
                 chunk_elements: 3,
                 chunk_bytes: 8,
                 capture_dump_max: 512,
+                capture_strings: true,
             },
         );
     }

@@ -685,6 +685,7 @@ fn run_server(name: &str) {
         chunk_elements: 7,
         chunk_bytes: 4096,
         capture_dump_max: 0,
+        capture_strings: true,
     };
     let parsed: Parsed = parse_file(&path, opts.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(parsed.max_chunk_elems <= 7);
@@ -738,6 +739,7 @@ fn run_server(name: &str) {
         chunk_elements: 7,
         chunk_bytes: 4096,
         capture_dump_max: 64 << 20,
+        capture_strings: true,
     };
     let captured = parse_file(&path, cap.clone()).unwrap();
     assert_eq!(captured.keys.len(), parsed.keys.len());
@@ -767,6 +769,7 @@ fn run_server(name: &str) {
         chunk_elements: 50,
         chunk_bytes: 4096,
         capture_dump_max: 1000,
+        capture_strings: true,
     };
     let mixed = parse_file(&path, small).unwrap();
     let (mut with, mut without) = (0, 0);

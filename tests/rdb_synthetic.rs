@@ -223,6 +223,7 @@ fn large_strings_stream_in_parts() {
         chunk_elements: 10,
         chunk_bytes: 1000,
         capture_dump_max: 0,
+        capture_strings: true,
     };
     let it = items(&data, opts).unwrap();
     let parts: Vec<&Bytes> = it
@@ -268,6 +269,7 @@ fn capture_limit() {
         chunk_elements: 10,
         chunk_bytes: 1000,
         capture_dump_max: 5000,
+        capture_strings: true,
     };
     let it = items(&data, opts).unwrap();
     assert!(it.iter().any(|i| matches!(i, Item::KeyEnd { dump: None })));
@@ -282,6 +284,7 @@ fn capture_limit() {
         chunk_elements: 10,
         chunk_bytes: 1000,
         capture_dump_max: 20_000,
+        capture_strings: true,
     };
     let it = items(&data, opts).unwrap();
     assert!(!it.iter().any(|i| matches!(i, Item::Chunk(_))));
@@ -301,6 +304,7 @@ fn capture_limit() {
     // Exactly at the limit is still captured, one byte less is not.
     let exact = ParseOptions {
         capture_dump_max: want.len(),
+        capture_strings: true,
         ..ParseOptions::default()
     };
     assert!(
@@ -311,6 +315,7 @@ fn capture_limit() {
     );
     let under = ParseOptions {
         capture_dump_max: want.len() - 1,
+        capture_strings: true,
         ..ParseOptions::default()
     };
     assert!(
@@ -336,6 +341,7 @@ fn capture_gives_up_early_on_large_collections() {
         chunk_elements: 50,
         chunk_bytes: 1 << 20,
         capture_dump_max: 1000,
+        capture_strings: true,
     };
     let mut p = RdbParser::new(&data[..], opts);
     loop {

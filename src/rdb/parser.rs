@@ -293,7 +293,9 @@ impl<R: Read> RdbParser<R> {
         } else {
             self.opts.capture_dump_max.saturating_sub(DUMP_FOOTER)
         };
-        let capture = layout == Layout::Module || self.opts.capture_dump_max > DUMP_FOOTER;
+        let wanted = kind != ValueKind::String || self.opts.capture_strings;
+        let capture =
+            layout == Layout::Module || (self.opts.capture_dump_max > DUMP_FOOTER && wanted);
         if capture {
             self.src.start_capture(&[t], limit);
         }

@@ -6,12 +6,13 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use crc::{CRC_64_REDIS, Crc, Digest};
+use crc::{CRC_64_REDIS, Crc, Digest, Table};
 
 use super::error::{RdbError, RdbErrorKind};
 
 /// The CRC64 variant Redis uses for RDB files and `DUMP` payloads (Jones polynomial, reflected).
-pub(crate) static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+/// Slice-by-16 tables: the checksum runs over every byte of the RDB, so it must be fast.
+pub(crate) static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// Largest single string (key, element, encoded blob) held in memory. Redis' own limit
 /// (`proto-max-bulk-len`) defaults to 512 MiB; anything beyond this is treated as corrupt.
@@ -46,7 +47,7 @@ pub(crate) enum StrHead {
 pub(crate) struct Source<R> {
     inner: R,
     offset: u64,
-    crc: Digest<'static, u64>,
+    crc: Digest<'static, u64, Table<16>>,
     /// Raw bytes read since capture started; `None` when not capturing.
     capture: Option<Vec<u8>>,
     capture_limit: usize,
@@ -92,7 +93,7 @@ impl<R: Read> Source<R> {
             self.capture = None;
             return;
         }
-        let mut buf = Vec::with_capacity(prefix.len().max(64).min(limit));
+        let mut buf = Vec::with_capacity(prefix.len().max(256).min(limit));
         buf.extend_from_slice(prefix);
         self.capture = Some(buf);
         self.capture_limit = limit;

@@ -255,6 +255,7 @@ async fn full_sync(
             } else {
                 0
             },
+            capture_strings: false,
         },
         convert: crate::convert::ConvertOptions {
             target: dst.clone(),
@@ -384,6 +385,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The `shardsync_commands_total` counter of `cmd`'s name, resolved once per name.
+fn command_counter<'a>(
+    cache: &'a mut std::collections::HashMap<Bytes, metrics::Counter>,
+    shard: &str,
+    cmd: &crate::cmd::Cmd,
+) -> &'a metrics::Counter {
+    let name = cmd.args.first().cloned().unwrap_or_default();
+    cache.entry(name).or_insert_with(|| {
+        metrics::counter!("shardsync_commands_total", "shard" => shard.to_string(), "command" => cmd.name_upper())
+    })
+}
+
 /// Decodes the command stream into batches until the connection fails.
 async fn stream(
     settings: &LinkSettings,
@@ -409,6 +422,7 @@ async fn stream(
     let rewrite = settings.needs_rewrite();
     let max_cmds = settings.sync.batch_max_commands;
     let mut dec = StreamDecoder::new(start);
+    let mut counters = std::collections::HashMap::new();
     let mut handed = start;
     loop {
         loop {
@@ -423,7 +437,7 @@ async fn stream(
             }
             let full = cmds.len() >= max_cmds;
             for c in &cmds {
-                metrics::counter!("shardsync_commands_total", "shard" => shard.name.clone(), "command" => c.cmd.name_upper()).increment(1);
+                command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
             if rewrite {
                 let now = crate::now_ms() as i64;

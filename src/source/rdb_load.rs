@@ -94,6 +94,8 @@ pub fn load<R: Read>(
         completes_full_sync: false,
     };
     let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
+    // Resolved once: the per-key path must not build label sets.
+    let keys_total = metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone());
     loop {
         let item = match parser.next_item() {
             Ok(Some(item)) => item,
@@ -109,8 +111,7 @@ pub fn load<R: Read>(
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
             shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone())
-                .increment(1);
+            keys_total.increment(1);
         }
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {

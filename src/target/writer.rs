@@ -288,33 +288,33 @@ impl Pipeline {
             }
             front.acked_cmds += 1;
             let dc = &front.batch.cmds[slot as usize];
-            if let (Frame::Error(e), Some(targets)) = (&frame, &self.targets) {
-                if let Some(r) = parse_redirect(e) {
-                    let b = &front.batch;
-                    let again = Batch {
-                        shard: b.shard.clone(),
-                        ticket: b.ticket.clone(),
-                        cmds: vec![dc.clone()],
-                        asking: matches!(r, Redirect::Ask(_)),
-                    };
-                    b.ticket.add_part();
-                    let kind = match &r {
-                        Redirect::Moved(_) => "moved",
-                        Redirect::Ask(_) => "ask",
-                        Redirect::Retry => "tryagain",
-                    };
-                    metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
-                        .increment(1);
-                    match r {
-                        Redirect::Moved(addr) => {
-                            targets.request_refresh();
-                            targets.redirect(&addr, again, None);
-                        }
-                        Redirect::Ask(addr) => targets.redirect(&addr, again, None),
-                        Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
+            if let (Frame::Error(e), Some(targets)) = (&frame, &self.targets)
+                && let Some(r) = parse_redirect(e)
+            {
+                let b = &front.batch;
+                let again = Batch {
+                    shard: b.shard.clone(),
+                    ticket: b.ticket.clone(),
+                    cmds: vec![dc.clone()],
+                    asking: matches!(r, Redirect::Ask(_)),
+                };
+                b.ticket.add_part();
+                let kind = match &r {
+                    Redirect::Moved(_) => "moved",
+                    Redirect::Ask(_) => "ask",
+                    Redirect::Retry => "tryagain",
+                };
+                metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
+                    .increment(1);
+                match r {
+                    Redirect::Moved(addr) => {
+                        targets.request_refresh();
+                        targets.redirect(&addr, again, None);
                     }
-                    continue;
+                    Redirect::Ask(addr) => targets.redirect(&addr, again, None),
+                    Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
                 }
+                continue;
             }
             let rejected = check_reply(&self.node, &dc.cmd, &frame);
             let shard = &front.batch.shard;
