@@ -113,22 +113,42 @@ pub async fn discover(role: &str, seed: &Endpoint) -> Result<Topology, String> {
         return Ok(Topology::Standalone(first));
     }
     let table = cluster_table(role, seed).await?;
-    let uncovered = table.uncovered();
+    // Each master is asked for its own slots: the seed's view can lag behind a change (gossip),
+    // the owner's view of itself cannot.
+    let mut covered = vec![false; crate::router::SLOTS];
+    let mut masters = Vec::new();
+    for n in table.masters() {
+        let ep = endpoint_like(seed, &n.host, n.port);
+        let own = cluster_table(&format!("{role} master"), &ep).await?;
+        let me = own
+            .nodes()
+            .iter()
+            .position(|m| m.host == n.host && m.port == n.port);
+        let slots = me.map(|i| own.slots_of(i)).unwrap_or_default();
+        for &(a, b) in &slots {
+            for s in a..=b {
+                covered[s as usize] = true;
+            }
+        }
+        masters.push(node(&format!("{role} master"), ep, slots).await?);
+    }
+    let mut uncovered: Vec<(u16, u16)> = Vec::new();
+    for (s, c) in covered.iter().enumerate() {
+        if *c {
+            continue;
+        }
+        let s = s as u16;
+        match uncovered.last_mut() {
+            Some((_, b)) if *b + 1 == s => *b = s,
+            _ => uncovered.push((s, s)),
+        }
+    }
     if !uncovered.is_empty() {
         return Err(format!(
             "{role} cluster: slots {} are not served by any master; fix the cluster (e.g. redis-cli --cluster fix) first",
             format_ranges(&uncovered)
         ));
     }
-    let mut masters = Vec::new();
-    for (i, n) in table.nodes().iter().enumerate() {
-        let slots = table.slots_of(i);
-        if slots.is_empty() {
-            continue;
-        }
-        let ep = endpoint_like(seed, &n.host, n.port);
-        let m = node(&format!("{role} master"), ep, slots).await?;
-        masters.push(m);
-    }
+    masters.retain(|m| !m.slots.is_empty());
     Ok(Topology::Cluster { table, masters })
 }
