@@ -17,6 +17,7 @@ use crate::precheck;
 use crate::progress::{Phase, ShardState};
 use crate::source::ShardLink;
 use crate::source::link::{LinkSettings, StopLink};
+use crate::status::{RunState, StatusBoard};
 use crate::target::TargetWriter;
 use crate::target::writer::WriterSettings;
 
@@ -40,19 +41,24 @@ impl RunError {
 
 /// Runs the sync until a signal arrives. Must be called inside an actix `System`.
 pub async fn run(cfg: Config) -> Result<(), RunError> {
+    // observability: /metrics + /status listener, gauge sampler, progress log (src/status.rs)
+    let board = StatusBoard::for_config(&cfg);
+    let _observability = crate::status::start(cfg.metrics_addr, board.clone())
+        .await
+        .map_err(RunError::Fatal)?;
     let pre = match precheck::run(&cfg).await {
         Ok(p) if p.passed() => p,
-        Ok(p) => return Err(RunError::Precheck(p.table())),
-        Err(checks) => return Err(RunError::Precheck(precheck::render(&checks))),
+        Ok(p) => return Err(board.failed(RunError::Precheck(p.table()))),
+        Err(checks) => return Err(board.failed(RunError::Precheck(precheck::render(&checks)))),
     };
     for c in pre.checks.iter().filter(|c| c.warning) {
         tracing::warn!(check = c.name, "{}", c.detail);
     }
-    if let Some(addr) = cfg.metrics_addr {
-        crate::telemetry::install(addr).map_err(RunError::Fatal)?;
-    }
+    board.set_state(RunState::Syncing);
 
     let shard = Arc::new(ShardState::new(cfg.source.to_string()));
+    board.register_shard(shard.clone()); // observability
+    board.register_target_node(&cfg.target.to_string()); // observability
     let resume = checkpoint::load(&cfg.state_dir, &shard.name).map_err(RunError::Fatal)?;
     if let Some(p) = &resume {
         tracing::info!(shard = %shard.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
@@ -102,6 +108,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     ));
 
     wait_for_signal().await;
+    board.set_state(RunState::Stopping); // observability
     tracing::info!("stopping: removing the heartbeat key and draining writes");
 
     if let Some(h) = heartbeat {

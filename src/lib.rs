@@ -28,6 +28,8 @@ pub mod app;
 pub mod checkpoint;
 pub mod client;
 pub mod heartbeat;
+pub mod http;
 pub mod load_file;
 pub mod precheck;
+pub mod status;
 pub mod telemetry;

@@ -230,13 +230,8 @@ impl Pipeline {
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
                 {
-                    let shard = &front.batch.shard;
-                    shard
-                        .heartbeat_applied_ms
-                        .store(ms, std::sync::atomic::Ordering::Relaxed);
-                    let lag = (crate::now_ms().saturating_sub(ms)) as f64 / 1000.0;
-                    metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone())
-                        .set(lag);
+                    // Lag gauges are published by `status::sampler` from the shard's state.
+                    front.batch.shard.heartbeat_applied(ms);
                 }
             }
         }
