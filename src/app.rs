@@ -83,16 +83,17 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         target: pre.target.clone(),
         listening_port: cfg.metrics_addr.map(|a| a.port()).unwrap_or(0),
     });
+    let dispatcher = crate::target::Dispatcher::single(writer_tx);
     let link = {
         let (s, sh, tx, sd) = (
             link_settings.clone(),
             shard.clone(),
-            writer_tx.clone(),
+            dispatcher.clone(),
             shutdown.clone(),
         );
         Supervisor::start(move |_| ShardLink::new(s, sh, tx, resume, sd))
     };
-    drop(writer_tx);
+    drop(dispatcher);
 
     let heartbeat = (!cfg.sync.heartbeat_key.is_empty()).then(|| {
         tokio::spawn(heartbeat::run(

@@ -98,8 +98,16 @@ pub async fn run(
     let (p, sh) = (path.to_path_buf(), shard.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        rdb_load::load(BufReader::with_capacity(1 << 20, f), &settings, &sh, 0, &tx)
-            .map_err(|e| e.to_string())
+        let out = crate::target::Dispatcher::single(tx);
+        let epoch = sh.begin_epoch(0);
+        rdb_load::load(
+            BufReader::with_capacity(1 << 20, f),
+            &settings,
+            &sh,
+            epoch,
+            &out,
+        )
+        .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| RunError::Fatal(e.to_string()))?

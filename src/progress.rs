@@ -2,8 +2,9 @@
 //! writers, what the target has acknowledged, and the link's phase. Read by the ACK sender, the
 //! checkpointer, `/status` and the metrics; written by the link and the writers.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::source::handshake::ReplPosition;
 
@@ -71,6 +72,29 @@ pub struct ShardState {
     pub heartbeat_applied_ms: AtomicU64,
     /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
     pub heartbeat_lag_ms: AtomicU64,
+    /// Tickets of handed-out batches, oldest first (see [`Ticket`]).
+    tickets: Mutex<VecDeque<Arc<Ticket>>>,
+}
+
+/// One run of a shard's commands in stream order, possibly split over several target writers.
+/// It is done when every part is acknowledged; the shard's applied offset moves only over a
+/// prefix of done tickets, so a fast node never lets the offset pass a slow node's writes.
+#[derive(Debug)]
+pub struct Ticket {
+    pub epoch: u64,
+    /// Source offset after the run's last command (`None` inside an RDB load).
+    pub offset: Option<u64>,
+    /// The last run of a full sync: once done, the shard's position is resumable.
+    pub completes_full_sync: bool,
+    /// Parts not yet acknowledged.
+    remaining: AtomicUsize,
+}
+
+impl Ticket {
+    /// Adds a part (a writer forwarding a redirected command keeps the ticket open).
+    pub fn add_part(&self) {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl ShardState {
@@ -92,6 +116,7 @@ impl ShardState {
             rejected_writes: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
+            tickets: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -151,16 +176,104 @@ impl ShardState {
         })
     }
 
-    /// Called by a writer when a batch of `epoch` ending at `offset` is acknowledged.
-    pub fn acknowledge(&self, epoch: u64, offset: Option<u64>, completes_full_sync: bool) {
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            return;
+    /// Starts a new epoch (a full resync): forgets older tickets, resets the offsets to `offset`.
+    pub fn begin_epoch(&self, offset: u64) -> u64 {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Ok(mut q) = self.tickets.lock() {
+            q.clear();
         }
-        if let Some(o) = offset {
-            self.applied_offset.fetch_max(o, Ordering::AcqRel);
+        self.full_sync_done.store(false, Ordering::Release);
+        self.applied_offset.store(offset, Ordering::Release);
+        self.handed_offset.store(offset, Ordering::Release);
+        epoch
+    }
+
+    /// Issues a ticket for a run of `parts` batches (0 parts: a pure offset marker).
+    pub fn issue(
+        &self,
+        epoch: u64,
+        offset: Option<u64>,
+        completes_full_sync: bool,
+        parts: usize,
+    ) -> Arc<Ticket> {
+        let t = Arc::new(Ticket {
+            epoch,
+            offset,
+            completes_full_sync,
+            remaining: AtomicUsize::new(parts),
+        });
+        if let Ok(mut q) = self.tickets.lock() {
+            q.push_back(t.clone());
+            self.advance(&mut q);
         }
-        if completes_full_sync {
-            self.full_sync_done.store(true, Ordering::Release);
+        t
+    }
+
+    /// Called by a writer when its part of `ticket` is acknowledged.
+    pub fn part_done(&self, ticket: &Ticket) {
+        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Ok(mut q) = self.tickets.lock() {
+                self.advance(&mut q);
+            }
         }
+    }
+
+    fn advance(&self, q: &mut VecDeque<Arc<Ticket>>) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        while q
+            .front()
+            .is_some_and(|t| t.remaining.load(Ordering::Acquire) == 0)
+        {
+            let Some(t) = q.pop_front() else { break };
+            if t.epoch != epoch {
+                continue;
+            }
+            if let Some(o) = t.offset {
+                self.applied_offset.fetch_max(o, Ordering::AcqRel);
+            }
+            if t.completes_full_sync {
+                self.full_sync_done.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Tickets not yet done (batches in queues or in flight).
+    pub fn open_tickets(&self) -> usize {
+        self.tickets.lock().map(|q| q.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_offset_moves_over_done_prefix_only() {
+        let s = ShardState::new("s".into());
+        let e = s.begin_epoch(100);
+        let a = s.issue(e, Some(110), false, 2);
+        let b = s.issue(e, Some(120), false, 1);
+        s.part_done(&b);
+        assert_eq!(
+            s.applied_offset.load(Ordering::Acquire),
+            100,
+            "b done but a is not"
+        );
+        s.part_done(&a);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 100);
+        s.part_done(&a);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 120);
+        let _marker = s.issue(e, Some(130), true, 0);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 130);
+        assert!(s.full_sync_done.load(Ordering::Acquire));
+        let old = s.issue(e, Some(140), false, 1);
+        let e2 = s.begin_epoch(5);
+        s.part_done(&old);
+        assert_eq!(
+            s.applied_offset.load(Ordering::Acquire),
+            5,
+            "a stale epoch never moves the offset"
+        );
+        assert!(e2 > e && !s.full_sync_done.load(Ordering::Acquire));
     }
 }

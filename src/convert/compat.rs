@@ -8,28 +8,74 @@
 //! `XSETID … ENTRIESADDED … MAXDELETEDID …`, `XGROUP SETID … ENTRIESREAD n`.
 //!
 //! Rewrites, by target:
+//! - any target: `RESTORE` of a payload whose RDB version the target cannot read → the plain
+//!   commands that recreate the key (the payload is decoded; see [`rewrite_for_target`]).
 //! - below 6.2: `SET … PXAT/EXAT t` → `SET … PX max(1, t − now)` (other options kept in order,
 //!   `GET` dropped); `LPOP/RPOP key n` → `LTRIM` (same effect in one command); `LMOVE/BLMOVE` →
 //!   `RPOPLPUSH` for RIGHT→LEFT, else a small `EVAL`; `XADD/XTRIM … MINID` → the XADD then an
 //!   `EVAL` deleting the entries below the threshold; `NOMKSTREAM` and `LIMIT n` dropped;
-//!   `XGROUP CREATECONSUMER` dropped (no way to create an idle consumer before 6.2).
+//!   `XGROUP CREATECONSUMER` → `XREADGROUP GROUP g c COUNT 1 STREAMS key 0` (reading the
+//!   consumer's own, empty history creates it and changes nothing else); `COPY` → an `EVAL` of
+//!   `DUMP` + `RESTORE` with the source key's TTL.
 //! - below 7.0: `XSETID` extra arguments, `XGROUP CREATE/SETID … ENTRIESREAD n`, and the
 //!   `NX|XX|GT|LT` options of the EXPIRE family dropped (the source only propagates the command
 //!   when the condition held); `SPUBLISH` → `PUBLISH`.
-//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `COPY`, `ZRANGESTORE`,
+//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `ZRANGESTORE`,
 //!   `FUNCTION …` on targets that lack them: the target will reject them).
 
 use bytes::Bytes;
 
 use super::keys::dump_payload_version;
+use super::{ConvertError, ConvertOptions, Converter};
 use crate::cmd;
 use crate::cmd::Cmd;
-use crate::rdb::Flavor;
+use crate::rdb::{Flavor, Item, KeyHeader, ParseOptions, ValueKind, parse_dump_payload};
 use crate::server_info::ServerInfo;
 
 /// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
 const LMOVE_SCRIPT: &str = "local v = redis.call(ARGV[1] == 'LEFT' and 'LPOP' or 'RPOP', KEYS[1]) \
 if v then redis.call(ARGV[2] == 'LEFT' and 'LPUSH' or 'RPUSH', KEYS[2], v) end return v";
+
+/// `EVAL` body for `COPY src dst [DB n] [REPLACE]`: ARGV[1] is 1 for REPLACE, ARGV[2] the db or "".
+const COPY_SCRIPT: &str = "local v = redis.call('DUMP', KEYS[1]) if not v then return 0 end \
+local ttl = redis.call('PTTL', KEYS[1]) if ttl < 0 then ttl = 0 end \
+if ARGV[2] ~= '' then redis.call('SELECT', ARGV[2]) end \
+if ARGV[1] == '1' then redis.call('RESTORE', KEYS[2], ttl, v, 'REPLACE') return 1 end \
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+redis.call('RESTORE', KEYS[2], ttl, v) return 1";
+
+/// The command that creates consumer `consumer` of `group` with nothing pending; `has_62` says
+/// whether the target has `XGROUP CREATECONSUMER` (Redis 6.2+).
+pub fn create_consumer(key: &Bytes, group: &Bytes, consumer: &Bytes, has_62: bool) -> Cmd {
+    if has_62 {
+        cmd!["XGROUP", "CREATECONSUMER", key, group, consumer]
+    } else {
+        cmd!["XREADGROUP", "GROUP", group, consumer, "COUNT", "1", "STREAMS", key, "0"]
+    }
+}
+
+/// `COPY src dst [DB n] [REPLACE]` for targets without `COPY` (before 6.2).
+fn copy_pre62(cmd: Cmd, out: &mut Vec<Cmd>) {
+    let (Some(src), Some(dst)) = (cmd.args.get(1).cloned(), cmd.args.get(2).cloned()) else {
+        out.push(cmd);
+        return;
+    };
+    let mut replace = "0";
+    let mut db = Bytes::new();
+    let mut i = 3;
+    while i < cmd.args.len() {
+        if cmd.args[i].eq_ignore_ascii_case(b"REPLACE") {
+            replace = "1";
+        } else if cmd.args[i].eq_ignore_ascii_case(b"DB") {
+            if let Some(d) = cmd.args.get(i + 1) {
+                db = d.clone();
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    out.push(cmd!["EVAL", COPY_SCRIPT, "2", src, dst, replace, db]);
+}
 
 /// `EVAL` body deleting the entries of stream `KEYS[1]` with an ID below `ARGV[1]` (a full
 /// `ms-seq` ID), the effect of `XTRIM key MINID = id`.
@@ -38,14 +84,22 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', ARGV[1])) do \
 if e[1] ~= ARGV[1] then redis.call('XDEL', KEYS[1], e[1]) n = n + 1 end end return n";
 
 /// Appends to `out` the commands that have `cmd`'s effect on `target` (usually `cmd` itself).
-/// `now_ms` is the current Unix time in ms, for turning absolute expiries relative.
+/// `now_ms` is the current Unix time in ms, for turning relative expiries absolute and absolute
+/// ones relative.
+///
+/// A `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]` whose payload the target
+/// cannot read (see [`restore_needs_decode`]) is decoded and replaced by the plain commands that
+/// recreate the key, replacing any existing one (`IDLETIME`/`FREQ` are dropped). If the payload
+/// cannot be decoded (corrupt, a module value, unknown type or version), or the arguments are
+/// malformed, the original `RESTORE` is pushed unchanged: the target will reject it, and the
+/// writer logs and counts that error with the key.
 pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut Vec<Cmd>) {
     let pre62 = !target.at_least(6, 2);
     let pre70 = !target.at_least(7, 0);
     if cmd.is("RESTORE") && restore_needs_decode(&cmd, target) {
-        // TODO(parser): decode the payload with `crate::rdb::parse_dump_payload` and emit plain
-        // commands through the `Converter`; until then the target will reject it.
-        out.push(cmd);
+        if let Err(cmd) = restore_as_commands(cmd, target, now_ms, out) {
+            out.push(cmd);
+        }
         return;
     }
     if !pre70 {
@@ -57,6 +111,7 @@ pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut 
         "SET" if pre62 => set_absolute_to_relative(cmd, now_ms, out),
         "LPOP" | "RPOP" if pre62 && cmd.args.len() == 3 => pop_count(cmd, out),
         "LMOVE" | "BLMOVE" if pre62 => lmove(cmd, out),
+        "COPY" if pre62 => copy_pre62(cmd, out),
         "XADD" if pre62 => xadd_pre62(cmd, out),
         "XTRIM" if pre62 => xtrim_pre62(cmd, out),
         "XGROUP" => xgroup(cmd, pre62, out),
@@ -86,6 +141,103 @@ pub fn restore_needs_decode(cmd: &Cmd, target: &ServerInfo) -> bool {
         Flavor::Redis
     };
     !target.accepts_dump(flavor, v)
+}
+
+/// Decodes the payload of `RESTORE key ttl payload [options]` and pushes the plain commands that
+/// recreate the key on `target`. Gives the command back, with nothing pushed, when that is not
+/// possible.
+fn restore_as_commands(
+    cmd: Cmd,
+    target: &ServerInfo,
+    now_ms: i64,
+    out: &mut Vec<Cmd>,
+) -> Result<(), Cmd> {
+    let [_, key, ttl, payload, opts @ ..] = cmd.args.as_slice() else {
+        return Err(cmd);
+    };
+    let Some(ttl) = parse_i64(ttl).filter(|t| *t >= 0) else {
+        return Err(cmd);
+    };
+    let (mut absttl, mut idle_secs, mut freq) = (false, None, None);
+    let mut i = 0;
+    while let Some(opt) = opts.get(i) {
+        match upper(opt).as_slice() {
+            b"REPLACE" => i += 1,
+            b"ABSTTL" => {
+                absttl = true;
+                i += 1;
+            }
+            b"IDLETIME" => {
+                let Some(s) = opts.get(i + 1).and_then(|v| parse_i64(v)) else {
+                    return Err(cmd);
+                };
+                idle_secs = u64::try_from(s).ok();
+                i += 2;
+            }
+            b"FREQ" => {
+                let Some(f) = opts.get(i + 1).and_then(|v| parse_i64(v)) else {
+                    return Err(cmd);
+                };
+                freq = u8::try_from(f).ok();
+                i += 2;
+            }
+            _ => return Err(cmd),
+        }
+    }
+    let Ok(value) = parse_dump_payload(payload, &ParseOptions::default()) else {
+        return Err(cmd);
+    };
+    if value.kind == ValueKind::Module {
+        return Err(cmd);
+    }
+    let expire_ms = match ttl {
+        0 => None,
+        t if absttl => Some(t),
+        t => Some(now_ms.saturating_add(t)),
+    };
+    let header = KeyHeader {
+        db: 0,
+        key: key.clone(),
+        rdb_type: value.rdb_type,
+        kind: value.kind,
+        expire_ms,
+        idle_secs,
+        freq,
+    };
+    let mut opts = ConvertOptions::new(target.clone());
+    opts.source_flavor = value.flavor;
+    opts.source_rdb_version = u32::from(value.version);
+    opts.use_restore = false;
+    // Without REPLACE the source only propagates the RESTORE when the key did not exist there.
+    opts.replace = true;
+    let mut conv = Converter::new(opts);
+    let mut cmds = Vec::new();
+    let items = std::iter::once(Item::KeyStart(header))
+        .chain(value.chunks.into_iter().map(Item::Chunk))
+        .chain(std::iter::once(Item::KeyEnd { dump: None }));
+    let mut errors = Vec::new();
+    for item in items {
+        if let Err(e) = conv.feed(item, &mut cmds) {
+            errors.push(e);
+        }
+    }
+    let written = !cmds.is_empty();
+    for e in errors {
+        match e {
+            // The data is written; some property cannot be expressed on this target.
+            ConvertError::Unsupported { .. } if written => {
+                tracing::warn!(error = %e, "RESTORE rewritten to plain commands")
+            }
+            _ => {
+                tracing::warn!(error = %e, "RESTORE could not be rewritten to plain commands");
+                if !written {
+                    return Err(cmd);
+                }
+            }
+        }
+    }
+    out.extend(cmds.into_iter().map(|c| c.cmd));
+    Ok(())
 }
 
 fn upper(b: &[u8]) -> Vec<u8> {
@@ -281,7 +433,9 @@ fn xgroup(cmd: Cmd, pre62: bool, out: &mut Vec<Cmd>) {
     let sub = cmd.args.get(1).map(|s| upper(s)).unwrap_or_default();
     match sub.as_slice() {
         // An idle consumer cannot be created before 6.2 (XCLAIM only creates it with an entry).
-        b"CREATECONSUMER" if pre62 => {}
+        b"CREATECONSUMER" if pre62 && cmd.args.len() == 5 => {
+            out.push(create_consumer(&cmd.args[2], &cmd.args[3], &cmd.args[4], false));
+        }
         b"CREATE" | b"SETID" if cmd.args.len() > 5 => {
             let mut args = cmd.args[..5].to_vec();
             let mut i = 5;

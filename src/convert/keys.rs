@@ -1,5 +1,6 @@
 //! Per-key conversion: strings, lists, sets, sorted sets, hashes (with field TTLs), `RESTORE` of
-//! captured `DUMP` payloads, and the key's expiry. Streams are delegated to [`super::stream`].
+//! captured `DUMP` payloads (decoded to plain commands when the target cannot read them), and the
+//! key's expiry. Streams are delegated to [`super::stream`].
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use super::stream::StreamState;
 use super::{ConvertError, ConvertOptions, format_score};
 use crate::cmd;
 use crate::cmd::{Cmd, DbCmd};
-use crate::rdb::{Chunk, HashField, KeyHeader, ValueKind};
+use crate::rdb::{Chunk, HashField, KeyHeader, ParseOptions, ValueKind, parse_dump_payload};
 use crate::server_info::ServerInfo;
 
 /// Where the commands of one key go; sends `DEL key` before the first collection command when
@@ -219,7 +220,7 @@ impl KeyState {
             }
             Chunk::StreamEntries(entries) => self.stream.entries(entries, &mut e),
             Chunk::StreamMeta(meta) => self.stream.meta(meta, &mut e),
-            Chunk::StreamGroup(g) => self.stream.group(g, &mut e, &mut self.unsupported),
+            Chunk::StreamGroup(g) => self.stream.group(g, &mut e),
         }
     }
 
@@ -304,7 +305,7 @@ impl KeyState {
     }
 
     fn restore(
-        self,
+        mut self,
         payload: Bytes,
         opts: &ConvertOptions,
         out: &mut Vec<DbCmd>,
@@ -314,15 +315,26 @@ impl KeyState {
         let accepted = opts.target.accepts_dump(opts.source_flavor, version);
         let is_module = self.header.kind == ValueKind::Module;
         if !(is_module || (opts.use_restore && accepted)) {
-            // TODO(parser): decode with `crate::rdb::parse_dump_payload` and convert the value to
-            // plain commands like any other key.
-            return Err(ConvertError::Unconvertible {
-                key,
-                reason: format!(
-                    "DUMP payload (RDB {version}) must be decoded to plain commands for this \
-                     target; not supported yet"
-                ),
-            });
+            // Decode the payload and write the value with plain commands like any other key.
+            let value = parse_dump_payload(&payload, &ParseOptions::default()).map_err(|e| {
+                ConvertError::Unconvertible {
+                    key: key.clone(),
+                    reason: format!("DUMP payload (RDB {version}) cannot be decoded: {e}"),
+                }
+            })?;
+            if value.kind != self.header.kind {
+                return Err(ConvertError::Unconvertible {
+                    key,
+                    reason: format!(
+                        "DUMP payload holds a {:?} value but the key is a {:?}",
+                        value.kind, self.header.kind
+                    ),
+                });
+            }
+            for chunk in value.chunks {
+                self.chunk(chunk, opts, out)?;
+            }
+            return self.end(None, opts, out);
         }
         let abs = opts.target.at_least(5, 0);
         let expire = self.header.expire_ms.map(expire_at);

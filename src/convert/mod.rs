@@ -38,7 +38,9 @@ pub struct ConvertOptions {
     /// RDB version of the source (updated by [`Item::Header`]); used when a `DUMP` payload's own
     /// version trailer cannot be read.
     pub source_rdb_version: u32,
-    /// Send captured `DUMP` payloads with `RESTORE` when the target accepts their version.
+    /// Send captured `DUMP` payloads with `RESTORE` when the target accepts their version. Payloads
+    /// not sent that way are decoded and written with plain commands; module values, which cannot
+    /// be decoded, are always sent with `RESTORE`.
     pub use_restore: bool,
     /// Most elements (list items, members, field/value pairs, PEL ids) per command.
     pub elements_per_command: usize,

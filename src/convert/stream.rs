@@ -89,12 +89,7 @@ impl StreamState {
         Ok(())
     }
 
-    pub fn group(
-        &mut self,
-        g: StreamGroup,
-        e: &mut Emit<'_>,
-        unsupported: &mut Vec<String>,
-    ) -> Result<(), ConvertError> {
+    pub fn group(&mut self, g: StreamGroup, e: &mut Emit<'_>) -> Result<(), ConvertError> {
         let v7 = e.opts.target.at_least(7, 0);
         let created_with_base = self.base(e, Some(&g));
         if !created_with_base {
@@ -119,16 +114,8 @@ impl StreamState {
             .map(|c| &c.name)
             .filter(|n| !with_pending.contains(n.as_ref()))
             .collect();
-        if e.opts.target.at_least(6, 2) {
-            for name in idle {
-                e.write(cmd!["XGROUP", "CREATECONSUMER", e.key, &g.name, name]);
-            }
-        } else if !idle.is_empty() {
-            unsupported.push(format!(
-                "group {}: {} consumers without pending entries not created (needs >= 6.2)",
-                super::lossy(&g.name),
-                idle.len()
-            ));
+        for name in idle {
+            e.write(super::compat::create_consumer(e.key, &g.name, name, e.opts.target.at_least(6, 2)));
         }
         // The PEL, in runs of entries sharing consumer, delivery time and count.
         let max = e.opts.elements_per_command;

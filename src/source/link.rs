@@ -22,7 +22,8 @@ use crate::convert::rewrite_for_target;
 use crate::net::{NetError, RespConn};
 use crate::progress::{Phase, ShardState};
 use crate::server_info::ServerInfo;
-use crate::target::Batch;
+use crate::target::Dispatcher;
+use crate::target::dispatch::{RunInfo, WriterGone};
 
 /// A master that sends nothing (not even its `PING`s) for this long is considered gone.
 const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,8 +55,8 @@ pub enum LinkError {
     Stream(#[from] StreamError),
     #[error("RDB from the source: {0}")]
     Load(#[from] LoadError),
-    #[error("the writer queue is closed (shutting down)")]
-    WriterGone,
+    #[error("{0}")]
+    WriterGone(#[from] WriterGone),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -64,7 +65,7 @@ pub enum LinkError {
 pub struct ShardLink {
     settings: Arc<LinkSettings>,
     shard: Arc<ShardState>,
-    writer: mpsc::Sender<Batch>,
+    writer: Dispatcher,
     /// The checkpoint found at process start; used while no in-process position exists.
     checkpoint: Option<ReplPosition>,
     backoff: Backoff,
@@ -76,7 +77,7 @@ impl ShardLink {
     pub fn new(
         settings: Arc<LinkSettings>,
         shard: Arc<ShardState>,
-        writer: mpsc::Sender<Batch>,
+        writer: Dispatcher,
         checkpoint: Option<ReplPosition>,
         shutdown: Arc<AtomicBool>,
     ) -> ShardLink {
@@ -169,7 +170,7 @@ impl Handler<StopLink> for ShardLink {
 async fn run(
     settings: Arc<LinkSettings>,
     shard: Arc<ShardState>,
-    writer: mpsc::Sender<Batch>,
+    writer: Dispatcher,
     resume: Option<ReplPosition>,
 ) -> Result<(), LinkError> {
     shard.set_phase(Phase::Connecting);
@@ -178,13 +179,10 @@ async fn run(
     let epoch;
     let stream_start = match reply {
         PsyncReply::FullResync(pos) => {
-            epoch = shard.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-            shard.full_sync_done.store(false, Ordering::Release);
+            epoch = shard.begin_epoch(pos.offset);
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
             }
-            shard.applied_offset.store(pos.offset, Ordering::Release);
-            shard.handed_offset.store(pos.offset, Ordering::Release);
             shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("shardsync_full_resyncs_total", "shard" => shard.name.clone())
                 .increment(1);
@@ -192,16 +190,12 @@ async fn run(
             shard.set_phase(Phase::FullSync);
             let started = Instant::now();
             let stats = full_sync(&settings, &shard, &writer, &mut conn, epoch).await?;
-            writer
-                .send(Batch {
-                    shard: shard.clone(),
-                    epoch,
-                    cmds: Vec::new(),
-                    offset: Some(pos.offset),
-                    completes_full_sync: true,
-                })
-                .await
-                .map_err(|_| LinkError::WriterGone)?;
+            let end = RunInfo {
+                epoch,
+                offset: Some(pos.offset),
+                completes_full_sync: true,
+            };
+            writer.send(&shard, end, Vec::new()).await?;
             tracing::info!(shard = %shard.name, keys = stats.keys, rdb_bytes = stats.bytes, commands = stats.commands,
                 errors = stats.convert_errors, secs = started.elapsed().as_secs_f64(), "RDB received and handed to the writers");
             pos.offset
@@ -233,7 +227,7 @@ async fn run(
 async fn full_sync(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &mpsc::Sender<Batch>,
+    writer: &Dispatcher,
     conn: &mut RespConn,
     epoch: u64,
 ) -> Result<rdb_load::LoadStats, LinkError> {
@@ -393,7 +387,7 @@ impl Drop for AbortOnDrop {
 async fn stream(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &mpsc::Sender<Batch>,
+    writer: &Dispatcher,
     conn: RespConn,
     start: u64,
     epoch: u64,
@@ -444,16 +438,12 @@ async fn stream(
                 }
                 cmds = out;
             }
-            writer
-                .send(Batch {
-                    shard: shard.clone(),
-                    epoch,
-                    cmds,
-                    offset: Some(dec.offset),
-                    completes_full_sync: false,
-                })
-                .await
-                .map_err(|_| LinkError::WriterGone)?;
+            let run = RunInfo {
+                epoch,
+                offset: Some(dec.offset),
+                completes_full_sync: false,
+            };
+            writer.send(shard, run, cmds).await?;
             handed = dec.offset;
             shard.handed_offset.store(handed, Ordering::Release);
             metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone())

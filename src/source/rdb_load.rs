@@ -13,7 +13,7 @@ use crate::cmd::DbCmd;
 use crate::convert::{ConvertOptions, Converter};
 use crate::progress::ShardState;
 use crate::rdb::{Item, ParseOptions, RdbError, RdbParser};
-use crate::target::Batch;
+use crate::target::dispatch::{Dispatcher, RunInfo, WriterGone};
 
 /// How to load.
 #[derive(Clone, Debug)]
@@ -37,8 +37,8 @@ pub struct LoadStats {
 pub enum LoadError {
     #[error("{0}")]
     Rdb(#[from] RdbError),
-    #[error("the writer queue is closed (shutting down)")]
-    WriterGone,
+    #[error("{0}")]
+    WriterGone(#[from] WriterGone),
 }
 
 /// A [`Read`] over a channel of byte chunks (the RDB as it arrives from the network).
@@ -79,23 +79,19 @@ pub fn load<R: Read>(
     settings: &LoadSettings,
     shard: &Arc<ShardState>,
     epoch: u64,
-    tx: &mpsc::Sender<Batch>,
+    out: &Dispatcher,
 ) -> Result<LoadStats, LoadError> {
     let mut parser = RdbParser::new(reader, settings.parse.clone());
     let mut conv = Converter::new(settings.convert.clone());
     let mut stats = LoadStats::default();
     let mut cmds: Vec<DbCmd> = Vec::with_capacity(settings.batch_max_commands);
     let mut bytes = 0usize;
-    let send = |cmds: Vec<DbCmd>| {
-        tx.blocking_send(Batch {
-            shard: shard.clone(),
-            epoch,
-            cmds,
-            offset: None,
-            completes_full_sync: false,
-        })
-        .map_err(|_| LoadError::WriterGone)
+    let run = RunInfo {
+        epoch,
+        offset: None,
+        completes_full_sync: false,
     };
+    let send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
     while let Some(item) = parser.next_item()? {
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;

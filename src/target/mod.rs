@@ -1,24 +1,25 @@
-//! The target side: batches of commands and the [`TargetWriter`] actor that pipelines them into
-//! one target node, checks every reply and reports what was applied.
+//! The target side: batches of commands, the [`Dispatcher`] that sends each command to the
+//! writer of the node that owns it, and the [`TargetWriter`] actor that pipelines them into one
+//! target node, checks every reply and reports what was applied.
 
+pub mod dispatch;
 pub mod writer;
 
 use std::sync::Arc;
 
 use crate::cmd::DbCmd;
-use crate::progress::ShardState;
+use crate::progress::{ShardState, Ticket};
 
+pub use dispatch::Dispatcher;
 pub use writer::TargetWriter;
 
-/// A run of commands from one source shard, in stream order.
+/// A run of commands from one source shard, in stream order, for one target node.
 #[derive(Debug)]
 pub struct Batch {
     pub shard: Arc<ShardState>,
-    /// The shard's epoch when the batch was made (see [`ShardState::epoch`]).
-    pub epoch: u64,
+    /// The run this batch is a part of; the writer marks its part done when acknowledged.
+    pub ticket: Arc<Ticket>,
     pub cmds: Vec<DbCmd>,
-    /// Source replication offset after the batch's last command (`None` during an RDB load).
-    pub offset: Option<u64>,
-    /// The last batch of a full sync: once acknowledged, the shard's position is resumable.
-    pub completes_full_sync: bool,
+    /// Send `ASKING` before each command (the slot is being imported by this node).
+    pub asking: bool,
 }

@@ -246,8 +246,7 @@ impl Pipeline {
                 break;
             };
             let b = &f.batch;
-            b.shard
-                .acknowledge(b.epoch, b.offset, b.completes_full_sync);
+            b.shard.part_done(&b.ticket);
             metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
                 .increment(b.cmds.len() as u64);
             metrics::histogram!("shardsync_write_batch_seconds")
