@@ -27,10 +27,24 @@ fn wrong_source_password_names_the_node() {
     let dst = RedisServer::start(ServerKind::Redis70);
     src.client();
     let url = format!("redis://:wrong-password@{}", src.addr());
-    let (code, log) = run(&["run", "--source", &url, "--target", &dst.url(), "--metrics-addr", "off"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        &url,
+        "--target",
+        &dst.url(),
+        "--metrics-addr",
+        "off",
+    ]);
     assert_eq!(code, 3, "{log}");
-    assert!(log.contains(&src.addr()) && log.contains("rejected the password"), "{log}");
-    assert!(!log.contains("wrong-password") && !log.contains(SECRET), "password leaked:\n{log}");
+    assert!(
+        log.contains(&src.addr()) && log.contains("rejected the password"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wrong-password") && !log.contains(SECRET),
+        "password leaked:\n{log}"
+    );
     assert_target_empty(&dst);
 }
 
@@ -38,7 +52,15 @@ fn wrong_source_password_names_the_node() {
 fn missing_source_password_says_so() {
     let src = RedisServer::start_with_password(ServerKind::Redis60, SECRET, &[]);
     let dst = RedisServer::start(ServerKind::Redis70);
-    let (code, log) = run(&["run", "--source", &format!("redis://{}", src.addr()), "--target", &dst.url(), "--metrics-addr", "off"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        &format!("redis://{}", src.addr()),
+        "--target",
+        &dst.url(),
+        "--metrics-addr",
+        "off",
+    ]);
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("requires a password"), "{log}");
     assert_target_empty(&dst);
@@ -51,7 +73,15 @@ fn password_from_env_works_and_never_leaks() {
     let (status, log) = {
         let (code, log) = {
             let mut p = Shardsync::spawn_with_env(
-                &["check", "--source", &format!("redis://{}", src.addr()), "--target", &dst.url(), "--log-level", "debug"],
+                &[
+                    "check",
+                    "--source",
+                    &format!("redis://{}", src.addr()),
+                    "--target",
+                    &dst.url(),
+                    "--log-level",
+                    "debug",
+                ],
                 &[("SHARDSYNC_SOURCE_PASSWORD", SECRET)],
             );
             let st = p.wait_exit(Duration::from_secs(30)).expect("check exits");
@@ -68,9 +98,20 @@ fn password_from_env_works_and_never_leaks() {
 fn unreachable_source() {
     let dst = RedisServer::start(ServerKind::Redis70);
     let port = common::server::pick_free_port(false);
-    let (code, log) = run(&["run", "--source", &format!("redis://127.0.0.1:{port}"), "--target", &dst.url(), "--metrics-addr", "off"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        &format!("redis://127.0.0.1:{port}"),
+        "--target",
+        &dst.url(),
+        "--metrics-addr",
+        "off",
+    ]);
     assert_eq!(code, 3, "{log}");
-    assert!(log.contains(&format!("source 127.0.0.1:{port}")) && log.contains("cannot connect"), "{log}");
+    assert!(
+        log.contains(&format!("source 127.0.0.1:{port}")) && log.contains("cannot connect"),
+        "{log}"
+    );
     assert_target_empty(&dst);
 }
 
@@ -79,26 +120,65 @@ fn unreachable_target() {
     let src = RedisServer::start(ServerKind::Redis70);
     src.client();
     let port = common::server::pick_free_port(false);
-    let (code, log) = run(&["run", "--source", &src.url(), "--target", &format!("redis://127.0.0.1:{port}"), "--metrics-addr", "off"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &format!("redis://127.0.0.1:{port}"),
+        "--metrics-addr",
+        "off",
+    ]);
     assert_eq!(code, 3, "{log}");
-    assert!(log.contains(&format!("target 127.0.0.1:{port}")) && log.contains("cannot connect"), "{log}");
+    assert!(
+        log.contains(&format!("target 127.0.0.1:{port}")) && log.contains("cannot connect"),
+        "{log}"
+    );
 }
 
 #[test]
 fn malformed_url_and_bad_config() {
-    let (code, log) = run(&["run", "--source", "redis://:pw@nohostport", "--target", "redis://127.0.0.1:1"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        "redis://:pw@nohostport",
+        "--target",
+        "redis://127.0.0.1:1",
+    ]);
     assert_eq!(code, 2, "{log}");
-    assert!(log.contains("source.url") && log.contains("no port"), "{log}");
+    assert!(
+        log.contains("source.url") && log.contains("no port"),
+        "{log}"
+    );
     assert!(!log.contains(":pw@"), "password leaked: {log}");
-    let (code, log) = run(&["run", "--source", "http://127.0.0.1:1", "--target", "redis://127.0.0.1:1"]);
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        "http://127.0.0.1:1",
+        "--target",
+        "redis://127.0.0.1:1",
+    ]);
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("scheme"), "{log}");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "[source]\nurl = \"redis://127.0.0.1:1\"\n[sync]\nqueue_batches = 0\n").expect("write config");
-    let (code, log) = run(&["run", "--config", cfg.to_str().expect("utf-8"), "--target", "redis://127.0.0.1:2"]);
+    std::fs::write(
+        &cfg,
+        "[source]\nurl = \"redis://127.0.0.1:1\"\n[sync]\nqueue_batches = 0\n",
+    )
+    .expect("write config");
+    let (code, log) = run(&[
+        "run",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--target",
+        "redis://127.0.0.1:2",
+    ]);
     assert_eq!(code, 2, "{log}");
-    assert!(log.contains("sync.queue_batches") && log.contains("at least 1"), "{log}");
+    assert!(
+        log.contains("sync.queue_batches") && log.contains("at least 1"),
+        "{log}"
+    );
     std::fs::write(&cfg, "[sorce]\nurl = 1\n").expect("write config");
     let (code, log) = run(&["run", "--config", cfg.to_str().expect("utf-8")]);
     assert_eq!(code, 2, "{log}");
@@ -110,9 +190,21 @@ fn target_with_data_blocks_when_asked() {
     let src = RedisServer::start(ServerKind::Redis70);
     let dst = RedisServer::start(ServerKind::Redis70);
     let mut dc = dst.client();
-    let _: () = redis::cmd("SET").arg("already").arg("here").query(&mut dc).expect("SET");
+    let _: () = redis::cmd("SET")
+        .arg("already")
+        .arg("here")
+        .query(&mut dc)
+        .expect("SET");
     let (code, log) = run(&[
-        "run", "--source", &src.url(), "--target", &dst.url(), "--target-has-data", "block", "--metrics-addr", "off",
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--target-has-data",
+        "block",
+        "--metrics-addr",
+        "off",
     ]);
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("target holds 1 keys"), "{log}");

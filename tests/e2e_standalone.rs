@@ -13,7 +13,8 @@ const HEARTBEAT: &str = "shardsync:heartbeat";
 
 fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
     let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok()).is_some_and(|v| v >= ms)
+    v.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|v| v >= ms)
 }
 
 fn now_ms() -> u64 {
@@ -25,7 +26,11 @@ fn now_ms() -> u64 {
 
 /// Full sync of the typed dataset, a live workload, a key-by-key comparison, a clean stop.
 fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
-    let extra: &[&str] = if diskless { &["--repl-diskless-sync", "yes"] } else { &["--repl-diskless-sync", "no"] };
+    let extra: &[&str] = if diskless {
+        &["--repl-diskless-sync", "yes"]
+    } else {
+        &["--repl-diskless-sync", "no"]
+    };
     let src = RedisServer::start_with(src_kind, extra);
     let dst = RedisServer::start(dst_kind);
     let mut sc = src.client();
@@ -38,7 +43,15 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
     let state_dir = state.path().to_str().expect("utf-8 temp path");
     let (su, du) = (src.url(), dst.url());
     let mut ss = Shardsync::spawn(&[
-        "run", "--source", &su, "--target", &du, "--state-dir", state_dir, "--metrics-addr", "off",
+        "run",
+        "--source",
+        &su,
+        "--target",
+        &du,
+        "--state-dir",
+        state_dir,
+        "--metrics-addr",
+        "off",
     ]);
     ss.expect_log("full sync started", Duration::from_secs(20));
     ss.expect_log("RDB received", Duration::from_secs(120));
@@ -47,7 +60,9 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
     run_workload(&mut sc, src_kind, &wopts);
     let after = now_ms();
     assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(&mut dc, after)),
+        wait_until(Duration::from_secs(60), || heartbeat_at_least(
+            &mut dc, after
+        )),
         "heartbeat written after the workload never reached the target; shardsync log:\n{}",
         ss.log_tail(40)
     );
@@ -59,16 +74,35 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
     }
     assert_same(&mut sc, &mut dc, &dbs, &[HEARTBEAT.as_bytes()]);
     if src_kind.has_functions() && dst_kind.has_functions() {
-        common::compare::assert_no_differences(&common::compare::compare_functions(&mut sc, &mut dc));
+        common::compare::assert_no_differences(&common::compare::compare_functions(
+            &mut sc, &mut dc,
+        ));
     }
 
     let status = ss.terminate();
-    assert!(status.success(), "shardsync did not exit 0 on SIGTERM: {status:?}\n{}", ss.log_tail(40));
-    let exists: i64 = redis::cmd("EXISTS").arg(HEARTBEAT).query(&mut sc).expect("EXISTS");
+    assert!(
+        status.success(),
+        "shardsync did not exit 0 on SIGTERM: {status:?}\n{}",
+        ss.log_tail(40)
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(HEARTBEAT)
+        .query(&mut sc)
+        .expect("EXISTS");
     assert_eq!(exists, 0, "heartbeat key left on the source after stop");
-    let exists: i64 = redis::cmd("EXISTS").arg(HEARTBEAT).query(&mut dc).expect("EXISTS");
-    assert_eq!(exists, 0, "heartbeat key deletion did not reach the target before stop");
-    assert!(!ss.log().contains("panicked"), "shardsync panicked:\n{}", ss.log());
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(HEARTBEAT)
+        .query(&mut dc)
+        .expect("EXISTS");
+    assert_eq!(
+        exists, 0,
+        "heartbeat key deletion did not reach the target before stop"
+    );
+    assert!(
+        !ss.log().contains("panicked"),
+        "shardsync panicked:\n{}",
+        ss.log()
+    );
 }
 
 #[test]

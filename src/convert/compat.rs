@@ -50,7 +50,17 @@ pub fn create_consumer(key: &Bytes, group: &Bytes, consumer: &Bytes, has_62: boo
     if has_62 {
         cmd!["XGROUP", "CREATECONSUMER", key, group, consumer]
     } else {
-        cmd!["XREADGROUP", "GROUP", group, consumer, "COUNT", "1", "STREAMS", key, "0"]
+        cmd![
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            "1",
+            "STREAMS",
+            key,
+            "0"
+        ]
     }
 }
 
@@ -434,7 +444,12 @@ fn xgroup(cmd: Cmd, pre62: bool, out: &mut Vec<Cmd>) {
     match sub.as_slice() {
         // An idle consumer cannot be created before 6.2 (XCLAIM only creates it with an entry).
         b"CREATECONSUMER" if pre62 && cmd.args.len() == 5 => {
-            out.push(create_consumer(&cmd.args[2], &cmd.args[3], &cmd.args[4], false));
+            out.push(create_consumer(
+                &cmd.args[2],
+                &cmd.args[3],
+                &cmd.args[4],
+                false,
+            ));
         }
         b"CREATE" | b"SETID" if cmd.args.len() > 5 => {
             let mut args = cmd.args[..5].to_vec();

@@ -115,7 +115,12 @@ impl StreamState {
             .filter(|n| !with_pending.contains(n.as_ref()))
             .collect();
         for name in idle {
-            e.write(super::compat::create_consumer(e.key, &g.name, name, e.opts.target.at_least(6, 2)));
+            e.write(super::compat::create_consumer(
+                e.key,
+                &g.name,
+                name,
+                e.opts.target.at_least(6, 2),
+            ));
         }
         // The PEL, in runs of entries sharing consumer, delivery time and count.
         let max = e.opts.elements_per_command;

@@ -630,7 +630,10 @@ fn rewrite_streams() {
         ["XREADGROUP GROUP g c COUNT 1 STREAMS s 0"]
     );
     let copy = rw(&["COPY", "a", "b", "DB", "2", "REPLACE"], r(6, 0));
-    assert!(copy[0].starts_with("EVAL ") && copy[0].ends_with(" 2 a b 1 2"), "{copy:?}");
+    assert!(
+        copy[0].starts_with("EVAL ") && copy[0].ends_with(" 2 a b 1 2"),
+        "{copy:?}"
+    );
     assert_eq!(rw(&["COPY", "a", "b"], r(6, 2)), ["COPY a b"]);
     assert_eq!(
         rw(&["XGROUP", "CREATECONSUMER", "s", "g", "c"], r(6, 2)),
