@@ -85,14 +85,11 @@ impl RespConn {
                 Some(u) => Cmd::new(["AUTH", u.as_str(), pw.expose()].map(String::from)),
                 None => Cmd::new(["AUTH", pw.expose()].map(String::from)),
             };
-            match conn.request(&auth).await? {
-                Frame::Error(e) => {
-                    return Err(NetError::Auth {
-                        addr: conn.addr,
-                        reply: String::from_utf8_lossy(&e).into_owned(),
-                    });
-                }
-                _ => {}
+            if let Frame::Error(e) = conn.request(&auth).await? {
+                return Err(NetError::Auth {
+                    addr: conn.addr,
+                    reply: String::from_utf8_lossy(&e).into_owned(),
+                });
             }
         }
         Ok(conn)
@@ -157,12 +154,12 @@ impl RespConn {
     pub async fn request(&mut self, cmd: &Cmd) -> Result<Frame, NetError> {
         self.send(cmd).await?;
         let f = self.read_frame().await?;
-        if let Frame::Error(e) = &f {
-            if e.starts_with(b"NOAUTH") {
-                return Err(NetError::NoAuth {
-                    addr: self.addr.clone(),
-                });
-            }
+        if let Frame::Error(e) = &f
+            && e.starts_with(b"NOAUTH")
+        {
+            return Err(NetError::NoAuth {
+                addr: self.addr.clone(),
+            });
         }
         Ok(f)
     }

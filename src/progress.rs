@@ -211,10 +211,10 @@ impl ShardState {
 
     /// Called by a writer when its part of `ticket` is acknowledged.
     pub fn part_done(&self, ticket: &Ticket) {
-        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Ok(mut q) = self.tickets.lock() {
-                self.advance(&mut q);
-            }
+        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut q) = self.tickets.lock()
+        {
+            self.advance(&mut q);
         }
     }
 

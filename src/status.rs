@@ -60,7 +60,6 @@ impl OverallState {
 pub struct StatusBoard {
     run_state: AtomicU8,
     shards: RwLock<Vec<Arc<ShardState>>>,
-    nodes: RwLock<Vec<String>>,
     /// When each shard was registered (index-aligned with `shards`): the lag before any heartbeat.
     registered: RwLock<Vec<u64>>,
     /// Heartbeat interval; `None` when the heartbeat is disabled (lag in seconds unknown).
@@ -73,7 +72,6 @@ impl StatusBoard {
         Arc::new(StatusBoard {
             run_state: AtomicU8::new(RunState::Prechecking as u8),
             shards: RwLock::new(Vec::new()),
-            nodes: RwLock::new(Vec::new()),
             registered: RwLock::new(Vec::new()),
             heartbeat_interval,
             started_ms: crate::now_ms(),
@@ -120,13 +118,10 @@ impl StatusBoard {
             .push(crate::now_ms());
     }
 
-    /// Adds a target node (its writer) and registers its series.
+    /// Adds a target node and registers its series. Every `TargetWriter` also registers its
+    /// node when it starts, so nodes discovered at runtime (clusters) appear by themselves.
     pub fn register_target_node(&self, node: &str) {
-        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        if !nodes.iter().any(|n| n == node) {
-            telemetry::register_node(node);
-            nodes.push(node.to_string());
-        }
+        telemetry::register_node(node);
     }
 
     pub fn shards(&self) -> Vec<Arc<ShardState>> {
@@ -186,7 +181,7 @@ impl StatusBoard {
         Status {
             state: self.overall(),
             uptime_seconds: now.saturating_sub(self.started_ms) as f64 / 1000.0,
-            target_nodes: self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            target_nodes: telemetry::nodes(),
             shards: shards
                 .iter()
                 .enumerate()
@@ -334,7 +329,7 @@ pub async fn start(
                 tick.tick().await;
                 publish(&b);
                 n += 1;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     handle.run_upkeep();
                 }
             }

@@ -34,6 +34,8 @@ pub const FULL_RESYNCS: &str = "shardsync_full_resyncs_total";
 pub const TARGET_WRITES: &str = "shardsync_target_writes_total";
 pub const TARGET_ERRORS: &str = "shardsync_target_errors_total";
 pub const WRITE_BATCH_SECONDS: &str = "shardsync_write_batch_seconds";
+pub const TARGET_REDIRECTS: &str = "shardsync_target_redirects_total";
+pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -57,6 +59,8 @@ pub const ALL: &[&str] = &[
     TARGET_WRITES,
     TARGET_ERRORS,
     WRITE_BATCH_SECONDS,
+    TARGET_REDIRECTS,
+    UNROUTABLE_COMMANDS,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -66,6 +70,11 @@ const BATCH_SECONDS_BUCKETS: &[f64] = &[
 
 /// Error kinds of `shardsync_target_errors_total` registered up front (others appear when seen).
 const PREREGISTERED_ERROR_KINDS: &[&str] = &["connection", "ERR"];
+/// Redirect kinds of `shardsync_target_redirects_total`.
+const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
+
+/// Target nodes seen so far (writers register themselves when they start).
+static NODES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Installs the global recorder (once per process) and describes every metric.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
@@ -159,6 +168,14 @@ fn describe() {
         TARGET_ERRORS,
         "target errors by node and kind (connection, or the error reply's first word)"
     );
+    describe_counter!(
+        TARGET_REDIRECTS,
+        "MOVED / ASK / TRYAGAIN replies from a cluster target node, by kind"
+    );
+    describe_counter!(
+        UNROUTABLE_COMMANDS,
+        "commands that could not be routed to one target node (cross-slot), by shard and command"
+    );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -196,10 +213,25 @@ pub fn register_shard(shard: &str) {
     }
 }
 
-/// Registers every per-target-node series with a zero value.
+/// Registers every per-target-node series with a zero value (once per node; cheap to repeat).
 pub fn register_node(node: &str) {
+    {
+        let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
+        if nodes.iter().any(|n| n == node) {
+            return;
+        }
+        nodes.push(node.to_string());
+    }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
     for kind in PREREGISTERED_ERROR_KINDS {
         counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
     }
+    for kind in REDIRECT_KINDS {
+        counter!(TARGET_REDIRECTS, "node" => node.to_string(), "kind" => *kind).increment(0);
+    }
+}
+
+/// Target nodes registered so far, in order of appearance.
+pub fn nodes() -> Vec<String> {
+    NODES.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

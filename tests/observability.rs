@@ -150,6 +150,7 @@ const SERIES_AT_START: &[&str] = &[
     "shardsync_target_writes_total",
     "shardsync_target_errors_total",
     "shardsync_write_batch_seconds_bucket",
+    "shardsync_target_redirects_total",
 ];
 
 #[test]
@@ -754,6 +755,7 @@ fn deployment_files_are_valid() {
         .copied()
         .chain([
             "shardsync_commands_total",
+            "shardsync_unroutable_commands_total",
             "shardsync_write_batch_seconds_count",
             "shardsync_write_batch_seconds_sum",
         ])
@@ -832,7 +834,10 @@ fn deployment_files_are_valid() {
     for m in SERIES_AT_START
         .iter()
         .map(|m| m.trim_end_matches("_bucket"))
-        .chain(["shardsync_commands_total"])
+        .chain([
+            "shardsync_commands_total",
+            "shardsync_unroutable_commands_total",
+        ])
     {
         assert!(readme.contains(m), "README does not document {m}");
     }

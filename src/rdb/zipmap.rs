@@ -23,8 +23,7 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
     let mut c = Cursor::new(blob);
     let _zmlen = c.u8()?;
     let mut out = Vec::new();
-    loop {
-        let Some(klen) = read_len(&mut c)? else { break };
+    while let Some(klen) = read_len(&mut c)? {
         let key = c.take(klen)?;
         let vlen = read_len(&mut c)?.ok_or("zipmap ends between a field and its value")?;
         let free = usize::from(c.u8()?);

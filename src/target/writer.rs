@@ -70,6 +70,8 @@ impl Actor for TargetWriter {
             ctx.stop();
             return;
         };
+        // observability: the node's series exist (at 0) from the writer's start.
+        crate::telemetry::register_node(&self.settings.endpoint.to_string());
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
@@ -225,14 +227,12 @@ impl Pipeline {
                 && cmd.args[1] == self.settings.heartbeat_key
                 && cmd.is("SET")
                 && !frame.is_error()
-            {
-                if let Some(ms) = std::str::from_utf8(&cmd.args[2])
+                && let Some(ms) = std::str::from_utf8(&cmd.args[2])
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
-                {
-                    // Lag gauges are published by `status::sampler` from the shard's state.
-                    front.batch.shard.heartbeat_applied(ms);
-                }
+            {
+                // Lag gauges are published by `status::publish` from the shard's state.
+                front.batch.shard.heartbeat_applied(ms);
             }
         }
         self.complete_front();
