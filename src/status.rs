@@ -131,7 +131,8 @@ impl StatusBoard {
             .clone()
     }
 
-    /// The overall state: the run state, refined by the shards while syncing.
+    /// The overall state: the run state, refined by the shards while syncing (`failed` when a
+    /// shard's link failed for good, `incremental` once every shard's full sync is applied).
     pub fn overall(&self) -> OverallState {
         match self.run_state() {
             RunState::Prechecking => OverallState::Prechecking,
@@ -139,7 +140,9 @@ impl StatusBoard {
             RunState::Failed => OverallState::Failed,
             RunState::Syncing => {
                 let shards = self.shards();
-                if !shards.is_empty()
+                if shards.iter().any(|s| s.phase() == Phase::Failed) {
+                    OverallState::Failed
+                } else if !shards.is_empty()
                     && shards
                         .iter()
                         .all(|s| s.full_sync_done.load(Ordering::Acquire))
@@ -546,6 +549,9 @@ mod tests {
         assert_eq!(b.overall(), OverallState::FullSync);
         s.full_sync_done.store(true, Ordering::Release);
         assert_eq!(b.overall(), OverallState::Incremental);
+        s.set_phase(Phase::Failed);
+        assert_eq!(b.overall(), OverallState::Failed);
+        s.set_phase(Phase::Incremental);
         b.set_state(RunState::Failed);
         assert_eq!(b.overall(), OverallState::Failed);
     }
