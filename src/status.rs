@@ -351,7 +351,8 @@ struct Seen {
     name: String,
     bytes: u64,
     at: Instant,
-    started: Instant,
+    /// The last tick before the first RDB byte arrived (the fork's delay is not transfer time).
+    started: Option<Instant>,
     epoch: u64,
 }
 
@@ -410,7 +411,7 @@ async fn progress_reporter(board: Arc<StatusBoard>, every: Duration, tty: bool) 
                         name: sh.name.clone(),
                         bytes: 0,
                         at: now,
-                        started: now,
+                        started: None,
                         epoch,
                     });
                     seen.last_mut().expect("just pushed")
@@ -421,7 +422,7 @@ async fn progress_reporter(board: Arc<StatusBoard>, every: Duration, tty: bool) 
                     name: sh.name.clone(),
                     bytes: 0,
                     at: now,
-                    started: now,
+                    started: None,
                     epoch,
                 };
             }
@@ -430,8 +431,13 @@ async fn progress_reporter(board: Arc<StatusBoard>, every: Duration, tty: bool) 
                 entry.at = now;
                 continue;
             }
+            if st.rdb.bytes > 0 && entry.started.is_none() {
+                entry.started = Some(entry.at);
+            }
             let dt = now.duration_since(entry.at).as_secs_f64();
-            let overall = now.duration_since(entry.started).as_secs_f64();
+            let overall = entry
+                .started
+                .map_or(0.0, |s| now.duration_since(s).as_secs_f64());
             // Rate over the whole transfer so far: steadier than the last interval.
             let rate = if overall > 0.0 {
                 st.rdb.bytes as f64 / overall
