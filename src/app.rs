@@ -19,6 +19,7 @@ use crate::progress::{Phase, ShardState};
 use crate::router::hashtag_in;
 use crate::source::ShardLink;
 use crate::source::link::{LinkSettings, StopLink};
+use crate::status::{RunState, StatusBoard};
 use crate::target::writer::WriterSettings;
 use crate::target::{Dispatcher, Targets};
 use crate::topology::Node;
@@ -61,17 +62,20 @@ fn heartbeat_key(base: &str, node: &Node, cluster: bool) -> String {
 
 /// Runs the sync until a signal arrives. Must be called inside an actix `System`.
 pub async fn run(cfg: Config) -> Result<(), RunError> {
+    // observability: /metrics + /status listener, gauge sampler, progress log (src/status.rs)
+    let board = StatusBoard::for_config(&cfg);
+    let observability = crate::status::start(cfg.metrics_addr, board.clone())
+        .await
+        .map_err(RunError::Fatal)?;
     let pre = match precheck::run(&cfg).await {
         Ok(p) if p.passed() => p,
-        Ok(p) => return Err(RunError::Precheck(p.table())),
-        Err(checks) => return Err(RunError::Precheck(precheck::render(&checks))),
+        Ok(p) => return Err(board.failed(RunError::Precheck(p.table()))),
+        Err(checks) => return Err(board.failed(RunError::Precheck(precheck::render(&checks)))),
     };
     for c in pre.checks.iter().filter(|c| c.warning) {
         tracing::warn!(check = c.name, "{}", c.detail);
     }
-    if let Some(addr) = cfg.metrics_addr {
-        crate::telemetry::install(addr).map_err(RunError::Fatal)?;
-    }
+    board.set_state(RunState::Syncing);
 
     // Writers get their own thread: decoding and writing then use both cores.
     let writer_arbiter = Arbiter::new();
@@ -93,6 +97,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut shards = Vec::new();
     for node in pre.source.masters() {
         let state = Arc::new(ShardState::new(node.endpoint.to_string()));
+        board.register_shard(state.clone()); // observability
         let resume = checkpoint::load(&cfg.state_dir, &state.name).map_err(RunError::Fatal)?;
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
@@ -102,7 +107,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             sync: cfg.sync.clone(),
             source: node.info.clone(),
             target: target_info.clone(),
-            listening_port: cfg.metrics_addr.map(|a| a.port()).unwrap_or(0),
+            listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
         });
         let dispatcher = Dispatcher::new(targets.clone(), sync.clone());
         let (st, sd) = (state.clone(), shutdown.clone());
@@ -148,6 +153,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     ));
 
     wait_for_signal().await;
+    board.set_state(RunState::Stopping); // observability
     tracing::info!("stopping: removing the heartbeat keys and draining writes");
 
     for h in heartbeats {
@@ -232,19 +238,13 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     }
 }
 
-/// Persists each shard's resumable position when it moves, and publishes offset gauges.
+/// Persists each shard's resumable position when it moves.
 async fn checkpoint_loop(dir: std::path::PathBuf, shards: Vec<Arc<ShardState>>, every: Duration) {
     let mut last: Vec<Option<u64>> = vec![None; shards.len()];
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         for (i, s) in shards.iter().enumerate() {
-            let applied = s.applied_offset.load(Ordering::Acquire);
-            let handed = s.handed_offset.load(Ordering::Acquire);
-            metrics::gauge!("shardsync_applied_offset_bytes", "shard" => s.name.clone())
-                .set(applied as f64);
-            metrics::gauge!("shardsync_lag_bytes", "shard" => s.name.clone())
-                .set(handed.saturating_sub(applied) as f64);
             let now = s.resumable_position().map(|p| p.offset);
             if now.is_some() && now != last[i] {
                 last[i] = write_checkpoint(&dir, s);

@@ -28,6 +28,71 @@ enum Command {
     /// Writes the keys of an RDB file into the target (the file is validated first: a corrupt
     /// file writes nothing).
     LoadRdb(LoadRdbArgs),
+    /// Shows the state of a running shardsync (its /status) as a table.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The running shardsync's --metrics-addr.
+    #[arg(long, default_value = "127.0.0.1:9108")]
+    addr: String,
+    /// Print the raw /status JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shardsync status`: exit 0 when the run is healthy enough to answer, 1 when it reports
+/// `failed`, 2 when it cannot be reached.
+fn status(args: StatusArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = args
+        .addr
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let got = rt.block_on(shardsync::http::get(
+        &addr,
+        "/status",
+        std::time::Duration::from_secs(5),
+    ));
+    let body = match got {
+        Ok((200, body)) => body,
+        Ok((code, _)) => {
+            eprintln!("shardsync: {addr}/status answered HTTP {code}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("shardsync: {e} (is shardsync running with --metrics-addr {addr}?)");
+            return ExitCode::from(2);
+        }
+    };
+    let st: shardsync::status::Status = match serde_json::from_str(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardsync: {addr}/status is not shardsync's status JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        print!("{body}");
+    } else {
+        print!("{}", shardsync::status::render_table(&st));
+    }
+    if st.state == shardsync::status::OverallState::Failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[derive(Args)]
@@ -102,7 +167,7 @@ struct CommonArgs {
     /// error, warn, info, debug, trace (or a tracing filter).
     #[arg(long)]
     log_level: Option<String>,
-    /// Listen address for /metrics (default 127.0.0.1:9108; "off" disables).
+    /// Listen address for /metrics and /status (default 127.0.0.1:9108; "off" disables).
     #[arg(long)]
     metrics_addr: Option<String>,
     /// Name of the heartbeat key written into the source ("" disables the heartbeat).
@@ -163,6 +228,7 @@ fn main() -> ExitCode {
         Command::Run(a) => (a, false),
         Command::Check(a) => (a, true),
         Command::LoadRdb(a) => return load_rdb(a),
+        Command::Status(a) => return status(a),
     };
     let cfg = match args.resolve() {
         Ok(c) => c,

@@ -70,6 +70,8 @@ pub struct ShardState {
     pub rejected_writes: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
+    /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
+    pub heartbeat_lag_ms: AtomicU64,
     /// Tickets of handed-out batches, oldest first (see [`Ticket`]).
     tickets: Mutex<VecDeque<Arc<Ticket>>>,
 }
@@ -113,8 +115,19 @@ impl ShardState {
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
+            heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Called by a writer when the target acknowledged a heartbeat `SET` carrying `source_ms`
+    /// (Unix ms on the source side). The lag gauges are published from this by the sampler in
+    /// [`crate::status`].
+    pub fn heartbeat_applied(&self, source_ms: u64) {
+        let lag = crate::now_ms().saturating_sub(source_ms);
+        self.heartbeat_lag_ms.store(lag, Ordering::Relaxed);
+        self.heartbeat_applied_ms
+            .store(source_ms, Ordering::Release);
     }
 
     pub fn phase(&self) -> Phase {

@@ -1,27 +1,237 @@
-//! The Prometheus exporter: installs the global `metrics` recorder and serves `/metrics`.
+//! The metrics catalog and the Prometheus recorder: every series shardsync exports is named here,
+//! described once (`# HELP`), and registered with a zero value as soon as its shard or target node
+//! is known, so dashboards and alerts see every series before anything happens. The recorder is
+//! installed once per process; `/metrics` is served by [`crate::http`] from the returned handle.
+//!
+//! Emission points: counters are incremented where things happen (`source/link.rs`,
+//! `source/rdb_load.rs`, `target/writer.rs`); per-shard gauges are published once a second from
+//! [`crate::progress::ShardState`] by the sampler in [`crate::status`].
 
-use std::net::SocketAddr;
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use crate::progress::Phase;
+
+pub const STATE: &str = "shardsync_state";
+pub const LINK_STATE: &str = "shardsync_link_state";
+pub const RDB_BYTES: &str = "shardsync_rdb_bytes_total";
+pub const RDB_RECEIVED: &str = "shardsync_rdb_received_bytes";
+pub const RDB_SIZE: &str = "shardsync_rdb_size_bytes";
+pub const RDB_KEYS: &str = "shardsync_rdb_keys_total";
+pub const FULL_SYNC_PROGRESS: &str = "shardsync_full_sync_progress_ratio";
+pub const SOURCE_OFFSET: &str = "shardsync_source_offset_bytes";
+pub const APPLIED_OFFSET: &str = "shardsync_applied_offset_bytes";
+pub const CHECKPOINT_OFFSET: &str = "shardsync_checkpoint_offset_bytes";
+pub const LAG_BYTES: &str = "shardsync_lag_bytes";
+pub const LAG_SECONDS: &str = "shardsync_lag_seconds";
+pub const COMMANDS: &str = "shardsync_commands_total";
+pub const CONVERT_ERRORS: &str = "shardsync_convert_errors_total";
+pub const REJECTED_WRITES: &str = "shardsync_rejected_writes_total";
+pub const LINK_RESTARTS: &str = "shardsync_link_restarts_total";
+pub const FULL_RESYNCS: &str = "shardsync_full_resyncs_total";
+pub const TARGET_WRITES: &str = "shardsync_target_writes_total";
+pub const TARGET_ERRORS: &str = "shardsync_target_errors_total";
+pub const WRITE_BATCH_SECONDS: &str = "shardsync_write_batch_seconds";
+pub const TARGET_REDIRECTS: &str = "shardsync_target_redirects_total";
+pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
+
+/// Every metric name, for documentation and tests.
+pub const ALL: &[&str] = &[
+    STATE,
+    LINK_STATE,
+    RDB_BYTES,
+    RDB_RECEIVED,
+    RDB_SIZE,
+    RDB_KEYS,
+    FULL_SYNC_PROGRESS,
+    SOURCE_OFFSET,
+    APPLIED_OFFSET,
+    CHECKPOINT_OFFSET,
+    LAG_BYTES,
+    LAG_SECONDS,
+    COMMANDS,
+    CONVERT_ERRORS,
+    REJECTED_WRITES,
+    LINK_RESTARTS,
+    FULL_RESYNCS,
+    TARGET_WRITES,
+    TARGET_ERRORS,
+    WRITE_BATCH_SECONDS,
+    TARGET_REDIRECTS,
+    UNROUTABLE_COMMANDS,
+];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
 const BATCH_SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Starts the exporter's HTTP listener on `addr`.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Error kinds of `shardsync_target_errors_total` registered up front (others appear when seen).
+const PREREGISTERED_ERROR_KINDS: &[&str] = &["connection", "ERR"];
+/// Redirect kinds of `shardsync_target_redirects_total`.
+const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
+
+/// Target nodes seen so far (writers register themselves when they start).
+static NODES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Installs the global recorder (once per process) and describes every metric.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("shardsync_write_batch_seconds".into()),
+            Matcher::Full(WRITE_BATCH_SECONDS.into()),
             BATCH_SECONDS_BUCKETS,
         )
         .map_err(|e| format!("metrics: {e}"))?
-        .install()
-        .map_err(|e| {
-            format!(
-                "metrics: cannot serve on {addr}: {e} (choose another --metrics-addr or \"off\")"
-            )
-        })
+        .install_recorder()
+        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+    describe();
+    // The histogram has no labels: register it now so its buckets exist from the start.
+    let _ = histogram!(WRITE_BATCH_SECONDS);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(
+        STATE,
+        "1 for the overall state of the run (prechecking, full_sync, incremental, stopping, failed), 0 for the others"
+    );
+    describe_gauge!(
+        LINK_STATE,
+        "1 for the current phase of the shard's source link (connecting, full_sync, incremental, backoff, stopped, failed), 0 for the others"
+    );
+    describe_counter!(
+        RDB_BYTES,
+        Unit::Bytes,
+        "RDB bytes received from the source, over all full syncs"
+    );
+    describe_gauge!(
+        RDB_RECEIVED,
+        Unit::Bytes,
+        "RDB bytes received in the current (or last) full sync"
+    );
+    describe_gauge!(
+        RDB_SIZE,
+        Unit::Bytes,
+        "size of the current (or last) RDB transfer; 0 when unknown (diskless source)"
+    );
+    describe_counter!(
+        RDB_KEYS,
+        "keys read from the RDB and handed to the writers, over all full syncs"
+    );
+    describe_gauge!(
+        FULL_SYNC_PROGRESS,
+        "fraction of the current full sync's RDB received (0..1); 1 once the RDB is applied; 0 while unknown (diskless source)"
+    );
+    describe_gauge!(
+        SOURCE_OFFSET,
+        Unit::Bytes,
+        "source replication offset read and handed to the writers"
+    );
+    describe_gauge!(
+        APPLIED_OFFSET,
+        Unit::Bytes,
+        "source replication offset the target has acknowledged"
+    );
+    describe_gauge!(
+        CHECKPOINT_OFFSET,
+        Unit::Bytes,
+        "source replication offset of the last checkpoint written"
+    );
+    describe_gauge!(
+        LAG_BYTES,
+        Unit::Bytes,
+        "source offset handed to the writers minus the offset the target acknowledged"
+    );
+    describe_gauge!(
+        LAG_SECONDS,
+        Unit::Seconds,
+        "how far the target is behind the source in time, from the heartbeat key; before the first heartbeat arrives, the time since the shard started syncing; NaN when the heartbeat is disabled"
+    );
+    describe_counter!(
+        COMMANDS,
+        "commands read from the source command stream, by name"
+    );
+    describe_counter!(
+        CONVERT_ERRORS,
+        "RDB keys that could not be converted into target commands"
+    );
+    describe_counter!(
+        REJECTED_WRITES,
+        "writes of this shard that the target rejected (each logged with its key)"
+    );
+    describe_counter!(LINK_RESTARTS, "restarts of the shard's source link");
+    describe_counter!(FULL_RESYNCS, "full syncs started (the first one included)");
+    describe_counter!(TARGET_WRITES, "commands acknowledged by the target node");
+    describe_counter!(
+        TARGET_ERRORS,
+        "target errors by node and kind (connection, or the error reply's first word)"
+    );
+    describe_counter!(
+        TARGET_REDIRECTS,
+        "MOVED / ASK / TRYAGAIN replies from a cluster target node, by kind"
+    );
+    describe_counter!(
+        UNROUTABLE_COMMANDS,
+        "commands that could not be routed to one target node (cross-slot), by shard and command"
+    );
+    describe_histogram!(
+        WRITE_BATCH_SECONDS,
+        Unit::Seconds,
+        "time from sending a write batch to the target until its last reply"
+    );
+}
+
+/// Registers every per-shard series with a zero value.
+pub fn register_shard(shard: &str) {
+    let s = shard.to_string();
+    for p in Phase::ALL {
+        gauge!(LINK_STATE, "shard" => s.clone(), "state" => p.name()).set(0.0);
+    }
+    for g in [
+        RDB_RECEIVED,
+        RDB_SIZE,
+        FULL_SYNC_PROGRESS,
+        SOURCE_OFFSET,
+        APPLIED_OFFSET,
+        CHECKPOINT_OFFSET,
+        LAG_BYTES,
+        LAG_SECONDS,
+    ] {
+        gauge!(g, "shard" => s.clone()).set(0.0);
+    }
+    for c in [
+        RDB_BYTES,
+        RDB_KEYS,
+        CONVERT_ERRORS,
+        REJECTED_WRITES,
+        LINK_RESTARTS,
+        FULL_RESYNCS,
+    ] {
+        counter!(c, "shard" => s.clone()).increment(0);
+    }
+}
+
+/// Registers every per-target-node series with a zero value (once per node; cheap to repeat).
+pub fn register_node(node: &str) {
+    {
+        let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
+        if nodes.iter().any(|n| n == node) {
+            return;
+        }
+        nodes.push(node.to_string());
+    }
+    counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
+    for kind in PREREGISTERED_ERROR_KINDS {
+        counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
+    }
+    for kind in REDIRECT_KINDS {
+        counter!(TARGET_REDIRECTS, "node" => node.to_string(), "kind" => *kind).increment(0);
+    }
+}
+
+/// Target nodes registered so far, in order of appearance.
+pub fn nodes() -> Vec<String> {
+    NODES.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

@@ -98,6 +98,8 @@ impl Actor for TargetWriter {
             ctx.stop();
             return;
         };
+        // observability: the node's series exist (at 0) from the writer's start.
+        crate::telemetry::register_node(&self.settings.endpoint.to_string());
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
@@ -321,9 +323,8 @@ impl Pipeline {
             if rejected > 0 {
                 shard.rejected_writes.fetch_add(rejected, Ordering::Relaxed);
             } else if let Some(ms) = heartbeat_ms(&self.settings.heartbeat_key, &dc.cmd) {
-                shard.heartbeat_applied_ms.store(ms, Ordering::Relaxed);
-                let lag = crate::now_ms().saturating_sub(ms) as f64 / 1000.0;
-                metrics::gauge!("shardsync_lag_seconds", "shard" => shard.name.clone()).set(lag);
+                // Lag gauges are published by `status::publish` from the shard's state.
+                shard.heartbeat_applied(ms);
             }
         }
         self.complete_front();
