@@ -18,7 +18,7 @@ use crate::precheck;
 use crate::progress::{Phase, ShardState};
 use crate::router::hashtag_in;
 use crate::source::ShardLink;
-use crate::source::link::{LinkSettings, StopLink};
+use crate::source::link::{ClusterShard, LinkSettings, StopLink};
 use crate::status::{RunState, StatusBoard};
 use crate::target::writer::WriterSettings;
 use crate::target::{Dispatcher, Targets};
@@ -58,6 +58,21 @@ fn heartbeat_key(base: &str, node: &Node, cluster: bool) -> String {
     }
     let tag = hashtag_in(|s| node.slots.iter().any(|&(a, b)| a <= s && s <= b)).unwrap_or_default();
     format!("{base}:{{{tag}}}")
+}
+
+/// Every node of a cluster source (masters and replicas), to ask after a failover.
+fn known_source_nodes(
+    t: &crate::topology::Topology,
+    seed: &crate::config::Endpoint,
+) -> Vec<crate::config::Endpoint> {
+    match t {
+        crate::topology::Topology::Cluster { table, .. } => table
+            .nodes()
+            .iter()
+            .map(|n| crate::topology::endpoint_like(seed, &n.host, n.port))
+            .collect(),
+        crate::topology::Topology::Standalone(n) => vec![n.endpoint.clone()],
+    }
 }
 
 /// Runs the sync until a signal arrives. Must be called inside an actix `System`.
@@ -104,6 +119,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
         let settings = Arc::new(LinkSettings {
             endpoint: node.endpoint.clone(),
+            cluster: source_cluster.then(|| ClusterShard {
+                slots: node.slots.clone(),
+                known_nodes: known_source_nodes(&pre.source, &cfg.source),
+            }),
             sync: cfg.sync.clone(),
             source: node.info.clone(),
             target: target_info.clone(),
@@ -140,6 +159,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         .map(|s| {
             tokio::spawn(heartbeat::run(
                 s.node.endpoint.clone(),
+                s.state.clone(),
                 s.heartbeat_key.clone(),
                 Duration::from_millis(cfg.sync.heartbeat_interval_ms),
             ))
@@ -163,7 +183,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         if s.state.phase() != Phase::Incremental {
             continue;
         }
-        match heartbeat::remove(&s.node.endpoint, &s.heartbeat_key).await {
+        let ep = heartbeat::current_endpoint(&s.node.endpoint, &s.state);
+        match heartbeat::remove(&ep, &s.heartbeat_key).await {
             Ok(offset) => wait_applied(&s.state, offset, Duration::from_secs(10)).await,
             Err(e) => {
                 tracing::warn!(shard = %s.state.name, error = %e, "could not remove the heartbeat key from the source")

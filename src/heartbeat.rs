@@ -2,19 +2,36 @@
 //! When that write reaches the target through replication, the writer knows how far behind the
 //! target is, in seconds. The key is deleted from the source when shardsync stops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client;
 use crate::config::Endpoint;
+use crate::progress::ShardState;
 
-/// Writes the heartbeat until the task is dropped.
-pub async fn run(ep: Endpoint, key: String, interval: Duration) {
+/// The node the shard replicates from now, with the login of `seed` (follows failovers).
+pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
+    let addr = shard.source_addr();
+    addr.rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some(crate::topology::endpoint_like(
+                seed,
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .unwrap_or_else(|| seed.clone())
+}
+
+/// Writes the heartbeat into the shard's current source node until the task is dropped.
+pub async fn run(seed: Endpoint, shard: Arc<ShardState>, key: String, interval: Duration) {
     let mut conn = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if conn.is_none() {
+            let ep = current_endpoint(&seed, &shard);
             match client::connect("source", &ep).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {

@@ -54,6 +54,8 @@ pub struct ShardState {
     pub epoch: AtomicU64,
     /// Replication ID of the current stream.
     pub replid: Mutex<String>,
+    /// `host:port` of the node the link replicates from now (changes after a source failover).
+    pub source_addr: Mutex<String>,
     /// Offset of the last command handed to the writers (where an in-process reconnect resumes).
     pub handed_offset: AtomicU64,
     /// Offset of the last command the target acknowledged.
@@ -99,11 +101,13 @@ impl Ticket {
 
 impl ShardState {
     pub fn new(name: String) -> ShardState {
+        let addr = name.clone();
         ShardState {
             name,
             phase: AtomicU8::new(Phase::Connecting as u8),
             epoch: AtomicU64::new(0),
             replid: Mutex::new(String::new()),
+            source_addr: Mutex::new(addr),
             handed_offset: AtomicU64::new(0),
             applied_offset: AtomicU64::new(0),
             full_sync_done: AtomicBool::new(false),
@@ -146,6 +150,14 @@ impl ShardState {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }
+    }
+
+    /// `host:port` of the current source node.
+    pub fn source_addr(&self) -> String {
+        self.source_addr
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     pub fn replid(&self) -> String {

@@ -245,7 +245,7 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         s.rdb_size.load(Ordering::Relaxed),
     );
     ShardStatus {
-        source: s.name.clone(),
+        source: s.source_addr(),
         phase: s.phase().name().to_string(),
         replid: s.replid(),
         full_sync_done: s.full_sync_done.load(Ordering::Acquire),

@@ -31,7 +31,11 @@ const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Everything a link needs to know, fixed for its life.
 #[derive(Clone, Debug)]
 pub struct LinkSettings {
+    /// The source master found at startup.
     pub endpoint: Endpoint,
+    /// For a cluster source: the slots of this shard, used to find its master again after a
+    /// failover, and every node known at startup to ask.
+    pub cluster: Option<ClusterShard>,
     pub sync: SyncSettings,
     pub source: ServerInfo,
     pub target: ServerInfo,
@@ -44,6 +48,29 @@ impl LinkSettings {
     fn needs_rewrite(&self) -> bool {
         self.target.flavor != self.source.flavor || self.target.version < self.source.version
     }
+}
+
+/// What a cluster source shard is, independent of which node serves it now.
+#[derive(Clone, Debug)]
+pub struct ClusterShard {
+    pub slots: Vec<(u16, u16)>,
+    pub known_nodes: Vec<Endpoint>,
+}
+
+/// Asks the known nodes of a cluster source which master serves `slot` now.
+async fn current_master(shard: &ClusterShard, current: &Endpoint) -> Option<Endpoint> {
+    let slot = shard.slots.first()?.0;
+    let mut ask = vec![current.clone()];
+    ask.extend(shard.known_nodes.iter().cloned());
+    for ep in ask {
+        let Ok(table) = crate::topology::cluster_table("source", &ep).await else {
+            continue;
+        };
+        if let Some(n) = table.node_for(slot) {
+            return Some(crate::topology::endpoint_like(current, &n.host, n.port));
+        }
+    }
+    None
 }
 
 /// Why a link stopped.
@@ -71,6 +98,8 @@ pub struct ShardLink {
     backoff: Backoff,
     shutdown: Arc<AtomicBool>,
     started_at: Instant,
+    /// The node replicated from now (moves on a source failover).
+    endpoint: Endpoint,
 }
 
 impl ShardLink {
@@ -82,6 +111,7 @@ impl ShardLink {
         shutdown: Arc<AtomicBool>,
     ) -> ShardLink {
         ShardLink {
+            endpoint: settings.endpoint.clone(),
             settings,
             shard,
             writer,
@@ -102,13 +132,27 @@ impl ShardLink {
             .shard
             .reconnect_position()
             .or_else(|| self.checkpoint.clone());
-        let fut = run(
+        let restarted = self.shard.restarts.load(Ordering::Relaxed) > 0;
+        let (settings, shard, current) = (
             self.settings.clone(),
             self.shard.clone(),
-            self.writer.clone(), // a fresh dispatcher: no transaction carried over
-            resume,
+            self.endpoint.clone(),
         );
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+        let writer = self.writer.clone(); // a fresh dispatcher: no transaction carried over
+        let fut = async move {
+            // After a failure, a cluster shard first asks who serves its slots now (failover).
+            let ep = match (&settings.cluster, restarted) {
+                (Some(c), true) => current_master(c, &current).await.unwrap_or(current),
+                _ => current,
+            };
+            let r = run(settings, shard, writer, resume, ep.clone()).await;
+            (r, ep)
+        };
+        ctx.spawn(fut.into_actor(self).map(|(res, ep), act, ctx| {
+            if ep != act.endpoint {
+                tracing::info!(shard = %act.shard.name, from = %act.endpoint, to = %ep, "source shard moved to another master (failover)");
+                act.endpoint = ep;
+            }
             match res {
                 Ok(()) => act.shard.set_phase(Phase::Stopped),
                 Err(e) => {
@@ -173,9 +217,13 @@ async fn run(
     shard: Arc<ShardState>,
     mut writer: Dispatcher,
     resume: Option<ReplPosition>,
+    endpoint: Endpoint,
 ) -> Result<(), LinkError> {
     shard.set_phase(Phase::Connecting);
-    let mut conn = RespConn::connect(&settings.endpoint).await?;
+    if let Ok(mut a) = shard.source_addr.lock() {
+        *a = endpoint.to_string();
+    }
+    let mut conn = RespConn::connect(&endpoint).await?;
     let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
     let epoch;
     let stream_start = match reply {

@@ -24,6 +24,14 @@ use crate::router::{self, Routed, Scope, TxRouted};
 #[error("the writer queue is closed (shutting down)")]
 pub struct WriterGone;
 
+/// A batch whose writer queue is closed: its ticket part is released so the shard's applied
+/// offset is not blocked forever; the commands themselves come again, because the link's
+/// handed-out offset did not pass them and it resumes from there.
+fn undelivered(b: Batch) -> WriterGone {
+    b.shard.part_done(&b.ticket);
+    WriterGone
+}
+
 /// What a run of commands is, for its ticket.
 #[derive(Clone, Copy, Debug)]
 pub struct RunInfo {
@@ -254,7 +262,7 @@ impl Dispatcher {
                         let Some(h) = routing.writers[w].as_ref() else {
                             continue;
                         };
-                        h.tx.send(b).await.map_err(|_| WriterGone)?;
+                        h.tx.send(b).await.map_err(|e| undelivered(e.0))?;
                     }
                 }
                 Segment::CrossSlot(cmd) => {
@@ -292,7 +300,7 @@ impl Dispatcher {
                         let Some(h) = routing.writers[w].as_ref() else {
                             continue;
                         };
-                        h.tx.blocking_send(b).map_err(|_| WriterGone)?;
+                        h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;
                     }
                 }
                 Segment::CrossSlot(cmd) => {

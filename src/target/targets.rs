@@ -199,6 +199,44 @@ impl Targets {
         }
     }
 
+    /// True when `addr` is a master of the current routing (always true for a standalone target).
+    pub fn serves(&self, addr: &str) -> bool {
+        let r = self.routing();
+        r.table.is_none() || r.writers.iter().flatten().any(|w| w.addr == addr)
+    }
+
+    /// Sends a batch of a node that is no longer a master to the master that serves its keys
+    /// now. A batch's commands all belong to one node's slots, which move together on a
+    /// failover, so the first keyed command decides.
+    pub fn reroute(self: &Arc<Self>, batch: Batch) {
+        let routing = self.routing();
+        let slot = batch.cmds.iter().find_map(|c| {
+            let spec = crate::router::command_keys(&c.cmd);
+            spec.keys
+                .first()
+                .and_then(|i| c.cmd.args.get(i))
+                .map(|k| crate::router::key_slot(k))
+        });
+        let target = routing
+            .writer_index(slot)
+            .and_then(|i| routing.writers[i].clone());
+        match target {
+            Some(h) => {
+                if let Err(e) = h.redirect.send(batch) {
+                    lost(&h.addr, &e.0);
+                }
+            }
+            None => lost("no master", &batch),
+        }
+    }
+
+    /// Forgets the writer of `addr` (it stopped after handing its work over).
+    pub fn forget(&self, addr: &str) {
+        if let Ok(mut m) = self.by_addr.lock() {
+            m.remove(addr);
+        }
+    }
+
     /// Asks the slot router to rebuild the table (after `MOVED`).
     pub fn request_refresh(&self) {
         if let Some(r) = self.router.get() {

@@ -183,6 +183,16 @@ impl Pipeline {
             match self.connection(&mut rx, &mut rrx, &mut closed).await {
                 Ok(()) => return,
                 Err(why) => {
+                    if let Some(targets) = self.targets.clone() {
+                        // On a cluster, a node that stays unreachable may have been replaced
+                        // by a failover: once the slot table no longer lists it as a master,
+                        // its work goes to the masters that serve those slots now.
+                        targets.request_refresh();
+                        if !targets.serves(&self.node) {
+                            self.hand_over(&targets, &mut rx, &mut rrx);
+                            return;
+                        }
+                    }
                     let delay = backoff.next_delay();
                     metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection")
                         .increment(1);
@@ -192,6 +202,33 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Gives every unacknowledged command to the masters serving its slots now, then forgets
+    /// this node.
+    fn hand_over(
+        &mut self,
+        targets: &Arc<Targets>,
+        rx: &mut mpsc::Receiver<Batch>,
+        rrx: &mut mpsc::UnboundedReceiver<Batch>,
+    ) {
+        targets.forget(&self.node);
+        let mut moved = 0usize;
+        for mut f in self.pending.drain(..) {
+            f.batch.cmds.drain(..f.acked_cmds);
+            moved += f.batch.cmds.len();
+            targets.reroute(f.batch);
+        }
+        while let Ok(b) = rrx.try_recv() {
+            moved += b.cmds.len();
+            targets.reroute(b);
+        }
+        rx.close();
+        while let Ok(b) = rx.try_recv() {
+            moved += b.cmds.len();
+            targets.reroute(b);
+        }
+        tracing::warn!(node = %self.node, commands = moved, "target node is no longer a master (failover); its writes went to the new owners");
     }
 
     /// Runs one connection until the queues are closed and drained (`Ok`) or the connection fails.
