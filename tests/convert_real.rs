@@ -447,7 +447,6 @@ fn check_ttl(con: &mut redis::Connection, h: &KeyHeader, now: i64) {
 
 fn verify(con: &mut redis::Connection, info: &ServerInfo, keys: &[Key], now: i64) {
     let v7 = info.at_least(7, 0);
-    let v62 = info.at_least(6, 2);
     for k in keys {
         let key: &[u8] = &k.header.key;
         let ctx = String::from_utf8_lossy(key).into_owned();
