@@ -208,7 +208,9 @@ fn load_loop(url: &str, opts: &LoadOptions, stop: &AtomicBool, acked: &AtomicU64
             }
         }
         // Pace: op count so far at the configured rate.
-        let due = Duration::from_secs_f64((report.ops + report.failed_ops) as f64 / opts.ops_per_sec as f64);
+        let due = Duration::from_secs_f64(
+            (report.ops + report.failed_ops) as f64 / opts.ops_per_sec as f64,
+        );
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
@@ -273,7 +275,10 @@ fn check_tracked(sc: &mut redis::Connection, dc: &mut redis::Connection) -> Dupl
             dst.is_some(),
             "counter {key}: source {src:?}, target {dst:?}"
         );
-        assert!(t >= s, "counter {key} lost increments: source {s}, target {t}");
+        assert!(
+            t >= s,
+            "counter {key} lost increments: source {s}, target {t}"
+        );
         d.counter_excess += t - s;
     }
     d
@@ -281,7 +286,12 @@ fn check_tracked(sc: &mut redis::Connection, dc: &mut redis::Connection) -> Dupl
 
 /// Key-by-key comparison of db 0, except the heartbeat, the tracked keys (see
 /// [`check_tracked`]) and the keys starting with each of `also_ignore`.
-fn compare_all(sc: &mut redis::Connection, dc: &mut redis::Connection, dbs: &[u32], also_ignore: &[&[u8]]) {
+fn compare_all(
+    sc: &mut redis::Connection,
+    dc: &mut redis::Connection,
+    dbs: &[u32],
+    also_ignore: &[&[u8]],
+) {
     let mut ignore: Vec<&[u8]> = vec![b"shardsync:heartbeat*", b"ld:c:*", b"ld:l:*"];
     ignore.extend_from_slice(also_ignore);
     let diffs = compare_servers_with(sc, dc, dbs, &ignore, &CompareOptions::default());
@@ -289,10 +299,7 @@ fn compare_all(sc: &mut redis::Connection, dc: &mut redis::Connection, dbs: &[u3
 }
 
 fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET")
-        .arg(HEARTBEAT)
-        .query(conn)
-        .unwrap_or(None);
+    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
     v.and_then(|s| s.parse::<u64>().ok())
         .is_some_and(|v| v >= ms)
 }
@@ -447,7 +454,10 @@ fn source_kills_replica_during_full_sync_and_stream() {
     assert_eq!(killed, 1, "CLIENT KILL TYPE replica found no replica");
     ss.expect_log("source link failed", Duration::from_secs(10));
     assert!(
-        wait_until(Duration::from_secs(20), || count(&ss.log(), "full sync started") == 2),
+        wait_until(Duration::from_secs(20), || count(
+            &ss.log(),
+            "full sync started"
+        ) == 2),
         "no second full sync after the kill; log:\n{}",
         ss.log_tail(30)
     );
@@ -458,8 +468,15 @@ fn source_kills_replica_during_full_sync_and_stream() {
     // Kill 2: during the stream, under load.
     std::thread::sleep(Duration::from_millis(1500));
     let ops_before = load.ops();
-    assert_eq!(kill_replicas(&mut sc), 1, "no replica to kill in the stream phase");
-    ss.expect_log("partial resync accepted (+CONTINUE)", Duration::from_secs(20));
+    assert_eq!(
+        kill_replicas(&mut sc),
+        1,
+        "no replica to kill in the stream phase"
+    );
+    ss.expect_log(
+        "partial resync accepted (+CONTINUE)",
+        Duration::from_secs(20),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(load.ops() > ops_before, "load stalled");
     let report = load.finish();
@@ -503,4 +520,346 @@ fn source_kills_replica_during_full_sync_and_stream() {
          load {report:?}; dups {dups:?}; catch-up {catch_up:.1?}; compare {compare_time:.1?}; total {:.1?}",
         t0.elapsed()
     );
+}
+
+/// The target dies for 10 s under load and comes back with what it acknowledged (AOF, fsync
+/// always). The writer must resend what was not acknowledged; small queues must keep
+/// shardsync's memory bounded while the source keeps producing.
+#[test]
+fn target_down_for_10s_under_load() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
+    let mut dst =
+        RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut sc = src.client();
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(
+        state.path(),
+        "queue_batches = 4\nbatch_max_bytes = 262144\n",
+    );
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(20));
+    let pid = ss.pid().expect("pid");
+    let load = Load::start(
+        src.url(),
+        LoadOptions {
+            value_bytes: 4096,
+            ..LoadOptions::default()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_before = peak_rss(pid);
+    let off_before = master_offset(&mut sc);
+    dst.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    let produced = master_offset(&mut sc) - off_before;
+    let rss_down = peak_rss(pid);
+    dst.restart();
+    let restarted = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let report = load.finish();
+    let catch_up = wait_caught_up(&ss, &dst, Duration::from_secs(90));
+    let recovered = restarted.elapsed();
+    let rss_peak = peak_rss(pid);
+
+    let mut dc = dst.client();
+    let dups = check_tracked(&mut sc, &mut dc);
+    compare_all(&mut sc, &mut dc, &[0], &[]);
+    let log = ss.log();
+    let source_dropped = count(&log, "source link failed");
+    let full = count(&log, "full sync started");
+    let partial = count(&log, "partial resync accepted");
+    assert!(
+        log.contains("target connection failed; will reconnect"),
+        "the writer never noticed the target was down; log:\n{}",
+        ss.log_tail(30)
+    );
+    if source_dropped > 0 {
+        assert!(
+            full + partial > 1,
+            "the source dropped shardsync but it never resynced"
+        );
+    }
+    assert_no_panic(&ss);
+    const RSS_LIMIT: u64 = 128 << 20;
+    assert!(
+        rss_peak < RSS_LIMIT,
+        "peak RSS {} MB ≥ {} MB",
+        rss_peak >> 20,
+        RSS_LIMIT >> 20
+    );
+    println!(
+        "FAULTS target-down: source produced {} MB of stream during the 10 s outage; peak RSS before {} MB, \
+         during outage {} MB, overall {} MB; source dropped link {source_dropped}x (full syncs {full}, \
+         partial resyncs {partial}); recovered {recovered:.1?} after restart (catch-up wait {catch_up:.1?}); \
+         load {report:?}; dups {dups:?}; total {:.1?}",
+        produced >> 20,
+        rss_before >> 20,
+        rss_down >> 20,
+        rss_peak >> 20,
+        t0.elapsed()
+    );
+}
+
+/// shardsync is SIGKILLed under load and started again on the same state dir: it must resume
+/// from its checkpoint with `+CONTINUE`. What the target applied after the last checkpoint is
+/// applied twice (at-least-once); the tracked lists and counters measure how much.
+#[test]
+fn sigkill_under_load_resumes_from_checkpoint() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
+    let dst = RedisServer::start(KIND);
+    let mut sc = src.client();
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), "");
+    let mut ss1 = spawn(&src, &dst, state.path(), &config);
+    ss1.expect_log("RDB received", Duration::from_secs(20));
+    let opts = LoadOptions::default();
+    let load = Load::start(src.url(), opts.clone());
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = ss1.kill();
+    assert!(
+        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+        "{status:?}"
+    );
+    assert_eq!(
+        checkpoint_files(state.path()).len(),
+        1,
+        "no checkpoint after 2.5 s"
+    );
+    assert_no_panic(&ss1);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut ss2 = spawn(&src, &dst, state.path(), &config);
+    ss2.expect_log(
+        "partial resync accepted (+CONTINUE)",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = load.finish();
+    let catch_up = wait_caught_up(&ss2, &dst, Duration::from_secs(60));
+    let log2 = ss2.log();
+    assert!(
+        log2.contains("found checkpoint; will try to resume"),
+        "{log2}"
+    );
+    assert!(
+        !log2.contains("full sync started"),
+        "restart from the checkpoint fell back to a full sync:\n{log2}"
+    );
+
+    let mut dc = dst.client();
+    let dups = check_tracked(&mut sc, &mut dc);
+    compare_all(&mut sc, &mut dc, &[0], &[]);
+    assert_no_panic(&ss2);
+    // INCR and RPUSH alternate in the load, so a replayed stretch holds as many of each (± 1 at
+    // each end).
+    assert!(
+        (dups.counter_excess - dups.list_dups as i64).abs() <= 1,
+        "{dups:?}"
+    );
+    // Replayed: what the target applied between the last checkpoint (written every second) and
+    // the kill, i.e. at most about one second of the load's RPUSHes.
+    let rpush_per_sec = opts.ops_per_sec as f64 / 6.0;
+    assert!(
+        (dups.list_dups as f64) <= 1.5 * rpush_per_sec,
+        "{} RPUSHes applied twice, more than 1.5 s of load ({rpush_per_sec:.0}/s)",
+        dups.list_dups
+    );
+    println!(
+        "FAULTS sigkill: duplicates {} RPUSH + {} INCR (load {rpush_per_sec:.0} RPUSH/s, {} ops/s overall, \
+         i.e. ~{:.2} s of writes replayed); load {report:?}; catch-up {catch_up:.1?}; total {:.1?}",
+        dups.list_dups,
+        dups.counter_excess,
+        opts.ops_per_sec,
+        dups.list_dups as f64 / rpush_per_sec,
+        t0.elapsed()
+    );
+}
+
+/// SIGTERM under load: exit 0, a checkpoint on disk, the heartbeat key gone from both sides,
+/// and a restart resumes with `+CONTINUE` without applying anything twice (the final
+/// checkpoint is written after the writers drained).
+#[test]
+fn sigterm_under_load_then_resume() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
+    let dst = RedisServer::start(KIND);
+    let mut sc = src.client();
+    let mut dc = dst.client();
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), "");
+    let mut ss1 = spawn(&src, &dst, state.path(), &config);
+    ss1.expect_log("RDB received", Duration::from_secs(20));
+    let load = Load::start(src.url(), LoadOptions::default());
+    std::thread::sleep(Duration::from_millis(2000));
+    let stop_started = Instant::now();
+    let status = ss1.terminate();
+    let stop_time = stop_started.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM did not exit 0: {status:?}\n{}",
+        ss1.log_tail(30)
+    );
+    assert_eq!(
+        checkpoint_files(state.path()).len(),
+        1,
+        "no checkpoint after SIGTERM"
+    );
+    for (side, c) in [("source", &mut sc), ("target", &mut dc)] {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(HEARTBEAT)
+            .query(c)
+            .expect("EXISTS");
+        assert_eq!(exists, 0, "heartbeat key left on the {side} after SIGTERM");
+    }
+    assert_no_panic(&ss1);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut ss2 = spawn(&src, &dst, state.path(), &config);
+    ss2.expect_log(
+        "partial resync accepted (+CONTINUE)",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let report = load.finish();
+    let catch_up = wait_caught_up(&ss2, &dst, Duration::from_secs(60));
+    let log2 = ss2.log();
+    assert!(
+        !log2.contains("full sync started"),
+        "restart after a clean stop fell back to a full sync:\n{log2}"
+    );
+    let dups = check_tracked(&mut sc, &mut dc);
+    assert_eq!(
+        (dups.list_dups, dups.counter_excess),
+        (0, 0),
+        "writes applied twice after a clean stop"
+    );
+    compare_all(&mut sc, &mut dc, &[0], &[]);
+    assert_no_panic(&ss2);
+    println!(
+        "FAULTS sigterm: stop took {stop_time:.1?}; load {report:?}; dups {dups:?}; catch-up {catch_up:.1?}; total {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// The source dies under load and comes back from its AOF with a new replication ID: the
+/// `PSYNC` is refused, shardsync does a second full sync and the target matches again (typed
+/// dataset with functions, several databases).
+#[test]
+fn source_restart_forces_full_resync() {
+    let t0 = Instant::now();
+    let mut src =
+        RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let dst = RedisServer::start(KIND);
+    let dataset = DatasetOptions {
+        big_value_bytes: 1 << 20,
+        dbs: vec![0, 2],
+        ..DatasetOptions::default()
+    };
+    populate_typed_dataset(&mut src.client(), KIND, &dataset);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), "");
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    let replid = |s: &RedisServer| info_field(&s.info("replication"), "master_replid");
+    let id_before = replid(&src);
+    let load = Load::start(src.url(), LoadOptions::default());
+    std::thread::sleep(Duration::from_millis(1500));
+    src.kill();
+    std::thread::sleep(Duration::from_millis(1000));
+    src.restart();
+    let restarted = Instant::now();
+    let id_after = replid(&src);
+    assert_ne!(id_before, id_after, "replication ID survived the restart");
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&ss.log(), "RDB received")
+            == 2),
+        "no second full sync after the source restart; log:\n{}",
+        ss.log_tail(30)
+    );
+    let resynced = restarted.elapsed();
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = load.finish();
+    let catch_up = wait_caught_up(&ss, &dst, Duration::from_secs(60));
+
+    let log = ss.log();
+    assert_eq!(count(&log, "full sync started"), 2, "log:\n{log}");
+    assert!(!log.contains("partial resync accepted"), "log:\n{log}");
+    let (mut sc, mut dc) = (src.client(), dst.client());
+    let dups = check_tracked(&mut sc, &mut dc);
+    assert_eq!(
+        (dups.list_dups, dups.counter_excess),
+        (0, 0),
+        "a full resync replaces the lists"
+    );
+    compare_all(&mut sc, &mut dc, &[0, 2], &[]);
+    assert_no_panic(&ss);
+    println!(
+        "FAULTS source-restart: second full sync done {resynced:.1?} after the restart; load {report:?}; \
+         dups {dups:?}; catch-up {catch_up:.1?}; total {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// Known limitation (reported, not fixed here): a full resync after the first one does not
+/// remove from the target the keys the source deleted in between. Keys deleted on the source
+/// while the first (interrupted) full sync was streaming are neither in the new RDB nor in the
+/// stream from the new offset, so they stay on the target.
+#[test]
+#[ignore = "known bug: keys deleted on the source before a re-full-sync stay on the target"]
+fn keys_deleted_during_interrupted_full_sync_stay_on_target() {
+    let src = RedisServer::start_with(
+        KIND,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-diskless-sync",
+            "yes",
+        ],
+    );
+    let dst = RedisServer::start(KIND);
+    let mut sc = src.client();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(300_000)
+        .arg("bulk")
+        .arg(32)
+        .query(&mut sc)
+        .expect("DEBUG POPULATE");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), "");
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("full sync started", Duration::from_secs(20));
+    let mut dc = dst.client();
+    assert!(wait_until(Duration::from_secs(30), || {
+        redis::cmd("DBSIZE").query::<u64>(&mut dc).unwrap_or(0) > 20_000
+    }));
+    // Keys already copied to the target, deleted on the source, then the link is cut.
+    let (_, copied): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(200)
+        .query(&mut dc)
+        .expect("SCAN");
+    let deleted: i64 = redis::cmd("DEL").arg(&copied).query(&mut sc).expect("DEL");
+    assert!(deleted > 0);
+    assert_eq!(kill_replicas(&mut sc), 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || count(&ss.log(), "RDB received")
+            == 1
+            && count(&ss.log(), "full sync started") == 2),
+        "{}",
+        ss.log_tail(30)
+    );
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    let stale: i64 = redis::cmd("EXISTS")
+        .arg(&copied)
+        .query(&mut dc)
+        .expect("EXISTS");
+    assert_eq!(
+        stale, 0,
+        "{stale} of {deleted} keys deleted on the source during the interrupted full sync are still on the target"
+    );
+    assert_no_panic(&ss);
 }
