@@ -527,8 +527,26 @@ fn source_kills_replica_during_full_sync_and_stream() {
 /// shardsync's memory bounded while the source keeps producing.
 #[test]
 fn target_down_for_10s_under_load() {
+    target_down(&[], "target-down", false);
+}
+
+/// Same, but the source's replica output-buffer limit (8 MB hard) is far below what the
+/// outage produces: the source drops shardsync while its writer is stuck, and shardsync must
+/// resume (`+CONTINUE` from the 64 MB backlog) once the target is back.
+#[test]
+fn target_down_source_drops_replica_on_buffer_limit() {
+    target_down(
+        &["--client-output-buffer-limit", "replica 8mb 4mb 1"],
+        "target-down-obuf",
+        true,
+    );
+}
+
+fn target_down(src_extra: &[&str], label: &str, expect_drop: bool) {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
+    let mut src_args = vec!["--repl-backlog-size", "64mb"];
+    src_args.extend_from_slice(src_extra);
+    let src = RedisServer::start_with(KIND, &src_args);
     let mut dst =
         RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
     let mut sc = src.client();
@@ -574,6 +592,12 @@ fn target_down_for_10s_under_load() {
         "the writer never noticed the target was down; log:\n{}",
         ss.log_tail(30)
     );
+    if expect_drop {
+        assert!(
+            source_dropped > 0 && partial > 0 && full == 1,
+            "expected the source to drop the link and a partial resync from the backlog; log:\n{log}"
+        );
+    }
     if source_dropped > 0 {
         assert!(
             full + partial > 1,
@@ -589,7 +613,7 @@ fn target_down_for_10s_under_load() {
         RSS_LIMIT >> 20
     );
     println!(
-        "FAULTS target-down: source produced {} MB of stream during the 10 s outage; peak RSS before {} MB, \
+        "FAULTS {label}: source produced {} MB of stream during the 10 s outage; peak RSS before {} MB, \
          during outage {} MB, overall {} MB; source dropped link {source_dropped}x (full syncs {full}, \
          partial resyncs {partial}); recovered {recovered:.1?} after restart (catch-up wait {catch_up:.1?}); \
          load {report:?}; dups {dups:?}; total {:.1?}",
