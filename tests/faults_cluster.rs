@@ -25,8 +25,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The master port serving `slot`, asked of any reachable node among `ports`.
-fn owner(ports: &[u16], slot: u16) -> Option<u16> {
+/// Slot → master port, asked of the first reachable node among `ports`.
+fn slot_map(ports: &[u16]) -> Option<Vec<u16>> {
     for p in ports {
         let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{p}")) else {
             continue;
@@ -40,6 +40,7 @@ fn owner(ports: &[u16], slot: u16) -> Option<u16> {
         else {
             continue;
         };
+        let mut map = vec![0u16; 16384];
         for r in ranges {
             let redis::Value::Array(parts) = r else {
                 continue;
@@ -49,14 +50,23 @@ fn owner(ports: &[u16], slot: u16) -> Option<u16> {
                 Some(redis::Value::Int(hi)),
                 Some(redis::Value::Array(m)),
             ) = (parts.first(), parts.get(1), parts.get(2))
-                && (*lo as u16..=*hi as u16).contains(&slot)
                 && let Some(redis::Value::Int(port)) = m.get(1)
             {
-                return Some(*port as u16);
+                for s in *lo..=*hi {
+                    map[s as usize] = *port as u16;
+                }
             }
         }
+        return Some(map);
     }
     None
+}
+
+/// The master port serving `slot`.
+fn owner(ports: &[u16], slot: u16) -> Option<u16> {
+    slot_map(ports)
+        .map(|m| m[slot as usize])
+        .filter(|&p| p != 0)
 }
 
 /// Writes INCR/RPUSH/SET/HSET on many keys (spread over every master) until stopped, following
@@ -75,19 +85,36 @@ impl Load {
         let handle = std::thread::spawn(move || {
             let mut i = 0u64;
             let mut conns: std::collections::HashMap<u16, redis::Connection> = Default::default();
+            let mut map = slot_map(&ports).unwrap_or_default();
             while !s.load(Ordering::Relaxed) {
                 i += 1;
-                let key = format!("load:{}", i % 200);
-                let slot = key_slot(key.as_bytes());
-                let Some(port) = owner(&ports, slot) else {
+                let key = format!("{{load:{}}}", i % 200);
+                let port = map
+                    .get(key_slot(key.as_bytes()) as usize)
+                    .copied()
+                    .unwrap_or(0);
+                if port == 0 {
                     std::thread::sleep(Duration::from_millis(50));
+                    map = slot_map(&ports).unwrap_or_default();
+                    continue;
+                }
+                if !conns.contains_key(&port) {
+                    let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                        .and_then(|cl| cl.get_connection_with_timeout(Duration::from_millis(500)));
+                    match c {
+                        Ok(c) => {
+                            conns.insert(port, c);
+                        }
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            map = slot_map(&ports).unwrap_or_default();
+                            continue;
+                        }
+                    }
+                }
+                let Some(c) = conns.get_mut(&port) else {
                     continue;
                 };
-                let c = conns.entry(port).or_insert_with(|| {
-                    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                        .and_then(|cl| cl.get_connection_with_timeout(Duration::from_millis(500)))
-                        .expect("connect for load")
-                });
                 let cmd = match i % 4 {
                     0 => redis::cmd("INCR").arg(format!("{key}:n")).clone(),
                     1 => redis::cmd("RPUSH").arg(format!("{key}:l")).arg(i).clone(),
@@ -102,6 +129,7 @@ impl Load {
                     Ok(redis::Value::ServerError(_)) | Err(_) => {
                         conns.remove(&port);
                         std::thread::sleep(Duration::from_millis(20));
+                        map = slot_map(&ports).unwrap_or_default();
                     }
                     Ok(_) => {
                         d.fetch_add(1, Ordering::Relaxed);

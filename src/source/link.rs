@@ -86,6 +86,8 @@ pub enum LinkError {
     WriterGone(#[from] WriterGone),
     #[error("internal: {0}")]
     Internal(String),
+    #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
+    NotMaster(String),
 }
 
 /// Replicates one source master; supervised.
@@ -116,7 +118,7 @@ impl ShardLink {
             shard,
             writer,
             checkpoint,
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             shutdown,
             started_at: Instant::now(),
         }
@@ -142,17 +144,19 @@ impl ShardLink {
         let fut = async move {
             // After a failure, a cluster shard first asks who serves its slots now (failover).
             let ep = match (&settings.cluster, restarted) {
-                (Some(c), true) => current_master(c, &current).await.unwrap_or(current),
-                _ => current,
+                (Some(c), true) => current_master(c, &current)
+                    .await
+                    .unwrap_or_else(|| current.clone()),
+                _ => current.clone(),
             };
+            if ep != current {
+                tracing::info!(shard = %shard.name, from = %current, to = %ep, "source shard moved to another master (failover)");
+            }
             let r = run(settings, shard, writer, resume, ep.clone()).await;
             (r, ep)
         };
         ctx.spawn(fut.into_actor(self).map(|(res, ep), act, ctx| {
-            if ep != act.endpoint {
-                tracing::info!(shard = %act.shard.name, from = %act.endpoint, to = %ep, "source shard moved to another master (failover)");
-                act.endpoint = ep;
-            }
+            act.endpoint = ep;
             match res {
                 Ok(()) => act.shard.set_phase(Phase::Stopped),
                 Err(e) => {
@@ -224,6 +228,15 @@ async fn run(
         *a = endpoint.to_string();
     }
     let mut conn = RespConn::connect(&endpoint).await?;
+    if settings.cluster.is_some() {
+        // A cluster shard follows its master: a node demoted to replica (failover) would still
+        // serve us as a chained replica, but the shard belongs with the new master.
+        let role = conn.request(&crate::cmd!["ROLE"]).await?;
+        let is_master = matches!(&role, crate::resp::Frame::Array(a) if a.first().and_then(|f| f.as_bytes()).is_some_and(|r| r.as_ref() == b"master"));
+        if !is_master {
+            return Err(LinkError::NotMaster(endpoint.to_string()));
+        }
+    }
     let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
     let epoch;
     let stream_start = match reply {
