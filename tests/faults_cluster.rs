@@ -98,12 +98,12 @@ impl Load {
                     map = slot_map(&ports).unwrap_or_default();
                     continue;
                 }
-                if !conns.contains_key(&port) {
+                if let std::collections::hash_map::Entry::Vacant(e) = conns.entry(port) {
                     let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
                         .and_then(|cl| cl.get_connection_with_timeout(Duration::from_millis(500)));
                     match c {
                         Ok(c) => {
-                            conns.insert(port, c);
+                            e.insert(c);
                         }
                         Err(_) => {
                             std::thread::sleep(Duration::from_millis(50));
@@ -135,7 +135,7 @@ impl Load {
                         d.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
