@@ -104,6 +104,29 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         cfg.sync.queue_batches,
         writer_arbiter.handle(),
     );
+    let mut cfg = cfg;
+    if cfg.sync.on_resync.is_none() {
+        let target_was_empty = pre
+            .target
+            .masters()
+            .iter()
+            .all(|m| crate::client::keyspace_keys(&m.raw_info) == 0);
+        // Data on the target that an earlier run of ours wrote (it left checkpoints) is ours too.
+        let ours = pre.source.masters().iter().all(|m| {
+            checkpoint::load(&cfg.state_dir, &m.endpoint.to_string())
+                .ok()
+                .flatten()
+                .is_some()
+        });
+        cfg.sync.on_resync = Some(if target_was_empty || ours {
+            crate::config::OnResync::Clear
+        } else {
+            tracing::warn!(
+                "the target held keys at start: a repeated full sync will only overwrite, so keys deleted on the source meanwhile may stay (set sync.on_resync = \"clear\" to remove them)"
+            );
+            crate::config::OnResync::Keep
+        });
+    }
     let sync = Arc::new(cfg.sync.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
     let source_cluster = pre.source.is_cluster();

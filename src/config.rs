@@ -115,6 +115,18 @@ pub enum TargetHasData {
     Overwrite,
 }
 
+/// What a repeated full sync of a shard does with the keys it wrote before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnResync {
+    /// Remove the shard's keys from the target first (the target then equals the source, as a
+    /// native replica does). The default when the target was empty at start.
+    Clear,
+    /// Only overwrite the keys the new RDB has; keys deleted on the source meanwhile may stay.
+    /// The default when the target held other data at start.
+    Keep,
+}
+
 /// A configuration error, naming the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -152,6 +164,7 @@ pub struct FileSync {
     pub heartbeat_key: Option<String>,
     pub heartbeat_interval_ms: Option<u64>,
     pub target_has_data: Option<TargetHasData>,
+    pub on_resync: Option<OnResync>,
     pub batch_max_commands: Option<usize>,
     pub batch_max_bytes: Option<usize>,
     pub queue_batches: Option<usize>,
@@ -181,6 +194,8 @@ pub struct SyncSettings {
     pub heartbeat_key: String,
     pub heartbeat_interval_ms: u64,
     pub target_has_data: TargetHasData,
+    /// `None`: decided at start from whether the target was empty (see [`OnResync`]).
+    pub on_resync: Option<OnResync>,
     /// A write batch is sent when it holds this many commands…
     pub batch_max_commands: usize,
     /// …or this many bytes of arguments.
@@ -238,13 +253,15 @@ impl Default for SyncSettings {
             heartbeat_key: "shardsync:heartbeat".into(),
             heartbeat_interval_ms: 1000,
             target_has_data: TargetHasData::Overwrite,
+            on_resync: None,
             batch_max_commands: 2048,
             batch_max_bytes: 1 << 20,
             queue_batches: 32,
             restore_max_bytes: 64 << 10,
             elements_per_command: 512,
             ack_interval_ms: 1000,
-            checkpoint_interval_ms: 1000,
+            // Short: a killed process replays (duplicates) what was applied after the last one.
+            checkpoint_interval_ms: 100,
             db_map: Default::default(),
         }
     }
@@ -264,6 +281,7 @@ pub struct Overrides {
     pub target_password: Option<Secret>,
     /// `3=0,1=0`
     pub db_map: Option<String>,
+    pub on_resync: Option<OnResync>,
 }
 
 impl FileConfig {
@@ -347,6 +365,7 @@ impl Config {
                 .target_has_data
                 .or(f.target_has_data)
                 .unwrap_or(d.target_has_data),
+            on_resync: o.on_resync.or(f.on_resync),
             batch_max_commands: positive(
                 "batch_max_commands",
                 f.batch_max_commands,

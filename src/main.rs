@@ -176,6 +176,10 @@ struct CommonArgs {
     /// What to do when the target already has keys.
     #[arg(long, value_enum)]
     target_has_data: Option<TargetHasData>,
+    /// On a repeated full sync: clear the shard's keys from the target first, or keep them
+    /// (default: clear when the target was empty at start).
+    #[arg(long, value_enum)]
+    on_resync: Option<shardsync::config::OnResync>,
     /// Database mapping SOURCE=TARGET, comma-separated (e.g. 3=0); needed for databases other
     /// than 0 going to a cluster target.
     #[arg(long)]
@@ -207,6 +211,7 @@ impl CommonArgs {
                 source_password: self.source_password.map(Secret::new),
                 target_password: self.target_password.map(Secret::new),
                 db_map: self.db_map,
+                on_resync: self.on_resync,
             },
         )
         .map_err(|e| e.to_string())

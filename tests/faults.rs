@@ -826,13 +826,11 @@ fn source_restart_forces_full_resync() {
     );
 }
 
-/// Known limitation (reported, not fixed here): a full resync after the first one does not
-/// remove from the target the keys the source deleted in between. Keys deleted on the source
-/// while the first (interrupted) full sync was streaming are neither in the new RDB nor in the
-/// stream from the new offset, so they stay on the target.
+/// A full resync after the first one must remove from the target the keys the source deleted
+/// in between: they are neither in the new RDB nor in the stream from the new offset. The
+/// target was empty at start, so shardsync clears the shard's keys before the repeated sync.
 #[test]
-#[ignore = "known bug: keys deleted on the source before a re-full-sync stay on the target"]
-fn keys_deleted_during_interrupted_full_sync_stay_on_target() {
+fn keys_deleted_during_interrupted_full_sync_do_not_stay_on_target() {
     let src = RedisServer::start_with(
         KIND,
         &[

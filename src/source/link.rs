@@ -241,6 +241,13 @@ async fn run(
     let epoch;
     let stream_start = match reply {
         PsyncReply::FullResync(pos) => {
+            // A repeated full sync (this process synced the shard before, or a checkpoint said
+            // the target holds an earlier sync) first removes what it wrote, so that keys gone
+            // from the source do not stay on the target.
+            let repeated = shard.full_resyncs.load(Ordering::Relaxed) > 0 || resume.is_some();
+            if repeated && settings.sync.on_resync == Some(crate::config::OnResync::Clear) {
+                clear_before_resync(&settings, &shard, &writer).await?;
+            }
             epoch = shard.begin_epoch(pos.offset);
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
@@ -283,6 +290,25 @@ async fn run(
     shard.set_phase(Phase::Incremental);
     shard.set_error(None);
     stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
+}
+
+/// Waits until the shard's earlier writes are applied (or 30 s), then clears its keys.
+async fn clear_before_resync(
+    settings: &LinkSettings,
+    shard: &ShardState,
+    writer: &Dispatcher,
+) -> Result<(), LinkError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shard.open_tickets() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
+    let removed = writer
+        .clear_shard(slots)
+        .await
+        .map_err(LinkError::Internal)?;
+    tracing::info!(shard = %shard.name, removed, "cleared the shard's keys from the target before a repeated full sync");
+    Ok(())
 }
 
 /// Receives the RDB (either framing) and feeds it to the loader thread.

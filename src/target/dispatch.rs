@@ -73,6 +73,11 @@ impl Dispatcher {
         }
     }
 
+    /// Removes the keys of a shard from the target (see [`super::clear`]).
+    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+        super::clear::clear_shard(&self.targets, slots).await
+    }
+
     /// True while a `MULTI` block is open (its commands are held until `EXEC`).
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some()

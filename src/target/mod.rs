@@ -2,6 +2,7 @@
 //! writer of the node that owns it, the [`Targets`] registry with its slot router, the
 //! [`TargetWriter`] actor that pipelines into one node, and the cross-slot fallback.
 
+pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
 pub mod targets;

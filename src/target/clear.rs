@@ -1,0 +1,97 @@
+//! Clearing a source shard's keys from the target before a repeated full sync, as a native
+//! replica empties itself before loading a new RDB: without it, keys deleted on the source while
+//! the link was down (or lost by a source restart) would stay on the target for ever. A
+//! standalone source owns the whole target (`FLUSHALL` on each target master); a cluster source
+//! shard owns its slots (`CLUSTER GETKEYSINSLOT` + `UNLINK` on a cluster target, a `SCAN` that
+//! keeps keys of those slots on a standalone target).
+
+use redis::aio::MultiplexedConnection;
+
+use super::targets::Targets;
+use crate::client;
+use crate::router::key_slot;
+
+fn in_ranges(ranges: &[(u16, u16)], slot: u16) -> bool {
+    ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+}
+
+async fn unlink(conn: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut c = redis::cmd("UNLINK");
+    for k in keys {
+        c.arg(k.as_slice());
+    }
+    c.query_async::<i64>(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| client::describe(&e))
+}
+
+/// Removes the keys of a shard from the target: every key for a standalone source (`slots` is
+/// `None`), else the keys in `slots`. Returns how many keys were removed (`FLUSHALL`: unknown, 0).
+pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+    let masters = targets.master_endpoints();
+    let mut removed = 0u64;
+    for ep in masters {
+        let mut conn = client::connect("target", &ep).await?;
+        match slots {
+            None => {
+                redis::cmd("FLUSHALL")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| format!("target {ep}: FLUSHALL: {}", client::describe(&e)))?;
+            }
+            Some(ranges) if targets.cluster => {
+                for &(a, b) in ranges {
+                    for slot in a..=b {
+                        // Only the node that owns the slot has its keys.
+                        if targets.endpoint_for_slot(slot).as_ref() != Some(&ep) {
+                            continue;
+                        }
+                        loop {
+                            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                                .arg("GETKEYSINSLOT")
+                                .arg(slot)
+                                .arg(1000)
+                                .query_async(&mut conn)
+                                .await
+                                .map_err(|e| {
+                                    format!("target {ep}: GETKEYSINSLOT: {}", client::describe(&e))
+                                })?;
+                            if keys.is_empty() {
+                                break;
+                            }
+                            removed += keys.len() as u64;
+                            unlink(&mut conn, &keys).await?;
+                        }
+                    }
+                }
+            }
+            Some(ranges) => {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| format!("target {ep}: SCAN: {}", client::describe(&e)))?;
+                    let mine: Vec<Vec<u8>> = keys
+                        .into_iter()
+                        .filter(|k| in_ranges(ranges, key_slot(k)))
+                        .collect();
+                    removed += mine.len() as u64;
+                    unlink(&mut conn, &mine).await?;
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
