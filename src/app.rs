@@ -140,11 +140,27 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
+        let from = if cfg.source_prefer_replica {
+            let r = node.replicas.first().cloned().ok_or_else(|| {
+                board.failed(RunError::Precheck(format!(
+                    "source.prefer_replica is set but master {} has no online replica",
+                    node.endpoint
+                )))
+            })?;
+            tracing::info!(shard = %state.name, replica = %r, "replicating from a replica of this master");
+            if let Ok(mut a) = state.source_addr.lock() {
+                *a = r.to_string();
+            }
+            r
+        } else {
+            node.endpoint.clone()
+        };
         let settings = Arc::new(LinkSettings {
-            endpoint: node.endpoint.clone(),
+            endpoint: from,
             cluster: source_cluster.then(|| ClusterShard {
                 slots: node.slots.clone(),
                 known_nodes: known_source_nodes(&pre.source, &cfg.source),
+                prefer_replica: cfg.source_prefer_replica,
             }),
             sync: cfg.sync.clone(),
             source: node.info.clone(),

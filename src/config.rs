@@ -156,6 +156,8 @@ pub struct FileConfig {
 pub struct FileEndpoint {
     pub url: Option<String>,
     pub password: Option<Secret>,
+    /// Source only: replicate from one replica of each master instead of the master.
+    pub prefer_replica: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +182,8 @@ pub struct FileSync {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub source: Endpoint,
+    /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
+    pub source_prefer_replica: bool,
     pub target: Endpoint,
     pub state_dir: PathBuf,
     pub log_level: String,
@@ -282,6 +286,7 @@ pub struct Overrides {
     /// `3=0,1=0`
     pub db_map: Option<String>,
     pub on_resync: Option<OnResync>,
+    pub prefer_replica: bool,
 }
 
 impl FileConfig {
@@ -318,6 +323,7 @@ impl Config {
         };
         let fs = file.source.unwrap_or_default();
         let ft = file.target.unwrap_or_default();
+        let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
         let source = endpoint(
             "source",
             "--source",
@@ -427,6 +433,7 @@ impl Config {
         }
         Ok(Config {
             source,
+            source_prefer_replica: o.prefer_replica || fs_prefer_replica,
             target,
             state_dir: o
                 .state_dir

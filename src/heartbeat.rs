@@ -9,9 +9,9 @@ use crate::client;
 use crate::config::Endpoint;
 use crate::progress::ShardState;
 
-/// The node the shard replicates from now, with the login of `seed` (follows failovers).
+/// The shard's master now, with the login of `seed` (follows failovers).
 pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
-    let addr = shard.source_addr();
+    let addr = shard.master_addr();
     addr.rsplit_once(':')
         .and_then(|(h, p)| {
             Some(crate::topology::endpoint_like(

@@ -180,6 +180,9 @@ struct CommonArgs {
     /// (default: clear when the target was empty at start).
     #[arg(long, value_enum)]
     on_resync: Option<shardsync::config::OnResync>,
+    /// Replicate each source shard from one of its replicas instead of its master.
+    #[arg(long)]
+    prefer_replica: bool,
     /// Database mapping SOURCE=TARGET, comma-separated (e.g. 3=0); needed for databases other
     /// than 0 going to a cluster target.
     #[arg(long)]
@@ -212,6 +215,7 @@ impl CommonArgs {
                 target_password: self.target_password.map(Secret::new),
                 db_map: self.db_map,
                 on_resync: self.on_resync,
+                prefer_replica: self.prefer_replica,
             },
         )
         .map_err(|e| e.to_string())

@@ -56,6 +56,9 @@ pub struct ShardState {
     pub replid: Mutex<String>,
     /// `host:port` of the node the link replicates from now (changes after a source failover).
     pub source_addr: Mutex<String>,
+    /// `host:port` of the shard's master (where the heartbeat is written; differs from
+    /// `source_addr` when replicating from a replica).
+    pub master_addr: Mutex<String>,
     /// Offset of the last command handed to the writers (where an in-process reconnect resumes).
     pub handed_offset: AtomicU64,
     /// Offset of the last command the target acknowledged.
@@ -107,7 +110,8 @@ impl ShardState {
             phase: AtomicU8::new(Phase::Connecting as u8),
             epoch: AtomicU64::new(0),
             replid: Mutex::new(String::new()),
-            source_addr: Mutex::new(addr),
+            source_addr: Mutex::new(addr.clone()),
+            master_addr: Mutex::new(addr),
             handed_offset: AtomicU64::new(0),
             applied_offset: AtomicU64::new(0),
             full_sync_done: AtomicBool::new(false),
@@ -150,6 +154,14 @@ impl ShardState {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }
+    }
+
+    /// `host:port` of the shard's current master.
+    pub fn master_addr(&self) -> String {
+        self.master_addr
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     /// `host:port` of the current source node.

@@ -16,6 +16,8 @@ pub struct Node {
     pub raw_info: String,
     /// Slot ranges the node serves (cluster masters only).
     pub slots: Vec<(u16, u16)>,
+    /// Its replicas that are up (for `source.prefer_replica`).
+    pub replicas: Vec<Endpoint>,
 }
 
 /// A standalone server or a cluster's masters.
@@ -98,12 +100,35 @@ pub async fn cluster_table(role: &str, ep: &Endpoint) -> Result<SlotTable, Strin
 async fn node(role: &str, ep: Endpoint, slots: Vec<(u16, u16)>) -> Result<Node, String> {
     let mut conn = client::connect(role, &ep).await?;
     let (info, raw_info) = client::server_info(role, &ep, &mut conn).await?;
+    let replicas = online_replicas(&raw_info, &ep);
     Ok(Node {
         endpoint: ep,
         info,
         raw_info,
         slots,
+        replicas,
     })
+}
+
+/// Replicas a master lists as online in `INFO replication` (`slaveN:ip=…,port=…,state=online`).
+fn online_replicas(info: &str, master: &Endpoint) -> Vec<Endpoint> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let fields = l.split_once(':')?.1;
+            let get = |k: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+            };
+            (get("state")? == "online").then_some(())?;
+            Some(endpoint_like(
+                master,
+                get("ip")?,
+                get("port")?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Finds the deployment behind `seed`. `role` ("source", "target") starts every error.

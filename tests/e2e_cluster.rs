@@ -339,3 +339,51 @@ fn uncovered_slot_is_a_clear_error() {
         "{log}"
     );
 }
+
+#[test]
+fn cluster_source_from_replicas_with_prefer_replica() {
+    let kind = ServerKind::Redis70;
+    let src = RedisCluster::start(kind, 3, 1);
+    let dst = RedisCluster::start(kind, 3, 0);
+    let tags = populate_cluster(&src);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut ss = spawn(
+        &src.seed_url(),
+        &dst.seed_url(),
+        &state,
+        &["--prefer-replica"],
+    );
+    for _ in 0..3 {
+        ss.expect_log("RDB received", Duration::from_secs(120));
+    }
+    let log = ss.log();
+    assert_eq!(
+        log.matches("replicating from a replica of this master")
+            .count(),
+        3,
+        "{log}"
+    );
+    // Every replica shows shardsync as its own replica; no master does.
+    for r in src.replicas() {
+        let info = r.info("replication");
+        assert!(
+            info.contains("connected_slaves:1"),
+            "replica {} does not serve shardsync:\n{info}",
+            r.addr()
+        );
+    }
+    for m in src.masters() {
+        let info = m.info("replication");
+        assert!(
+            info.contains("connected_slaves:1"),
+            "master {} must only serve its own replica:\n{info}",
+            m.addr()
+        );
+    }
+    workload_cluster(&src, &tags);
+    let after = now_ms();
+    let (mut sr, mut dr) = (src.reader(), dst.reader());
+    wait_heartbeats(&mut sr, &mut dr, after, &ss);
+    assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts()));
+    stop(&mut ss);
+}

@@ -55,10 +55,13 @@ impl LinkSettings {
 pub struct ClusterShard {
     pub slots: Vec<(u16, u16)>,
     pub known_nodes: Vec<Endpoint>,
+    /// Replicate from a replica of the shard's master (`source.prefer_replica`).
+    pub prefer_replica: bool,
 }
 
-/// Asks the known nodes of a cluster source which master serves `slot` now.
-async fn current_master(shard: &ClusterShard, current: &Endpoint) -> Option<Endpoint> {
+/// Asks the known nodes of a cluster source which master serves the shard's slots now; returns
+/// it and, with `prefer_replica`, one of its replicas to replicate from (else the master again).
+async fn current_source(shard: &ClusterShard, current: &Endpoint) -> Option<(Endpoint, Endpoint)> {
     let slot = shard.slots.first()?.0;
     let mut ask = vec![current.clone()];
     ask.extend(shard.known_nodes.iter().cloned());
@@ -67,7 +70,17 @@ async fn current_master(shard: &ClusterShard, current: &Endpoint) -> Option<Endp
             continue;
         };
         if let Some(n) = table.node_for(slot) {
-            return Some(crate::topology::endpoint_like(current, &n.host, n.port));
+            let master = crate::topology::endpoint_like(current, &n.host, n.port);
+            let from = if shard.prefer_replica {
+                table
+                    .replicas_of(&n.id)
+                    .first()
+                    .map(|r| crate::topology::endpoint_like(current, &r.host, r.port))
+                    .unwrap_or_else(|| master.clone())
+            } else {
+                master.clone()
+            };
+            return Some((master, from));
         }
     }
     None
@@ -144,9 +157,15 @@ impl ShardLink {
         let fut = async move {
             // After a failure, a cluster shard first asks who serves its slots now (failover).
             let ep = match (&settings.cluster, restarted) {
-                (Some(c), true) => current_master(c, &current)
-                    .await
-                    .unwrap_or_else(|| current.clone()),
+                (Some(c), true) => match current_source(c, &current).await {
+                    Some((master, from)) => {
+                        if let Ok(mut a) = shard.master_addr.lock() {
+                            *a = master.to_string();
+                        }
+                        from
+                    }
+                    None => current.clone(),
+                },
                 _ => current.clone(),
             };
             if ep != current {
@@ -228,7 +247,7 @@ async fn run(
         *a = endpoint.to_string();
     }
     let mut conn = RespConn::connect(&endpoint).await?;
-    if settings.cluster.is_some() {
+    if settings.cluster.as_ref().is_some_and(|c| !c.prefer_replica) {
         // A cluster shard follows its master: a node demoted to replica (failover) would still
         // serve us as a chained replica, but the shard belongs with the new master.
         let role = conn.request(&crate::cmd!["ROLE"]).await?;
