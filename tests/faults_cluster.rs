@@ -519,3 +519,64 @@ fn target_cluster_failover_under_load() {
     assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts));
     stop(&mut ss);
 }
+
+/// A restart whose checkpoint the source can no longer serve (backlog overrun) forces a full
+/// sync of that shard only; its slots are cleared on the target first, so keys deleted on the
+/// source while shardsync was down do not survive, and the other shards resume with `+CONTINUE`.
+#[test]
+fn repeated_full_sync_of_one_shard_clears_its_slots_only() {
+    let kind = ServerKind::Redis70;
+    let src = RedisCluster::start_with(kind, 3, 0, &["--repl-backlog-size", "16kb"]);
+    let dst = RedisCluster::start(kind, 3, 0);
+    populate(&src);
+    let state = tempfile::tempdir().expect("state");
+    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
+    for _ in 0..3 {
+        ss.expect_log("RDB received", Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ss.kill();
+
+    // While shardsync is down: delete keys on one master and overrun its backlog.
+    let victim = src.masters()[1];
+    let mut c = victim.client();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("pre:*").query(&mut c).expect("KEYS");
+    assert!(keys.len() > 100);
+    for k in keys.iter().take(100) {
+        let _: () = redis::cmd("DEL").arg(k).query(&mut c).expect("DEL");
+    }
+    let filler = "x".repeat(1000);
+    for i in 0..200 {
+        let k = format!("pre:filler:{i}");
+        if src.node_for_key(k.as_bytes()).port() == victim.port() {
+            let _: () = redis::cmd("SET")
+                .arg(&k)
+                .arg(&filler)
+                .query(&mut c)
+                .expect("SET");
+        }
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&keys[100])
+        .query(&mut c)
+        .expect("DEL");
+
+    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
+    wait_heartbeats(&ports(&src), &ports(&dst), now_ms(), &ss);
+    compare(&src, &dst);
+    let log = stop(&mut ss);
+    assert_eq!(
+        log.matches("full sync started").count(),
+        1,
+        "only the overrun shard syncs again:\n{log}"
+    );
+    assert_eq!(
+        log.matches("partial resync accepted (+CONTINUE)").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("cleared the shard's keys from the target"),
+        "{log}"
+    );
+}
