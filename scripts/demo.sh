@@ -22,7 +22,8 @@ for side in src dst; do
   port=$src_port; [ "$side" = dst ] && port=$dst_port
   mkdir -p "$work/$side"
   "$bin/redis-server-7.0" --port "$port" --bind 127.0.0.1 --dir "$work/$side" --save '' \
-    --repl-diskless-sync-delay 0 --logfile "$work/$side/redis.log" --daemonize no &
+    --repl-diskless-sync-delay 0 --enable-debug-command local \
+    --logfile "$work/$side/redis.log" --daemonize no &
   pids+=($!)
 done
 for port in $src_port $dst_port; do
