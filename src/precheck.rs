@@ -100,6 +100,8 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.push(pass("source reachable", describe(&source)));
     checks.push(pass("target reachable", describe(&target)));
 
+    checks.push(psync_permission(cfg, &source).await);
+
     let (si, ti) = (source.info(), target.info());
     let restore = ti.accepts_dump(si.flavor, si.rdb_version());
     checks.push(pass(
@@ -243,6 +245,70 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         target,
         checks,
     })
+}
+
+/// Asks every source master (7.0+, `ACL DRYRUN`) whether our user may run `PSYNC` and
+/// `REPLCONF`; older servers cannot tell without trying, which is a warning, not a failure.
+async fn psync_permission(cfg: &Config, source: &Topology) -> Check {
+    let user = cfg
+        .source
+        .username
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut unverified = Vec::new();
+    for m in source.masters() {
+        if !m.info.at_least(7, 0) {
+            unverified.push(m.endpoint.to_string());
+            continue;
+        }
+        let Ok(mut conn) = client::connect("source", &m.endpoint).await else {
+            unverified.push(m.endpoint.to_string());
+            continue;
+        };
+        for cmd in [
+            &["PSYNC", "?", "-1"][..],
+            &["REPLCONF", "capa", "psync2"][..],
+        ] {
+            let r: redis::RedisResult<redis::Value> = redis::cmd("ACL")
+                .arg("DRYRUN")
+                .arg(&user)
+                .arg(cmd)
+                .query_async(&mut conn)
+                .await;
+            match r {
+                Ok(redis::Value::Okay) | Ok(redis::Value::SimpleString(_)) => {}
+                Ok(redis::Value::BulkString(why)) => {
+                    return fail(
+                        "replication permission",
+                        format!(
+                            "source master {}: user {user:?} may not run {}: {}",
+                            m.endpoint,
+                            cmd[0],
+                            String::from_utf8_lossy(&why)
+                        ),
+                    );
+                }
+                _ => {
+                    unverified.push(m.endpoint.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    if unverified.is_empty() {
+        pass(
+            "replication permission",
+            format!("user {user:?} may run PSYNC and REPLCONF on every source master"),
+        )
+    } else {
+        warn(
+            "replication permission",
+            format!(
+                "could not verify PSYNC permission on {} (needs Redis 7.0+ ACL DRYRUN)",
+                unverified.join(", ")
+            ),
+        )
+    }
 }
 
 fn describe(t: &Topology) -> String {

@@ -209,3 +209,43 @@ fn target_with_data_blocks_when_asked() {
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("target holds 1 keys"), "{log}");
 }
+
+#[test]
+fn user_without_psync_permission_is_refused_before_any_sync() {
+    let src = RedisServer::start(ServerKind::Redis70);
+    let dst = RedisServer::start(ServerKind::Redis70);
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "limited",
+            "on",
+            ">limited-pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-psync",
+        ])
+        .query(&mut src.client())
+        .expect("ACL SETUSER");
+    let url = format!("redis://limited:limited-pw@{}", src.addr());
+    let (code, log) = run(&[
+        "run",
+        "--source",
+        &url,
+        "--target",
+        &dst.url(),
+        "--metrics-addr",
+        "off",
+    ]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains(&format!("source master {}", src.addr())) && log.contains("may not run PSYNC"),
+        "{log}"
+    );
+    assert!(!log.contains("limited-pw"), "password leaked:\n{log}");
+    assert_target_empty(&dst);
+    // The default user passes the same check.
+    let (code, log) = run(&["check", "--source", &src.url(), "--target", &dst.url()]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("may run PSYNC and REPLCONF"), "{log}");
+}
