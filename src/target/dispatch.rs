@@ -233,6 +233,35 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Splits a run into its steps, each with the run information its ticket gets: only the
+    /// last step carries the run's offset, and none while a `MULTI` block is still open.
+    fn plan(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        routing: &Routing,
+    ) -> Vec<(Segment, RunInfo)> {
+        let segs = self.split(shard, cmds, routing);
+        let run = RunInfo {
+            offset: if self.tx.is_some() { None } else { run.offset },
+            ..run
+        };
+        if segs.is_empty() {
+            shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
+        }
+        let n = segs.len();
+        let partial = RunInfo {
+            offset: None,
+            completes_full_sync: false,
+            ..run
+        };
+        segs.into_iter()
+            .enumerate()
+            .map(|(i, seg)| (seg, if i + 1 == n { run } else { partial }))
+            .collect()
+    }
+
     /// Sends a run, waiting while a writer's queue is full (back-pressure).
     pub async fn send(
         &mut self,
@@ -241,33 +270,13 @@ impl Dispatcher {
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
-        let segs = self.split(shard, cmds, &routing);
-        // An open MULTI block holds commands back: the offset must not pass them yet.
-        let run = RunInfo {
-            offset: if self.tx.is_some() { None } else { run.offset },
-            ..run
-        };
-        let n = segs.len();
-        if n == 0 {
-            shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
-        }
-        for (i, seg) in segs.into_iter().enumerate() {
-            let this = if i + 1 == n {
-                run
-            } else {
-                RunInfo {
-                    offset: None,
-                    completes_full_sync: false,
-                    ..run
-                }
-            };
+        for (seg, this) in self.plan(shard, run, cmds, &routing) {
             match seg {
                 Segment::Parts(parts) => {
                     for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        let Some(h) = routing.writers[w].as_ref() else {
-                            continue;
-                        };
-                        h.tx.send(b).await.map_err(|e| undelivered(e.0))?;
+                        if let Some(h) = routing.writers[w].as_ref() {
+                            h.tx.send(b).await.map_err(|e| undelivered(e.0))?;
+                        }
                     }
                 }
                 Segment::CrossSlot(cmd) => {
@@ -294,22 +303,18 @@ impl Dispatcher {
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
-        let segs = self.split(shard, cmds, &routing);
-        if segs.is_empty() {
-            shard.issue(run.epoch, run.offset, run.completes_full_sync, 0);
-        }
-        for seg in segs {
+        for (seg, this) in self.plan(shard, run, cmds, &routing) {
             match seg {
                 Segment::Parts(parts) => {
-                    for (w, b) in Self::batches(shard, run, parts, &routing) {
-                        let Some(h) = routing.writers[w].as_ref() else {
-                            continue;
-                        };
-                        h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;
+                    for (w, b) in Self::batches(shard, this, parts, &routing) {
+                        if let Some(h) = routing.writers[w].as_ref() {
+                            h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;
+                        }
                     }
                 }
                 Segment::CrossSlot(cmd) => {
-                    Self::refuse(shard, &cmd, "cross-slot command inside an RDB load")
+                    Self::refuse(shard, &cmd, "cross-slot command inside an RDB load");
+                    shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
                 }
             }
         }
