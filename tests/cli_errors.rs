@@ -15,6 +15,21 @@ fn run(args: &[&str]) -> (i32, String) {
     (status.code().unwrap_or(-1), log)
 }
 
+/// `shardsync run --source SOURCE --target TARGET --metrics-addr off` plus `extra`, to exit.
+fn run_sync(source: &str, target: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "run",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--metrics-addr",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn assert_target_empty(dst: &RedisServer) {
     let mut c = dst.client();
     let n: u64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
@@ -27,15 +42,7 @@ fn wrong_source_password_names_the_node() {
     let dst = RedisServer::start(ServerKind::Redis70);
     src.client();
     let url = format!("redis://:wrong-password@{}", src.addr());
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &url,
-        "--target",
-        &dst.url(),
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&url, &dst.url(), &[]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&src.addr()) && log.contains("rejected the password"),
@@ -52,15 +59,7 @@ fn wrong_source_password_names_the_node() {
 fn missing_source_password_says_so() {
     let src = RedisServer::start_with_password(ServerKind::Redis60, SECRET, &[]);
     let dst = RedisServer::start(ServerKind::Redis70);
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &format!("redis://{}", src.addr()),
-        "--target",
-        &dst.url(),
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&format!("redis://{}", src.addr()), &dst.url(), &[]);
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("requires a password"), "{log}");
     assert_target_empty(&dst);
@@ -70,25 +69,23 @@ fn missing_source_password_says_so() {
 fn password_from_env_works_and_never_leaks() {
     let src = RedisServer::start_with_password(ServerKind::Redis70, SECRET, &[]);
     let dst = RedisServer::start(ServerKind::Redis70);
-    let (status, log) = {
-        let (code, log) = {
-            let mut p = Shardsync::spawn_with_env(
-                &[
-                    "check",
-                    "--source",
-                    &format!("redis://{}", src.addr()),
-                    "--target",
-                    &dst.url(),
-                    "--log-level",
-                    "debug",
-                ],
-                &[("SHARDSYNC_SOURCE_PASSWORD", SECRET)],
-            );
-            let st = p.wait_exit(Duration::from_secs(30)).expect("check exits");
-            (st.code(), p.log())
-        };
-        (code, log)
-    };
+    let mut p = Shardsync::spawn_with_env(
+        &[
+            "check",
+            "--source",
+            &format!("redis://{}", src.addr()),
+            "--target",
+            &dst.url(),
+            "--log-level",
+            "debug",
+        ],
+        &[("SHARDSYNC_SOURCE_PASSWORD", SECRET)],
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(30))
+        .expect("check exits")
+        .code();
+    let log = p.log();
     assert_eq!(status, Some(0), "{log}");
     assert!(log.contains("source reachable"), "{log}");
     assert!(!log.contains(SECRET), "password leaked:\n{log}");
@@ -98,15 +95,7 @@ fn password_from_env_works_and_never_leaks() {
 fn unreachable_source() {
     let dst = RedisServer::start(ServerKind::Redis70);
     let port = common::server::pick_free_port(false);
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &format!("redis://127.0.0.1:{port}"),
-        "--target",
-        &dst.url(),
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&format!("redis://127.0.0.1:{port}"), &dst.url(), &[]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&format!("source 127.0.0.1:{port}")) && log.contains("cannot connect"),
@@ -120,15 +109,7 @@ fn unreachable_target() {
     let src = RedisServer::start(ServerKind::Redis70);
     src.client();
     let port = common::server::pick_free_port(false);
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &format!("redis://127.0.0.1:{port}"),
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&src.url(), &format!("redis://127.0.0.1:{port}"), &[]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&format!("target 127.0.0.1:{port}")) && log.contains("cannot connect"),
@@ -195,17 +176,7 @@ fn target_with_data_blocks_when_asked() {
         .arg("here")
         .query(&mut dc)
         .expect("SET");
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.url(),
-        "--target-has-data",
-        "block",
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&src.url(), &dst.url(), &["--target-has-data", "block"]);
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("target holds 1 keys"), "{log}");
 }
@@ -228,15 +199,7 @@ fn user_without_psync_permission_is_refused_before_any_sync() {
         .query(&mut src.client())
         .expect("ACL SETUSER");
     let url = format!("redis://limited:limited-pw@{}", src.addr());
-    let (code, log) = run(&[
-        "run",
-        "--source",
-        &url,
-        "--target",
-        &dst.url(),
-        "--metrics-addr",
-        "off",
-    ]);
+    let (code, log) = run_sync(&url, &dst.url(), &[]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&format!("source master {}", src.addr())) && log.contains("may not run PSYNC"),

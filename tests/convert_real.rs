@@ -1,14 +1,14 @@
 //! Real-server tests of the converter and the rewrites: items built by hand are converted, sent to
-//! redis-server 6.0 / 7.0 and valkey-server 9.1 (from `.deps/bin`, skipped when absent), and every
+//! redis-server 6.0 / 7.0 and valkey-server 9.1 (via `tests/common`, skipped when absent), and every
 //! key is read back with type-specific commands and compared with the items.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::{RedisServer, ServerKind};
 use redis::Value;
 use shardsync::cmd::{Cmd, DbCmd};
 use shardsync::convert::{ConvertError, ConvertOptions, Converter, rewrite_for_target};
@@ -20,76 +20,14 @@ use shardsync::server_info::ServerInfo;
 
 // ---------------------------------------------------------------- harness
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// Starts `kind` if its binary is installed (the test skips it otherwise).
+fn start(kind: ServerKind) -> Option<RedisServer> {
+    RedisServer::start_if_available(kind, &[])
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".deps/bin")
-        .join(name);
-    p.exists().then_some(p)
-}
-
-fn start(name: &str) -> Option<Server> {
-    let Some(path) = bin(name) else {
-        eprintln!("skipping: {name} not found");
-        return None;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(path)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let s = Server {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(mut c) = s.try_conn()
-            && redis::cmd("PING").query::<String>(&mut c).is_ok()
-        {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{name} did not start");
-}
-
-impl Server {
-    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?.get_connection()
-    }
-    fn conn(&self) -> redis::Connection {
-        self.try_conn().expect("connect")
-    }
-    fn info(&self) -> ServerInfo {
-        let text: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut self.conn())
-            .expect("INFO");
-        ServerInfo::parse(&text).expect("parse INFO")
-    }
+/// The server's `INFO server`, parsed as shardsync parses it.
+fn server_info(server: &RedisServer) -> ServerInfo {
+    ServerInfo::parse(&server.info("server")).expect("parse INFO")
 }
 
 fn now_ms() -> i64 {
@@ -635,12 +573,12 @@ fn convert_all(info: &ServerInfo, items: Vec<Item>) -> (Vec<DbCmd>, Vec<ConvertE
     (out, errors)
 }
 
-fn roundtrip(server_bin: &str) {
-    let Some(server) = start(server_bin) else {
+fn roundtrip(kind: ServerKind) {
+    let Some(server) = start(kind) else {
         return;
     };
-    let info = server.info();
-    let mut con = server.conn();
+    let info = server_info(&server);
+    let mut con = server.client();
     let now = now_ms();
     let keys = dataset(now);
     // Pre-existing data must be replaced.
@@ -674,29 +612,29 @@ fn roundtrip(server_bin: &str) {
 
 #[test]
 fn roundtrip_redis_60() {
-    roundtrip("redis-server-6.0");
+    roundtrip(ServerKind::Redis60);
 }
 
 #[test]
 fn roundtrip_redis_62() {
-    roundtrip("redis-server-6.2");
+    roundtrip(ServerKind::Redis62);
 }
 
 #[test]
 fn roundtrip_redis_70() {
-    roundtrip("redis-server-7.0");
+    roundtrip(ServerKind::Redis70);
 }
 
 #[test]
 fn roundtrip_valkey_91() {
-    roundtrip("valkey-server-9.1");
+    roundtrip(ServerKind::Valkey91);
 }
 
 #[test]
 fn functions_load() {
-    for name in ["redis-server-7.0", "valkey-server-9.1"] {
-        let Some(server) = start(name) else { continue };
-        let info = server.info();
+    for kind in [ServerKind::Redis70, ServerKind::Valkey91] {
+        let Some(server) = start(kind) else { continue };
+        let info = server_info(&server);
         let code = b"#!lua name=lib1\nredis.register_function('f1', function() return 7 end)";
         let (cmds, errors) = convert_all(
             &info,
@@ -705,7 +643,7 @@ fn functions_load() {
             }],
         );
         assert!(errors.is_empty());
-        let mut con = server.conn();
+        let mut con = server.client();
         send(&mut con, &cmds);
         send(&mut con, &cmds); // REPLACE
         let r: i64 = q(&mut con, &[b"FCALL", b"f1", b"0"]);
@@ -716,13 +654,17 @@ fn functions_load() {
 /// `DUMP` payloads captured from a real server are restored with the converter's `RESTORE`.
 #[test]
 fn restore_from_real_dump() {
-    let servers: Vec<Server> = ["redis-server-6.0", "redis-server-7.0", "valkey-server-9.1"]
-        .into_iter()
-        .filter_map(start)
-        .collect();
+    let servers: Vec<RedisServer> = [
+        ServerKind::Redis60,
+        ServerKind::Redis70,
+        ServerKind::Valkey91,
+    ]
+    .into_iter()
+    .filter_map(start)
+    .collect();
     for src in &servers {
-        let src_info = src.info();
-        let mut sc = src.conn();
+        let src_info = server_info(src);
+        let mut sc = src.client();
         let _: () = q(&mut sc, &[b"RPUSH", b"l", b"a", b"b", b"\x00"]);
         let _: () = q(&mut sc, &[b"ZADD", b"z", b"0.1", b"m", b"inf", b"n"]);
         let _: () = q(&mut sc, &[b"XADD", b"s", b"1-1", b"f", b"v"]);
@@ -730,8 +672,8 @@ fn restore_from_real_dump() {
         let _: () = q(&mut sc, &[b"HSET", b"h", b"f", b"v"]);
         let exp = now_ms() + 1_000_000;
         for dst in &servers {
-            let dst_info = dst.info();
-            let mut dc = dst.conn();
+            let dst_info = server_info(dst);
+            let mut dc = dst.client();
             for (name, kind) in [
                 (&b"l"[..], ValueKind::List),
                 (b"z", ValueKind::ZSet),
@@ -834,11 +776,11 @@ fn snapshot(con: &mut redis::Connection, key: &[u8]) -> String {
 
 #[test]
 fn rewrites_match_native_effects() {
-    let (Some(new), Some(old)) = (start("redis-server-7.0"), start("redis-server-6.0")) else {
+    let (Some(new), Some(old)) = (start(ServerKind::Redis70), start(ServerKind::Redis60)) else {
         return;
     };
-    let old_info = old.info();
-    let (mut nc, mut oc) = (new.conn(), old.conn());
+    let old_info = server_info(&old);
+    let (mut nc, mut oc) = (new.client(), old.client());
     let now = now_ms();
     let far = (now + 7_200_000).to_string();
     let far_s = ((now + 7_200_000) / 1000).to_string();
@@ -1093,16 +1035,16 @@ fn assert_pttl(con: &mut redis::Connection, key: &[u8], want: i64) {
     }
 }
 
-/// `DUMP`s every key of `src_bin` whose payload `dst_bin` cannot `RESTORE`, then writes it to the
+/// `DUMP`s every key of `src_kind` whose payload `dst_kind` cannot `RESTORE`, then writes it to the
 /// target both ways: a live `RESTORE` rewritten by [`rewrite_for_target`], and a captured dump
 /// through the [`Converter`]. The target's keys must equal the source's (value and TTL).
-fn restore_decoded(src_bin: &str, dst_bin: &str) {
-    let (Some(src), Some(dst)) = (start(src_bin), start(dst_bin)) else {
+fn restore_decoded(src_kind: ServerKind, dst_kind: ServerKind) {
+    let (Some(src), Some(dst)) = (start(src_kind), start(dst_kind)) else {
         return;
     };
-    let (src_info, dst_info) = (src.info(), dst.info());
+    let (src_info, dst_info) = (server_info(&src), server_info(&dst));
     assert!(!dst_info.accepts_dump(src_info.flavor, src_info.rdb_version()));
-    let (mut sc, mut dc) = (src.conn(), dst.conn());
+    let (mut sc, mut dc) = (src.client(), dst.client());
     let keys = populate(&mut sc);
     for (i, key) in keys.iter().enumerate() {
         let ctx = String::from_utf8_lossy(key).into_owned();
@@ -1172,10 +1114,10 @@ fn restore_decoded(src_bin: &str, dst_bin: &str) {
 
 #[test]
 fn restore_redis_70_dumps_on_60() {
-    restore_decoded("redis-server-7.0", "redis-server-6.0");
+    restore_decoded(ServerKind::Redis70, ServerKind::Redis60);
 }
 
 #[test]
 fn restore_valkey_91_dumps_on_redis_70() {
-    restore_decoded("valkey-server-9.1", "redis-server-7.0");
+    restore_decoded(ServerKind::Valkey91, ServerKind::Redis70);
 }

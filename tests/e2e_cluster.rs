@@ -99,6 +99,22 @@ fn spawn(src_url: &str, dst_url: &str, state: &tempfile::TempDir, extra: &[&str]
     ss
 }
 
+/// `shardsync run` from `source` to `target` (metrics off) until it exits, within 60 s.
+fn run_to_exit(source: &str, target: &str) -> (std::process::ExitStatus, String) {
+    Shardsync::run_to_exit(
+        &[
+            "run",
+            "--source",
+            source,
+            "--target",
+            target,
+            "--metrics-addr",
+            "off",
+        ],
+        Duration::from_secs(60),
+    )
+}
+
 fn stop(ss: &mut Shardsync) {
     let status = ss.terminate();
     assert!(
@@ -220,18 +236,7 @@ fn standalone_with_databases_to_cluster_needs_db_map() {
         .arg("v")
         .query(&mut sc)
         .expect("SET");
-    let (status, log) = Shardsync::run_to_exit(
-        &[
-            "run",
-            "--source",
-            &src.url(),
-            "--target",
-            &dst.seed_url(),
-            "--metrics-addr",
-            "off",
-        ],
-        Duration::from_secs(60),
-    );
+    let (status, log) = run_to_exit(&src.url(), &dst.seed_url());
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(
         log.contains("database(s) [3]") && log.contains("db_map"),
@@ -278,18 +283,7 @@ fn master_with_another_password_is_named() {
             .expect("CONFIG SET requirepass");
     }
     let url = format!("redis://:shared-secret@{}", masters[0].addr());
-    let (status, log) = Shardsync::run_to_exit(
-        &[
-            "run",
-            "--source",
-            &url,
-            "--target",
-            &dst.url(),
-            "--metrics-addr",
-            "off",
-        ],
-        Duration::from_secs(60),
-    );
+    let (status, log) = run_to_exit(&url, &dst.url());
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(
         log.contains(&format!("source master {}", masters[2].addr()))
@@ -321,18 +315,7 @@ fn uncovered_slot_is_a_clear_error() {
         .arg(slot)
         .query(&mut owner.client())
         .expect("DELSLOTS");
-    let (status, log) = Shardsync::run_to_exit(
-        &[
-            "run",
-            "--source",
-            &src.seed_url(),
-            "--target",
-            &dst.url(),
-            "--metrics-addr",
-            "off",
-        ],
-        Duration::from_secs(60),
-    );
+    let (status, log) = run_to_exit(&src.seed_url(), &dst.url());
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(
         log.contains(&format!("slots {slot} are not served by any master")),

@@ -387,6 +387,34 @@ fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> S
     ])
 }
 
+/// A fresh state dir holding the config written by [`write_config`] with `extra`.
+fn state_with_config(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), extra);
+    (state, config)
+}
+
+/// A source whose full sync takes long enough to be interrupted: `keys` 32-byte `bulk:*` keys
+/// (`DEBUG POPULATE`) and a diskless RDB; `extra` config args are appended.
+fn bulk_source(keys: u64, extra: &[&str]) -> RedisServer {
+    let mut args = vec![
+        "--enable-debug-command",
+        "yes",
+        "--repl-diskless-sync",
+        "yes",
+    ];
+    args.extend_from_slice(extra);
+    let src = RedisServer::start_with(KIND, &args);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .arg("bulk")
+        .arg(32)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    src
+}
+
 fn checkpoint_files(state: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(state)
         .map(|d| {
@@ -410,29 +438,11 @@ fn checkpoint_files(state: &Path) -> Vec<PathBuf> {
 #[test]
 fn source_kills_replica_during_full_sync_and_stream() {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        KIND,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-diskless-sync",
-            "yes",
-            "--repl-backlog-size",
-            "64mb",
-        ],
-    );
+    const BULK: u64 = 300_000;
+    let src = bulk_source(BULK, &["--repl-backlog-size", "64mb"]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    const BULK: u64 = 300_000;
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(BULK)
-        .arg("bulk")
-        .arg(32)
-        .query(&mut sc)
-        .expect("DEBUG POPULATE");
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), "");
+    let (state, config) = state_with_config("");
     let mut ss = spawn(&src, &dst, state.path(), &config);
     let load = Load::start(src.url(), LoadOptions::default());
 
@@ -550,11 +560,7 @@ fn target_down(src_extra: &[&str], label: &str, expect_drop: bool) {
     let mut dst =
         RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
     let mut sc = src.client();
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(
-        state.path(),
-        "queue_batches = 4\nbatch_max_bytes = 262144\n",
-    );
+    let (state, config) = state_with_config("queue_batches = 4\nbatch_max_bytes = 262144\n");
     let mut ss = spawn(&src, &dst, state.path(), &config);
     ss.expect_log("RDB received", Duration::from_secs(20));
     let pid = ss.pid().expect("pid");
@@ -634,8 +640,7 @@ fn sigkill_under_load_resumes_from_checkpoint() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), "");
+    let (state, config) = state_with_config("");
     let mut ss1 = spawn(&src, &dst, state.path(), &config);
     ss1.expect_log("RDB received", Duration::from_secs(20));
     let opts = LoadOptions::default();
@@ -711,8 +716,7 @@ fn sigterm_under_load_then_resume() {
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
     let mut dc = dst.client();
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), "");
+    let (state, config) = state_with_config("");
     let mut ss1 = spawn(&src, &dst, state.path(), &config);
     ss1.expect_log("RDB received", Duration::from_secs(20));
     let load = Load::start(src.url(), LoadOptions::default());
@@ -782,8 +786,7 @@ fn source_restart_forces_full_resync() {
         ..DatasetOptions::default()
     };
     populate_typed_dataset(&mut src.client(), KIND, &dataset);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), "");
+    let (state, config) = state_with_config("");
     let mut ss = spawn(&src, &dst, state.path(), &config);
     ss.expect_log("RDB received", Duration::from_secs(30));
     let replid = |s: &RedisServer| info_field(&s.info("replication"), "master_replid");
@@ -831,26 +834,10 @@ fn source_restart_forces_full_resync() {
 /// target was empty at start, so shardsync clears the shard's keys before the repeated sync.
 #[test]
 fn keys_deleted_during_interrupted_full_sync_do_not_stay_on_target() {
-    let src = RedisServer::start_with(
-        KIND,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
+    let src = bulk_source(300_000, &[]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(300_000)
-        .arg("bulk")
-        .arg(32)
-        .query(&mut sc)
-        .expect("DEBUG POPULATE");
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), "");
+    let (state, config) = state_with_config("");
     let mut ss = spawn(&src, &dst, state.path(), &config);
     ss.expect_log("full sync started", Duration::from_secs(20));
     let mut dc = dst.client();

@@ -217,13 +217,35 @@ fn wait_heartbeats(src: &[u16], dst: &[u16], after: u64, ss: &Shardsync) {
     );
 }
 
-fn compare(src: &RedisCluster, dst: &RedisCluster) {
+/// Asserts that `src` and `dst` hold the same keys and values (heartbeats and functions aside).
+fn compare_keys(src: &mut dyn KeySource, dst: &mut dyn KeySource) {
     let opts = CompareOptions {
         compare_functions: false,
         ..Default::default()
     };
-    let (mut sr, mut dr) = (src.reader(), dst.reader());
-    assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts));
+    assert_no_differences(&compare_sources(src, dst, &[HEARTBEAT], &opts));
+}
+
+fn compare(src: &RedisCluster, dst: &RedisCluster) {
+    compare_keys(&mut src.reader(), &mut dst.reader());
+}
+
+/// Fills `src`, starts shardsync from `src` to `dst` on a fresh state dir and waits until the
+/// RDB of each of the 3 source shards has been received.
+fn populate_and_sync(src: &RedisCluster, dst: &RedisCluster) -> (tempfile::TempDir, Shardsync) {
+    populate(src);
+    let state = tempfile::tempdir().expect("state");
+    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
+    for _ in 0..3 {
+        ss.expect_log("RDB received", Duration::from_secs(60));
+    }
+    (state, ss)
+}
+
+/// Stops the background writer; it must have written through the fault.
+fn finish_load(load: Load) {
+    let writes = load.finish();
+    assert!(writes > 100, "the load wrote only {writes} times");
 }
 
 fn stop(ss: &mut Shardsync) -> String {
@@ -265,12 +287,7 @@ fn source_failover(kill: bool) {
     let kind = ServerKind::Redis70;
     let mut src = RedisCluster::start(kind, 3, 1);
     let dst = RedisCluster::start(kind, 3, 0);
-    populate(&src);
-    let state = tempfile::tempdir().expect("state");
-    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    let (_state, mut ss) = populate_and_sync(&src, &dst);
     let load = Load::start(ports(&src));
     std::thread::sleep(Duration::from_millis(500));
 
@@ -334,8 +351,7 @@ fn source_failover(kill: bool) {
     });
     assert!(promoted, "the replica was not promoted");
     std::thread::sleep(Duration::from_secs(2));
-    let writes = load.finish();
-    assert!(writes > 100, "the load wrote only {writes} times");
+    finish_load(load);
 
     let live: Vec<u16> = src
         .nodes()
@@ -346,13 +362,7 @@ fn source_failover(kill: bool) {
     wait_heartbeats(&live, &ports(&dst), now_ms(), &ss);
     if kill {
         // The dead master's keys now live on the promoted replica; compare what is alive.
-        let opts = CompareOptions {
-            compare_functions: false,
-            ..Default::default()
-        };
-        let mut sr = LiveCluster::new(&live);
-        let mut dr = dst.reader();
-        assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts));
+        compare_keys(&mut LiveCluster::new(&live), &mut dst.reader());
     } else {
         compare(&src, &dst);
     }
@@ -432,12 +442,7 @@ fn target_resharding_under_load() {
     let kind = ServerKind::Redis70;
     let src = RedisCluster::start(kind, 3, 0);
     let dst = RedisCluster::start(kind, 3, 0);
-    populate(&src);
-    let state = tempfile::tempdir().expect("state");
-    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    let (_state, mut ss) = populate_and_sync(&src, &dst);
     let load = Load::start(ports(&src));
     let masters = dst.masters();
     let id = |n: &RedisServer| -> String {
@@ -473,8 +478,7 @@ fn target_resharding_under_load() {
     );
     dst.wait_ok(Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    let writes = load.finish();
-    assert!(writes > 100, "the load wrote only {writes} times");
+    finish_load(load);
     wait_heartbeats(&ports(&src), &ports(&dst), now_ms(), &ss);
     compare(&src, &dst);
     let log = stop(&mut ss);
@@ -489,12 +493,7 @@ fn target_cluster_failover_under_load() {
     let kind = ServerKind::Redis70;
     let src = RedisCluster::start(kind, 3, 0);
     let dst = RedisCluster::start(kind, 3, 1);
-    populate(&src);
-    let state = tempfile::tempdir().expect("state");
-    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    let (_state, mut ss) = populate_and_sync(&src, &dst);
     let load = Load::start(ports(&src));
     std::thread::sleep(Duration::from_millis(300));
     let replica = dst.replicas()[0];
@@ -507,16 +506,9 @@ fn target_cluster_failover_under_load() {
     });
     assert!(promoted, "target replica not promoted");
     std::thread::sleep(Duration::from_secs(2));
-    let writes = load.finish();
-    assert!(writes > 100, "the load wrote only {writes} times");
+    finish_load(load);
     wait_heartbeats(&ports(&src), &ports(&dst), now_ms(), &ss);
-    let opts = CompareOptions {
-        compare_functions: false,
-        ..Default::default()
-    };
-    let mut sr = src.reader();
-    let mut dr = LiveCluster::new(&ports(&dst));
-    assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts));
+    compare_keys(&mut src.reader(), &mut LiveCluster::new(&ports(&dst)));
     stop(&mut ss);
 }
 
@@ -528,12 +520,7 @@ fn repeated_full_sync_of_one_shard_clears_its_slots_only() {
     let kind = ServerKind::Redis70;
     let src = RedisCluster::start_with(kind, 3, 0, &["--repl-backlog-size", "16kb"]);
     let dst = RedisCluster::start(kind, 3, 0);
-    populate(&src);
-    let state = tempfile::tempdir().expect("state");
-    let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    let (state, mut ss) = populate_and_sync(&src, &dst);
     std::thread::sleep(Duration::from_millis(500));
     ss.kill();
 

@@ -1,97 +1,28 @@
-//! The parser against real servers: each available server (Redis 6.0, 6.2, 7.0, Valkey 9.1 from
-//! `.deps/bin`) is filled with every type in both compact and full encodings (int sets, streams
+//! The parser against real servers: each available server (Redis 6.0, 6.2, 7.0, Valkey 9.1, started
+//! by `tests/common`) is filled with every type in both compact and full encodings (int sets, streams
 //! with groups and pending entries, TTLs, several databases, functions, hash field TTLs where
 //! supported), `SAVE`d, and the dump is parsed: every value must equal what the server returns,
 //! and every captured payload must equal the server's own `DUMP` output byte for byte.
 
+mod common;
 mod rdb_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{RedisServer, ServerKind};
 use rdb_support::{Key, Parsed, parse_file};
 use redis::Value as RV;
 use shardsync::rdb::{Flavor, Item, ParseOptions, ValueKind, parse_dump_payload};
 
-/// Kills the server when dropped, whatever happened in the test.
-struct ServerGuard {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    std::env::var("SHARDSYNC_DEPS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin"))
-}
-
-fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p != 6379 {
-            return p;
-        }
-    }
-}
-
-fn start(name: &str) -> Option<ServerGuard> {
-    let bin = bin_dir().join(name);
-    if !bin.exists() {
-        eprintln!("{name}: not installed at {}, skipping", bin.display());
-        return None;
-    }
-    for _attempt in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut extra: Vec<&str> = Vec::new();
-        if !name.contains("-6.") {
-            extra.extend(["--enable-debug-command", "local"]);
-        }
-        let child = Command::new(&bin)
-            .args(&extra)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--dir",
-                dir.path().to_str().unwrap(),
-                "--dbfilename",
-                "dump.rdb",
-            ])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--databases", "16", "--logfile", "server.log"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let guard = ServerGuard { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut c) = connect(port)
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Some(guard);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{name}: did not come up on port {port}, retrying");
-    }
-    panic!("{name}: could not start");
-}
-
-fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()
+/// Starts `kind` if installed, with `DEBUG` enabled where the server gates it (7.0+).
+fn start(kind: ServerKind) -> Option<RedisServer> {
+    let extra: &[&str] = if kind.at_least(7, 0) {
+        &["--enable-debug-command", "local"]
+    } else {
+        &[]
+    };
+    RedisServer::start_if_available(kind, extra)
 }
 
 fn cmd(c: &mut redis::Connection, args: &[&[u8]]) -> RV {
@@ -672,13 +603,14 @@ fn dbsizes(c: &mut redis::Connection) -> BTreeMap<u32, usize> {
     out
 }
 
-fn run_server(name: &str) {
-    let Some(server) = start(name) else { return };
-    let mut c = connect(server.port).unwrap();
+fn run_server(kind: ServerKind) {
+    let name = kind.name();
+    let Some(server) = start(kind) else { return };
+    let mut c = server.client();
     let caps = caps(&mut c);
     fill(&mut c, &caps);
     cmd(&mut c, &[b"SAVE"]);
-    let path = server.dir.path().join("dump.rdb");
+    let path = server.dir().join("dump.rdb");
 
     // 1. Decoded values equal what the server returns.
     let opts = ParseOptions {
@@ -794,20 +726,20 @@ fn run_server(name: &str) {
 
 #[test]
 fn redis_6_0() {
-    run_server("redis-server-6.0");
+    run_server(ServerKind::Redis60);
 }
 
 #[test]
 fn redis_6_2() {
-    run_server("redis-server-6.2");
+    run_server(ServerKind::Redis62);
 }
 
 #[test]
 fn redis_7_0() {
-    run_server("redis-server-7.0");
+    run_server(ServerKind::Redis70);
 }
 
 #[test]
 fn valkey_9_1() {
-    run_server("valkey-server-9.1");
+    run_server(ServerKind::Valkey91);
 }

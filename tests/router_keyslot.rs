@@ -1,48 +1,34 @@
 //! Real-server tests of the slot router: `key_slot` against `CLUSTER KEYSLOT` (3000 random binary
 //! keys plus hash-tag edge cases), and `SlotTable::from_cluster_nodes` against `CLUSTER SLOTS` of a
 //! 3-master cluster made with `redis-cli --cluster create` (plus a replica and a slot being
-//! migrated). Runs on redis-server 6.0 / 7.0 and valkey-server 9.1 from `.deps/bin` (each skipped
-//! when absent); every server gets its own temp dir and free loopback ports and is killed on drop.
+//! migrated). Runs on redis-server 6.0 / 7.0 and valkey-server 9.1 (each skipped when absent),
+//! started by the shared harness in `tests/common` (own temp dir, free ports, killed on drop).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::cluster::RedisCluster;
+use common::{RedisServer, ServerKind, wait_until};
 use redis::Value;
 use shardsync::router::{Routed, SlotTable, key_slot, route};
 
-const BINARIES: &[&str] = &["redis-server-7.0", "redis-server-6.0", "valkey-server-9.1"];
+const KINDS: &[ServerKind] = &[
+    ServerKind::Redis70,
+    ServerKind::Redis60,
+    ServerKind::Valkey91,
+];
 
-// ---------------------------------------------------------------- harness
+/// Config of a lone cluster-mode node (no slots until a cluster is made).
+const CLUSTER_NODE: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+];
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-            .and_then(|c| c.get_connection())
-            .expect("connect")
-    }
-}
-
-fn bin(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".deps/bin")
-        .join(name);
-    p.exists().then_some(p)
-}
+// ---------------------------------------------------------------- helpers
 
 /// Small deterministic PRNG (xorshift64*), seeded per test run and printed for reproduction.
 struct Rng(u64);
@@ -67,70 +53,8 @@ impl Rng {
     }
 }
 
-/// A loopback port `p` with `p + 10000` (the cluster bus port) also free.
-fn free_cluster_port(rng: &mut Rng) -> u16 {
-    for _ in 0..1000 {
-        let p = 20000 + rng.below(35000) as u16;
-        if p == 6379 {
-            continue;
-        }
-        let a = TcpListener::bind(("127.0.0.1", p));
-        let b = TcpListener::bind(("127.0.0.1", p + 10000));
-        if a.is_ok() && b.is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair");
-}
-
-fn start_cluster_node(path: &Path, rng: &mut Rng) -> Server {
-    // A port can be taken between the check and the bind: retry a few times.
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_cluster_port(rng);
-        let child = Command::new(path)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--cluster-enabled", "yes"])
-            .arg("--cluster-config-file")
-            .arg(dir.path().join("nodes.conf"))
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        let mut s = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = s.child.try_wait() {
-                break; // exited (port race): retry
-            }
-            if let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .and_then(|c| c.get_connection())
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("{} did not start", path.display());
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
+fn wait_for(what: &str, timeout: Duration, ok: impl FnMut() -> bool) {
+    assert!(wait_until(timeout, ok), "timed out waiting for {what}");
 }
 
 fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
@@ -170,13 +94,12 @@ fn random_key(rng: &mut Rng) -> Vec<u8> {
 #[test]
 fn key_slot_matches_cluster_keyslot() {
     let mut rng = Rng::new();
-    for name in BINARIES {
-        let Some(path) = bin(name) else {
-            eprintln!("skipping {name}: not found");
+    for &kind in KINDS {
+        let name = kind.name();
+        let Some(server) = RedisServer::start_if_available(kind, CLUSTER_NODE) else {
             continue;
         };
-        let server = start_cluster_node(&path, &mut rng);
-        let mut con = server.conn();
+        let mut con = server.client();
         let mut keys: Vec<Vec<u8>> = [
             &b""[..],
             b"{}",
@@ -285,34 +208,25 @@ fn my_id(con: &mut redis::Connection) -> String {
 
 #[test]
 fn slot_table_matches_real_cluster() {
-    let Ok(cli) = which("redis-cli") else {
+    if which("redis-cli").is_err() {
         eprintln!("skipping: redis-cli not found");
         return;
     };
     let mut rng = Rng::new();
-    for name in BINARIES {
-        let Some(path) = bin(name) else {
+    for &kind in KINDS {
+        let name = kind.name();
+        if !kind.is_available() {
             eprintln!("skipping {name}: not found");
             continue;
-        };
-        let nodes: Vec<Server> = (0..4)
-            .map(|_| start_cluster_node(&path, &mut rng))
-            .collect();
-        let masters = &nodes[..3];
-        let ports: Vec<u16> = masters.iter().map(|s| s.port).collect();
-
-        // Create the 3-master cluster.
-        let mut create = Command::new(&cli);
-        create.args(["--cluster", "create"]);
-        for p in &ports {
-            create.arg(format!("127.0.0.1:{p}"));
         }
-        create.arg("--cluster-yes");
-        run_with_timeout(create, Duration::from_secs(60), name);
+        // A 3-master cluster made with `redis-cli --cluster create`.
+        let cluster = RedisCluster::start(kind, 3, 0);
+        let masters = cluster.nodes();
+        let ports: Vec<u16> = masters.iter().map(|s| s.port()).collect();
 
         // Every master must see the whole cluster (state ok, 3 masters, all slots).
-        let mut c0 = masters[0].conn();
-        let mut all: Vec<redis::Connection> = masters.iter().map(|m| m.conn()).collect();
+        let mut c0 = masters[0].client();
+        let mut all: Vec<redis::Connection> = masters.iter().map(|m| m.client()).collect();
         wait_for(
             &format!("{name}: cluster ok"),
             Duration::from_secs(30),
@@ -329,7 +243,7 @@ fn slot_table_matches_real_cluster() {
 
         // Every master's view parses and matches CLUSTER SLOTS.
         for m in masters {
-            let mut c = m.conn();
+            let mut c = m.client();
             let text = cluster_nodes(&mut c);
             let table = SlotTable::from_cluster_nodes(&text)
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
@@ -344,7 +258,7 @@ fn slot_table_matches_real_cluster() {
 
         // Writes sent where the table says never get MOVED.
         let table = SlotTable::from_cluster_nodes(&cluster_nodes(&mut c0)).unwrap();
-        let mut conns: Vec<redis::Connection> = masters.iter().map(|m| m.conn()).collect();
+        let mut conns: Vec<redis::Connection> = masters.iter().map(|m| m.client()).collect();
         for i in 0..300 {
             let key = format!("k:{i}:{}", rng.next());
             let cmd = shardsync::cmd!["SET", key.clone(), "v"];
@@ -362,8 +276,8 @@ fn slot_table_matches_real_cluster() {
         }
 
         // A replica of master 0.
-        let replica = &nodes[3];
-        let mut cr = replica.conn();
+        let replica = RedisServer::start_with(kind, CLUSTER_NODE);
+        let mut cr = replica.client();
         let id0 = my_id(&mut c0);
         let _: () = q(
             &mut cr,
@@ -380,7 +294,7 @@ fn slot_table_matches_real_cluster() {
             Duration::from_secs(30),
             || {
                 SlotTable::from_cluster_nodes(&cluster_nodes(&mut c0))
-                    .map(|t| t.replicas_of(&id0).iter().any(|n| n.port == replica.port))
+                    .map(|t| t.replicas_of(&id0).iter().any(|n| n.port == replica.port()))
                     .unwrap_or(false)
             },
         );
@@ -398,7 +312,7 @@ fn slot_table_matches_real_cluster() {
                 .unwrap(),
         )[0]
         .0;
-        let mut c1 = masters[1].conn();
+        let mut c1 = masters[1].client();
         let id1 = my_id(&mut c1);
         let s = slot.to_string();
         let _: () = q(&mut c1, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &id0]);
@@ -430,32 +344,4 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
-}
-
-fn run_with_timeout(mut cmd: Command, timeout: Duration, name: &str) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redis-cli");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let out = child.wait_with_output().expect("output");
-            assert!(
-                status.success(),
-                "{name}: redis-cli --cluster create failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name}: redis-cli --cluster create timed out");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
