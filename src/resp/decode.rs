@@ -109,6 +109,9 @@ fn skip(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, RespError
         },
         b'*' | b'~' | b'>' | b'%' | b'|' => {
             let Some(n) = parse_len(l, pos + 1, MAX_AGGREGATE_LEN)? else {
+                if tag == b'|' {
+                    return err(pos, "attribute without a length");
+                }
                 return Ok(Some(next));
             };
             let n = if tag == b'%' || tag == b'|' { n * 2 } else { n };
@@ -143,7 +146,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<(Frame, usize)>, RespError> {
 
 /// Builds the frame at `pos` of a buffer already known to hold it whole.
 fn build(b: &Bytes, pos: usize) -> Result<(Frame, usize), RespError> {
-    let tag = b[pos];
+    let Some(&tag) = b.get(pos) else {
+        return err(pos, "truncated frame");
+    };
     let (l, next) = match line(b, pos + 1)? {
         Some(x) => x,
         None => return err(pos, "truncated frame"),
@@ -292,5 +297,7 @@ mod tests {
         assert!(dec(b"*1\r\n:x\r\n").is_err());
         assert!(dec(b"$-5\r\n").is_err());
         assert!(dec(b"+no cr\n").is_err());
+        // Found by tests/resp_fuzz.rs: a null attribute used to index past the frame.
+        assert!(dec(b"|-1\r\n").is_err());
     }
 }
