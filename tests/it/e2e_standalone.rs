@@ -3,7 +3,7 @@
 //! shardsync streams it; after the heartbeat shows the target caught up, source and target are
 //! compared key by key (type, value, TTL).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

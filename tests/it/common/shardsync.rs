@@ -45,7 +45,9 @@ impl Shardsync {
         let log = File::create(&log_path).expect("create shardsync log file");
         let log_err = log.try_clone().expect("clone shardsync log file handle");
         let mut cmd = Command::new(binary());
+        // The process runs in its own temp dir, so a default `--state-dir` never lands in the checkout.
         cmd.args(args)
+            .current_dir(dir.path())
             .env("RUST_BACKTRACE", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

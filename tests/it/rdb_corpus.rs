@@ -2,7 +2,7 @@
 //! and librdb dumps): every file parses to `Item::End` except the four that must fail, with the
 //! right error; some files' contents are checked against what their projects' tests document.
 
-mod rdb_support;
+use crate::rdb_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,12 +20,8 @@ const MUST_FAIL: [&str; 4] = [
     "future_v19.rdb",
 ];
 
-fn corpus() -> Option<PathBuf> {
-    let dir = corpus_dir();
-    if dir.is_none() {
-        eprintln!("RDB corpus not found (set SHARDSYNC_RDB_CORPUS); skipping");
-    }
-    dir
+fn corpus() -> PathBuf {
+    corpus_dir()
 }
 
 fn file(dir: &Path, rel: &str) -> PathBuf {
@@ -51,7 +47,7 @@ fn sorted(v: &[Bytes]) -> Vec<Bytes> {
 
 #[test]
 fn every_file_parses_or_fails_as_documented() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let files = rdb_files(&dir);
     assert!(
         files.len() >= 70,
@@ -102,7 +98,7 @@ fn every_file_parses_or_fails_as_documented() {
 
 #[test]
 fn chunking_and_capture_do_not_change_content() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let small = ParseOptions {
         chunk_elements: 3,
         chunk_bytes: 7,
@@ -165,7 +161,7 @@ fn chunking_and_capture_do_not_change_content() {
 
 #[test]
 fn tiny_capture_limit_falls_back_to_streaming() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let f = file(&dir, "redis-rdb-tools/linkedlist.rdb");
     let opts = ParseOptions {
         chunk_elements: 100,
@@ -184,7 +180,7 @@ fn tiny_capture_limit_falls_back_to_streaming() {
 #[test]
 fn encodings_rdb_matches_redis_test_suite() {
     // Expected values from Redis' tests/integration/rdb.tcl "RDB encoding loading test".
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let p = parse_file(
         &file(&dir, "redis-tests-assets/encodings.rdb"),
         ParseOptions::default(),
@@ -292,7 +288,7 @@ fn encodings_rdb_matches_redis_test_suite() {
 #[test]
 fn redis_rdb_tools_dumps() {
     // Contents as documented by redis-rdb-tools' tests/parser_tests.py.
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let d = |n: &str| {
         parse_file(
             &file(&dir, &format!("redis-rdb-tools/{n}")),
@@ -410,7 +406,7 @@ fn redis_rdb_tools_dumps() {
 
 #[test]
 fn librdb_dumps() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let d =
         |n: &str| parse_file(&file(&dir, &format!("librdb/{n}")), ParseOptions::default()).unwrap();
 
@@ -477,7 +473,7 @@ fn librdb_dumps() {
 
 #[test]
 fn empty_keys_are_skipped_when_continuing() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let f = std::fs::File::open(file(&dir, "redis-tests-assets/corrupt_empty_keys.rdb")).unwrap();
     let mut p = RdbParser::new(f, ParseOptions::default());
     let mut empty = Vec::new();
@@ -502,7 +498,7 @@ fn empty_keys_are_skipped_when_continuing() {
 
 #[test]
 fn header_and_offsets() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let path = file(&dir, "librdb/single_key.rdb");
     let data = std::fs::read(&path).unwrap();
     let mut p = RdbParser::new(&data[..], ParseOptions::default());
@@ -536,7 +532,7 @@ fn header_and_offsets() {
 
 #[test]
 fn truncated_files_fail_cleanly() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     for rel in [
         "librdb/stream_v11.rdb",
         "redis-tests-assets/encodings.rdb",

@@ -1,7 +1,7 @@
 //! Self-tests of the integration harness, validated against native Redis/Valkey
 //! replication (independent of shardsync's own replication code).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

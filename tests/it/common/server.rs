@@ -232,20 +232,6 @@ impl RedisServer {
         );
     }
 
-    /// Like [`RedisServer::start_with`], but returns `None` (and says so on stderr) when
-    /// `kind`'s binary is not installed, for tests that run on whichever servers exist.
-    pub fn start_if_available(kind: ServerKind, extra: &[&str]) -> Option<RedisServer> {
-        if !kind.is_available() {
-            eprintln!(
-                "skipping {}: {} not found (scripts/install-deps.sh)",
-                kind.name(),
-                kind.binary().display()
-            );
-            return None;
-        }
-        Some(Self::start_with(kind, extra))
-    }
-
     /// Starts `kind` with `requirepass password` plus `extra`.
     pub fn start_with_password(kind: ServerKind, password: &str, extra: &[&str]) -> RedisServer {
         let mut all = vec!["--requirepass", password];

@@ -39,7 +39,8 @@
 //! the test fails listing every failing file. Skipped (with a message) when the corpus or the
 //! server binaries are absent.
 
-mod common;
+use crate::common;
+use crate::rdb_support::corpus_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -113,26 +114,6 @@ const MUST_FAIL: &[MustFail] = &[
 ];
 
 // ---------------------------------------------------------------- corpus
-
-/// `SHARDSYNC_RDB_CORPUS`, else `$CARGO_MANIFEST_DIR/../shared/rdb-corpus`, else
-/// `/work/shared/rdb-corpus`.
-fn corpus_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SHARDSYNC_RDB_CORPUS").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "SHARDSYNC_RDB_CORPUS={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    [
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/rdb-corpus"),
-        PathBuf::from("/work/shared/rdb-corpus"),
-    ]
-    .into_iter()
-    .find(|d| d.is_dir())
-}
 
 fn rdb_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -609,17 +590,7 @@ struct Row {
 
 #[test]
 fn corpus_parses_loads_and_syncs() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("skipping: RDB corpus not found (set SHARDSYNC_RDB_CORPUS)");
-        return;
-    };
-    if let Some(k) = KINDS.iter().find(|k| !k.is_available()) {
-        eprintln!(
-            "skipping: {} missing (scripts/install-deps.sh)",
-            k.binary().display()
-        );
-        return;
-    }
+    let corpus = corpus_dir();
     let started = Instant::now();
     let files = rdb_files(&corpus);
     assert!(

@@ -2,7 +2,7 @@
 //! redis-server 6.0 / 7.0 and valkey-server 9.1 (via `tests/common`, skipped when absent), and every
 //! key is read back with type-specific commands and compared with the items.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,9 +20,9 @@ use shardsync::server_info::ServerInfo;
 
 // ---------------------------------------------------------------- harness
 
-/// Starts `kind` if its binary is installed (the test skips it otherwise).
-fn start(kind: ServerKind) -> Option<RedisServer> {
-    RedisServer::start_if_available(kind, &[])
+/// Starts `kind` (a missing binary fails the test).
+fn start(kind: ServerKind) -> RedisServer {
+    RedisServer::start(kind)
 }
 
 /// The server's `INFO server`, parsed as shardsync parses it.
@@ -574,9 +574,7 @@ fn convert_all(info: &ServerInfo, items: Vec<Item>) -> (Vec<DbCmd>, Vec<ConvertE
 }
 
 fn roundtrip(kind: ServerKind) {
-    let Some(server) = start(kind) else {
-        return;
-    };
+    let server = start(kind);
     let info = server_info(&server);
     let mut con = server.client();
     let now = now_ms();
@@ -633,7 +631,7 @@ fn roundtrip_valkey_91() {
 #[test]
 fn functions_load() {
     for kind in [ServerKind::Redis70, ServerKind::Valkey91] {
-        let Some(server) = start(kind) else { continue };
+        let server = start(kind);
         let info = server_info(&server);
         let code = b"#!lua name=lib1\nredis.register_function('f1', function() return 7 end)";
         let (cmds, errors) = convert_all(
@@ -660,7 +658,7 @@ fn restore_from_real_dump() {
         ServerKind::Valkey91,
     ]
     .into_iter()
-    .filter_map(start)
+    .map(start)
     .collect();
     for src in &servers {
         let src_info = server_info(src);
@@ -776,9 +774,7 @@ fn snapshot(con: &mut redis::Connection, key: &[u8]) -> String {
 
 #[test]
 fn rewrites_match_native_effects() {
-    let (Some(new), Some(old)) = (start(ServerKind::Redis70), start(ServerKind::Redis60)) else {
-        return;
-    };
+    let (new, old) = (start(ServerKind::Redis70), start(ServerKind::Redis60));
     let old_info = server_info(&old);
     let (mut nc, mut oc) = (new.client(), old.client());
     let now = now_ms();
@@ -1039,9 +1035,7 @@ fn assert_pttl(con: &mut redis::Connection, key: &[u8], want: i64) {
 /// target both ways: a live `RESTORE` rewritten by [`rewrite_for_target`], and a captured dump
 /// through the [`Converter`]. The target's keys must equal the source's (value and TTL).
 fn restore_decoded(src_kind: ServerKind, dst_kind: ServerKind) {
-    let (Some(src), Some(dst)) = (start(src_kind), start(dst_kind)) else {
-        return;
-    };
+    let (src, dst) = (start(src_kind), start(dst_kind));
     let (src_info, dst_info) = (server_info(&src), server_info(&dst));
     assert!(!dst_info.accepts_dump(src_info.flavor, src_info.rdb_version()));
     let (mut sc, mut dc) = (src.client(), dst.client());

@@ -4,8 +4,8 @@
 //! supported), `SAVE`d, and the dump is parsed: every value must equal what the server returns,
 //! and every captured payload must equal the server's own `DUMP` output byte for byte.
 
-mod common;
-mod rdb_support;
+use crate::common;
+use crate::rdb_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,14 +15,14 @@ use rdb_support::{Key, Parsed, parse_file};
 use redis::Value as RV;
 use shardsync::rdb::{Flavor, Item, ParseOptions, ValueKind, parse_dump_payload};
 
-/// Starts `kind` if installed, with `DEBUG` enabled where the server gates it (7.0+).
-fn start(kind: ServerKind) -> Option<RedisServer> {
+/// Starts `kind` (a missing binary fails the test), with `DEBUG` enabled where the server gates it (7.0+).
+fn start(kind: ServerKind) -> RedisServer {
     let extra: &[&str] = if kind.at_least(7, 0) {
         &["--enable-debug-command", "local"]
     } else {
         &[]
     };
-    RedisServer::start_if_available(kind, extra)
+    RedisServer::start_with(kind, extra)
 }
 
 fn cmd(c: &mut redis::Connection, args: &[&[u8]]) -> RV {
@@ -605,7 +605,7 @@ fn dbsizes(c: &mut redis::Connection) -> BTreeMap<u32, usize> {
 
 fn run_server(kind: ServerKind) {
     let name = kind.name();
-    let Some(server) = start(kind) else { return };
+    let server = start(kind);
     let mut c = server.client();
     let caps = caps(&mut c);
     fill(&mut c, &caps);

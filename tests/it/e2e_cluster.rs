@@ -6,7 +6,7 @@
 //! is compared with the whole target key by key. Also: a master with another password and an
 //! uncovered slot fail the precheck with messages that name them, writing nothing.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@
 //! present twice, a counter higher on the target. Everything else goes through the general
 //! comparison. Each test prints its figures (`cargo test -- --nocapture` shows them).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

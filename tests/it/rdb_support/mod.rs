@@ -12,15 +12,23 @@ use shardsync::rdb::{
 };
 
 /// The shared RDB corpus: `$SHARDSYNC_RDB_CORPUS`, `$CARGO_MANIFEST_DIR/../shared/rdb-corpus`,
-/// or `/work/shared/rdb-corpus`.
-pub fn corpus_dir() -> Option<PathBuf> {
+/// or `/work/shared/rdb-corpus`. A missing corpus fails the test: CI must never pass by skipping.
+pub fn corpus_dir() -> PathBuf {
     let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("SHARDSYNC_RDB_CORPUS") {
-        candidates.push(PathBuf::from(p));
+    if let Some(p) = std::env::var_os("SHARDSYNC_RDB_CORPUS").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_dir(),
+            "SHARDSYNC_RDB_CORPUS={} is not a directory",
+            p.display()
+        );
+        candidates.push(p);
     }
     candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/rdb-corpus"));
     candidates.push(PathBuf::from("/work/shared/rdb-corpus"));
-    candidates.into_iter().find(|p| p.is_dir())
+    candidates.into_iter().find(|p| p.is_dir()).unwrap_or_else(|| {
+        panic!("RDB corpus not found: put shared/rdb-corpus beside the checkout or set SHARDSYNC_RDB_CORPUS")
+    })
 }
 
 /// Every `*.rdb` file under `dir`, sorted.

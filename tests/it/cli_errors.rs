@@ -1,7 +1,7 @@
 //! Bad input gets a precise error, a non-zero exit, and nothing is written to the target:
 //! wrong password, unreachable source or target, malformed URL, bad config, corrupt RDB file.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! target slots resharded while writes flow follow `MOVED`/`ASK`; a target failover hands the
 //! old master's writes to the new one. A background writer keeps writing through every fault.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -3,7 +3,7 @@
 //! running shardsync and every PromQL expression of every Grafana dashboard returns data; the
 //! deployment files (Prometheus config, docker-compose, dashboards, provisioning) are valid.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -1,0 +1,22 @@
+//! All integration tests in one binary (one link of the crate and the harness instead of one per file).
+//! Each module is one former test file; `common` is the real-server harness, `rdb_support` the
+//! corpus helpers.
+
+mod common;
+mod rdb_support;
+
+mod cli_errors;
+mod convert_real;
+mod corpus_sync;
+mod e2e_cluster;
+mod e2e_standalone;
+mod faults;
+mod faults_cluster;
+mod harness_selftest;
+mod observability;
+mod rdb_corpus;
+mod rdb_fuzz;
+mod rdb_servers;
+mod rdb_synthetic;
+mod resp_fuzz;
+mod router_keyslot;
