@@ -81,20 +81,20 @@ fn doc_tokens(con: &mut redis::Connection, out: &mut BTreeSet<String>) {
         match v {
             Value::Array(a) | Value::Set(a) => {
                 for pair in a.windows(2) {
-                    if text(&pair[0]).as_deref() == Some("token") {
-                        if let Some(t) = text(&pair[1]) {
-                            out.insert(t);
-                        }
+                    if text(&pair[0]).as_deref() == Some("token")
+                        && let Some(t) = text(&pair[1])
+                    {
+                        out.insert(t);
                     }
                 }
                 a.iter().for_each(|x| walk(x, out));
             }
             Value::Map(m) => {
                 for (k, x) in m {
-                    if text(k).as_deref() == Some("token") {
-                        if let Some(t) = text(x) {
-                            out.insert(t);
-                        }
+                    if text(k).as_deref() == Some("token")
+                        && let Some(t) = text(x)
+                    {
+                        out.insert(t);
                     }
                     walk(x, out);
                 }
