@@ -32,6 +32,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod load_file;
 pub mod precheck;
+pub mod precheck_functions;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

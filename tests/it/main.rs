@@ -12,6 +12,7 @@ mod e2e_cluster;
 mod e2e_standalone;
 mod faults;
 mod faults_cluster;
+mod functions_xver;
 mod harness_selftest;
 mod observability;
 mod rdb_corpus;
