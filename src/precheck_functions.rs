@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
-use crate::client;
 use crate::convert::functions::library_problem;
+use crate::net::client;
+use crate::net::topology::Topology;
 use crate::precheck::Check;
-use crate::topology::Topology;
 
 const NAME: &str = "function libraries";
 

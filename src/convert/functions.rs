@@ -8,10 +8,10 @@ use bytes::Bytes;
 
 use crate::cmd;
 use crate::cmd::Cmd;
+use crate::net::server_info::ServerInfo;
 use crate::rdb::{Flavor, parse_function_payload};
-use crate::server_info::ServerInfo;
 
-use crate::telemetry::FUNCTION_ERRORS;
+use crate::observe::telemetry::FUNCTION_ERRORS;
 
 /// The library name from the `#!<engine> name=<lib>` shebang of a function library's code.
 pub fn library_name(code: &[u8]) -> String {

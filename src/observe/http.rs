@@ -1,5 +1,5 @@
 //! The observability listener: `GET /metrics` (Prometheus text format, from the recorder's
-//! handle), `GET /status` (JSON, see [`crate::status::Status`]) and `GET /healthz`.
+//! handle), `GET /status` (JSON, see [`crate::observe::status::Status`]) and `GET /healthz`.
 //!
 //! A deliberately tiny HTTP/1.1 responder over tokio instead of hyper/axum: three read-only GET
 //! routes without request bodies, one response per connection (`Connection: close`). That is all
@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::status::StatusBoard;
+use crate::observe::status::StatusBoard;
 
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
