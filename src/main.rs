@@ -72,7 +72,7 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("shardsync: {e} (is shardsync running with --metrics-addr {addr}?)");
+            eprintln!("shardsync: {e}");
             return ExitCode::from(2);
         }
     };

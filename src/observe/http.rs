@@ -1,24 +1,53 @@
 //! The observability listener: `GET /metrics` (Prometheus text format, from the recorder's
-//! handle), `GET /status` (JSON, see [`crate::observe::status::Status`]) and `GET /healthz`.
+//! handle), `GET /status` (JSON, see [`crate::observe::status::Status`]) and `GET /healthz`,
+//! served by hyper (HTTP/1.1, keep-alive). [`get`] is the matching client used by
+//! `shardsync status` and the tests.
 //!
-//! A deliberately tiny HTTP/1.1 responder over tokio instead of hyper/axum: three read-only GET
-//! routes without request bodies, one response per connection (`Connection: close`). That is all
-//! Prometheus, Grafana, curl and `shardsync status` need, it adds no dependency, and it cannot
-//! be made to buffer much: the request head is capped at 8 KiB and must arrive within 5 s.
-//! [`get`] is the matching client used by `shardsync status` and the tests.
+//! Bounds: at most [`MAX_CONNECTIONS`] connections are served at once (more wait in the kernel's
+//! accept queue); a request head must arrive within [`HEADER_TIMEOUT`] and hyper caps its size;
+//! request bodies are never read.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::observe::status::StatusBoard;
 
-const MAX_HEAD: usize = 8 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at the same time.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response body [`get`] accepts.
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// Why the listener could not start or a request failed; never contains a password.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "metrics: cannot listen on {addr}: {source} (choose another --metrics-addr or \"off\")"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {addr}: {why} (is shardsync running with --metrics-addr {addr}?)")]
+    Connect { addr: String, why: String },
+    #[error("{addr}: {why}")]
+    Exchange { addr: String, why: String },
+    #[error("{addr} did not answer within {} s", .timeout.as_secs())]
+    Timeout { addr: String, timeout: Duration },
+}
 
 /// Binds `addr` and serves until the returned task is aborted. Returns the bound address (useful
 /// with port 0) and the accept loop's task.
@@ -26,18 +55,25 @@ pub async fn serve(
     addr: SocketAddr,
     board: Arc<StatusBoard>,
     handle: PrometheusHandle,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        format!("metrics: cannot listen on {addr}: {e} (choose another --metrics-addr or \"off\")")
-    })?;
-    let bound = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             match listener.accept().await {
                 Ok((sock, _)) => {
-                    let (b, h) = (board.clone(), handle.clone());
+                    let (board, handle) = (board.clone(), handle.clone());
                     tokio::spawn(async move {
-                        let _ = respond(sock, &b, &h).await;
+                        serve_connection(sock, board, handle).await;
+                        drop(permit);
                     });
                 }
                 Err(e) => {
@@ -50,113 +86,102 @@ pub async fn serve(
     Ok((bound, task))
 }
 
-/// Reads one request head and answers it.
-async fn respond(
-    mut sock: TcpStream,
-    board: &StatusBoard,
-    handle: &PrometheusHandle,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = sock.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_HEAD {
-                return Ok(false);
-            }
-        }
-    })
-    .await;
-    let (status, ctype, body) = match complete {
-        Ok(Ok(true)) => route(&head, board, handle),
-        Ok(Ok(false)) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Ok(()),
-    };
-    let head_only = head.starts_with(b"HEAD ");
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    sock.write_all(&out).await?;
-    sock.shutdown().await
+async fn serve_connection(sock: TcpStream, board: Arc<StatusBoard>, handle: PrometheusHandle) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = route(&req, &board, &handle);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(sock), service);
+    // A client that goes away or sends garbage only ends its own connection.
+    let _ = conn.await;
 }
 
 fn route(
-    head: &[u8],
+    req: &Request<Incoming>,
     board: &StatusBoard,
     handle: &PrometheusHandle,
-) -> (&'static str, &'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" && method != "HEAD" {
-        return ("405 Method Not Allowed", "text/plain", "only GET\n".into());
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }
-    let path = target.split('?').next().unwrap_or("");
-    match path {
-        "/metrics" => (
-            "200 OK",
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             handle.render(),
         ),
         "/status" => match serde_json::to_string_pretty(&board.snapshot()) {
             Ok(mut j) => {
                 j.push('\n');
-                ("200 OK", "application/json", j)
+                reply(StatusCode::OK, "application/json", j)
             }
-            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
         },
-        "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
-        "/" => (
-            "200 OK",
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/" => reply(
+            StatusCode::OK,
             "text/html; charset=utf-8",
             "<html><body><h1>shardsync</h1><ul><li><a href=\"/metrics\">/metrics</a></li>\
-             <li><a href=\"/status\">/status</a></li></ul></body></html>\n"
-                .into(),
+             <li><a href=\"/status\">/status</a></li></ul></body></html>\n",
         ),
-        _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
-/// A minimal `GET http://addr/path`: returns (status code, body). For `shardsync status`.
-pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+fn reply(code: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    r
+}
+
+/// `GET http://addr/path` with hyper's client: returns (status code, body). For `shardsync
+/// status`.
+pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), HttpError> {
+    let exchange = |why: String| HttpError::Exchange {
+        addr: addr.to_string(),
+        why,
+    };
     let work = async {
-        let mut s = TcpStream::connect(addr)
+        let sock = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
+            .map_err(|e| HttpError::Connect {
+                addr: addr.to_string(),
+                why: e.to_string(),
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp)
+            .map_err(|e| exchange(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(HOST, addr)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| exchange(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let text = String::from_utf8_lossy(&resp);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{addr} did not answer with HTTP"))?;
-        let code = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("{addr} did not answer with HTTP"))?;
-        Ok((code, body.to_string()))
+            .map_err(|e| exchange(format!("did not answer with HTTP: {e}")))?;
+        let code = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| exchange(e.to_string()))?
+            .to_bytes();
+        driver.abort();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| format!("{addr} did not answer within {} s", timeout.as_secs()))?
+        .map_err(|_| HttpError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        })?
 }

@@ -320,7 +320,9 @@ pub async fn start(
     let mut addr = None;
     if let Some(a) = metrics_addr {
         let handle = telemetry::install_recorder()?;
-        let (bound, server) = crate::observe::http::serve(a, board.clone(), handle.clone()).await?;
+        let (bound, server) = crate::observe::http::serve(a, board.clone(), handle.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound, "serving /metrics and /status on http://{bound}");
         addr = Some(bound);
         tasks.push(server);
