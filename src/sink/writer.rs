@@ -422,11 +422,7 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
             .next()
             .unwrap_or("ERR")
             .to_ascii_uppercase();
-        let key = cmd
-            .args
-            .get(1)
-            .map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned())
-            .unwrap_or_default();
+        let key = crate::convert::functions::log_subject(cmd);
         metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
         tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
     };
