@@ -13,6 +13,7 @@
 //! [`rewrite_for_target`] (in [`compat`]) adapts live replication-stream commands to older targets.
 
 pub mod compat;
+mod emulate;
 mod keys;
 pub mod score;
 mod stream;

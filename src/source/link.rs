@@ -43,13 +43,6 @@ pub struct LinkSettings {
     pub listening_port: u16,
 }
 
-impl LinkSettings {
-    /// True when live commands must be rewritten for an older target.
-    fn needs_rewrite(&self) -> bool {
-        self.target.flavor != self.source.flavor || self.target.version < self.source.version
-    }
-}
-
 /// What a cluster source shard is, independent of which node serves it now.
 #[derive(Clone, Debug)]
 pub struct ClusterShard {
@@ -525,7 +518,6 @@ async fn stream(
         Duration::from_millis(settings.sync.ack_interval_ms),
         getack.clone(),
     )));
-    let rewrite = settings.needs_rewrite();
     let max_cmds = settings.sync.batch_max_commands;
     let mut dec = StreamDecoder::new(start);
     let mut counters = std::collections::HashMap::new();
@@ -545,20 +537,20 @@ async fn stream(
             for c in &cmds {
                 command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
-            if rewrite {
-                let now = crate::now_ms() as i64;
-                let mut out = Vec::with_capacity(cmds.len());
-                for dc in cmds {
-                    let mut rewritten = Vec::new();
-                    rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
-                    out.extend(
-                        rewritten
-                            .into_iter()
-                            .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
-                    );
-                }
-                cmds = out;
+            // Always: besides version differences, masters propagate forms that only a replica
+            // accepts (see `convert::compat`).
+            let now = crate::now_ms() as i64;
+            let mut out = Vec::with_capacity(cmds.len());
+            let mut rewritten = Vec::new();
+            for dc in cmds {
+                rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
+                out.extend(
+                    rewritten
+                        .drain(..)
+                        .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
+                );
             }
+            cmds = out;
             let run = RunInfo {
                 epoch,
                 offset: Some(dec.offset),
