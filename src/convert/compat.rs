@@ -187,6 +187,38 @@ pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut 
     }
 }
 
+/// [`rewrite_for_target`] for commands from `source`, which also adapts what depends on the
+/// source's semantics: a 7.0+ source drops a pending entry whose stream entry was deleted when it
+/// is claimed (and propagates that `XCLAIM`), where an older target would keep it; there the
+/// `XCLAIM` becomes an `EVAL` that `XACK`s an ID missing from the stream and claims it otherwise.
+pub fn rewrite_between(
+    cmd: Cmd,
+    source: &ServerInfo,
+    target: &ServerInfo,
+    now_ms: i64,
+    out: &mut Vec<Cmd>,
+) {
+    if source.at_least(7, 0) && !target.at_least(7, 0) && cmd.is("XCLAIM") && cmd.args.len() >= 6 {
+        let mut c = cmd![
+            "EVAL",
+            XCLAIM_DELETED_SCRIPT,
+            "1",
+            &cmd.args[1],
+            &cmd.args[5]
+        ];
+        c.args.extend(cmd.args[2..].iter().cloned());
+        out.push(c);
+        return;
+    }
+    rewrite_for_target(cmd, target, now_ms, out)
+}
+
+/// `XCLAIM key group consumer min-idle id [options]` as 7.0 applies it to one ID (masters
+/// propagate one ID per `XCLAIM`): ARGV = id, group, consumer, min-idle, id, options.
+const XCLAIM_DELETED_SCRIPT: &str = "if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then \
+return redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) end \
+return redis.call('XCLAIM', KEYS[1], unpack(ARGV, 2))";
+
 /// The command name of `cmd` upper-cased into `buf`, or `None` when longer than `buf` (no
 /// command this module rewrites is).
 fn upper_name<'a>(cmd: &Cmd, buf: &'a mut [u8; 20]) -> Option<&'a [u8]> {

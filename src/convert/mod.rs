@@ -24,7 +24,7 @@ use crate::cmd::DbCmd;
 use crate::rdb::{Flavor, Item};
 use crate::server_info::ServerInfo;
 
-pub use compat::rewrite_for_target;
+pub use compat::{rewrite_between, rewrite_for_target};
 pub use score::format_score;
 
 use keys::KeyState;

@@ -1289,3 +1289,48 @@ mod case_insensitive {
         }
     }
 }
+
+#[test]
+fn xclaim_of_deleted_entries_from_70_acks_on_older_targets() {
+    let claim = [
+        "XCLAIM",
+        "s",
+        "g",
+        "c",
+        "0",
+        "1-3",
+        "TIME",
+        "5",
+        "RETRYCOUNT",
+        "2",
+        "FORCE",
+        "JUSTID",
+        "LASTID",
+        "1-6",
+    ];
+    let mut out = Vec::new();
+    rewrite_between(
+        Cmd::new(claim.iter().map(|s| b(s))),
+        &r(7, 0),
+        &r(6, 2),
+        0,
+        &mut out,
+    );
+    let x = show(&out[0]);
+    assert!(
+        x.starts_with("EVAL ")
+            && x.ends_with(" 1 s 1-3 g c 0 1-3 TIME 5 RETRYCOUNT 2 FORCE JUSTID LASTID 1-6"),
+        "{x}"
+    );
+    for (src, dst) in [(r(6, 2), r(6, 0)), (r(7, 0), r(7, 0)), (r(6, 2), r(7, 0))] {
+        let mut out = Vec::new();
+        rewrite_between(
+            Cmd::new(claim.iter().map(|s| b(s))),
+            &src,
+            &dst,
+            0,
+            &mut out,
+        );
+        assert_eq!(out.iter().map(show).collect::<Vec<_>>(), [claim.join(" ")]);
+    }
+}

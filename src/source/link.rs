@@ -18,7 +18,7 @@ use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
 use crate::backoff::Backoff;
 use crate::config::{Endpoint, SyncSettings};
-use crate::convert::rewrite_for_target;
+use crate::convert::rewrite_between;
 use crate::net::{NetError, RespConn};
 use crate::progress::{Phase, ShardState};
 use crate::server_info::ServerInfo;
@@ -543,7 +543,13 @@ async fn stream(
             let mut out = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for dc in cmds {
-                rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
+                rewrite_between(
+                    dc.cmd,
+                    &settings.source,
+                    &settings.target,
+                    now,
+                    &mut rewritten,
+                );
                 out.extend(
                     rewritten
                         .drain(..)

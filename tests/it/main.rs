@@ -14,6 +14,8 @@ mod faults;
 mod faults_cluster;
 mod harness_selftest;
 mod observability;
+mod oracle;
+mod propagated_forms;
 mod rdb_corpus;
 mod rdb_fuzz;
 mod rdb_servers;
