@@ -229,7 +229,7 @@ pub fn render(op: &Op, k: ServerKind, conn: &mut Connection, out: &mut Vec<Vec<V
                     let cnt = if m % 4 == 0 { 150 } else { 1 + m % 5 };
                     let mut p = vec![K("HSET"), B(kk)];
                     for i in 0..cnt {
-                        p.extend([S(format!("f{i}")), N((m + i) as i64)]);
+                        p.extend([S(format!("f{i}")), N(m as i64 + i as i64)]);
                     }
                     p
                 }
@@ -329,12 +329,12 @@ pub fn render(op: &Op, k: ServerKind, conn: &mut Connection, out: &mut Vec<Vec<V
                         p.push(K("INCR"));
                     }
                     for i in 0..cnt {
-                        let score = match (m + i) % 7 {
+                        let score = match (m as u32 + i as u32) % 7 {
                             0 => "-inf".to_string(),
                             1 => "+inf".to_string(),
                             x => format!("{}.{}", x as i64 - 3, m % 10),
                         };
-                        p.extend([S(score), S(format!("m{}", (m + i) % 20))]);
+                        p.extend([S(score), S(format!("m{}", (m as u32 + i as u32) % 20))]);
                     }
                     p
                 }
