@@ -13,6 +13,7 @@
 //! [`rewrite_for_target`] (in [`compat`]) adapts live replication-stream commands to older targets.
 
 pub mod compat;
+mod emulate;
 pub mod functions;
 mod keys;
 pub mod score;
@@ -24,7 +25,7 @@ use crate::cmd::DbCmd;
 use crate::net::server_info::ServerInfo;
 use crate::rdb::{Flavor, Item};
 
-pub use compat::rewrite_for_target;
+pub use compat::{rewrite_between, rewrite_for_target};
 pub use functions::library_name;
 pub use score::format_score;
 

@@ -17,7 +17,7 @@ use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
 use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
 use crate::config::{Endpoint, SyncSettings};
-use crate::convert::rewrite_for_target;
+use crate::convert::rewrite_between;
 use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
@@ -41,13 +41,6 @@ pub struct LinkSettings {
     pub target: ServerInfo,
     /// Port announced with `REPLCONF listening-port` (shown in the master's `INFO replication`).
     pub listening_port: u16,
-}
-
-impl LinkSettings {
-    /// True when live commands must be rewritten for an older target.
-    fn needs_rewrite(&self) -> bool {
-        self.target.flavor != self.source.flavor || self.target.version < self.source.version
-    }
 }
 
 /// What a cluster source shard is, independent of which node serves it now.
@@ -525,7 +518,6 @@ async fn stream(
         Duration::from_millis(settings.sync.ack_interval_ms),
         getack.clone(),
     )));
-    let rewrite = settings.needs_rewrite();
     let max_cmds = settings.sync.batch_max_commands;
     let mut dec = StreamDecoder::new(start);
     let mut counters = std::collections::HashMap::new();
@@ -545,20 +537,26 @@ async fn stream(
             for c in &cmds {
                 command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
-            if rewrite {
-                let now = crate::now_ms() as i64;
-                let mut out = Vec::with_capacity(cmds.len());
-                for dc in cmds {
-                    let mut rewritten = Vec::new();
-                    rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
-                    out.extend(
-                        rewritten
-                            .into_iter()
-                            .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
-                    );
-                }
-                cmds = out;
+            // Always: besides version differences, masters propagate forms that only a replica
+            // accepts (see `convert::compat`).
+            let now = crate::now_ms() as i64;
+            let mut out = Vec::with_capacity(cmds.len());
+            let mut rewritten = Vec::new();
+            for dc in cmds {
+                rewrite_between(
+                    dc.cmd,
+                    &settings.source,
+                    &settings.target,
+                    now,
+                    &mut rewritten,
+                );
+                out.extend(
+                    rewritten
+                        .drain(..)
+                        .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
+                );
             }
+            cmds = out;
             let run = RunInfo {
                 epoch,
                 offset: Some(dec.offset),
