@@ -545,12 +545,16 @@ async fn stream(
             for c in &cmds {
                 command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
+            // The source offset after each command: repairs skip commands up to a fence.
+            let mut ends = std::mem::take(&mut dec.ends);
             if rewrite {
                 let now = crate::now_ms() as i64;
                 let mut out = Vec::with_capacity(cmds.len());
-                for dc in cmds {
+                let mut out_ends = Vec::with_capacity(cmds.len());
+                for (dc, end) in cmds.into_iter().zip(ends) {
                     let mut rewritten = Vec::new();
                     rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
+                    out_ends.extend(std::iter::repeat_n(end, rewritten.len()));
                     out.extend(
                         rewritten
                             .into_iter()
@@ -558,13 +562,14 @@ async fn stream(
                     );
                 }
                 cmds = out;
+                ends = out_ends;
             }
             let run = RunInfo {
                 epoch,
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
-            writer.send(shard, run, cmds).await?;
+            writer.send_stream(shard, run, cmds, &ends).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.
