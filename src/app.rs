@@ -24,8 +24,9 @@ use crate::target::repair::{RepairContext, RepairQueue, Repairer};
 use crate::target::writer::WriterSettings;
 use crate::target::{Dispatcher, Targets};
 
-/// How long a stop waits for the target to acknowledge what was handed to it.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long a stop waits at most for the target to acknowledge what was handed to it; it gives
+/// up sooner when nothing was acknowledged for `target.reply_timeout_ms`.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 use crate::topology::Node;
 
 /// How a run ended badly; each maps to an exit code.
@@ -236,10 +237,13 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     wait_for_signal().await;
     board.set_state(RunState::Stopping); // observability
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    let idle = cfg.target_reply_timeout;
     tracing::info!(
         limit_s = DRAIN_LIMIT.as_secs(),
+        idle_limit_s = idle.as_secs_f64(),
         "stopping: removing the heartbeat keys and draining writes"
     );
+    let mut progress = Progress::new(&states, idle, deadline);
 
     for h in heartbeats {
         h.abort();
@@ -250,7 +254,13 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
         let ep = heartbeat::current_endpoint(&s.node.endpoint, &s.state);
         match tokio::time::timeout_at(deadline, heartbeat::remove(&ep, &s.heartbeat_key)).await {
-            Ok(Ok(offset)) => wait_applied(&s.state, offset, deadline).await,
+            Ok(Ok(offset)) => {
+                while s.state.applied_offset.load(Ordering::Acquire) < offset
+                    && progress.keep_waiting()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             Ok(Err(e)) => {
                 tracing::warn!(shard = %s.state.name, error = %e, "could not remove the heartbeat key from the source")
             }
@@ -273,16 +283,19 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     };
     let drained = {
         tokio::pin!(all_done);
+        let mut last_log = tokio::time::Instant::now();
         loop {
-            let tick = tokio::time::Instant::now() + Duration::from_secs(2);
             tokio::select! {
                 _ = &mut all_done => break true,
-                _ = tokio::time::sleep_until(tick.min(deadline)) => {
-                    if tokio::time::Instant::now() >= deadline {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if !progress.keep_waiting() {
                         break false;
                     }
-                    let pending: u64 = states.iter().map(|s| pending_bytes(s)).sum();
-                    tracing::warn!(pending_bytes = pending, "waiting for the target to acknowledge the last writes");
+                    if last_log.elapsed() >= Duration::from_secs(2) {
+                        last_log = tokio::time::Instant::now();
+                        let pending: u64 = states.iter().map(|s| pending_bytes(s)).sum();
+                        tracing::warn!(pending_bytes = pending, "waiting for the target to acknowledge the last writes");
+                    }
                 }
             }
         }
@@ -296,12 +309,13 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         tracing::info!(shard = %s.name, applied_offset = applied, "stopped");
         if !drained && (pending > 0 || s.open_tickets() > 0) {
             unapplied.push(format!(
-                "shard {}: the target did not acknowledge {pending} bytes of the source stream within {} s \
-                 (handed up to offset {}, applied up to {applied}); the checkpoint stays at {applied}, \
-                 so the next run resumes there and applies them if the source still holds them",
+                "shard {}: the target did not acknowledge {pending} bytes of the source stream \
+                 (handed up to offset {}, applied up to {applied}; nothing acknowledged for {:.1} s or {} s in all); \
+                 the checkpoint stays at {applied}, so the next run resumes there and applies them if the source still holds them",
                 s.name,
-                DRAIN_LIMIT.as_secs(),
-                s.handed_offset.load(Ordering::Acquire)
+                s.handed_offset.load(Ordering::Acquire),
+                idle.as_secs_f64(),
+                DRAIN_LIMIT.as_secs()
             ));
         }
         if s.phase() == Phase::Failed {
@@ -347,11 +361,45 @@ async fn wait_for_signal() {
     }
 }
 
-async fn wait_applied(shard: &ShardState, offset: u64, deadline: tokio::time::Instant) {
-    while shard.applied_offset.load(Ordering::Acquire) < offset
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// The drain of a stop: goes on while the target acknowledges something at least every `idle`,
+/// up to a hard deadline.
+struct Progress {
+    states: Vec<Arc<ShardState>>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    last: u64,
+    moved_at: tokio::time::Instant,
+}
+
+impl Progress {
+    fn new(states: &[Arc<ShardState>], idle: Duration, deadline: tokio::time::Instant) -> Progress {
+        let mut p = Progress {
+            states: states.to_vec(),
+            idle,
+            deadline,
+            last: 0,
+            moved_at: tokio::time::Instant::now(),
+        };
+        p.last = p.applied();
+        p
+    }
+
+    fn applied(&self) -> u64 {
+        self.states
+            .iter()
+            .map(|s| s.applied_offset.load(Ordering::Acquire))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// False once the hard deadline passed or nothing was acknowledged for `idle`.
+    fn keep_waiting(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let a = self.applied();
+        if a != self.last {
+            self.last = a;
+            self.moved_at = now;
+        }
+        now < self.deadline && now.duration_since(self.moved_at) < self.idle
     }
 }
 

@@ -20,3 +20,4 @@ mod rdb_servers;
 mod rdb_synthetic;
 mod resp_fuzz;
 mod router_keyslot;
+mod sink_errors;
