@@ -335,7 +335,7 @@ impl Config {
             });
         }
         let target_reply_timeout = match ft.reply_timeout_ms {
-            None => crate::target::writer::DEFAULT_REPLY_TIMEOUT,
+            None => crate::sink::writer::DEFAULT_REPLY_TIMEOUT,
             Some(n) if n < 100 => {
                 return Err(ConfigError::Invalid {
                     key: "target.reply_timeout_ms".into(),

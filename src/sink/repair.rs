@@ -29,9 +29,9 @@ use bytes::Bytes;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::RespConn;
-use crate::progress::ShardState;
+use crate::net::server_info::ServerInfo;
+use crate::observe::progress::ShardState;
 use crate::resp::Frame;
-use crate::server_info::ServerInfo;
 
 /// Repairs of one key allowed within [`ATTEMPT_WINDOW`] before giving up on it.
 const MAX_ATTEMPTS: u32 = 5;
@@ -168,7 +168,7 @@ impl RepairQueue {
             return;
         }
         if v.len() >= MAX_QUEUED {
-            metrics::counter!(crate::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
+            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
             tracing::error!(shard, key = %super::show(&w.key), "too many keys waiting for repair; this one stays as the target has it");
             return;
         }
@@ -376,7 +376,7 @@ impl Repairer {
         let shown = super::show(key);
         let Some(&first_db) = dbs.first() else { return };
         if !self.allow_attempt(first_db, key) {
-            metrics::counter!(crate::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
+            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
             tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why,
                 "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
             return;
@@ -393,7 +393,7 @@ impl Repairer {
                 }
                 Err(e) => {
                     self.conn = None;
-                    metrics::counter!(crate::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
+                    metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
                     tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e,
                         "cannot repair the key: reading it from the source failed; the target keeps what it has");
                     return;
@@ -416,7 +416,7 @@ impl Repairer {
         let mut cmds = Vec::new();
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
-        metrics::counter!(crate::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
+        metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
         tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
             exists = copy.payload.is_some(), "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
     }
@@ -452,7 +452,7 @@ impl Repairer {
                     ))
                 })
                 .ok_or_else(|| format!("bad master address {master}"))?;
-            let ep = crate::topology::endpoint_like(&self.ctx.source, &host, port);
+            let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
             let c = RespConn::connect(&ep).await.map_err(|e| e.to_string())?;
             self.conn = Some((master.clone(), c, 0));
         }
@@ -505,7 +505,7 @@ impl Repairer {
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        let offset = crate::client::info_field(&info, "master_repl_offset")
+        let offset = crate::net::client::info_field(&info, "master_repl_offset")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or("INFO replication has no master_repl_offset")?;
         Ok(Copy {

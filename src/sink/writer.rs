@@ -1,7 +1,7 @@
 //! [`TargetWriter`]: one actor per target node. It takes [`Batch`]es from a bounded queue (and
 //! redirected commands from other writers), pipelines them over one connection (writing and
 //! reading replies at the same time), checks every reply, and marks each batch's part of its
-//! [`crate::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
+//! [`crate::observe::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
 //! when the connection drops it reconnects with backoff and resends what was not acknowledged,
 //! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
 //! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
@@ -34,11 +34,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::Batch;
 use super::repair::RepairQueue;
 use super::targets::Targets;
-use crate::backoff::Backoff;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
-use crate::progress::ShardState;
+use crate::net::backoff::Backoff;
+use crate::observe::progress::ShardState;
 use crate::resp::{self, Frame};
 
 /// Reply slot of a command the writer inserted itself (`SELECT` of a verified db, `ASKING`).
@@ -136,7 +136,7 @@ impl Actor for TargetWriter {
             return;
         };
         // observability: the node's series exist (at 0) from the writer's start.
-        crate::telemetry::register_node(&self.settings.endpoint.to_string());
+        crate::observe::telemetry::register_node(&self.settings.endpoint.to_string());
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
@@ -261,7 +261,7 @@ impl Pipeline {
                 Err(ConnEnd::Failed(why)) => why,
                 Err(ConnEnd::Stalled { waiting }) => {
                     let secs = self.settings.reply_timeout.as_secs_f64();
-                    metrics::counter!(crate::telemetry::TARGET_STALLS, "node" => self.node.clone())
+                    metrics::counter!(crate::observe::telemetry::TARGET_STALLS, "node" => self.node.clone())
                         .increment(1);
                     tracing::warn!(node = %self.node, waiting_replies = waiting, timeout_s = secs,
                         "target stalled: no reply for {secs:.1} s with {waiting} commands waiting; reconnecting and resending unacknowledged writes");
@@ -295,7 +295,7 @@ impl Pipeline {
     fn flag_shards(&mut self, why: &str) {
         for f in &self.pending {
             let s = &f.batch.shard;
-            if s.phase() == crate::progress::Phase::Failed {
+            if s.phase() == crate::observe::progress::Phase::Failed {
                 continue;
             }
             s.set_error(Some(why.to_string()));
@@ -668,7 +668,7 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 /// Counts writes skipped because their database was refused.
 fn count_refused(shard: &ShardState, n: u64) {
     shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
-    metrics::counter!(crate::telemetry::DB_REFUSED_WRITES, "shard" => shard.name.clone())
+    metrics::counter!(crate::observe::telemetry::DB_REFUSED_WRITES, "shard" => shard.name.clone())
         .increment(n);
 }
 
