@@ -687,7 +687,8 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = super::show(e);
         let kind = error_kind(e);
-        let key = cmd.args.get(1).map(|k| super::show(k)).unwrap_or_default();
+        // The key, or the library of a FUNCTION command; escaped (it comes from the data).
+        let key = super::show(crate::convert::functions::log_subject(cmd).as_bytes());
         metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
         tracing::error!(node, command = %super::show(cmd.name()), key = %key, error = %text, "target rejected a write");
     };
