@@ -158,6 +158,8 @@ pub struct FileEndpoint {
     pub password: Option<Secret>,
     /// Source only: replicate from one replica of each master instead of the master.
     pub prefer_replica: Option<bool>,
+    /// Target only: a write reply outstanding longer than this is a stall (reconnect).
+    pub reply_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +187,8 @@ pub struct Config {
     /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
     pub source_prefer_replica: bool,
     pub target: Endpoint,
+    /// `target.reply_timeout_ms`: a target that leaves a write unanswered this long is stalled.
+    pub target_reply_timeout: std::time::Duration,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub metrics_addr: Option<SocketAddr>,
@@ -324,6 +328,22 @@ impl Config {
         let fs = file.source.unwrap_or_default();
         let ft = file.target.unwrap_or_default();
         let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
+        if fs.reply_timeout_ms.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "source.reply_timeout_ms".into(),
+                why: "only the target has a reply deadline (target.reply_timeout_ms)".into(),
+            });
+        }
+        let target_reply_timeout = match ft.reply_timeout_ms {
+            None => crate::sink::writer::DEFAULT_REPLY_TIMEOUT,
+            Some(n) if n < 100 => {
+                return Err(ConfigError::Invalid {
+                    key: "target.reply_timeout_ms".into(),
+                    why: "must be at least 100".into(),
+                });
+            }
+            Some(n) => std::time::Duration::from_millis(n),
+        };
         let source = endpoint(
             "source",
             "--source",
@@ -435,6 +455,7 @@ impl Config {
             source,
             source_prefer_replica: o.prefer_replica || fs_prefer_replica,
             target,
+            target_reply_timeout,
             state_dir: o
                 .state_dir
                 .or(file.state_dir)

@@ -79,6 +79,8 @@ pub struct ShardState {
     pub heartbeat_lag_ms: AtomicU64,
     /// Tickets of handed-out batches, oldest first (see [`Ticket`]).
     tickets: Mutex<VecDeque<Arc<Ticket>>>,
+    /// Set by [`ShardState::fail`]: the phase stays `failed` whatever the link does next.
+    failed_for_good: AtomicBool,
 }
 
 /// One run of a shard's commands in stream order, possibly split over several target writers.
@@ -125,6 +127,7 @@ impl ShardState {
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
+            failed_for_good: AtomicBool::new(false),
         }
     }
 
@@ -143,6 +146,11 @@ impl ShardState {
     }
 
     pub fn set_phase(&self, p: Phase) {
+        let p = if self.failed_for_good.load(Ordering::Acquire) {
+            Phase::Failed
+        } else {
+            p
+        };
         self.phase.store(p as u8, Ordering::Relaxed);
         for q in Phase::ALL {
             metrics::gauge!("shardsync_link_state", "shard" => self.name.clone(), "state" => q.name())
@@ -150,7 +158,18 @@ impl ShardState {
         }
     }
 
+    /// A failure that no retry heals (e.g. a database the target refuses): the shard is
+    /// reported `failed` with `why` (what to do) from now on.
+    pub fn fail(&self, why: String) {
+        self.failed_for_good.store(true, Ordering::Release);
+        self.set_error(Some(why));
+        self.set_phase(Phase::Failed);
+    }
+
     pub fn set_error(&self, e: Option<String>) {
+        if e.is_none() && self.failed_for_good.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }

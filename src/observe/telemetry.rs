@@ -4,7 +4,7 @@
 //! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
 //! Emission points: counters are incremented where things happen (`source/link.rs`,
-//! `source/rdb_load.rs`, `target/writer.rs`); per-shard gauges are published once a second from
+//! `source/rdb_load.rs`, `sink/writer.rs`, `sink/repair.rs`); per-shard gauges are published once a second from
 //! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
 
 use metrics::{
@@ -37,6 +37,9 @@ pub const TARGET_ERRORS: &str = "shardsync_target_errors_total";
 pub const WRITE_BATCH_SECONDS: &str = "shardsync_write_batch_seconds";
 pub const TARGET_REDIRECTS: &str = "shardsync_target_redirects_total";
 pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
+pub const TARGET_STALLS: &str = "shardsync_target_stalls_total";
+pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
+pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -63,6 +66,9 @@ pub const ALL: &[&str] = &[
     WRITE_BATCH_SECONDS,
     TARGET_REDIRECTS,
     UNROUTABLE_COMMANDS,
+    TARGET_STALLS,
+    DB_REFUSED_WRITES,
+    KEY_REPAIRS,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -183,6 +189,18 @@ fn describe() {
         UNROUTABLE_COMMANDS,
         "commands that could not be routed to one target node (cross-slot), by shard and command"
     );
+    describe_counter!(
+        TARGET_STALLS,
+        "times a target node left a reply outstanding longer than target.reply_timeout_ms (each followed by a reconnect)"
+    );
+    describe_counter!(
+        DB_REFUSED_WRITES,
+        "writes not applied because the target refused their database (SELECT error): raise `databases` on the target or set sync.db_map"
+    );
+    describe_counter!(
+        KEY_REPAIRS,
+        "keys copied from the source after the target rejected a write the source accepted, by result (ok, failed)"
+    );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -215,8 +233,12 @@ pub fn register_shard(shard: &str) {
         REJECTED_WRITES,
         LINK_RESTARTS,
         FULL_RESYNCS,
+        DB_REFUSED_WRITES,
     ] {
         counter!(c, "shard" => s.clone()).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        counter!(KEY_REPAIRS, "shard" => s.clone(), "result" => result).increment(0);
     }
 }
 
@@ -230,6 +252,7 @@ pub fn register_node(node: &str) {
         nodes.push(node.to_string());
     }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
+    counter!(TARGET_STALLS, "node" => node.to_string()).increment(0);
     for kind in PREREGISTERED_ERROR_KINDS {
         counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
     }

@@ -5,6 +5,7 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod repair;
 pub mod targets;
 pub mod writer;
 
@@ -26,4 +27,15 @@ pub struct Batch {
     pub cmds: Vec<DbCmd>,
     /// Send `ASKING` before each command (the slot is being imported by this node).
     pub asking: bool,
+}
+
+/// A key or a server reply for logs and errors: non-printable bytes escaped (`\n`, `\x1b`),
+/// at most 200 bytes shown, with a marker when cut.
+pub(crate) fn show(b: &[u8]) -> String {
+    const MAX: usize = 200;
+    let mut s = b[..b.len().min(MAX)].escape_ascii().to_string();
+    if b.len() > MAX {
+        s.push_str(&format!("…(+{} bytes)", b.len() - MAX));
+    }
+    s
 }

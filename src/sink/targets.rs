@@ -154,7 +154,7 @@ impl Targets {
         }
         let settings = WriterSettings {
             endpoint: ep,
-            heartbeat_key: self.settings.heartbeat_key.clone(),
+            ..self.settings.clone()
         };
         let redirects = self.cluster.then(|| self.clone());
         let (writer, handle, done) = TargetWriter::new(settings, self.capacity, redirects);

@@ -538,11 +538,14 @@ async fn stream(
                 command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
             // Always: besides version differences, masters propagate forms that only a replica
-            // accepts (see `convert::compat`).
+            // accepts (see `convert::compat`). The source offset after each command goes along:
+            // repairs skip commands up to a fence.
+            let ends_in = std::mem::take(&mut dec.ends);
             let now = crate::now_ms() as i64;
             let mut out = Vec::with_capacity(cmds.len());
+            let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
-            for dc in cmds {
+            for (dc, end) in cmds.into_iter().zip(ends_in) {
                 rewrite_between(
                     dc.cmd,
                     &settings.source,
@@ -550,6 +553,7 @@ async fn stream(
                     now,
                     &mut rewritten,
                 );
+                ends.extend(std::iter::repeat_n(end, rewritten.len()));
                 out.extend(
                     rewritten
                         .drain(..)
@@ -562,7 +566,7 @@ async fn stream(
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
-            writer.send(shard, run, cmds).await?;
+            writer.send_stream(shard, run, cmds, &ends).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.

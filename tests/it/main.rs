@@ -26,4 +26,5 @@ mod rdb_servers;
 mod rdb_synthetic;
 mod resp_fuzz;
 mod router_keyslot;
+mod sink_errors;
 mod stream_state;
