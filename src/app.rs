@@ -2,7 +2,8 @@
 //! master, one [`crate::target::TargetWriter`] per target node behind [`Targets`]), run the
 //! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
 //! heartbeat keys, wait until the target has applied everything up to that point, write the
-//! final checkpoints, exit 0.
+//! final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
+//! same shutdown runs by itself and the run ends with [`RunError::NoProgress`] (exit code 4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,13 +32,18 @@ pub enum RunError {
     Precheck(String),
     #[error("{0}")]
     Fatal(String),
+    /// Every source shard failed for good: nothing can make progress without a person.
+    #[error("no shard can make progress; every shard failed:\n{0}")]
+    NoProgress(String),
 }
 
 impl RunError {
+    /// The process exit code (documented in the README and `src/main.rs`).
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Precheck(_) => 3,
             RunError::Fatal(_) => 1,
+            RunError::NoProgress(_) => 4,
         }
     }
 }
@@ -136,7 +142,17 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     for node in pre.source.masters() {
         let state = Arc::new(ShardState::new(node.endpoint.to_string()));
         board.register_shard(state.clone()); // observability
-        let resume = checkpoint::load(&cfg.state_dir, &state.name).map_err(RunError::Fatal)?;
+        let resume = match checkpoint::load(&cfg.state_dir, &state.name) {
+            Ok(r) => r,
+            Err(e) => {
+                // Resuming from a guess could skip writes; a full sync could undo a good state.
+                // Only a person can choose: this shard fails, the others run.
+                state.mark_failed(format!(
+                    "{e}; repair or delete that checkpoint file (without it the shard starts with a full sync) and restart shardsync"
+                ));
+                None
+            }
+        };
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
@@ -166,6 +182,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             source: node.info.clone(),
             target: target_info.clone(),
             listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
+            retry_budget: cfg.source_retry_budget,
         });
         let dispatcher = Dispatcher::new(targets.clone(), sync.clone());
         let (st, sd) = (state.clone(), shutdown.clone());
@@ -211,8 +228,15 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
     ));
 
-    wait_for_signal().await;
-    board.set_state(RunState::Stopping); // observability
+    let no_progress = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = all_failed(&states) => true,
+    };
+    if no_progress {
+        tracing::error!("every shard has failed; stopping");
+    } else {
+        board.set_state(RunState::Stopping); // observability
+    }
     tracing::info!("stopping: removing the heartbeat keys and draining writes");
 
     for h in heartbeats {
@@ -256,7 +280,28 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         tracing::info!(shard = %s.name, applied_offset = s.applied_offset.load(Ordering::Acquire), "stopped");
     }
     writer_arbiter.stop();
+    if no_progress {
+        let why: Vec<String> = states
+            .iter()
+            .map(|s| {
+                let e = s.last_error.lock().ok().and_then(|g| g.clone());
+                format!("  {}: {}", s.name, e.unwrap_or_default())
+            })
+            .collect();
+        return Err(RunError::NoProgress(why.join("\n")));
+    }
     Ok(())
+}
+
+/// Resolves once every shard has failed (never while one can still make progress).
+async fn all_failed(shards: &[Arc<ShardState>]) {
+    if shards.is_empty() {
+        return std::future::pending().await;
+    }
+    for s in shards {
+        let mut w = s.failed_watch();
+        let _ = w.wait_for(|f| *f).await;
+    }
 }
 
 async fn wait_for_signal() {
@@ -287,7 +332,7 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {
-            metrics::gauge!("shardsync_checkpoint_offset_bytes", "shard" => shard.name.clone())
+            metrics::gauge!(crate::telemetry::CHECKPOINT_OFFSET, "shard" => shard.name.clone())
                 .set(pos.offset as f64);
             Some(pos.offset)
         }

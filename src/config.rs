@@ -158,7 +158,14 @@ pub struct FileEndpoint {
     pub password: Option<Secret>,
     /// Source only: replicate from one replica of each master instead of the master.
     pub prefer_replica: Option<bool>,
+    /// Source only: consecutive failed attempts of a shard's link without progress before the
+    /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
+    pub retry_budget: Option<u32>,
 }
+
+/// Default `source.retry_budget`: with the link's backoff (0.2 s doubling to 5 s) about five
+/// minutes of a source that cannot be reached or keeps failing.
+pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +191,8 @@ pub struct Config {
     pub source: Endpoint,
     /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
     pub source_prefer_replica: bool,
+    /// `source.retry_budget` (0: unlimited).
+    pub source_retry_budget: u32,
     pub target: Endpoint,
     pub state_dir: PathBuf,
     pub log_level: String,
@@ -324,6 +333,7 @@ impl Config {
         let fs = file.source.unwrap_or_default();
         let ft = file.target.unwrap_or_default();
         let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
+        let source_retry_budget = fs.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         let source = endpoint(
             "source",
             "--source",
@@ -434,6 +444,7 @@ impl Config {
         Ok(Config {
             source,
             source_prefer_replica: o.prefer_replica || fs_prefer_replica,
+            source_retry_budget,
             target,
             state_dir: o
                 .state_dir

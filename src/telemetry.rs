@@ -36,6 +36,8 @@ pub const TARGET_ERRORS: &str = "shardsync_target_errors_total";
 pub const WRITE_BATCH_SECONDS: &str = "shardsync_write_batch_seconds";
 pub const TARGET_REDIRECTS: &str = "shardsync_target_redirects_total";
 pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
+pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
+pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -61,6 +63,8 @@ pub const ALL: &[&str] = &[
     WRITE_BATCH_SECONDS,
     TARGET_REDIRECTS,
     UNROUTABLE_COMMANDS,
+    LINK_ERRORS,
+    LOG_SUPPRESSED,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -70,6 +74,55 @@ const BATCH_SECONDS_BUCKETS: &[f64] = &[
 
 /// Error kinds of `shardsync_target_errors_total` registered up front (others appear when seen).
 const PREREGISTERED_ERROR_KINDS: &[&str] = &["connection", "ERR"];
+
+/// The `kind` labels an error reply may get: its first word when it is one of these, else
+/// `other` (the label never comes from the data itself, so its cardinality is fixed).
+pub const ERROR_KINDS: &[&str] = &[
+    "ERR",
+    "WRONGTYPE",
+    "OOM",
+    "NOPERM",
+    "NOAUTH",
+    "WRONGPASS",
+    "READONLY",
+    "BUSY",
+    "BUSYKEY",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+    "NOSCRIPT",
+    "EXECABORT",
+    "CROSSSLOT",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK",
+    "UNBLOCKED",
+];
+
+/// The `kind` label of an error reply (`-WRONGTYPE …` → `WRONGTYPE`; unknown words → `other`).
+pub fn error_kind(reply: &[u8]) -> &'static str {
+    let word = reply
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(b"");
+    if word.is_empty() {
+        return "ERR";
+    }
+    ERROR_KINDS
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(word))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `command` label of a command: its name when it is a command shardsync knows (the key
+/// table of [`crate::router`]), else `other`, so that a stream of made-up names cannot grow
+/// `/metrics`.
+pub fn command_label(cmd: &crate::cmd::Cmd) -> &'static str {
+    crate::router::keys::lookup(cmd.name()).map_or("other", |e| e.name)
+}
 /// Redirect kinds of `shardsync_target_redirects_total`.
 const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
 
@@ -151,7 +204,7 @@ fn describe() {
     );
     describe_counter!(
         COMMANDS,
-        "commands read from the source command stream, by name"
+        "commands read from the source command stream, by name (names shardsync does not know count as other)"
     );
     describe_counter!(
         CONVERT_ERRORS,
@@ -166,7 +219,7 @@ fn describe() {
     describe_counter!(TARGET_WRITES, "commands acknowledged by the target node");
     describe_counter!(
         TARGET_ERRORS,
-        "target errors by node and kind (connection, or the error reply's first word)"
+        "target errors by node and kind (connection, or the error reply's first word when it is a known one, else other)"
     );
     describe_counter!(
         TARGET_REDIRECTS,
@@ -175,6 +228,14 @@ fn describe() {
     describe_counter!(
         UNROUTABLE_COMMANDS,
         "commands that could not be routed to one target node (cross-slot), by shard and command"
+    );
+    describe_counter!(
+        LINK_ERRORS,
+        "source link failures by shard and class: transient (retried with backoff) or permanent (the shard stops as failed)"
+    );
+    describe_counter!(
+        LOG_SUPPRESSED,
+        "repeated log lines left out by the rate limit, by kind"
     );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
@@ -210,6 +271,9 @@ pub fn register_shard(shard: &str) {
         FULL_RESYNCS,
     ] {
         counter!(c, "shard" => s.clone()).increment(0);
+    }
+    for class in ["transient", "permanent"] {
+        counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
     }
 }
 

@@ -86,14 +86,17 @@ impl Dispatcher {
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
         shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shardsync_unroutable_commands_total", "shard" => shard.name.clone(), "command" => cmd.name_upper())
+        metrics::counter!(crate::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::telemetry::command_label(cmd))
             .increment(1);
+        let Some(suppressed) = crate::lograte::allow(&shard.name, "unroutable") else {
+            return;
+        };
         let key = cmd
             .args
             .get(1)
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(crate::escape::quoted)
             .unwrap_or_default();
-        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, "{why}");
+        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, suppressed, "{why}");
     }
 
     fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {

@@ -194,7 +194,7 @@ impl Pipeline {
                         }
                     }
                     let delay = backoff.next_delay();
-                    metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection")
+                    metrics::counter!(crate::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
                         .increment(1);
                     tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
                         unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
@@ -318,10 +318,7 @@ impl Pipeline {
             front.seen += 1;
             if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!(
-                        "SELECT/ASKING failed: {}",
-                        String::from_utf8_lossy(e)
-                    ));
+                    return Err(format!("SELECT/ASKING failed: {}", crate::escape::text(e)));
                 }
                 continue;
             }
@@ -343,7 +340,7 @@ impl Pipeline {
                     Redirect::Ask(_) => "ask",
                     Redirect::Retry => "tryagain",
                 };
-                metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
+                metrics::counter!(crate::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
                     .increment(1);
                 match r {
                     Redirect::Moved(addr) => {
@@ -376,9 +373,9 @@ impl Pipeline {
             };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
+            metrics::counter!(crate::telemetry::TARGET_WRITES, "node" => self.node.clone())
                 .increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds")
+            metrics::histogram!(crate::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
     }
@@ -416,19 +413,17 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 /// Returns how many errors the reply held.
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
-        let text = String::from_utf8_lossy(e);
-        let kind = text
-            .split_whitespace()
-            .next()
-            .unwrap_or("ERR")
-            .to_ascii_uppercase();
+        let text = crate::escape::text(e);
+        let kind = crate::telemetry::error_kind(e);
         let key = cmd
             .args
             .get(1)
-            .map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned())
+            .map(crate::escape::quoted)
             .unwrap_or_default();
-        metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
-        tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
+        metrics::counter!(crate::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
+        if let Some(suppressed) = crate::lograte::allow(node, kind) {
+            tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, suppressed, "target rejected a write");
+        }
     };
     match frame {
         Frame::Error(e) => {
