@@ -233,7 +233,14 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         _ = all_failed(&states) => true,
     };
     if no_progress {
-        tracing::error!("every shard has failed; stopping");
+        tracing::error!(
+            linger_secs = FAILED_LINGER.as_secs(),
+            "every shard has failed; /status and /metrics stay up a few seconds, then shardsync stops (exit code 4)"
+        );
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = tokio::time::sleep(FAILED_LINGER) => {}
+        }
     } else {
         board.set_state(RunState::Stopping); // observability
     }
@@ -292,6 +299,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+/// How long `/status` and `/metrics` keep showing a run whose every shard failed before it exits
+/// (so a scrape or a person sees why).
+pub const FAILED_LINGER: Duration = Duration::from_secs(5);
 
 /// Resolves once every shard has failed (never while one can still make progress).
 async fn all_failed(shards: &[Arc<ShardState>]) {

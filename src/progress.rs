@@ -68,6 +68,9 @@ pub struct ShardState {
     pub rdb_bytes: AtomicU64,
     pub rdb_size: AtomicU64,
     pub rdb_keys: AtomicU64,
+    /// Keys of the current RDB whose commands (some or all) were handed to the writers: what a
+    /// failed full sync may have left on the target.
+    pub rdb_keys_handed: AtomicU64,
     pub restarts: AtomicU64,
     pub full_resyncs: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -120,6 +123,7 @@ impl ShardState {
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),
             rdb_keys: AtomicU64::new(0),
+            rdb_keys_handed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),

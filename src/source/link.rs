@@ -233,7 +233,12 @@ impl ShardLink {
             .increment(1);
         match self.budget.record(&class, &text) {
             Verdict::Fail(reason) => {
-                self.shard.mark_failed(format!("{reason} [{text}]"));
+                let reason = match class {
+                    // The reason says what to do; the error says what happened.
+                    Class::Permanent(_) => format!("{reason} [{text}]"),
+                    _ => reason,
+                };
+                self.shard.mark_failed(reason);
             }
             Verdict::Retry => {
                 if let Some(suppressed) = crate::lograte::allow(&self.shard.name, "link_failed") {
@@ -410,7 +415,7 @@ async fn discard_corrupt_rdb(
     shard: &ShardState,
     writer: &Dispatcher,
 ) -> String {
-    let written = shard.rdb_keys.load(Ordering::Relaxed);
+    let written = shard.rdb_keys_handed.load(Ordering::Relaxed);
     drain(shard).await;
     if settings.sync.on_resync != Some(crate::config::OnResync::Clear) {
         let msg = format!(
@@ -451,6 +456,7 @@ async fn full_sync(
     let framing = handshake::read_rdb_framing(conn).await?;
     shard.rdb_bytes.store(0, Ordering::Relaxed);
     shard.rdb_keys.store(0, Ordering::Relaxed);
+    shard.rdb_keys_handed.store(0, Ordering::Relaxed);
     let size = match &framing {
         RdbFraming::Length(n) => *n,
         RdbFraming::EofMark(_) => 0,

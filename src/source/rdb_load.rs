@@ -134,11 +134,13 @@ pub fn load<R: Read>(
                 &mut cmds,
                 Vec::with_capacity(settings.batch_max_commands),
             ))?;
+            shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
             bytes = 0;
         }
     }
     if !cmds.is_empty() {
         send(cmds)?;
+        shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
     }
     stats.bytes = parser.bytes_read();
     Ok(stats)

@@ -10,6 +10,7 @@ mod convert_real;
 mod corpus_sync;
 mod e2e_cluster;
 mod e2e_standalone;
+mod failure_model;
 mod faults;
 mod faults_cluster;
 mod harness_selftest;
