@@ -32,7 +32,7 @@ impl Cmd {
     }
 
     /// The command name in upper case, escaped (see [`crate::escape`]) and cut at 64 bytes: safe
-    /// for logs. Metric labels use [`crate::telemetry::command_label`] instead.
+    /// for logs. Metric labels use [`crate::observe::telemetry::command_label`] instead.
     pub fn name_upper(&self) -> String {
         crate::escape::text_limited(self.name().to_ascii_uppercase(), 64)
     }

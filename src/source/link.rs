@@ -20,14 +20,14 @@ use super::failure::{self, Class, RetryBudget, Verdict};
 use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
 use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
-use crate::backoff::Backoff;
 use crate::config::{Endpoint, SyncSettings};
 use crate::convert::rewrite_for_target;
+use crate::net::backoff::Backoff;
+use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
-use crate::progress::{Phase, ShardState};
-use crate::server_info::ServerInfo;
-use crate::target::Dispatcher;
-use crate::target::dispatch::{RunInfo, WriterGone};
+use crate::observe::progress::{Phase, ShardState};
+use crate::sink::Dispatcher;
+use crate::sink::dispatch::{RunInfo, WriterGone};
 
 /// A master that sends nothing (not even its `PING`s) for this long is considered gone.
 const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,16 +72,16 @@ async fn current_source(shard: &ClusterShard, current: &Endpoint) -> Option<(End
     let mut ask = vec![current.clone()];
     ask.extend(shard.known_nodes.iter().cloned());
     for ep in ask {
-        let Ok(table) = crate::topology::cluster_table("source", &ep).await else {
+        let Ok(table) = crate::net::topology::cluster_table("source", &ep).await else {
             continue;
         };
         if let Some(n) = table.node_for(slot) {
-            let master = crate::topology::endpoint_like(current, &n.host, n.port);
+            let master = crate::net::topology::endpoint_like(current, &n.host, n.port);
             let from = if shard.prefer_replica {
                 table
                     .replicas_of(&n.id)
                     .first()
-                    .map(|r| crate::topology::endpoint_like(current, &r.host, r.port))
+                    .map(|r| crate::net::topology::endpoint_like(current, &r.host, r.port))
                     .unwrap_or_else(|| master.clone())
             } else {
                 master.clone()
@@ -229,7 +229,7 @@ impl ShardLink {
             Class::Permanent(_) => "permanent",
             _ => "transient",
         };
-        metrics::counter!(crate::telemetry::LINK_ERRORS, "shard" => self.shard.name.clone(), "class" => label)
+        metrics::counter!(crate::observe::telemetry::LINK_ERRORS, "shard" => self.shard.name.clone(), "class" => label)
             .increment(1);
         match self.budget.record(&class, &text) {
             Verdict::Fail(reason) => {
@@ -241,7 +241,9 @@ impl ShardLink {
                 self.shard.mark_failed(reason);
             }
             Verdict::Retry => {
-                if let Some(suppressed) = crate::lograte::allow(&self.shard.name, "link_failed") {
+                if let Some(suppressed) =
+                    crate::observe::lograte::allow(&self.shard.name, "link_failed")
+                {
                     tracing::warn!(shard = %self.shard.name, error = %text, consecutive_failures = self.budget.failures(),
                         suppressed, "source link failed; restarting");
                 }
@@ -278,7 +280,7 @@ impl Supervised for ShardLink {
             self.backoff.reset();
         }
         self.shard.restarts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::LINK_RESTARTS, "shard" => self.shard.name.clone())
+        metrics::counter!(crate::observe::telemetry::LINK_RESTARTS, "shard" => self.shard.name.clone())
             .increment(1);
     }
 }
@@ -338,7 +340,7 @@ async fn run(
                 r.clone_from(&pos.replid);
             }
             shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::telemetry::FULL_RESYNCS, "shard" => shard.name.clone())
+            metrics::counter!(crate::observe::telemetry::FULL_RESYNCS, "shard" => shard.name.clone())
                 .increment(1);
             tracing::info!(shard = %shard.name, replid = %crate::escape::text(&pos.replid), offset = pos.offset, "full sync started");
             shard.set_phase(Phase::FullSync);
@@ -462,7 +464,8 @@ async fn full_sync(
         RdbFraming::EofMark(_) => 0,
     };
     shard.rdb_size.store(size, Ordering::Relaxed);
-    metrics::gauge!(crate::telemetry::RDB_SIZE, "shard" => shard.name.clone()).set(size as f64);
+    metrics::gauge!(crate::observe::telemetry::RDB_SIZE, "shard" => shard.name.clone())
+        .set(size as f64);
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (src, dst) = (&settings.source, &settings.target);
@@ -539,7 +542,7 @@ async fn feed_rdb(
 ) -> Result<(), FeedError> {
     let count = |n: usize| {
         shard.rdb_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::RDB_BYTES, "shard" => shard.name.clone())
+        metrics::counter!(crate::observe::telemetry::RDB_BYTES, "shard" => shard.name.clone())
             .increment(n as u64);
     };
     match framing {
@@ -614,9 +617,9 @@ fn command_counter<'a>(
     shard: &str,
     cmd: &crate::cmd::Cmd,
 ) -> &'a metrics::Counter {
-    let label = crate::telemetry::command_label(cmd);
+    let label = crate::observe::telemetry::command_label(cmd);
     cache.entry(label).or_insert_with(|| {
-        metrics::counter!(crate::telemetry::COMMANDS, "shard" => shard.to_string(), "command" => label)
+        metrics::counter!(crate::observe::telemetry::COMMANDS, "shard" => shard.to_string(), "command" => label)
     })
 }
 
@@ -688,7 +691,7 @@ async fn stream(
             if !writer.in_transaction() {
                 shard.handed_offset.store(handed, Ordering::Release);
             }
-            metrics::gauge!(crate::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
+            metrics::gauge!(crate::observe::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
                 .set(handed as f64);
             if !full {
                 break;

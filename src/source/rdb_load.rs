@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::cmd::DbCmd;
 use crate::convert::{ConvertOptions, Converter};
-use crate::progress::ShardState;
+use crate::observe::progress::ShardState;
 use crate::rdb::{Item, ParseOptions, RdbError, RdbParser};
-use crate::target::dispatch::{Dispatcher, RunInfo, WriterGone};
+use crate::sink::dispatch::{Dispatcher, RunInfo, WriterGone};
 
 /// How to load.
 #[derive(Clone, Debug)]
@@ -95,7 +95,8 @@ pub fn load<R: Read>(
     };
     let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
     // Resolved once: the per-key path must not build label sets.
-    let keys_total = metrics::counter!(crate::telemetry::RDB_KEYS, "shard" => shard.name.clone());
+    let keys_total =
+        metrics::counter!(crate::observe::telemetry::RDB_KEYS, "shard" => shard.name.clone());
     loop {
         let item = match parser.next_item() {
             Ok(Some(item)) => item,
@@ -103,7 +104,7 @@ pub fn load<R: Read>(
             Err(e) if matches!(e.kind, crate::rdb::RdbErrorKind::EmptyKey) => {
                 // Redis drops empty collections when it loads an RDB; so do we, but visibly.
                 stats.empty_keys += 1;
-                if let Some(suppressed) = crate::lograte::allow(&shard.name, "empty_key") {
+                if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "empty_key") {
                     tracing::warn!(shard = %shard.name, error = %e, suppressed, "empty key in the RDB skipped (Redis skips it too)");
                 }
                 continue;
@@ -118,9 +119,9 @@ pub fn load<R: Read>(
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {
             stats.convert_errors += 1;
-            metrics::counter!(crate::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
+            metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
                 .increment(1);
-            if let Some(suppressed) = crate::lograte::allow(&shard.name, "convert_error") {
+            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "convert_error") {
                 tracing::error!(shard = %shard.name, error = %e, suppressed, "a key of the RDB could not be written to the target");
             }
         }

@@ -57,7 +57,7 @@ fn allow_at(scope: &str, kind: &'static str, now: Instant) -> Option<u64> {
         Some(std::mem::take(&mut w.suppressed))
     } else {
         w.suppressed += 1;
-        metrics::counter!(crate::telemetry::LOG_SUPPRESSED, "kind" => kind).increment(1);
+        metrics::counter!(crate::observe::telemetry::LOG_SUPPRESSED, "kind" => kind).increment(1);
         None
     }
 }

@@ -1,7 +1,7 @@
 //! [`TargetWriter`]: one actor per target node. It takes [`Batch`]es from a bounded queue (and
 //! redirected commands from other writers), pipelines them over one connection (writing and
 //! reading replies at the same time), checks every reply, and marks each batch's part of its
-//! [`crate::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
+//! [`crate::observe::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
 //! when the connection drops it reconnects with backoff and resends what was not acknowledged,
 //! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
 //! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
 use super::targets::Targets;
-use crate::backoff::Backoff;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
+use crate::net::backoff::Backoff;
 use crate::resp::{self, Frame};
 
 /// Reply slot of a command the writer inserted itself (`SELECT`, `ASKING`).
@@ -99,7 +99,7 @@ impl Actor for TargetWriter {
             return;
         };
         // observability: the node's series exist (at 0) from the writer's start.
-        crate::telemetry::register_node(&self.settings.endpoint.to_string());
+        crate::observe::telemetry::register_node(&self.settings.endpoint.to_string());
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
@@ -194,7 +194,7 @@ impl Pipeline {
                         }
                     }
                     let delay = backoff.next_delay();
-                    metrics::counter!(crate::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
+                    metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
                         .increment(1);
                     tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
                         unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
@@ -340,7 +340,7 @@ impl Pipeline {
                     Redirect::Ask(_) => "ask",
                     Redirect::Retry => "tryagain",
                 };
-                metrics::counter!(crate::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
+                metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
                     .increment(1);
                 match r {
                     Redirect::Moved(addr) => {
@@ -373,9 +373,9 @@ impl Pipeline {
             };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!(crate::telemetry::TARGET_WRITES, "node" => self.node.clone())
+            metrics::counter!(crate::observe::telemetry::TARGET_WRITES, "node" => self.node.clone())
                 .increment(b.cmds.len() as u64);
-            metrics::histogram!(crate::telemetry::WRITE_BATCH_SECONDS)
+            metrics::histogram!(crate::observe::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
     }
@@ -414,14 +414,14 @@ fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = crate::escape::text(e);
-        let kind = crate::telemetry::error_kind(e);
+        let kind = crate::observe::telemetry::error_kind(e);
         let key = cmd
             .args
             .get(1)
             .map(crate::escape::quoted)
             .unwrap_or_default();
-        metrics::counter!(crate::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
-        if let Some(suppressed) = crate::lograte::allow(node, kind) {
+        metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
+        if let Some(suppressed) = crate::observe::lograte::allow(node, kind) {
             tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, suppressed, "target rejected a write");
         }
     };

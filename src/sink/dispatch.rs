@@ -4,7 +4,7 @@
 //! slot where that keeps their meaning, `MULTI`/`EXEC` blocks stay whole when they touch one slot,
 //! and commands that span slots and cannot be split run through the gather fallback
 //! ([`super::crossslot`]) after every earlier write of the shard is applied. Every run of
-//! commands gets one [`crate::progress::Ticket`] over all its parts, so the shard's applied
+//! commands gets one [`crate::observe::progress::Ticket`] over all its parts, so the shard's applied
 //! offset only moves when every node has acknowledged the run.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use super::crossslot::CrossSlot;
 use super::targets::{Routing, Targets};
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::SyncSettings;
-use crate::progress::ShardState;
+use crate::observe::progress::ShardState;
 use crate::router::{self, Routed, Scope, TxRouted};
 
 /// The writers' queues were closed: the process is stopping.
@@ -86,9 +86,9 @@ impl Dispatcher {
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
         shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::telemetry::command_label(cmd))
+        metrics::counter!(crate::observe::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::observe::telemetry::command_label(cmd))
             .increment(1);
-        let Some(suppressed) = crate::lograte::allow(&shard.name, "unroutable") else {
+        let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "unroutable") else {
             return;
         };
         let key = cmd

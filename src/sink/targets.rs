@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use super::Batch;
 use super::writer::{TargetWriter, WriterHandle, WriterSettings};
 use crate::config::Endpoint;
+use crate::net::topology::{self, Topology};
 use crate::router::SlotTable;
-use crate::topology::{self, Topology};
 
 /// A routing snapshot: the slot table and the writer of each of its nodes.
 #[derive(Debug, Default)]
@@ -286,9 +286,9 @@ impl Targets {
 fn lost(addr: &str, batch: &Batch) {
     let n = batch.cmds.len() as u64;
     batch.shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
-    metrics::counter!(crate::telemetry::TARGET_ERRORS, "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);
+    metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);
     for c in &batch.cmds {
-        let Some(suppressed) = crate::lograte::allow(addr, "redirect_lost") else {
+        let Some(suppressed) = crate::observe::lograte::allow(addr, "redirect_lost") else {
             continue;
         };
         let key = c
