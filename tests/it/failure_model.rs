@@ -668,3 +668,46 @@ fn precheck_says_it_timed_out_waiting_for_info() {
     );
     assert!(!log.contains("cannot connect"), "{log}");
 }
+
+#[test]
+fn unreadable_checkpoint_fails_its_shard_with_the_fix() {
+    let src = RedisServer::start(ServerKind::Redis70);
+    let dst = RedisServer::start(ServerKind::Redis70);
+    set_keys(&mut src.client(), "k", 10);
+    let state = tempfile::tempdir().expect("state");
+    let file = state
+        .path()
+        .join(format!("checkpoint-127.0.0.1_{}.json", src.port()));
+    std::fs::write(&file, b"{not json").expect("write checkpoint");
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let (src_url, dst_url) = (src.url(), dst.url());
+    let mut ss = Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src_url,
+        "--target",
+        &dst_url,
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+        "--metrics-addr",
+        &addr,
+        "--heartbeat-key",
+        "",
+    ]);
+    let st = wait_status(&mut ss, &addr, Duration::from_secs(30), "failed", |st| {
+        shard0(st)["phase"] == "failed"
+    });
+    let err = shard0(&st)["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("is corrupt") && err.contains("delete that checkpoint file"),
+        "{err}"
+    );
+    assert_eq!(exit_code(&mut ss, Duration::from_secs(30)), 4);
+    // Nothing was synced from a guessed position.
+    assert_eq!(dbsize(&mut dst.client()), 0);
+    assert_eq!(
+        std::fs::read(&file).expect("checkpoint kept"),
+        b"{not json",
+        "the file is left for a person to look at"
+    );
+}
