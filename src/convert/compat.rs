@@ -21,7 +21,7 @@
 //!   `NX|XX|GT|LT` options of the EXPIRE family dropped (the source only propagates the command
 //!   when the condition held); `SPUBLISH` → `PUBLISH`.
 //! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `ZRANGESTORE`,
-//!   `FUNCTION …` on targets that lack them: the target will reject them).
+//!   `FUNCTION …`: see [`super::functions`]).
 
 use bytes::Bytes;
 
@@ -106,6 +106,10 @@ if e[1] ~= ARGV[1] then redis.call('XDEL', KEYS[1], e[1]) n = n + 1 end end retu
 pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut Vec<Cmd>) {
     let pre62 = !target.at_least(6, 2);
     let pre70 = !target.at_least(7, 0);
+    if cmd.is("FUNCTION") {
+        super::functions::rewrite_function(cmd, target, out);
+        return;
+    }
     if cmd.is("RESTORE") && restore_needs_decode(&cmd, target) {
         if let Err(cmd) = restore_as_commands(cmd, target, now_ms, out) {
             out.push(cmd);

@@ -941,3 +941,6 @@ fn library_names() {
     assert_eq!(library_name(b"#!lua name=abc\nx"), "abc");
     assert_eq!(library_name(b"nope"), "<unnamed>");
 }
+
+#[path = "stream_tests.rs"]
+mod stream_tests;

@@ -28,6 +28,7 @@ pub const LAG_BYTES: &str = "shardsync_lag_bytes";
 pub const LAG_SECONDS: &str = "shardsync_lag_seconds";
 pub const COMMANDS: &str = "shardsync_commands_total";
 pub const CONVERT_ERRORS: &str = "shardsync_convert_errors_total";
+pub const FUNCTION_ERRORS: &str = "shardsync_function_errors_total";
 pub const REJECTED_WRITES: &str = "shardsync_rejected_writes_total";
 pub const LINK_RESTARTS: &str = "shardsync_link_restarts_total";
 pub const FULL_RESYNCS: &str = "shardsync_full_resyncs_total";
@@ -55,6 +56,7 @@ pub const ALL: &[&str] = &[
     LAG_SECONDS,
     COMMANDS,
     CONVERT_ERRORS,
+    FUNCTION_ERRORS,
     REJECTED_WRITES,
     LINK_RESTARTS,
     FULL_RESYNCS,
@@ -210,6 +212,11 @@ fn describe() {
         CONVERT_ERRORS,
         "RDB keys that could not be converted into target commands"
     );
+    describe_counter!(
+        FUNCTION_ERRORS,
+        "function libraries of the live stream not written to the target (each logged with its name)"
+    );
+    counter!(FUNCTION_ERRORS).increment(0);
     describe_counter!(
         REJECTED_WRITES,
         "writes of this shard that the target rejected (each logged with its key)"

@@ -415,11 +415,7 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
         let text = crate::escape::text(e);
         let kind = crate::observe::telemetry::error_kind(e);
-        let key = cmd
-            .args
-            .get(1)
-            .map(crate::escape::quoted)
-            .unwrap_or_default();
+        let key = crate::convert::functions::log_subject(cmd);
         metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
         if let Some(suppressed) = crate::observe::lograte::allow(node, kind) {
             tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, suppressed, "target rejected a write");
