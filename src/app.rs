@@ -2,7 +2,8 @@
 //! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`]), run the
 //! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
 //! heartbeat keys, wait until the target has applied everything up to that point, write the
-//! final checkpoints, exit 0.
+//! final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
+//! same shutdown runs by itself and the run ends with [`RunError::NoProgress`] (exit code 4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,14 +41,19 @@ pub enum RunError {
     /// drain deadline passed, or refused); the checkpoints only cover what was applied.
     #[error("stopped with writes not applied to the target:\n{0}")]
     Incomplete(String),
+    /// Every source shard failed for good: nothing can make progress without a person.
+    #[error("no shard can make progress; every shard failed:\n{0}")]
+    NoProgress(String),
 }
 
 impl RunError {
+    /// The process exit code (documented in the README and `src/main.rs`).
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Precheck(_) => 3,
             RunError::Fatal(_) => 1,
             RunError::Incomplete(_) => 4,
+            RunError::NoProgress(_) => 4,
         }
     }
 }
@@ -150,7 +156,17 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     for node in pre.source.masters() {
         let state = Arc::new(ShardState::new(node.endpoint.to_string()));
         board.register_shard(state.clone()); // observability
-        let resume = checkpoint::load(&cfg.state_dir, &state.name).map_err(RunError::Fatal)?;
+        let resume = match checkpoint::load(&cfg.state_dir, &state.name) {
+            Ok(r) => r,
+            Err(e) => {
+                // Resuming from a guess could skip writes; a full sync could undo a good state.
+                // Only a person can choose: this shard fails, the others run.
+                state.mark_failed(format!(
+                    "{e}; repair or delete that checkpoint file (without it the shard starts with a full sync) and restart shardsync"
+                ));
+                None
+            }
+        };
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
@@ -180,6 +196,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             source: node.info.clone(),
             target: target_info.clone(),
             listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
+            retry_budget: cfg.source_retry_budget,
         });
         let dispatcher = Dispatcher::new(targets.clone(), sync.clone()).with_repair(Repairer::new(
             repairs.clone(),
@@ -234,8 +251,22 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
     ));
 
-    wait_for_signal().await;
-    board.set_state(RunState::Stopping); // observability
+    let no_progress = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = all_failed(&states) => true,
+    };
+    if no_progress {
+        tracing::error!(
+            linger_secs = FAILED_LINGER.as_secs(),
+            "every shard has failed; /status and /metrics stay up a few seconds, then shardsync stops (exit code 4)"
+        );
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = tokio::time::sleep(FAILED_LINGER) => {}
+        }
+    } else {
+        board.set_state(RunState::Stopping); // observability
+    }
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
     let idle = cfg.target_reply_timeout;
     tracing::info!(
@@ -329,6 +360,16 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
     }
     writer_arbiter.stop();
+    if no_progress {
+        let why: Vec<String> = states
+            .iter()
+            .map(|s| {
+                let e = s.last_error.lock().ok().and_then(|g| g.clone());
+                format!("  {}: {}", s.name, e.unwrap_or_default())
+            })
+            .collect();
+        return Err(RunError::NoProgress(why.join("\n")));
+    }
     if unapplied.is_empty() {
         Ok(())
     } else {
@@ -344,6 +385,21 @@ fn pending_bytes(s: &ShardState) -> u64 {
     s.handed_offset
         .load(Ordering::Acquire)
         .saturating_sub(s.applied_offset.load(Ordering::Acquire))
+}
+
+/// How long `/status` and `/metrics` keep showing a run whose every shard failed before it exits
+/// (so a scrape or a person sees why).
+pub const FAILED_LINGER: Duration = Duration::from_secs(5);
+
+/// Resolves once every shard has failed (never while one can still make progress).
+async fn all_failed(shards: &[Arc<ShardState>]) {
+    if shards.is_empty() {
+        return std::future::pending().await;
+    }
+    for s in shards {
+        let mut w = s.failed_watch();
+        let _ = w.wait_for(|f| *f).await;
+    }
 }
 
 async fn wait_for_signal() {
@@ -407,7 +463,7 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {
-            metrics::gauge!("shardsync_checkpoint_offset_bytes", "shard" => shard.name.clone())
+            metrics::gauge!(crate::observe::telemetry::CHECKPOINT_OFFSET, "shard" => shard.name.clone())
                 .set(pos.offset as f64);
             Some(pos.offset)
         }

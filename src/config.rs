@@ -160,7 +160,14 @@ pub struct FileEndpoint {
     pub prefer_replica: Option<bool>,
     /// Target only: a write reply outstanding longer than this is a stall (reconnect).
     pub reply_timeout_ms: Option<u64>,
+    /// Source only: consecutive failed attempts of a shard's link without progress before the
+    /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
+    pub retry_budget: Option<u32>,
 }
+
+/// Default `source.retry_budget`: with the link's backoff (0.2 s doubling to 5 s) about five
+/// minutes of a source that cannot be reached or keeps failing.
+pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +193,8 @@ pub struct Config {
     pub source: Endpoint,
     /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
     pub source_prefer_replica: bool,
+    /// `source.retry_budget` (0: unlimited).
+    pub source_retry_budget: u32,
     pub target: Endpoint,
     /// `target.reply_timeout_ms`: a target that leaves a write unanswered this long is stalled.
     pub target_reply_timeout: std::time::Duration,
@@ -344,6 +353,7 @@ impl Config {
             }
             Some(n) => std::time::Duration::from_millis(n),
         };
+        let source_retry_budget = fs.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         let source = endpoint(
             "source",
             "--source",
@@ -454,6 +464,7 @@ impl Config {
         Ok(Config {
             source,
             source_prefer_replica: o.prefer_replica || fs_prefer_replica,
+            source_retry_budget,
             target,
             target_reply_timeout,
             state_dir: o

@@ -415,7 +415,7 @@ async fn psync_permission(cfg: &Config, source: &Topology) -> Check {
                             "source master {}: user {user:?} may not run {}: {}",
                             m.endpoint,
                             cmd[0],
-                            String::from_utf8_lossy(&why)
+                            crate::escape::text(&why)
                         ),
                     );
                 }

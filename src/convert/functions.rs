@@ -71,33 +71,33 @@ fn uses_server_api(code: &str) -> bool {
 
 /// What the writer's log names for a command: the library for `FUNCTION LOAD`, the libraries of
 /// a `FUNCTION RESTORE` payload, the subcommand's argument for other `FUNCTION`s, else the key
-/// (first argument).
+/// (first argument); escaped (see [`crate::escape`]).
 pub fn log_subject(cmd: &Cmd) -> String {
     let arg = |i: usize| cmd.args.get(i).map(|a| a.as_ref()).unwrap_or(b"");
     if !cmd.is("FUNCTION") {
         let k = arg(1);
-        return String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned();
+        return crate::escape::text(k);
     }
     let sub = arg(1).to_ascii_uppercase();
     match sub.as_slice() {
         b"LOAD" => {
             // FUNCTION LOAD [REPLACE] code
             let code = cmd.args.last().map(|a| a.as_ref()).unwrap_or(b"");
-            format!("library {}", library_name(code))
+            format!("library {}", crate::escape::text(library_name(code)))
         }
         b"RESTORE" => match parse_function_payload(arg(2)) {
             Ok(p) => format!(
                 "libraries {}",
                 p.libraries
                     .iter()
-                    .map(|l| library_name(l))
+                    .map(|l| crate::escape::text(library_name(l)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
             Err(_) => "function payload".into(),
         },
-        b"DELETE" => format!("library {}", String::from_utf8_lossy(arg(2))),
-        _ => format!("FUNCTION {}", String::from_utf8_lossy(&sub)),
+        b"DELETE" => format!("library {}", crate::escape::text(arg(2))),
+        _ => format!("FUNCTION {}", crate::escape::text(&sub)),
     }
 }
 

@@ -98,7 +98,7 @@ impl ConvertError {
 }
 
 pub(crate) fn lossy(b: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(b))
+    crate::escape::quoted(b)
 }
 
 /// Turns RDB items into commands. See the module documentation.

@@ -40,6 +40,8 @@ pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
 pub const TARGET_STALLS: &str = "shardsync_target_stalls_total";
 pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
+pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
+pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -69,6 +71,8 @@ pub const ALL: &[&str] = &[
     TARGET_STALLS,
     DB_REFUSED_WRITES,
     KEY_REPAIRS,
+    LINK_ERRORS,
+    LOG_SUPPRESSED,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -78,6 +82,55 @@ const BATCH_SECONDS_BUCKETS: &[f64] = &[
 
 /// Error kinds of `shardsync_target_errors_total` registered up front (others appear when seen).
 const PREREGISTERED_ERROR_KINDS: &[&str] = &["connection", "ERR"];
+
+/// The `kind` labels an error reply may get: its first word when it is one of these, else
+/// `other` (the label never comes from the data itself, so its cardinality is fixed).
+pub const ERROR_KINDS: &[&str] = &[
+    "ERR",
+    "WRONGTYPE",
+    "OOM",
+    "NOPERM",
+    "NOAUTH",
+    "WRONGPASS",
+    "READONLY",
+    "BUSY",
+    "BUSYKEY",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+    "NOSCRIPT",
+    "EXECABORT",
+    "CROSSSLOT",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK",
+    "UNBLOCKED",
+];
+
+/// The `kind` label of an error reply (`-WRONGTYPE …` → `WRONGTYPE`; unknown words → `other`).
+pub fn error_kind(reply: &[u8]) -> &'static str {
+    let word = reply
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(b"");
+    if word.is_empty() {
+        return "ERR";
+    }
+    ERROR_KINDS
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(word))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `command` label of a command: its name when it is a command shardsync knows (the key
+/// table of [`crate::router`]), else `other`, so that a stream of made-up names cannot grow
+/// `/metrics`.
+pub fn command_label(cmd: &crate::cmd::Cmd) -> &'static str {
+    crate::router::keys::lookup(cmd.name()).map_or("other", |e| e.name)
+}
 /// Redirect kinds of `shardsync_target_redirects_total`.
 const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
 
@@ -159,7 +212,7 @@ fn describe() {
     );
     describe_counter!(
         COMMANDS,
-        "commands read from the source command stream, by name"
+        "commands read from the source command stream, by name (names shardsync does not know count as other)"
     );
     describe_counter!(
         CONVERT_ERRORS,
@@ -179,7 +232,7 @@ fn describe() {
     describe_counter!(TARGET_WRITES, "commands acknowledged by the target node");
     describe_counter!(
         TARGET_ERRORS,
-        "target errors by node and kind (connection, or the error reply's first word)"
+        "target errors by node and kind (connection, or the error reply's first word when it is a known one, else other)"
     );
     describe_counter!(
         TARGET_REDIRECTS,
@@ -200,6 +253,14 @@ fn describe() {
     describe_counter!(
         KEY_REPAIRS,
         "keys copied from the source after the target rejected a write the source accepted, by result (ok, failed)"
+    );
+    describe_counter!(
+        LINK_ERRORS,
+        "source link failures by shard and class: transient (retried with backoff) or permanent (the shard stops as failed)"
+    );
+    describe_counter!(
+        LOG_SUPPRESSED,
+        "repeated log lines left out by the rate limit, by kind"
     );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
@@ -239,6 +300,9 @@ pub fn register_shard(shard: &str) {
     }
     for result in ["ok", "failed"] {
         counter!(KEY_REPAIRS, "shard" => s.clone(), "result" => result).increment(0);
+    }
+    for class in ["transient", "permanent"] {
+        counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
     }
 }
 

@@ -117,10 +117,17 @@ impl Dispatcher {
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
         shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shardsync_unroutable_commands_total", "shard" => shard.name.clone(), "command" => cmd.name_upper())
+        metrics::counter!(crate::observe::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::observe::telemetry::command_label(cmd))
             .increment(1);
-        let key = cmd.args.get(1).map(|k| super::show(k)).unwrap_or_default();
-        tracing::error!(shard = %shard.name, command = %super::show(cmd.name()), key = %key, "{why}");
+        let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "unroutable") else {
+            return;
+        };
+        let key = cmd
+            .args
+            .get(1)
+            .map(crate::escape::quoted)
+            .unwrap_or_default();
+        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, suppressed, "{why}");
     }
 
     fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {

@@ -28,14 +28,3 @@ pub struct Batch {
     /// Send `ASKING` before each command (the slot is being imported by this node).
     pub asking: bool,
 }
-
-/// A key or a server reply for logs and errors: non-printable bytes escaped (`\n`, `\x1b`),
-/// at most 200 bytes shown, with a marker when cut.
-pub(crate) fn show(b: &[u8]) -> String {
-    const MAX: usize = 200;
-    let mut s = b[..b.len().min(MAX)].escape_ascii().to_string();
-    if b.len() > MAX {
-        s.push_str(&format!("…(+{} bytes)", b.len() - MAX));
-    }
-    s
-}

@@ -111,13 +111,16 @@ impl RepairQueue {
                         if let Frame::Error(e) = r
                             && repairable(e)
                         {
-                            failed.push((c, super::show(e)));
+                            failed.push((c, crate::escape::text(e)));
                         }
                     }
                 }
                 Frame::Error(e) if repairable(e) => {
                     for c in body {
-                        failed.push((c, format!("transaction aborted: {}", super::show(e))));
+                        failed.push((
+                            c,
+                            format!("transaction aborted: {}", crate::escape::text(e)),
+                        ));
                     }
                 }
                 _ => {}
@@ -125,10 +128,10 @@ impl RepairQueue {
         } else if let Frame::Error(e) = reply
             && repairable(e)
         {
-            failed.push((dc, super::show(e)));
+            failed.push((dc, crate::escape::text(e)));
         }
         for (c, why) in failed {
-            let why = format!("{} rejected: {why}", super::show(c.cmd.name()));
+            let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
             for key in keys_of(&c.cmd) {
                 self.push(
                     &shard.name,
@@ -169,7 +172,7 @@ impl RepairQueue {
         }
         if v.len() >= MAX_QUEUED {
             metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
-            tracing::error!(shard, key = %super::show(&w.key), "too many keys waiting for repair; this one stays as the target has it");
+            tracing::error!(shard, key = %crate::escape::text(&w.key), "too many keys waiting for repair; this one stays as the target has it");
             return;
         }
         v.push(w);
@@ -322,7 +325,7 @@ impl Repairer {
                             k.clone(),
                             format!(
                                 "{} also touched a key being repaired",
-                                super::show(dc.cmd.name())
+                                crate::escape::text(dc.cmd.name())
                             ),
                         ));
                     }
@@ -339,7 +342,7 @@ impl Repairer {
                                     k.clone(),
                                     format!(
                                         "{} ran inside the repair window",
-                                        super::show(dc.cmd.name())
+                                        crate::escape::text(dc.cmd.name())
                                     ),
                                 ));
                             }
@@ -373,7 +376,7 @@ impl Repairer {
         why: &str,
         out: &mut Vec<DbCmd>,
     ) {
-        let shown = super::show(key);
+        let shown = crate::escape::text(key);
         let Some(&first_db) = dbs.first() else { return };
         if !self.allow_attempt(first_db, key) {
             metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
@@ -465,7 +468,7 @@ impl Repairer {
                 .await
                 .map_err(|e| e.to_string())?
             {
-                return Err(format!("SELECT {db}: {}", super::show(&e)));
+                return Err(format!("SELECT {db}: {}", crate::escape::text(&e)));
             }
             *cur_db = db;
         }
@@ -480,21 +483,21 @@ impl Repairer {
         }
         for _ in 0..4 {
             if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
-                return Err(super::show(&e));
+                return Err(crate::escape::text(&e));
             }
         }
         let exec = conn.read_frame().await.map_err(|e| e.to_string())?;
         let Frame::Array(items) = exec else {
             return Err(format!(
                 "EXEC answered {}",
-                super::show(exec.to_text().as_bytes())
+                crate::escape::text(exec.to_text().as_bytes())
             ));
         };
         let [dump, pttl, info] = items.as_slice() else {
             return Err(format!("EXEC answered {} replies, not 3", items.len()));
         };
         let payload = match dump {
-            Frame::Error(e) => return Err(format!("DUMP: {}", super::show(e))),
+            Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
             f => f.as_bytes().cloned(),
         };
         let pttl = match pttl {

@@ -283,7 +283,7 @@ impl Pipeline {
             }
             self.flag_shards(&why);
             let delay = backoff.next_delay();
-            metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection")
+            metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
                 .increment(1);
             tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
                 unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
@@ -533,7 +533,7 @@ impl Pipeline {
         match reply {
             Frame::Error(e) => {
                 self.refused.insert(db);
-                let text = super::show(e);
+                let text = crate::escape::text(e);
                 let why = format!(
                     "target {} refused SELECT {db} ({text}): writes to target database {db} are not applied; \
                      raise `databases` on the target above {db} (then restart shardsync) or map the source \
@@ -559,7 +559,7 @@ impl Pipeline {
                     seen.push(shard);
                 }
                 for s in seen {
-                    s.fail(why.clone());
+                    s.mark_failed(why.clone());
                 }
             }
             _ => {
@@ -580,7 +580,7 @@ impl Pipeline {
             let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
                 return Err(format!(
                     "target sent a reply nobody asked for: {}",
-                    super::show(frame.to_text().as_bytes())
+                    crate::escape::text(frame.to_text().as_bytes())
                 ));
             };
             let slot = front.slots[front.seen];
@@ -591,7 +591,7 @@ impl Pipeline {
             }
             if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("SELECT/ASKING failed: {}", super::show(e)));
+                    return Err(format!("SELECT/ASKING failed: {}", crate::escape::text(e)));
                 }
                 continue;
             }
@@ -613,7 +613,7 @@ impl Pipeline {
                     Redirect::Ask(_) => "ask",
                     Redirect::Retry => "tryagain",
                 };
-                metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
+                metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
                     .increment(1);
                 match r {
                     Redirect::Moved(addr) => {
@@ -649,9 +649,9 @@ impl Pipeline {
             };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
+            metrics::counter!(crate::observe::telemetry::TARGET_WRITES, "node" => self.node.clone())
                 .increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds")
+            metrics::histogram!(crate::observe::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
     }
@@ -685,12 +685,13 @@ fn heartbeat_ms(prefix: &Bytes, cmd: &Cmd) -> Option<u64> {
 /// Returns how many errors the reply held.
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
-        let text = super::show(e);
-        let kind = error_kind(e);
-        // The key, or the library of a FUNCTION command; escaped (it comes from the data).
-        let key = super::show(crate::convert::functions::log_subject(cmd).as_bytes());
-        metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
-        tracing::error!(node, command = %super::show(cmd.name()), key = %key, error = %text, "target rejected a write");
+        let text = crate::escape::text(e);
+        let kind = crate::observe::telemetry::error_kind(e);
+        let key = crate::convert::functions::log_subject(cmd);
+        metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
+        if let Some(suppressed) = crate::observe::lograte::allow(node, kind) {
+            tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, suppressed, "target rejected a write");
+        }
     };
     match frame {
         Frame::Error(e) => {
@@ -708,48 +709,5 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
             n
         }
         _ => 0,
-    }
-}
-
-/// The `kind` label of an error reply: its first word when it is one Redis uses, else `other`
-/// (the target must not choose label values).
-fn error_kind(e: &[u8]) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "ERR",
-        "WRONGTYPE",
-        "OOM",
-        "READONLY",
-        "NOSCRIPT",
-        "NOAUTH",
-        "NOPERM",
-        "BUSY",
-        "LOADING",
-        "EXECABORT",
-        "MASTERDOWN",
-        "MISCONF",
-        "BUSYKEY",
-        "CROSSSLOT",
-    ];
-    let first = e.split(|&b| b == b' ').next().unwrap_or(b"");
-    KNOWN
-        .iter()
-        .find(|k| k.as_bytes().eq_ignore_ascii_case(first))
-        .copied()
-        .unwrap_or("other")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_kinds_are_bounded() {
-        assert_eq!(
-            error_kind(b"WRONGTYPE Operation against a key"),
-            "WRONGTYPE"
-        );
-        assert_eq!(error_kind(b"ERR unknown command"), "ERR");
-        assert_eq!(error_kind(b"\x1b[31mEVIL label"), "other");
-        assert_eq!(error_kind(b""), "other");
     }
 }
