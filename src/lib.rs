@@ -11,6 +11,8 @@
 //! - [`observe`]: metric catalog, progress, `/status`, `/metrics`;
 //! - [`net`]: raw RESP connections, redis-rs clients, server INFO, topology discovery, backoff.
 //!
+//! [`verify`] compares source and target before a cut-over (`shardsync verify`).
+//!
 //! [`app`] wires it together (prechecks, actors, shutdown); `src/main.rs` is the thin CLI.
 
 pub mod app;
@@ -28,6 +30,7 @@ pub mod resp;
 pub mod router;
 pub mod sink;
 pub mod source;
+pub mod verify;
 
 /// Wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {

@@ -21,3 +21,4 @@ mod rdb_servers;
 mod rdb_synthetic;
 mod resp_fuzz;
 mod router_keyslot;
+mod verify;
