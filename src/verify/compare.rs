@@ -15,6 +15,9 @@ use super::VerifyError;
 use super::report::{Reason, quote_short};
 use super::side::Side;
 
+/// The replies of one key on the source and on the target.
+type Replies<'a> = (&'a [Frame], &'a [Frame]);
+
 /// Limits of one comparison.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -112,17 +115,35 @@ pub async fn compare_batch(
     keys: &[Bytes],
     lim: &Limits,
 ) -> Result<Vec<Outcome>, VerifyError> {
-    // Round 1: type and TTL.
+    // Round 1: type and TTL, and (speculatively: most keys are strings) the string's length and
+    // first window; other types answer WRONGTYPE to those, which is ignored.
+    let w = (lim.str_window.max(1) - 1).to_string();
     let round = |side: &Side| -> Vec<(usize, Vec<Cmd>)> {
         keys.iter()
-            .map(|k| (side.node_of(k), vec![cmd([b"TYPE", k]), cmd([b"PTTL", k])]))
+            .map(|k| {
+                (
+                    side.node_of(k),
+                    vec![
+                        cmd([b"TYPE", k]),
+                        cmd([b"PTTL", k]),
+                        cmd([b"STRLEN", k]),
+                        cmd([b"GETRANGE", k, b"0", w.as_bytes()]),
+                    ],
+                )
+            })
             .collect()
     };
     let (sa, ta) = (round(src), round(tgt));
-    let (sr, tr) = tokio::try_join!(src.exec_keyed(sdb, sa), tgt.exec_keyed(tdb, ta))?;
+    let (r1s, r1t) = tokio::try_join!(src.exec_keyed(sdb, sa), tgt.exec_keyed(tdb, ta))?;
     let mut plans = Vec::with_capacity(keys.len());
-    for (s, t) in sr.iter().zip(&tr) {
-        plans.push(plan(src, tgt, s, t, lim)?);
+    for (s, t) in r1s.iter().zip(&r1t) {
+        plans.push(plan(
+            src,
+            tgt,
+            &s[..s.len().min(2)],
+            &t[..t.len().min(2)],
+            lim,
+        )?);
     }
 
     // Round 2: sizes (and the first window of strings).
@@ -133,12 +154,8 @@ pub async fn compare_batch(
             continue;
         };
         let k = &keys[i];
-        let w = (lim.str_window.max(1) - 1).to_string();
         let cmds = match ty.as_str() {
-            "string" => vec![
-                cmd([b"STRLEN", k]),
-                cmd([b"GETRANGE", k, b"0", w.as_bytes()]),
-            ],
+            "string" => continue,
             "hash" => vec![cmd([b"HLEN", k])],
             "set" => vec![cmd([b"SCARD", k])],
             "zset" => vec![cmd([b"ZCARD", k])],
@@ -161,7 +178,26 @@ pub async fn compare_batch(
             Plan::Content { .. } => None,
         })
         .collect();
-    for ((&i, s), t) in idx2.iter().zip(&sr).zip(&tr) {
+    // Strings: from round 1.
+    let strings = plans.iter().enumerate().filter_map(|(i, p)| match p {
+        Plan::Content { ty, .. } if ty == "string" => Some(i),
+        _ => None,
+    });
+    let round2 = idx2.iter().copied().zip(sr.iter().zip(&tr));
+    let from1 = strings.map(|i| {
+        (
+            i,
+            (
+                &r1s[i][2.min(r1s[i].len())..],
+                &r1t[i][2.min(r1t[i].len())..],
+            ),
+        )
+    });
+    let mut all: Vec<(usize, Replies)> = round2
+        .map(|(i, (s, t))| (i, (s.as_slice(), t.as_slice())))
+        .collect();
+    all.extend(from1);
+    for (i, (s, t)) in all {
         let Plan::Content { ty, .. } = &plans[i] else {
             continue;
         };

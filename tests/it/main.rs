@@ -21,4 +21,5 @@ mod rdb_servers;
 mod rdb_synthetic;
 mod resp_fuzz;
 mod router_keyslot;
+mod url_passwords;
 mod verify;
