@@ -16,6 +16,8 @@ pub struct StreamDecoder {
     pub db: u32,
     /// Set when the master asked `REPLCONF GETACK`; the caller clears it after answering.
     pub getack: bool,
+    /// The offset after each command pushed to `out` (the caller takes them with the commands).
+    pub ends: Vec<u64>,
 }
 
 /// Why a stream could not be decoded.
@@ -35,6 +37,7 @@ impl StreamDecoder {
             offset,
             db: 0,
             getack: false,
+            ends: Vec::new(),
         }
     }
 
@@ -82,6 +85,7 @@ impl StreamDecoder {
             }
             bytes += len;
             out.push(DbCmd { db: self.db, cmd });
+            self.ends.push(self.offset);
         }
         Ok(bytes)
     }

@@ -3,36 +3,20 @@
 
 use serde::Serialize;
 
-/// Quotes bytes as `redis-cli` prints them: in double quotes, `\\ \" \n \r \t \a \b` escaped,
-/// printable ASCII as is, every other byte as `\xHH`.
+/// The whole key quoted as `redis-cli` prints it (the shared [`crate::escape`] rules, no cut).
 pub fn quote(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() + 2);
-    s.push('"');
-    for &b in bytes {
-        match b {
-            b'\\' => s.push_str("\\\\"),
-            b'"' => s.push_str("\\\""),
-            b'\n' => s.push_str("\\n"),
-            b'\r' => s.push_str("\\r"),
-            b'\t' => s.push_str("\\t"),
-            0x07 => s.push_str("\\a"),
-            0x08 => s.push_str("\\b"),
-            0x20..=0x7e => s.push(b as char),
-            _ => s.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    s.push('"');
-    s
+    crate::escape::Escaped::new(bytes)
+        .limit(usize::MAX)
+        .quoted()
+        .to_string()
 }
 
-/// [`quote`] of at most the first 64 bytes, with the full length when cut (for values in
-/// details).
+/// A value in a detail: quoted, at most the first 64 bytes shown.
 pub fn quote_short(bytes: &[u8]) -> String {
-    if bytes.len() <= 64 {
-        quote(bytes)
-    } else {
-        format!("{}…({} bytes)", quote(&bytes[..64]), bytes.len())
-    }
+    crate::escape::Escaped::new(bytes)
+        .limit(64)
+        .quoted()
+        .to_string()
 }
 
 /// What kind of difference a key has.
@@ -225,6 +209,10 @@ mod tests {
         assert_eq!(quote(b"\n\r\t\x07\x08"), "\"\\n\\r\\t\\a\\b\"");
         assert_eq!(quote(b"\x00\xff\x7f "), "\"\\x00\\xff\\x7f \"");
         assert_eq!(quote("é".as_bytes()), "\"\\xc3\\xa9\"");
-        assert!(quote_short(&[b'a'; 100]).ends_with("…(100 bytes)"));
+        let short = quote_short(&[b'a'; 100]);
+        assert!(
+            short.starts_with(&format!("\"{}", "a".repeat(64))) && short.contains("36"),
+            "{short}"
+        );
     }
 }
