@@ -399,31 +399,26 @@ impl Verifier<'_> {
         ((sample as u128 * k as u128).div_ceil(total as u128)) as u64
     }
 
+    /// Keys in databases `dbs` over all servers of one side (from discovery).
+    fn total(&self, source: bool, dbs: impl Iterator<Item = u32>) -> u64 {
+        let side = if source { &self.src } else { &self.tgt };
+        dbs.map(|db| {
+            (0..side.node_count())
+                .map(|n| side.node_keys(n, db))
+                .sum::<u64>()
+        })
+        .sum()
+    }
+
     /// Pass 1: every (or each sampled) source key against the target.
     async fn source_pass(&mut self, plan: &[(u32, u32)]) -> Result<(), VerifyError> {
-        let total: u64 = plan
-            .iter()
-            .map(|&(sdb, _)| {
-                (0..self.src.node_count())
-                    .map(|n| self.src.node_keys(n, sdb))
-                    .sum::<u64>()
-            })
-            .sum();
+        let total = self.total(true, plan.iter().map(|p| p.0));
         for &(sdb, tdb) in plan {
             for node in 0..self.src.node_count() {
-                if self.src.node_keys(node, sdb) == 0 {
+                let Some(mut pages) = Lister::new(self, true, node, sdb, total) else {
                     continue;
-                }
-                let mut sample_left = self
-                    .opts
-                    .sample
-                    .map(|s| Self::share(&self.src, node, sdb, total, s));
-                let mut seen = Default::default();
-                let mut cursor = Bytes::from_static(b"0");
-                loop {
-                    let keys = self
-                        .page(true, node, sdb, &mut cursor, &mut sample_left, &mut seen)
-                        .await?;
+                };
+                while let Some(keys) = pages.next(self).await? {
                     let before = keys.len();
                     let keys: Vec<Bytes> = keys
                         .into_iter()
@@ -454,13 +449,6 @@ impl Verifier<'_> {
                         }
                     }
                     self.drain(false).await?;
-                    let done = match sample_left {
-                        Some(left) => left == 0,
-                        None => cursor.as_ref() == b"0" || cursor.is_empty(),
-                    };
-                    if done {
-                        break;
-                    }
                 }
             }
         }
@@ -469,30 +457,14 @@ impl Verifier<'_> {
 
     /// Pass 2: every (or each sampled) target key must exist on the source.
     async fn target_pass(&mut self, plan: &[(u32, Vec<u32>)]) -> Result<(), VerifyError> {
-        let total: u64 = plan
-            .iter()
-            .map(|(tdb, _)| {
-                (0..self.tgt.node_count())
-                    .map(|n| self.tgt.node_keys(n, *tdb))
-                    .sum::<u64>()
-            })
-            .sum();
+        let total = self.total(false, plan.iter().map(|p| p.0));
         for (tdb, sdbs) in plan {
             let tdb = *tdb;
             for node in 0..self.tgt.node_count() {
-                if self.tgt.node_keys(node, tdb) == 0 {
+                let Some(mut pages) = Lister::new(self, false, node, tdb, total) else {
                     continue;
-                }
-                let mut sample_left = self
-                    .opts
-                    .sample
-                    .map(|s| Self::share(&self.tgt, node, tdb, total, s));
-                let mut seen = Default::default();
-                let mut cursor = Bytes::from_static(b"0");
-                loop {
-                    let keys = self
-                        .page(false, node, tdb, &mut cursor, &mut sample_left, &mut seen)
-                        .await?;
+                };
+                while let Some(keys) = pages.next(self).await? {
                     let before = keys.len();
                     let filter = self.filter;
                     let keys: Vec<Bytes> = keys
@@ -525,17 +497,66 @@ impl Verifier<'_> {
                         }
                     }
                     self.drain(false).await?;
-                    let done = match sample_left {
-                        Some(left) => left == 0,
-                        None => cursor.as_ref() == b"0" || cursor.is_empty(),
-                    };
-                    if done {
-                        break;
-                    }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Walks one database of one server page by page: `SCAN`, or its share of a `RANDOMKEY` sample.
+struct Lister {
+    source: bool,
+    node: usize,
+    db: u32,
+    cursor: Bytes,
+    sample_left: Option<u64>,
+    seen: std::collections::HashSet<Bytes>,
+    done: bool,
+}
+
+impl Lister {
+    /// `None` when the server had no keys in `db`; `total` is the side's key count (for the
+    /// sample's share).
+    fn new(v: &Verifier<'_>, source: bool, node: usize, db: u32, total: u64) -> Option<Lister> {
+        let side = if source { &v.src } else { &v.tgt };
+        if side.node_keys(node, db) == 0 {
+            return None;
+        }
+        Some(Lister {
+            source,
+            node,
+            db,
+            cursor: Bytes::from_static(b"0"),
+            sample_left: v
+                .opts
+                .sample
+                .map(|s| Verifier::share(side, node, db, total, s)),
+            seen: Default::default(),
+            done: false,
+        })
+    }
+
+    /// The next page, or `None` after the last.
+    async fn next(&mut self, v: &mut Verifier<'_>) -> Result<Option<Vec<Bytes>>, VerifyError> {
+        if self.done {
+            return Ok(None);
+        }
+        let keys = v
+            .page(
+                self.source,
+                self.node,
+                self.db,
+                &mut self.cursor,
+                &mut self.sample_left,
+                &mut self.seen,
+            )
+            .await?;
+        self.done = match self.sample_left {
+            Some(left) => left == 0,
+            None => self.cursor.as_ref() == b"0" || self.cursor.is_empty(),
+        };
+        Ok(Some(keys))
     }
 }
 
