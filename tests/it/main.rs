@@ -29,3 +29,5 @@ mod resp_fuzz;
 mod router_keyslot;
 mod sink_errors;
 mod stream_state;
+mod url_passwords;
+mod verify;
