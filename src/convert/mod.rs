@@ -138,6 +138,7 @@ impl Converter {
                 Ok(())
             }
             Item::Aux { .. }
+            | Item::AuxSkipped { .. }
             | Item::ResizeDb { .. }
             | Item::SlotInfo { .. }
             | Item::ModuleAux { .. }

@@ -63,6 +63,7 @@ pub fn parse_dump_payload(payload: &[u8], opts: &ParseOptions) -> Result<DumpVal
     let (layout, kind) =
         layout_of(flavor, rdb_type).ok_or_else(|| err(0, RdbErrorKind::UnknownType(rdb_type)))?;
     let mut src = Source::new(body.get(1..).unwrap_or(&[]));
+    src.set_limits(opts);
     let mut dec = ValueDecoder::new(layout);
     let mut chunks = Vec::new();
     let fix = |mut e: RdbError| {

@@ -8,7 +8,7 @@ use std::io::{BufReader, Read};
 use bytes::Bytes;
 
 use super::error::{RdbError, RdbErrorKind};
-use super::reader::{CRC64, MAX_STRING_LEN, Result, Source};
+use super::reader::{CRC64, MAX_STRING_LEN, Result, Source, StrHead};
 use super::types::{Chunk, Flavor, Item, KeyHeader, ValueKind};
 use super::value::{Layout, ValueDecoder, chunk_bytes, chunk_elements, layout_of};
 use super::{ParseOptions, module};
@@ -102,8 +102,10 @@ fn parse_magic(m: &[u8; 9]) -> std::result::Result<(Flavor, u32), RdbErrorKind> 
 
 impl<R: Read> RdbParser<R> {
     pub fn new(reader: R, opts: ParseOptions) -> Self {
+        let mut src = Source::new(BufReader::with_capacity(64 * 1024, reader));
+        src.set_limits(&opts);
         RdbParser {
-            src: Source::new(BufReader::with_capacity(64 * 1024, reader)),
+            src,
             opts,
             header: None,
             phase: Phase::Magic,
@@ -220,9 +222,28 @@ impl<R: Read> RdbParser<R> {
                 });
             }
             OPCODE_AUX => {
-                let key = self.src.read_string()?;
-                let value = self.src.read_string()?;
-                self.out.push_back(Item::Aux { key, value });
+                let max = self.opts.max_aux_bytes as u64;
+                let key = self
+                    .src
+                    .read_string_limited("AUX field name", "max_aux_bytes", max)?;
+                let head = self.src.read_str_head()?;
+                let len = match head {
+                    StrHead::Raw(n) | StrHead::Lzf { ulen: n, .. } => n,
+                    StrHead::Int(_) => 0,
+                };
+                if len > max {
+                    // Informational only: skipped in bounded steps, never held.
+                    self.src.skip_head(head)?;
+                    self.out.push_back(Item::AuxSkipped { key, len });
+                } else {
+                    let value =
+                        self.src
+                            .read_head_limited(head, "AUX value", "max_aux_bytes", max)?;
+                    self.out.push_back(Item::Aux {
+                        key,
+                        value: Bytes::from(value),
+                    });
+                }
             }
             OPCODE_FREQ => self.freq = Some(self.src.read_u8()?),
             OPCODE_IDLE => self.idle_secs = Some(self.src.read_len()?),
@@ -240,7 +261,12 @@ impl<R: Read> RdbParser<R> {
                 self.out.push_back(Item::ModuleAux { module_id });
             }
             OPCODE_FUNCTION2 => {
-                let code = self.src.read_string()?;
+                let max = self.opts.max_element_bytes as u64;
+                let code = self.src.read_string_limited(
+                    "function library code",
+                    "max_element_bytes",
+                    max,
+                )?;
                 self.out.push_back(Item::Function { code });
             }
             OPCODE_FUNCTION_PRE_GA => {
@@ -278,7 +304,10 @@ impl<R: Read> RdbParser<R> {
     }
 
     fn start_key(&mut self, t: u8, layout: Layout, kind: ValueKind) -> Result<()> {
-        let name = self.src.read_string()?;
+        let max = self.opts.max_key_bytes as u64;
+        let name = self
+            .src
+            .read_string_limited("key name", "max_key_bytes", max)?;
         let header = KeyHeader {
             db: self.db,
             key: name.clone(),

@@ -362,6 +362,10 @@ async fn full_sync(
                 0
             },
             capture_strings: false,
+            max_key_bytes: settings.sync.max_key_bytes,
+            max_aux_bytes: settings.sync.max_aux_bytes,
+            max_element_bytes: settings.sync.max_element_bytes,
+            max_blob_bytes: settings.sync.max_blob_bytes,
         },
         convert: crate::convert::ConvertOptions {
             target: dst.clone(),
@@ -516,6 +520,7 @@ async fn stream(
         stream,
         mut buf,
         addr,
+        ..
     } = conn;
     let (mut rh, wh) = stream.into_split();
     let getack = Arc::new(Notify::new());
@@ -527,7 +532,13 @@ async fn stream(
     )));
     let rewrite = settings.needs_rewrite();
     let max_cmds = settings.sync.batch_max_commands;
-    let mut dec = StreamDecoder::new(start);
+    let mut dec = StreamDecoder::with_limits(
+        start,
+        crate::resp::Limits {
+            max_frame_bytes: settings.sync.max_frame_bytes,
+            ..Default::default()
+        },
+    );
     let mut counters = std::collections::HashMap::new();
     let mut handed = start;
     loop {

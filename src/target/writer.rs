@@ -244,6 +244,7 @@ impl Pipeline {
         let RespConn {
             mut stream,
             buf: mut inbuf,
+            dec: mut replies,
             ..
         } = conn;
         let mut db = 0u32;
@@ -267,7 +268,7 @@ impl Pipeline {
                     match r {
                         Ok(0) => return Err("connection closed by the target".into()),
                         Err(e) => return Err(e.to_string()),
-                        Ok(_) => self.on_replies(&mut inbuf)?,
+                        Ok(_) => self.on_replies(&mut inbuf, &mut replies)?,
                     }
                 }
                 r = wh.write_buf(&mut out), if !out.is_empty() => {
@@ -301,9 +302,13 @@ impl Pipeline {
         self.complete_front();
     }
 
-    fn on_replies(&mut self, inbuf: &mut BytesMut) -> Result<(), String> {
+    fn on_replies(
+        &mut self,
+        inbuf: &mut BytesMut,
+        replies: &mut resp::Decoder,
+    ) -> Result<(), String> {
         loop {
-            let frame = match resp::decode(inbuf) {
+            let frame = match replies.decode(inbuf) {
                 Ok(Some((f, _))) => f,
                 Ok(None) => break,
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),

@@ -98,6 +98,7 @@ proptest! {
             chunk_bytes: 64,
             capture_dump_max: if capture { 1 << 16 } else { 0 },
             capture_strings: true,
+            ..Default::default()
         };
         drive(&data, opts);
     }
@@ -112,7 +113,7 @@ proptest! {
         if files.is_empty() {
             return Ok(());
         }
-        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, capture_strings: true };
+        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, capture_strings: true, ..Default::default() };
         let dumps = drive(&files[idx % files.len()], opts.clone());
         if let Some(d) = dumps.first() {
             let data = apply(d.to_vec(), &muts, cut);
@@ -148,6 +149,7 @@ fn random_garbage_after_valid_magic() {
                 chunk_bytes: 8,
                 capture_dump_max: 512,
                 capture_strings: true,
+                ..Default::default()
             },
         );
     }
