@@ -22,7 +22,7 @@ mod value;
 mod ziplist;
 mod zipmap;
 
-pub use dump::{DumpValue, parse_dump_payload};
+pub use dump::{DumpReader, DumpValue, parse_dump_payload, validate_dump_payload};
 pub use error::{RdbError, RdbErrorKind};
 pub use parser::RdbParser;
 pub use types::*;

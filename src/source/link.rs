@@ -507,6 +507,75 @@ fn command_counter<'a>(
     })
 }
 
+/// `RESTORE` payloads above this size whose version the target cannot read are decoded on a
+/// blocking thread ([`restore_off_loop`]); smaller ones inline.
+const RESTORE_OFFLOAD_MIN: usize = 64 << 10;
+
+fn is_large_foreign_restore(
+    cmd: &crate::cmd::Cmd,
+    target: &crate::server_info::ServerInfo,
+) -> bool {
+    cmd.is("RESTORE")
+        && cmd
+            .args
+            .get(3)
+            .is_some_and(|p| p.len() > RESTORE_OFFLOAD_MIN)
+        && crate::convert::compat::restore_needs_decode(cmd, target)
+}
+
+/// Rewrites a large `RESTORE` into plain commands on a blocking thread, sending them to the
+/// writers in batches as they are produced (a bounded channel of 2 batches: memory stays at the
+/// payload plus a few batches, and `/healthz` keeps answering). Returns the command itself when
+/// it cannot be rewritten (it then goes to the target unchanged and is refused visibly).
+async fn restore_off_loop(
+    settings: &LinkSettings,
+    shard: &Arc<ShardState>,
+    writer: &mut Dispatcher,
+    epoch: u64,
+    db: u32,
+    cmd: crate::cmd::Cmd,
+    now: i64,
+) -> Result<Option<crate::cmd::Cmd>, LinkError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<crate::cmd::Cmd>>(2);
+    let target = settings.target.clone();
+    let (max_cmds, max_bytes) = (
+        settings.sync.batch_max_commands,
+        settings.sync.batch_max_bytes,
+    );
+    let job = tokio::task::spawn_blocking(move || {
+        let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
+        let mut bytes = 0usize;
+        let mut open = true;
+        let mut emit = |cmds: Vec<crate::cmd::Cmd>| {
+            bytes += cmds.iter().map(|c| c.encoded_len()).sum::<usize>();
+            batch.extend(cmds);
+            if open && (batch.len() >= max_cmds || bytes >= max_bytes) {
+                bytes = 0;
+                open = tx.blocking_send(std::mem::take(&mut batch)).is_ok();
+            }
+        };
+        let r = crate::convert::compat::restore_as_commands_chunked(cmd, &target, now, &mut emit);
+        if open && !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        r.err()
+    });
+    while let Some(cmds) = rx.recv().await {
+        let run = RunInfo {
+            epoch,
+            offset: None,
+            completes_full_sync: false,
+        };
+        let cmds = cmds
+            .into_iter()
+            .map(|cmd| crate::cmd::DbCmd { db, cmd })
+            .collect();
+        writer.send(shard, run, cmds).await?;
+    }
+    job.await
+        .map_err(|e| LinkError::Internal(format!("RESTORE decoding thread: {e}")))
+}
+
 /// Decodes the command stream into batches until the connection fails.
 async fn stream(
     settings: &LinkSettings,
@@ -560,6 +629,24 @@ async fn stream(
                 let now = crate::now_ms() as i64;
                 let mut out = Vec::with_capacity(cmds.len());
                 for dc in cmds {
+                    if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                        // Decoded off the event loop, its commands sent as they come (bounded).
+                        if !out.is_empty() {
+                            let run = RunInfo {
+                                epoch,
+                                offset: None,
+                                completes_full_sync: false,
+                            };
+                            writer.send(shard, run, std::mem::take(&mut out)).await?;
+                        }
+                        let sent =
+                            restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
+                                .await?;
+                        if let Some(cmd) = sent {
+                            out.push(crate::cmd::DbCmd { db: dc.db, cmd });
+                        }
+                        continue;
+                    }
                     let mut rewritten = Vec::new();
                     rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
                     out.extend(

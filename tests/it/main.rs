@@ -13,6 +13,7 @@ mod e2e_standalone;
 mod faults;
 mod faults_cluster;
 mod harness_selftest;
+mod hostile_peers;
 mod observability;
 mod rdb_corpus;
 mod rdb_fuzz;
