@@ -1,5 +1,5 @@
 //! The `run` job: precheck, build the actor tree (one supervised [`ShardLink`] per source
-//! master, one [`crate::target::TargetWriter`] per target node behind [`Targets`]), run the
+//! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`]), run the
 //! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
 //! heartbeat keys, wait until the target has applied everything up to that point, write the
 //! final checkpoints, exit 0.
@@ -14,15 +14,15 @@ use bytes::Bytes;
 use crate::checkpoint;
 use crate::config::Config;
 use crate::heartbeat;
+use crate::net::topology::Node;
+use crate::observe::progress::{Phase, ShardState};
+use crate::observe::status::{RunState, StatusBoard};
 use crate::precheck;
-use crate::progress::{Phase, ShardState};
 use crate::router::hashtag_in;
+use crate::sink::writer::WriterSettings;
+use crate::sink::{Dispatcher, Targets};
 use crate::source::ShardLink;
 use crate::source::link::{ClusterShard, LinkSettings, StopLink};
-use crate::status::{RunState, StatusBoard};
-use crate::target::writer::WriterSettings;
-use crate::target::{Dispatcher, Targets};
-use crate::topology::Node;
 
 /// How a run ended badly; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -62,24 +62,24 @@ fn heartbeat_key(base: &str, node: &Node, cluster: bool) -> String {
 
 /// Every node of a cluster source (masters and replicas), to ask after a failover.
 fn known_source_nodes(
-    t: &crate::topology::Topology,
+    t: &crate::net::topology::Topology,
     seed: &crate::config::Endpoint,
 ) -> Vec<crate::config::Endpoint> {
     match t {
-        crate::topology::Topology::Cluster { table, .. } => table
+        crate::net::topology::Topology::Cluster { table, .. } => table
             .nodes()
             .iter()
-            .map(|n| crate::topology::endpoint_like(seed, &n.host, n.port))
+            .map(|n| crate::net::topology::endpoint_like(seed, &n.host, n.port))
             .collect(),
-        crate::topology::Topology::Standalone(n) => vec![n.endpoint.clone()],
+        crate::net::topology::Topology::Standalone(n) => vec![n.endpoint.clone()],
     }
 }
 
 /// Runs the sync until a signal arrives. Must be called inside an actix `System`.
 pub async fn run(cfg: Config) -> Result<(), RunError> {
-    // observability: /metrics + /status listener, gauge sampler, progress log (src/status.rs)
+    // observability: /metrics + /status listener, gauge sampler, progress log (src/observe/)
     let board = StatusBoard::for_config(&cfg);
-    let observability = crate::status::start(cfg.metrics_addr, board.clone())
+    let observability = crate::observe::status::start(cfg.metrics_addr, board.clone())
         .await
         .map_err(RunError::Fatal)?;
     let pre = match precheck::run(&cfg).await {
@@ -110,7 +110,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             .target
             .masters()
             .iter()
-            .all(|m| crate::client::keyspace_keys(&m.raw_info) == 0);
+            .all(|m| crate::net::client::keyspace_keys(&m.raw_info) == 0);
         // Data on the target that an earlier run of ours wrote (it left checkpoints) is ours too.
         let ours = pre.source.masters().iter().all(|m| {
             checkpoint::load(&cfg.state_dir, &m.endpoint.to_string())

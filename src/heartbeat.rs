@@ -5,16 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client;
 use crate::config::Endpoint;
-use crate::progress::ShardState;
+use crate::net::client;
+use crate::observe::progress::ShardState;
 
 /// The shard's master now, with the login of `seed` (follows failovers).
 pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
     let addr = shard.master_addr();
     addr.rsplit_once(':')
         .and_then(|(h, p)| {
-            Some(crate::topology::endpoint_like(
+            Some(crate::net::topology::endpoint_like(
                 seed,
                 h.trim_start_matches('[').trim_end_matches(']'),
                 p.parse().ok()?,

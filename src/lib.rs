@@ -1,22 +1,33 @@
 //! shardsync: one-way, continuous Redis replication (full sync, then the command stream) from a
 //! standalone Redis or Redis Cluster into another.
 //!
-//! The crate is a library with a thin CLI (`src/main.rs`). Pure protocol and format code lives in
-//! [`resp`], [`rdb`] and [`convert`]; the actors that hold state live in [`source`], [`target`]
-//! and [`supervisor`].
+//! The pipeline, in the order a key travels from the source socket to the target socket:
+//! - [`source`]: one `ShardLink` actor per source master: handshake, `PSYNC`, the RDB stream
+//!   and the command stream, checkpoints of the replication offset;
+//! - [`resp`] and [`rdb`]: the pure codecs the link reads with (no I/O, fuzzable);
+//! - [`convert`]: RDB items and live commands → the commands the target version accepts;
+//! - [`router`]: key positions of every command, CRC16 slots, the target's slot table;
+//! - [`sink`]: per-link dispatcher, one `TargetWriter` per target node, cross-slot execution;
+//! - [`observe`]: metric catalog, progress, `/status`, `/metrics`;
+//! - [`net`]: raw RESP connections, redis-rs clients, server INFO, topology discovery, backoff.
+//!
+//! [`app`] wires it together (prechecks, actors, shutdown); `src/main.rs` is the thin CLI.
 
-pub mod backoff;
+pub mod app;
+pub mod checkpoint;
 pub mod cmd;
 pub mod config;
 pub mod convert;
+pub mod heartbeat;
+pub mod load_file;
 pub mod net;
-pub mod progress;
+pub mod observe;
+pub mod precheck;
 pub mod rdb;
 pub mod resp;
 pub mod router;
-pub mod server_info;
+pub mod sink;
 pub mod source;
-pub mod target;
 
 /// Wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -25,13 +36,3 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-pub mod app;
-pub mod checkpoint;
-pub mod client;
-pub mod heartbeat;
-pub mod http;
-pub mod load_file;
-pub mod precheck;
-pub mod status;
-pub mod telemetry;
-pub mod topology;

@@ -12,14 +12,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::app::RunError;
-use crate::client;
 use crate::config::{Endpoint, SyncSettings};
 use crate::convert::ConvertOptions;
-use crate::progress::ShardState;
+use crate::net::client;
+use crate::observe::progress::ShardState;
 use crate::rdb::{Flavor, ParseOptions, RdbParser};
+use crate::sink::writer::WriterSettings;
+use crate::sink::{Dispatcher, Targets};
 use crate::source::rdb_load::{self, LoadSettings, LoadStats};
-use crate::target::writer::WriterSettings;
-use crate::target::{Dispatcher, Targets};
 
 /// Checks the whole file; returns its format on success.
 fn validate(path: &Path) -> Result<(Flavor, u32, u64), String> {
@@ -91,7 +91,7 @@ pub async fn run(
     };
 
     let shard = Arc::new(ShardState::new(format!("file:{}", path.display())));
-    let topology = crate::topology::discover("target", target)
+    let topology = crate::net::topology::discover("target", target)
         .await
         .map_err(RunError::Precheck)?;
     let arbiter = Arbiter::new();

@@ -60,7 +60,7 @@ fn status(args: StatusArgs) -> ExitCode {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let got = rt.block_on(shardsync::http::get(
+    let got = rt.block_on(shardsync::observe::http::get(
         &addr,
         "/status",
         std::time::Duration::from_secs(5),
@@ -72,11 +72,11 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("shardsync: {e} (is shardsync running with --metrics-addr {addr}?)");
+            eprintln!("shardsync: {e}");
             return ExitCode::from(2);
         }
     };
-    let st: shardsync::status::Status = match serde_json::from_str(&body) {
+    let st: shardsync::observe::status::Status = match serde_json::from_str(&body) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shardsync: {addr}/status is not shardsync's status JSON: {e}");
@@ -86,9 +86,9 @@ fn status(args: StatusArgs) -> ExitCode {
     if args.json {
         print!("{body}");
     } else {
-        print!("{}", shardsync::status::render_table(&st));
+        print!("{}", shardsync::observe::status::render_table(&st));
     }
-    if st.state == shardsync::status::OverallState::Failed {
+    if st.state == shardsync::observe::status::OverallState::Failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

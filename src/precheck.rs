@@ -2,9 +2,9 @@
 //! passwords, versions known and compatible, target empty when the policy says so, enough memory
 //! on the target, a writable state directory. Nothing is written anywhere while checking.
 
-use crate::client;
 use crate::config::{Config, TargetHasData};
-use crate::topology::{self, Node, Topology};
+use crate::net::client;
+use crate::net::topology::{self, Node, Topology};
 
 /// One line of the precheck table.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use shardsync::cmd::Cmd;
 use shardsync::convert::rewrite_for_target;
-use shardsync::server_info::ServerInfo;
+use shardsync::net::server_info::ServerInfo;
 
 const TARGETS: &[&str] = &[
     "redis_version:6.0.9\r\n",

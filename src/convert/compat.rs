@@ -29,10 +29,10 @@ use super::keys::dump_payload_version;
 use super::{ConvertError, ConvertOptions, Converter};
 use crate::cmd;
 use crate::cmd::Cmd;
+use crate::net::server_info::ServerInfo;
 use crate::rdb::{
     DumpReader, Flavor, Item, KeyHeader, ParseOptions, ValueKind, validate_dump_payload,
 };
-use crate::server_info::ServerInfo;
 
 /// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
 const LMOVE_SCRIPT: &str = "local v = redis.call(ARGV[1] == 'LEFT' and 'LPOP' or 'RPOP', KEYS[1]) \

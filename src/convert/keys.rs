@@ -10,8 +10,8 @@ use super::stream::StreamState;
 use super::{ConvertError, ConvertOptions, format_score};
 use crate::cmd;
 use crate::cmd::{Cmd, DbCmd};
+use crate::net::server_info::ServerInfo;
 use crate::rdb::{Chunk, HashField, KeyHeader, ParseOptions, ValueKind, parse_dump_payload};
-use crate::server_info::ServerInfo;
 
 /// Where the commands of one key go; sends `DEL key` before the first collection command when
 /// replacing.

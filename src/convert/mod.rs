@@ -20,8 +20,8 @@ mod stream;
 use bytes::Bytes;
 
 use crate::cmd::DbCmd;
+use crate::net::server_info::ServerInfo;
 use crate::rdb::{Flavor, Item};
-use crate::server_info::ServerInfo;
 
 pub use compat::rewrite_for_target;
 pub use score::format_score;

@@ -161,6 +161,9 @@ pub enum Rule {
     /// `numkeys` at this index, keys right after it; `dest`: also a destination key at index 1
     /// (`ZUNIONSTORE dst numkeys k…`).
     NumKeys { at: u8, dest: bool },
+    /// `numkeys` at this index, then that many `key value` pairs (Valkey 9.1 `MSETEX numkeys k v …
+    /// [options]`).
+    NumPairs(u8),
     /// `SORT key … [STORE dst]` (options `BY p`, `LIMIT o c`, `GET p` skipped properly).
     Sort,
     /// `GEORADIUS…` with options from this index: `… [STORE k] [STOREDIST k]` (last one wins).
@@ -192,7 +195,7 @@ const fn e(name: &'static str, rule: Rule, category: Category) -> Entry {
 }
 
 use Category::*;
-use Rule::{Admin, Copy as CopyR, GeoRadius, NumKeys, Range, Sort, Streams, XGroup};
+use Rule::{Admin, Copy as CopyR, GeoRadius, NumKeys, NumPairs, Range, Sort, Streams, XGroup};
 
 const K1: Rule = Range(1, 1, 1);
 const K12: Rule = Range(1, 2, 1);
@@ -266,6 +269,7 @@ pub static TABLE: &[Entry] = &[
     e("LTRIM", K1, Single),
     e("MOVE", K1, Db),
     e("MSET", Range(1, -1, 2), Pairs),
+    e("MSETEX", NumPairs(1), Linked),
     e("MSETNX", Range(1, -1, 2), Pairs),
     e("MULTI", NO, Control),
     e("PERSIST", K1, Single),
@@ -401,6 +405,20 @@ pub fn command_keys(cmd: &Cmd) -> KeySpec {
                 KeyPositions::range(first, first + count, 1)
             };
             KeySpec::new(cat, keys)
+        }
+        NumPairs(at) => {
+            let at = at as usize;
+            let Some(count) = args.get(at).and_then(|a| parse_usize(a)) else {
+                return KeySpec::MALFORMED;
+            };
+            let first = at + 1;
+            let end = count.checked_mul(2).and_then(|c| c.checked_add(first));
+            match end {
+                Some(end) if count > 0 && end <= n => {
+                    KeySpec::new(cat, KeyPositions::range(first, end, 2))
+                }
+                _ => KeySpec::MALFORMED,
+            }
         }
         Sort => {
             if n < 2 {

@@ -16,14 +16,14 @@ use tokio::sync::{Notify, mpsc};
 use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
 use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
-use crate::backoff::Backoff;
 use crate::config::{Endpoint, SyncSettings};
 use crate::convert::rewrite_for_target;
+use crate::net::backoff::Backoff;
+use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
-use crate::progress::{Phase, ShardState};
-use crate::server_info::ServerInfo;
-use crate::target::Dispatcher;
-use crate::target::dispatch::{RunInfo, WriterGone};
+use crate::observe::progress::{Phase, ShardState};
+use crate::sink::Dispatcher;
+use crate::sink::dispatch::{RunInfo, WriterGone};
 
 /// A master that sends nothing (not even its `PING`s) for this long is considered gone.
 const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,16 +66,16 @@ async fn current_source(shard: &ClusterShard, current: &Endpoint) -> Option<(End
     let mut ask = vec![current.clone()];
     ask.extend(shard.known_nodes.iter().cloned());
     for ep in ask {
-        let Ok(table) = crate::topology::cluster_table("source", &ep).await else {
+        let Ok(table) = crate::net::topology::cluster_table("source", &ep).await else {
             continue;
         };
         if let Some(n) = table.node_for(slot) {
-            let master = crate::topology::endpoint_like(current, &n.host, n.port);
+            let master = crate::net::topology::endpoint_like(current, &n.host, n.port);
             let from = if shard.prefer_replica {
                 table
                     .replicas_of(&n.id)
                     .first()
-                    .map(|r| crate::topology::endpoint_like(current, &r.host, r.port))
+                    .map(|r| crate::net::topology::endpoint_like(current, &r.host, r.port))
                     .unwrap_or_else(|| master.clone())
             } else {
                 master.clone()
@@ -513,7 +513,7 @@ const RESTORE_OFFLOAD_MIN: usize = 64 << 10;
 
 fn is_large_foreign_restore(
     cmd: &crate::cmd::Cmd,
-    target: &crate::server_info::ServerInfo,
+    target: &crate::net::server_info::ServerInfo,
 ) -> bool {
     cmd.is("RESTORE")
         && cmd

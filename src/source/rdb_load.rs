@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::cmd::DbCmd;
 use crate::convert::{ConvertOptions, Converter};
-use crate::progress::ShardState;
+use crate::observe::progress::ShardState;
 use crate::rdb::{Item, ParseOptions, RdbError, RdbParser};
-use crate::target::dispatch::{Dispatcher, RunInfo, WriterGone};
+use crate::sink::dispatch::{Dispatcher, RunInfo, WriterGone};
 
 /// How to load.
 #[derive(Clone, Debug)]

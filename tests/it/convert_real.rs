@@ -12,11 +12,11 @@ use common::{RedisServer, ServerKind};
 use redis::Value;
 use shardsync::cmd::{Cmd, DbCmd};
 use shardsync::convert::{ConvertError, ConvertOptions, Converter, rewrite_for_target};
+use shardsync::net::server_info::ServerInfo;
 use shardsync::rdb::{
     Chunk, HashField, Item, KeyHeader, PendingEntry, StreamConsumer, StreamEntry, StreamGroup,
     StreamId, StreamMeta, ValueKind,
 };
-use shardsync::server_info::ServerInfo;
 
 // ---------------------------------------------------------------- harness
 

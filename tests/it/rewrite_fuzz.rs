@@ -6,8 +6,8 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use shardsync::cmd::Cmd;
 use shardsync::convert::rewrite_for_target;
+use shardsync::net::server_info::ServerInfo;
 use shardsync::resp::decode;
-use shardsync::server_info::ServerInfo;
 
 use crate::rdb_fuzz::fuzz_cases;
 

@@ -130,7 +130,7 @@ impl ShardState {
 
     /// Called by a writer when the target acknowledged a heartbeat `SET` carrying `source_ms`
     /// (Unix ms on the source side). The lag gauges are published from this by the sampler in
-    /// [`crate::status`].
+    /// [`crate::observe::status`].
     pub fn heartbeat_applied(&self, source_ms: u64) {
         let lag = crate::now_ms().saturating_sub(source_ms);
         self.heartbeat_lag_ms.store(lag, Ordering::Relaxed);

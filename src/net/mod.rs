@@ -2,6 +2,11 @@
 //! Used where shardsync speaks the protocol itself (the replication link and the target writers'
 //! pipelines); ordinary request/response work uses redis-rs.
 
+pub mod backoff;
+pub mod client;
+pub mod server_info;
+pub mod topology;
+
 use std::time::Duration;
 
 use bytes::BytesMut;

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use super::Batch;
 use super::writer::{TargetWriter, WriterHandle, WriterSettings};
 use crate::config::Endpoint;
+use crate::net::topology::{self, Topology};
 use crate::router::SlotTable;
-use crate::topology::{self, Topology};
 
 /// A routing snapshot: the slot table and the writer of each of its nodes.
 #[derive(Debug, Default)]

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 
 use super::targets::Targets;
-use crate::client;
 use crate::cmd::Cmd;
+use crate::net::client;
 use crate::router::{self, key_slot};
 
 /// Hash tag of the temporary keys: they all live in this tag's slot.

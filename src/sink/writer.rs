@@ -1,7 +1,7 @@
 //! [`TargetWriter`]: one actor per target node. It takes [`Batch`]es from a bounded queue (and
 //! redirected commands from other writers), pipelines them over one connection (writing and
 //! reading replies at the same time), checks every reply, and marks each batch's part of its
-//! [`crate::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
+//! [`crate::observe::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
 //! when the connection drops it reconnects with backoff and resends what was not acknowledged,
 //! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
 //! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
 use super::targets::Targets;
-use crate::backoff::Backoff;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
+use crate::net::backoff::Backoff;
 use crate::resp::{self, Frame};
 
 /// Reply slot of a command the writer inserted itself (`SELECT`, `ASKING`).
@@ -99,7 +99,7 @@ impl Actor for TargetWriter {
             return;
         };
         // observability: the node's series exist (at 0) from the writer's start.
-        crate::telemetry::register_node(&self.settings.endpoint.to_string());
+        crate::observe::telemetry::register_node(&self.settings.endpoint.to_string());
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),

@@ -1,18 +1,18 @@
 //! The metrics catalog and the Prometheus recorder: every series shardsync exports is named here,
 //! described once (`# HELP`), and registered with a zero value as soon as its shard or target node
 //! is known, so dashboards and alerts see every series before anything happens. The recorder is
-//! installed once per process; `/metrics` is served by [`crate::http`] from the returned handle.
+//! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
 //! Emission points: counters are incremented where things happen (`source/link.rs`,
 //! `source/rdb_load.rs`, `target/writer.rs`); per-shard gauges are published once a second from
-//! [`crate::progress::ShardState`] by the sampler in [`crate::status`].
+//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::progress::Phase;
+use crate::observe::progress::Phase;
 
 pub const STATE: &str = "shardsync_state";
 pub const LINK_STATE: &str = "shardsync_link_state";

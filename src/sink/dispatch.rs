@@ -4,7 +4,7 @@
 //! slot where that keeps their meaning, `MULTI`/`EXEC` blocks stay whole when they touch one slot,
 //! and commands that span slots and cannot be split run through the gather fallback
 //! ([`super::crossslot`]) after every earlier write of the shard is applied. Every run of
-//! commands gets one [`crate::progress::Ticket`] over all its parts, so the shard's applied
+//! commands gets one [`crate::observe::progress::Ticket`] over all its parts, so the shard's applied
 //! offset only moves when every node has acknowledged the run.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use super::crossslot::CrossSlot;
 use super::targets::{Routing, Targets};
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::SyncSettings;
-use crate::progress::ShardState;
+use crate::observe::progress::ShardState;
 use crate::router::{self, Routed, Scope, TxRouted};
 
 /// The writers' queues were closed: the process is stopping.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Endpoint;
-use crate::server_info::ServerInfo;
+use crate::net::server_info::ServerInfo;
 
 /// Opens a redis-rs connection to `ep`; `role` ("source", "target") prefixes every error.
 pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, String> {

@@ -11,7 +11,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use crate::cmd::DbCmd;
-use crate::progress::{ShardState, Ticket};
+use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
 pub use targets::Targets;

@@ -2,10 +2,10 @@
 //! masters are all found from any one node. Every master is contacted with the shared password
 //! (a node that refuses it is named in the error) and every slot must be served.
 
-use crate::client;
 use crate::config::Endpoint;
+use crate::net::client;
+use crate::net::server_info::ServerInfo;
 use crate::router::SlotTable;
-use crate::server_info::ServerInfo;
 
 /// One server of a deployment, with what it said about itself.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 use redis::aio::MultiplexedConnection;
 
 use super::targets::Targets;
-use crate::client;
+use crate::net::client;
 use crate::router::key_slot;
 
 fn in_ranges(ranges: &[(u16, u16)], slot: u16) -> bool {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::progress::{Phase, ShardState};
-use crate::telemetry;
+use crate::observe::progress::{Phase, ShardState};
+use crate::observe::telemetry;
 
 /// The run as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,7 +320,9 @@ pub async fn start(
     let mut addr = None;
     if let Some(a) = metrics_addr {
         let handle = telemetry::install_recorder()?;
-        let (bound, server) = crate::http::serve(a, board.clone(), handle.clone()).await?;
+        let (bound, server) = crate::observe::http::serve(a, board.clone(), handle.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound, "serving /metrics and /status on http://{bound}");
         addr = Some(bound);
         tasks.push(server);
