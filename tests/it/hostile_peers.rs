@@ -271,3 +271,125 @@ fn giant_quicklist_node_is_decoded_in_bounded_chunks() {
     assert!(peak < 150, "peak RSS {peak} MiB\n{}", p.log_tail(20));
     p.terminate();
 }
+
+/// One `GET /healthz`; returns how long it took (panics on no answer within 10 s).
+fn healthz(addr: &str) -> Duration {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut c = TcpStream::connect(addr).expect("connect /healthz");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    t.elapsed()
+}
+
+/// A real cross-version `RESTORE` in the command stream (a Valkey 9 payload, which Redis 7.0
+/// cannot read) of a list of 2M small integers: decoded chunk by chunk off the event loop —
+/// `/healthz` keeps answering, memory stays bounded and the target gets the whole list.
+#[test]
+fn large_foreign_restore_is_decoded_off_the_event_loop() {
+    const N: usize = 2_000_000;
+    let src = RedisServer::start(ServerKind::Valkey91);
+    let dst = RedisServer::start(ServerKind::Redis70);
+    let port = crate::common::server::pick_free_port(false);
+    let metrics = format!("127.0.0.1:{port}");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut p = Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--state-dir",
+        state.path().to_str().expect("utf8"),
+        "--metrics-addr",
+        &metrics,
+        "--heartbeat-key",
+        "",
+    ]);
+    p.expect_log("RDB received", Duration::from_secs(60));
+    let mut s = src.client();
+    for b in 0..N / 10_000 {
+        let vals: Vec<String> = (0..10_000)
+            .map(|i| (((b * 10_000 + i) as u64 * 2_654_435_761) % 10_000_000).to_string())
+            .collect();
+        let _: usize = redis::cmd("RPUSH")
+            .arg("big")
+            .arg(&vals)
+            .query(&mut s)
+            .expect("RPUSH");
+    }
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("big").query(&mut s).expect("DUMP");
+    assert!(
+        payload.len() > 1 << 20,
+        "payload of {} bytes",
+        payload.len()
+    );
+    let mut d = dst.client();
+    let wait_len = |d: &mut redis::Connection, key: &str| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let n: usize = redis::cmd("LLEN").arg(key).query(d).expect("LLEN");
+            if n == N {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key}: LLEN {n} of {N}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_len(&mut d, "big");
+    let base = peak_rss_kib(p.pid().expect("running")) / 1024;
+    let _: () = redis::cmd("RESTORE")
+        .arg("copy")
+        .arg(0)
+        .arg(&payload)
+        .query(&mut s)
+        .expect("RESTORE");
+    let mut worst = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        worst = worst.max(healthz(&metrics));
+        let n: usize = redis::cmd("LLEN").arg("copy").query(&mut d).expect("LLEN");
+        if n == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "copy: LLEN {n} of {N}\n{}",
+            p.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a: Vec<String> = redis::cmd("LRANGE")
+        .arg("copy")
+        .arg(0)
+        .arg(-1)
+        .query(&mut d)
+        .expect("LRANGE");
+    let b: Vec<String> = redis::cmd("LRANGE")
+        .arg("big")
+        .arg(0)
+        .arg(-1)
+        .query(&mut s)
+        .expect("LRANGE");
+    assert!(a == b, "the restored list differs from the source's");
+    let peak = peak_rss_kib(p.pid().expect("running")) / 1024;
+    eprintln!(
+        "RESTORE of a {} KiB payload ({N} elements): peak RSS {peak} MiB (before it {base} MiB), slowest /healthz {worst:?}",
+        payload.len() >> 10
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "/healthz took {worst:?}"
+    );
+    assert!(peak < 400, "peak RSS {peak} MiB");
+    p.terminate();
+}
