@@ -120,6 +120,29 @@ fn endless_command_hits_the_frame_cap() {
     );
 }
 
+/// A handshake reply that never ends stops at the 64 MiB reply cap.
+#[test]
+fn endless_handshake_reply_hits_the_reply_cap() {
+    let target = RedisServer::start(ServerKind::Redis70);
+    let endless = scenario(|c| {
+        let _ = c.write_all(b"*3000000\r\n");
+        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
+        let block = elem.repeat(1000);
+        for _ in 0..3000 {
+            if c.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let m = FakeMaster::start_with(scenario(|_| {}), Some(endless));
+    let (mut p, _d) = run(&m, &target, "");
+    expect_error_under(
+        &mut p,
+        "exceeds the limit of 67108864 bytes (max_frame_bytes)",
+        200,
+    );
+}
+
 #[test]
 fn absurd_rdb_size_is_refused_in_the_handshake() {
     let target = RedisServer::start(ServerKind::Redis70);

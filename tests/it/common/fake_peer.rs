@@ -28,6 +28,12 @@ pub struct FakeMaster {
 impl FakeMaster {
     /// Listens on a free loopback port; every connection is served on its own thread.
     pub fn start(scenario: Scenario) -> FakeMaster {
+        Self::start_with(scenario, None)
+    }
+
+    /// Like [`FakeMaster::start`]; `on_replconf`, when given, answers the replica handshake's
+    /// first `REPLCONF` instead (e.g. with a reply that never ends).
+    pub fn start_with(scenario: Scenario, on_replconf: Option<Scenario>) -> FakeMaster {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake master");
         let port = listener.local_addr().expect("local addr").port();
         let psyncs = Arc::new(AtomicUsize::new(0));
@@ -40,7 +46,8 @@ impl FakeMaster {
                 }
                 let Ok(conn) = conn else { continue };
                 let (sc, p3, s3) = (scenario.clone(), p2.clone(), s2.clone());
-                thread::spawn(move || serve(conn, &sc, &p3, &s3));
+                let rc = on_replconf.clone();
+                thread::spawn(move || serve(conn, &sc, rc.as_ref(), &p3, &s3));
             }
         });
         FakeMaster { port, psyncs, stop }
@@ -95,7 +102,13 @@ fn reply(args: &[Vec<u8>]) -> Vec<u8> {
     }
 }
 
-fn serve(mut conn: TcpStream, scenario: &Scenario, psyncs: &AtomicUsize, stop: &AtomicBool) {
+fn serve(
+    mut conn: TcpStream,
+    scenario: &Scenario,
+    on_replconf: Option<&Scenario>,
+    psyncs: &AtomicUsize,
+    stop: &AtomicBool,
+) {
     let mut dec = Decoder::default();
     let mut buf = BytesMut::new();
     let mut tmp = [0u8; 4096];
@@ -124,6 +137,14 @@ fn serve(mut conn: TcpStream, scenario: &Scenario, psyncs: &AtomicUsize, stop: &
                             Err(_) => return,
                         }
                     }
+                    return;
+                }
+                if let Some(f) = on_replconf
+                    && args
+                        .first()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLCONF"))
+                {
+                    f(&mut conn);
                     return;
                 }
                 if conn.write_all(&reply(&args)).is_err() {
