@@ -143,6 +143,48 @@ fn endless_handshake_reply_hits_the_reply_cap() {
     );
 }
 
+/// A target whose reply to a write never ends: the writer stops at the 64 MiB reply cap (and
+/// reconnects), it does not buffer without end.
+#[test]
+fn endless_target_reply_hits_the_reply_cap() {
+    let src = RedisServer::start(ServerKind::Redis70);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut src.client())
+        .expect("SET");
+    let endless = scenario(|c| {
+        let _ = c.write_all(b"*3000000\r\n");
+        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
+        let block = elem.repeat(1000);
+        for _ in 0..3000 {
+            if c.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let fake_target = FakeMaster::start_on("SET", scenario(|_| {}), Some(endless));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &fake_target.url(),
+        "--state-dir",
+        dir.path().to_str().expect("utf8"),
+        "--metrics-addr",
+        "off",
+        "--heartbeat-key",
+        "",
+    ]);
+    expect_error_under(
+        &mut p,
+        "exceeds the limit of 67108864 bytes (max_frame_bytes)",
+        200,
+    );
+}
+
 #[test]
 fn absurd_rdb_size_is_refused_in_the_handshake() {
     let target = RedisServer::start(ServerKind::Redis70);

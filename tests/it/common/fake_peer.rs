@@ -19,6 +19,7 @@ pub type Scenario = Arc<dyn Fn(&mut TcpStream) + Send + Sync>;
 /// The 40-character replication ID the fake master announces.
 pub const REPLID: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// A fake master (or, with [`FakeMaster::start_on`], a fake target).
 pub struct FakeMaster {
     pub port: u16,
     pub psyncs: Arc<AtomicUsize>,
@@ -34,6 +35,17 @@ impl FakeMaster {
     /// Like [`FakeMaster::start`]; `on_replconf`, when given, answers the replica handshake's
     /// first `REPLCONF` instead (e.g. with a reply that never ends).
     pub fn start_with(scenario: Scenario, on_replconf: Option<Scenario>) -> FakeMaster {
+        Self::start_on("REPLCONF", scenario, on_replconf)
+    }
+
+    /// A fake server whose first command named `name` on a connection is answered by `hostile`
+    /// (which then owns the connection); e.g. a fake target answering a write with a reply that
+    /// never ends.
+    pub fn start_on(
+        name: &'static str,
+        scenario: Scenario,
+        hostile: Option<Scenario>,
+    ) -> FakeMaster {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake master");
         let port = listener.local_addr().expect("local addr").port();
         let psyncs = Arc::new(AtomicUsize::new(0));
@@ -46,8 +58,8 @@ impl FakeMaster {
                 }
                 let Ok(conn) = conn else { continue };
                 let (sc, p3, s3) = (scenario.clone(), p2.clone(), s2.clone());
-                let rc = on_replconf.clone();
-                thread::spawn(move || serve(conn, &sc, rc.as_ref(), &p3, &s3));
+                let rc = hostile.clone();
+                thread::spawn(move || serve(conn, &sc, name, rc.as_ref(), &p3, &s3));
             }
         });
         FakeMaster { port, psyncs, stop }
@@ -105,7 +117,8 @@ fn reply(args: &[Vec<u8>]) -> Vec<u8> {
 fn serve(
     mut conn: TcpStream,
     scenario: &Scenario,
-    on_replconf: Option<&Scenario>,
+    hostile_on: &str,
+    hostile: Option<&Scenario>,
     psyncs: &AtomicUsize,
     stop: &AtomicBool,
 ) {
@@ -139,10 +152,10 @@ fn serve(
                     }
                     return;
                 }
-                if let Some(f) = on_replconf
+                if let Some(f) = hostile
                     && args
                         .first()
-                        .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLCONF"))
+                        .is_some_and(|a| a.eq_ignore_ascii_case(hostile_on.as_bytes()))
                 {
                     f(&mut conn);
                     return;
