@@ -8,7 +8,7 @@ use std::io::{BufReader, Read};
 use bytes::Bytes;
 
 use super::error::{RdbError, RdbErrorKind};
-use super::reader::{CRC64, MAX_STRING_LEN, Result, Source, StrHead};
+use super::reader::{CRC64, Result, Source, StrHead};
 use super::types::{Chunk, Flavor, Item, KeyHeader, ValueKind};
 use super::value::{Layout, ValueDecoder, chunk_bytes, chunk_elements, layout_of};
 use super::{ParseOptions, module};
@@ -318,7 +318,8 @@ impl<R: Read> RdbParser<R> {
             freq: self.freq.take(),
         };
         let limit = if layout == Layout::Module {
-            MAX_STRING_LEN as usize
+            // Sent whole as one RESTORE argument: bounded like any single element.
+            self.opts.max_element_bytes
         } else {
             self.opts.capture_dump_max.saturating_sub(DUMP_FOOTER)
         };
@@ -406,7 +407,10 @@ impl<R: Read> RdbParser<R> {
             None
         };
         if dump.is_none() && key.kind == ValueKind::Module {
-            return Err(self.src.corrupt("module value too large to capture"));
+            return Err(self.src.err(RdbErrorKind::Unsupported(format!(
+                "module value larger than the limit of {} bytes (ParseOptions::max_element_bytes)",
+                self.opts.max_element_bytes
+            ))));
         }
         if let Some(h) = key.header.take() {
             self.out.push_back(Item::KeyStart(h));
