@@ -427,3 +427,46 @@ pub(crate) fn finish_dump_payload(mut raw: Vec<u8>, version: u32) -> Vec<u8> {
     raw.extend_from_slice(&crc.to_le_bytes());
     raw
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::rdb::Item;
+
+    fn items(data: &[u8], opts: ParseOptions) -> (Vec<Item>, Option<RdbError>) {
+        let mut p = RdbParser::new(data, opts);
+        let mut v = Vec::new();
+        loop {
+            match p.next_item() {
+                Ok(Some(i)) => v.push(i),
+                Ok(None) => return (v, None),
+                Err(e) => return (v, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn long_aux_is_skipped_and_long_key_names_the_limit() {
+        let opts = ParseOptions {
+            max_aux_bytes: 4,
+            max_key_bytes: 3,
+            ..ParseOptions::default()
+        };
+        let mut rdb = b"REDIS0010".to_vec();
+        rdb.extend_from_slice(&[0xfa, 1, b'a', 5]);
+        rdb.extend_from_slice(b"12345");
+        rdb.extend_from_slice(&[0xfa, 1, b'b', 4]);
+        rdb.extend_from_slice(b"1234");
+        rdb.extend_from_slice(&[0, 3, b'k', b'e', b'y', 1, b'v']);
+        rdb.extend_from_slice(&[0, 4, b'l', b'o', b'n', b'g']);
+        let (v, e) = items(&rdb, opts);
+        assert!(matches!(&v[1], Item::AuxSkipped { key, len: 5 } if &key[..] == b"a"));
+        assert!(matches!(&v[2], Item::Aux { value, .. } if &value[..] == b"1234"));
+        assert!(matches!(&v[3], Item::KeyStart(h) if &h.key[..] == b"key"));
+        let e = e.expect("error").to_string();
+        assert_eq!(
+            e,
+            "RDB parse error at byte 35: key name of 4 bytes exceeds the limit of 3 bytes (ParseOptions::max_key_bytes)"
+        );
+    }
+}
