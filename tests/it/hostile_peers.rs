@@ -270,6 +270,12 @@ fn huge_aux_field_is_skipped_and_the_sync_goes_on() {
         .query(&mut t)
         .expect("GET");
     assert_eq!(v.as_deref(), Some("value"));
+    assert!(
+        p.log()
+            .contains("RDB AUX field longer than sync.max_aux_bytes skipped"),
+        "{}",
+        p.log_tail(20)
+    );
     let peak = peak_rss_kib(p.pid().expect("running")) / 1024;
     eprintln!("peak RSS {peak} MiB after a {} MiB AUX field", LEN >> 20);
     assert!(peak < 100, "peak RSS {peak} MiB\n{}", p.log_tail(20));
