@@ -2,7 +2,8 @@
 //! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`]), run the
 //! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
 //! heartbeat keys, wait until the target has applied everything up to that point, write the
-//! final checkpoints, exit 0.
+//! final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
+//! same shutdown runs by itself and the run ends with [`RunError::NoProgress`] (exit code 4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +20,15 @@ use crate::observe::progress::{Phase, ShardState};
 use crate::observe::status::{RunState, StatusBoard};
 use crate::precheck;
 use crate::router::hashtag_in;
+use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
 use crate::sink::writer::WriterSettings;
 use crate::sink::{Dispatcher, Targets};
 use crate::source::ShardLink;
 use crate::source::link::{ClusterShard, LinkSettings, StopLink};
+
+/// How long a stop waits at most for the target to acknowledge what was handed to it; it gives
+/// up sooner when nothing was acknowledged for `target.reply_timeout_ms`.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a run ended badly; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +37,23 @@ pub enum RunError {
     Precheck(String),
     #[error("{0}")]
     Fatal(String),
+    /// Stopped on request, but some writes were not applied to the target (pending when the
+    /// drain deadline passed, or refused); the checkpoints only cover what was applied.
+    #[error("stopped with writes not applied to the target:\n{0}")]
+    Incomplete(String),
+    /// Every source shard failed for good: nothing can make progress without a person.
+    #[error("no shard can make progress; every shard failed:\n{0}")]
+    NoProgress(String),
 }
 
 impl RunError {
+    /// The process exit code (documented in the README and `src/main.rs`).
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Precheck(_) => 3,
             RunError::Fatal(_) => 1,
+            RunError::Incomplete(_) => 4,
+            RunError::NoProgress(_) => 4,
         }
     }
 }
@@ -92,6 +108,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     board.set_state(RunState::Syncing);
 
+    // Rejected writes are repaired by copying their keys from the source (sink/repair.rs).
+    let repairs = RepairQueue::new();
     // Writers get their own thread: decoding and writing then use both cores.
     let writer_arbiter = Arbiter::new();
     let targets = Targets::start(
@@ -100,6 +118,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         WriterSettings {
             endpoint: cfg.target.clone(),
             heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
+            reply_timeout: cfg.target_reply_timeout,
+            repairs: Some(repairs.clone()),
         },
         cfg.sync.queue_batches,
         writer_arbiter.handle(),
@@ -136,7 +156,17 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     for node in pre.source.masters() {
         let state = Arc::new(ShardState::new(node.endpoint.to_string()));
         board.register_shard(state.clone()); // observability
-        let resume = checkpoint::load(&cfg.state_dir, &state.name).map_err(RunError::Fatal)?;
+        let resume = match checkpoint::load(&cfg.state_dir, &state.name) {
+            Ok(r) => r,
+            Err(e) => {
+                // Resuming from a guess could skip writes; a full sync could undo a good state.
+                // Only a person can choose: this shard fails, the others run.
+                state.mark_failed(format!(
+                    "{e}; repair or delete that checkpoint file (without it the shard starts with a full sync) and restart shardsync"
+                ));
+                None
+            }
+        };
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
@@ -166,8 +196,18 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             source: node.info.clone(),
             target: target_info.clone(),
             listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
+            retry_budget: cfg.source_retry_budget,
         });
-        let dispatcher = Dispatcher::new(targets.clone(), sync.clone());
+        let dispatcher = Dispatcher::new(targets.clone(), sync.clone()).with_repair(Repairer::new(
+            repairs.clone(),
+            RepairContext {
+                source: cfg.source.clone(),
+                source_info: node.info.clone(),
+                target_info: target_info.clone(),
+                sync: sync.clone(),
+                cluster_target: targets.cluster,
+            },
+        ));
         let (st, sd) = (state.clone(), shutdown.clone());
         let link = Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, sd));
         shards.push(Shard {
@@ -211,9 +251,30 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
     ));
 
-    wait_for_signal().await;
-    board.set_state(RunState::Stopping); // observability
-    tracing::info!("stopping: removing the heartbeat keys and draining writes");
+    let no_progress = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = all_failed(&states) => true,
+    };
+    if no_progress {
+        tracing::error!(
+            linger_secs = FAILED_LINGER.as_secs(),
+            "every shard has failed; /status and /metrics stay up a few seconds, then shardsync stops (exit code 4)"
+        );
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = tokio::time::sleep(FAILED_LINGER) => {}
+        }
+    } else {
+        board.set_state(RunState::Stopping); // observability
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    let idle = cfg.target_reply_timeout;
+    tracing::info!(
+        limit_s = DRAIN_LIMIT.as_secs(),
+        idle_limit_s = idle.as_secs_f64(),
+        "stopping: removing the heartbeat keys and draining writes"
+    );
+    let mut progress = Progress::new(&states, idle, deadline);
 
     for h in heartbeats {
         h.abort();
@@ -223,10 +284,19 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             continue;
         }
         let ep = heartbeat::current_endpoint(&s.node.endpoint, &s.state);
-        match heartbeat::remove(&ep, &s.heartbeat_key).await {
-            Ok(offset) => wait_applied(&s.state, offset, Duration::from_secs(10)).await,
-            Err(e) => {
+        match tokio::time::timeout_at(deadline, heartbeat::remove(&ep, &s.heartbeat_key)).await {
+            Ok(Ok(offset)) => {
+                while s.state.applied_offset.load(Ordering::Acquire) < offset
+                    && progress.keep_waiting()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(shard = %s.state.name, error = %e, "could not remove the heartbeat key from the source")
+            }
+            Err(_) => {
+                tracing::warn!(shard = %s.state.name, "removing the heartbeat key from the source timed out")
             }
         }
     }
@@ -242,21 +312,94 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             let _ = d.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), all_done)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "the target did not acknowledge every write within 10 s; the checkpoints cover what it did"
-        );
-    }
+    let drained = {
+        tokio::pin!(all_done);
+        let mut last_log = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut all_done => break true,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if !progress.keep_waiting() {
+                        break false;
+                    }
+                    if last_log.elapsed() >= Duration::from_secs(2) {
+                        last_log = tokio::time::Instant::now();
+                        let pending: u64 = states.iter().map(|s| pending_bytes(s)).sum();
+                        tracing::warn!(pending_bytes = pending, "waiting for the target to acknowledge the last writes");
+                    }
+                }
+            }
+        }
+    };
     checkpointer.abort();
+    let mut unapplied = Vec::new();
     for s in &states {
         write_checkpoint(&cfg.state_dir, s);
-        tracing::info!(shard = %s.name, applied_offset = s.applied_offset.load(Ordering::Acquire), "stopped");
+        let applied = s.applied_offset.load(Ordering::Acquire);
+        let pending = pending_bytes(s);
+        tracing::info!(shard = %s.name, applied_offset = applied, "stopped");
+        if !drained && (pending > 0 || s.open_tickets() > 0) {
+            unapplied.push(format!(
+                "shard {}: the target did not acknowledge {pending} bytes of the source stream \
+                 (handed up to offset {}, applied up to {applied}; nothing acknowledged for {:.1} s or {} s in all); \
+                 the checkpoint stays at {applied}, so the next run resumes there and applies them if the source still holds them",
+                s.name,
+                s.handed_offset.load(Ordering::Acquire),
+                idle.as_secs_f64(),
+                DRAIN_LIMIT.as_secs()
+            ));
+        }
+        if s.phase() == Phase::Failed {
+            let why = s
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            unapplied.push(format!("shard {}: failed: {why}", s.name));
+        }
     }
     writer_arbiter.stop();
-    Ok(())
+    if no_progress {
+        let why: Vec<String> = states
+            .iter()
+            .map(|s| {
+                let e = s.last_error.lock().ok().and_then(|g| g.clone());
+                format!("  {}: {}", s.name, e.unwrap_or_default())
+            })
+            .collect();
+        return Err(RunError::NoProgress(why.join("\n")));
+    }
+    if unapplied.is_empty() {
+        Ok(())
+    } else {
+        for u in &unapplied {
+            tracing::error!("{u}");
+        }
+        Err(RunError::Incomplete(unapplied.join("\n")))
+    }
+}
+
+/// Bytes of the source stream handed to the writers and not yet acknowledged.
+fn pending_bytes(s: &ShardState) -> u64 {
+    s.handed_offset
+        .load(Ordering::Acquire)
+        .saturating_sub(s.applied_offset.load(Ordering::Acquire))
+}
+
+/// How long `/status` and `/metrics` keep showing a run whose every shard failed before it exits
+/// (so a scrape or a person sees why).
+pub const FAILED_LINGER: Duration = Duration::from_secs(5);
+
+/// Resolves once every shard has failed (never while one can still make progress).
+async fn all_failed(shards: &[Arc<ShardState>]) {
+    if shards.is_empty() {
+        return std::future::pending().await;
+    }
+    for s in shards {
+        let mut w = s.failed_watch();
+        let _ = w.wait_for(|f| *f).await;
+    }
 }
 
 async fn wait_for_signal() {
@@ -274,12 +417,45 @@ async fn wait_for_signal() {
     }
 }
 
-async fn wait_applied(shard: &ShardState, offset: u64, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while shard.applied_offset.load(Ordering::Acquire) < offset
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// The drain of a stop: goes on while the target acknowledges something at least every `idle`,
+/// up to a hard deadline.
+struct Progress {
+    states: Vec<Arc<ShardState>>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    last: u64,
+    moved_at: tokio::time::Instant,
+}
+
+impl Progress {
+    fn new(states: &[Arc<ShardState>], idle: Duration, deadline: tokio::time::Instant) -> Progress {
+        let mut p = Progress {
+            states: states.to_vec(),
+            idle,
+            deadline,
+            last: 0,
+            moved_at: tokio::time::Instant::now(),
+        };
+        p.last = p.applied();
+        p
+    }
+
+    fn applied(&self) -> u64 {
+        self.states
+            .iter()
+            .map(|s| s.applied_offset.load(Ordering::Acquire))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// False once the hard deadline passed or nothing was acknowledged for `idle`.
+    fn keep_waiting(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let a = self.applied();
+        if a != self.last {
+            self.last = a;
+            self.moved_at = now;
+        }
+        now < self.deadline && now.duration_since(self.moved_at) < self.idle
     }
 }
 
@@ -287,7 +463,7 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {
-            metrics::gauge!("shardsync_checkpoint_offset_bytes", "shard" => shard.name.clone())
+            metrics::gauge!(crate::observe::telemetry::CHECKPOINT_OFFSET, "shard" => shard.name.clone())
                 .set(pos.offset as f64);
             Some(pos.offset)
         }

@@ -31,9 +31,10 @@ impl Cmd {
         self.name().eq_ignore_ascii_case(upper.as_bytes())
     }
 
-    /// The command name in upper case, lossy for non-UTF-8 names (for logs and metric labels).
+    /// The command name in upper case, escaped (see [`crate::escape`]) and cut at 64 bytes: safe
+    /// for logs. Metric labels use [`crate::observe::telemetry::command_label`] instead.
     pub fn name_upper(&self) -> String {
-        String::from_utf8_lossy(self.name()).to_ascii_uppercase()
+        crate::escape::text_limited(self.name().to_ascii_uppercase(), 64)
     }
 
     /// Appends the RESP encoding (an array of bulk strings) of this command to `buf`.

@@ -158,7 +158,16 @@ pub struct FileEndpoint {
     pub password: Option<Secret>,
     /// Source only: replicate from one replica of each master instead of the master.
     pub prefer_replica: Option<bool>,
+    /// Target only: a write reply outstanding longer than this is a stall (reconnect).
+    pub reply_timeout_ms: Option<u64>,
+    /// Source only: consecutive failed attempts of a shard's link without progress before the
+    /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
+    pub retry_budget: Option<u32>,
 }
+
+/// Default `source.retry_budget`: with the link's backoff (0.2 s doubling to 5 s) about five
+/// minutes of a source that cannot be reached or keeps failing.
+pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,7 +198,11 @@ pub struct Config {
     pub source: Endpoint,
     /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
     pub source_prefer_replica: bool,
+    /// `source.retry_budget` (0: unlimited).
+    pub source_retry_budget: u32,
     pub target: Endpoint,
+    /// `target.reply_timeout_ms`: a target that leaves a write unanswered this long is stalled.
+    pub target_reply_timeout: std::time::Duration,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub metrics_addr: Option<SocketAddr>,
@@ -342,6 +355,23 @@ impl Config {
         let fs = file.source.unwrap_or_default();
         let ft = file.target.unwrap_or_default();
         let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
+        if fs.reply_timeout_ms.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "source.reply_timeout_ms".into(),
+                why: "only the target has a reply deadline (target.reply_timeout_ms)".into(),
+            });
+        }
+        let target_reply_timeout = match ft.reply_timeout_ms {
+            None => crate::sink::writer::DEFAULT_REPLY_TIMEOUT,
+            Some(n) if n < 100 => {
+                return Err(ConfigError::Invalid {
+                    key: "target.reply_timeout_ms".into(),
+                    why: "must be at least 100".into(),
+                });
+            }
+            Some(n) => std::time::Duration::from_millis(n),
+        };
+        let source_retry_budget = fs.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         let source = endpoint(
             "source",
             "--source",
@@ -461,7 +491,9 @@ impl Config {
         Ok(Config {
             source,
             source_prefer_replica: o.prefer_replica || fs_prefer_replica,
+            source_retry_budget,
             target,
+            target_reply_timeout,
             state_dir: o
                 .state_dir
                 .or(file.state_dir)

@@ -30,6 +30,9 @@ pub async fn run(seed: Endpoint, shard: Arc<ShardState>, key: String, interval: 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if shard.is_failed() {
+            return; // a failed shard is not measured (its source may refuse us for good)
+        }
         if conn.is_none() {
             let ep = current_endpoint(&seed, &shard);
             match client::connect("source", &ep).await {

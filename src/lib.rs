@@ -8,8 +8,10 @@
 //! - [`convert`]: RDB items and live commands → the commands the target version accepts;
 //! - [`router`]: key positions of every command, CRC16 slots, the target's slot table;
 //! - [`sink`]: per-link dispatcher, one `TargetWriter` per target node, cross-slot execution;
-//! - [`observe`]: metric catalog, progress, `/status`, `/metrics`;
+//! - [`observe`]: metric catalog, progress, `/status`, `/metrics`, log rate limits;
 //! - [`net`]: raw RESP connections, redis-rs clients, server INFO, topology discovery, backoff.
+//!
+//! [`escape`] quotes bytes from the data or a peer for logs, errors and terminals.
 //!
 //! [`app`] wires it together (prechecks, actors, shutdown); `src/main.rs` is the thin CLI.
 
@@ -18,11 +20,13 @@ pub mod checkpoint;
 pub mod cmd;
 pub mod config;
 pub mod convert;
+pub mod escape;
 pub mod heartbeat;
 pub mod load_file;
 pub mod net;
 pub mod observe;
 pub mod precheck;
+pub mod precheck_functions;
 pub mod rdb;
 pub mod resp;
 pub mod router;

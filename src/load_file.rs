@@ -22,25 +22,33 @@ use crate::sink::{Dispatcher, Targets};
 use crate::source::rdb_load::{self, LoadSettings, LoadStats};
 
 /// Checks the whole file; returns its format on success.
-fn validate(path: &Path) -> Result<(Flavor, u32, u64), String> {
+fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), String> {
     let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut p = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
     );
     let mut keys = 0u64;
+    let (mut db, mut dbs) = (0u32, Vec::new());
     while let Some(item) = p
         .next_item()
         .map_err(|e| format!("{}: {e}; nothing was written to the target", path.display()))?
     {
-        if let crate::rdb::Item::KeyStart(_) = item {
-            keys += 1;
+        match item {
+            crate::rdb::Item::KeyStart(_) => {
+                keys += 1;
+                if !dbs.contains(&db) {
+                    dbs.push(db);
+                }
+            }
+            crate::rdb::Item::SelectDb(d) => db = d,
+            _ => {}
         }
     }
     let (flavor, version) = p
         .header()
         .ok_or_else(|| format!("{}: no RDB header", path.display()))?;
-    Ok((flavor, version, keys))
+    Ok((flavor, version, keys, dbs))
 }
 
 /// Loads `path` into `target`. Returns the load statistics and the count of rejected writes.
@@ -50,7 +58,7 @@ pub async fn run(
     sync: &SyncSettings,
 ) -> Result<(LoadStats, u64), RunError> {
     let p = path.to_path_buf();
-    let (flavor, version, keys) = tokio::task::spawn_blocking(move || validate(&p))
+    let (flavor, version, keys, dbs) = tokio::task::spawn_blocking(move || validate(&p))
         .await
         .map_err(|e| RunError::Fatal(e.to_string()))?
         .map_err(RunError::Fatal)?;
@@ -94,14 +102,42 @@ pub async fn run(
     let topology = crate::net::topology::discover("target", target)
         .await
         .map_err(RunError::Precheck)?;
+    // Every database of the file must exist on the target (after the map): nothing is written
+    // otherwise, rather than keys landing nowhere.
+    let cluster = topology.is_cluster();
+    let unmapped: Vec<u32> = dbs
+        .iter()
+        .copied()
+        .filter(|&d| sync.target_db(d, cluster).is_none())
+        .collect();
+    if !unmapped.is_empty() {
+        return Err(RunError::Precheck(format!(
+            "{}: keys in database(s) {unmapped:?}, but a cluster target has only db 0; map them with --db-map; nothing was written",
+            path.display()
+        )));
+    }
+    if !cluster {
+        let mapped: Vec<u32> = dbs
+            .iter()
+            .filter_map(|&d| sync.target_db(d, false))
+            .collect();
+        let (missing, have) = crate::precheck::missing_target_dbs(target, &mapped)
+            .await
+            .map_err(RunError::Precheck)?;
+        if !missing.is_empty() {
+            return Err(RunError::Precheck(format!(
+                "{}: keys in target database(s) {missing:?}, but the target has {} databases: set `databases {}` (or more) on the target and restart it; nothing was written",
+                path.display(),
+                have.map_or("fewer".to_string(), |n| n.to_string()),
+                missing.iter().max().map_or(0, |m| m + 1)
+            )));
+        }
+    }
     let arbiter = Arbiter::new();
     let targets = Targets::start(
         &topology,
         target,
-        WriterSettings {
-            endpoint: target.clone(),
-            heartbeat_key: Bytes::new(),
-        },
+        WriterSettings::new(target.clone(), Bytes::new()),
         sync.queue_batches,
         arbiter.handle(),
     );

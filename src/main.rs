@@ -1,6 +1,7 @@
 //! The `shardsync` command line: parses flags, loads the config, sets up logging, and runs the
-//! chosen job inside an actix system. Exit codes: 0 done, 1 failed while running, 2 bad
-//! configuration, 3 precheck failed.
+//! chosen job inside an actix system. Exit codes: 0 done (stopped by a signal), 1 failed while
+//! running, 2 bad configuration, 3 precheck failed, 4 no shard can make progress (every source
+//! shard failed for good: see each shard's `last_error`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -101,6 +101,7 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.push(pass("target reachable", describe(&target)));
 
     checks.push(psync_permission(cfg, &source).await);
+    checks.push(crate::precheck_functions::check(&source, &target).await);
 
     let (si, ti) = (source.info(), target.info());
     let restore = ti.accepts_dump(si.flavor, si.rdb_version());
@@ -143,6 +144,10 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
                 ),
             )
         });
+    }
+
+    if !target.is_cluster() {
+        checks.push(databases_check(cfg, &source, &target).await);
     }
 
     let target_keys: u64 = target
@@ -247,6 +252,132 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     })
 }
 
+/// `CONFIG GET databases` of `ep`; `None` when it cannot be read (e.g. `CONFIG` renamed).
+pub async fn databases_setting(role: &str, ep: &crate::config::Endpoint) -> Option<u32> {
+    let mut conn = client::connect(role, ep).await.ok()?;
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    v.get(1)?.parse().ok()
+}
+
+/// True when `ep` accepts `SELECT db` (asked on a connection of its own: nothing is written).
+async fn select_ok(ep: &crate::config::Endpoint, db: u32) -> Result<bool, String> {
+    let mut conn = client::connect("target", ep).await?;
+    let r: redis::RedisResult<redis::Value> =
+        redis::cmd("SELECT").arg(db).query_async(&mut conn).await;
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == redis::ErrorKind::Io => Err(client::describe(&e)),
+        Err(_) => Ok(false),
+    }
+}
+
+/// The target databases among `dbs` that the standalone target `ep` does not have, with the
+/// target's `databases` when known. Uses `CONFIG GET databases`, else a `SELECT` probe.
+pub async fn missing_target_dbs(
+    ep: &crate::config::Endpoint,
+    dbs: &[u32],
+) -> Result<(Vec<u32>, Option<u32>), String> {
+    let have = databases_setting("target", ep).await;
+    let mut missing = Vec::new();
+    for &db in dbs {
+        let ok = match have {
+            Some(n) => db < n,
+            None => select_ok(ep, db).await?,
+        };
+        if !ok && !missing.contains(&db) {
+            missing.push(db);
+        }
+    }
+    missing.sort_unstable();
+    Ok((missing, have))
+}
+
+/// The source's used databases (INFO keyspace) after `sync.db_map` must exist on a standalone
+/// target; a source whose `databases` exceeds the target's is a warning (writes to a database
+/// the target lacks would be refused at run time).
+async fn databases_check(cfg: &Config, source: &Topology, target: &Topology) -> Check {
+    const NAME: &str = "databases";
+    let used: Vec<u32> = source
+        .masters()
+        .iter()
+        .flat_map(|m| client::keyspace_dbs(&m.raw_info))
+        .collect();
+    let mapped: Vec<u32> = used
+        .iter()
+        .filter_map(|&d| cfg.sync.target_db(d, false))
+        .collect();
+    let Some(tep) = target.masters().first().map(|m| m.endpoint.clone()) else {
+        return warn(NAME, "the target has no master to ask");
+    };
+    let (missing, target_dbs) = match missing_target_dbs(&tep, &mapped).await {
+        Ok(r) => r,
+        Err(e) => return warn(NAME, format!("could not ask the target: {e}")),
+    };
+    let shown = |n: Option<u32>| n.map_or("fewer".to_string(), |n| n.to_string());
+    if !missing.is_empty() {
+        let src: Vec<u32> = used
+            .iter()
+            .copied()
+            .filter(|&d| {
+                cfg.sync
+                    .target_db(d, false)
+                    .is_some_and(|t| missing.contains(&t))
+            })
+            .collect();
+        let need = missing.iter().max().map_or(0, |m| m + 1);
+        return fail(
+            NAME,
+            format!(
+                "the source has keys in database(s) {src:?}, written to target database(s) {missing:?}, but the target has {} databases: \
+                 set `databases {need}` (or more) in the target's configuration and restart it, or map them to existing databases with \
+                 sync.db_map (e.g. --db-map {}=0)",
+                shown(target_dbs),
+                src.first().copied().unwrap_or(0)
+            ),
+        );
+    }
+    let mut source_dbs = None;
+    for m in source.masters() {
+        if let Some(n) = databases_setting("source", &m.endpoint).await {
+            source_dbs = Some(source_dbs.map_or(n, |s: u32| s.max(n)));
+        }
+    }
+    match (source_dbs, target_dbs) {
+        (Some(s), Some(t)) if s > t => {
+            let unmapped: Vec<u32> = (t..s)
+                .filter(|&d| cfg.sync.target_db(d, false).is_none_or(|x| x >= t))
+                .take(4)
+                .collect();
+            if unmapped.is_empty() {
+                pass(
+                    NAME,
+                    format!("source databases {s}, target {t}; the extra ones are mapped"),
+                )
+            } else {
+                warn(
+                    NAME,
+                    format!(
+                        "the source has {s} databases, the target {t}: the used ones fit, but writes to source database {unmapped:?}… \
+                         would be refused by the target (raise `databases` on the target or set sync.db_map)"
+                    ),
+                )
+            }
+        }
+        _ => pass(
+            NAME,
+            format!(
+                "every used source database {used:?} exists on the target ({} databases)",
+                shown(target_dbs)
+            ),
+        ),
+    }
+}
+
 /// Asks every source master (7.0+, `ACL DRYRUN`) whether our user may run `PSYNC` and
 /// `REPLCONF`; older servers cannot tell without trying, which is a warning, not a failure.
 async fn psync_permission(cfg: &Config, source: &Topology) -> Check {
@@ -284,7 +415,7 @@ async fn psync_permission(cfg: &Config, source: &Topology) -> Check {
                             "source master {}: user {user:?} may not run {}: {}",
                             m.endpoint,
                             cmd[0],
-                            String::from_utf8_lossy(&why)
+                            crate::escape::text(&why)
                         ),
                     );
                 }

@@ -1,30 +1,51 @@
-//! Rewrites of live replication-stream commands from a newer source so that an older target
-//! accepts them with the same effect.
+//! Rewrites of live replication-stream commands so that the target accepts them with the same
+//! effect: forms that only a replica accepts, and commands or options newer than the target.
 //!
-//! What Redis 7.0 propagates was checked against a real server (its AOF carries the replication
-//! stream): `SET … PXAT` (EX/PX/SETEX/GETEX are turned absolute, GET is dropped), `LPOP/RPOP key
-//! n` (also for LMPOP/BLMPOP), `LMOVE` (also for BLMOVE), `PEXPIREAT key t XX` (options kept),
-//! `XADD … MAXLEN = n` / `MINID = id`, `XGROUP CREATECONSUMER`, `XCLAIM … LASTID` for group reads,
-//! `XSETID … ENTRIESADDED … MAXDELETEDID …`, `XGROUP SETID … ENTRIESREAD n`.
+//! What masters propagate was read from real servers (their replication stream / AOF; the
+//! integration test `propagated_forms` replays every form on every version pair):
+//! - Redis 6.0: client forms, except `INCRBYFLOAT` → `SET … KEEPTTL`, `HINCRBYFLOAT` → `HSET`,
+//!   `SPOP` → `SREM`s (in `MULTI`) or `DEL`, blocking pops → `LPOP`/`RPOP`/`RPOPLPUSH`/`ZPOPMIN`,
+//!   `XADD/XTRIM … MAXLEN ~ n` → `MAXLEN = <len>`, group reads → `XCLAIM … FORCE JUSTID LASTID`
+//!   and `XGROUP SETID`, script effects in `MULTI`/`EXEC`, `EXPIRE` in the past → `DEL`.
+//! - Redis 6.2: also `SET … EX|PX|SETEX` → `SET … PX`, `GETEX` → `PEXPIRE`/`PERSIST`, `GETDEL` →
+//!   `DEL`, `BLMOVE` → `LMOVE`, approximate trims with `LIMIT` → `MAXLEN|MINID = n LIMIT m`
+//!   (the client's case kept) — a form a normal client may not send.
+//! - Redis 7.0: also `SET`/`SETEX`/`GETEX` → `SET … PXAT` / `PEXPIREAT` (GET dropped), the
+//!   `EXPIRE` family → `PEXPIREAT key t [NX|XX|GT|LT]`, `LMPOP`/`BLMPOP` → `LPOP|RPOP key n`,
+//!   `ZMPOP`/`BZMPOP` → `ZPOPMIN|ZPOPMAX key n`, `GEOADD` → `ZADD`, `RESTORE ttl` → `… ABSTTL`,
+//!   `XSETID … ENTRIESADDED … MAXDELETEDID`, `XGROUP SETID … ENTRIESREAD`.
+//! - Valkey 9.1: as 7.0, plus `SET … IFEQ v` as sent, `DELIFEQ` → `DEL`, `HSETEX`/`HGETEX`/
+//!   `HEXPIRE…` → `HSETEX … PXAT` / `HPEXPIREAT` / `HPERSIST`, `HGETDEL` as sent, and an expired
+//!   hash field → `HDEL`.
 //!
 //! Rewrites, by target:
-//! - any target: `RESTORE` of a payload whose RDB version the target cannot read → the plain
-//!   commands that recreate the key (the payload is decoded; see [`rewrite_for_target`]).
+//! - every target: `XADD/XTRIM … MAXLEN|MINID =|(none) n LIMIT m` → without `LIMIT m` (a replica
+//!   ignores it; a client gets "LIMIT cannot be used without the special ~ option"); `RESTORE` of a
+//!   payload whose RDB version the target cannot read → the plain commands that recreate the key
+//!   (see [`rewrite_for_target`]).
+//! - not Valkey 8.1+: `SET … IFEQ v` → without `IFEQ v` (only propagated when it held). Not
+//!   Valkey 9+: `DELIFEQ` → `DEL`, `HSETEX` → `HSET`, `HGETDEL` → `HDEL`, field-expiry commands
+//!   dropped (the source propagates each field's deletion; see [`super::emulate`]).
 //! - below 6.2: `SET … PXAT/EXAT t` → `SET … PX max(1, t − now)` (other options kept in order,
 //!   `GET` dropped); `LPOP/RPOP key n` → `LTRIM` (same effect in one command); `LMOVE/BLMOVE` →
 //!   `RPOPLPUSH` for RIGHT→LEFT, else a small `EVAL`; `XADD/XTRIM … MINID` → the XADD then an
 //!   `EVAL` deleting the entries below the threshold; `NOMKSTREAM` and `LIMIT n` dropped;
 //!   `XGROUP CREATECONSUMER` → `XREADGROUP GROUP g c COUNT 1 STREAMS key 0` (reading the
 //!   consumer's own, empty history creates it and changes nothing else); `COPY` → an `EVAL` of
-//!   `DUMP` + `RESTORE` with the source key's TTL.
+//!   `DUMP` + `RESTORE` with the source key's TTL; `ZADD GT|LT`, `ZRANGESTORE`, `ZDIFFSTORE` →
+//!   an `EVAL` with the same effect; `GEOSEARCHSTORE … BYRADIUS` → `GEORADIUS[BYMEMBER] … STORE`;
+//!   `FLUSHALL|FLUSHDB SYNC` → without `SYNC`.
 //! - below 7.0: `XSETID` extra arguments, `XGROUP CREATE/SETID … ENTRIESREAD n`, and the
 //!   `NX|XX|GT|LT` options of the EXPIRE family dropped (the source only propagates the command
 //!   when the condition held); `SPUBLISH` → `PUBLISH`.
-//! - Anything else passes through unchanged (e.g. `ZADD GT/LT`, `ZRANGESTORE`,
-//!   `FUNCTION …` on targets that lack them: the target will reject them).
+//! - Anything else passes through unchanged (e.g. `GEOSEARCHSTORE … BYBOX`): the target rejects
+//!   what it lacks and the writer counts and logs that. `FUNCTION …`: see [`super::functions`].
+//!
+//! Every keyword match here is ASCII-case-insensitive: masters propagate the client's spelling.
 
 use bytes::Bytes;
 
+use super::emulate;
 use super::keys::dump_payload_version;
 use super::{ConvertError, ConvertOptions, Converter};
 use crate::cmd;
@@ -108,34 +129,142 @@ if e[1] ~= ARGV[1] then redis.call('XDEL', KEYS[1], e[1]) n = n + 1 end end retu
 pub fn rewrite_for_target(cmd: Cmd, target: &ServerInfo, now_ms: i64, out: &mut Vec<Cmd>) {
     let pre62 = !target.at_least(6, 2);
     let pre70 = !target.at_least(7, 0);
-    if cmd.is("RESTORE") && restore_needs_decode(&cmd, target) {
-        if let Err(cmd) = restore_as_commands(cmd, target, now_ms, out) {
-            out.push(cmd);
-        }
+    if cmd.is("FUNCTION") {
+        super::functions::rewrite_function(cmd, target, out);
         return;
     }
-    if !pre70 {
+    // Valkey's own forms (Valkey 8.1: `SET … IFEQ`; 9.0: hash-field expiries, `HGETDEL`,
+    // `DELIFEQ`) for a target without them.
+    let ifeq = target.valkey_at_least(8, 1);
+    let valkey9 = target.valkey_at_least(9, 0);
+    let mut buf = [0u8; 20];
+    let Some(name) = upper_name(&cmd, &mut buf) else {
         out.push(cmd);
         return;
-    }
-    let name = cmd.name_upper();
-    match name.as_str() {
-        "SET" if pre62 => set_absolute_to_relative(cmd, now_ms, out),
-        "LPOP" | "RPOP" if pre62 && cmd.args.len() == 3 => pop_count(cmd, out),
-        "LMOVE" | "BLMOVE" if pre62 => lmove(cmd, out),
-        "COPY" if pre62 => copy_pre62(cmd, out),
-        "XADD" if pre62 => xadd_pre62(cmd, out),
-        "XTRIM" if pre62 => xtrim_pre62(cmd, out),
-        "XGROUP" => xgroup(cmd, pre62, out),
-        "XSETID" => out.push(truncated(cmd, 3)),
-        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => out.push(truncated(cmd, 3)),
-        "SPUBLISH" => {
+    };
+    match name {
+        b"RESTORE" if restore_needs_decode(&cmd, target) => {
+            if let Err(cmd) = restore_as_commands(cmd, target, now_ms, out) {
+                out.push(cmd);
+            }
+        }
+        // Every target: the replica-only `MAXLEN|MINID = n LIMIT m` form.
+        b"XADD" if pre62 => xadd_pre62(cmd, out),
+        b"XTRIM" if pre62 => xtrim_pre62(cmd, out),
+        b"XADD" => out.push(drop_exact_limit(cmd, 2)),
+        b"XTRIM" => out.push(drop_exact_limit(cmd, 2)),
+        b"SET" if pre62 || !ifeq => {
+            let cmd = if ifeq {
+                cmd
+            } else {
+                emulate::set_without_ifeq(cmd)
+            };
+            if pre62 {
+                set_absolute_to_relative(cmd, now_ms, out)
+            } else {
+                out.push(cmd)
+            }
+        }
+        b"DELIFEQ" if !valkey9 => emulate::delifeq(cmd, out),
+        b"HSETEX" if !valkey9 => emulate::hsetex(cmd, out),
+        b"HGETDEL" if !valkey9 => emulate::hgetdel(cmd, out),
+        b"HEXPIRE" | b"HPEXPIRE" | b"HEXPIREAT" | b"HPEXPIREAT" | b"HPERSIST" | b"HGETEX"
+            if !valkey9 =>
+        {
+            emulate::field_ttl(cmd)
+        }
+        b"LPOP" | b"RPOP" if pre62 && cmd.args.len() == 3 => pop_count(cmd, out),
+        b"LMOVE" | b"BLMOVE" if pre62 => lmove(cmd, out),
+        b"COPY" if pre62 => copy_pre62(cmd, out),
+        b"ZADD" if pre62 => emulate::zadd_gt_lt(cmd, out),
+        b"ZRANGESTORE" if pre62 => emulate::zrangestore(cmd, out),
+        b"ZDIFFSTORE" if pre62 => emulate::zdiffstore(cmd, out),
+        b"GEOSEARCHSTORE" if pre62 => emulate::geosearchstore(cmd, out),
+        b"FLUSHALL" | b"FLUSHDB" if pre62 => emulate::flush_sync(cmd, out),
+        b"XGROUP" if pre70 => xgroup(cmd, pre62, out),
+        b"XSETID" if pre70 => out.push(truncated(cmd, 3)),
+        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" if pre70 => out.push(truncated(cmd, 3)),
+        b"SPUBLISH" if pre70 => {
             let mut c = cmd;
             c.args[0] = Bytes::from_static(b"PUBLISH");
             out.push(c);
         }
         _ => out.push(cmd),
     }
+}
+
+/// [`rewrite_for_target`] for commands from `source`, which also adapts what depends on the
+/// source's semantics: a 7.0+ source drops a pending entry whose stream entry was deleted when it
+/// is claimed (and propagates that `XCLAIM`), where an older target would keep it; there the
+/// `XCLAIM` becomes an `EVAL` that `XACK`s an ID missing from the stream and claims it otherwise.
+pub fn rewrite_between(
+    cmd: Cmd,
+    source: &ServerInfo,
+    target: &ServerInfo,
+    now_ms: i64,
+    out: &mut Vec<Cmd>,
+) {
+    if source.at_least(7, 0) && !target.at_least(7, 0) && cmd.is("XCLAIM") && cmd.args.len() >= 6 {
+        let mut c = cmd![
+            "EVAL",
+            XCLAIM_DELETED_SCRIPT,
+            "1",
+            &cmd.args[1],
+            &cmd.args[5]
+        ];
+        c.args.extend(cmd.args[2..].iter().cloned());
+        out.push(c);
+        return;
+    }
+    rewrite_for_target(cmd, target, now_ms, out)
+}
+
+/// `XCLAIM key group consumer min-idle id [options]` as 7.0 applies it to one ID (masters
+/// propagate one ID per `XCLAIM`): ARGV = id, group, consumer, min-idle, id, options.
+const XCLAIM_DELETED_SCRIPT: &str = "if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then \
+return redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) end \
+return redis.call('XCLAIM', KEYS[1], unpack(ARGV, 2))";
+
+/// The command name of `cmd` upper-cased into `buf`, or `None` when longer than `buf` (no
+/// command this module rewrites is).
+fn upper_name<'a>(cmd: &Cmd, buf: &'a mut [u8; 20]) -> Option<&'a [u8]> {
+    let name = cmd.name();
+    let up = buf.get_mut(..name.len())?;
+    up.copy_from_slice(name);
+    up.make_ascii_uppercase();
+    Some(up)
+}
+
+/// `XADD`/`XTRIM` with the trim clause at `args[at..]` (after `NOMKSTREAM` for `XADD`) without
+/// its `LIMIT n` when the operator is not `~`. Masters propagate approximate trims as
+/// `MAXLEN|MINID = <exact> LIMIT <n>`, which only a replica accepts ("LIMIT cannot be used
+/// without the special ~ option"); without `~` the limit has no effect, so dropping it keeps the
+/// meaning on every target.
+fn drop_exact_limit(mut cmd: Cmd, mut at: usize) -> Cmd {
+    if cmd.is("XADD")
+        && cmd
+            .args
+            .get(at)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"NOMKSTREAM"))
+    {
+        at += 1;
+    }
+    let Some((_, op, _, end)) = trim_clause(&cmd.args, at) else {
+        return cmd;
+    };
+    let approx = op.as_deref() == Some(b"~".as_slice());
+    let limit_at = end.saturating_sub(2);
+    if !approx
+        && end <= cmd.args.len()
+        && cmd
+            .args
+            .get(limit_at)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"LIMIT"))
+        && limit_at > at
+    {
+        cmd.args.drain(limit_at..end);
+    }
+    cmd
 }
 
 /// True when `cmd` is `RESTORE key ttl payload …` whose payload version `target` cannot read.

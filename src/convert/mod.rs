@@ -13,6 +13,8 @@
 //! [`rewrite_for_target`] (in [`compat`]) adapts live replication-stream commands to older targets.
 
 pub mod compat;
+mod emulate;
+pub mod functions;
 mod keys;
 pub mod score;
 mod stream;
@@ -23,7 +25,8 @@ use crate::cmd::DbCmd;
 use crate::net::server_info::ServerInfo;
 use crate::rdb::{Flavor, Item};
 
-pub use compat::rewrite_for_target;
+pub use compat::{rewrite_between, rewrite_for_target};
+pub use functions::library_name;
 pub use score::format_score;
 
 use keys::KeyState;
@@ -95,7 +98,7 @@ impl ConvertError {
 }
 
 pub(crate) fn lossy(b: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(b))
+    crate::escape::quoted(b)
 }
 
 /// Turns RDB items into commands. See the module documentation.
@@ -191,21 +194,10 @@ impl Converter {
         }
         out.push(DbCmd {
             db: self.db,
-            cmd: crate::cmd!["FUNCTION", "LOAD", "REPLACE", code],
+            cmd: functions::load(code),
         });
         Ok(())
     }
-}
-
-/// The library name from the `#!<engine> name=<lib>` shebang of a function library's code.
-pub fn library_name(code: &[u8]) -> String {
-    let first = code.split(|&b| b == b'\n').next().unwrap_or(b"");
-    let first = String::from_utf8_lossy(first);
-    first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("name="))
-        .map(str::to_string)
-        .unwrap_or_else(|| "<unnamed>".to_string())
 }
 
 #[cfg(test)]

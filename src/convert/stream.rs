@@ -1,15 +1,36 @@
-//! Stream conversion: entries, stream metadata, consumer groups, consumers and pending entries.
+//! Stream conversion: entries, stream metadata, consumer groups, consumers and pending entries,
+//! rebuilt exactly with plain commands (downgrades, and streams too large for `RESTORE`).
+//!
+//! The RDB gives a stream's entries first, then its metadata, then each group with its whole PEL.
+//! A PEL may name entries that are no longer in the stream (trimmed or `XDEL`ed): `XCLAIM … FORCE`
+//! only creates a pending entry for an ID present in the stream, and `XADD` only appends above
+//! the top ID. So the entries are held back (up to [`HOLD_MAX_BYTES`]) until the key ends, and the
+//! missing PEL IDs are inserted as placeholder entries in ID order, claimed, then deleted (`XDEL`
+//! keeps the PEL).
 //!
 //! Order of commands for one stream key:
-//! 1. `XADD key <id> f v …` per entry, fields in order (the first one creates the stream).
-//! 2. If there were no entries, the empty stream is created with `XGROUP CREATE … MKSTREAM`:
-//!    for the first real group when there is one, else for a temporary group destroyed at once.
+//! 1. `XADD key <id> f v …` per entry and per placeholder ([`PLACEHOLDER_FIELD`]), in ID order
+//!    (the first one creates the stream).
+//! 2. If nothing was added, the empty stream is created with `XGROUP CREATE … MKSTREAM`: for the
+//!    first group when there is one, else for a temporary group destroyed at once.
 //! 3. `XSETID key <last_id>` (+ `ENTRIESADDED n MAXDELETEDID id` on targets ≥ 7.0).
-//! 4. Per group: `XGROUP CREATE key g <last_delivered_id>` (+ `ENTRIESREAD n` on ≥ 7.0), then
-//!    `XGROUP CREATECONSUMER` for consumers without pending entries (≥ 6.2), then the PEL with
-//!    `XCLAIM key g consumer 0 id… TIME ms RETRYCOUNT n FORCE JUSTID`, one command per run of
-//!    consecutive entries sharing consumer, delivery time and count (how Redis itself propagates
-//!    group reads).
+//! 4. Per group: `XGROUP CREATE key g <last_delivered_id>` (+ `ENTRIESREAD n` on ≥ 7.0), then the
+//!    consumers without pending entries ([`super::compat::create_consumer`]: `XGROUP
+//!    CREATECONSUMER` on ≥ 6.2, else an `XREADGROUP` of the consumer's own empty history), then
+//!    the PEL with `XCLAIM key g consumer 0 id… TIME ms RETRYCOUNT n FORCE JUSTID`, one command per
+//!    run of consecutive entries sharing consumer, delivery time and count.
+//! 5. `XDEL key <placeholder ids>`, then on ≥ 7.0 `XSETID` again (the `XDEL`s moved the target's
+//!    max-deleted-entry-id).
+//!
+//! Memory: the held entries (at most [`HOLD_MAX_BYTES`], counted as field bytes + 48 per entry)
+//! plus every group of the stream with its whole PEL (the parser already yields each group whole:
+//! about 40 bytes per pending entry plus consumer names). A stream whose entries exceed the hold
+//! limit is written as it arrives; its missing PEL IDs above the last written entry still get
+//! placeholders, and those below are claimed through a small script that counts the ones it
+//! cannot recreate and fails visibly (the writer logs and counts it with the key).
+//!
+//! Not expressible by commands: consumers' seen-time and active-time (the target's are the time
+//! of the rebuild).
 
 use std::collections::HashSet;
 
@@ -24,15 +45,42 @@ use crate::rdb::{StreamEntry, StreamGroup, StreamId, StreamMeta};
 /// Name of the temporary group used to create an empty stream without groups.
 pub const TEMP_GROUP: &str = "__shardsync_mkstream__";
 
+/// Field of the placeholder entries standing in for deleted IDs that are still pending.
+pub const PLACEHOLDER_FIELD: &str = "__shardsync_deleted__";
+
+/// Most entry bytes held back per stream before entries are written as they arrive.
+pub const HOLD_MAX_BYTES: usize = 32 << 20;
+
+/// Per-entry overhead counted against [`HOLD_MAX_BYTES`].
+const ENTRY_OVERHEAD: usize = 48;
+
+/// `EVAL` body: `XCLAIM … FORCE JUSTID` of the IDs in `ARGV[5..]` that exist in stream `KEYS[1]`
+/// (group `ARGV[1]`, consumer `ARGV[2]`, time `ARGV[3]`, count `ARGV[4]`); an error reply counts
+/// the IDs that do not exist.
+const CHECKED_XCLAIM: &str = "redis.replicate_commands() local n = 0 \
+for i = 5, #ARGV do \
+if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then n = n + 1 else \
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0', ARGV[i], 'TIME', ARGV[3], \
+'RETRYCOUNT', ARGV[4], 'FORCE', 'JUSTID') end end \
+if n > 0 then return redis.error_reply('ERR shardsync: ' .. n .. \
+' pending entries of deleted stream IDs not recreated (stream above the hold limit)') end \
+return 0";
+
 /// Progress of one stream key.
 #[derive(Default)]
 pub(super) struct StreamState {
-    entries: u64,
+    /// Entries held back until the key ends (in ID order, as the RDB stores them).
+    held: Vec<StreamEntry>,
+    held_bytes: usize,
+    /// The hold limit was exceeded: entries are written as they arrive.
+    overflowed: bool,
+    /// First and last entry IDs written while overflowed.
+    first_written: Option<StreamId>,
+    last_written: Option<StreamId>,
+    /// Entries (and placeholders) written so far.
+    added: u64,
     meta: Option<StreamMeta>,
-    /// `XSETID` could not be sent for lack of `StreamMeta` (reported at `KeyEnd`).
-    missing_meta: bool,
-    /// Stream created (if empty) and `XSETID` sent.
-    base_done: bool,
+    groups: Vec<StreamGroup>,
 }
 
 fn id_arg(id: StreamId) -> Bytes {
@@ -45,6 +93,14 @@ fn signed(n: u64) -> Option<i64> {
     i64::try_from(n).ok()
 }
 
+fn entry_bytes(e: &StreamEntry) -> usize {
+    ENTRY_OVERHEAD
+        + e.fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len())
+            .sum::<usize>()
+}
+
 impl StreamState {
     pub fn entries(
         &mut self,
@@ -54,32 +110,57 @@ impl StreamState {
         if self.meta.is_some() {
             return Err(seq(e, "stream entries after StreamMeta; ignored"));
         }
-        let mut empty = 0usize;
-        for entry in entries {
-            if entry.fields.is_empty() {
-                empty += 1;
-                continue;
-            }
-            let mut c = cmd!["XADD", e.key, id_arg(entry.id)];
-            c.args.reserve(entry.fields.len() * 2);
-            for (f, v) in entry.fields {
-                c.args.push(f);
-                c.args.push(v);
-            }
-            e.write(c);
-            self.entries += 1;
+        if self.overflowed {
+            return self.write_entries(entries, e);
         }
-        if empty > 0 {
-            return Err(ConvertError::Unsupported {
-                key: e.key.clone(),
-                reason: format!("{empty} stream entries without fields skipped"),
-            });
+        self.held_bytes += entries.iter().map(entry_bytes).sum::<usize>();
+        self.held.extend(entries);
+        if self.held_bytes > HOLD_MAX_BYTES {
+            self.overflowed = true;
+            let held = std::mem::take(&mut self.held);
+            self.held_bytes = 0;
+            return self.write_entries(held, e);
         }
         Ok(())
     }
 
+    /// Writes entries as they arrive (after the hold limit was exceeded).
+    fn write_entries(
+        &mut self,
+        entries: Vec<StreamEntry>,
+        e: &mut Emit<'_>,
+    ) -> Result<(), ConvertError> {
+        let mut empty = 0usize;
+        for entry in entries {
+            let id = entry.id;
+            if self.xadd(entry, e) {
+                self.first_written.get_or_insert(id);
+                self.last_written = Some(id);
+            } else {
+                empty += 1;
+            }
+        }
+        empty_error(empty, e)
+    }
+
+    /// `XADD` of one entry; false (nothing sent) when it has no fields.
+    fn xadd(&mut self, entry: StreamEntry, e: &mut Emit<'_>) -> bool {
+        if entry.fields.is_empty() {
+            return false;
+        }
+        let mut c = cmd!["XADD", e.key, id_arg(entry.id)];
+        c.args.reserve(entry.fields.len() * 2);
+        for (f, v) in entry.fields {
+            c.args.push(f);
+            c.args.push(v);
+        }
+        e.write(c);
+        self.added += 1;
+        true
+    }
+
     pub fn meta(&mut self, meta: StreamMeta, e: &mut Emit<'_>) -> Result<(), ConvertError> {
-        if self.meta.is_some() || self.base_done {
+        if self.meta.is_some() || !self.groups.is_empty() {
             return Err(seq(
                 e,
                 "second StreamMeta or StreamMeta after groups; ignored",
@@ -89,55 +170,220 @@ impl StreamState {
         Ok(())
     }
 
-    pub fn group(&mut self, g: StreamGroup, e: &mut Emit<'_>) -> Result<(), ConvertError> {
+    pub fn group(&mut self, g: StreamGroup, _e: &mut Emit<'_>) -> Result<(), ConvertError> {
+        self.groups.push(g);
+        Ok(())
+    }
+
+    /// Writes the stream at `KeyEnd`; see the module documentation for the order.
+    pub fn finish(
+        &mut self,
+        e: &mut Emit<'_>,
+        unsupported: &mut Vec<String>,
+    ) -> Result<(), ConvertError> {
         let v7 = e.opts.target.at_least(7, 0);
-        let created_with_base = self.base(e, Some(&g));
-        if !created_with_base {
-            let mut c = cmd![
-                "XGROUP",
-                "CREATE",
-                e.key,
-                &g.name,
-                id_arg(g.last_delivered_id)
-            ];
-            if v7 && let Some(n) = g.entries_read.and_then(signed) {
-                c.args.push(Bytes::from_static(b"ENTRIESREAD"));
-                c.args.push(crate::cmd::arg(n));
-            }
-            e.write(c);
-        }
-        // Consumers without pending entries; the others are created by XCLAIM.
-        let with_pending: HashSet<&[u8]> = g.pending.iter().map(|p| p.consumer.as_ref()).collect();
-        let idle: Vec<&Bytes> = g
-            .consumers
+        let last_id = self.meta.as_ref().map(|m| m.last_id);
+        // Every pending ID of every group, sorted and unique.
+        let mut pel: Vec<StreamId> = self
+            .groups
             .iter()
-            .map(|c| &c.name)
-            .filter(|n| !with_pending.contains(n.as_ref()))
+            .flat_map(|g| g.pending.iter().map(|p| p.id))
             .collect();
-        for name in idle {
-            e.write(super::compat::create_consumer(
-                e.key,
-                &g.name,
-                name,
-                e.opts.target.at_least(6, 2),
+        pel.sort_unstable();
+        pel.dedup();
+        // Pending IDs the already written entries may or may not hold (claimed by a script).
+        let mut unsure: HashSet<StreamId> = HashSet::new();
+        let mut beyond_top = 0usize;
+        let mut candidates = Vec::new();
+        for id in pel {
+            if self.last_written.is_some_and(|w| id <= w) {
+                unsure.insert(id);
+            } else if id == StreamId::default() || last_id.is_some_and(|l| id > l) {
+                // Not a valid stream ID, or above the stream's top: XSETID would refuse the top.
+                beyond_top += 1;
+            } else {
+                candidates.push(id);
+            }
+        }
+        if beyond_top > 0 {
+            unsupported.push(format!(
+                "{beyond_top} pending entries with IDs above the stream's last ID (or 0-0) cannot be recreated"
             ));
         }
-        // The PEL, in runs of entries sharing consumer, delivery time and count.
-        let max = e.opts.elements_per_command;
-        let mut i = 0;
-        while i < g.pending.len() {
-            let p = &g.pending[i];
-            let mut c = cmd!["XCLAIM", e.key, &g.name, &p.consumer, "0"];
-            let mut j = i;
-            while j < g.pending.len()
-                && j - i < max
-                && g.pending[j].consumer == p.consumer
-                && g.pending[j].delivery_time_ms == p.delivery_time_ms
-                && g.pending[j].delivery_count == p.delivery_count
+        // 1. Held entries merged with placeholders for the pending IDs they lack.
+        let held = std::mem::take(&mut self.held);
+        let mut placeholders = Vec::new();
+        let mut pending_ids = candidates.into_iter().peekable();
+        let mut empty = 0usize;
+        for entry in held {
+            while let Some(&p) = pending_ids.peek()
+                && p < entry.id
             {
-                c.args.push(id_arg(g.pending[j].id));
-                j += 1;
+                pending_ids.next();
+                self.placeholder(p, e);
+                placeholders.push(p);
             }
+            if pending_ids.peek() == Some(&entry.id) {
+                pending_ids.next();
+                if entry.fields.is_empty() {
+                    // Cannot be written as is; stands in as a placeholder (and is reported).
+                    self.placeholder(entry.id, e);
+                    placeholders.push(entry.id);
+                    empty += 1;
+                    continue;
+                }
+            }
+            if !self.xadd(entry, e) {
+                empty += 1;
+            }
+        }
+        for p in pending_ids {
+            self.placeholder(p, e);
+            placeholders.push(p);
+        }
+        // 2-3. Create the stream if empty, XSETID.
+        let mut groups = std::mem::take(&mut self.groups).into_iter();
+        let mut first = None;
+        if self.added == 0 {
+            match groups.next() {
+                Some(g) => {
+                    e.write(group_create(e, &g, v7, true));
+                    first = Some(g);
+                }
+                None => {
+                    e.write(cmd!["XGROUP", "CREATE", e.key, TEMP_GROUP, "$", "MKSTREAM"]);
+                    e.write(cmd!["XGROUP", "DESTROY", e.key, TEMP_GROUP]);
+                }
+            }
+        }
+        if let Some(meta) = &self.meta {
+            e.write(xsetid(e, meta, v7));
+        }
+        // 4. Groups, consumers, PELs.
+        if let Some(g) = first {
+            group_members(e, &g, &unsure);
+        }
+        for g in groups {
+            e.write(group_create(e, &g, v7, false));
+            group_members(e, &g, &unsure);
+        }
+        // 5. Placeholders removed; the metadata restored once more.
+        for ids in placeholders.chunks(e.opts.elements_per_command) {
+            let mut c = cmd!["XDEL", e.key];
+            c.args.extend(ids.iter().map(|&id| id_arg(id)));
+            e.write(c);
+        }
+        if v7
+            && !placeholders.is_empty()
+            && let Some(meta) = &self.meta
+        {
+            e.write(xsetid(e, meta, v7));
+        }
+        if self.meta.is_none() {
+            return Err(seq(e, "stream without StreamMeta; XSETID not sent"));
+        }
+        empty_error(empty, e)
+    }
+
+    fn placeholder(&mut self, id: StreamId, e: &mut Emit<'_>) {
+        e.write(cmd!["XADD", e.key, id_arg(id), PLACEHOLDER_FIELD, "1"]);
+        self.added += 1;
+    }
+}
+
+fn empty_error(empty: usize, e: &Emit<'_>) -> Result<(), ConvertError> {
+    if empty > 0 {
+        return Err(ConvertError::Unsupported {
+            key: e.key.clone(),
+            reason: format!("{empty} stream entries without fields skipped"),
+        });
+    }
+    Ok(())
+}
+
+/// `XSETID key last [ENTRIESADDED n MAXDELETEDID id]` (the options on ≥ 7.0 when known).
+fn xsetid(e: &Emit<'_>, meta: &StreamMeta, v7: bool) -> Cmd {
+    let mut c = cmd!["XSETID", e.key, id_arg(meta.last_id)];
+    if v7 {
+        if let Some(n) = meta.entries_added.and_then(signed) {
+            c.args.push(Bytes::from_static(b"ENTRIESADDED"));
+            c.args.push(crate::cmd::arg(n));
+        }
+        if let Some(id) = meta.max_deleted_id {
+            c.args.push(Bytes::from_static(b"MAXDELETEDID"));
+            c.args.push(id_arg(id));
+        }
+    }
+    c
+}
+
+/// `XGROUP CREATE key g <last-delivered> [MKSTREAM] [ENTRIESREAD n]`.
+fn group_create(e: &Emit<'_>, g: &StreamGroup, v7: bool, mkstream: bool) -> Cmd {
+    let mut c = cmd![
+        "XGROUP",
+        "CREATE",
+        e.key,
+        &g.name,
+        id_arg(g.last_delivered_id)
+    ];
+    if mkstream {
+        c.args.push(Bytes::from_static(b"MKSTREAM"));
+    }
+    if v7 && let Some(n) = g.entries_read.and_then(signed) {
+        c.args.push(Bytes::from_static(b"ENTRIESREAD"));
+        c.args.push(crate::cmd::arg(n));
+    }
+    c
+}
+
+/// The consumers without pending entries, then the PEL in runs of entries sharing consumer,
+/// delivery time and count (IDs in `unsure` go through [`CHECKED_XCLAIM`]).
+fn group_members(e: &mut Emit<'_>, g: &StreamGroup, unsure: &HashSet<StreamId>) {
+    let with_pending: HashSet<&[u8]> = g.pending.iter().map(|p| p.consumer.as_ref()).collect();
+    for c in &g.consumers {
+        if !with_pending.contains(c.name.as_ref()) {
+            let cmd = super::compat::create_consumer(
+                e.key,
+                &g.name,
+                &c.name,
+                e.opts.target.at_least(6, 2),
+            );
+            e.write(cmd);
+        }
+    }
+    let max = e.opts.elements_per_command;
+    let mut i = 0;
+    while i < g.pending.len() {
+        let p = &g.pending[i];
+        let checked = unsure.contains(&p.id);
+        let mut ids = Vec::new();
+        let mut j = i;
+        while j < g.pending.len()
+            && j - i < max
+            && g.pending[j].consumer == p.consumer
+            && g.pending[j].delivery_time_ms == p.delivery_time_ms
+            && g.pending[j].delivery_count == p.delivery_count
+            && unsure.contains(&g.pending[j].id) == checked
+        {
+            ids.push(id_arg(g.pending[j].id));
+            j += 1;
+        }
+        let c = if checked {
+            let mut c = cmd![
+                "EVAL",
+                CHECKED_XCLAIM,
+                "1",
+                e.key,
+                &g.name,
+                &p.consumer,
+                p.delivery_time_ms,
+                p.delivery_count
+            ];
+            c.args.extend(ids);
+            c
+        } else {
+            let mut c = cmd!["XCLAIM", e.key, &g.name, &p.consumer, "0"];
+            c.args.extend(ids);
             let Cmd { args } = cmd![
                 "TIME",
                 p.delivery_time_ms,
@@ -147,75 +393,10 @@ impl StreamState {
                 "JUSTID"
             ];
             c.args.extend(args);
-            e.write(c);
-            i = j;
-        }
-        Ok(())
-    }
-
-    /// Completes the stream at `KeyEnd`: creates it if it is empty and sends `XSETID`.
-    pub fn finish(
-        &mut self,
-        e: &mut Emit<'_>,
-        _unsupported: &mut Vec<String>,
-    ) -> Result<(), ConvertError> {
-        self.base(e, None);
-        if self.missing_meta {
-            return Err(seq(e, "stream without StreamMeta; XSETID not sent"));
-        }
-        Ok(())
-    }
-
-    /// Creates the empty stream (through `first_group` when given) and sends `XSETID`, once.
-    /// Returns true when `first_group` was created here.
-    fn base(&mut self, e: &mut Emit<'_>, first_group: Option<&StreamGroup>) -> bool {
-        if self.base_done {
-            return false;
-        }
-        self.base_done = true;
-        let v7 = e.opts.target.at_least(7, 0);
-        let mut created_group = false;
-        if self.entries == 0 {
-            match first_group {
-                Some(g) => {
-                    let mut c = cmd![
-                        "XGROUP",
-                        "CREATE",
-                        e.key,
-                        &g.name,
-                        id_arg(g.last_delivered_id),
-                        "MKSTREAM"
-                    ];
-                    if v7 && let Some(n) = g.entries_read.and_then(signed) {
-                        c.args.push(Bytes::from_static(b"ENTRIESREAD"));
-                        c.args.push(crate::cmd::arg(n));
-                    }
-                    e.write(c);
-                    created_group = true;
-                }
-                None => {
-                    e.write(cmd!["XGROUP", "CREATE", e.key, TEMP_GROUP, "$", "MKSTREAM"]);
-                    e.write(cmd!["XGROUP", "DESTROY", e.key, TEMP_GROUP]);
-                }
-            }
-        }
-        let Some(meta) = &self.meta else {
-            self.missing_meta = true;
-            return created_group;
+            c
         };
-        let mut c = cmd!["XSETID", e.key, id_arg(meta.last_id)];
-        if v7 {
-            if let Some(n) = meta.entries_added.and_then(signed) {
-                c.args.push(Bytes::from_static(b"ENTRIESADDED"));
-                c.args.push(crate::cmd::arg(n));
-            }
-            if let Some(id) = meta.max_deleted_id {
-                c.args.push(Bytes::from_static(b"MAXDELETEDID"));
-                c.args.push(id_arg(id));
-            }
-        }
         e.write(c);
-        created_group
+        i = j;
     }
 }
 

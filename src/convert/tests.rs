@@ -685,7 +685,7 @@ fn rewrite_expire_options_publish_and_passthrough() {
     );
     assert_eq!(rw(&["SPUBLISH", "c", "m"], r(6, 0)), ["PUBLISH c m"]);
     assert_eq!(
-        rw(&["ZADD", "z", "GT", "1", "a"], r(6, 0)),
+        rw(&["ZADD", "z", "GT", "1", "a"], r(6, 2)),
         ["ZADD z GT 1 a"]
     );
     assert_eq!(rw(&["FOO"], r(6, 0)), ["FOO"]);
@@ -940,4 +940,400 @@ fn converter_decodes_real_payloads_the_target_cannot_restore() {
 fn library_names() {
     assert_eq!(library_name(b"#!lua name=abc\nx"), "abc");
     assert_eq!(library_name(b"nope"), "<unnamed>");
+}
+
+#[path = "stream_tests.rs"]
+mod stream_tests;
+
+#[test]
+fn replica_only_trim_limit_dropped_on_every_target() {
+    for t in [r(6, 0), r(6, 2), r(7, 0), target(Flavor::Valkey, 9, 1)] {
+        let pre62 = !t.at_least(6, 2);
+        assert_eq!(
+            rw(
+                &[
+                    "xadd", "s", "maxlen", "=", "0", "limit", "1", "1-1", "f", "v"
+                ],
+                t.clone()
+            ),
+            ["xadd s maxlen = 0 1-1 f v"].map(|x| if pre62 {
+                "XADD s MAXLEN = 0 1-1 f v"
+            } else {
+                x
+            }),
+            "{t:?}"
+        );
+        assert_eq!(
+            rw(&["XTRIM", "s", "MaxLen", "=", "3", "Limit", "7"], t.clone()),
+            [if pre62 {
+                "XTRIM s MAXLEN = 3"
+            } else {
+                "XTRIM s MaxLen = 3 "
+            }
+            .trim_end()],
+            "{t:?}"
+        );
+    }
+    for t in [r(6, 2), r(7, 0), target(Flavor::Valkey, 9, 1)] {
+        // `~` keeps its LIMIT; no operator drops it; NOMKSTREAM is skipped over.
+        assert_eq!(
+            rw(
+                &["XADD", "s", "MAXLEN", "~", "9", "LIMIT", "1", "*", "f", "v"],
+                t.clone()
+            ),
+            ["XADD s MAXLEN ~ 9 LIMIT 1 * f v"]
+        );
+        assert_eq!(
+            rw(
+                &[
+                    "XADD",
+                    "s",
+                    "nomkstream",
+                    "minid",
+                    "5",
+                    "limit",
+                    "1",
+                    "*",
+                    "f",
+                    "v"
+                ],
+                t.clone()
+            ),
+            ["XADD s nomkstream minid 5 * f v"]
+        );
+        assert_eq!(
+            rw(
+                &["xtrim", "s", "minid", "=", "5-1", "limit", "2"],
+                t.clone()
+            ),
+            ["xtrim s minid = 5-1"]
+        );
+        // Field values named LIMIT are values.
+        assert_eq!(
+            rw(&["XADD", "s", "1-1", "LIMIT", "1"], t.clone()),
+            ["XADD s 1-1 LIMIT 1"]
+        );
+    }
+}
+
+#[test]
+fn rewrite_valkey_forms_for_redis_targets() {
+    let v91 = target(Flavor::Valkey, 9, 1);
+    for t in [r(6, 2), r(7, 0)] {
+        assert_eq!(
+            rw(&["set", "k", "v2", "ifeq", "v"], t.clone()),
+            ["set k v2"]
+        );
+        assert_eq!(rw(&["DELIFEQ", "k", "v"], t.clone()), ["DEL k"]);
+        assert_eq!(
+            rw(
+                &[
+                    "hsetex", "h", "PXAT", "99", "fields", "2", "a", "1", "b", "2"
+                ],
+                t.clone()
+            ),
+            ["HSET h a 1 b 2"]
+        );
+        assert_eq!(
+            rw(&["hgetdel", "h", "FIELDS", "1", "c"], t.clone()),
+            ["HDEL h c"]
+        );
+        for c in ["HPEXPIREAT", "hpersist", "HEXPIRE", "HGETEX"] {
+            assert!(rw(&[c, "h", "1", "FIELDS", "1", "a"], t.clone()).is_empty());
+        }
+        // Malformed: passed on for the target to refuse, counted with its key.
+        assert_eq!(
+            rw(&["HSETEX", "h", "FIELDS", "2", "a", "1"], t.clone()),
+            ["HSETEX h FIELDS 2 a 1"]
+        );
+    }
+    assert_eq!(
+        rw(&["SET", "k", "v", "IFEQ", "x", "PXAT", "15000"], r(6, 0)),
+        ["SET k v PX 5000"]
+    );
+    assert_eq!(
+        rw(&["SET", "k", "v", "IFEQ", "x"], v91.clone()),
+        ["SET k v IFEQ x"]
+    );
+    assert_eq!(
+        rw(&["HGETDEL", "h", "FIELDS", "1", "c"], v91.clone()),
+        ["HGETDEL h FIELDS 1 c"]
+    );
+    assert_eq!(
+        rw(&["HPEXPIREAT", "h", "1", "FIELDS", "1", "a"], v91),
+        ["HPEXPIREAT h 1 FIELDS 1 a"]
+    );
+}
+
+#[test]
+fn rewrite_62_commands_for_60() {
+    let z = rw(
+        &["zadd", "z", "xx", "gt", "ch", "5", "a", "-inf", "b"],
+        r(6, 0),
+    );
+    assert!(
+        z[0].starts_with("EVAL ") && z[0].ends_with(" 1 z GT XX  5 a -inf b"),
+        "{z:?}"
+    );
+    let z = rw(&["ZADD", "z", "LT", "INCR", "5", "a"], r(6, 0));
+    assert!(z[0].ends_with(" 1 z LT  1 5 a"), "{z:?}");
+    assert_eq!(
+        rw(&["ZADD", "z", "NX", "1", "a"], r(6, 0)),
+        ["ZADD z NX 1 a"]
+    );
+    let z = rw(
+        &[
+            "zrangestore",
+            "d",
+            "s",
+            "(1",
+            "+inf",
+            "byscore",
+            "limit",
+            "0",
+            "2",
+        ],
+        r(6, 0),
+    );
+    assert!(z[0].ends_with(" 2 d s (1 +inf SCORE  0 2"), "{z:?}");
+    let z = rw(
+        &["ZRANGESTORE", "d", "s", "[z", "-", "BYLEX", "REV"],
+        r(6, 0),
+    );
+    assert!(z[0].ends_with(" 2 d s [z - LEX 1"), "{z:?}");
+    let z = rw(&["ZDIFFSTORE", "d", "2", "a", "b"], r(6, 0));
+    assert!(z[0].ends_with(" 3 d a b"), "{z:?}");
+    assert_eq!(
+        rw(&["ZDIFFSTORE", "d", "3", "a", "b"], r(6, 0)),
+        ["ZDIFFSTORE d 3 a b"]
+    );
+    assert_eq!(
+        rw(
+            &[
+                "geosearchstore",
+                "d",
+                "g",
+                "frommember",
+                "m",
+                "byradius",
+                "10",
+                "km",
+                "desc",
+                "count",
+                "3",
+                "storedist"
+            ],
+            r(6, 0)
+        ),
+        ["GEORADIUSBYMEMBER g m 10 km desc COUNT 3 STOREDIST d"]
+    );
+    assert_eq!(
+        rw(
+            &[
+                "GEOSEARCHSTORE",
+                "d",
+                "g",
+                "FROMLONLAT",
+                "1",
+                "2",
+                "BYRADIUS",
+                "5",
+                "m"
+            ],
+            r(6, 0)
+        ),
+        ["GEORADIUS g 1 2 5 m STORE d"]
+    );
+    assert_eq!(
+        rw(
+            &[
+                "GEOSEARCHSTORE",
+                "d",
+                "g",
+                "FROMLONLAT",
+                "1",
+                "2",
+                "BYBOX",
+                "5",
+                "5",
+                "m"
+            ],
+            r(6, 0)
+        ),
+        ["GEOSEARCHSTORE d g FROMLONLAT 1 2 BYBOX 5 5 m"]
+    );
+    assert_eq!(rw(&["flushall", "sync"], r(6, 0)), ["flushall"]);
+    assert_eq!(rw(&["FLUSHDB", "ASYNC"], r(6, 0)), ["FLUSHDB ASYNC"]);
+    assert_eq!(rw(&["FLUSHALL", "SYNC"], r(6, 2)), ["FLUSHALL SYNC"]);
+}
+
+/// Keywords are case-insensitive in Redis, so every rewrite must give the same commands whatever
+/// the case of the keywords the client wrote. Keys and values here are digits and symbols, so
+/// upper-casing the whole output compares only the keywords' effect.
+mod case_insensitive {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORMS: &[&[&str]] = &[
+        &[
+            "XADD", "1", "MAXLEN", "=", "0", "LIMIT", "1", "1-1", "2", "3",
+        ],
+        &[
+            "XADD",
+            "1",
+            "NOMKSTREAM",
+            "MINID",
+            "~",
+            "5",
+            "LIMIT",
+            "1",
+            "*",
+            "2",
+            "3",
+        ],
+        &["XTRIM", "1", "MINID", "=", "5-1", "LIMIT", "2"],
+        &["XTRIM", "1", "MAXLEN", "2"],
+        &["SET", "1", "2", "NX", "GET", "PXAT", "15000"],
+        &["SET", "1", "2", "EXAT", "20", "KEEPTTL"],
+        &["SET", "1", "2", "IFEQ", "3"],
+        &["LPOP", "1", "2"],
+        &["RPOP", "1", "2"],
+        &["LMOVE", "1", "2", "RIGHT", "LEFT"],
+        &["BLMOVE", "1", "2", "LEFT", "RIGHT", "0"],
+        &["COPY", "1", "2", "DB", "3", "REPLACE"],
+        &["XGROUP", "CREATECONSUMER", "1", "2", "3"],
+        &[
+            "XGROUP",
+            "CREATE",
+            "1",
+            "2",
+            "$",
+            "ENTRIESREAD",
+            "3",
+            "MKSTREAM",
+        ],
+        &["XGROUP", "SETID", "1", "2", "0", "ENTRIESREAD", "0"],
+        &[
+            "XSETID",
+            "1",
+            "5-0",
+            "ENTRIESADDED",
+            "9",
+            "MAXDELETEDID",
+            "1-0",
+        ],
+        &["PEXPIREAT", "1", "100", "XX"],
+        &["SPUBLISH", "1", "2"],
+        &["ZADD", "1", "XX", "GT", "CH", "5", "2"],
+        &[
+            "ZRANGESTORE",
+            "1",
+            "2",
+            "(1",
+            "+INF",
+            "BYSCORE",
+            "REV",
+            "LIMIT",
+            "0",
+            "2",
+        ],
+        &["ZDIFFSTORE", "1", "2", "3", "4"],
+        &[
+            "GEOSEARCHSTORE",
+            "1",
+            "2",
+            "FROMMEMBER",
+            "3",
+            "BYRADIUS",
+            "10",
+            "KM",
+            "ASC",
+            "COUNT",
+            "3",
+            "STOREDIST",
+        ],
+        &["FLUSHALL", "SYNC"],
+        &["DELIFEQ", "1", "2"],
+        &["HSETEX", "1", "FNX", "PXAT", "99", "FIELDS", "1", "2", "3"],
+        &["HGETDEL", "1", "FIELDS", "1", "2"],
+        &["HPEXPIREAT", "1", "99", "FIELDS", "1", "2"],
+        &["RESTORE", "1", "0", "3", "REPLACE", "ABSTTL"],
+    ];
+
+    fn targets() -> Vec<ServerInfo> {
+        vec![r(6, 0), r(6, 2), r(7, 0), target(Flavor::Valkey, 9, 1)]
+    }
+
+    fn upper_out(args: &[String], t: &ServerInfo) -> Vec<String> {
+        let mut out = Vec::new();
+        rewrite_for_target(Cmd::new(args.iter().map(|s| b(s))), t, 10_000, &mut out);
+        out.iter().map(|c| show(c).to_ascii_uppercase()).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_keyword_case_rewrites_alike(form in 0..FORMS.len(), mask in any::<u64>(), t in 0usize..4) {
+            let t = &targets()[t];
+            let upper: Vec<String> = FORMS[form].iter().map(|s| s.to_string()).collect();
+            // Flip the case of each character chosen by the mask (cycled over the whole command).
+            let mut bit = 0;
+            let mixed: Vec<String> = upper
+                .iter()
+                .map(|a| {
+                    a.chars()
+                        .map(|ch| {
+                            bit = (bit + 1) % 64;
+                            if mask >> bit & 1 == 1 { ch.to_ascii_lowercase() } else { ch }
+                        })
+                        .collect()
+                })
+                .collect();
+            prop_assert_eq!(upper_out(&mixed, t), upper_out(&upper, t), "{:?} on {:?}", mixed, t);
+        }
+    }
+}
+
+#[test]
+fn xclaim_of_deleted_entries_from_70_acks_on_older_targets() {
+    let claim = [
+        "XCLAIM",
+        "s",
+        "g",
+        "c",
+        "0",
+        "1-3",
+        "TIME",
+        "5",
+        "RETRYCOUNT",
+        "2",
+        "FORCE",
+        "JUSTID",
+        "LASTID",
+        "1-6",
+    ];
+    let mut out = Vec::new();
+    rewrite_between(
+        Cmd::new(claim.iter().map(|s| b(s))),
+        &r(7, 0),
+        &r(6, 2),
+        0,
+        &mut out,
+    );
+    let x = show(&out[0]);
+    assert!(
+        x.starts_with("EVAL ")
+            && x.ends_with(" 1 s 1-3 g c 0 1-3 TIME 5 RETRYCOUNT 2 FORCE JUSTID LASTID 1-6"),
+        "{x}"
+    );
+    for (src, dst) in [(r(6, 2), r(6, 0)), (r(7, 0), r(7, 0)), (r(6, 2), r(7, 0))] {
+        let mut out = Vec::new();
+        rewrite_between(
+            Cmd::new(claim.iter().map(|s| b(s))),
+            &src,
+            &dst,
+            0,
+            &mut out,
+        );
+        assert_eq!(out.iter().map(show).collect::<Vec<_>>(), [claim.join(" ")]);
+    }
 }

@@ -13,13 +13,27 @@ pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection,
     let client = redis::Client::open(ep.connection_info())
         .map_err(|e| format!("{role} {ep}: {}", describe(&e)))?;
     let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(30)));
     client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
-        .map_err(|e| format!("{role} {ep}: {}", describe(&e)))
+        .map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "{role} {ep}: cannot connect (no answer within {} s); is the server running and reachable?",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            } else {
+                format!("{role} {ep}: {}", describe(&e))
+            }
+        })
 }
+
+/// How long to wait for the TCP connection (and login).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a whole `INFO` reply (a few KB from any healthy server).
+pub const INFO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A person-readable reason for a redis-rs error, with what to do about it.
 pub fn describe(e: &redis::RedisError) -> String {
@@ -32,8 +46,14 @@ pub fn describe(e: &redis::RedisError) -> String {
         "the server rejected the password; check the password configured for it".into()
     } else if text.contains("NOAUTH") {
         "the server requires a password and none was given (put it in the URL or the *_PASSWORD env var)".into()
-    } else if e.is_connection_refusal() || e.is_io_error() || e.is_timeout() {
+    } else if e.is_timeout() {
+        format!(
+            "timed out waiting for the reply ({text}); the server accepted the connection but did not answer in time (overloaded, blocked, or not a Redis server?)"
+        )
+    } else if e.is_connection_refusal() {
         format!("cannot connect ({text}); is the server running and reachable?")
+    } else if e.is_io_error() {
+        format!("connection failed ({text}); is the server running and reachable?")
     } else {
         text
     }
@@ -45,11 +65,23 @@ pub async fn server_info(
     ep: &Endpoint,
     conn: &mut MultiplexedConnection,
 ) -> Result<(ServerInfo, String), String> {
-    let info: String = redis::cmd("INFO")
-        .arg("everything")
-        .query_async(conn)
-        .await
-        .map_err(|e| format!("{role} {ep}: INFO failed: {}", describe(&e)))?;
+    let timed_out = || {
+        format!(
+            "{role} {ep}: timed out after {} s waiting for the INFO reply (the server accepted the connection but its reply never completed; is it overloaded, or not a Redis server?)",
+            INFO_TIMEOUT.as_secs()
+        )
+    };
+    let info: String = match tokio::time::timeout(
+        INFO_TIMEOUT,
+        redis::cmd("INFO").arg("everything").query_async(conn),
+    )
+    .await
+    {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+        Ok(Err(e)) => return Err(format!("{role} {ep}: INFO failed: {}", describe(&e))),
+        Ok(Ok(info)) => info,
+    };
     let si = ServerInfo::parse(&info)
         .ok_or_else(|| format!("{role} {ep}: INFO does not say which server version this is"))?;
     Ok((si, info))

@@ -96,7 +96,7 @@ impl RespConn {
             if let Frame::Error(e) = conn.request(&auth).await? {
                 return Err(NetError::Auth {
                     addr: conn.addr,
-                    reply: String::from_utf8_lossy(&e).into_owned(),
+                    reply: crate::escape::text(&e),
                 });
             }
         }

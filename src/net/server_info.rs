@@ -82,6 +82,11 @@ impl ServerInfo {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         self.flavor == Flavor::Valkey || (self.version.0, self.version.1) >= (major, minor)
     }
+
+    /// True for Valkey at `major.minor` or later (Valkey's own commands and options).
+    pub fn valkey_at_least(&self, major: u32, minor: u32) -> bool {
+        self.flavor == Flavor::Valkey && (self.version.0, self.version.1) >= (major, minor)
+    }
 }
 
 fn parse_version(v: &str) -> Option<(u32, u32, u32)> {

@@ -68,6 +68,9 @@ pub struct ShardState {
     pub rdb_bytes: AtomicU64,
     pub rdb_size: AtomicU64,
     pub rdb_keys: AtomicU64,
+    /// Keys of the current RDB whose commands (some or all) were handed to the writers: what a
+    /// failed full sync may have left on the target.
+    pub rdb_keys_handed: AtomicU64,
     pub restarts: AtomicU64,
     pub full_resyncs: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -79,6 +82,8 @@ pub struct ShardState {
     pub heartbeat_lag_ms: AtomicU64,
     /// Tickets of handed-out batches, oldest first (see [`Ticket`]).
     tickets: Mutex<VecDeque<Arc<Ticket>>>,
+    /// Becomes true, once and for good, when the shard fails (see [`ShardState::mark_failed`]).
+    failed: tokio::sync::watch::Sender<bool>,
 }
 
 /// One run of a shard's commands in stream order, possibly split over several target writers.
@@ -118,6 +123,7 @@ impl ShardState {
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),
             rdb_keys: AtomicU64::new(0),
+            rdb_keys_handed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -125,7 +131,34 @@ impl ShardState {
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
+            failed: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Stops the shard for good: phase `failed` (in `/status` and `shardsync_link_state`),
+    /// `last_error` = `reason`, which must say what the user should do. The source link stops
+    /// (it watches [`ShardState::failed_watch`]) and is not restarted; the run ends with exit
+    /// code 4 once no shard can make progress. Callable from anywhere (the link, the writers);
+    /// the first reason wins.
+    pub fn mark_failed(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.is_failed() {
+            return;
+        }
+        tracing::error!(shard = %self.name, reason = %reason, "shard failed; it stops until shardsync is restarted");
+        self.set_error(Some(reason));
+        self.set_phase(Phase::Failed);
+        self.failed.send_replace(true);
+    }
+
+    /// True once [`ShardState::mark_failed`] was called.
+    pub fn is_failed(&self) -> bool {
+        *self.failed.borrow()
+    }
+
+    /// Resolves when the shard has failed (at once if it already has).
+    pub fn failed_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.failed.subscribe()
     }
 
     /// Called by a writer when the target acknowledged a heartbeat `SET` carrying `source_ms`
@@ -139,18 +172,30 @@ impl ShardState {
     }
 
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
+    /// Sets the phase; `failed` is final (a failed shard stays failed).
     pub fn set_phase(&self, p: Phase) {
-        self.phase.store(p as u8, Ordering::Relaxed);
+        let sticky =
+            |cur: u8| (cur != Phase::Failed as u8 || p == Phase::Failed).then_some(p as u8);
+        if self
+            .phase
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, sticky)
+            .is_err()
+        {
+            return;
+        }
         for q in Phase::ALL {
-            metrics::gauge!("shardsync_link_state", "shard" => self.name.clone(), "state" => q.name())
+            metrics::gauge!(crate::observe::telemetry::LINK_STATE, "shard" => self.name.clone(), "state" => q.name())
                 .set(if q == p { 1.0 } else { 0.0 });
         }
     }
 
     pub fn set_error(&self, e: Option<String>) {
+        if e.is_none() && self.is_failed() {
+            return;
+        }
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }

@@ -209,7 +209,11 @@ pub struct Status {
 /// One source shard in `/status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardStatus {
-    /// The source node (host:port; never credentials).
+    /// The shard's stable name (its master's address at start): the `shard` label of every
+    /// series of this shard, unchanged by failovers and `prefer_replica`.
+    #[serde(default)]
+    pub name: String,
+    /// The source node replicated from now (host:port; never credentials).
     pub source: String,
     pub phase: String,
     pub replid: String,
@@ -245,6 +249,7 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         s.rdb_size.load(Ordering::Relaxed),
     );
     ShardStatus {
+        name: s.name.clone(),
         source: s.source_addr(),
         phase: s.phase().name().to_string(),
         replid: s.replid(),
@@ -277,7 +282,8 @@ pub fn publish(board: &StatusBoard) {
         });
     }
     for sh in &st.shards {
-        let l = || sh.source.clone();
+        // One shard, one series: the stable name, not the node replicated from now.
+        let l = || sh.name.clone();
         metrics::gauge!(telemetry::SOURCE_OFFSET, "shard" => l()).set(sh.source_offset as f64);
         metrics::gauge!(telemetry::APPLIED_OFFSET, "shard" => l()).set(sh.applied_offset as f64);
         metrics::gauge!(telemetry::LAG_BYTES, "shard" => l()).set(sh.lag_bytes as f64);
@@ -510,8 +516,13 @@ pub fn render_table(st: &Status) -> String {
             _ if s.rdb.bytes > 0 => mb(s.rdb.bytes),
             _ => "-".into(),
         };
+        let shard = match (s.name.as_str(), s.source.as_str()) {
+            ("", src) => src.to_string(),
+            (name, src) if name == src => name.to_string(),
+            (name, src) => format!("{name} (via {src})"),
+        };
         rows.push(vec![
-            s.source.clone(),
+            shard,
             s.phase.clone(),
             rdb,
             s.rdb.keys.to_string(),
@@ -524,6 +535,13 @@ pub fn render_table(st: &Status) -> String {
             s.restarts.to_string(),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
+    }
+    // Nothing from a peer reaches the terminal raw (errors are escaped when made; this is the
+    // last guard for anything that was not).
+    for r in rows.iter_mut() {
+        for c in r.iter_mut() {
+            *c = crate::escape::terminal_safe(c);
+        }
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

@@ -4,7 +4,7 @@
 //! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
 //! Emission points: counters are incremented where things happen (`source/link.rs`,
-//! `source/rdb_load.rs`, `target/writer.rs`); per-shard gauges are published once a second from
+//! `source/rdb_load.rs`, `sink/writer.rs`, `sink/repair.rs`); per-shard gauges are published once a second from
 //! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
 
 use metrics::{
@@ -28,6 +28,7 @@ pub const LAG_BYTES: &str = "shardsync_lag_bytes";
 pub const LAG_SECONDS: &str = "shardsync_lag_seconds";
 pub const COMMANDS: &str = "shardsync_commands_total";
 pub const CONVERT_ERRORS: &str = "shardsync_convert_errors_total";
+pub const FUNCTION_ERRORS: &str = "shardsync_function_errors_total";
 pub const REJECTED_WRITES: &str = "shardsync_rejected_writes_total";
 pub const LINK_RESTARTS: &str = "shardsync_link_restarts_total";
 pub const FULL_RESYNCS: &str = "shardsync_full_resyncs_total";
@@ -36,6 +37,11 @@ pub const TARGET_ERRORS: &str = "shardsync_target_errors_total";
 pub const WRITE_BATCH_SECONDS: &str = "shardsync_write_batch_seconds";
 pub const TARGET_REDIRECTS: &str = "shardsync_target_redirects_total";
 pub const UNROUTABLE_COMMANDS: &str = "shardsync_unroutable_commands_total";
+pub const TARGET_STALLS: &str = "shardsync_target_stalls_total";
+pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
+pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
+pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
+pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -53,6 +59,7 @@ pub const ALL: &[&str] = &[
     LAG_SECONDS,
     COMMANDS,
     CONVERT_ERRORS,
+    FUNCTION_ERRORS,
     REJECTED_WRITES,
     LINK_RESTARTS,
     FULL_RESYNCS,
@@ -61,6 +68,11 @@ pub const ALL: &[&str] = &[
     WRITE_BATCH_SECONDS,
     TARGET_REDIRECTS,
     UNROUTABLE_COMMANDS,
+    TARGET_STALLS,
+    DB_REFUSED_WRITES,
+    KEY_REPAIRS,
+    LINK_ERRORS,
+    LOG_SUPPRESSED,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -70,6 +82,55 @@ const BATCH_SECONDS_BUCKETS: &[f64] = &[
 
 /// Error kinds of `shardsync_target_errors_total` registered up front (others appear when seen).
 const PREREGISTERED_ERROR_KINDS: &[&str] = &["connection", "ERR"];
+
+/// The `kind` labels an error reply may get: its first word when it is one of these, else
+/// `other` (the label never comes from the data itself, so its cardinality is fixed).
+pub const ERROR_KINDS: &[&str] = &[
+    "ERR",
+    "WRONGTYPE",
+    "OOM",
+    "NOPERM",
+    "NOAUTH",
+    "WRONGPASS",
+    "READONLY",
+    "BUSY",
+    "BUSYKEY",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+    "NOSCRIPT",
+    "EXECABORT",
+    "CROSSSLOT",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK",
+    "UNBLOCKED",
+];
+
+/// The `kind` label of an error reply (`-WRONGTYPE …` → `WRONGTYPE`; unknown words → `other`).
+pub fn error_kind(reply: &[u8]) -> &'static str {
+    let word = reply
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(b"");
+    if word.is_empty() {
+        return "ERR";
+    }
+    ERROR_KINDS
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(word))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `command` label of a command: its name when it is a command shardsync knows (the key
+/// table of [`crate::router`]), else `other`, so that a stream of made-up names cannot grow
+/// `/metrics`.
+pub fn command_label(cmd: &crate::cmd::Cmd) -> &'static str {
+    crate::router::keys::lookup(cmd.name()).map_or("other", |e| e.name)
+}
 /// Redirect kinds of `shardsync_target_redirects_total`.
 const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
 
@@ -151,12 +212,17 @@ fn describe() {
     );
     describe_counter!(
         COMMANDS,
-        "commands read from the source command stream, by name"
+        "commands read from the source command stream, by name (names shardsync does not know count as other)"
     );
     describe_counter!(
         CONVERT_ERRORS,
         "RDB keys that could not be converted into target commands"
     );
+    describe_counter!(
+        FUNCTION_ERRORS,
+        "function libraries of the live stream not written to the target (each logged with its name)"
+    );
+    counter!(FUNCTION_ERRORS).increment(0);
     describe_counter!(
         REJECTED_WRITES,
         "writes of this shard that the target rejected (each logged with its key)"
@@ -166,7 +232,7 @@ fn describe() {
     describe_counter!(TARGET_WRITES, "commands acknowledged by the target node");
     describe_counter!(
         TARGET_ERRORS,
-        "target errors by node and kind (connection, or the error reply's first word)"
+        "target errors by node and kind (connection, or the error reply's first word when it is a known one, else other)"
     );
     describe_counter!(
         TARGET_REDIRECTS,
@@ -175,6 +241,26 @@ fn describe() {
     describe_counter!(
         UNROUTABLE_COMMANDS,
         "commands that could not be routed to one target node (cross-slot), by shard and command"
+    );
+    describe_counter!(
+        TARGET_STALLS,
+        "times a target node left a reply outstanding longer than target.reply_timeout_ms (each followed by a reconnect)"
+    );
+    describe_counter!(
+        DB_REFUSED_WRITES,
+        "writes not applied because the target refused their database (SELECT error): raise `databases` on the target or set sync.db_map"
+    );
+    describe_counter!(
+        KEY_REPAIRS,
+        "keys copied from the source after the target rejected a write the source accepted, by result (ok, failed)"
+    );
+    describe_counter!(
+        LINK_ERRORS,
+        "source link failures by shard and class: transient (retried with backoff) or permanent (the shard stops as failed)"
+    );
+    describe_counter!(
+        LOG_SUPPRESSED,
+        "repeated log lines left out by the rate limit, by kind"
     );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
@@ -208,8 +294,15 @@ pub fn register_shard(shard: &str) {
         REJECTED_WRITES,
         LINK_RESTARTS,
         FULL_RESYNCS,
+        DB_REFUSED_WRITES,
     ] {
         counter!(c, "shard" => s.clone()).increment(0);
+    }
+    for result in ["ok", "failed"] {
+        counter!(KEY_REPAIRS, "shard" => s.clone(), "result" => result).increment(0);
+    }
+    for class in ["transient", "permanent"] {
+        counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
     }
 }
 
@@ -223,6 +316,7 @@ pub fn register_node(node: &str) {
         nodes.push(node.to_string());
     }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
+    counter!(TARGET_STALLS, "node" => node.to_string()).increment(0);
     for kind in PREREGISTERED_ERROR_KINDS {
         counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
     }

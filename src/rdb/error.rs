@@ -15,7 +15,7 @@ pub struct RdbError {
 
 fn key_suffix(key: &Option<Bytes>) -> String {
     match key {
-        Some(k) => format!(" (key {:?})", String::from_utf8_lossy(k)),
+        Some(k) => format!(" (key {})", crate::escape::quoted(k)),
         None => String::new(),
     }
 }

@@ -10,6 +10,7 @@
 mod cursor;
 mod dump;
 mod error;
+mod function_payload;
 mod intset;
 mod lazy;
 mod listpack;
@@ -24,6 +25,7 @@ mod zipmap;
 
 pub use dump::{DumpReader, DumpValue, parse_dump_payload, validate_dump_payload};
 pub use error::{RdbError, RdbErrorKind};
+pub use function_payload::{FunctionPayload, parse_function_payload};
 pub use parser::RdbParser;
 pub use types::*;
 

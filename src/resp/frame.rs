@@ -49,14 +49,13 @@ impl Frame {
         matches!(self, Frame::Error(_))
     }
 
-    /// Lossy text for logs and error messages (truncated to 200 bytes).
+    /// Escaped text for logs and error messages (see [`crate::escape`]; cut after 200 bytes).
     pub fn to_text(&self) -> String {
-        let s = match self {
+        match self {
             Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) | Frame::Verbatim(b) => {
-                String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned()
+                crate::escape::text(b)
             }
-            other => format!("{other:?}"),
-        };
-        s.chars().take(200).collect()
+            other => crate::escape::text(format!("{other:?}")),
+        }
     }
 }

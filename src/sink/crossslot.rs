@@ -119,6 +119,9 @@ impl CrossSlot {
         if !temps.is_empty() {
             self.query(temp_slot, &del).await?;
         }
-        result.map(|_| ())
+        match result? {
+            redis::Value::ServerError(e) => Err(format!("the target refused it: {e:?}")),
+            _ => Ok(()),
+        }
     }
 }

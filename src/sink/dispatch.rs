@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::Batch;
 use super::crossslot::CrossSlot;
+use super::repair::Repairer;
 use super::targets::{Routing, Targets};
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::SyncSettings;
@@ -54,11 +55,15 @@ pub struct Dispatcher {
     /// Body of an open `MULTI` block (cluster targets only).
     tx: Option<Vec<Cmd>>,
     crossslot: CrossSlot,
+    /// Copies keys the target rejected writes to from the source (see [`super::repair`]).
+    repair: Option<Repairer>,
 }
 
 impl Clone for Dispatcher {
     fn clone(&self) -> Dispatcher {
-        Dispatcher::new(self.targets.clone(), self.sync.clone())
+        let mut d = Dispatcher::new(self.targets.clone(), self.sync.clone());
+        d.repair = self.repair.clone();
+        d
     }
 }
 
@@ -70,7 +75,33 @@ impl Dispatcher {
             sync,
             tx: None,
             crossslot,
+            repair: None,
         }
+    }
+
+    /// Enables repairs of rejected writes (the stream path, [`Dispatcher::send_stream`]).
+    pub fn with_repair(mut self, repair: Repairer) -> Dispatcher {
+        self.repair = Some(repair);
+        self
+    }
+
+    /// Like [`Dispatcher::send`] for a run of the command stream, where `ends[i]` is the source
+    /// offset after `cmds[i]`: queued key repairs are applied first and commands whose keys
+    /// were copied from the source at a later offset are skipped (see [`super::repair`]).
+    pub async fn send_stream(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        ends: &[u64],
+    ) -> Result<(), WriterGone> {
+        let cmds = match (&mut self.repair, run.offset) {
+            (Some(r), Some(end)) if r.busy(shard) => {
+                r.process(shard, run.epoch, end, cmds, ends).await
+            }
+            _ => cmds,
+        };
+        self.send(shard, run, cmds).await
     }
 
     /// Removes the keys of a shard from the target (see [`super::clear`]).
@@ -86,14 +117,17 @@ impl Dispatcher {
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
         shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shardsync_unroutable_commands_total", "shard" => shard.name.clone(), "command" => cmd.name_upper())
+        metrics::counter!(crate::observe::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::observe::telemetry::command_label(cmd))
             .increment(1);
+        let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "unroutable") else {
+            return;
+        };
         let key = cmd
             .args
             .get(1)
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(crate::escape::quoted)
             .unwrap_or_default();
-        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, "{why}");
+        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, suppressed, "{why}");
     }
 
     fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {
@@ -285,7 +319,11 @@ impl Dispatcher {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     if let Err(e) = self.crossslot.execute(&cmd).await {
-                        Self::refuse(shard, &cmd, &format!("cross-slot fallback failed: {e}"));
+                        let why = format!("cross-slot fallback failed: {e}");
+                        Self::refuse(shard, &cmd, &why);
+                        if let Some(r) = &self.repair {
+                            r.queue().request(shard, 0, &cmd, &why);
+                        }
                     }
                     shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
                 }

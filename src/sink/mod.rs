@@ -5,6 +5,7 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod repair;
 pub mod targets;
 pub mod writer;
 

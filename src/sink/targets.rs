@@ -154,7 +154,7 @@ impl Targets {
         }
         let settings = WriterSettings {
             endpoint: ep,
-            heartbeat_key: self.settings.heartbeat_key.clone(),
+            ..self.settings.clone()
         };
         let redirects = self.cluster.then(|| self.clone());
         let (writer, handle, done) = TargetWriter::new(settings, self.capacity, redirects);
@@ -286,15 +286,18 @@ impl Targets {
 fn lost(addr: &str, batch: &Batch) {
     let n = batch.cmds.len() as u64;
     batch.shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
-    metrics::counter!("shardsync_target_errors_total", "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);
+    metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);
     for c in &batch.cmds {
+        let Some(suppressed) = crate::observe::lograte::allow(addr, "redirect_lost") else {
+            continue;
+        };
         let key = c
             .cmd
             .args
             .get(1)
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(crate::escape::quoted)
             .unwrap_or_default();
-        tracing::error!(node = addr, command = %c.cmd.name_upper(), key = %key, "a redirected write could not be delivered (shutting down or unknown node)");
+        tracing::error!(node = addr, command = %c.cmd.name_upper(), key = %key, suppressed, "a redirected write could not be delivered (shutting down or unknown node)");
     }
 }
 

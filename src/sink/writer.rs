@@ -5,8 +5,23 @@
 //! when the connection drops it reconnects with backoff and resends what was not acknowledged,
 //! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
 //! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
+//!
+//! Databases: the first `SELECT n` of a connection for each database is a *probe* — nothing is
+//! pipelined behind it until its reply arrives, so a target that refuses the index (its
+//! `databases` is smaller than the source's) never runs those commands in another database.
+//! A refused database is remembered for the writer's life: its commands are skipped, counted
+//! (`shardsync_db_refused_writes_total`) and the shard is reported `failed` with the fix.
+//! Verified databases are pipelined freely (a `SELECT` that succeeded once on a connection
+//! cannot fail later on it). Cost: one round trip per database per connection.
+//!
+//! Deadlines: when the target leaves a reply outstanding for `reply_timeout`, the writer reports
+//! a stall (log, `shardsync_target_stalls_total`, the shards' `last_error` in `/status`) and
+//! reconnects, resending what was not acknowledged.
+//!
+//! Rejected writes that the source accepted are handed to [`super::repair`] (when enabled),
+//! which copies the affected keys from the source.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,21 +32,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
+use super::repair::RepairQueue;
 use super::targets::Targets;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
 use crate::net::backoff::Backoff;
+use crate::observe::progress::ShardState;
 use crate::resp::{self, Frame};
 
-/// Reply slot of a command the writer inserted itself (`SELECT`, `ASKING`).
+/// Reply slot of a command the writer inserted itself (`SELECT` of a verified db, `ASKING`).
 const INTERNAL_SLOT: u32 = u32::MAX;
+/// Reply slot of a probing `SELECT` (nothing is pipelined behind it).
+const PROBE_SLOT: u32 = u32::MAX - 1;
 /// Stop taking new batches while this many bytes are waiting to be written…
 const OUT_HIGH_WATER: usize = 4 << 20;
 /// …or this many commands are awaiting replies.
 const MAX_INFLIGHT_CMDS: usize = 32 * 1024;
 /// Pause before retrying a command the cluster answered `TRYAGAIN`/`CLUSTERDOWN` to.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Default of `target.reply_timeout_ms`.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of one writer.
 #[derive(Clone, Debug)]
@@ -39,6 +60,22 @@ pub struct WriterSettings {
     pub endpoint: Endpoint,
     /// Prefix of the heartbeat keys: a `SET` of one carries the source time and gives the lag.
     pub heartbeat_key: Bytes,
+    /// A reply outstanding longer than this is a stall: report it and reconnect.
+    pub reply_timeout: Duration,
+    /// Where rejected writes go to be repaired from the source (`None`: only reported).
+    pub repairs: Option<Arc<RepairQueue>>,
+}
+
+impl WriterSettings {
+    /// Settings with the default deadline and no repair.
+    pub fn new(endpoint: Endpoint, heartbeat_key: Bytes) -> WriterSettings {
+        WriterSettings {
+            endpoint,
+            heartbeat_key,
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            repairs: None,
+        }
+    }
 }
 
 /// The sending sides of a writer's inputs.
@@ -106,6 +143,11 @@ impl Actor for TargetWriter {
             pending: VecDeque::new(),
             targets: self.targets.take(),
             redirects_closed: false,
+            conn_db: 0,
+            verified: HashSet::new(),
+            refused: BTreeSet::new(),
+            probing: None,
+            flagged: Vec::new(),
         };
         ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
@@ -119,12 +161,16 @@ impl Actor for TargetWriter {
 /// A batch that was sent (or is about to be) and is not fully acknowledged.
 struct InFlight {
     batch: Batch,
-    /// For each reply expected on the current connection: the command index, or `INTERNAL_SLOT`.
+    /// For each reply expected on the current connection: the command index, or a marker slot.
     slots: Vec<u32>,
     /// Replies received on the current connection.
     seen: usize,
-    /// Batch commands acknowledged (over all connections): resend starts after them.
-    acked_cmds: usize,
+    /// Next command to encode on the current connection.
+    encoded: usize,
+    /// Where a resend starts: after the last acknowledged command.
+    resume_at: usize,
+    /// Commands not to send (their database was refused), when any.
+    skip: Option<Vec<bool>>,
     started: Instant,
 }
 
@@ -134,14 +180,34 @@ impl InFlight {
             batch,
             slots: Vec::new(),
             seen: 0,
-            acked_cmds: 0,
+            encoded: 0,
+            resume_at: 0,
+            skip: None,
             started: Instant::now(),
         }
     }
 
     fn done(&self) -> bool {
-        self.seen == self.slots.len() && self.acked_cmds == self.batch.cmds.len()
+        self.encoded == self.batch.cmds.len() && self.seen == self.slots.len()
     }
+
+    fn skipped(&self, i: usize) -> bool {
+        self.skip.as_ref().is_some_and(|s| s[i])
+    }
+
+    fn mark_skipped(&mut self, i: usize) {
+        let n = self.batch.cmds.len();
+        self.skip.get_or_insert_with(|| vec![false; n])[i] = true;
+    }
+}
+
+/// Why a connection ended.
+enum ConnEnd {
+    Failed(String),
+    /// No reply for the deadline while `waiting` replies were outstanding.
+    Stalled {
+        waiting: usize,
+    },
 }
 
 /// The connection loop's state.
@@ -151,6 +217,16 @@ struct Pipeline {
     pending: VecDeque<InFlight>,
     targets: Option<Arc<Targets>>,
     redirects_closed: bool,
+    /// Database the connection is in after the last encoded command.
+    conn_db: u32,
+    /// Databases a `SELECT` succeeded for on this connection.
+    verified: HashSet<u32>,
+    /// Databases the target refused (for the writer's life).
+    refused: BTreeSet<u32>,
+    /// The database of an outstanding probing `SELECT`: encoding waits for its reply.
+    probing: Option<u32>,
+    /// Shards whose `last_error` this writer set (stall / connection), with the text it set.
+    flagged: Vec<(Arc<ShardState>, String)>,
 }
 
 /// What a cluster error reply asks the writer to do.
@@ -180,26 +256,67 @@ impl Pipeline {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut closed = false;
         loop {
-            match self.connection(&mut rx, &mut rrx, &mut closed).await {
+            let why = match self.connection(&mut rx, &mut rrx, &mut closed).await {
                 Ok(()) => return,
-                Err(why) => {
-                    if let Some(targets) = self.targets.clone() {
-                        // On a cluster, a node that stays unreachable may have been replaced
-                        // by a failover: once the slot table no longer lists it as a master,
-                        // its work goes to the masters that serve those slots now.
-                        targets.request_refresh();
-                        if !targets.serves(&self.node) {
-                            self.hand_over(&targets, &mut rx, &mut rrx);
-                            return;
-                        }
-                    }
-                    let delay = backoff.next_delay();
-                    metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "connection")
+                Err(ConnEnd::Failed(why)) => why,
+                Err(ConnEnd::Stalled { waiting }) => {
+                    let secs = self.settings.reply_timeout.as_secs_f64();
+                    metrics::counter!(crate::observe::telemetry::TARGET_STALLS, "node" => self.node.clone())
                         .increment(1);
-                    tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
-                        unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
-                    tokio::time::sleep(delay).await;
+                    tracing::warn!(node = %self.node, waiting_replies = waiting, timeout_s = secs,
+                        "target stalled: no reply for {secs:.1} s with {waiting} commands waiting; reconnecting and resending unacknowledged writes");
+                    format!(
+                        "target {} stalled: no reply for {secs:.1} s ({waiting} commands waiting); reconnecting",
+                        self.node
+                    )
                 }
+            };
+            if let Some(targets) = self.targets.clone() {
+                // On a cluster, a node that stays unreachable may have been replaced
+                // by a failover: once the slot table no longer lists it as a master,
+                // its work goes to the masters that serve those slots now.
+                targets.request_refresh();
+                if !targets.serves(&self.node) {
+                    self.hand_over(&targets, &mut rx, &mut rrx);
+                    return;
+                }
+            }
+            self.flag_shards(&why);
+            let delay = backoff.next_delay();
+            metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
+                .increment(1);
+            tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
+                unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Shows a connection problem in `/status` on every shard with writes waiting here.
+    fn flag_shards(&mut self, why: &str) {
+        for f in &self.pending {
+            let s = &f.batch.shard;
+            if s.phase() == crate::observe::progress::Phase::Failed {
+                continue;
+            }
+            s.set_error(Some(why.to_string()));
+            match self.flagged.iter_mut().find(|(x, _)| Arc::ptr_eq(x, s)) {
+                Some(e) => e.1 = why.to_string(),
+                None => self.flagged.push((s.clone(), why.to_string())),
+            }
+        }
+    }
+
+    /// Clears what [`Pipeline::flag_shards`] set, once the target answers again (unless
+    /// something else replaced the error meanwhile).
+    fn unflag_shards(&mut self) {
+        for (s, why) in self.flagged.drain(..) {
+            let ours = s
+                .last_error
+                .lock()
+                .map(|g| g.as_deref() == Some(why.as_str()))
+                .unwrap_or(false);
+            if ours {
+                s.set_error(None);
             }
         }
     }
@@ -214,10 +331,23 @@ impl Pipeline {
     ) {
         targets.forget(&self.node);
         let mut moved = 0usize;
-        for mut f in self.pending.drain(..) {
-            f.batch.cmds.drain(..f.acked_cmds);
-            moved += f.batch.cmds.len();
-            targets.reroute(f.batch);
+        for f in self.pending.drain(..) {
+            let InFlight {
+                mut batch,
+                resume_at,
+                skip,
+                ..
+            } = f;
+            let keep: Vec<DbCmd> = batch
+                .cmds
+                .drain(..)
+                .enumerate()
+                .filter(|(i, _)| *i >= resume_at && !skip.as_ref().is_some_and(|s| s[*i]))
+                .map(|(_, c)| c)
+                .collect();
+            batch.cmds = keep;
+            moved += batch.cmds.len();
+            targets.reroute(batch);
         }
         while let Ok(b) = rrx.try_recv() {
             moved += b.cmds.len();
@@ -237,56 +367,88 @@ impl Pipeline {
         rx: &mut mpsc::Receiver<Batch>,
         rrx: &mut mpsc::UnboundedReceiver<Batch>,
         closed: &mut bool,
-    ) -> Result<(), String> {
-        let conn = RespConn::connect(&self.settings.endpoint)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), ConnEnd> {
+        let timeout = self.settings.reply_timeout;
+        let conn =
+            match tokio::time::timeout(timeout, RespConn::connect(&self.settings.endpoint)).await {
+                Ok(r) => r.map_err(|e| ConnEnd::Failed(e.to_string()))?,
+                Err(_) => {
+                    return Err(ConnEnd::Failed(format!(
+                        "connecting (or authenticating) took more than {:.1} s",
+                        timeout.as_secs_f64()
+                    )));
+                }
+            };
         let RespConn {
             mut stream,
             buf: mut inbuf,
             dec: mut replies,
             ..
         } = conn;
-        let mut db = 0u32;
+        self.conn_db = 0;
+        self.verified.clear();
+        self.verified.insert(0);
+        self.probing = None;
         let mut out = BytesMut::with_capacity(1 << 20);
         for f in self.pending.iter_mut() {
             f.slots.clear();
             f.seen = 0;
-            encode(f, &mut out, &mut db);
+            f.encoded = f.resume_at;
         }
+        self.encode_pending(&mut out);
         let (mut rh, mut wh) = stream.split();
+        // Since when a reply has been awaited without any byte from the target.
+        let mut waiting_since: Option<tokio::time::Instant> = None;
         loop {
             if *closed && self.pending.is_empty() && out.is_empty() {
                 let _ = wh.flush().await;
                 tracing::debug!(node = %self.node, "writer drained and stopped");
                 return Ok(());
             }
-            let can_take = out.len() < OUT_HIGH_WATER && self.pending_cmds() < MAX_INFLIGHT_CMDS;
+            let outstanding = self.pending_cmds();
+            if outstanding == 0 && out.is_empty() {
+                waiting_since = None;
+            } else if waiting_since.is_none() {
+                waiting_since = Some(tokio::time::Instant::now());
+            }
+            let deadline = waiting_since.map(|t| t + timeout);
+            let can_take = self.probing.is_none()
+                && out.len() < OUT_HIGH_WATER
+                && outstanding < MAX_INFLIGHT_CMDS;
             tokio::select! {
                 biased;
                 r = rh.read_buf(&mut inbuf) => {
                     match r {
-                        Ok(0) => return Err("connection closed by the target".into()),
-                        Err(e) => return Err(e.to_string()),
-                        Ok(_) => self.on_replies(&mut inbuf, &mut replies)?,
+                        Ok(0) => return Err(ConnEnd::Failed("connection closed by the target".into())),
+                        Err(e) => return Err(ConnEnd::Failed(e.to_string())),
+                        Ok(_) => {
+                            waiting_since = Some(tokio::time::Instant::now());
+                            if !self.flagged.is_empty() {
+                                self.unflag_shards();
+                            }
+                            self.on_replies(&mut inbuf, &mut replies, &mut out).map_err(ConnEnd::Failed)?
+                        }
                     }
                 }
                 r = wh.write_buf(&mut out), if !out.is_empty() => {
                     if let Err(e) = r {
-                        return Err(e.to_string());
+                        return Err(ConnEnd::Failed(e.to_string()));
                     }
+                }
+                _ = sleep_until_opt(deadline) => {
+                    return Err(ConnEnd::Stalled { waiting: self.pending_cmds().max(1) });
                 }
                 b = rrx.recv(), if can_take && !self.redirects_closed => match b {
                     // Closed redirect channel: stop polling it (it would be ready forever).
                     None => self.redirects_closed = true,
-                    Some(batch) => self.take(batch, &mut out, &mut db),
+                    Some(batch) => self.take(batch, &mut out),
                 },
                 b = rx.recv(), if can_take && !*closed => match b {
                     None => {
                         tracing::debug!(node = %self.node, pending = self.pending.len(), "writer queue closed; draining");
                         *closed = true;
                     }
-                    Some(batch) => self.take(batch, &mut out, &mut db),
+                    Some(batch) => self.take(batch, &mut out),
                 },
             }
             if inbuf.capacity() - inbuf.len() < 8192 {
@@ -295,17 +457,125 @@ impl Pipeline {
         }
     }
 
-    fn take(&mut self, batch: Batch, out: &mut BytesMut, db: &mut u32) {
-        let mut f = InFlight::new(batch);
-        encode(&mut f, out, db);
-        self.pending.push_back(f);
+    fn take(&mut self, batch: Batch, out: &mut BytesMut) {
+        self.pending.push_back(InFlight::new(batch));
+        self.encode_pending(out);
         self.complete_front();
+    }
+
+    /// Encodes every pending command not yet encoded on this connection, in order, until a
+    /// database must be probed first.
+    fn encode_pending(&mut self, out: &mut BytesMut) {
+        let mut i = 0;
+        while i < self.pending.len() && self.probing.is_none() {
+            if self.pending[i].encoded < self.pending[i].batch.cmds.len() {
+                self.encode_one(i, out);
+            }
+            i += 1;
+        }
+    }
+
+    /// Appends batch `i`'s commands from its `encoded` position to `out`, inserting `SELECT`
+    /// where the database changes (and `ASKING` before each command of an ASK redirect), and
+    /// records which reply belongs to which command. Stops after a probing `SELECT`.
+    fn encode_one(&mut self, i: usize, out: &mut BytesMut) {
+        let f = &mut self.pending[i];
+        while f.encoded < f.batch.cmds.len() {
+            let at = f.encoded;
+            if f.skipped(at) {
+                f.encoded += 1;
+                continue;
+            }
+            let cdb = f.batch.cmds[at].db;
+            if cdb != self.conn_db {
+                if self.refused.contains(&cdb) {
+                    f.mark_skipped(at);
+                    count_refused(&f.batch.shard, 1);
+                    f.encoded += 1;
+                    continue;
+                }
+                crate::cmd!["SELECT", cdb].encode(out);
+                if self.verified.contains(&cdb) {
+                    f.slots.push(INTERNAL_SLOT);
+                    self.conn_db = cdb;
+                } else {
+                    // Probe: nothing goes behind it until the target said yes or no.
+                    f.slots.push(PROBE_SLOT);
+                    self.probing = Some(cdb);
+                    return;
+                }
+            }
+            if f.batch.asking {
+                crate::cmd!["ASKING"].encode(out);
+                f.slots.push(INTERNAL_SLOT);
+            }
+            f.batch.cmds[at].cmd.encode(out);
+            f.slots.push(at as u32);
+            f.encoded += 1;
+        }
+    }
+
+    /// The reply to a probing `SELECT db`: on success the database is verified for this
+    /// connection; an error reply refuses it for good (never a connection failure).
+    fn on_probe(&mut self, reply: &Frame, out: &mut BytesMut) {
+        let Some(db) = self.probing.take() else {
+            return;
+        };
+        // The batch waiting on the probe: the first one with commands left to encode.
+        let Some(shard) = self
+            .pending
+            .iter()
+            .find(|f| f.encoded < f.batch.cmds.len())
+            .map(|f| f.batch.shard.clone())
+        else {
+            self.encode_pending(out);
+            return;
+        };
+        match reply {
+            Frame::Error(e) => {
+                self.refused.insert(db);
+                let text = crate::escape::text(e);
+                let why = format!(
+                    "target {} refused SELECT {db} ({text}): writes to target database {db} are not applied; \
+                     raise `databases` on the target above {db} (then restart shardsync) or map the source \
+                     database to an existing one with sync.db_map / --db-map",
+                    self.node
+                );
+                metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "db_refused")
+                    .increment(1);
+                tracing::error!(node = %self.node, shard = %shard.name, db, "{why}");
+                // Every shard with writes for that database here cannot be a copy any more.
+                let mut seen: Vec<Arc<ShardState>> = Vec::new();
+                for f in &self.pending {
+                    let s = &f.batch.shard;
+                    if !seen.iter().any(|x| Arc::ptr_eq(x, s))
+                        && f.batch.cmds[f.encoded.min(f.batch.cmds.len())..]
+                            .iter()
+                            .any(|c| c.db == db)
+                    {
+                        seen.push(s.clone());
+                    }
+                }
+                if !seen.iter().any(|x| Arc::ptr_eq(x, &shard)) {
+                    seen.push(shard);
+                }
+                for s in seen {
+                    s.mark_failed(why.clone());
+                }
+            }
+            _ => {
+                self.verified.insert(db);
+                self.conn_db = db;
+            }
+        }
+        self.encode_pending(out);
     }
 
     fn on_replies(
         &mut self,
         inbuf: &mut BytesMut,
         replies: &mut resp::Decoder,
+        out: &mut BytesMut,
     ) -> Result<(), String> {
         loop {
             let frame = match replies.decode(inbuf) {
@@ -316,21 +586,22 @@ impl Pipeline {
             let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
                 return Err(format!(
                     "target sent a reply nobody asked for: {}",
-                    frame.to_text()
+                    crate::escape::text(frame.to_text().as_bytes())
                 ));
             };
             let slot = front.slots[front.seen];
             front.seen += 1;
+            if slot == PROBE_SLOT {
+                self.on_probe(&frame, out);
+                continue;
+            }
             if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!(
-                        "SELECT/ASKING failed: {}",
-                        String::from_utf8_lossy(e)
-                    ));
+                    return Err(format!("SELECT/ASKING failed: {}", crate::escape::text(e)));
                 }
                 continue;
             }
-            front.acked_cmds += 1;
+            front.resume_at = slot as usize + 1;
             let dc = &front.batch.cmds[slot as usize];
             if let (Frame::Error(e), Some(targets)) = (&frame, &self.targets)
                 && let Some(r) = parse_redirect(e)
@@ -348,7 +619,7 @@ impl Pipeline {
                     Redirect::Ask(_) => "ask",
                     Redirect::Retry => "tryagain",
                 };
-                metrics::counter!("shardsync_target_redirects_total", "node" => self.node.clone(), "kind" => kind)
+                metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
                     .increment(1);
                 match r {
                     Redirect::Moved(addr) => {
@@ -364,6 +635,9 @@ impl Pipeline {
             let shard = &front.batch.shard;
             if rejected > 0 {
                 shard.rejected_writes.fetch_add(rejected, Ordering::Relaxed);
+                if let Some(q) = &self.settings.repairs {
+                    q.rejected(shard, &front.batch.cmds, slot as usize, &frame);
+                }
             } else if let Some(ms) = heartbeat_ms(&self.settings.heartbeat_key, &dc.cmd) {
                 // Lag gauges are published by `status::publish` from the shard's state.
                 shard.heartbeat_applied(ms);
@@ -381,12 +655,27 @@ impl Pipeline {
             };
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
-            metrics::counter!("shardsync_target_writes_total", "node" => self.node.clone())
+            metrics::counter!(crate::observe::telemetry::TARGET_WRITES, "node" => self.node.clone())
                 .increment(b.cmds.len() as u64);
-            metrics::histogram!("shardsync_write_batch_seconds")
+            metrics::histogram!(crate::observe::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts writes skipped because their database was refused.
+fn count_refused(shard: &ShardState, n: u64) {
+    shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
+    metrics::counter!(crate::observe::telemetry::DB_REFUSED_WRITES, "shard" => shard.name.clone())
+        .increment(n);
 }
 
 /// The source time carried by a heartbeat `SET <prefix…> <ms>`, if `cmd` is one.
@@ -398,42 +687,17 @@ fn heartbeat_ms(prefix: &Bytes, cmd: &Cmd) -> Option<u64> {
     std::str::from_utf8(&cmd.args[2]).ok()?.parse().ok()
 }
 
-/// Appends the batch's not-yet-acknowledged commands to `out`, inserting `SELECT` where the
-/// database changes (and `ASKING` before each command of an ASK redirect), and records which
-/// reply belongs to which command.
-fn encode(f: &mut InFlight, out: &mut BytesMut, db: &mut u32) {
-    for (i, DbCmd { db: cdb, cmd }) in f.batch.cmds.iter().enumerate().skip(f.acked_cmds) {
-        if *cdb != *db {
-            crate::cmd!["SELECT", *cdb].encode(out);
-            f.slots.push(INTERNAL_SLOT);
-            *db = *cdb;
-        }
-        if f.batch.asking {
-            crate::cmd!["ASKING"].encode(out);
-            f.slots.push(INTERNAL_SLOT);
-        }
-        cmd.encode(out);
-        f.slots.push(i as u32);
-    }
-}
-
 /// Counts and logs an error reply (also errors inside an `EXEC` result), naming the key.
 /// Returns how many errors the reply held.
 fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     let report = |e: &Bytes| {
-        let text = String::from_utf8_lossy(e);
-        let kind = text
-            .split_whitespace()
-            .next()
-            .unwrap_or("ERR")
-            .to_ascii_uppercase();
-        let key = cmd
-            .args
-            .get(1)
-            .map(|k| String::from_utf8_lossy(&k[..k.len().min(100)]).into_owned())
-            .unwrap_or_default();
-        metrics::counter!("shardsync_target_errors_total", "node" => node.to_string(), "kind" => kind).increment(1);
-        tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, "target rejected a write");
+        let text = crate::escape::text(e);
+        let kind = crate::observe::telemetry::error_kind(e);
+        let key = crate::convert::functions::log_subject(cmd);
+        metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
+        if let Some(suppressed) = crate::observe::lograte::allow(node, kind) {
+            tracing::error!(node, command = %cmd.name_upper(), key = %key, error = %text, suppressed, "target rejected a write");
+        }
     };
     match frame {
         Frame::Error(e) => {

@@ -98,7 +98,7 @@ pub async fn handshake(
                 _ => Err(NetError::Unexpected {
                     addr: conn.addr.clone(),
                     what: "PSYNC".into(),
-                    reply: text,
+                    reply: crate::escape::text(&line),
                 }),
             }
         }
@@ -108,7 +108,7 @@ pub async fn handshake(
         _ => Err(NetError::Unexpected {
             addr: conn.addr.clone(),
             what: "PSYNC (does the server allow replication? a -NOPERM or -ERR means no)".into(),
-            reply: text,
+            reply: crate::escape::text(&line),
         }),
     }
 }
@@ -163,7 +163,7 @@ pub async fn read_rdb_framing(conn: &mut RespConn) -> Result<RdbFraming, NetErro
     let bad = |conn: &RespConn| NetError::Unexpected {
         addr: conn.addr.clone(),
         what: "the RDB transfer header".into(),
-        reply: String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned(),
+        reply: crate::escape::text_limited(&line, 80),
     };
     if let Some(mark) = line.strip_prefix(b"$EOF:") {
         let mark: [u8; 40] = mark.try_into().map_err(|_| bad(conn))?;
@@ -189,7 +189,7 @@ pub async fn read_rdb_framing(conn: &mut RespConn) -> Result<RdbFraming, NetErro
         return Err(NetError::Unexpected {
             addr: conn.addr.clone(),
             what: "the RDB transfer".into(),
-            reply: String::from_utf8_lossy(&line).into_owned(),
+            reply: crate::escape::text(&line),
         });
     }
     Err(bad(conn))

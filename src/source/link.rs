@@ -1,8 +1,11 @@
 //! [`ShardLink`]: the actor that replicates one source master. It runs the replica handshake,
 //! streams the RDB of a full sync into the loader, then decodes the command stream into batches
 //! for the writers, answering `REPLCONF GETACK` and sending `REPLCONF ACK <applied offset>` every
-//! interval. Any failure stops the actor; its `Supervisor` restarts it with backoff, and it
-//! resumes with `PSYNC <replid> <offset>` from what it had handed to the writers.
+//! interval. A failure stops the actor; it is classified ([`super::failure`]): a transient one
+//! makes its `Supervisor` restart it with backoff (it resumes with `PSYNC <replid> <offset>` from
+//! what it had handed to the writers) until the shard's retry budget runs out; a permanent one
+//! marks the shard `failed` for good. A full sync whose RDB turns out corrupt first removes the
+//! keys it wrote (or reports them, with `sync.on_resync = keep`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +16,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
+use super::failure::{self, Class, RetryBudget, Verdict};
 use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
 use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
 use crate::config::{Endpoint, SyncSettings};
-use crate::convert::rewrite_for_target;
+use crate::convert::rewrite_between;
 use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
@@ -41,13 +45,8 @@ pub struct LinkSettings {
     pub target: ServerInfo,
     /// Port announced with `REPLCONF listening-port` (shown in the master's `INFO replication`).
     pub listening_port: u16,
-}
-
-impl LinkSettings {
-    /// True when live commands must be rewritten for an older target.
-    fn needs_rewrite(&self) -> bool {
-        self.target.flavor != self.source.flavor || self.target.version < self.source.version
-    }
+    /// Consecutive failed attempts without progress before the shard fails (0: no limit).
+    pub retry_budget: u32,
 }
 
 /// What a cluster source shard is, independent of which node serves it now.
@@ -101,6 +100,14 @@ pub enum LinkError {
     Internal(String),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
+    #[error("the RDB from the source is corrupt: {error}; {aftermath}")]
+    CorruptRdb {
+        error: crate::rdb::RdbError,
+        /// What happened to the keys already written from it.
+        aftermath: String,
+    },
+    #[error("the shard was marked failed")]
+    ShardFailed,
 }
 
 /// Replicates one source master; supervised.
@@ -115,6 +122,7 @@ pub struct ShardLink {
     started_at: Instant,
     /// The node replicated from now (moves on a source failover).
     endpoint: Endpoint,
+    budget: RetryBudget,
 }
 
 impl ShardLink {
@@ -127,17 +135,21 @@ impl ShardLink {
     ) -> ShardLink {
         ShardLink {
             endpoint: settings.endpoint.clone(),
-            settings,
             shard,
             writer,
             checkpoint,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             shutdown,
             started_at: Instant::now(),
+            budget: RetryBudget::new(settings.retry_budget),
+            settings,
         }
     }
 
     fn launch(&mut self, ctx: &mut Context<Self>) {
+        if self.shard.is_failed() {
+            return;
+        }
         if self.shutdown.load(Ordering::Acquire) {
             self.shard.set_phase(Phase::Stopped);
             return;
@@ -171,7 +183,12 @@ impl ShardLink {
             if ep != current {
                 tracing::info!(shard = %shard.name, from = %current, to = %ep, "source shard moved to another master (failover)");
             }
-            let r = run(settings, shard, writer, resume, ep.clone()).await;
+            // A shard marked failed elsewhere (a writer) stops its link at once.
+            let mut failed = shard.failed_watch();
+            let r = tokio::select! {
+                r = run(settings, shard, writer, resume, ep.clone()) => r,
+                _ = failed.wait_for(|f| *f) => Err(LinkError::ShardFailed),
+            };
             (r, ep)
         };
         ctx.spawn(fut.into_actor(self).map(|(res, ep), act, ctx| {
@@ -183,13 +200,50 @@ impl ShardLink {
                         act.shard.set_phase(Phase::Stopped);
                         return;
                     }
-                    tracing::warn!(shard = %act.shard.name, error = %e, "source link failed; restarting");
-                    act.shard.set_error(Some(e.to_string()));
-                    act.shard.set_phase(Phase::Backoff);
+                    act.failed(&e);
                 }
             }
             ctx.stop();
         }));
+    }
+
+    /// Classifies the error that ended an attempt: back off and retry, or fail the shard.
+    fn failed(&mut self, e: &LinkError) {
+        if self.shard.is_failed() {
+            return;
+        }
+        // Reaching the command stream is progress: the budget starts again.
+        if self.shard.phase() == Phase::Incremental {
+            self.budget.progress();
+        }
+        let class = failure::classify(e);
+        let text = e.to_string();
+        let label = match class {
+            Class::Permanent(_) => "permanent",
+            _ => "transient",
+        };
+        metrics::counter!(crate::observe::telemetry::LINK_ERRORS, "shard" => self.shard.name.clone(), "class" => label)
+            .increment(1);
+        match self.budget.record(&class, &text) {
+            Verdict::Fail(reason) => {
+                let reason = match class {
+                    // The reason says what to do; the error says what happened.
+                    Class::Permanent(_) => format!("{reason} [{text}]"),
+                    _ => reason,
+                };
+                self.shard.mark_failed(reason);
+            }
+            Verdict::Retry => {
+                if let Some(suppressed) =
+                    crate::observe::lograte::allow(&self.shard.name, "link_failed")
+                {
+                    tracing::warn!(shard = %self.shard.name, error = %text, consecutive_failures = self.budget.failures(),
+                        suppressed, "source link failed; restarting");
+                }
+                self.shard.set_error(Some(text));
+                self.shard.set_phase(Phase::Backoff);
+            }
+        }
     }
 }
 
@@ -197,6 +251,10 @@ impl Actor for ShardLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.shard.is_failed() {
+            // Failed for good: the actor stays idle until the process stops.
+            return;
+        }
         if self.shard.restarts.load(Ordering::Relaxed) == 0 {
             self.launch(ctx);
         } else {
@@ -208,11 +266,14 @@ impl Actor for ShardLink {
 
 impl Supervised for ShardLink {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.shard.is_failed() {
+            return;
+        }
         if self.started_at.elapsed() > Duration::from_secs(30) {
             self.backoff.reset();
         }
         self.shard.restarts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("shardsync_link_restarts_total", "shard" => self.shard.name.clone())
+        metrics::counter!(crate::observe::telemetry::LINK_RESTARTS, "shard" => self.shard.name.clone())
             .increment(1);
     }
 }
@@ -226,7 +287,7 @@ impl Handler<StopLink> for ShardLink {
     type Result = ();
     fn handle(&mut self, _: StopLink, ctx: &mut Context<Self>) {
         self.shutdown.store(true, Ordering::Release);
-        self.shard.set_phase(Phase::Stopped);
+        self.shard.set_phase(Phase::Stopped); // a failed shard stays failed
         tracing::debug!(shard = %self.shard.name, "link stopping");
         // Stopping the context drops the running future (closing the connection); the
         // supervisor's restart sees the shutdown flag and stays idle.
@@ -272,12 +333,19 @@ async fn run(
                 r.clone_from(&pos.replid);
             }
             shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("shardsync_full_resyncs_total", "shard" => shard.name.clone())
+            metrics::counter!(crate::observe::telemetry::FULL_RESYNCS, "shard" => shard.name.clone())
                 .increment(1);
-            tracing::info!(shard = %shard.name, replid = %pos.replid, offset = pos.offset, "full sync started");
+            tracing::info!(shard = %shard.name, replid = %crate::escape::text(&pos.replid), offset = pos.offset, "full sync started");
             shard.set_phase(Phase::FullSync);
             let started = Instant::now();
-            let stats = full_sync(&settings, &shard, writer.clone(), &mut conn, epoch).await?;
+            let stats = match full_sync(&settings, &shard, writer.clone(), &mut conn, epoch).await {
+                Ok(stats) => stats,
+                Err(LinkError::Load(LoadError::Rdb(error))) => {
+                    let aftermath = discard_corrupt_rdb(&settings, &shard, &writer).await;
+                    return Err(LinkError::CorruptRdb { error, aftermath });
+                }
+                Err(e) => return Err(e),
+            };
             let end = RunInfo {
                 epoch,
                 offset: Some(pos.offset),
@@ -311,16 +379,21 @@ async fn run(
     stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
 }
 
+/// Waits until the shard's earlier writes are applied (or 30 s).
+async fn drain(shard: &ShardState) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shard.open_tickets() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits until the shard's earlier writes are applied (or 30 s), then clears its keys.
 async fn clear_before_resync(
     settings: &LinkSettings,
     shard: &ShardState,
     writer: &Dispatcher,
 ) -> Result<(), LinkError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while shard.open_tickets() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drain(shard).await;
     let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
     let removed = writer
         .clear_shard(slots)
@@ -328,6 +401,43 @@ async fn clear_before_resync(
         .map_err(LinkError::Internal)?;
     tracing::info!(shard = %shard.name, removed, "cleared the shard's keys from the target before a repeated full sync");
     Ok(())
+}
+
+/// After a full sync whose RDB failed its checksum or did not parse: removes what was written
+/// from it (`sync.on_resync = clear`), or says exactly what stays (`keep`). Returns that sentence.
+async fn discard_corrupt_rdb(
+    settings: &LinkSettings,
+    shard: &ShardState,
+    writer: &Dispatcher,
+) -> String {
+    let written = shard.rdb_keys_handed.load(Ordering::Relaxed);
+    drain(shard).await;
+    if settings.sync.on_resync != Some(crate::config::OnResync::Clear) {
+        let msg = format!(
+            "{written} keys read from it before the error were written to the target and remain there \
+             (sync.on_resync = keep): their values are from this RDB and the next full sync overwrites them, \
+             but any key the source no longer has stays; set sync.on_resync = clear to have them removed"
+        );
+        tracing::error!(shard = %shard.name, keys = written, "{msg}");
+        return msg;
+    }
+    let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
+    match writer.clear_shard(slots).await {
+        Ok(_) => {
+            tracing::warn!(shard = %shard.name, keys = written, "removed the keys written from a corrupt RDB from the target");
+            format!(
+                "the {written} keys written from it were removed from the target (sync.on_resync = clear)"
+            )
+        }
+        Err(e) => {
+            let msg = format!(
+                "{written} keys written from it could NOT be removed from the target ({e}); \
+                 they stay until the next successful full sync overwrites them"
+            );
+            tracing::error!(shard = %shard.name, keys = written, "{msg}");
+            msg
+        }
+    }
 }
 
 /// Receives the RDB (either framing) and feeds it to the loader thread.
@@ -341,12 +451,14 @@ async fn full_sync(
     let framing = handshake::read_rdb_framing(conn).await?;
     shard.rdb_bytes.store(0, Ordering::Relaxed);
     shard.rdb_keys.store(0, Ordering::Relaxed);
+    shard.rdb_keys_handed.store(0, Ordering::Relaxed);
     let size = match &framing {
         RdbFraming::Length(n) => *n,
         RdbFraming::EofMark(_) => 0,
     };
     shard.rdb_size.store(size, Ordering::Relaxed);
-    metrics::gauge!("shardsync_rdb_size_bytes", "shard" => shard.name.clone()).set(size as f64);
+    metrics::gauge!(crate::observe::telemetry::RDB_SIZE, "shard" => shard.name.clone())
+        .set(size as f64);
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (src, dst) = (&settings.source, &settings.target);
@@ -427,7 +539,7 @@ async fn feed_rdb(
 ) -> Result<(), FeedError> {
     let count = |n: usize| {
         shard.rdb_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!("shardsync_rdb_bytes_total", "shard" => shard.name.clone())
+        metrics::counter!(crate::observe::telemetry::RDB_BYTES, "shard" => shard.name.clone())
             .increment(n as u64);
     };
     match framing {
@@ -495,15 +607,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The `shardsync_commands_total` counter of `cmd`'s name, resolved once per name.
+/// The `shardsync_commands_total` counter of `cmd`'s label (a known name or `other`), resolved
+/// once per label: the cache is as small as the set of labels, whatever names the stream holds.
 fn command_counter<'a>(
-    cache: &'a mut std::collections::HashMap<Bytes, metrics::Counter>,
+    cache: &'a mut std::collections::HashMap<&'static str, metrics::Counter>,
     shard: &str,
     cmd: &crate::cmd::Cmd,
 ) -> &'a metrics::Counter {
-    let name = cmd.args.first().cloned().unwrap_or_default();
-    cache.entry(name).or_insert_with(|| {
-        metrics::counter!("shardsync_commands_total", "shard" => shard.to_string(), "command" => cmd.name_upper())
+    let label = crate::observe::telemetry::command_label(cmd);
+    cache.entry(label).or_insert_with(|| {
+        metrics::counter!(crate::observe::telemetry::COMMANDS, "shard" => shard.to_string(), "command" => label)
     })
 }
 
@@ -599,7 +712,6 @@ async fn stream(
         Duration::from_millis(settings.sync.ack_interval_ms),
         getack.clone(),
     )));
-    let rewrite = settings.needs_rewrite();
     let max_cmds = settings.sync.batch_max_commands;
     let mut dec = StreamDecoder::with_limits(
         start,
@@ -625,51 +737,65 @@ async fn stream(
             for c in &cmds {
                 command_counter(&mut counters, &shard.name, &c.cmd).increment(1);
             }
-            if rewrite {
-                let now = crate::now_ms() as i64;
-                let mut out = Vec::with_capacity(cmds.len());
-                for dc in cmds {
-                    if is_large_foreign_restore(&dc.cmd, &settings.target) {
-                        // Decoded off the event loop, its commands sent as they come (bounded).
-                        if !out.is_empty() {
-                            let run = RunInfo {
-                                epoch,
-                                offset: None,
-                                completes_full_sync: false,
-                            };
-                            writer.send(shard, run, std::mem::take(&mut out)).await?;
-                        }
-                        let sent =
-                            restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
-                                .await?;
-                        if let Some(cmd) = sent {
-                            out.push(crate::cmd::DbCmd { db: dc.db, cmd });
-                        }
-                        continue;
+            // Always: besides version differences, masters propagate forms that only a replica
+            // accepts (see `convert::compat`). The source offset after each command goes along:
+            // repairs skip commands up to a fence.
+            let ends_in = std::mem::take(&mut dec.ends);
+            let now = crate::now_ms() as i64;
+            let mut out = Vec::with_capacity(cmds.len());
+            let mut ends = Vec::with_capacity(cmds.len());
+            let mut rewritten = Vec::new();
+            for (dc, end) in cmds.into_iter().zip(ends_in) {
+                if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                    // Decoded off the event loop; what came before it goes first, then its
+                    // commands as they are produced (bounded), each run behind the last.
+                    if !out.is_empty() {
+                        let run = RunInfo {
+                            epoch,
+                            offset: ends.last().copied(),
+                            completes_full_sync: false,
+                        };
+                        writer
+                            .send_stream(shard, run, std::mem::take(&mut out), &ends)
+                            .await?;
+                        ends.clear();
                     }
-                    let mut rewritten = Vec::new();
-                    rewrite_for_target(dc.cmd, &settings.target, now, &mut rewritten);
-                    out.extend(
-                        rewritten
-                            .into_iter()
-                            .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
-                    );
+                    let sent = restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
+                        .await?;
+                    if let Some(cmd) = sent {
+                        out.push(crate::cmd::DbCmd { db: dc.db, cmd });
+                        ends.push(end);
+                    }
+                    continue;
                 }
-                cmds = out;
+                rewrite_between(
+                    dc.cmd,
+                    &settings.source,
+                    &settings.target,
+                    now,
+                    &mut rewritten,
+                );
+                ends.extend(std::iter::repeat_n(end, rewritten.len()));
+                out.extend(
+                    rewritten
+                        .drain(..)
+                        .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
+                );
             }
+            cmds = out;
             let run = RunInfo {
                 epoch,
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
-            writer.send(shard, run, cmds).await?;
+            writer.send_stream(shard, run, cmds, &ends).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.
             if !writer.in_transaction() {
                 shard.handed_offset.store(handed, Ordering::Release);
             }
-            metrics::gauge!("shardsync_source_offset_bytes", "shard" => shard.name.clone())
+            metrics::gauge!(crate::observe::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
                 .set(handed as f64);
             if !full {
                 break;

@@ -95,7 +95,8 @@ pub fn load<R: Read>(
     };
     let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
     // Resolved once: the per-key path must not build label sets.
-    let keys_total = metrics::counter!("shardsync_rdb_keys_total", "shard" => shard.name.clone());
+    let keys_total =
+        metrics::counter!(crate::observe::telemetry::RDB_KEYS, "shard" => shard.name.clone());
     loop {
         let item = match parser.next_item() {
             Ok(Some(item)) => item,
@@ -103,7 +104,9 @@ pub fn load<R: Read>(
             Err(e) if matches!(e.kind, crate::rdb::RdbErrorKind::EmptyKey) => {
                 // Redis drops empty collections when it loads an RDB; so do we, but visibly.
                 stats.empty_keys += 1;
-                tracing::warn!(shard = %shard.name, error = %e, "empty key in the RDB skipped (Redis skips it too)");
+                if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "empty_key") {
+                    tracing::warn!(shard = %shard.name, error = %e, suppressed, "empty key in the RDB skipped (Redis skips it too)");
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -120,9 +123,11 @@ pub fn load<R: Read>(
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {
             stats.convert_errors += 1;
-            metrics::counter!("shardsync_convert_errors_total", "shard" => shard.name.clone())
+            metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
                 .increment(1);
-            tracing::error!(shard = %shard.name, error = %e, "a key of the RDB could not be written to the target");
+            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "convert_error") {
+                tracing::error!(shard = %shard.name, error = %e, suppressed, "a key of the RDB could not be written to the target");
+            }
         }
         stats.commands += (cmds.len() - before) as u64;
         bytes += cmds[before..]
@@ -134,11 +139,13 @@ pub fn load<R: Read>(
                 &mut cmds,
                 Vec::with_capacity(settings.batch_max_commands),
             ))?;
+            shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
             bytes = 0;
         }
     }
     if !cmds.is_empty() {
         send(cmds)?;
+        shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
     }
     stats.bytes = parser.bytes_read();
     Ok(stats)

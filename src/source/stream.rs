@@ -18,6 +18,8 @@ pub struct StreamDecoder {
     pub getack: bool,
     /// Progress on the command at the front of the buffer, and the frame limits.
     resp: Decoder,
+    /// The offset after each command pushed to `out` (the caller takes them with the commands).
+    pub ends: Vec<u64>,
 }
 
 /// Why a stream could not be decoded.
@@ -47,6 +49,7 @@ impl StreamDecoder {
             db: 0,
             getack: false,
             resp: Decoder::new(limits),
+            ends: Vec::new(),
         }
     }
 
@@ -97,6 +100,7 @@ impl StreamDecoder {
             }
             bytes += len;
             out.push(DbCmd { db: self.db, cmd });
+            self.ends.push(self.offset);
         }
         Ok(bytes)
     }

@@ -151,6 +151,7 @@ const SERIES_AT_START: &[&str] = &[
     "shardsync_target_errors_total",
     "shardsync_write_batch_seconds_bucket",
     "shardsync_target_redirects_total",
+    "shardsync_link_errors_total",
 ];
 
 #[test]

@@ -3,8 +3,10 @@
 //! For each db: SCAN both sides (binary-safe), compare key sets, then per key the TYPE,
 //! the value (strings byte-exact, HyperLogLogs by PFCOUNT when bytes differ, sets and
 //! hashes order-independent, sorted-set scores numerically), streams (entries, length,
-//! last-generated-id, groups, consumers, pending entries with delivery counts) and the
-//! TTL within a tolerance. Function libraries are compared server-wide.
+//! last-generated-id, groups with last-delivered-id, consumers with their pending counts,
+//! pending entries with owners, delivery counts and delivery times within a tolerance, and,
+//! where both sides report them, entries-added, max-deleted-entry-id, recorded-first-entry-id,
+//! entries-read and lag) and the TTL within a tolerance. Function libraries are compared server-wide.
 //!
 //! Reading a HyperLogLog whose bytes differ runs PFCOUNT, which may refresh the HLL's
 //! cached cardinality on that server (a write); everything else is read-only.
@@ -44,6 +46,9 @@ pub struct CompareOptions {
     pub strict_stream_meta: bool,
     /// Compare FUNCTION LIST libraries (a side without functions counts as none).
     pub compare_functions: bool,
+    /// Two pending entries' delivery times (XPENDING idle) match when they differ by at most
+    /// this much; `None` ignores delivery times.
+    pub pending_idle_tolerance_ms: Option<i64>,
 }
 
 impl Default for CompareOptions {
@@ -52,6 +57,7 @@ impl Default for CompareOptions {
             ttl_tolerance_ms: 1000,
             strict_stream_meta: true,
             compare_functions: true,
+            pending_idle_tolerance_ms: Some(2000),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct StreamSnapshot {
     pub last_generated_id: String,
     pub max_deleted_entry_id: Option<String>,
     pub entries_added: Option<i64>,
+    /// `recorded-first-entry-id` (7.0+).
+    pub first_entry_id: Option<String>,
     /// Sorted by name.
     pub groups: Vec<GroupSnapshot>,
 }
@@ -102,6 +110,10 @@ pub struct GroupSnapshot {
     pub consumer_list: Vec<(Vec<u8>, i64)>,
     /// (entry id, consumer, delivery count) in XPENDING order.
     pub pending_entries: Vec<(String, Vec<u8>, i64)>,
+    /// Idle time (ms since the last delivery) of each of `pending_entries`, read with them.
+    pub pending_idle_ms: Vec<i64>,
+    /// `lag` (7.0+; `None` where the server reports none or nil).
+    pub lag: Option<i64>,
 }
 
 /// Compares `dbs` of two servers with default options; see [`compare_servers_with`].
@@ -365,6 +377,7 @@ fn snapshot_stream(conn: &mut Connection, key: &[u8]) -> StreamSnapshot {
         last_generated_id: info.get("last-generated-id").map(text).unwrap_or_default(),
         max_deleted_entry_id: info.get("max-deleted-entry-id").map(text),
         entries_added: info.get("entries-added").map(int),
+        first_entry_id: info.get("recorded-first-entry-id").map(text),
         groups: Vec::new(),
     };
     let groups = q(
@@ -381,6 +394,10 @@ fn snapshot_stream(conn: &mut Connection, key: &[u8]) -> StreamSnapshot {
             pending,
             consumers: g.get("consumers").map(int).unwrap_or(0),
             entries_read: g.get("entries-read").and_then(|v| match v {
+                Value::Nil => None,
+                v => Some(int(v)),
+            }),
+            lag: g.get("lag").and_then(|v| match v {
                 Value::Nil => None,
                 v => Some(int(v)),
             }),
@@ -413,13 +430,16 @@ fn snapshot_stream(conn: &mut Connection, key: &[u8]) -> StreamSnapshot {
                     .arg(pending),
                 "XPENDING",
             );
-            group.pending_entries = array(&reply)
-                .iter()
-                .map(|p| {
-                    let p = array(p);
-                    (text(&p[0]), bytes(&p[1]), int(&p[3]))
-                })
-                .collect();
+            for p in array(&reply) {
+                let p = array(p);
+                if p.len() < 4 {
+                    panic!("compare: XPENDING entry with {} fields", p.len());
+                }
+                group
+                    .pending_entries
+                    .push((text(&p[0]), bytes(&p[1]), int(&p[3])));
+                group.pending_idle_ms.push(int(&p[2]));
+            }
         }
         group.name = name;
         snap.groups.push(group);
@@ -643,6 +663,13 @@ fn diff_streams(a: &StreamSnapshot, b: &StreamSnapshot, opts: &CompareOptions) -
         {
             parts.push(format!("entries-added source={x} destination={y}"));
         }
+        if let (Some(x), Some(y)) = (&a.first_entry_id, &b.first_entry_id)
+            && x != y
+        {
+            parts.push(format!(
+                "recorded-first-entry-id source={x} destination={y}"
+            ));
+        }
     }
     let names = |s: &StreamSnapshot| s.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
     if names(a) != names(b) {
@@ -679,6 +706,25 @@ fn diff_streams(a: &StreamSnapshot, b: &StreamSnapshot, opts: &CompareOptions) -
             {
                 parts.push(format!(
                     "group {g} entries-read source={r1} destination={r2}"
+                ));
+            }
+            if opts.strict_stream_meta
+                && let (Some(l1), Some(l2)) = (x.lag, y.lag)
+                && l1 != l2
+            {
+                parts.push(format!("group {g} lag source={l1} destination={l2}"));
+            }
+            if let Some(tol) = opts.pending_idle_tolerance_ms
+                && x.pending_entries == y.pending_entries
+                && let Some(i) = x
+                    .pending_idle_ms
+                    .iter()
+                    .zip(&y.pending_idle_ms)
+                    .position(|(a, b)| (a - b).abs() > tol)
+            {
+                parts.push(format!(
+                    "group {g} pending entry {} delivery time differs: idle source={} ms destination={} ms",
+                    x.pending_entries[i].0, x.pending_idle_ms[i], y.pending_idle_ms[i]
                 ));
             }
             if x.pending_entries != y.pending_entries {

@@ -1,0 +1,593 @@
+//! Repair instead of loss: when the target rejects a write that the source accepted (a command a
+//! cluster refuses such as `SORT … BY pattern … STORE`, a command an older target does not know,
+//! a `WRONGTYPE` after the target diverged), the keys it touches are copied from the source.
+//!
+//! Two halves:
+//! - [`RepairQueue`] (shared by every writer): [`RepairQueue::rejected`] records the keys of a
+//!   rejected command for its shard.
+//! - [`Repairer`] (one per shard dispatcher, in the link's task): before the next run of stream
+//!   commands is dispatched, [`Repairer::process`] reads each key and the source's replication
+//!   offset atomically on the shard's master (`SELECT db`, `MULTI`, `DUMP`, `PTTL`,
+//!   `INFO replication`, `EXEC` — `INFO` is allowed in `MULTI` on 6.0–7.x and Valkey 9), puts a
+//!   `RESTORE … REPLACE ABSTTL` (or `DEL` when the key is gone) in front of the run — converted
+//!   for an older target like any other `RESTORE` — and installs a *fence*: the key's stream
+//!   commands at offsets up to that offset are skipped, since the copied value already holds
+//!   their effect. A skipped multi-key command repairs its other keys too; a `FLUSHDB`,
+//!   `FLUSHALL` or `SWAPDB` inside a fence window repairs the fenced keys again after it.
+//!
+//! Ordering: the `RESTORE` goes through the same dispatcher and writer queues as the stream, so
+//! it lands after every earlier write of its key and before every later one. Each repair is
+//! counted (`shardsync_key_repairs_total{result}`) and logged with the key; a key whose repair
+//! keeps failing (5 times in a minute) is given up on, counted and logged, never looped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cmd::{Cmd, DbCmd};
+use crate::config::{Endpoint, SyncSettings};
+use crate::net::RespConn;
+use crate::net::server_info::ServerInfo;
+use crate::observe::progress::ShardState;
+use crate::resp::Frame;
+
+/// Repairs of one key allowed within [`ATTEMPT_WINDOW`] before giving up on it.
+const MAX_ATTEMPTS: u32 = 5;
+const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
+/// Keys queued per shard at most (beyond: counted as failed repairs, logged).
+const MAX_QUEUED: usize = 10_000;
+
+/// A key to copy from the source: its *target* database (what the writer knows) and why.
+#[derive(Clone, Debug)]
+pub struct Wanted {
+    pub target_db: u32,
+    pub key: Bytes,
+    pub why: String,
+}
+
+/// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
+#[derive(Debug, Default)]
+pub struct RepairQueue {
+    wanted: Mutex<HashMap<String, Vec<Wanted>>>,
+}
+
+/// Error replies that say nothing about the command (the target is full, read-only, busy…):
+/// copying the key would fail the same way, so these are only reported.
+const NOT_REPAIRABLE: &[&str] = &[
+    "OOM",
+    "READONLY",
+    "NOAUTH",
+    "NOPERM",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+];
+
+fn repairable(e: &[u8]) -> bool {
+    let first = e.split(|&b| b == b' ').next().unwrap_or(b"");
+    !NOT_REPAIRABLE
+        .iter()
+        .any(|k| k.as_bytes().eq_ignore_ascii_case(first))
+}
+
+/// The keys of `cmd` (by the router's key table).
+fn keys_of(cmd: &Cmd) -> Vec<Bytes> {
+    let spec = crate::router::command_keys(cmd);
+    let mut out: Vec<Bytes> = Vec::new();
+    for i in spec.keys.iter() {
+        if let Some(k) = cmd.args.get(i)
+            && !out.contains(k)
+        {
+            out.push(k.clone());
+        }
+    }
+    out
+}
+
+impl RepairQueue {
+    pub fn new() -> Arc<RepairQueue> {
+        Arc::new(RepairQueue::default())
+    }
+
+    /// A writer saw `reply` (an error, or an `EXEC` array holding errors) for `cmds[at]`:
+    /// queues the keys it touches (for `EXEC`, those of the failed commands of its block, or of
+    /// the whole block when the target aborted it).
+    pub fn rejected(&self, shard: &ShardState, cmds: &[DbCmd], at: usize, reply: &Frame) {
+        let Some(dc) = cmds.get(at) else { return };
+        let mut failed: Vec<(&DbCmd, String)> = Vec::new();
+        if dc.cmd.is("EXEC") {
+            // The block: the commands after the last MULTI before `at`.
+            let start = cmds[..at]
+                .iter()
+                .rposition(|c| c.cmd.is("MULTI"))
+                .map_or(0, |i| i + 1);
+            let body = &cmds[start..at];
+            match reply {
+                Frame::Array(items) => {
+                    for (c, r) in body.iter().zip(items) {
+                        if let Frame::Error(e) = r
+                            && repairable(e)
+                        {
+                            failed.push((c, crate::escape::text(e)));
+                        }
+                    }
+                }
+                Frame::Error(e) if repairable(e) => {
+                    for c in body {
+                        failed.push((
+                            c,
+                            format!("transaction aborted: {}", crate::escape::text(e)),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        } else if let Frame::Error(e) = reply
+            && repairable(e)
+        {
+            failed.push((dc, crate::escape::text(e)));
+        }
+        for (c, why) in failed {
+            let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
+            for key in keys_of(&c.cmd) {
+                self.push(
+                    &shard.name,
+                    Wanted {
+                        target_db: c.db,
+                        key,
+                        why: why.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Queues the keys of a command that could not be applied at all (e.g. the cross-slot
+    /// fallback failed).
+    pub fn request(&self, shard: &ShardState, target_db: u32, cmd: &Cmd, why: &str) {
+        for key in keys_of(cmd) {
+            self.push(
+                &shard.name,
+                Wanted {
+                    target_db,
+                    key,
+                    why: why.to_string(),
+                },
+            );
+        }
+    }
+
+    fn push(&self, shard: &str, w: Wanted) {
+        let Ok(mut m) = self.wanted.lock() else {
+            return;
+        };
+        let v = m.entry(shard.to_string()).or_default();
+        if v.iter()
+            .any(|x| x.target_db == w.target_db && x.key == w.key)
+        {
+            return;
+        }
+        if v.len() >= MAX_QUEUED {
+            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
+            tracing::error!(shard, key = %crate::escape::text(&w.key), "too many keys waiting for repair; this one stays as the target has it");
+            return;
+        }
+        v.push(w);
+    }
+
+    fn has(&self, shard: &str) -> bool {
+        self.wanted
+            .lock()
+            .map(|m| m.get(shard).is_some_and(|v| !v.is_empty()))
+            .unwrap_or(false)
+    }
+
+    fn take(&self, shard: &str) -> Vec<Wanted> {
+        self.wanted
+            .lock()
+            .map(|mut m| m.remove(shard).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// What a repairer needs to read the source and convert for the target.
+#[derive(Clone, Debug)]
+pub struct RepairContext {
+    /// The source endpoint as configured (credentials); the host is replaced by the shard's
+    /// current master.
+    pub source: Endpoint,
+    pub source_info: ServerInfo,
+    pub target_info: ServerInfo,
+    pub sync: Arc<SyncSettings>,
+    pub cluster_target: bool,
+}
+
+/// A key's copy read from the source with the offset it is valid at.
+struct Copy {
+    payload: Option<Bytes>,
+    pttl: i64,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct Fences {
+    /// (source db, key) → (epoch, offset): skip the key's commands at offsets ≤ offset.
+    map: HashMap<(u32, Bytes), (u64, u64)>,
+    /// (source db, key) → repairs in the current window.
+    attempts: HashMap<(u32, Bytes), (u32, Instant)>,
+}
+
+/// One shard's repair side (see the module doc). Clones share the fences (a restarted link
+/// replays commands that may still be fenced) but not the connection.
+pub struct Repairer {
+    queue: Arc<RepairQueue>,
+    ctx: Arc<RepairContext>,
+    fences: Arc<Mutex<Fences>>,
+    conn: Option<(String, RespConn, u32)>,
+}
+
+impl Clone for Repairer {
+    fn clone(&self) -> Repairer {
+        Repairer {
+            queue: self.queue.clone(),
+            ctx: self.ctx.clone(),
+            fences: self.fences.clone(),
+            conn: None,
+        }
+    }
+}
+
+impl Repairer {
+    pub fn new(queue: Arc<RepairQueue>, ctx: RepairContext) -> Repairer {
+        Repairer {
+            queue,
+            ctx: Arc::new(ctx),
+            fences: Arc::new(Mutex::new(Fences::default())),
+            conn: None,
+        }
+    }
+
+    pub fn queue(&self) -> &Arc<RepairQueue> {
+        &self.queue
+    }
+
+    /// True when [`Repairer::process`] has something to do for this shard.
+    pub fn busy(&self, shard: &ShardState) -> bool {
+        self.queue.has(&shard.name)
+            || self
+                .fences
+                .lock()
+                .map(|f| !f.map.is_empty())
+                .unwrap_or(false)
+    }
+
+    /// Source databases whose commands land in `target_db`.
+    fn source_dbs(&self, target_db: u32) -> Vec<u32> {
+        let s = &self.ctx.sync;
+        let mut v: Vec<u32> = s
+            .db_map
+            .iter()
+            .filter(|&(_, &t)| t == target_db)
+            .map(|(&d, _)| d)
+            .collect();
+        if s.target_db(target_db, self.ctx.cluster_target) == Some(target_db)
+            && !v.contains(&target_db)
+        {
+            v.insert(0, target_db);
+        }
+        v
+    }
+
+    /// Applies queued repairs and fences to a run of stream commands (`ends[i]`: the source
+    /// offset after `cmds[i]`). Returns the run to dispatch: repair writes first, the run without
+    /// its fenced commands, then the repairs the run itself made necessary.
+    pub async fn process(
+        &mut self,
+        shard: &ShardState,
+        epoch: u64,
+        run_end: u64,
+        cmds: Vec<DbCmd>,
+        ends: &[u64],
+    ) -> Vec<DbCmd> {
+        let mut out = Vec::new();
+        for w in self.queue.take(&shard.name) {
+            let dbs = self.source_dbs(w.target_db);
+            if dbs.is_empty() {
+                continue;
+            }
+            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, &mut out)
+                .await;
+        }
+        // Filter the run by the fences.
+        let mut again: Vec<(u32, Bytes, String)> = Vec::new();
+        let mut dropped = 0u64;
+        {
+            let Ok(mut f) = self.fences.lock() else {
+                out.extend(cmds);
+                return out;
+            };
+            f.map.retain(|_, (e, _)| *e == epoch);
+            for (i, dc) in cmds.into_iter().enumerate() {
+                let end = ends.get(i).copied().unwrap_or(u64::MAX);
+                let keys = keys_of(&dc.cmd);
+                let fenced = |k: &Bytes| {
+                    f.map
+                        .get(&(dc.db, k.clone()))
+                        .is_some_and(|&(_, o)| end <= o)
+                };
+                if !keys.is_empty() && keys.iter().any(fenced) {
+                    for k in keys.iter().filter(|k| !fenced(k)) {
+                        again.push((
+                            dc.db,
+                            k.clone(),
+                            format!(
+                                "{} also touched a key being repaired",
+                                crate::escape::text(dc.cmd.name())
+                            ),
+                        ));
+                    }
+                    dropped += 1;
+                    continue;
+                }
+                if keys.is_empty() {
+                    let all = dc.cmd.is("FLUSHALL") || dc.cmd.is("SWAPDB");
+                    if all || dc.cmd.is("FLUSHDB") {
+                        for ((db, k), &(_, o)) in f.map.iter() {
+                            if end <= o && (all || *db == dc.db) {
+                                again.push((
+                                    *db,
+                                    k.clone(),
+                                    format!(
+                                        "{} ran inside the repair window",
+                                        crate::escape::text(dc.cmd.name())
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+                out.push(dc);
+            }
+            // Every later command comes after `run_end`: fences at or below it are done.
+            f.map.retain(|_, (_, o)| *o > run_end);
+        }
+        if dropped > 0 {
+            tracing::debug!(shard = %shard.name, dropped, "stream commands skipped: their keys were copied from the source at a later offset");
+        }
+        again.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        for (db, key, why) in again {
+            self.repair_key(shard, epoch, &[db], &key, &why, &mut out)
+                .await;
+        }
+        out
+    }
+
+    /// Copies one key from the first of `dbs` where it exists (or deletes it on the target
+    /// when it exists in none), installs its fence and appends the writes to `out`.
+    async fn repair_key(
+        &mut self,
+        shard: &ShardState,
+        epoch: u64,
+        dbs: &[u32],
+        key: &Bytes,
+        why: &str,
+        out: &mut Vec<DbCmd>,
+    ) {
+        let shown = crate::escape::text(key);
+        let Some(&first_db) = dbs.first() else { return };
+        if !self.allow_attempt(first_db, key) {
+            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
+            tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why,
+                "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+            return;
+        }
+        let mut found: Option<(u32, Copy)> = None;
+        for &db in dbs {
+            match self.read(shard, db, key).await {
+                Ok(c) => {
+                    let exists = c.payload.is_some();
+                    found = Some((db, c));
+                    if exists {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.conn = None;
+                    metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
+                    tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e,
+                        "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    return;
+                }
+            }
+        }
+        let Some((db, copy)) = found else { return };
+        if let Ok(mut f) = self.fences.lock() {
+            let e = f.map.entry((db, key.clone())).or_insert((epoch, 0));
+            *e = (epoch, e.1.max(copy.offset));
+        }
+        let now = crate::now_ms() as i64;
+        let cmd = match &copy.payload {
+            Some(p) if copy.pttl > 0 => {
+                crate::cmd!["RESTORE", key, now + copy.pttl, p, "REPLACE", "ABSTTL"]
+            }
+            Some(p) => crate::cmd!["RESTORE", key, 0i64, p, "REPLACE"],
+            None => crate::cmd!["DEL", key],
+        };
+        let mut cmds = Vec::new();
+        crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
+        out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
+        metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
+        tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
+            exists = copy.payload.is_some(), "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+    }
+
+    fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {
+        let Ok(mut f) = self.fences.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let e = f.attempts.entry((db, key.clone())).or_insert((0, now));
+        if now.duration_since(e.1) > ATTEMPT_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        let ok = e.0 <= MAX_ATTEMPTS;
+        if f.attempts.len() > MAX_QUEUED {
+            f.attempts
+                .retain(|_, (_, t)| now.duration_since(*t) <= ATTEMPT_WINDOW);
+        }
+        ok
+    }
+
+    /// `SELECT db; MULTI; DUMP key; PTTL key; INFO replication; EXEC` on the shard's master.
+    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, String> {
+        let master = shard.master_addr();
+        if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
+            let (host, port) = master
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    Some((
+                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                        p.parse::<u16>().ok()?,
+                    ))
+                })
+                .ok_or_else(|| format!("bad master address {master}"))?;
+            let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
+            let c = RespConn::connect(&ep).await.map_err(|e| e.to_string())?;
+            self.conn = Some((master.clone(), c, 0));
+        }
+        let Some((_, conn, cur_db)) = self.conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        if *cur_db != db {
+            if let Frame::Error(e) = conn
+                .request(&crate::cmd!["SELECT", db])
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("SELECT {db}: {}", crate::escape::text(&e)));
+            }
+            *cur_db = db;
+        }
+        for c in [
+            crate::cmd!["MULTI"],
+            crate::cmd!["DUMP", key],
+            crate::cmd!["PTTL", key],
+            crate::cmd!["INFO", "replication"],
+            crate::cmd!["EXEC"],
+        ] {
+            conn.send(&c).await.map_err(|e| e.to_string())?;
+        }
+        for _ in 0..4 {
+            if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
+                return Err(crate::escape::text(&e));
+            }
+        }
+        let exec = conn.read_frame().await.map_err(|e| e.to_string())?;
+        let Frame::Array(items) = exec else {
+            return Err(format!(
+                "EXEC answered {}",
+                crate::escape::text(exec.to_text().as_bytes())
+            ));
+        };
+        let [dump, pttl, info] = items.as_slice() else {
+            return Err(format!("EXEC answered {} replies, not 3", items.len()));
+        };
+        let payload = match dump {
+            Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
+            f => f.as_bytes().cloned(),
+        };
+        let pttl = match pttl {
+            Frame::Integer(n) => *n,
+            _ => -1,
+        };
+        let info = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let offset = crate::net::client::info_field(&info, "master_repl_offset")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or("INFO replication has no master_repl_offset")?;
+        Ok(Copy {
+            payload,
+            pttl,
+            offset,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_keys_of_rejected_commands_and_transactions() {
+        let q = RepairQueue::new();
+        let s = ShardState::new("s".into());
+        let cmds = vec![
+            DbCmd {
+                db: 2,
+                cmd: crate::cmd!["SORT", "src", "BY", "w_*", "STORE", "dst"],
+            },
+            DbCmd {
+                db: 0,
+                cmd: crate::cmd!["MULTI"],
+            },
+            DbCmd {
+                db: 0,
+                cmd: crate::cmd!["SET", "a", "1"],
+            },
+            DbCmd {
+                db: 0,
+                cmd: crate::cmd!["RPUSH", "b", "x"],
+            },
+            DbCmd {
+                db: 0,
+                cmd: crate::cmd!["EXEC"],
+            },
+        ];
+        q.rejected(
+            &s,
+            &cmds,
+            0,
+            &Frame::Error(Bytes::from_static(
+                b"ERR BY option of SORT denied in Cluster mode.",
+            )),
+        );
+        q.rejected(
+            &s,
+            &cmds,
+            0,
+            &Frame::Error(Bytes::from_static(b"OOM command not allowed")),
+        );
+        let reply = Frame::Array(vec![
+            Frame::Simple(Bytes::from_static(b"OK")),
+            Frame::Error(Bytes::from_static(b"WRONGTYPE Operation")),
+        ]);
+        q.rejected(&s, &cmds, 4, &reply);
+        let got: Vec<(u32, Bytes)> = q
+            .take("s")
+            .into_iter()
+            .map(|w| (w.target_db, w.key))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, Bytes::from_static(b"src")),
+                (2, Bytes::from_static(b"dst")),
+                (0, Bytes::from_static(b"b")),
+            ]
+        );
+        q.rejected(
+            &s,
+            &cmds,
+            4,
+            &Frame::Error(Bytes::from_static(b"EXECABORT Transaction discarded")),
+        );
+        assert_eq!(q.take("s").len(), 2);
+        assert!(!q.has("s"));
+    }
+}
