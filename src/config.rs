@@ -26,6 +26,31 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Decodes `%XX` escapes as `redis-cli` does for URL passwords: `+` stays `+` (it is not a
+/// space outside HTML forms), a `%` not followed by two hex digits stays as is. The error
+/// says why without the text itself (it may be a password).
+fn percent_decode(s: &str) -> Result<String, &'static str> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded")
+}
+
 /// Where a server is and how to log in. `Display` shows `host:port` only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -70,14 +95,15 @@ impl Endpoint {
             .trim_end_matches(']')
             .to_string();
         let port = u.port().ok_or_else(|| bad("no port"))?;
-        let decode = |v: &str| {
-            url::form_urlencoded::parse(format!("x={v}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+        let username =
+            Some(percent_decode(u.username()).map_err(|w| bad(&format!("user name {w}")))?)
+                .filter(|s| !s.is_empty());
+        let password = match u.password() {
+            Some(p) => Some(Secret::new(
+                percent_decode(p).map_err(|w| bad(&format!("password {w}")))?,
+            )),
+            None => None,
         };
-        let username = Some(decode(u.username())).filter(|s| !s.is_empty());
-        let password = u.password().map(|p| Secret::new(decode(p)));
         Ok(Endpoint {
             host,
             port,
@@ -525,6 +551,16 @@ mod tests {
             "{err}"
         );
         assert!(Endpoint::parse("x", "http://h:1").is_err());
+        // Percent-decoding as redis-cli: `+` stays, `%2B` is `+`, `%23` `#`, non-ASCII as UTF-8.
+        let e = Endpoint::parse("s", "redis://us%40er:a+b%25c%40d%3Ae%2Ff%23g%C3%A9@h:1").unwrap();
+        assert_eq!(e.password.as_ref().unwrap().expose(), "a+b%c@d:e/f#gé");
+        assert_eq!(e.username.as_deref(), Some("us@er"));
+        let e = Endpoint::parse("s", "redis://:p@ss:wörd+%zz@h:1").unwrap();
+        assert_eq!(e.password.as_ref().unwrap().expose(), "p@ss:wörd+%zz");
+        let err = Endpoint::parse("s", "redis://:bad%FFpw@h:1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("UTF-8") && !err.contains("bad"), "{err}");
     }
 
     #[test]

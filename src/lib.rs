@@ -11,6 +11,7 @@
 //! - [`observe`]: metric catalog, progress, `/status`, `/metrics`, log rate limits;
 //! - [`net`]: raw RESP connections, redis-rs clients, server INFO, topology discovery, backoff.
 //!
+//! [`verify`] compares source and target before a cut-over (`shardsync verify`).
 //! [`escape`] quotes bytes from the data or a peer for logs, errors and terminals.
 //!
 //! [`app`] wires it together (prechecks, actors, shutdown); `src/main.rs` is the thin CLI.
@@ -32,6 +33,7 @@ pub mod resp;
 pub mod router;
 pub mod sink;
 pub mod source;
+pub mod verify;
 
 /// Wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {

@@ -31,6 +31,98 @@ enum Command {
     LoadRdb(LoadRdbArgs),
     /// Shows the state of a running shardsync (its /status) as a table.
     Status(StatusArgs),
+    /// Compares source and target key by key (before a cut-over); exit 0 equal, 1 different,
+    /// 2 error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Compare a random sample of N keys per side (RANDOMKEY) instead of all keys.
+    #[arg(long, value_name = "N")]
+    sample: Option<u64>,
+    /// Keys read per second over both passes (0: unlimited).
+    #[arg(long, value_name = "KEYS_PER_SEC", default_value_t = 5000)]
+    rate: u64,
+    /// TTLs within this many milliseconds of each other are equal.
+    #[arg(long, default_value_t = 2000)]
+    ttl_tolerance_ms: u64,
+    /// Wait this long, then compare differing keys once more (writes in flight); 0: report at once.
+    #[arg(long, default_value_t = 2000)]
+    recheck_ms: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
+    /// List at most N differences (the counts stay exact).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_report: usize,
+    /// Skip keys starting with this prefix (repeatable); the heartbeat key is always skipped.
+    #[arg(long, value_name = "PREFIX")]
+    ignore_prefix: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VerifyFormat {
+    Text,
+    Json,
+}
+
+/// `shardsync verify`: exit 0 equal, 1 different, 2 error.
+fn verify(args: VerifyArgs) -> ExitCode {
+    let cfg = match args.common.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level);
+    let opts = shardsync::verify::VerifyOptions {
+        sample: args.sample,
+        rate: args.rate,
+        ttl_tolerance_ms: args.ttl_tolerance_ms,
+        recheck_ms: args.recheck_ms,
+        max_report: args.max_report,
+        ..Default::default()
+    };
+    let mut ignore: Vec<Vec<u8>> = args
+        .ignore_prefix
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    if !cfg.sync.heartbeat_key.is_empty() {
+        ignore.push(cfg.sync.heartbeat_key.clone().into_bytes());
+    }
+    let filter = shardsync::verify::IgnorePrefixes(ignore);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardsync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(shardsync::verify::run(&cfg, &opts, &filter)) {
+        Ok(report) => {
+            match args.format {
+                VerifyFormat::Text => print!("{}", report.to_text()),
+                VerifyFormat::Json => println!("{}", report.to_json()),
+            }
+            if report.is_equal() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("shardsync: verify: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -241,6 +333,7 @@ fn main() -> ExitCode {
         Command::Check(a) => (a, true),
         Command::LoadRdb(a) => return load_rdb(a),
         Command::Status(a) => return status(a),
+        Command::Verify(a) => return verify(a),
     };
     let cfg = match args.resolve() {
         Ok(c) => c,

@@ -6,9 +6,10 @@
 //! The kind must be one of a fixed set (a `&'static str` such as a metric label), and scopes are
 //! shards and target nodes, so the table stays small whatever the data holds.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 /// Length of one rate window.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -24,7 +25,9 @@ struct Window {
     suppressed: u64,
 }
 
-static TABLE: Mutex<Option<HashMap<(String, &'static str), Window>>> = Mutex::new(None);
+/// Concurrent (writers, links and the repairer log from several threads): a `DashMap` locks one
+/// shard of the table per call instead of the whole table.
+static TABLE: LazyLock<DashMap<(String, &'static str), Window>> = LazyLock::new(DashMap::new);
 
 /// Whether a line of `kind` in `scope` may be logged now: `Some(k)` with the number of similar
 /// lines suppressed since the last one that was logged, or `None` to drop this one.
@@ -33,21 +36,18 @@ pub fn allow(scope: &str, kind: &'static str) -> Option<u64> {
 }
 
 fn allow_at(scope: &str, kind: &'static str, now: Instant) -> Option<u64> {
-    let mut guard = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    let table = guard.get_or_insert_with(HashMap::new);
-    if table.len() >= MAX_ENTRIES && !table.contains_key(&(scope.to_string(), kind)) {
-        table.retain(|_, w| now.duration_since(w.started) < WINDOW);
-        if table.len() >= MAX_ENTRIES {
-            table.clear();
+    let key = (scope.to_string(), kind);
+    if TABLE.len() >= MAX_ENTRIES && !TABLE.contains_key(&key) {
+        TABLE.retain(|_, w| now.duration_since(w.started) < WINDOW);
+        if TABLE.len() >= MAX_ENTRIES {
+            TABLE.clear();
         }
     }
-    let w = table
-        .entry((scope.to_string(), kind))
-        .or_insert_with(|| Window {
-            started: now,
-            logged: 0,
-            suppressed: 0,
-        });
+    let mut w = TABLE.entry(key).or_insert_with(|| Window {
+        started: now,
+        logged: 0,
+        suppressed: 0,
+    });
     if now.duration_since(w.started) >= WINDOW {
         w.started = now;
         w.logged = 0;

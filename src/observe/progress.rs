@@ -82,6 +82,9 @@ pub struct ShardState {
     pub heartbeat_lag_ms: AtomicU64,
     /// Tickets of handed-out batches, oldest first (see [`Ticket`]).
     tickets: Mutex<VecDeque<Arc<Ticket>>>,
+    /// Set by [`ShardState::mark_degraded`]: part of the shard's writes cannot be applied; the
+    /// phase stays `failed` and the error stays, while the rest keeps syncing.
+    degraded: AtomicBool,
     /// Becomes true, once and for good, when the shard fails (see [`ShardState::mark_failed`]).
     failed: tokio::sync::watch::Sender<bool>,
 }
@@ -131,6 +134,7 @@ impl ShardState {
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
+            degraded: AtomicBool::new(false),
             failed: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -149,6 +153,15 @@ impl ShardState {
         self.set_error(Some(reason));
         self.set_phase(Phase::Failed);
         self.failed.send_replace(true);
+    }
+
+    /// Part of the shard's writes cannot be applied until a person acts (e.g. a database the
+    /// target refuses: only that database's writes are skipped): the shard shows `failed` with
+    /// `reason` from now on, but keeps syncing what it can, and the run does not stop for it.
+    pub fn mark_degraded(&self, reason: impl Into<String>) {
+        self.degraded.store(true, Ordering::Release);
+        self.set_error(Some(reason.into()));
+        self.set_phase(Phase::Failed);
     }
 
     /// True once [`ShardState::mark_failed`] was called.
@@ -193,7 +206,7 @@ impl ShardState {
     }
 
     pub fn set_error(&self, e: Option<String>) {
-        if e.is_none() && self.is_failed() {
+        if e.is_none() && (self.is_failed() || self.degraded.load(Ordering::Acquire)) {
             return;
         }
         if let Ok(mut g) = self.last_error.lock() {

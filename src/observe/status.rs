@@ -4,10 +4,11 @@
 //! and the full-sync progress reporter (a log line every 5 s; a live line on a terminal).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::observe::progress::{Phase, ShardState};
@@ -54,14 +55,23 @@ impl OverallState {
     }
 }
 
+/// One entry of the shard registry of [`StatusBoard`].
+#[derive(Clone, Debug)]
+struct RegisteredShard {
+    state: Arc<ShardState>,
+    registered_ms: u64,
+    order: usize,
+}
+
 /// Shared by the app (which registers shards and sets the run state), the HTTP server and the
 /// background tasks.
 #[derive(Debug)]
 pub struct StatusBoard {
     run_state: AtomicU8,
-    shards: RwLock<Vec<Arc<ShardState>>>,
-    /// When each shard was registered (index-aligned with `shards`): the lag before any heartbeat.
-    registered: RwLock<Vec<u64>>,
+    /// Every source shard by its stable name (a concurrent map: links, writers, the sampler and
+    /// the HTTP server read it from several threads), with when and in which order it was
+    /// registered (the lag before any heartbeat; the order `/status` lists them in).
+    shards: DashMap<String, RegisteredShard>,
     /// Heartbeat interval; `None` when the heartbeat is disabled (lag in seconds unknown).
     heartbeat_interval: Option<Duration>,
     started_ms: u64,
@@ -71,8 +81,7 @@ impl StatusBoard {
     pub fn new(heartbeat_interval: Option<Duration>) -> Arc<StatusBoard> {
         Arc::new(StatusBoard {
             run_state: AtomicU8::new(RunState::Prechecking as u8),
-            shards: RwLock::new(Vec::new()),
-            registered: RwLock::new(Vec::new()),
+            shards: DashMap::new(),
             heartbeat_interval,
             started_ms: crate::now_ms(),
         })
@@ -106,16 +115,15 @@ impl StatusBoard {
 
     /// Adds a source shard (any time, e.g. when a cluster grows) and registers its series.
     pub fn register_shard(&self, shard: Arc<ShardState>) {
-        let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
-        if shards.iter().any(|s| s.name == shard.name) {
-            return;
+        let order = self.shards.len();
+        if let dashmap::Entry::Vacant(v) = self.shards.entry(shard.name.clone()) {
+            telemetry::register_shard(&shard.name);
+            v.insert(RegisteredShard {
+                state: shard,
+                registered_ms: crate::now_ms(),
+                order,
+            });
         }
-        telemetry::register_shard(&shard.name);
-        shards.push(shard);
-        self.registered
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(crate::now_ms());
     }
 
     /// Adds a target node and registers its series. Every `TargetWriter` also registers its
@@ -124,11 +132,18 @@ impl StatusBoard {
         telemetry::register_node(node);
     }
 
+    /// The shards in the order they were registered.
     pub fn shards(&self) -> Vec<Arc<ShardState>> {
-        self.shards
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.registered_shards()
+            .into_iter()
+            .map(|r| r.state)
+            .collect()
+    }
+
+    fn registered_shards(&self) -> Vec<RegisteredShard> {
+        let mut v: Vec<RegisteredShard> = self.shards.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|r| r.order);
+        v
     }
 
     /// The overall state: the run state, refined by the shards while syncing (`failed` when a
@@ -175,23 +190,14 @@ impl StatusBoard {
     /// The `/status` document.
     pub fn snapshot(&self) -> Status {
         let now = crate::now_ms();
-        let shards = self.shards();
-        let registered = self
-            .registered
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let shards = self.registered_shards();
         Status {
             state: self.overall(),
             uptime_seconds: now.saturating_sub(self.started_ms) as f64 / 1000.0,
             target_nodes: telemetry::nodes(),
             shards: shards
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let reg = registered.get(i).copied().unwrap_or(self.started_ms);
-                    shard_status(s, self.lag_seconds(s, reg, now))
-                })
+                .map(|r| shard_status(&r.state, self.lag_seconds(&r.state, r.registered_ms, now)))
                 .collect(),
         }
     }

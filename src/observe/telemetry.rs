@@ -135,7 +135,9 @@ pub fn command_label(cmd: &crate::cmd::Cmd) -> &'static str {
 const REDIRECT_KINDS: &[&str] = &["moved", "ask", "tryagain"];
 
 /// Target nodes seen so far (writers register themselves when they start).
-static NODES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Node address → order of appearance (a concurrent map: every writer registers its node).
+static NODES: std::sync::LazyLock<dashmap::DashMap<String, usize>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
 
 /// Installs the global recorder (once per process) and describes every metric.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
@@ -308,12 +310,12 @@ pub fn register_shard(shard: &str) {
 
 /// Registers every per-target-node series with a zero value (once per node; cheap to repeat).
 pub fn register_node(node: &str) {
-    {
-        let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
-        if nodes.iter().any(|n| n == node) {
-            return;
+    let order = NODES.len();
+    match NODES.entry(node.to_string()) {
+        dashmap::Entry::Occupied(_) => return,
+        dashmap::Entry::Vacant(v) => {
+            v.insert(order);
         }
-        nodes.push(node.to_string());
     }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
     counter!(TARGET_STALLS, "node" => node.to_string()).increment(0);
@@ -327,5 +329,10 @@ pub fn register_node(node: &str) {
 
 /// Target nodes registered so far, in order of appearance.
 pub fn nodes() -> Vec<String> {
-    NODES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    let mut v: Vec<(usize, String)> = NODES
+        .iter()
+        .map(|e| (*e.value(), e.key().clone()))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, n)| n).collect()
 }

@@ -38,6 +38,9 @@ const MAX_ATTEMPTS: u32 = 5;
 const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
 /// Keys queued per shard at most (beyond: counted as failed repairs, logged).
 const MAX_QUEUED: usize = 10_000;
+/// Keys repaired before one run of stream commands at most: a storm of rejections must not stall
+/// the stream (the rest wait for the next runs).
+const MAX_PER_RUN: usize = 256;
 
 /// A key to copy from the source: its *target* database (what the writer knows) and why.
 #[derive(Clone, Debug)]
@@ -50,7 +53,14 @@ pub struct Wanted {
 /// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
 #[derive(Debug, Default)]
 pub struct RepairQueue {
-    wanted: Mutex<HashMap<String, Vec<Wanted>>>,
+    wanted: Mutex<HashMap<String, ShardQueue>>,
+}
+
+/// One shard's keys waiting for repair, in arrival order, with a set to drop duplicates.
+#[derive(Debug, Default)]
+struct ShardQueue {
+    order: std::collections::VecDeque<Wanted>,
+    queued: std::collections::HashSet<(u32, Bytes)>,
 }
 
 /// Error replies that say nothing about the command (the target is full, read-only, busy…):
@@ -164,32 +174,42 @@ impl RepairQueue {
         let Ok(mut m) = self.wanted.lock() else {
             return;
         };
-        let v = m.entry(shard.to_string()).or_default();
-        if v.iter()
-            .any(|x| x.target_db == w.target_db && x.key == w.key)
-        {
+        let q = m.entry(shard.to_string()).or_default();
+        if q.queued.contains(&(w.target_db, w.key.clone())) {
             return;
         }
-        if v.len() >= MAX_QUEUED {
+        if q.order.len() >= MAX_QUEUED {
             metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
-            tracing::error!(shard, key = %crate::escape::text(&w.key), "too many keys waiting for repair; this one stays as the target has it");
+            if let Some(suppressed) = crate::observe::lograte::allow(shard, "repair_overflow") {
+                tracing::error!(shard, key = %crate::escape::text(&w.key), suppressed, "too many keys waiting for repair; this one stays as the target has it");
+            }
             return;
         }
-        v.push(w);
+        q.queued.insert((w.target_db, w.key.clone()));
+        q.order.push_back(w);
     }
 
     fn has(&self, shard: &str) -> bool {
         self.wanted
             .lock()
-            .map(|m| m.get(shard).is_some_and(|v| !v.is_empty()))
+            .map(|m| m.get(shard).is_some_and(|q| !q.order.is_empty()))
             .unwrap_or(false)
     }
 
-    fn take(&self, shard: &str) -> Vec<Wanted> {
-        self.wanted
-            .lock()
-            .map(|mut m| m.remove(shard).unwrap_or_default())
-            .unwrap_or_default()
+    /// Up to `max` of a shard's waiting keys, oldest first.
+    fn take(&self, shard: &str, max: usize) -> Vec<Wanted> {
+        let Ok(mut m) = self.wanted.lock() else {
+            return Vec::new();
+        };
+        let Some(q) = m.get_mut(shard) else {
+            return Vec::new();
+        };
+        let n = q.order.len().min(max);
+        let out: Vec<Wanted> = q.order.drain(..n).collect();
+        for w in &out {
+            q.queued.remove(&(w.target_db, w.key.clone()));
+        }
+        out
     }
 }
 
@@ -227,6 +247,8 @@ pub struct Repairer {
     ctx: Arc<RepairContext>,
     fences: Arc<Mutex<Fences>>,
     conn: Option<(String, RespConn, u32)>,
+    /// Copies read ahead for the keys of one [`Repairer::process`] call.
+    prefetched: HashMap<(u32, Bytes), Copy>,
 }
 
 impl Clone for Repairer {
@@ -236,6 +258,7 @@ impl Clone for Repairer {
             ctx: self.ctx.clone(),
             fences: self.fences.clone(),
             conn: None,
+            prefetched: HashMap::new(),
         }
     }
 }
@@ -247,6 +270,7 @@ impl Repairer {
             ctx: Arc::new(ctx),
             fences: Arc::new(Mutex::new(Fences::default())),
             conn: None,
+            prefetched: HashMap::new(),
         }
     }
 
@@ -293,7 +317,26 @@ impl Repairer {
         ends: &[u64],
     ) -> Vec<DbCmd> {
         let mut out = Vec::new();
-        for w in self.queue.take(&shard.name) {
+        let wanted = self.queue.take(&shard.name, MAX_PER_RUN);
+        // One source round trip per database for the whole lot (a storm of rejections must not
+        // become a round trip per key); a failed prefetch falls back to reading key by key.
+        let mut by_db: HashMap<u32, Vec<Bytes>> = HashMap::new();
+        for w in &wanted {
+            if let Some(&db) = self.source_dbs(w.target_db).first() {
+                by_db.entry(db).or_default().push(w.key.clone());
+            }
+        }
+        for (db, keys) in by_db {
+            match self.read_many(shard, db, &keys).await {
+                Ok(copies) => {
+                    for (k, c) in keys.into_iter().zip(copies) {
+                        self.prefetched.insert((db, k), c);
+                    }
+                }
+                Err(_) => self.conn = None,
+            }
+        }
+        for w in wanted {
             let dbs = self.source_dbs(w.target_db);
             if dbs.is_empty() {
                 continue;
@@ -301,6 +344,7 @@ impl Repairer {
             self.repair_key(shard, epoch, &dbs, &w.key, &w.why, &mut out)
                 .await;
         }
+        self.prefetched.clear();
         // Filter the run by the fences.
         let mut again: Vec<(u32, Bytes, String)> = Vec::new();
         let mut dropped = 0u64;
@@ -380,13 +424,19 @@ impl Repairer {
         let Some(&first_db) = dbs.first() else { return };
         if !self.allow_attempt(first_db, key) {
             metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-            tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why,
-                "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair_failed") {
+                tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why, suppressed,
+                    "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+            }
             return;
         }
         let mut found: Option<(u32, Copy)> = None;
         for &db in dbs {
-            match self.read(shard, db, key).await {
+            let read = match self.prefetched.remove(&(db, key.clone())) {
+                Some(c) => Ok(c),
+                None => self.read(shard, db, key).await,
+            };
+            match read {
                 Ok(c) => {
                     let exists = c.payload.is_some();
                     found = Some((db, c));
@@ -397,8 +447,12 @@ impl Repairer {
                 Err(e) => {
                     self.conn = None;
                     metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-                    tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e,
-                        "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    if let Some(suppressed) =
+                        crate::observe::lograte::allow(&shard.name, "repair_failed")
+                    {
+                        tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e, suppressed,
+                            "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    }
                     return;
                 }
             }
@@ -420,8 +474,10 @@ impl Repairer {
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
         metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
-        tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
-            exists = copy.payload.is_some(), "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+        if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair") {
+            tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
+                exists = copy.payload.is_some(), suppressed, "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+        }
     }
 
     fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {
@@ -444,6 +500,18 @@ impl Repairer {
 
     /// `SELECT db; MULTI; DUMP key; PTTL key; INFO replication; EXEC` on the shard's master.
     async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, String> {
+        let mut copies = self.read_many(shard, db, std::slice::from_ref(key)).await?;
+        copies.pop().ok_or_else(|| "no reply".to_string())
+    }
+
+    /// Reads `keys` of source database `db` and the source's offset in one transaction on the
+    /// shard's master (one round trip for all of them): every copy is valid at that offset.
+    async fn read_many(
+        &mut self,
+        shard: &ShardState,
+        db: u32,
+        keys: &[Bytes],
+    ) -> Result<Vec<Copy>, String> {
         let master = shard.master_addr();
         if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
             let (host, port) = master
@@ -472,16 +540,22 @@ impl Repairer {
             }
             *cur_db = db;
         }
-        for c in [
-            crate::cmd!["MULTI"],
-            crate::cmd!["DUMP", key],
-            crate::cmd!["PTTL", key],
-            crate::cmd!["INFO", "replication"],
-            crate::cmd!["EXEC"],
-        ] {
+        conn.send(&crate::cmd!["MULTI"])
+            .await
+            .map_err(|e| e.to_string())?;
+        for key in keys {
+            conn.send(&crate::cmd!["DUMP", key])
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.send(&crate::cmd!["PTTL", key])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for c in [crate::cmd!["INFO", "replication"], crate::cmd!["EXEC"]] {
             conn.send(&c).await.map_err(|e| e.to_string())?;
         }
-        for _ in 0..4 {
+        // +OK for MULTI, +QUEUED for each queued command.
+        for _ in 0..(2 + 2 * keys.len()) {
             if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
                 return Err(crate::escape::text(&e));
             }
@@ -493,29 +567,37 @@ impl Repairer {
                 crate::escape::text(exec.to_text().as_bytes())
             ));
         };
-        let [dump, pttl, info] = items.as_slice() else {
-            return Err(format!("EXEC answered {} replies, not 3", items.len()));
-        };
-        let payload = match dump {
-            Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
-            f => f.as_bytes().cloned(),
-        };
-        let pttl = match pttl {
-            Frame::Integer(n) => *n,
-            _ => -1,
-        };
-        let info = info
+        if items.len() != 2 * keys.len() + 1 {
+            return Err(format!(
+                "EXEC answered {} replies, not {}",
+                items.len(),
+                2 * keys.len() + 1
+            ));
+        }
+        let info = items[items.len() - 1]
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
         let offset = crate::net::client::info_field(&info, "master_repl_offset")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or("INFO replication has no master_repl_offset")?;
-        Ok(Copy {
-            payload,
-            pttl,
-            offset,
-        })
+        let mut out = Vec::with_capacity(keys.len());
+        for pair in items[..items.len() - 1].chunks_exact(2) {
+            let payload = match &pair[0] {
+                Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
+                f => f.as_bytes().cloned(),
+            };
+            let pttl = match &pair[1] {
+                Frame::Integer(n) => *n,
+                _ => -1,
+            };
+            out.push(Copy {
+                payload,
+                pttl,
+                offset,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -569,7 +651,7 @@ mod tests {
         ]);
         q.rejected(&s, &cmds, 4, &reply);
         let got: Vec<(u32, Bytes)> = q
-            .take("s")
+            .take("s", usize::MAX)
             .into_iter()
             .map(|w| (w.target_db, w.key))
             .collect();
@@ -587,7 +669,7 @@ mod tests {
             4,
             &Frame::Error(Bytes::from_static(b"EXECABORT Transaction discarded")),
         );
-        assert_eq!(q.take("s").len(), 2);
+        assert_eq!(q.take("s", usize::MAX).len(), 2);
         assert!(!q.has("s"));
     }
 }

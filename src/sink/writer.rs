@@ -560,7 +560,7 @@ impl Pipeline {
                     seen.push(shard);
                 }
                 for s in seen {
-                    s.mark_failed(why.clone());
+                    s.mark_degraded(why.clone());
                 }
             }
             _ => {

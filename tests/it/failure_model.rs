@@ -562,7 +562,9 @@ fn many_unknown_command_names_keep_metrics_and_log_small() {
     let st = wait_status(
         &mut ss,
         &addr,
-        Duration::from_secs(120),
+        // Each rejection also queues a repair of its key (read from the source in batches):
+        // generous for a loaded 2-core machine.
+        Duration::from_secs(300),
         "every unknown command rejected by the target",
         |st| shard0(st)["rejected_writes"].as_u64() >= Some(N as u64),
     );

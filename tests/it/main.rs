@@ -31,3 +31,5 @@ mod rewrite_fuzz;
 mod router_keyslot;
 mod sink_errors;
 mod stream_state;
+mod url_passwords;
+mod verify;

@@ -440,8 +440,9 @@ fn repaired_standalone(
     assert!(code.success(), "exit {code:?}:\n{}", ss.log_tail(30));
 }
 
-/// A command the older target does not know (`GEOSEARCHSTORE`, 6.2+, into 6.0; no rewrite):
-/// the destination key is copied from the source.
+/// A command the older target does not know and that has no rewrite (`GEOSEARCHSTORE … BYBOX`,
+/// 6.2+, into 6.0: the `BYRADIUS` form becomes `GEORADIUS … STORE`, a box has no 6.0 form): the
+/// destination key is copied from the source.
 #[test]
 fn unknown_command_on_an_older_target_is_repaired() {
     repaired_standalone(
@@ -471,8 +472,9 @@ fn unknown_command_on_an_older_target_is_repaired() {
                     .arg("FROMLONLAT")
                     .arg("15")
                     .arg("37")
-                    .arg("BYRADIUS")
-                    .arg("200")
+                    .arg("BYBOX")
+                    .arg("400")
+                    .arg("400")
                     .arg("km")
                     .arg("ASC"),
                 "GEOSEARCHSTORE",

@@ -69,6 +69,10 @@ pub struct KeySnapshot {
     pub value: KeyValue,
     /// PTTL: -1 without expiry, else milliseconds left.
     pub pttl: i64,
+    /// Local Unix ms when the PTTL reply arrived: TTLs are compared as absolute expiry times
+    /// (`read_ms + pttl`), so a slow read of a big value between the two sides (or a loaded
+    /// machine) does not show up as a TTL difference.
+    pub read_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -343,10 +347,14 @@ pub fn snapshot_key(conn: &mut Connection, key: &[u8]) -> Option<KeySnapshot> {
         _ => KeyValue::Other,
     };
     let pttl = int(&q(conn, redis::cmd("PTTL").arg(key), "PTTL"));
+    let read_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     Some(KeySnapshot {
         type_name,
         value,
         pttl,
+        read_ms,
     })
 }
 
@@ -521,7 +529,9 @@ pub fn diff_snapshots(
     }
     let ttl_ok = match (a.pttl, b.pttl) {
         (-1, -1) => true,
-        (x, y) if x >= 0 && y >= 0 => (x - y).abs() <= opts.ttl_tolerance_ms,
+        (x, y) if x >= 0 && y >= 0 => {
+            ((x + a.read_ms) - (y + b.read_ms)).abs() <= opts.ttl_tolerance_ms
+        }
         _ => false,
     };
     if !ttl_ok {
