@@ -209,6 +209,11 @@ pub struct FileSync {
     pub elements_per_command: Option<usize>,
     pub ack_interval_ms: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_key_bytes: Option<usize>,
+    pub max_aux_bytes: Option<usize>,
+    pub max_element_bytes: Option<usize>,
+    pub max_blob_bytes: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
 }
@@ -252,6 +257,14 @@ pub struct SyncSettings {
     pub elements_per_command: usize,
     pub ack_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
+    /// Largest command accepted from the replication stream (a whole RESP frame).
+    pub max_frame_bytes: usize,
+    /// RDB limits (see [`crate::rdb::ParseOptions`]): key names, AUX values (longer ones are
+    /// skipped), single elements, encoded blobs.
+    pub max_key_bytes: usize,
+    pub max_aux_bytes: usize,
+    pub max_element_bytes: usize,
+    pub max_blob_bytes: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
@@ -305,6 +318,11 @@ impl Default for SyncSettings {
             ack_interval_ms: 1000,
             // Short: a killed process replays (duplicates) what was applied after the last one.
             checkpoint_interval_ms: 100,
+            max_frame_bytes: crate::resp::DEFAULT_MAX_FRAME_BYTES,
+            max_key_bytes: crate::rdb::DEFAULT_MAX_KEY_BYTES,
+            max_aux_bytes: crate::rdb::DEFAULT_MAX_AUX_BYTES,
+            max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
+            max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             db_map: Default::default(),
         }
     }
@@ -451,6 +469,15 @@ impl Config {
                 f.checkpoint_interval_ms.map(|v| v as usize),
                 d.checkpoint_interval_ms as usize,
             )? as u64,
+            max_frame_bytes: positive("max_frame_bytes", f.max_frame_bytes, d.max_frame_bytes)?,
+            max_key_bytes: positive("max_key_bytes", f.max_key_bytes, d.max_key_bytes)?,
+            max_aux_bytes: f.max_aux_bytes.unwrap_or(d.max_aux_bytes),
+            max_element_bytes: positive(
+                "max_element_bytes",
+                f.max_element_bytes,
+                d.max_element_bytes,
+            )?,
+            max_blob_bytes: positive("max_blob_bytes", f.max_blob_bytes, d.max_blob_bytes)?,
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {

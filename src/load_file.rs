@@ -81,6 +81,10 @@ pub async fn run(
                 0
             },
             capture_strings: false,
+            max_key_bytes: sync.max_key_bytes,
+            max_aux_bytes: sync.max_aux_bytes,
+            max_element_bytes: sync.max_element_bytes,
+            max_blob_bytes: sync.max_blob_bytes,
         },
         convert: ConvertOptions {
             target: target_info,

@@ -51,7 +51,9 @@ use super::{ConvertError, ConvertOptions, Converter};
 use crate::cmd;
 use crate::cmd::Cmd;
 use crate::net::server_info::ServerInfo;
-use crate::rdb::{Flavor, Item, KeyHeader, ParseOptions, ValueKind, parse_dump_payload};
+use crate::rdb::{
+    DumpReader, Flavor, Item, KeyHeader, ParseOptions, ValueKind, validate_dump_payload,
+};
 
 /// `EVAL` body moving one element between lists for `LMOVE src dst FROM TO`.
 const LMOVE_SCRIPT: &str = "local v = redis.call(ARGV[1] == 'LEFT' and 'LPOP' or 'RPOP', KEYS[1]) \
@@ -291,6 +293,18 @@ fn restore_as_commands(
     now_ms: i64,
     out: &mut Vec<Cmd>,
 ) -> Result<(), Cmd> {
+    restore_as_commands_chunked(cmd, target, now_ms, &mut |cmds| out.extend(cmds))
+}
+
+/// [`restore_as_commands`] handing the commands to `emit` a chunk at a time: memory stays at
+/// the payload plus one chunk, whatever the value's size. CPU-heavy for a large payload: the
+/// replication link runs it on a blocking thread.
+pub fn restore_as_commands_chunked(
+    cmd: Cmd,
+    target: &ServerInfo,
+    now_ms: i64,
+    emit: &mut dyn FnMut(Vec<Cmd>),
+) -> Result<(), Cmd> {
     let [_, key, ttl, payload, opts @ ..] = cmd.args.as_slice() else {
         return Err(cmd);
     };
@@ -323,7 +337,15 @@ fn restore_as_commands(
             _ => return Err(cmd),
         }
     }
-    let Ok(value) = parse_dump_payload(payload, &ParseOptions::default()) else {
+    let payload = payload.clone();
+    let key = key.clone();
+    let opts = ParseOptions::default();
+    // Checked whole first (memory: one chunk), so nothing is emitted for a payload that turns
+    // out corrupt at its end: the RESTORE then goes through unchanged and is refused visibly.
+    if validate_dump_payload(&payload, &opts).is_err() {
+        return Err(cmd);
+    }
+    let Ok(mut value) = DumpReader::new(&payload, &opts) else {
         return Err(cmd);
     };
     if value.kind == ValueKind::Module {
@@ -336,7 +358,7 @@ fn restore_as_commands(
     };
     let header = KeyHeader {
         db: 0,
-        key: key.clone(),
+        key,
         rdb_type: value.rdb_type,
         kind: value.kind,
         expire_ms,
@@ -351,16 +373,38 @@ fn restore_as_commands(
     opts.replace = true;
     let mut conv = Converter::new(opts);
     let mut cmds = Vec::new();
-    let items = std::iter::once(Item::KeyStart(header))
-        .chain(value.chunks.into_iter().map(Item::Chunk))
-        .chain(std::iter::once(Item::KeyEnd { dump: None }));
     let mut errors = Vec::new();
-    for item in items {
-        if let Err(e) = conv.feed(item, &mut cmds) {
+    let mut written = false;
+    let mut feed = |item: Item, cmds: &mut Vec<_>| {
+        if let Err(e) = conv.feed(item, cmds) {
             errors.push(e);
         }
+    };
+    feed(Item::KeyStart(header), &mut cmds);
+    let mut chunks = Vec::new();
+    loop {
+        match value.next_chunks(&mut chunks) {
+            Ok(true) => {}
+            Ok(false) => break,
+            // Validated above; a failure here cannot happen, but is not silent either.
+            Err(e) => {
+                tracing::warn!(error = %e, "RESTORE payload failed on its second reading");
+                break;
+            }
+        }
+        for c in chunks.drain(..) {
+            feed(Item::Chunk(c), &mut cmds);
+        }
+        if !cmds.is_empty() {
+            written = true;
+            emit(cmds.drain(..).map(|c| c.cmd).collect());
+        }
     }
-    let written = !cmds.is_empty();
+    feed(Item::KeyEnd { dump: None }, &mut cmds);
+    if !cmds.is_empty() {
+        written = true;
+        emit(cmds.drain(..).map(|c| c.cmd).collect());
+    }
     for e in errors {
         match e {
             // The data is written; some property cannot be expressed on this target.
@@ -375,7 +419,6 @@ fn restore_as_commands(
             }
         }
     }
-    out.extend(cmds.into_iter().map(|c| c.cmd));
     Ok(())
 }
 

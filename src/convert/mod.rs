@@ -141,6 +141,7 @@ impl Converter {
                 Ok(())
             }
             Item::Aux { .. }
+            | Item::AuxSkipped { .. }
             | Item::ResizeDb { .. }
             | Item::SlotInfo { .. }
             | Item::ModuleAux { .. }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::cmd::Cmd;
 use crate::config::Endpoint;
-use crate::resp::{self, Frame, RespError};
+use crate::resp::{Decoder, Frame, Limits, RespError};
 
 /// Why talking to a server failed. Messages name the server and say what to do; they never
 /// contain a password.
@@ -50,6 +50,8 @@ pub struct RespConn {
     pub stream: TcpStream,
     pub buf: BytesMut,
     pub addr: String,
+    /// Progress on the frame at the front of `buf` (replies: [`Limits::replies`]).
+    pub dec: Decoder,
 }
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +86,7 @@ impl RespConn {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
             addr,
+            dec: Decoder::new(Limits::replies()),
         };
         if let Some(pw) = &ep.password {
             let auth = match &ep.username {
@@ -136,10 +139,12 @@ impl RespConn {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
             if let Some((f, _)) =
-                resp::decode(&mut self.buf).map_err(|source| NetError::Protocol {
-                    addr: self.addr.clone(),
-                    source,
-                })?
+                self.dec
+                    .decode(&mut self.buf)
+                    .map_err(|source| NetError::Protocol {
+                        addr: self.addr.clone(),
+                        source,
+                    })?
             {
                 return Ok(f);
             }

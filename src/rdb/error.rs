@@ -42,6 +42,14 @@ pub enum RdbErrorKind {
     /// it was emitted: calling `next_item` again continues with the next key.
     #[error("empty key (a collection with no elements; Redis discards these when loading)")]
     EmptyKey,
+    /// A string longer than a configured limit (the option named sets it).
+    #[error("{what} of {len} bytes exceeds the limit of {limit} bytes (ParseOptions::{option})")]
+    TooLarge {
+        what: String,
+        len: u64,
+        option: String,
+        limit: u64,
+    },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -3,11 +3,22 @@
 use super::cursor::{Cursor, DecodeResult};
 
 /// Decode an intset blob into its integers (validated: width, length, strictly ascending).
+#[cfg(test)]
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<i64>> {
-    decode_inner(blob).map_err(|e| format!("invalid intset ({} bytes): {e}", blob.len()))
+    let mut out = Vec::new();
+    walk(blob, |v| out.push(v))?;
+    Ok(out)
 }
 
-fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<i64>> {
+/// Position of the first integer.
+pub(crate) const FIRST: usize = 8;
+
+/// Validates the whole intset, handing each integer to `f`; returns the count.
+pub(crate) fn walk(blob: &[u8], f: impl FnMut(i64)) -> DecodeResult<u64> {
+    walk_inner(blob, f).map_err(|e| format!("invalid intset ({} bytes): {e}", blob.len()))
+}
+
+fn walk_inner(blob: &[u8], mut f: impl FnMut(i64)) -> DecodeResult<u64> {
     let mut c = Cursor::new(blob);
     let width = c.u32_le()? as usize;
     let len = c.u32_le()? as usize;
@@ -20,19 +31,30 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<i64>> {
             blob.len()
         ));
     }
-    let mut out = Vec::with_capacity(len);
-    for _ in 0..len {
-        let v = match width {
-            2 => i64::from(i16::from_le_bytes(c.array()?)),
-            4 => i64::from(i32::from_le_bytes(c.array()?)),
-            _ => i64::from_le_bytes(c.array()?),
-        };
-        if out.last().is_some_and(|&p: &i64| p >= v) {
+    let mut last = None;
+    for i in 0..len {
+        let (v, _) = at(blob, FIRST + i * width)?;
+        if last.is_some_and(|p: i64| p >= v) {
             return Err("intset is not strictly ascending".into());
         }
-        out.push(v);
+        last = Some(v);
+        f(v);
     }
-    Ok(out)
+    Ok(len as u64)
+}
+
+/// The integer at `pos` of an intset (width from its header), and the position after it.
+pub(crate) fn at(blob: &[u8], pos: usize) -> DecodeResult<(i64, usize)> {
+    let mut c = Cursor::new(blob);
+    let width = c.u32_le()? as usize;
+    c.take(pos.saturating_sub(4))?;
+    let v = match width {
+        2 => i64::from(i16::from_le_bytes(c.array()?)),
+        4 => i64::from(i32::from_le_bytes(c.array()?)),
+        8 => i64::from_le_bytes(c.array()?),
+        w => return Err(format!("intset with invalid encoding {w}")),
+    };
+    Ok((v, c.pos()))
 }
 
 #[cfg(test)]

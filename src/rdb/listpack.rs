@@ -7,10 +7,20 @@ const LP_EOF: u8 = 0xff;
 
 /// Decode a whole listpack blob into its elements, validating the structure.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
-    decode_inner(blob).map_err(|e| format!("invalid listpack ({} bytes): {e}", blob.len()))
+    let mut out = Vec::new();
+    walk(blob, |e| out.push(e))?;
+    Ok(out)
 }
 
-fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
+/// Position of the first entry.
+pub(crate) const FIRST: usize = 6;
+
+/// Validates the whole listpack, handing each element to `f`; returns the element count.
+pub(crate) fn walk<'a>(blob: &'a [u8], f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
+    walk_inner(blob, f).map_err(|e| format!("invalid listpack ({} bytes): {e}", blob.len()))
+}
+
+fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
     let mut c = Cursor::new(blob);
     let total = c.u32_le()? as usize;
     let count = c.u16_le()?;
@@ -20,7 +30,7 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
             blob.len()
         ));
     }
-    let mut out = Vec::with_capacity(usize::from(count).min(blob.len()));
+    let mut n = 0u64;
     loop {
         if c.peek()? == LP_EOF {
             c.u8()?;
@@ -30,18 +40,26 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
         let elem = read_entry(&mut c)?;
         let entry_len = c.pos() - start;
         check_backlen(&mut c, entry_len)?;
-        out.push(elem);
+        f(elem);
+        n += 1;
     }
     if c.remaining() != 0 {
         return Err("listpack has bytes after its end marker".into());
     }
-    if count != u16::MAX && usize::from(count) != out.len() {
-        return Err(format!(
-            "listpack header counts {count} entries, found {}",
-            out.len()
-        ));
+    if count != u16::MAX && u64::from(count) != n {
+        return Err(format!("listpack header counts {count} entries, found {n}"));
     }
-    Ok(out)
+    Ok(n)
+}
+
+/// The entry at `pos` of a listpack already validated by [`walk`], and the position after it.
+pub(crate) fn at(blob: &[u8], pos: usize) -> DecodeResult<(Elem<'_>, usize)> {
+    let mut c = Cursor::new(blob);
+    c.take(pos)?;
+    let elem = read_entry(&mut c)?;
+    let entry_len = c.pos() - pos;
+    c.take(backlen_size(entry_len))?;
+    Ok((elem, c.pos()))
 }
 
 fn read_entry<'a>(c: &mut Cursor<'a>) -> DecodeResult<Elem<'a>> {

@@ -12,6 +12,7 @@ mod dump;
 mod error;
 mod function_payload;
 mod intset;
+mod lazy;
 mod listpack;
 mod module;
 mod parser;
@@ -22,7 +23,7 @@ mod value;
 mod ziplist;
 mod zipmap;
 
-pub use dump::{DumpValue, parse_dump_payload};
+pub use dump::{DumpReader, DumpValue, parse_dump_payload, validate_dump_payload};
 pub use error::{RdbError, RdbErrorKind};
 pub use function_payload::{FunctionPayload, parse_function_payload};
 pub use parser::RdbParser;
@@ -41,7 +42,30 @@ pub struct ParseOptions {
     /// Capture string values too. Off by default: a plain `SET` carries a string more cheaply
     /// than `RESTORE` on both sides (measured: 1M small keys in 6.8 s by SET, 10.2 s by RESTORE).
     pub capture_strings: bool,
+    /// Longest key name held in memory (Redis allows 512 MiB); a longer one is an error naming
+    /// this limit and the offset.
+    pub max_key_bytes: usize,
+    /// Longest AUX value kept; longer ones are skipped without being held
+    /// ([`Item::AuxSkipped`]). AUX values are informational only.
+    pub max_aux_bytes: usize,
+    /// Longest single string held whole apart from keys and AUX: a collection element, a
+    /// function library's code, a stream consumer or group name (a command argument cannot be
+    /// longer than Redis's `proto-max-bulk-len`, 512 MiB). String values are not bound by it:
+    /// they are streamed in `chunk_bytes` pieces.
+    pub max_element_bytes: usize,
+    /// Longest encoded blob held whole (ziplist, listpack, intset, zipmap, quicklist node, stream
+    /// node); its elements are then decoded lazily, one chunk at a time.
+    pub max_blob_bytes: usize,
 }
+
+/// Default [`ParseOptions::max_key_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 64 << 20;
+/// Default [`ParseOptions::max_aux_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_AUX_BYTES: usize = 1 << 20;
+/// Default [`ParseOptions::max_element_bytes`]: 512 MiB, Redis's `proto-max-bulk-len`.
+pub const DEFAULT_MAX_ELEMENT_BYTES: usize = 512 << 20;
+/// Default [`ParseOptions::max_blob_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_BLOB_BYTES: usize = 512 << 20;
 
 impl Default for ParseOptions {
     fn default() -> Self {
@@ -50,6 +74,10 @@ impl Default for ParseOptions {
             chunk_bytes: 1 << 20,
             capture_dump_max: 0,
             capture_strings: false,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_aux_bytes: DEFAULT_MAX_AUX_BYTES,
+            max_element_bytes: DEFAULT_MAX_ELEMENT_BYTES,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::io::{BufReader, Read};
 use bytes::Bytes;
 
 use super::error::{RdbError, RdbErrorKind};
-use super::reader::{CRC64, MAX_STRING_LEN, Result, Source};
+use super::reader::{CRC64, Result, Source, StrHead};
 use super::types::{Chunk, Flavor, Item, KeyHeader, ValueKind};
 use super::value::{Layout, ValueDecoder, chunk_bytes, chunk_elements, layout_of};
 use super::{ParseOptions, module};
@@ -102,8 +102,10 @@ fn parse_magic(m: &[u8; 9]) -> std::result::Result<(Flavor, u32), RdbErrorKind> 
 
 impl<R: Read> RdbParser<R> {
     pub fn new(reader: R, opts: ParseOptions) -> Self {
+        let mut src = Source::new(BufReader::with_capacity(64 * 1024, reader));
+        src.set_limits(&opts);
         RdbParser {
-            src: Source::new(BufReader::with_capacity(64 * 1024, reader)),
+            src,
             opts,
             header: None,
             phase: Phase::Magic,
@@ -220,9 +222,28 @@ impl<R: Read> RdbParser<R> {
                 });
             }
             OPCODE_AUX => {
-                let key = self.src.read_string()?;
-                let value = self.src.read_string()?;
-                self.out.push_back(Item::Aux { key, value });
+                let max = self.opts.max_aux_bytes as u64;
+                let key = self
+                    .src
+                    .read_string_limited("AUX field name", "max_aux_bytes", max)?;
+                let head = self.src.read_str_head()?;
+                let len = match head {
+                    StrHead::Raw(n) | StrHead::Lzf { ulen: n, .. } => n,
+                    StrHead::Int(_) => 0,
+                };
+                if len > max {
+                    // Informational only: skipped in bounded steps, never held.
+                    self.src.skip_head(head)?;
+                    self.out.push_back(Item::AuxSkipped { key, len });
+                } else {
+                    let value =
+                        self.src
+                            .read_head_limited(head, "AUX value", "max_aux_bytes", max)?;
+                    self.out.push_back(Item::Aux {
+                        key,
+                        value: Bytes::from(value),
+                    });
+                }
             }
             OPCODE_FREQ => self.freq = Some(self.src.read_u8()?),
             OPCODE_IDLE => self.idle_secs = Some(self.src.read_len()?),
@@ -240,7 +261,12 @@ impl<R: Read> RdbParser<R> {
                 self.out.push_back(Item::ModuleAux { module_id });
             }
             OPCODE_FUNCTION2 => {
-                let code = self.src.read_string()?;
+                let max = self.opts.max_element_bytes as u64;
+                let code = self.src.read_string_limited(
+                    "function library code",
+                    "max_element_bytes",
+                    max,
+                )?;
                 self.out.push_back(Item::Function { code });
             }
             OPCODE_FUNCTION_PRE_GA => {
@@ -278,7 +304,10 @@ impl<R: Read> RdbParser<R> {
     }
 
     fn start_key(&mut self, t: u8, layout: Layout, kind: ValueKind) -> Result<()> {
-        let name = self.src.read_string()?;
+        let max = self.opts.max_key_bytes as u64;
+        let name = self
+            .src
+            .read_string_limited("key name", "max_key_bytes", max)?;
         let header = KeyHeader {
             db: self.db,
             key: name.clone(),
@@ -289,7 +318,8 @@ impl<R: Read> RdbParser<R> {
             freq: self.freq.take(),
         };
         let limit = if layout == Layout::Module {
-            MAX_STRING_LEN as usize
+            // Sent whole as one RESTORE argument: bounded like any single element.
+            self.opts.max_element_bytes
         } else {
             self.opts.capture_dump_max.saturating_sub(DUMP_FOOTER)
         };
@@ -377,7 +407,10 @@ impl<R: Read> RdbParser<R> {
             None
         };
         if dump.is_none() && key.kind == ValueKind::Module {
-            return Err(self.src.corrupt("module value too large to capture"));
+            return Err(self.src.err(RdbErrorKind::Unsupported(format!(
+                "module value larger than the limit of {} bytes (ParseOptions::max_element_bytes)",
+                self.opts.max_element_bytes
+            ))));
         }
         if let Some(h) = key.header.take() {
             self.out.push_back(Item::KeyStart(h));
@@ -393,4 +426,47 @@ pub(crate) fn finish_dump_payload(mut raw: Vec<u8>, version: u32) -> Vec<u8> {
     let crc = CRC64.checksum(&raw);
     raw.extend_from_slice(&crc.to_le_bytes());
     raw
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::rdb::Item;
+
+    fn items(data: &[u8], opts: ParseOptions) -> (Vec<Item>, Option<RdbError>) {
+        let mut p = RdbParser::new(data, opts);
+        let mut v = Vec::new();
+        loop {
+            match p.next_item() {
+                Ok(Some(i)) => v.push(i),
+                Ok(None) => return (v, None),
+                Err(e) => return (v, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn long_aux_is_skipped_and_long_key_names_the_limit() {
+        let opts = ParseOptions {
+            max_aux_bytes: 4,
+            max_key_bytes: 3,
+            ..ParseOptions::default()
+        };
+        let mut rdb = b"REDIS0010".to_vec();
+        rdb.extend_from_slice(&[0xfa, 1, b'a', 5]);
+        rdb.extend_from_slice(b"12345");
+        rdb.extend_from_slice(&[0xfa, 1, b'b', 4]);
+        rdb.extend_from_slice(b"1234");
+        rdb.extend_from_slice(&[0, 3, b'k', b'e', b'y', 1, b'v']);
+        rdb.extend_from_slice(&[0, 4, b'l', b'o', b'n', b'g']);
+        let (v, e) = items(&rdb, opts);
+        assert!(matches!(&v[1], Item::AuxSkipped { key, len: 5 } if &key[..] == b"a"));
+        assert!(matches!(&v[2], Item::Aux { value, .. } if &value[..] == b"1234"));
+        assert!(matches!(&v[3], Item::KeyStart(h) if &h.key[..] == b"key"));
+        let e = e.expect("error").to_string();
+        assert_eq!(
+            e,
+            "RDB parse error at byte 35: key name of 4 bytes exceeds the limit of 3 bytes (ParseOptions::max_key_bytes)"
+        );
+    }
 }

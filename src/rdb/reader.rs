@@ -46,6 +46,10 @@ pub(crate) enum StrHead {
 /// Byte source with offset, CRC64 and optional capture of what is read.
 pub(crate) struct Source<R> {
     inner: R,
+    /// Longest string read whole by [`Self::read_string`] (collection elements, names, code).
+    max_element: u64,
+    /// Longest encoded blob (ziplist, listpack, intset, zipmap, quicklist node) read whole.
+    max_blob: u64,
     offset: u64,
     crc: Digest<'static, u64, Table<16>>,
     /// Raw bytes read since capture started; `None` when not capturing.
@@ -57,6 +61,8 @@ impl<R: Read> Source<R> {
     pub(crate) fn new(inner: R) -> Self {
         Source {
             inner,
+            max_element: MAX_STRING_LEN,
+            max_blob: MAX_STRING_LEN,
             offset: 0,
             crc: CRC64.digest(),
             capture: None,
@@ -64,8 +70,24 @@ impl<R: Read> Source<R> {
         }
     }
 
+    /// Applies the string limits of `opts` (see [`super::ParseOptions`]).
+    pub(crate) fn set_limits(&mut self, opts: &super::ParseOptions) {
+        self.max_element = opts.max_element_bytes as u64;
+        self.max_blob = opts.max_blob_bytes as u64;
+    }
+
     pub(crate) fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The error for a string longer than a configured limit.
+    pub(crate) fn too_large(&self, what: &str, len: u64, option: &str, limit: u64) -> RdbError {
+        self.err(RdbErrorKind::TooLarge {
+            what: what.to_string(),
+            len,
+            option: option.to_string(),
+            limit,
+        })
     }
 
     /// CRC64 of everything read so far (excluding bytes read with [`Self::read_unhashed`]).
@@ -263,26 +285,71 @@ impl<R: Read> Source<R> {
         decompress_lzf(&compressed, ulen).map_err(|m| self.corrupt(m))
     }
 
-    /// A whole string value (`rdbGenericLoadStringObject`), integers rendered in decimal.
+    /// A whole string (`rdbGenericLoadStringObject`), integers rendered in decimal: a
+    /// collection element, a consumer name, … at most `max_element_bytes` long.
     pub(crate) fn read_string(&mut self) -> Result<Bytes> {
-        Ok(Bytes::from(self.read_string_vec()?))
+        let max = self.max_element;
+        self.read_string_limited("string", "max_element_bytes", max)
     }
 
+    /// An encoded blob (ziplist, listpack, …), at most `max_blob_bytes` long.
     pub(crate) fn read_string_vec(&mut self) -> Result<Vec<u8>> {
-        match self.read_str_head()? {
+        let head = self.read_str_head()?;
+        let max = self.max_blob;
+        self.read_head_limited(
+            head,
+            "encoded value (ziplist/listpack/intset)",
+            "max_blob_bytes",
+            max,
+        )
+    }
+
+    /// A whole string of at most `limit` bytes; a longer one is an error naming `what` and the
+    /// option (`option`) that sets the limit, before anything is read or allocated.
+    pub(crate) fn read_string_limited(
+        &mut self,
+        what: &str,
+        option: &str,
+        limit: u64,
+    ) -> Result<Bytes> {
+        let head = self.read_str_head()?;
+        Ok(Bytes::from(
+            self.read_head_limited(head, what, option, limit)?,
+        ))
+    }
+
+    /// The bytes of a string whose header was read.
+    pub(crate) fn read_head_limited(
+        &mut self,
+        head: StrHead,
+        what: &str,
+        option: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        match head {
+            StrHead::Raw(n) if n > limit => Err(self.too_large(what, n, option, limit)),
+            StrHead::Lzf { ulen, .. } if ulen > limit => {
+                Err(self.too_large(what, ulen, option, limit))
+            }
             StrHead::Raw(n) => self.read_vec(n),
             StrHead::Int(v) => Ok(itoa::Buffer::new().format(v).as_bytes().to_vec()),
             StrHead::Lzf { clen, ulen } => self.read_lzf(clen, ulen),
         }
     }
 
-    /// Skip one string, whatever its encoding.
-    pub(crate) fn skip_string(&mut self) -> Result<()> {
-        match self.read_str_head()? {
+    /// Skips the bytes of a string whose header was read.
+    pub(crate) fn skip_head(&mut self, head: StrHead) -> Result<()> {
+        match head {
             StrHead::Raw(n) => self.skip(n),
             StrHead::Int(_) => Ok(()),
             StrHead::Lzf { clen, .. } => self.skip(clen),
         }
+    }
+
+    /// Skip one string, whatever its encoding.
+    pub(crate) fn skip_string(&mut self) -> Result<()> {
+        let head = self.read_str_head()?;
+        self.skip_head(head)
     }
 
     /// 8-byte little-endian IEEE double (`rdbLoadBinaryDoubleValue`).

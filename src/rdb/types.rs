@@ -143,6 +143,12 @@ pub enum Item {
         key: Bytes,
         value: Bytes,
     },
+    /// An `AUX` field whose value was longer than [`super::ParseOptions::max_aux_bytes`]: skipped
+    /// without being held; `len` is its length.
+    AuxSkipped {
+        key: Bytes,
+        len: u64,
+    },
     /// `SELECTDB`: the keys that follow belong to this database.
     SelectDb(u32),
     ResizeDb {

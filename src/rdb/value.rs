@@ -1,17 +1,18 @@
 //! The value decoder: given an RDB type byte (flavor-specific numbering), reads one value from
 //! the source step by step, each step producing at most about one chunk's worth of output
-//! (a whole encoded blob — ziplist, listpack, intset, zipmap, quicklist node, stream node — is
-//! decoded at once, since it is a single string in the file anyway).
+//! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
+//! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
+//! zipmaps (RDB < 4) and stream nodes are decoded at once).
 
 use std::io::Read;
 
 use bytes::Bytes;
 
-use super::cursor::Elem;
+use super::lazy::{BlobElems, Format};
 use super::reader::{Result, Source, StrHead};
 use super::stream::{self, StreamVersion};
 use super::types::{Chunk, Flavor, HashField, ValueKind};
-use super::{ParseOptions, intset, listpack, module, ziplist, zipmap};
+use super::{ParseOptions, module, zipmap};
 
 /// How a value is laid out in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,11 +85,26 @@ pub(crate) fn layout_of(flavor: Flavor, t: u8) -> Option<(Layout, ValueKind)> {
 #[derive(Debug)]
 enum State {
     Start,
-    StringRaw { remaining: u64 },
-    Elements { remaining: u64 },
-    QuicklistNodes { remaining: u64 },
-    StreamNodes { remaining: u64 },
-    StreamGroups { remaining: u64 },
+    /// Handing out the elements of an encoded blob; `then` quicklist nodes follow it.
+    Blob {
+        elems: BlobElems,
+        then: u64,
+    },
+    StringRaw {
+        remaining: u64,
+    },
+    Elements {
+        remaining: u64,
+    },
+    QuicklistNodes {
+        remaining: u64,
+    },
+    StreamNodes {
+        remaining: u64,
+    },
+    StreamGroups {
+        remaining: u64,
+    },
     Done,
 }
 
@@ -132,6 +148,20 @@ impl ValueDecoder {
         match self.state {
             State::Done => Ok(()),
             State::Start => self.start(src, opts, out),
+            State::Blob {
+                ref mut elems,
+                then,
+            } => {
+                emit_blob(self.layout, elems, max_elems, out).map_err(|m| src.corrupt(m))?;
+                if elems.left() == 0 {
+                    self.state = if then == 0 {
+                        State::Done
+                    } else {
+                        State::QuicklistNodes { remaining: then }
+                    };
+                }
+                Ok(())
+            }
             State::StringRaw { remaining } => {
                 let n = remaining.min(max_bytes as u64);
                 out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
@@ -153,14 +183,16 @@ impl ValueDecoder {
                 Ok(())
             }
             State::QuicklistNodes { remaining } => {
-                self.read_quicklist_node(src, max_elems, out)?;
-                self.state = if remaining <= 1 {
+                let then = remaining.saturating_sub(1);
+                self.state = if then == 0 {
                     State::Done
                 } else {
-                    State::QuicklistNodes {
-                        remaining: remaining - 1,
-                    }
+                    State::QuicklistNodes { remaining: then }
                 };
+                if let Some(elems) = self.read_quicklist_node(src, out)? {
+                    self.state = State::Blob { elems, then };
+                    return self.step(src, opts, out);
+                }
                 Ok(())
             }
             State::StreamNodes { remaining } => {
@@ -273,13 +305,8 @@ impl ValueDecoder {
                     .collect();
                 split(out, fields, max_elems, Chunk::HashFields);
             }
-            Layout::SetIntset => {
-                let blob = src.read_string_vec()?;
-                let ints = intset::decode(&blob).map_err(|m| src.corrupt(m))?;
-                let members = ints.into_iter().map(|i| Elem::Int(i).to_bytes()).collect();
-                split(out, members, max_elems, Chunk::SetMembers);
-            }
-            Layout::ListZiplist
+            Layout::SetIntset
+            | Layout::ListZiplist
             | Layout::ZSetZiplist
             | Layout::HashZiplist
             | Layout::HashListpack
@@ -290,7 +317,23 @@ impl ValueDecoder {
                     src.read_ms()?;
                 }
                 let blob = src.read_string_vec()?;
-                decode_blob(self.layout, &blob, max_elems, out).map_err(|m| src.corrupt(m))?;
+                let format = match self.layout {
+                    Layout::SetIntset => Format::Intset,
+                    Layout::ListZiplist | Layout::ZSetZiplist | Layout::HashZiplist => {
+                        Format::Ziplist
+                    }
+                    _ => Format::Listpack,
+                };
+                let elems = BlobElems::new(blob, format).map_err(|m| src.corrupt(m))?;
+                let group = group_size(self.layout);
+                if elems.left() % group != 0 {
+                    return Err(src.corrupt(format!(
+                        "encoded value of {} elements, not a multiple of {group}",
+                        elems.left()
+                    )));
+                }
+                self.state = State::Blob { elems, then: 0 };
+                return self.step(src, opts, out);
             }
         }
         Ok(())
@@ -375,19 +418,19 @@ impl ValueDecoder {
         Ok(remaining - taken)
     }
 
+    /// Reads one quicklist node: a PLAIN node's item goes to `out`; a packed node is returned.
     fn read_quicklist_node<R: Read>(
         &mut self,
         src: &mut Source<R>,
-        max_elems: usize,
         out: &mut Vec<Chunk>,
-    ) -> Result<()> {
+    ) -> Result<Option<BlobElems>> {
         if self.layout == Layout::Quicklist2 {
             match src.read_len()? {
                 1 => {
                     // PLAIN node: the node is one element.
                     let item = src.read_string()?;
                     out.push(Chunk::ListItems(vec![item]));
-                    return Ok(());
+                    return Ok(None);
                 }
                 2 => {}
                 other => {
@@ -396,90 +439,89 @@ impl ValueDecoder {
             }
         }
         let blob = src.read_string_vec()?;
-        let decoded = if self.layout == Layout::Quicklist2 {
-            listpack::decode(&blob)
+        let format = if self.layout == Layout::Quicklist2 {
+            Format::Listpack
         } else {
-            ziplist::decode(&blob)
+            Format::Ziplist
         };
-        let elems = decoded.map_err(|m| src.corrupt(m))?;
         // Redis skips empty nodes; so do we (an all-empty list is reported as an empty key).
-        let items = elems.into_iter().map(Elem::to_bytes).collect();
-        split(out, items, max_elems, Chunk::ListItems);
-        Ok(())
+        BlobElems::new(blob, format)
+            .map(Some)
+            .map_err(|m| src.corrupt(m))
     }
 }
 
-/// Decode a ziplist/listpack-encoded collection and emit it in chunks.
-fn decode_blob(
+/// Elements per logical entry of a blob layout: pairs for hashes and sorted sets, triples for
+/// hashes with field TTLs.
+fn group_size(layout: Layout) -> u64 {
+    match layout {
+        Layout::ZSetZiplist | Layout::ZSetListpack | Layout::HashZiplist | Layout::HashListpack => {
+            2
+        }
+        Layout::HashListpackEx { .. } => 3,
+        _ => 1,
+    }
+}
+
+/// Emits up to `max_elems` entries of a validated blob as one chunk.
+fn emit_blob(
     layout: Layout,
-    blob: &[u8],
+    elems: &mut BlobElems,
     max_elems: usize,
     out: &mut Vec<Chunk>,
 ) -> std::result::Result<(), String> {
-    let elems = match layout {
-        Layout::ListZiplist | Layout::ZSetZiplist | Layout::HashZiplist => ziplist::decode(blob)?,
-        _ => listpack::decode(blob)?,
-    };
+    let n = (elems.left() / group_size(layout)).min(max_elems as u64) as usize;
+    if n == 0 {
+        return Ok(());
+    }
     match layout {
-        Layout::ListZiplist => split(
-            out,
-            elems.into_iter().map(Elem::to_bytes).collect(),
-            max_elems,
-            Chunk::ListItems,
-        ),
-        Layout::SetListpack => split(
-            out,
-            elems.into_iter().map(Elem::to_bytes).collect(),
-            max_elems,
-            Chunk::SetMembers,
-        ),
         Layout::ZSetZiplist | Layout::ZSetListpack => {
-            if elems.len() % 2 != 0 {
-                return Err("sorted set blob with an odd number of elements".into());
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let m = elems.next_bytes()?;
+                let score = elems
+                    .next_elem()?
+                    .ok_or("sorted set blob with an odd number of elements")?
+                    .as_f64()?;
+                v.push((m, score));
             }
-            let mut members = Vec::with_capacity(elems.len() / 2);
-            for pair in elems.chunks_exact(2) {
-                if let [m, s] = pair {
-                    members.push((m.to_bytes(), s.as_f64()?));
-                }
-            }
-            split(out, members, max_elems, Chunk::ZSetMembers);
+            out.push(Chunk::ZSetMembers(v));
         }
-        Layout::HashZiplist | Layout::HashListpack => {
-            if elems.len() % 2 != 0 {
-                return Err("hash blob with an odd number of elements".into());
+        Layout::HashZiplist | Layout::HashListpack | Layout::HashListpackEx { .. } => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let field = elems.next_bytes()?;
+                let value = elems.next_bytes()?;
+                let expire_ms = if let Layout::HashListpackEx { .. } = layout {
+                    let ttl = elems
+                        .next_elem()?
+                        .ok_or("hash listpack-ex ends inside an entry")?
+                        .as_int()?;
+                    (ttl != 0).then_some(ttl)
+                } else {
+                    None
+                };
+                v.push(HashField {
+                    field,
+                    value,
+                    expire_ms,
+                });
             }
-            let fields = elems
-                .chunks_exact(2)
-                .filter_map(|p| match p {
-                    [f, v] => Some(HashField {
-                        field: f.to_bytes(),
-                        value: v.to_bytes(),
-                        expire_ms: None,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            split(out, fields, max_elems, Chunk::HashFields);
+            out.push(Chunk::HashFields(v));
         }
-        Layout::HashListpackEx { .. } => {
-            if elems.len() % 3 != 0 {
-                return Err("hash listpack-ex with a number of elements not multiple of 3".into());
+        _ => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(elems.next_bytes()?);
             }
-            let mut fields = Vec::with_capacity(elems.len() / 3);
-            for t in elems.chunks_exact(3) {
-                if let [f, v, ttl] = t {
-                    let ttl = ttl.as_int()?;
-                    fields.push(HashField {
-                        field: f.to_bytes(),
-                        value: v.to_bytes(),
-                        expire_ms: (ttl != 0).then_some(ttl),
-                    });
-                }
-            }
-            split(out, fields, max_elems, Chunk::HashFields);
+            out.push(
+                if matches!(layout, Layout::SetIntset | Layout::SetListpack) {
+                    Chunk::SetMembers(v)
+                } else {
+                    Chunk::ListItems(v)
+                },
+            );
         }
-        _ => return Err("not a blob layout".into()),
     }
     Ok(())
 }

@@ -6,11 +6,22 @@ use super::cursor::{Cursor, DecodeResult, Elem};
 const ZIP_END: u8 = 0xff;
 
 /// Decode a whole ziplist blob into its elements, validating the structure.
+#[cfg(test)]
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
-    decode_inner(blob).map_err(|e| format!("invalid ziplist ({} bytes): {e}", blob.len()))
+    let mut out = Vec::new();
+    walk(blob, |e| out.push(e))?;
+    Ok(out)
 }
 
-fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
+/// Position of the first entry.
+pub(crate) const FIRST: usize = 10;
+
+/// Validates the whole ziplist, handing each element to `f`; returns the element count.
+pub(crate) fn walk<'a>(blob: &'a [u8], f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
+    walk_inner(blob, f).map_err(|e| format!("invalid ziplist ({} bytes): {e}", blob.len()))
+}
+
+fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
     let mut c = Cursor::new(blob);
     let zlbytes = c.u32_le()? as usize;
     let zltail = c.u32_le()? as usize;
@@ -24,7 +35,7 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
     if zltail >= blob.len() || zltail < 10 {
         return Err(format!("ziplist tail offset {zltail} out of range"));
     }
-    let mut out = Vec::with_capacity(usize::from(zllen).min(blob.len() / 2));
+    let mut n = 0u64;
     let mut prev_len = 0usize;
     let mut last_start = None;
     loop {
@@ -39,7 +50,8 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
                 "ziplist entry at {start} has prevlen {prevlen}, previous entry is {prev_len} bytes"
             ));
         }
-        out.push(read_entry(&mut c)?);
+        f(read_entry(&mut c)?);
+        n += 1;
         prev_len = c.pos() - start;
         last_start = Some(start);
     }
@@ -53,13 +65,19 @@ fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
         None if zltail != 10 => return Err("empty ziplist with bad tail offset".into()),
         _ => {}
     }
-    if zllen != u16::MAX && usize::from(zllen) != out.len() {
-        return Err(format!(
-            "ziplist header counts {zllen} entries, found {}",
-            out.len()
-        ));
+    if zllen != u16::MAX && u64::from(zllen) != n {
+        return Err(format!("ziplist header counts {zllen} entries, found {n}"));
     }
-    Ok(out)
+    Ok(n)
+}
+
+/// The entry at `pos` of a ziplist already validated by [`walk`], and the position after it.
+pub(crate) fn at(blob: &[u8], pos: usize) -> DecodeResult<(Elem<'_>, usize)> {
+    let mut c = Cursor::new(blob);
+    c.take(pos)?;
+    read_prevlen(&mut c)?;
+    let elem = read_entry(&mut c)?;
+    Ok((elem, c.pos()))
 }
 
 fn read_prevlen(c: &mut Cursor<'_>) -> DecodeResult<usize> {

@@ -4,5 +4,8 @@
 mod decode;
 mod frame;
 
-pub use decode::{MAX_BULK_LEN, RespError, decode, frame_len};
+pub use decode::{
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_ELEMENTS, Decoder, Limits, MAX_BULK_LEN, RespError,
+    decode, frame_len,
+};
 pub use frame::Frame;

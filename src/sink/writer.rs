@@ -382,6 +382,7 @@ impl Pipeline {
         let RespConn {
             mut stream,
             buf: mut inbuf,
+            dec: mut replies,
             ..
         } = conn;
         self.conn_db = 0;
@@ -425,7 +426,7 @@ impl Pipeline {
                             if !self.flagged.is_empty() {
                                 self.unflag_shards();
                             }
-                            self.on_replies(&mut inbuf, &mut out).map_err(ConnEnd::Failed)?
+                            self.on_replies(&mut inbuf, &mut replies, &mut out).map_err(ConnEnd::Failed)?
                         }
                     }
                 }
@@ -570,9 +571,14 @@ impl Pipeline {
         self.encode_pending(out);
     }
 
-    fn on_replies(&mut self, inbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), String> {
+    fn on_replies(
+        &mut self,
+        inbuf: &mut BytesMut,
+        replies: &mut resp::Decoder,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
         loop {
-            let frame = match resp::decode(inbuf) {
+            let frame = match replies.decode(inbuf) {
                 Ok(Some((f, _))) => f,
                 Ok(None) => break,
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),

@@ -70,7 +70,7 @@ pub async fn handshake(
         Some(p) => Cmd::new([
             "PSYNC".to_string(),
             p.replid.clone(),
-            (p.offset + 1).to_string(),
+            p.offset.saturating_add(1).to_string(),
         ]),
         None => crate::cmd!["PSYNC", "?", "-1"],
     };
@@ -81,8 +81,17 @@ pub async fn handshake(
     match words.next() {
         Some("+FULLRESYNC") => {
             let replid = words.next().unwrap_or_default().to_string();
-            let offset = words.next().and_then(|w| w.parse().ok());
+            let offset = words.next().and_then(|w| w.parse::<u64>().ok());
             match offset {
+                // Redis keeps offsets in a signed 64-bit integer: anything above cannot be real,
+                // and would wrap the stream offset.
+                Some(offset) if offset > MAX_REPL_OFFSET => Err(NetError::Unexpected {
+                    addr: conn.addr.clone(),
+                    what: format!(
+                        "PSYNC with a replication offset above {MAX_REPL_OFFSET} (2^63-1, the largest Redis can have)"
+                    ),
+                    reply: text,
+                }),
                 Some(offset) if replid.len() == 40 => {
                     Ok(PsyncReply::FullResync(ReplPosition { replid, offset }))
                 }
@@ -104,8 +113,17 @@ pub async fn handshake(
     }
 }
 
+/// Largest replication offset a master can announce (`long long` in Redis).
+pub const MAX_REPL_OFFSET: u64 = i64::MAX as u64;
+
+/// Largest RDB transfer accepted (`$<len>`): 1 TiB, far above any real dataset; a larger length
+/// is a broken or hostile peer.
+pub const MAX_RDB_TRANSFER: u64 = 1 << 40;
+
 /// Reads a CRLF line, dropping the bare `\n` keep-alives a master sends while it prepares.
 async fn read_line_skipping_keepalives(conn: &mut RespConn) -> Result<Vec<u8>, NetError> {
+    // The buffer is consumed here by lines, not frames.
+    conn.dec.reset();
     loop {
         while conn.buf.first() == Some(&b'\n') {
             conn.buf.advance(1);
@@ -152,11 +170,20 @@ pub async fn read_rdb_framing(conn: &mut RespConn) -> Result<RdbFraming, NetErro
         return Ok(RdbFraming::EofMark(mark));
     }
     if let Some(len) = line.strip_prefix(b"$") {
-        let len = std::str::from_utf8(len)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(conn))?;
-        return Ok(RdbFraming::Length(len));
+        let text = std::str::from_utf8(len).unwrap_or("");
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return match text.parse::<u64>() {
+                Ok(n) if n <= MAX_RDB_TRANSFER => Ok(RdbFraming::Length(n)),
+                _ => Err(NetError::Unexpected {
+                    addr: conn.addr.clone(),
+                    what: format!(
+                        "an RDB size above the limit of {MAX_RDB_TRANSFER} bytes (1 TiB) in the RDB transfer header"
+                    ),
+                    reply: String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned(),
+                }),
+            };
+        }
+        return Err(bad(conn));
     }
     if line.starts_with(b"-") {
         return Err(NetError::Unexpected {

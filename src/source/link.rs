@@ -474,6 +474,10 @@ async fn full_sync(
                 0
             },
             capture_strings: false,
+            max_key_bytes: settings.sync.max_key_bytes,
+            max_aux_bytes: settings.sync.max_aux_bytes,
+            max_element_bytes: settings.sync.max_element_bytes,
+            max_blob_bytes: settings.sync.max_blob_bytes,
         },
         convert: crate::convert::ConvertOptions {
             target: dst.clone(),
@@ -616,6 +620,75 @@ fn command_counter<'a>(
     })
 }
 
+/// `RESTORE` payloads above this size whose version the target cannot read are decoded on a
+/// blocking thread ([`restore_off_loop`]); smaller ones inline.
+const RESTORE_OFFLOAD_MIN: usize = 64 << 10;
+
+fn is_large_foreign_restore(
+    cmd: &crate::cmd::Cmd,
+    target: &crate::net::server_info::ServerInfo,
+) -> bool {
+    cmd.is("RESTORE")
+        && cmd
+            .args
+            .get(3)
+            .is_some_and(|p| p.len() > RESTORE_OFFLOAD_MIN)
+        && crate::convert::compat::restore_needs_decode(cmd, target)
+}
+
+/// Rewrites a large `RESTORE` into plain commands on a blocking thread, sending them to the
+/// writers in batches as they are produced (a bounded channel of 2 batches: memory stays at the
+/// payload plus a few batches, and `/healthz` keeps answering). Returns the command itself when
+/// it cannot be rewritten (it then goes to the target unchanged and is refused visibly).
+async fn restore_off_loop(
+    settings: &LinkSettings,
+    shard: &Arc<ShardState>,
+    writer: &mut Dispatcher,
+    epoch: u64,
+    db: u32,
+    cmd: crate::cmd::Cmd,
+    now: i64,
+) -> Result<Option<crate::cmd::Cmd>, LinkError> {
+    let (tx, mut rx) = mpsc::channel::<Vec<crate::cmd::Cmd>>(2);
+    let target = settings.target.clone();
+    let (max_cmds, max_bytes) = (
+        settings.sync.batch_max_commands,
+        settings.sync.batch_max_bytes,
+    );
+    let job = tokio::task::spawn_blocking(move || {
+        let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
+        let mut bytes = 0usize;
+        let mut open = true;
+        let mut emit = |cmds: Vec<crate::cmd::Cmd>| {
+            bytes += cmds.iter().map(|c| c.encoded_len()).sum::<usize>();
+            batch.extend(cmds);
+            if open && (batch.len() >= max_cmds || bytes >= max_bytes) {
+                bytes = 0;
+                open = tx.blocking_send(std::mem::take(&mut batch)).is_ok();
+            }
+        };
+        let r = crate::convert::compat::restore_as_commands_chunked(cmd, &target, now, &mut emit);
+        if open && !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        r.err()
+    });
+    while let Some(cmds) = rx.recv().await {
+        let run = RunInfo {
+            epoch,
+            offset: None,
+            completes_full_sync: false,
+        };
+        let cmds = cmds
+            .into_iter()
+            .map(|cmd| crate::cmd::DbCmd { db, cmd })
+            .collect();
+        writer.send(shard, run, cmds).await?;
+    }
+    job.await
+        .map_err(|e| LinkError::Internal(format!("RESTORE decoding thread: {e}")))
+}
+
 /// Decodes the command stream into batches until the connection fails.
 async fn stream(
     settings: &LinkSettings,
@@ -629,6 +702,7 @@ async fn stream(
         stream,
         mut buf,
         addr,
+        ..
     } = conn;
     let (mut rh, wh) = stream.into_split();
     let getack = Arc::new(Notify::new());
@@ -639,7 +713,13 @@ async fn stream(
         getack.clone(),
     )));
     let max_cmds = settings.sync.batch_max_commands;
-    let mut dec = StreamDecoder::new(start);
+    let mut dec = StreamDecoder::with_limits(
+        start,
+        crate::resp::Limits {
+            max_frame_bytes: settings.sync.max_frame_bytes,
+            ..Default::default()
+        },
+    );
     let mut counters = std::collections::HashMap::new();
     let mut handed = start;
     loop {
@@ -666,6 +746,28 @@ async fn stream(
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
+                if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                    // Decoded off the event loop; what came before it goes first, then its
+                    // commands as they are produced (bounded), each run behind the last.
+                    if !out.is_empty() {
+                        let run = RunInfo {
+                            epoch,
+                            offset: ends.last().copied(),
+                            completes_full_sync: false,
+                        };
+                        writer
+                            .send_stream(shard, run, std::mem::take(&mut out), &ends)
+                            .await?;
+                        ends.clear();
+                    }
+                    let sent = restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
+                        .await?;
+                    if let Some(cmd) = sent {
+                        out.push(crate::cmd::DbCmd { db: dc.db, cmd });
+                        ends.push(end);
+                    }
+                    continue;
+                }
                 rewrite_between(
                     dc.cmd,
                     &settings.source,

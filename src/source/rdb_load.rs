@@ -111,6 +111,10 @@ pub fn load<R: Read>(
             }
             Err(e) => return Err(e.into()),
         };
+        if let Item::AuxSkipped { key, len } = &item {
+            tracing::warn!(shard = %shard.name, aux = %String::from_utf8_lossy(&key[..key.len().min(64)]).escape_debug(), len,
+                limit = settings.parse.max_aux_bytes, "RDB AUX field longer than sync.max_aux_bytes skipped (AUX fields are informational)");
+        }
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
             shard.rdb_keys.fetch_add(1, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 
 use crate::cmd::{Cmd, DbCmd};
-use crate::resp::{self, RespError};
+use crate::resp::{Decoder, Limits, RespError};
 
 /// Decoding state of one command stream.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub struct StreamDecoder {
     pub db: u32,
     /// Set when the master asked `REPLCONF GETACK`; the caller clears it after answering.
     pub getack: bool,
+    /// Progress on the command at the front of the buffer, and the frame limits.
+    resp: Decoder,
     /// The offset after each command pushed to `out` (the caller takes them with the commands).
     pub ends: Vec<u64>,
 }
@@ -29,14 +31,24 @@ pub enum StreamError {
     NotACommand(u64),
     #[error("replication stream: invalid SELECT argument at offset {0}")]
     BadSelect(u64),
+    #[error(
+        "replication stream: the offset would pass 2^64 at {0} (a master's offset never gets there; the source is broken or hostile)"
+    )]
+    OffsetOverflow(u64),
 }
 
 impl StreamDecoder {
     pub fn new(offset: u64) -> StreamDecoder {
+        StreamDecoder::with_limits(offset, Limits::default())
+    }
+
+    /// A decoder whose commands may be at most `limits` large (`sync.max_frame_bytes`).
+    pub fn with_limits(offset: u64, limits: Limits) -> StreamDecoder {
         StreamDecoder {
             offset,
             db: 0,
             getack: false,
+            resp: Decoder::new(limits),
             ends: Vec::new(),
         }
     }
@@ -51,11 +63,14 @@ impl StreamDecoder {
     ) -> Result<usize, StreamError> {
         let mut bytes = 0;
         while out.len() < max_cmds {
-            let Some((frame, len)) = resp::decode(buf)? else {
+            let Some((frame, len)) = self.resp.decode(buf)? else {
                 break;
             };
             let at = self.offset;
-            self.offset += len as u64;
+            self.offset = self
+                .offset
+                .checked_add(len as u64)
+                .ok_or(StreamError::OffsetOverflow(at))?;
             let args = frame
                 .into_args()
                 .filter(|a| !a.is_empty())

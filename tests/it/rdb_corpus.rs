@@ -104,12 +104,14 @@ fn chunking_and_capture_do_not_change_content() {
         chunk_bytes: 7,
         capture_dump_max: 0,
         capture_strings: true,
+        ..Default::default()
     };
     let capture = ParseOptions {
         chunk_elements: 3,
         chunk_bytes: 7,
         capture_dump_max: 1 << 20,
         capture_strings: true,
+        ..Default::default()
     };
     for f in rdb_files(&dir) {
         let name = name_of(&f);
@@ -168,6 +170,7 @@ fn tiny_capture_limit_falls_back_to_streaming() {
         chunk_bytes: 1 << 20,
         capture_dump_max: 200,
         capture_strings: true,
+        ..Default::default()
     };
     let parsed = parse_file(&f, opts).unwrap();
     let base = parse_file(&f, ParseOptions::default()).unwrap();

@@ -78,8 +78,56 @@ fn apply(mut data: Vec<u8>, muts: &[Mutation], cut: Option<usize>) -> Vec<u8> {
     data
 }
 
+/// Cases per property: `default`, or `SHARDSYNC_FUZZ_CASES` for a long run (e.g. 200000).
+pub fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("SHARDSYNC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 800, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(800), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        data in proptest::collection::vec(any::<u8>(), 0..512),
+        magic in any::<bool>(),
+    ) {
+        let data = if magic { [b"REDIS0011".as_slice(), &data].concat() } else { data };
+        drive(&data, ParseOptions { chunk_elements: 3, chunk_bytes: 8, capture_dump_max: 512, ..Default::default() });
+        let _ = parse_dump_payload(&data, &ParseOptions::default());
+    }
+
+    /// The streaming `DUMP` reader gives exactly the chunks of the one-shot decoder.
+    #[test]
+    fn dump_reader_agrees_with_parse_dump_payload(
+        idx in any::<usize>(),
+        muts in proptest::collection::vec(mutation(), 0..3),
+    ) {
+        let files = samples();
+        prop_assume!(!files.is_empty());
+        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, ..Default::default() };
+        let dumps = drive(&files[idx % files.len()], opts.clone());
+        for d in dumps.iter().take(5) {
+            let mut data = apply(d.to_vec(), &muts, None);
+            if data.len() > 10 {
+                data.truncate(data.len() - 8);
+                let crc = crc::Crc::<u64>::new(&crc::CRC_64_REDIS).checksum(&data);
+                data.extend_from_slice(&crc.to_le_bytes());
+            }
+            let whole = parse_dump_payload(&data, &opts);
+            let valid = shardsync::rdb::validate_dump_payload(&data, &opts);
+            prop_assert_eq!(whole.is_ok(), valid.is_ok());
+            if let Ok(v) = whole {
+                let mut r = shardsync::rdb::DumpReader::new(&data, &opts).expect("footer ok");
+                let mut chunks = Vec::new();
+                while r.next_chunks(&mut chunks).expect("validated") {}
+                // NaN scores are not equal to themselves: compare the debug text.
+                prop_assert_eq!(format!("{chunks:?}"), format!("{:?}", v.chunks));
+            }
+        }
+    }
 
     #[test]
     fn mutated_corpus_never_panics(
@@ -98,6 +146,7 @@ proptest! {
             chunk_bytes: 64,
             capture_dump_max: if capture { 1 << 16 } else { 0 },
             capture_strings: true,
+            ..Default::default()
         };
         drive(&data, opts);
     }
@@ -112,7 +161,7 @@ proptest! {
         if files.is_empty() {
             return Ok(());
         }
-        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, capture_strings: true };
+        let opts = ParseOptions { chunk_elements: 4, chunk_bytes: 16, capture_dump_max: 1 << 16, capture_strings: true, ..Default::default() };
         let dumps = drive(&files[idx % files.len()], opts.clone());
         if let Some(d) = dumps.first() {
             let data = apply(d.to_vec(), &muts, cut);
@@ -148,6 +197,7 @@ fn random_garbage_after_valid_magic() {
                 chunk_bytes: 8,
                 capture_dump_max: 512,
                 capture_strings: true,
+                ..Default::default()
             },
         );
     }

@@ -618,6 +618,7 @@ fn run_server(kind: ServerKind) {
         chunk_bytes: 4096,
         capture_dump_max: 0,
         capture_strings: true,
+        ..Default::default()
     };
     let parsed: Parsed = parse_file(&path, opts.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(parsed.max_chunk_elems <= 7);
@@ -672,6 +673,7 @@ fn run_server(kind: ServerKind) {
         chunk_bytes: 4096,
         capture_dump_max: 64 << 20,
         capture_strings: true,
+        ..Default::default()
     };
     let captured = parse_file(&path, cap.clone()).unwrap();
     assert_eq!(captured.keys.len(), parsed.keys.len());
@@ -702,6 +704,7 @@ fn run_server(kind: ServerKind) {
         chunk_bytes: 4096,
         capture_dump_max: 1000,
         capture_strings: true,
+        ..Default::default()
     };
     let mixed = parse_file(&path, small).unwrap();
     let (mut with, mut without) = (0, 0);

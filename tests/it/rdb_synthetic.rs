@@ -224,6 +224,7 @@ fn large_strings_stream_in_parts() {
         chunk_bytes: 1000,
         capture_dump_max: 0,
         capture_strings: true,
+        ..Default::default()
     };
     let it = items(&data, opts).unwrap();
     let parts: Vec<&Bytes> = it
@@ -270,6 +271,7 @@ fn capture_limit() {
         chunk_bytes: 1000,
         capture_dump_max: 5000,
         capture_strings: true,
+        ..Default::default()
     };
     let it = items(&data, opts).unwrap();
     assert!(it.iter().any(|i| matches!(i, Item::KeyEnd { dump: None })));
@@ -285,6 +287,7 @@ fn capture_limit() {
         chunk_bytes: 1000,
         capture_dump_max: 20_000,
         capture_strings: true,
+        ..Default::default()
     };
     let it = items(&data, opts).unwrap();
     assert!(!it.iter().any(|i| matches!(i, Item::Chunk(_))));
@@ -342,6 +345,7 @@ fn capture_gives_up_early_on_large_collections() {
         chunk_bytes: 1 << 20,
         capture_dump_max: 1000,
         capture_strings: true,
+        ..Default::default()
     };
     let mut p = RdbParser::new(&data[..], opts);
     loop {

@@ -28,6 +28,7 @@
 pub mod cluster;
 pub mod compare;
 pub mod dataset;
+pub mod fake_peer;
 pub mod server;
 pub mod shardsync;
 pub mod util;
