@@ -245,7 +245,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         })
         .collect();
     let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
+    let checkpoint_stop = Arc::new(tokio::sync::Notify::new());
     let checkpointer = tokio::spawn(checkpoint_loop(
+        checkpoint_stop.clone(),
         cfg.state_dir.clone(),
         states.clone(),
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
@@ -331,7 +333,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             }
         }
     };
-    checkpointer.abort();
+    // Stop the loop between two writes (never abort one half-way: the final write below uses the
+    // same temp file).
+    checkpoint_stop.notify_one();
+    let _ = checkpointer.await;
     let mut unapplied = Vec::new();
     for s in &states {
         write_checkpoint(&cfg.state_dir, s);
@@ -474,16 +479,29 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
     }
 }
 
-/// Persists each shard's resumable position when it moves.
-async fn checkpoint_loop(dir: std::path::PathBuf, shards: Vec<Arc<ShardState>>, every: Duration) {
+/// Persists each shard's resumable position when it moves. The write (temp file, fsync, rename)
+/// runs on a blocking thread, never on the async threads that carry the links and writers.
+async fn checkpoint_loop(
+    stop: Arc<tokio::sync::Notify>,
+    dir: std::path::PathBuf,
+    shards: Vec<Arc<ShardState>>,
+    every: Duration,
+) {
     let mut last: Vec<Option<u64>> = vec![None; shards.len()];
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.notified() => return,
+        }
         for (i, s) in shards.iter().enumerate() {
             let now = s.resumable_position().map(|p| p.offset);
             if now.is_some() && now != last[i] {
-                last[i] = write_checkpoint(&dir, s);
+                let (dir, s) = (dir.clone(), s.clone());
+                last[i] = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &s))
+                    .await
+                    .ok()
+                    .flatten();
             }
         }
     }
