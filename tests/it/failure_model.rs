@@ -17,34 +17,10 @@ use std::time::Duration;
 use crate::common::compare::{assert_same, dbsize_all, scan_keys};
 use crate::common::server::{RedisServer, ServerKind, pick_free_port};
 use crate::common::shardsync::{Shardsync, binary};
-use crate::common::util::wait_until;
+use crate::common::util::{http_get, wait_until};
 
 // ---------------------------------------------------------------------------------------------
 // HTTP and /status
-
-fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not HTTP: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
 
 fn status(addr: &str) -> Option<serde_json::Value> {
     let (code, body) = http_get(addr, "/status").ok()?;

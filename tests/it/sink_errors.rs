@@ -25,21 +25,15 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Blocking HTTP GET → body.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write request");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+/// `GET path` → body (panics when shardsync does not answer).
+fn http_body(addr: &str, path: &str) -> String {
+    util::http_get(addr, path)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .1
 }
 
 fn status(addr: &str) -> serde_json::Value {
-    let body = http_get(addr, "/status");
+    let body = http_body(addr, "/status");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
 }
 
@@ -188,7 +182,7 @@ fn database_beyond_the_target_fails_check_and_never_lands_elsewhere() {
         err.contains("SELECT 20") && err.contains("databases") && err.contains("db_map"),
         "/status last_error must name the db and the fix: {st}"
     );
-    let m = http_get(&addr, "/metrics");
+    let m = http_body(&addr, "/metrics");
     let refused = metric_sum(&m, "shardsync_db_refused_writes_total", &[]);
     assert_eq!(refused, 5.0, "refused writes counted once each:\n{m}");
     let log = ss.log();
@@ -373,7 +367,7 @@ fn silent_target_is_a_visible_stall_and_a_bounded_stop() {
         "no reconnect attempts; log:\n{}",
         ss.log_tail(30)
     );
-    let m = http_get(&addr, "/metrics");
+    let m = http_body(&addr, "/metrics");
     assert!(
         metric_sum(&m, "shardsync_target_stalls_total", &[]) >= 1.0,
         "stalls not counted:\n{m}"

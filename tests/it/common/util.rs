@@ -107,3 +107,24 @@ pub fn select(conn: &mut redis::Connection, db: u32) {
         .query::<()>(conn)
         .unwrap_or_else(|e| panic!("SELECT {db}: {e}"));
 }
+
+/// Blocking `GET http://addr/path` (HTTP/1.0: the body ends when the connection closes) →
+/// (status code, body). For shardsync's `/status`, `/metrics` and `/healthz`.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not HTTP: {text:?}"))?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok((code, body.to_string()))
+}
