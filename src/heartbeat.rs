@@ -1,10 +1,17 @@
 //! The heartbeat: writes the current Unix time in ms into a key of the source every interval.
 //! When that write reaches the target through replication, the writer knows how far behind the
 //! target is, in seconds. The key is deleted from the source when shardsync stops.
+//!
+//! The keys of this instance are exactly `base` (standalone source) or `base:{tag}` (one per
+//! master of a cluster source). In a cascade (A → #1 → B → #2 → C) the keys #1 writes into A
+//! reach B as data: #2 copies them to C like any other key (C then equals B and B's native
+//! replicas) and never measures its lag from them ([`own_ms`] matches names exactly, never by
+//! prefix). Two instances of one cascade must use different base names (`--heartbeat-key`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cmd::Cmd;
 use crate::config::Endpoint;
 use crate::net::client;
 use crate::observe::progress::ShardState;
@@ -73,4 +80,51 @@ pub async fn remove(ep: &Endpoint, key: &str) -> Result<u64, String> {
     client::info_field(&info, "master_repl_offset")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| "INFO replication has no master_repl_offset".to_string())
+}
+
+/// True when `key` is one of this instance's heartbeat keys: `base` itself or `base:{tag}`.
+pub fn is_own_key(base: &[u8], key: &[u8]) -> bool {
+    if base.is_empty() || !key.starts_with(base) {
+        return false;
+    }
+    let rest = &key[base.len()..];
+    rest.is_empty()
+        || (rest.len() >= 3
+            && rest.starts_with(b":{")
+            && rest.ends_with(b"}")
+            && !rest[2..rest.len() - 1].contains(&b'}'))
+}
+
+/// The source time (Unix ms) carried by `cmd` when it is a `SET` of one of this instance's
+/// heartbeat keys (see [`is_own_key`]).
+pub fn own_ms(base: &[u8], cmd: &Cmd) -> Option<u64> {
+    if cmd.args.len() < 3 || !cmd.is("SET") || !is_own_key(base, &cmd.args[1]) {
+        return None;
+    }
+    std::str::from_utf8(&cmd.args[2]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_keys_match_exactly_never_by_prefix() {
+        let base = b"shardsync:heartbeat";
+        assert!(is_own_key(base, b"shardsync:heartbeat"));
+        assert!(is_own_key(base, b"shardsync:heartbeat:{a1}"));
+        // Another instance's key (a cascade's upstream) that starts with our name: data.
+        assert!(!is_own_key(base, b"shardsync:heartbeat:a-to-b"));
+        assert!(!is_own_key(base, b"shardsync:heartbeat:a-to-b:{a1}"));
+        assert!(!is_own_key(base, b"shardsync:heartbeatX"));
+        assert!(!is_own_key(b"", b"shardsync:heartbeat"));
+        let set = crate::cmd!["SET", "shardsync:heartbeat:{x}", "1700000000000"];
+        assert_eq!(own_ms(base, &set), Some(1_700_000_000_000));
+        let other = crate::cmd!["SET", "shardsync:heartbeat:a-to-b", "1700000000000"];
+        assert_eq!(own_ms(base, &other), None);
+        assert_eq!(
+            own_ms(base, &crate::cmd!["DEL", "shardsync:heartbeat"]),
+            None
+        );
+    }
 }
