@@ -1,5 +1,6 @@
 //! The `run` job: precheck, build the actor tree (one supervised [`ShardLink`] per source
-//! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`]), run the
+//! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`], for each
+//! target of [`Outputs`] — one-to-many when there are several), run the
 //! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
 //! heartbeat keys, wait until the target has applied everything up to that point, write the
 //! final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
@@ -10,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use crate::checkpoint;
 use crate::config::Config;
@@ -18,11 +18,11 @@ use crate::heartbeat;
 use crate::net::topology::Node;
 use crate::observe::progress::{Phase, ShardState};
 use crate::observe::status::{RunState, StatusBoard};
+use crate::outputs::Outputs;
 use crate::precheck;
 use crate::router::hashtag_in;
-use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
-use crate::sink::writer::WriterSettings;
-use crate::sink::{Dispatcher, Targets};
+#[cfg(doc)]
+use crate::sink::Targets;
 use crate::source::ShardLink;
 use crate::source::link::{ClusterShard, LinkSettings, StopLink};
 
@@ -108,32 +108,20 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     board.set_state(RunState::Syncing);
 
-    // Rejected writes are repaired by copying their keys from the source (sink/repair.rs).
-    let repairs = RepairQueue::new();
-    // Writers get their own thread: decoding and writing then use both cores.
+    // Writers get their own thread: decoding and writing then use both cores. Each target has
+    // its writers and its repair queue (rejected writes are repaired by copying their keys from
+    // the source, sink/repair.rs); with several targets each is prechecked here first.
     let writer_arbiter = Arbiter::new();
-    let targets = Targets::start(
-        &pre.target,
-        &cfg.target,
-        WriterSettings {
-            endpoint: cfg.target.clone(),
-            heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
-            reply_timeout: cfg.target_reply_timeout,
-            repairs: Some(repairs.clone()),
-        },
-        cfg.sync.queue_batches,
-        writer_arbiter.handle(),
-    );
+    let outputs = Outputs::start(&cfg, &pre.target, &writer_arbiter.handle())
+        .await
+        .map_err(|t| board.failed(RunError::Precheck(t)))?;
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
-        let target_was_empty = pre
-            .target
-            .masters()
-            .iter()
-            .all(|m| crate::net::client::keyspace_keys(&m.raw_info) == 0);
+        let target_was_empty = outputs.all_empty();
         // Data on the target that an earlier run of ours wrote (it left checkpoints) is ours too.
         let ours = pre.source.masters().iter().all(|m| {
-            checkpoint::load(&cfg.state_dir, &m.endpoint.to_string())
+            outputs
+                .resume(&cfg.state_dir, &outputs.shard_state(m.endpoint.to_string()))
                 .ok()
                 .flatten()
                 .is_some()
@@ -147,16 +135,15 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             crate::config::OnResync::Keep
         });
     }
-    let sync = Arc::new(cfg.sync.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
     let source_cluster = pre.source.is_cluster();
-    let target_info = pre.target.info();
+    let target_info = outputs.link_target_info();
 
     let mut shards = Vec::new();
     for node in pre.source.masters() {
-        let state = Arc::new(ShardState::new(node.endpoint.to_string()));
+        let state = outputs.shard_state(node.endpoint.to_string());
         board.register_shard(state.clone()); // observability
-        let resume = match checkpoint::load(&cfg.state_dir, &state.name) {
+        let resume = match outputs.resume(&cfg.state_dir, &state) {
             Ok(r) => r,
             Err(e) => {
                 // Resuming from a guess could skip writes; a full sync could undo a good state.
@@ -198,16 +185,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
             retry_budget: cfg.source_retry_budget,
         });
-        let dispatcher = Dispatcher::new(targets.clone(), sync.clone()).with_repair(Repairer::new(
-            repairs.clone(),
-            RepairContext {
-                source: cfg.source.clone(),
-                source_info: node.info.clone(),
-                target_info: target_info.clone(),
-                sync: sync.clone(),
-                cluster_target: targets.cluster,
-            },
-        ));
+        let dispatcher = outputs.fanout(&cfg, node, &state);
         let (st, sd) = (state.clone(), shutdown.clone());
         let link = Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, sd));
         shards.push(Shard {
@@ -224,11 +202,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         } else {
             "standalone"
         },
-        target = if targets.cluster {
+        target = if outputs.first().is_some_and(|o| o.targets.cluster) {
             "cluster"
         } else {
             "standalone"
         },
+        targets = outputs.list.len(),
         "replication started"
     );
 
@@ -245,11 +224,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         })
         .collect();
     let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
+    let watchdogs = outputs.watchdogs(&states); // one-to-many: a failed target stops alone
     let checkpoint_stop = Arc::new(tokio::sync::Notify::new());
     let checkpointer = tokio::spawn(checkpoint_loop(
         checkpoint_stop.clone(),
         cfg.state_dir.clone(),
-        states.clone(),
+        crate::outputs::checkpointed(&states),
         Duration::from_millis(cfg.sync.checkpoint_interval_ms),
     ));
 
@@ -278,7 +258,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     );
     let mut progress = Progress::new(&states, idle, deadline);
 
-    for h in heartbeats {
+    for h in heartbeats.into_iter().chain(watchdogs) {
         h.abort();
     }
     for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
@@ -306,7 +286,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     for s in &shards {
         let _ = s.link.send(StopLink).await;
     }
-    let done = targets.close();
+    let done = outputs.close(&states);
     drop(shards);
     // The links' dispatchers are gone once the actors stop; the writers then drain and stop.
     let all_done = async {
@@ -338,8 +318,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     checkpoint_stop.notify_one();
     let _ = checkpointer.await;
     let mut unapplied = Vec::new();
+    for c in crate::outputs::checkpointed(&states) {
+        write_checkpoint(&cfg.state_dir, &c);
+    }
     for s in &states {
-        write_checkpoint(&cfg.state_dir, s);
         let applied = s.applied_offset.load(Ordering::Acquire);
         let pending = pending_bytes(s);
         tracing::info!(shard = %s.name, applied_offset = applied, "stopped");
@@ -362,6 +344,20 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 .and_then(|g| g.clone())
                 .unwrap_or_default();
             unapplied.push(format!("shard {}: failed: {why}", s.name));
+        }
+        for leg in s.legs().iter().filter(|l| l.is_failed()) {
+            let why = leg
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            unapplied.push(format!(
+                "shard {} target {}: failed ({} writes dropped): {why}",
+                s.name,
+                leg.target.as_deref().unwrap_or(""),
+                leg.dropped_writes.load(Ordering::Relaxed)
+            ));
         }
     }
     writer_arbiter.stop();
@@ -465,6 +461,9 @@ impl Progress {
 }
 
 fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
+    if shard.target.is_some() && shard.is_failed() {
+        return None; // a failed target's checkpoint stays where it last was (one-to-many)
+    }
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {

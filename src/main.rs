@@ -251,9 +251,10 @@ struct CommonArgs {
     /// Source: redis://[user:password@]host:port
     #[arg(long)]
     source: Option<String>,
-    /// Target: redis://[user:password@]host:port
+    /// Target: redis://[user:password@]host:port. `run` takes it more than once: one source,
+    /// several targets (one-to-many; the command-line targets replace the file's).
     #[arg(long)]
-    target: Option<String>,
+    target: Vec<String>,
     /// Directory for checkpoints.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -298,7 +299,12 @@ impl CommonArgs {
             file,
             Overrides {
                 source: self.source,
-                target: self.target,
+                target: self.target.first().cloned(),
+                more_targets: self
+                    .target
+                    .get(1..)
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default(),
                 state_dir: self.state_dir,
                 log_level: self.log_level,
                 metrics_addr: self.metrics_addr,

@@ -234,6 +234,37 @@ pub struct ShardStatus {
     pub full_resyncs: u64,
     pub rejected_writes: u64,
     pub last_error: Option<String>,
+    /// One-to-many: each target's progress for this shard (absent with one target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target of a shard in `/status` (one-to-many).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub name: String,
+    /// `syncing`, or `failed` (its writes are dropped until shardsync restarts).
+    pub state: String,
+    pub applied_offset: u64,
+    pub lag_bytes: u64,
+    pub full_sync_done: bool,
+    pub rejected_writes: u64,
+    pub dropped_writes: u64,
+    pub last_error: Option<String>,
+}
+
+fn target_status(leg: &ShardState, handed: u64) -> TargetStatus {
+    let applied = leg.applied_offset.load(Ordering::Acquire);
+    TargetStatus {
+        name: leg.target.clone().unwrap_or_default(),
+        state: if leg.is_failed() { "failed" } else { "syncing" }.to_string(),
+        applied_offset: applied,
+        lag_bytes: handed.saturating_sub(applied),
+        full_sync_done: leg.full_sync_done.load(Ordering::Acquire),
+        rejected_writes: leg.rejected_writes.load(Ordering::Relaxed),
+        dropped_writes: leg.dropped_writes.load(Ordering::Relaxed),
+        last_error: leg.last_error.lock().ok().and_then(|g| g.clone()),
+    }
 }
 
 /// RDB transfer of the current (or last) full sync.
@@ -272,8 +303,13 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         lag_seconds,
         restarts: s.restarts.load(Ordering::Relaxed),
         full_resyncs: s.full_resyncs.load(Ordering::Relaxed),
-        rejected_writes: s.rejected_writes.load(Ordering::Relaxed),
+        rejected_writes: s.rejected_writes.load(Ordering::Relaxed)
+            + s.legs()
+                .iter()
+                .map(|l| l.rejected_writes.load(Ordering::Relaxed))
+                .sum::<u64>(),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
+        targets: s.legs().iter().map(|l| target_status(l, handed)).collect(),
     }
 }
 
@@ -296,6 +332,13 @@ pub fn publish(board: &StatusBoard) {
         metrics::gauge!(telemetry::LAG_SECONDS, "shard" => l())
             .set(sh.lag_seconds.unwrap_or(f64::NAN));
         metrics::gauge!(telemetry::RDB_RECEIVED, "shard" => l()).set(sh.rdb.bytes as f64);
+        for t in &sh.targets {
+            let failed = if t.state == "failed" { 1.0 } else { 0.0 };
+            metrics::gauge!(telemetry::TARGET_FAILED, "shard" => l(), "target" => t.name.clone())
+                .set(failed);
+            metrics::gauge!(telemetry::TARGET_APPLIED_OFFSET, "shard" => l(), "target" => t.name.clone())
+                .set(t.applied_offset as f64);
+        }
         metrics::gauge!(telemetry::RDB_SIZE, "shard" => l()).set(sh.rdb.size as f64);
         let progress = if sh.full_sync_done {
             1.0

@@ -26,7 +26,7 @@ use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
 use crate::observe::progress::{Phase, ShardState};
-use crate::sink::Dispatcher;
+use crate::sink::Fanout;
 use crate::sink::dispatch::{RunInfo, WriterGone};
 
 /// A master that sends nothing (not even its `PING`s) for this long is considered gone.
@@ -114,7 +114,7 @@ pub enum LinkError {
 pub struct ShardLink {
     settings: Arc<LinkSettings>,
     shard: Arc<ShardState>,
-    writer: Dispatcher,
+    writer: Fanout,
     /// The checkpoint found at process start; used while no in-process position exists.
     checkpoint: Option<ReplPosition>,
     backoff: Backoff,
@@ -129,7 +129,7 @@ impl ShardLink {
     pub fn new(
         settings: Arc<LinkSettings>,
         shard: Arc<ShardState>,
-        writer: Dispatcher,
+        writer: Fanout,
         checkpoint: Option<ReplPosition>,
         shutdown: Arc<AtomicBool>,
     ) -> ShardLink {
@@ -299,7 +299,7 @@ impl Handler<StopLink> for ShardLink {
 async fn run(
     settings: Arc<LinkSettings>,
     shard: Arc<ShardState>,
-    mut writer: Dispatcher,
+    mut writer: Fanout,
     resume: Option<ReplPosition>,
     endpoint: Endpoint,
 ) -> Result<(), LinkError> {
@@ -365,10 +365,8 @@ async fn run(
             if let Ok(mut r) = shard.replid.lock() {
                 *r = replid;
             }
-            if !shard.full_sync_done.swap(true, Ordering::AcqRel) {
-                // Resumed from a checkpoint: what it names was applied.
-                shard.applied_offset.store(pos.offset, Ordering::Release);
-            }
+            // Resumed from a checkpoint: what it names was applied (on every target).
+            shard.resumed_at(pos.offset);
             shard.handed_offset.store(pos.offset, Ordering::Release);
             tracing::info!(shard = %shard.name, offset = pos.offset, "partial resync accepted (+CONTINUE)");
             pos.offset
@@ -391,7 +389,7 @@ async fn drain(shard: &ShardState) {
 async fn clear_before_resync(
     settings: &LinkSettings,
     shard: &ShardState,
-    writer: &Dispatcher,
+    writer: &Fanout,
 ) -> Result<(), LinkError> {
     drain(shard).await;
     let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
@@ -408,7 +406,7 @@ async fn clear_before_resync(
 async fn discard_corrupt_rdb(
     settings: &LinkSettings,
     shard: &ShardState,
-    writer: &Dispatcher,
+    writer: &Fanout,
 ) -> String {
     let written = shard.rdb_keys_handed.load(Ordering::Relaxed);
     drain(shard).await;
@@ -444,7 +442,7 @@ async fn discard_corrupt_rdb(
 async fn full_sync(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: Dispatcher,
+    writer: Fanout,
     conn: &mut RespConn,
     epoch: u64,
 ) -> Result<rdb_load::LoadStats, LinkError> {
@@ -643,7 +641,7 @@ fn is_large_foreign_restore(
 async fn restore_off_loop(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &mut Dispatcher,
+    writer: &mut Fanout,
     epoch: u64,
     db: u32,
     cmd: crate::cmd::Cmd,
@@ -693,7 +691,7 @@ async fn restore_off_loop(
 async fn stream(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
-    writer: &mut Dispatcher,
+    writer: &mut Fanout,
     conn: RespConn,
     start: u64,
     epoch: u64,

@@ -21,6 +21,7 @@ mod fuzz_gen;
 mod harness_selftest;
 mod hostile_peers;
 mod observability;
+mod one_to_many;
 mod oracle;
 mod propagated_forms;
 mod rdb_corpus;

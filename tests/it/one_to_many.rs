@@ -1,0 +1,449 @@
+//! One-to-many from one process: one PSYNC and one RDB feed several targets (`[[target]]`
+//! tables), each with its own writers, db map, progress and checkpoint.
+//!
+//! - A standalone target (source db 2 → db 5) and a cluster target (db 2 → db 0) both equal the
+//!   source key by key after a full sync and a live workload.
+//! - A target killed mid-run fails alone: the other keeps converging and equals the source;
+//!   `/status` shows the dead one `failed` with dropped writes counted, `/metrics` has
+//!   `shardsync_target_failed{…target="dead"} 1`; the stop exits 4 naming it. After the target
+//!   is back (empty) and its checkpoint is deleted, a restart full-syncs both targets.
+//! - A target frozen (SIGSTOP) past its deadline fails alone too; once it is thawed, a restart
+//!   resumes the shard from that target's (older) checkpoint with `+CONTINUE` and both targets
+//!   equal the source again.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cluster::{KeySource, RedisCluster, compare_sources};
+use common::compare::{CompareOptions, assert_no_differences, scan_keys};
+use common::server::pick_free_port;
+use common::util::{http_get, select, wait_until};
+use common::workload::{WorkloadOptions, run_workload};
+use common::*;
+use nix::sys::signal::Signal;
+
+const HEARTBEAT: &str = "shardsync:heartbeat";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn opts() -> CompareOptions {
+    CompareOptions {
+        compare_functions: false,
+        ..Default::default()
+    }
+}
+
+/// One database of a standalone server as a [`KeySource`].
+struct Db<'a>(&'a mut redis::Connection, u32);
+
+impl KeySource for Db<'_> {
+    fn all_keys(&mut self) -> BTreeSet<Vec<u8>> {
+        select(self.0, self.1);
+        scan_keys(self.0)
+    }
+    fn conn_for(&mut self, _key: &[u8]) -> &mut redis::Connection {
+        select(self.0, self.1);
+        self.0
+    }
+}
+
+/// Two databases of the source merged (their key names are disjoint: db 2's start with `d2:`).
+struct Merged {
+    db0: redis::Connection,
+    db2: redis::Connection,
+}
+
+impl KeySource for Merged {
+    fn all_keys(&mut self) -> BTreeSet<Vec<u8>> {
+        select(&mut self.db2, 2);
+        let mut k = scan_keys(&mut self.db0);
+        k.extend(scan_keys(&mut self.db2));
+        k
+    }
+    fn conn_for(&mut self, key: &[u8]) -> &mut redis::Connection {
+        if key.starts_with(b"d2:") {
+            &mut self.db2
+        } else {
+            &mut self.db0
+        }
+    }
+}
+
+fn write_db2(conn: &mut redis::Connection, from: usize, n: usize) {
+    select(conn, 2);
+    let mut p = redis::pipe();
+    for i in from..from + n {
+        p.cmd("SET").arg(format!("d2:s{i}")).arg(i).ignore();
+        p.cmd("HSET")
+            .arg(format!("d2:h{}", i % 10))
+            .arg(format!("f{i}"))
+            .arg(i)
+            .ignore();
+    }
+    p.query::<()>(conn).expect("db 2 writes");
+    select(conn, 0);
+}
+
+fn set_keys(conn: &mut redis::Connection, prefix: &str, n: usize) {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.cmd("SET").arg(format!("{prefix}{i}")).arg(i).ignore();
+    }
+    p.query::<()>(conn).expect("SET batch");
+}
+
+fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
+    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
+    v.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|v| v >= ms)
+}
+
+fn status(addr: &str) -> Option<serde_json::Value> {
+    let (code, body) = http_get(addr, "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// `/status` entry of target `name` of the only shard.
+fn target_status(addr: &str, name: &str) -> Option<serde_json::Value> {
+    let st = status(addr)?;
+    st["shards"][0]["targets"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == name)
+        .cloned()
+}
+
+fn write_config(dir: &std::path::Path, source: &str, targets: &[(&str, String, &str)]) -> String {
+    let mut text = format!("[source]\nurl = \"{source}\"\n\n");
+    for (name, url, extra) in targets {
+        text.push_str(&format!(
+            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n\n"
+        ));
+    }
+    text.push_str("[sync]\nheartbeat_interval_ms = 200\ncheckpoint_interval_ms = 200\n");
+    let path = dir.join("shardsync.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn spawn(config: &str, state: &str, addr: &str) -> Shardsync {
+    Shardsync::spawn(&[
+        "run",
+        "--config",
+        config,
+        "--state-dir",
+        state,
+        "--metrics-addr",
+        addr,
+        "--log-level",
+        "info",
+    ])
+}
+
+#[test]
+fn one_source_to_standalone_and_cluster_targets() {
+    let kind = ServerKind::Redis70;
+    let src = RedisServer::start_with(kind, &["--repl-diskless-sync-delay", "0"]);
+    let t1 = RedisServer::start(kind);
+    let t2 = RedisCluster::start(kind, 3, 0);
+    let mut sc = src.client();
+    let dataset = DatasetOptions {
+        dbs: vec![0],
+        with_functions: false,
+        ..DatasetOptions::small()
+    };
+    populate_typed_dataset(&mut sc, kind, &dataset);
+    write_db2(&mut sc, 0, 200);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &src.url(),
+        &[
+            ("single", t1.url(), "db_map = { \"2\" = 5 }"),
+            ("cluster", t2.seed_url(), "db_map = { \"2\" = 0 }"),
+        ],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    // One PSYNC for both targets.
+    assert_eq!(
+        ss.log().matches("full sync started").count(),
+        1,
+        "{}",
+        ss.log()
+    );
+
+    let wopts = WorkloadOptions {
+        use_dbs: false,
+        cross_slot_untagged: true,
+        volume: 1000,
+        ..Default::default()
+    };
+    run_workload(&mut sc, kind, &wopts);
+    write_db2(&mut sc, 200, 300);
+    let after = now_ms();
+    let mut t1c = t1.client();
+    let mut reader = t2.reader();
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        heartbeat_at_least(&mut t1c, after)
+            && heartbeat_at_least(reader.conn_for(HEARTBEAT.as_bytes()), after)
+    });
+    assert!(caught_up, "targets did not catch up:\n{}", ss.log_tail(40));
+
+    let hb = [HEARTBEAT.as_bytes()];
+    // Standalone target: db 0 as is, db 2 in db 5.
+    let mut t1c5 = t1.client();
+    let mut sc2 = src.client();
+    assert_no_differences(&compare_sources(
+        &mut Db(&mut sc, 0),
+        &mut Db(&mut t1c, 0),
+        &hb,
+        &opts(),
+    ));
+    assert_no_differences(&compare_sources(
+        &mut Db(&mut sc2, 2),
+        &mut Db(&mut t1c5, 5),
+        &hb,
+        &opts(),
+    ));
+    // Cluster target: db 0 and db 2 together in db 0.
+    let mut merged = Merged {
+        db0: src.client(),
+        db2: src.client(),
+    };
+    assert_no_differences(&compare_sources(&mut merged, &mut reader, &hb, &opts()));
+    let on_cluster = reader.all_keys().len();
+    assert!(
+        on_cluster > 1000,
+        "only {on_cluster} keys on the cluster target"
+    );
+    let mut t1c5b = t1.client();
+    assert!(
+        Db(&mut t1c5b, 5).all_keys().len() >= 300,
+        "db 2 did not land in db 5"
+    );
+
+    let st = status(&addr).expect("/status");
+    let targets = st["shards"][0]["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(targets.len(), 2, "{st:#}");
+    for t in &targets {
+        assert_eq!(t["state"], "syncing", "{st:#}");
+        assert_eq!(t["dropped_writes"], 0, "{st:#}");
+    }
+    let status = ss.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", ss.log_tail(40));
+    for name in ["single", "cluster"] {
+        let f = std::path::Path::new(&state).join(format!(
+            "checkpoint-{}_{name}.json",
+            src.addr().replace(':', "_")
+        ));
+        assert!(
+            f.is_file(),
+            "no checkpoint {} for target {name}",
+            f.display()
+        );
+    }
+    assert!(!ss.log().contains("panicked"), "{}", ss.log());
+}
+
+/// Waits until `/status` shows target `name` failed; returns its entry.
+fn wait_failed(ss: &Shardsync, addr: &str, name: &str) -> serde_json::Value {
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        last = target_status(addr, name);
+        last.as_ref().is_some_and(|t| t["state"] == "failed")
+    });
+    assert!(
+        ok,
+        "target {name} never showed failed; last {last:?}\n{}",
+        ss.log_tail(40)
+    );
+    last.unwrap_or_default()
+}
+
+fn assert_equal(src: &RedisServer, dst: &RedisServer, what: &str) {
+    let diffs = common::compare::compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0],
+        &[HEARTBEAT.as_bytes()],
+        &opts(),
+    );
+    if !diffs.is_empty() {
+        eprintln!("{what}:");
+    }
+    assert_no_differences(&diffs);
+}
+
+/// Waits until `dst` holds the heartbeat written after `after` (then it has everything before).
+fn wait_caught_up(dst: &RedisServer, after: u64, ss: &Shardsync, what: &str) {
+    let mut c = dst.client();
+    assert!(
+        wait_until(Duration::from_secs(60), || heartbeat_at_least(
+            &mut c, after
+        )),
+        "{what} did not catch up:\n{}",
+        ss.log_tail(40)
+    );
+}
+
+#[test]
+fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
+    let kind = ServerKind::Redis70;
+    let src = RedisServer::start_with(kind, &["--repl-diskless-sync-delay", "0"]);
+    let good = RedisServer::start(kind);
+    let mut dead = RedisServer::start(kind);
+    let mut sc = src.client();
+    set_keys(&mut sc, "before:", 2000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fast = "reply_timeout_ms = 500";
+    let config = write_config(
+        dir.path(),
+        &src.url(),
+        &[("good", good.url(), fast), ("dead", dead.url(), fast)],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    let t0 = now_ms();
+    wait_caught_up(&good, t0, &ss, "good");
+    wait_caught_up(&dead, t0, &ss, "dead");
+
+    dead.kill();
+    // The source goes on; the live target keeps up while the dead one is failed.
+    let wopts = WorkloadOptions {
+        use_dbs: false,
+        volume: 2000,
+        ..Default::default()
+    };
+    run_workload(&mut sc, kind, &wopts);
+    let failed = wait_failed(&ss, &addr, "dead");
+    set_keys(&mut sc, "after-fail:", 500);
+    let after = now_ms();
+    wait_caught_up(&good, after, &ss, "the live target");
+    assert_equal(&src, &good, "live target while the other is dead");
+
+    let st = status(&addr).expect("/status");
+    let shard = &st["shards"][0];
+    assert_eq!(shard["phase"], "incremental", "{st:#}");
+    let dead_st = target_status(&addr, "dead").unwrap_or_default();
+    assert!(
+        dead_st["dropped_writes"].as_u64().unwrap_or(0) > 0,
+        "no dropped writes counted: {dead_st:#}"
+    );
+    assert!(
+        dead_st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("acknowledged no write")),
+        "{failed:#}"
+    );
+    assert_eq!(
+        target_status(&addr, "good").unwrap_or_default()["state"],
+        "syncing"
+    );
+    let (_, metrics) = http_get(&addr, "/metrics").expect("/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("shardsync_target_failed{") && l.contains("target=\"dead\""))
+        .unwrap_or_default();
+    assert!(line.ends_with(" 1"), "metric line {line:?}");
+    let dropped = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("shardsync_target_dropped_writes_total{") && l.contains("target=\"dead\"")
+        })
+        .unwrap_or_default();
+    assert!(!dropped.ends_with(" 0"), "{dropped:?}");
+
+    // Stopping reports the failed target (exit 4) and does not wait for it.
+    let began = std::time::Instant::now();
+    let code = ss.terminate().code();
+    assert_eq!(code, Some(4), "{}", ss.log_tail(30));
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "stop waited for the dead target"
+    );
+    assert!(
+        ss.log().contains("target dead: failed"),
+        "{}",
+        ss.log_tail(20)
+    );
+
+    // The target is back, empty: its checkpoint no longer describes it, so it is deleted and
+    // the restart full-syncs both targets from one PSYNC.
+    dead.restart();
+    let ck = std::path::Path::new(&state).join(format!(
+        "checkpoint-{}_dead.json",
+        src.addr().replace(':', "_")
+    ));
+    std::fs::remove_file(&ck).expect("the dead target's checkpoint exists");
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("full sync started", Duration::from_secs(30));
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    set_keys(&mut sc, "after-restart:", 300);
+    let after = now_ms();
+    wait_caught_up(&good, after, &ss, "good after restart");
+    wait_caught_up(&dead, after, &ss, "revived target after restart");
+    assert_equal(&src, &good, "live target after restart");
+    assert_equal(&src, &dead, "revived target after restart");
+    assert!(ss.terminate().success(), "{}", ss.log_tail(30));
+}
+
+#[test]
+fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
+    let kind = ServerKind::Redis70;
+    let src = RedisServer::start_with(kind, &["--repl-diskless-sync-delay", "0"]);
+    let good = RedisServer::start(kind);
+    let frozen = RedisServer::start(kind);
+    let mut sc = src.client();
+    set_keys(&mut sc, "before:", 1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fast = "reply_timeout_ms = 500";
+    let config = write_config(
+        dir.path(),
+        &src.url(),
+        &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    let t0 = now_ms();
+    wait_caught_up(&frozen, t0, &ss, "frozen (before freezing)");
+    std::thread::sleep(Duration::from_millis(500)); // a checkpoint of it is written
+
+    frozen.signal(Signal::SIGSTOP);
+    set_keys(&mut sc, "during:", 3000);
+    wait_failed(&ss, &addr, "frozen");
+    set_keys(&mut sc, "after-fail:", 500);
+    let after = now_ms();
+    wait_caught_up(&good, after, &ss, "the live target");
+    assert_equal(&src, &good, "live target while the other is frozen");
+    assert_eq!(ss.terminate().code(), Some(4), "{}", ss.log_tail(30));
+
+    frozen.signal(Signal::SIGCONT);
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("partial resync accepted", Duration::from_secs(30));
+    set_keys(&mut sc, "after-restart:", 300);
+    let after = now_ms();
+    wait_caught_up(&good, after, &ss, "good after restart");
+    wait_caught_up(&frozen, after, &ss, "thawed target after restart");
+    assert_equal(&src, &good, "live target after restart");
+    assert_equal(&src, &frozen, "thawed target after restart");
+    assert!(!ss.log().contains("full sync started"), "{}", ss.log());
+    assert!(ss.terminate().success(), "{}", ss.log_tail(30));
+}
