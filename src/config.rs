@@ -759,4 +759,80 @@ mod tests {
             .to_string();
         assert!(e.contains("source.url") && e.contains("--source"), "{e}");
     }
+
+    #[test]
+    fn several_targets_from_the_file_or_the_command_line() {
+        let f = FileConfig::parse(
+            "[source]\nurl = \"127.0.0.1:1\"\n[[target]]\nname = \"a\"\nurl = \"127.0.0.1:2\"\n\
+             db_map = { \"2\" = 5 }\n[[target]]\nurl = \"127.0.0.1:3\"\nreply_timeout_ms = 500\n\
+             [sync]\ndb_map = { \"1\" = 0 }\n",
+        )
+        .unwrap();
+        let c = Config::resolve(f, Overrides::default()).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.target.port, 2);
+        assert_eq!(c.targets[0].name, "a");
+        assert_eq!(c.targets[1].name, "127.0.0.1:3");
+        assert_eq!(c.targets[1].reply_timeout.as_millis(), 500);
+        let s0 = c.targets[0].sync_settings(&c.sync);
+        assert_eq!(s0.target_db(2, false), Some(5));
+        assert_eq!(
+            s0.target_db(1, false),
+            Some(1),
+            "a target's db_map replaces the shared one"
+        );
+        assert_eq!(
+            c.targets[1].sync_settings(&c.sync).target_db(1, false),
+            Some(0)
+        );
+        // The single-table form still works.
+        let one = FileConfig::parse("[target]\nurl = \"127.0.0.1:2\"\n").unwrap();
+        let c = Config::resolve(
+            one,
+            Overrides {
+                source: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.targets.len(), 1);
+        // Repeated --target replaces the file's targets.
+        let f = FileConfig::parse(
+            "[[target]]\nurl = \"127.0.0.1:2\"\n[[target]]\nurl = \"127.0.0.1:3\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            f,
+            Overrides {
+                source: Some("127.0.0.1:1".into()),
+                target: Some("127.0.0.1:7".into()),
+                more_targets: vec!["127.0.0.1:8".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ports: Vec<u16> = c.targets.iter().map(|t| t.endpoint.port).collect();
+        assert_eq!(ports, vec![7, 8]);
+        // Two targets with one name, an unknown key in a table, target keys on the source.
+        let dup = FileConfig::parse(
+            "[[target]]\nname = \"x\"\nurl = \"h:2\"\n[[target]]\nname = \"x\"\nurl = \"h:3\"\n",
+        )
+        .unwrap();
+        let e = Config::resolve(
+            dup,
+            Overrides {
+                source: Some("h:1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("named \"x\""), "{e}");
+        let bad =
+            FileConfig::parse("[[target]]\nurl = \"h:2\"\n[[target]]\nbogus = 1\n").unwrap_err();
+        assert!(bad.contains("number 2") && bad.contains("bogus"), "{bad}");
+        let src =
+            FileConfig::parse("[source]\nurl = \"h:1\"\nname = \"s\"\n[target]\nurl = \"h:2\"\n")
+                .unwrap();
+        assert!(Config::resolve(src, Overrides::default()).is_err());
+    }
 }

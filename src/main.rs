@@ -352,16 +352,26 @@ fn main() -> ExitCode {
     let system = actix_rt::System::new();
     let result = if check_only {
         system.block_on(async move {
-            match shardsync::precheck::run(&cfg).await {
-                Ok(p) => {
-                    print!("{}", p.table());
-                    if p.passed() { Ok(()) } else { Err(3) }
+            // Every target (one-to-many), each with the source.
+            let mut result = Ok(());
+            for spec in &cfg.targets {
+                if cfg.targets.len() > 1 {
+                    println!("target {}:", spec.name);
                 }
-                Err(checks) => {
-                    print!("{}", shardsync::precheck::render(&checks));
-                    Err(3)
+                match shardsync::outputs::precheck_target(&cfg, spec).await {
+                    Ok(p) => {
+                        print!("{}", p.table());
+                        if !p.passed() {
+                            result = Err(3);
+                        }
+                    }
+                    Err(checks) => {
+                        print!("{}", shardsync::precheck::render(&checks));
+                        result = Err(3);
+                    }
                 }
             }
+            result
         })
     } else {
         system.block_on(async move {

@@ -54,11 +54,7 @@ impl Outputs {
             let topology = if i == 0 {
                 first.clone()
             } else {
-                let mut c = cfg.clone();
-                c.target = spec.endpoint.clone();
-                c.target_reply_timeout = spec.reply_timeout;
-                c.sync = spec.sync_settings(&cfg.sync);
-                match crate::precheck::run(&c).await {
+                match precheck_target(cfg, spec).await {
                     Ok(p) if p.passed() => {
                         for w in p.checks.iter().filter(|c| c.warning) {
                             tracing::warn!(target_name = %spec.name, check = w.name, "{}", w.detail);
@@ -231,6 +227,23 @@ impl Outputs {
         }
         done
     }
+}
+
+/// The config as [`crate::precheck::run`] sees it for one target: that target and its settings.
+pub fn config_for(cfg: &Config, spec: &TargetSpec) -> Config {
+    let mut c = cfg.clone();
+    c.target = spec.endpoint.clone();
+    c.target_reply_timeout = spec.reply_timeout;
+    c.sync = spec.sync_settings(&cfg.sync);
+    c
+}
+
+/// The precheck of the source with one target.
+pub async fn precheck_target(
+    cfg: &Config,
+    spec: &TargetSpec,
+) -> Result<crate::precheck::Prechecked, Vec<crate::precheck::Check>> {
+    crate::precheck::run(&config_for(cfg, spec)).await
 }
 
 /// What the checkpointer writes for a shard: the shard itself, or each live leg.

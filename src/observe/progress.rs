@@ -516,4 +516,47 @@ mod tests {
         );
         assert!(e2 > e && !s.full_sync_done.load(Ordering::Acquire));
     }
+
+    #[test]
+    fn a_shard_with_legs_moves_at_the_slowest_live_target() {
+        let s = ShardState::with_targets("s".into(), &["a".into(), "b".into()]);
+        let (a, b) = (s.legs()[0].clone(), s.legs()[1].clone());
+        assert_eq!(a.name, "s@a");
+        assert_eq!(a.shard_name(), "s");
+        let e = s.begin_epoch(100);
+        assert_eq!(
+            a.epoch.load(Ordering::Acquire),
+            e,
+            "legs follow the shard's epoch"
+        );
+        let ta = a.issue(e, Some(150), true, 1);
+        let tb = b.issue(e, Some(150), true, 1);
+        assert_eq!(s.open_tickets(), 2);
+        a.part_done(&ta);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 100, "b is behind");
+        assert!(!s.full_sync_done.load(Ordering::Acquire));
+        b.part_done(&tb);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 150);
+        assert!(s.full_sync_done.load(Ordering::Acquire));
+        // b stops acknowledging, then fails: a alone moves the shard.
+        let _stuck = b.issue(e, Some(200), false, 1);
+        let ta = a.issue(e, Some(200), false, 1);
+        a.part_done(&ta);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 150);
+        b.mark_failed("gone");
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 200);
+        assert_eq!(
+            s.open_tickets(),
+            0,
+            "a failed leg's tickets no longer count"
+        );
+        assert!(!s.is_failed(), "one target left");
+        // A new epoch leaves the failed leg where it stopped.
+        s.begin_epoch(5);
+        assert_eq!(b.applied_offset.load(Ordering::Acquire), 150);
+        assert_eq!(a.applied_offset.load(Ordering::Acquire), 5);
+        assert_eq!(b.replid(), s.replid());
+        a.mark_failed("gone too");
+        assert!(s.is_failed(), "every target failed");
+    }
 }
