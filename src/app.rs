@@ -98,7 +98,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let observability = crate::observe::status::start(cfg.metrics_addr, board.clone())
         .await
         .map_err(RunError::Fatal)?;
-    let pre = match precheck::run(&cfg).await {
+    let pre = match crate::outputs::precheck_first(&cfg).await {
         Ok(p) if p.passed() => p,
         Ok(p) => return Err(board.failed(RunError::Precheck(p.table()))),
         Err(checks) => return Err(board.failed(RunError::Precheck(precheck::render(&checks)))),

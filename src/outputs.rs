@@ -238,6 +238,16 @@ pub fn config_for(cfg: &Config, spec: &TargetSpec) -> Config {
     c
 }
 
+/// The precheck of the source with the first target (the run's own precheck).
+pub async fn precheck_first(
+    cfg: &Config,
+) -> Result<crate::precheck::Prechecked, Vec<crate::precheck::Check>> {
+    match cfg.targets.first() {
+        Some(t) => precheck_target(cfg, t).await,
+        None => crate::precheck::run(cfg).await,
+    }
+}
+
 /// The precheck of the source with one target.
 pub async fn precheck_target(
     cfg: &Config,

@@ -155,7 +155,11 @@ impl StatusBoard {
             RunState::Failed => OverallState::Failed,
             RunState::Syncing => {
                 let shards = self.shards();
-                if shards.iter().any(|s| s.phase() == Phase::Failed) {
+                // A failed target of a shard (one-to-many) needs a person too.
+                let failed = |s: &Arc<ShardState>| {
+                    s.phase() == Phase::Failed || s.legs().iter().any(|l| l.is_failed())
+                };
+                if shards.iter().any(failed) {
                     OverallState::Failed
                 } else if !shards.is_empty()
                     && shards

@@ -339,7 +339,11 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
 
     let st = status(&addr).expect("/status");
     let shard = &st["shards"][0];
-    assert_eq!(shard["phase"], "incremental", "{st:#}");
+    assert_eq!(shard["phase"], "incremental", "the shard goes on: {st:#}");
+    assert_eq!(
+        st["state"], "failed",
+        "a failed target needs a person: {st:#}"
+    );
     let dead_st = target_status(&addr, "dead").unwrap_or_default();
     assert!(
         dead_st["dropped_writes"].as_u64().unwrap_or(0) > 0,
