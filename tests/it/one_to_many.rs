@@ -451,3 +451,69 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
     assert!(!ss.log().contains("full sync started"), "{}", ss.log());
     assert!(ss.terminate().success(), "{}", ss.log_tail(30));
 }
+
+/// A target frozen while the RDB is being loaded: the loader (a blocking thread waiting on that
+/// target's full queue) is released when the target fails, and the other target completes the
+/// full sync and then follows the stream.
+#[test]
+fn target_frozen_during_the_full_sync_fails_alone() {
+    let kind = ServerKind::Redis70;
+    let src = RedisServer::start_with(kind, &["--repl-diskless-sync-delay", "0"]);
+    let good = RedisServer::start(kind);
+    let frozen = RedisServer::start(kind);
+    let mut sc = src.client();
+    for chunk in 0..30 {
+        let mut p = redis::pipe();
+        for i in 0..10_000 {
+            p.cmd("SET")
+                .arg(format!("bulk:{chunk}:{i}"))
+                .arg("0123456789abcdef0123456789abcdef")
+                .ignore();
+        }
+        p.query::<()>(&mut sc).expect("bulk SETs");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fast = "reply_timeout_ms = 300";
+    let config = write_config(
+        dir.path(),
+        &src.url(),
+        &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("full sync started", Duration::from_secs(30));
+    frozen.signal(Signal::SIGSTOP);
+    let failed = wait_failed(&ss, &addr, "frozen");
+    ss.expect_log("RDB received", Duration::from_secs(120));
+    set_keys(&mut sc, "after:", 500);
+    let after = now_ms();
+    wait_caught_up(&good, after, &ss, "the live target");
+    // Every key is a string: compared value by value (pipelined), and the key counts (the
+    // heartbeat key is on both).
+    let mut gc = good.client();
+    let mut groups: Vec<Vec<String>> = (0..30)
+        .map(|c| (0..10_000).map(|i| format!("bulk:{c}:{i}")).collect())
+        .collect();
+    groups.push((0..500).map(|i| format!("after:{i}")).collect());
+    for keys in &groups {
+        let a: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query(&mut sc).expect("MGET");
+        let b: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query(&mut gc).expect("MGET");
+        assert!(
+            a == b && a.iter().all(Option::is_some),
+            "keys from {} on differ",
+            keys[0]
+        );
+    }
+    let n = |c: &mut redis::Connection| redis::cmd("DBSIZE").query::<u64>(c).expect("DBSIZE");
+    assert_eq!(n(&mut sc), n(&mut gc), "key counts differ");
+    let st = status(&addr).expect("/status");
+    assert_eq!(st["shards"][0]["full_sync_done"], true, "{st:#}");
+    assert!(
+        failed["full_sync_done"] == false,
+        "the frozen target never completed its full sync: {failed:#}"
+    );
+    assert_eq!(ss.terminate().code(), Some(4), "{}", ss.log_tail(30));
+    frozen.signal(Signal::SIGCONT);
+    assert!(!ss.log().contains("panicked"), "{}", ss.log());
+}
