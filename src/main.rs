@@ -201,10 +201,34 @@ struct LoadRdbArgs {
     target_password: Option<String>,
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// PEM file of the CA certificate(s) that signed a rediss:// target's certificate.
+    #[arg(long, value_name = "PEM")]
+    target_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a target that checks clients.
+    #[arg(long, value_name = "PEM")]
+    target_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --target-tls-cert-file.
+    #[arg(long, value_name = "PEM")]
+    target_tls_key_file: Option<PathBuf>,
+    /// Name the target's certificates must be valid for (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    target_tls_server_name: Option<String>,
+    /// Do not verify the target's certificate.
+    #[arg(long)]
+    tls_insecure: bool,
 }
 
 fn load_rdb(args: LoadRdbArgs) -> ExitCode {
-    let mut target = match shardsync::config::Endpoint::parse("--target", &args.target) {
+    let tls = TlsOptions {
+        ca_file: args.target_tls_ca_file.clone(),
+        cert_file: args.target_tls_cert_file.clone(),
+        key_file: args.target_tls_key_file.clone(),
+        server_name: args.target_tls_server_name.clone(),
+        insecure: false,
+    };
+    let parsed = shardsync::config::Endpoint::parse("--target", &args.target)
+        .and_then(|t| t.with_tls("target", tls, args.tls_insecure));
+    let mut target = match parsed {
         Ok(t) => t,
         Err(e) => {
             eprintln!("shardsync: {e}");

@@ -383,3 +383,44 @@ fn precheck_tls_messages_say_what_to_do() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("rediss://"), "{out}");
 }
+
+/// `load-rdb` into a TLS target: the server's own dump (`SAVE`) of the typed dataset is loaded
+/// over TLS and compared key by key with the server that wrote it.
+#[test]
+fn load_rdb_into_tls_target() {
+    let kind = ServerKind::Redis70;
+    let pki = TestPki::new();
+    let src = RedisServer::start(kind);
+    let dst = TlsServer::start(kind, &pki, false, &[]);
+    let mut sc = src.client();
+    let dataset = DatasetOptions::small();
+    populate_typed_dataset(&mut sc, kind, &dataset);
+    let _: () = redis::cmd("SAVE").query(&mut sc).expect("SAVE");
+    let file = src.dir().join("dump.rdb");
+    let (du, ca) = (dst.url(), pki.arg("ca.pem"));
+    let (status, out) = Shardsync::run_to_exit(
+        &[
+            "load-rdb",
+            "--file",
+            file.to_str().expect("utf-8 path"),
+            "--target",
+            &du,
+            "--target-tls-ca-file",
+            &ca,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "load-rdb over TLS: {status:?}\n{out}");
+    let opts = CompareOptions {
+        compare_functions: true,
+        ..Default::default()
+    };
+    let diffs = common::compare::compare_servers_with(
+        &mut sc,
+        &mut dst.server.client(),
+        &dataset.dbs,
+        &[],
+        &opts,
+    );
+    assert_no_differences(&diffs);
+}
