@@ -43,14 +43,15 @@ fn stop(ss: &mut Shardsync) {
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
 }
 
-/// Standalone → standalone over TLS, the CA given by flag: full sync of the typed dataset, a live
-/// workload, key-by-key comparison; then `shardsync verify` over TLS agrees, and a stop removes
-/// the heartbeat key on both sides (heartbeat and its removal also went over TLS).
+/// Standalone → standalone over TLS, the CA given by flag, a source password: full sync of the
+/// typed dataset, a live workload, a key repair (read from the source over TLS), key-by-key
+/// comparison; then `shardsync verify` over TLS agrees, and a stop removes the heartbeat key on
+/// both sides (heartbeat and its removal also went over TLS).
 #[test]
 fn standalone_full_and_incremental_over_tls() {
     let kind = ServerKind::Redis70;
     let pki = TestPki::new();
-    let src = TlsServer::start(kind, &pki, false, &[]);
+    let src = TlsServer::start(kind, &pki, false, &["--requirepass", "tls+pw@x"]);
     let dst = TlsServer::start(kind, &pki, false, &[]);
     let mut sc = src.server.client();
     let mut dc = dst.server.client();
@@ -77,6 +78,34 @@ fn standalone_full_and_incremental_over_tls() {
     ]);
     ss.expect_log("RDB received", Duration::from_secs(60));
 
+    // A key the target holds with another type: the source's APPEND is refused there, and the
+    // key is repaired by copying it from the source (a TLS connection of its own).
+    let _: () = redis::cmd("SET")
+        .arg("tls:repair")
+        .arg("a")
+        .query(&mut sc)
+        .expect("SET");
+    assert!(
+        wait_until(Duration::from_secs(20), || redis::cmd("EXISTS")
+            .arg("tls:repair")
+            .query::<i64>(&mut dc)
+            .is_ok_and(|n| n == 1)),
+        "tls:repair never reached the target:\n{}",
+        ss.log_tail(30)
+    );
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg("tls:repair")
+        .cmd("SADD")
+        .arg("tls:repair")
+        .arg("m")
+        .query(&mut dc)
+        .expect("diverge the target");
+    let _: () = redis::cmd("APPEND")
+        .arg("tls:repair")
+        .arg("b")
+        .query(&mut sc)
+        .expect("APPEND");
     let wopts = WorkloadOptions {
         volume: 1000,
         ..Default::default()
@@ -108,6 +137,11 @@ fn standalone_full_and_incremental_over_tls() {
         &opts,
     );
     assert_no_differences(&diffs);
+    assert!(
+        ss.log().contains("repairing the key"),
+        "no key repair logged:\n{}",
+        ss.log_tail(40)
+    );
 
     let (status, out) = Shardsync::run_to_exit(
         &[
