@@ -203,16 +203,19 @@ fn tls_cluster(pki: &TestPki) -> (RedisCluster, Vec<u16>) {
 
 /// Cluster → cluster, both with `tls-cluster yes` and mutual TLS: every link (one PSYNC per
 /// source master, found through CLUSTER NODES on the TLS port), every writer and helper uses the
-/// CA and the client certificate; the nodes are verified against the seed's name.
+/// CA and the client certificate. The certificate names only `localhost` while the nodes announce
+/// `127.0.0.1`: they are verified against the seed's name (`rediss://localhost:…` for the source,
+/// `--target-tls-server-name localhost` for the target reached by IP).
 #[test]
 fn tls_cluster_to_tls_cluster_with_client_certificates() {
-    let pki = TestPki::new();
+    let pki = TestPki::with_server_names(&["localhost"]);
     let (src, src_tls) = tls_cluster(&pki);
     let (dst, dst_tls) = tls_cluster(&pki);
     let (src_tls, dst_tls) = (src_tls, dst_tls[0]);
     let tags = crate::e2e_cluster::populate_cluster(&src);
     let state = tempfile::tempdir().expect("state dir");
-    let (su, du) = (tls_url(None, src_tls[0]), tls_url(None, dst_tls));
+    let su = format!("rediss://localhost:{}", src_tls[0]);
+    let du = tls_url(None, dst_tls);
     let (ca, cert, key) = (
         pki.arg("ca.pem"),
         pki.arg("client.pem"),
@@ -236,6 +239,8 @@ fn tls_cluster_to_tls_cluster_with_client_certificates() {
         &cert,
         "--target-tls-key-file",
         &key,
+        "--target-tls-server-name",
+        "localhost",
         "--state-dir",
         state.path().to_str().expect("utf-8 temp path"),
         "--metrics-addr",

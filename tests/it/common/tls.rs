@@ -58,8 +58,14 @@ fn leaf(
 }
 
 impl TestPki {
-    /// Generates every file (a few ms).
+    /// Generates every file (a few ms); the server certificate is valid for `127.0.0.1` and
+    /// `localhost`.
     pub fn new() -> TestPki {
+        Self::with_server_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// Like [`TestPki::new`] with a server certificate valid for `names` only.
+    pub fn with_server_names(names: &[&str]) -> TestPki {
         let dir = tempfile::Builder::new()
             .prefix("shardsync-pki-")
             .tempdir()
@@ -70,7 +76,7 @@ impl TestPki {
         let (server_pem, server_key) = leaf(
             &issuer,
             "shardsync test server",
-            &["127.0.0.1", "localhost"],
+            names,
             vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
