@@ -463,3 +463,83 @@ fn load_rdb_into_tls_target() {
     );
     assert_no_differences(&diffs);
 }
+
+/// A TLS source with a native replica that replicates over TLS (`tls-replication yes`, so it
+/// announces its TLS port): `--prefer-replica` reaches that replica over TLS, syncs fully and
+/// incrementally, and the target equals the source key by key.
+#[test]
+fn prefer_replica_on_a_tls_source() {
+    let kind = ServerKind::Redis70;
+    let pki = TestPki::new();
+    let src = TlsServer::start(kind, &pki, false, &[]);
+    let replica = TlsServer::start(kind, &pki, false, &["--tls-replication", "yes"]);
+    let dst = TlsServer::start(kind, &pki, false, &[]);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(src.tls_port)
+        .query(&mut replica.server.client())
+        .expect("REPLICAOF over TLS");
+    replica
+        .server
+        .wait_replica_synced(&src.server, Duration::from_secs(30));
+    let mut sc = src.server.client();
+    let mut dc = dst.server.client();
+    let dataset = DatasetOptions::small();
+    populate_typed_dataset(&mut sc, kind, &dataset);
+
+    let state = tempfile::tempdir().expect("state dir");
+    let (su, du, ca) = (src.url(), dst.url(), pki.arg("ca.pem"));
+    let mut ss = Shardsync::spawn(&[
+        "run",
+        "--source",
+        &su,
+        "--target",
+        &du,
+        "--prefer-replica",
+        "--source-tls-ca-file",
+        &ca,
+        "--target-tls-ca-file",
+        &ca,
+        "--state-dir",
+        state.path().to_str().expect("utf-8 temp path"),
+        "--metrics-addr",
+        "off",
+    ]);
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    let chosen = format!("replica=127.0.0.1:{}", replica.tls_port);
+    assert!(
+        ss.log()
+            .lines()
+            .any(|l| l.contains("replicating from a replica") && l.contains(&chosen)),
+        "the replica's TLS port was not used:\n{}",
+        ss.log_tail(30)
+    );
+    let wopts = WorkloadOptions {
+        volume: 500,
+        ..Default::default()
+    };
+    run_workload(&mut sc, kind, &wopts);
+    let after = now_ms();
+    assert!(
+        wait_until(Duration::from_secs(60), || heartbeat_at_least(
+            &mut dc, after
+        )),
+        "heartbeat never reached the target; log:\n{}",
+        ss.log_tail(40)
+    );
+    let mut dbs = dataset.dbs.clone();
+    for d in wopts.dbs() {
+        if !dbs.contains(&d) {
+            dbs.push(d);
+        }
+    }
+    let diffs = common::compare::compare_servers_with(
+        &mut sc,
+        &mut dc,
+        &dbs,
+        &[HEARTBEAT.as_bytes()],
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    stop(&mut ss);
+}
