@@ -34,7 +34,7 @@ pub async fn check(side: &'static str, ep: &Endpoint) -> Option<Check> {
         return Some(row(
             false,
             false,
-            format!("TLS with {side} {ep} failed: {e}"),
+            format!("{side} TLS with {ep} failed: {e}"),
         ));
     }
     let version = match &s {

@@ -55,6 +55,9 @@ pub fn describe(e: &redis::RedisError) -> String {
         format!(
             "timed out waiting for the reply ({text}); the server accepted the connection but did not answer in time (overloaded, blocked, or not a Redis server?)"
         )
+    } else if text.contains("TLS: ") {
+        // Already says what to change (crate::net::tls::explain).
+        text
     } else if e.is_connection_refusal() {
         format!("cannot connect ({text}); is the server running and reachable?")
     } else if e.is_io_error() {
