@@ -421,6 +421,19 @@ fn precheck_tls_messages_say_what_to_do() {
     let (code, out) = check(&du, &du, &["--source-tls-ca-file", ca.as_str()]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("rediss://"), "{out}");
+    // A CA file that does not exist, and a certificate without its key: named, exit 2.
+    let (code, out) = check(&su, &du, &["--source-tls-ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("source.tls.ca_file /nonexistent/ca.pem"),
+        "{out}"
+    );
+    let (code, out) = check(&su, &du, &["--target-tls-cert-file", cert.as_str()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("rediss://"), "target is redis://: {out}");
+    let (code, out) = check(&su, &su, &["--target-tls-cert-file", cert.as_str()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--target-tls-key-file"), "{out}");
 }
 
 /// `load-rdb` into a TLS target: the server's own dump (`SAVE`) of the typed dataset is loaded
