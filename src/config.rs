@@ -51,13 +51,16 @@ fn percent_decode(s: &str) -> Result<String, &'static str> {
     String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded")
 }
 
-/// Where a server is and how to log in. `Display` shows `host:port` only.
+/// Where a server is, how to log in, and whether to speak TLS (`rediss://`). `Display` shows
+/// `host:port` only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The side's TLS client (`rediss://`); shared by every node of the deployment.
+    pub tls: Option<crate::net::tls::TlsClient>,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -71,8 +74,9 @@ impl std::fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `redis://[user:password@]host:port` (also `host:port`). The error never contains
-    /// the password.
+    /// Parses `redis://[user:password@]host:port` (also `host:port`; `rediss://` for TLS with
+    /// the default options: the system's CA certificates, the URL's host as the name). The error
+    /// never contains the password.
     pub fn parse(what: &str, s: &str) -> Result<Endpoint, ConfigError> {
         let with_scheme = if s.contains("://") {
             s.to_string()
@@ -81,10 +85,10 @@ impl Endpoint {
         };
         let bad = |why: &str| ConfigError::Invalid {
             key: what.to_string(),
-            why: format!("{why}; expected redis://[user:password@]host:port"),
+            why: format!("{why}; expected redis://[user:password@]host:port (rediss:// for TLS)"),
         };
         let u = url::Url::parse(&with_scheme).map_err(|e| bad(&format!("not a URL ({e})")))?;
-        if u.scheme() != "redis" {
+        if u.scheme() != "redis" && u.scheme() != "rediss" {
             return Err(bad(&format!("scheme {:?} is not supported", u.scheme())));
         }
         let host = u
@@ -104,12 +108,59 @@ impl Endpoint {
             )),
             None => None,
         };
+        let tls = if u.scheme() == "rediss" {
+            let side = if what.contains("source") {
+                "source"
+            } else {
+                "target"
+            };
+            let client = crate::net::tls::TlsClient::new(side, &host, &Default::default())
+                .map_err(|why| ConfigError::Invalid {
+                    key: what.to_string(),
+                    why,
+                })?;
+            Some(client)
+        } else {
+            None
+        };
         Ok(Endpoint {
             host,
             port,
             username,
             password,
+            tls,
         })
+    }
+
+    /// Applies the TLS options of `side` (`source`/`target`): the endpoint must be `rediss://`
+    /// when any is set. `insecure` (`--tls-insecure`) applies to a `rediss://` endpoint only. No
+    /// options leave the endpoint as it is.
+    pub fn with_tls(
+        mut self,
+        side: &'static str,
+        mut opts: crate::net::tls::TlsOptions,
+        insecure: bool,
+    ) -> Result<Endpoint, ConfigError> {
+        opts.insecure |= insecure && self.tls.is_some();
+        if !opts.is_set() {
+            return Ok(self);
+        }
+        if self.tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: format!("{side}.tls"),
+                why: format!(
+                    "TLS options are set but {side}.url is not a rediss:// URL; write rediss://{self} to use TLS"
+                ),
+            });
+        }
+        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|why| {
+            ConfigError::Invalid {
+                key: format!("{side}.tls"),
+                why,
+            }
+        })?;
+        self.tls = Some(client);
+        Ok(self)
     }
 
     /// The redis-rs connection info for this endpoint.
@@ -190,6 +241,8 @@ pub struct FileEndpoint {
     pub prefer_replica: Option<bool>,
     /// Target only: a write reply outstanding longer than this is a stall (reconnect).
     pub reply_timeout_ms: Option<u64>,
+    /// TLS options (`[source.tls]`, `[target.tls]`); the URL must be `rediss://`.
+    pub tls: Option<crate::net::tls::TlsOptions>,
     /// Source only: consecutive failed attempts of a shard's link without progress before the
     /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
     pub retry_budget: Option<u32>,
@@ -198,7 +251,14 @@ pub struct FileEndpoint {
     pub name: Option<String>,
     /// Target only: replaces `sync.db_map` for this target.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
+    /// Target only (one-to-many): a target that acknowledges no write this long while writes
+    /// wait for it fails alone (see [`DEFAULT_FAIL_AFTER`]).
+    pub fail_after_ms: Option<u64>,
 }
+
+/// Default `target.fail_after_ms` (one-to-many): long enough that a slow or briefly unreachable
+/// target (a restart, a failover) is waited for, since a failed target needs a restart.
+pub const DEFAULT_FAIL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default `source.retry_budget`: with the link's backoff (0.2 s doubling to 5 s) about five
 /// minutes of a source that cannot be reached or keeps failing.
@@ -256,6 +316,8 @@ pub struct TargetSpec {
     pub endpoint: Endpoint,
     /// A write reply outstanding longer than this is a stall.
     pub reply_timeout: std::time::Duration,
+    /// One-to-many: no write acknowledged this long while writes wait → the target fails alone.
+    pub fail_after: std::time::Duration,
     /// Replaces `sync.db_map` for this target.
     pub db_map: Option<std::collections::BTreeMap<u32, u32>>,
 }
@@ -382,6 +444,11 @@ pub struct Overrides {
     pub prefer_replica: bool,
     /// `--target` given more than once: the targets after the first (one-to-many).
     pub more_targets: Vec<String>,
+    /// `--source-tls-*` / `--target-tls-*` (win over `[source.tls]` / `[target.tls]`).
+    pub source_tls: crate::net::tls::TlsOptions,
+    pub target_tls: crate::net::tls::TlsOptions,
+    /// `--tls-insecure`: no certificate verification on every `rediss://` side.
+    pub tls_insecure: bool,
 }
 
 impl FileConfig {
@@ -445,15 +512,24 @@ impl Config {
             Ok(ep)
         };
         let fs = file.source.unwrap_or_default();
-        if fs.name.is_some() || fs.db_map.is_some() {
+        if fs.name.is_some() || fs.db_map.is_some() || fs.fail_after_ms.is_some() {
             return Err(ConfigError::Invalid {
                 key: "source".into(),
-                why: "name and db_map are target settings ([target] / [[target]])".into(),
+                why: "name, db_map and fail_after_ms are target settings ([target] / [[target]])"
+                    .into(),
             });
         }
         let more_file_targets = file.more_targets;
         let ft = file.target.unwrap_or_default();
         let (first_name, first_db_map) = (ft.name.clone(), ft.db_map.clone());
+        let fail_after = |v: Option<u64>, reply: std::time::Duration| match v {
+            None => Ok(DEFAULT_FAIL_AFTER.max(reply)),
+            Some(n) if std::time::Duration::from_millis(n) < reply => Err(ConfigError::Invalid {
+                key: "target.fail_after_ms".into(),
+                why: "must be at least target.reply_timeout_ms".into(),
+            }),
+            Some(n) => Ok(std::time::Duration::from_millis(n)),
+        };
         let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
         if fs.reply_timeout_ms.is_some() {
             return Err(ConfigError::Invalid {
@@ -470,6 +546,7 @@ impl Config {
             Some(n) => Ok(std::time::Duration::from_millis(n)),
         };
         let target_reply_timeout = reply_timeout(ft.reply_timeout_ms)?;
+        let first_fail_after = fail_after(ft.fail_after_ms, target_reply_timeout)?;
         let source_retry_budget = fs.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         let source = endpoint(
             "source",
@@ -477,6 +554,11 @@ impl Config {
             o.source.or(fs.url),
             fs.password,
             o.source_password,
+        )?
+        .with_tls(
+            "source",
+            o.source_tls.or(fs.tls.unwrap_or_default()),
+            o.tls_insecure,
         )?;
         let cli_targets = o.target.is_some();
         let target = endpoint(
@@ -485,6 +567,11 @@ impl Config {
             o.target.or(ft.url),
             ft.password,
             o.target_password.clone(),
+        )?
+        .with_tls(
+            "target",
+            o.target_tls.clone().or(ft.tls.unwrap_or_default()),
+            o.tls_insecure,
         )?;
         let file_db_map = |key: &str, m: Option<std::collections::BTreeMap<String, u32>>| {
             m.map(|m| {
@@ -505,6 +592,7 @@ impl Config {
             name: if cli_targets { None } else { first_name }.unwrap_or_else(|| target.to_string()),
             endpoint: target.clone(),
             reply_timeout: target_reply_timeout,
+            fail_after: first_fail_after,
             db_map: if cli_targets {
                 None
             } else {
@@ -517,27 +605,35 @@ impl Config {
                 if let Some(p) = o.target_password.clone() {
                     ep.password = Some(p);
                 }
+                let ep = ep.with_tls("target", o.target_tls.clone(), o.tls_insecure)?;
                 targets.push(TargetSpec {
                     name: ep.to_string(),
                     endpoint: ep,
                     reply_timeout: target_reply_timeout,
+                    fail_after: first_fail_after,
                     db_map: None,
                 });
             }
         } else {
             for (i, t) in more_file_targets.into_iter().enumerate() {
                 let key = format!("target[{}]", i + 2);
-                let ep = endpoint(&key, "--target", t.url, t.password, None)?;
+                let ep = endpoint(&key, "--target", t.url, t.password, None)?.with_tls(
+                    "target",
+                    t.tls.unwrap_or_default(),
+                    o.tls_insecure,
+                )?;
                 if t.prefer_replica.is_some() || t.retry_budget.is_some() {
                     return Err(ConfigError::Invalid {
                         key,
                         why: "prefer_replica and retry_budget are source settings".into(),
                     });
                 }
+                let reply = reply_timeout(t.reply_timeout_ms)?;
                 targets.push(TargetSpec {
                     name: t.name.unwrap_or_else(|| ep.to_string()),
                     endpoint: ep,
-                    reply_timeout: reply_timeout(t.reply_timeout_ms)?,
+                    reply_timeout: reply,
+                    fail_after: fail_after(t.fail_after_ms, reply)?,
                     db_map: file_db_map(&format!("{key}.db_map"), t.db_map)?,
                 });
             }
@@ -774,6 +870,7 @@ mod tests {
         assert_eq!(c.targets[0].name, "a");
         assert_eq!(c.targets[1].name, "127.0.0.1:3");
         assert_eq!(c.targets[1].reply_timeout.as_millis(), 500);
+        assert_eq!(c.targets[1].fail_after, DEFAULT_FAIL_AFTER);
         let s0 = c.targets[0].sync_settings(&c.sync);
         assert_eq!(s0.target_db(2, false), Some(5));
         assert_eq!(

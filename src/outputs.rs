@@ -11,7 +11,6 @@
 //! target. The failure rule is in [`crate::sink::fanout`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::ArbiterHandle;
 use bytes::Bytes;
@@ -196,13 +195,13 @@ impl Outputs {
     }
 
     /// Starts a failure watchdog per leg of `shards` (one-to-many only; see
-    /// [`crate::sink::fanout::watch_leg`]): a target failing acknowledges nothing for three
-    /// times its reply deadline (at least 1 s).
+    /// [`crate::sink::fanout::watch_leg`]): a failed target acknowledged nothing for its
+    /// `fail_after_ms` while writes waited.
     pub fn watchdogs(&self, shards: &[Arc<ShardState>]) -> Vec<tokio::task::JoinHandle<()>> {
         let mut out = Vec::new();
         for s in shards {
             for (leg, o) in s.legs().iter().zip(&self.list) {
-                let after = (o.spec.reply_timeout * 3).max(Duration::from_secs(1));
+                let after = o.spec.fail_after;
                 out.push(tokio::spawn(crate::sink::fanout::watch_leg(
                     leg.clone(),
                     after,

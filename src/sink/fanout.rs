@@ -4,7 +4,7 @@
 //! target's own leg ([`ShardState::legs`]) as the progress it moves; the shard's applied offset
 //! (the `REPLCONF ACK` and the resume point) is the slowest live leg's.
 //!
-//! Failure rule (one-to-many only): a target that acknowledges nothing for `fail_after` while
+//! Failure rule (one-to-many only): a target that acknowledges nothing for `fail_after_ms` while
 //! writes wait for it (unreachable, stalled past its reply deadline, refusing connections) is
 //! marked failed for that shard ([`watch_leg`]): from then on its writes are dropped and counted
 //! (`shardsync_target_dropped_writes_total`), `/status` shows it `failed` with the reason, its

@@ -309,7 +309,7 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
     let mut sc = src.client();
     set_keys(&mut sc, "before:", 2000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let fast = "reply_timeout_ms = 500";
+    let fast = "reply_timeout_ms = 500\nfail_after_ms = 3000";
     let config = write_config(
         dir.path(),
         &src.url(),
@@ -416,7 +416,7 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
     let mut sc = src.client();
     set_keys(&mut sc, "before:", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let fast = "reply_timeout_ms = 500";
+    let fast = "reply_timeout_ms = 500\nfail_after_ms = 3000";
     let config = write_config(
         dir.path(),
         &src.url(),
@@ -473,7 +473,7 @@ fn target_frozen_during_the_full_sync_fails_alone() {
         p.query::<()>(&mut sc).expect("bulk SETs");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let fast = "reply_timeout_ms = 300";
+    let fast = "reply_timeout_ms = 300\nfail_after_ms = 3000";
     let config = write_config(
         dir.path(),
         &src.url(),
