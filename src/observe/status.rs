@@ -588,6 +588,30 @@ pub fn render_table(st: &Status) -> String {
             s.restarts.to_string(),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
+        // One-to-many: a line per target under its shard.
+        for t in &s.targets {
+            let dropped = if t.dropped_writes > 0 {
+                format!("{} writes dropped; ", t.dropped_writes)
+            } else {
+                String::new()
+            };
+            rows.push(vec![
+                format!("  -> {}", t.name),
+                t.state.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                t.applied_offset.to_string(),
+                t.lag_bytes.to_string(),
+                "-".into(),
+                "-".into(),
+                match (&t.last_error, dropped.is_empty()) {
+                    (Some(e), _) => format!("{dropped}{e}"),
+                    (None, false) => dropped.trim_end_matches("; ").to_string(),
+                    (None, true) => "-".into(),
+                },
+            ]);
+        }
     }
     // Nothing from a peer reaches the terminal raw (errors are escaped when made; this is the
     // last guard for anything that was not).
