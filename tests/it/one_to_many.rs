@@ -517,3 +517,67 @@ fn target_frozen_during_the_full_sync_fails_alone() {
     frozen.signal(Signal::SIGCONT);
     assert!(!ss.log().contains("panicked"), "{}", ss.log());
 }
+
+/// A cluster source (three shards, each with a leg per target) into a Redis 7.0 and a Redis 6.0
+/// target: commands are converted once, for the older one, and both equal the source (but for
+/// the stream metadata only 7.0 keeps).
+#[test]
+fn cluster_source_to_a_new_and_an_old_target() {
+    let kind = ServerKind::Redis70;
+    let src = RedisCluster::start(kind, 3, 0);
+    let new = RedisServer::start(ServerKind::Redis70);
+    let old = RedisServer::start(ServerKind::Redis60);
+    let mut tags = Vec::new();
+    for m in src.masters() {
+        let tag = (0..100_000)
+            .map(|i| format!("t{i}"))
+            .find(|t| src.node_for_key(format!("{{{t}}}").as_bytes()).port() == m.port())
+            .expect("a tag for every master");
+        let opts = DatasetOptions {
+            with_functions: false,
+            big_value_bytes: 1 << 20,
+            ..DatasetOptions::cluster(&tag)
+        };
+        populate_typed_dataset(&mut m.client(), kind, &opts);
+        tags.push(tag);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &src.seed_url(),
+        &[("new", new.url(), ""), ("old", old.url(), "")],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    for _ in 0..3 {
+        ss.expect_log("RDB received", Duration::from_secs(120));
+    }
+    crate::e2e_cluster::workload_cluster(&src, &tags);
+    let after = now_ms();
+    for dst in [&new, &old] {
+        let mut sr = src.reader();
+        let mut dc = dst.client();
+        let mut dr = Db(&mut dc, 0);
+        crate::e2e_cluster::wait_heartbeats(&mut sr, &mut dr, after, &ss);
+        // Converted for the 6.0 target, the 7.0 one gets no 7.0-only stream metadata
+        // (entries-added, max-deleted-id): the documented cost of one conversion.
+        let cross = CompareOptions {
+            strict_stream_meta: false,
+            ..opts()
+        };
+        let diffs = compare_sources(&mut sr, &mut dr, &[b"shardsync:heartbeat*"], &cross);
+        if !diffs.is_empty() {
+            eprintln!("target {}:", dst.kind().name());
+        }
+        assert_no_differences(&diffs);
+    }
+    let st = status(&addr).expect("/status");
+    let shards = st["shards"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shards.len(), 3, "{st:#}");
+    for s in &shards {
+        assert_eq!(s["targets"].as_array().map(Vec::len), Some(2), "{st:#}");
+        assert_eq!(s["rejected_writes"], 0, "{st:#}");
+    }
+    assert!(ss.terminate().success(), "{}", ss.log_tail(30));
+}
