@@ -9,7 +9,10 @@
 //!   is back (empty) and its checkpoint is deleted, a restart full-syncs both targets.
 //! - A target frozen (SIGSTOP) past its deadline fails alone too; once it is thawed, a restart
 //!   resumes the shard from that target's (older) checkpoint with `+CONTINUE` and both targets
-//!   equal the source again.
+//!   equal the source again. Frozen during the RDB load, it releases the loader when it fails.
+//! - The source's own `INFO replication` shows shardsync acknowledging the slowest target's
+//!   offset while one target is frozen within its `fail_after_ms`.
+//! - A cluster source (three shards) into a Redis 7.0 and a Redis 6.0 target.
 
 use crate::common;
 
@@ -579,5 +582,94 @@ fn cluster_source_to_a_new_and_an_old_target() {
         assert_eq!(s["targets"].as_array().map(Vec::len), Some(2), "{st:#}");
         assert_eq!(s["rejected_writes"], 0, "{st:#}");
     }
+    assert!(ss.terminate().success(), "{}", ss.log_tail(30));
+}
+
+/// The source's own view (`INFO replication`, the offset shardsync's `REPLCONF ACK` reports)
+/// follows the slowest target: while one target is frozen (within its `fail_after_ms`) the
+/// acknowledged offset stays at what that target applied, then catches up once it is thawed.
+#[test]
+fn source_is_acknowledged_at_the_slowest_target() {
+    let kind = ServerKind::Redis70;
+    let src = RedisServer::start_with(kind, &["--repl-diskless-sync-delay", "0"]);
+    let fast = RedisServer::start(kind);
+    let slow = RedisServer::start(kind);
+    let mut sc = src.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let patient = "fail_after_ms = 120000";
+    let config = write_config(
+        dir.path(),
+        &src.url(),
+        &[("fast", fast.url(), patient), ("slow", slow.url(), patient)],
+    );
+    let state = dir.path().join("state").display().to_string();
+    let addr = format!("127.0.0.1:{}", pick_free_port(false));
+    let mut ss = spawn(&config, &state, &addr);
+    ss.expect_log("RDB received", Duration::from_secs(60));
+    wait_caught_up(&slow, now_ms(), &ss, "slow (before freezing)");
+    // The replica shardsync is, as the source sees it: its acknowledged offset.
+    let acked = |c: &mut redis::Connection| -> Option<u64> {
+        let info: String = redis::cmd("INFO").arg("replication").query(c).ok()?;
+        let line = info.lines().find(|l| l.starts_with("slave0:"))?;
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix("offset="))?
+            .parse()
+            .ok()
+    };
+    let master_offset = |c: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(c)
+            .expect("INFO");
+        common::util::info_field(&info, "master_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .expect("master_repl_offset")
+    };
+
+    slow.signal(Signal::SIGSTOP);
+    set_keys(&mut sc, "while-frozen:", 500);
+    let written = master_offset(&mut sc);
+    // The fast target gets everything; the source hears only of what the slow one applied.
+    let mut fc = fast.client();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            redis::cmd("EXISTS")
+                .arg("while-frozen:499")
+                .query::<i64>(&mut fc)
+                .is_ok_and(|n| n == 1)
+        }),
+        "the fast target did not get the writes:\n{}",
+        ss.log_tail(30)
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // two ACK intervals
+    let during = acked(&mut sc).expect("shardsync listed as a replica");
+    let slow_applied = target_status(&addr, "slow").unwrap_or_default()["applied_offset"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        during < written && during <= slow_applied,
+        "acknowledged {during} while the frozen target applied {slow_applied} of {written}"
+    );
+    let fast_applied = target_status(&addr, "fast").unwrap_or_default()["applied_offset"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        fast_applied > during,
+        "the fast target ({fast_applied}) should be ahead of the acknowledged offset ({during})"
+    );
+
+    slow.signal(Signal::SIGCONT);
+    assert!(
+        wait_until(Duration::from_secs(30), || acked(&mut sc)
+            .is_some_and(|a| a >= written)),
+        "the acknowledged offset did not catch up after the thaw:\n{}",
+        ss.log_tail(30)
+    );
+    assert_eq!(
+        target_status(&addr, "slow").unwrap_or_default()["state"],
+        "syncing"
+    );
+    assert_equal(&src, &slow, "slow target after the thaw");
+    assert_equal(&src, &fast, "fast target");
     assert!(ss.terminate().success(), "{}", ss.log_tail(30));
 }
