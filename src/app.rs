@@ -137,7 +137,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let source_cluster = pre.source.is_cluster();
-    let target_info = outputs.link_target_info();
+    let target_info = outputs.link_target_info(&pre.target);
 
     let mut shards = Vec::new();
     for node in pre.source.masters() {

@@ -115,14 +115,13 @@ impl Outputs {
     }
 
     /// What the link converts commands for: with several targets the oldest (lowest RDB
-    /// version), so that every target reads what it is sent.
-    pub fn link_target_info(&self) -> ServerInfo {
-        let infos: Vec<ServerInfo> = self.list.iter().map(|o| o.topology.info()).collect();
-        infos
+    /// version), so that every target reads what it is sent (`first` when there is none).
+    pub fn link_target_info(&self, first: &Topology) -> ServerInfo {
+        self.list
             .iter()
+            .map(|o| o.topology.info())
             .min_by_key(|i| i.rdb_version())
-            .cloned()
-            .unwrap_or_else(|| self.list[0].topology.info())
+            .unwrap_or_else(|| first.info())
     }
 
     /// The progress of a new shard: with several targets, one leg per target.
