@@ -252,6 +252,8 @@ impl ShardState {
         }
         if let Some(t) = &self.target {
             tracing::error!(shard = %self.name, target = %t, reason = %reason, "target failed for this shard; its writes are dropped until shardsync is restarted, the other targets go on");
+            metrics::gauge!(crate::observe::telemetry::TARGET_FAILED, "shard" => self.shard_name().to_string(), "target" => t.clone())
+                .set(1.0);
         } else {
             tracing::error!(shard = %self.name, reason = %reason, "shard failed; it stops until shardsync is restarted");
         }

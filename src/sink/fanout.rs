@@ -110,6 +110,30 @@ impl Fanout {
             .filter(|l| l.state.as_ref().is_none_or(|s| !s.is_failed()))
     }
 
+    /// The dispatcher of a single target (no legs): every call goes straight to it.
+    fn single(&mut self) -> Option<&mut Dispatcher> {
+        match self.legs.as_mut_slice() {
+            [one] if one.state.is_none() => Some(&mut one.dispatcher),
+            _ => None,
+        }
+    }
+
+    /// Sends a run to every target in turn (a copy each, the original to the last).
+    async fn each(
+        &mut self,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        ends: Option<&[u64]>,
+    ) -> Result<(), WriterGone> {
+        let n = self.legs.len();
+        let mut cmds = Some(cmds);
+        for (i, leg) in self.legs.iter_mut().enumerate() {
+            let mine = take_or_clone(&mut cmds, i + 1 == n);
+            leg.send(run, mine, ends).await?;
+        }
+        Ok(())
+    }
+
     /// See [`Dispatcher::send`].
     pub async fn send(
         &mut self,
@@ -117,18 +141,10 @@ impl Fanout {
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
-        if let [one] = self.legs.as_mut_slice()
-            && one.state.is_none()
-        {
-            return one.dispatcher.send(shard, run, cmds).await;
+        match self.single() {
+            Some(d) => d.send(shard, run, cmds).await,
+            None => self.each(run, cmds, None).await,
         }
-        let n = self.legs.len();
-        let mut cmds = Some(cmds);
-        for (i, leg) in self.legs.iter_mut().enumerate() {
-            let mine = take_or_clone(&mut cmds, i + 1 == n);
-            leg.send(run, mine, None).await?;
-        }
-        Ok(())
     }
 
     /// See [`Dispatcher::send_stream`].
@@ -139,18 +155,10 @@ impl Fanout {
         cmds: Vec<DbCmd>,
         ends: &[u64],
     ) -> Result<(), WriterGone> {
-        if let [one] = self.legs.as_mut_slice()
-            && one.state.is_none()
-        {
-            return one.dispatcher.send_stream(shard, run, cmds, ends).await;
+        match self.single() {
+            Some(d) => d.send_stream(shard, run, cmds, ends).await,
+            None => self.each(run, cmds, Some(ends)).await,
         }
-        let n = self.legs.len();
-        let mut cmds = Some(cmds);
-        for (i, leg) in self.legs.iter_mut().enumerate() {
-            let mine = take_or_clone(&mut cmds, i + 1 == n);
-            leg.send(run, mine, Some(ends)).await?;
-        }
-        Ok(())
     }
 
     /// See [`Dispatcher::blocking_send`] (the RDB loader's thread).
@@ -160,15 +168,13 @@ impl Fanout {
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
-        if let [one] = self.legs.as_mut_slice()
-            && one.state.is_none()
-        {
-            return one.dispatcher.blocking_send(shard, run, cmds);
+        if let Some(d) = self.single() {
+            return d.blocking_send(shard, run, cmds);
         }
         // The async path, so that a target failing while its queue is full releases the loader.
         // This thread is a blocking-pool thread of the link's runtime (not one of its workers).
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => h.block_on(self.send(shard, run, cmds)),
+            Ok(h) => h.block_on(self.each(run, cmds, None)),
             Err(_) => Err(WriterGone),
         }
     }

@@ -123,31 +123,48 @@ fn target_status(addr: &str, name: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
-fn write_config(dir: &std::path::Path, source: &str, targets: &[(&str, String, &str)]) -> String {
-    let mut text = format!("[source]\nurl = \"{source}\"\n\n");
-    for (name, url, extra) in targets {
-        text.push_str(&format!(
-            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n\n"
-        ));
-    }
-    text.push_str("[sync]\nheartbeat_interval_ms = 200\ncheckpoint_interval_ms = 200\n");
-    let path = dir.join("shardsync.toml");
-    std::fs::write(&path, text).expect("write config");
-    path.display().to_string()
+/// A run's config file (`[[target]]` tables), state directory and `/status` address.
+struct Run {
+    _dir: tempfile::TempDir,
+    config: String,
+    state: String,
+    addr: String,
 }
 
-fn spawn(config: &str, state: &str, addr: &str) -> Shardsync {
-    Shardsync::spawn(&[
-        "run",
-        "--config",
-        config,
-        "--state-dir",
-        state,
-        "--metrics-addr",
-        addr,
-        "--log-level",
-        "info",
-    ])
+impl Run {
+    /// `targets`: (name, url, extra lines of its table).
+    fn new(source: &str, targets: &[(&str, String, &str)]) -> Run {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = format!("[source]\nurl = \"{source}\"\n\n");
+        for (name, url, extra) in targets {
+            text.push_str(&format!(
+                "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n\n"
+            ));
+        }
+        text.push_str("[sync]\nheartbeat_interval_ms = 200\ncheckpoint_interval_ms = 200\n");
+        let path = dir.path().join("shardsync.toml");
+        std::fs::write(&path, text).expect("write config");
+        Run {
+            config: path.display().to_string(),
+            state: dir.path().join("state").display().to_string(),
+            addr: format!("127.0.0.1:{}", pick_free_port(false)),
+            _dir: dir,
+        }
+    }
+
+    fn spawn(&self) -> Shardsync {
+        Shardsync::spawn(&[
+            "run",
+            "--config",
+            &self.config,
+            "--state-dir",
+            &self.state,
+            "--metrics-addr",
+            &self.addr,
+            "--log-level",
+            "info",
+        ])
+    }
 }
 
 #[test]
@@ -165,18 +182,15 @@ fn one_source_to_standalone_and_cluster_targets() {
     populate_typed_dataset(&mut sc, kind, &dataset);
     write_db2(&mut sc, 0, 200);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.url(),
         &[
             ("single", t1.url(), "db_map = { \"2\" = 5 }"),
             ("cluster", t2.seed_url(), "db_map = { \"2\" = 0 }"),
         ],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let (state, addr) = (run.state.clone(), run.addr.clone());
+    let mut ss = run.spawn();
     ss.expect_log("RDB received", Duration::from_secs(60));
     // One PSYNC for both targets.
     assert_eq!(
@@ -311,16 +325,13 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
     let mut dead = RedisServer::start(kind);
     let mut sc = src.client();
     set_keys(&mut sc, "before:", 2000);
-    let dir = tempfile::tempdir().expect("tempdir");
     let fast = "reply_timeout_ms = 500\nfail_after_ms = 3000";
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.url(),
         &[("good", good.url(), fast), ("dead", dead.url(), fast)],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let (state, addr) = (run.state.clone(), run.addr.clone());
+    let mut ss = run.spawn();
     ss.expect_log("RDB received", Duration::from_secs(60));
     let t0 = now_ms();
     wait_caught_up(&good, t0, &ss, "good");
@@ -362,19 +373,23 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
         target_status(&addr, "good").unwrap_or_default()["state"],
         "syncing"
     );
-    let (_, metrics) = http_get(&addr, "/metrics").expect("/metrics");
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("shardsync_target_failed{") && l.contains("target=\"dead\""))
-        .unwrap_or_default();
-    assert!(line.ends_with(" 1"), "metric line {line:?}");
-    let dropped = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("shardsync_target_dropped_writes_total{") && l.contains("target=\"dead\"")
-        })
-        .unwrap_or_default();
-    assert!(!dropped.ends_with(" 0"), "{dropped:?}");
+    // The sampler publishes once a second: wait for the series rather than race it.
+    let series = |name: &str| {
+        let (_, metrics) = http_get(&addr, "/metrics").unwrap_or_default();
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("target=\"dead\""))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut line = String::new();
+    let mut dropped = String::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        line = series("shardsync_target_failed{");
+        dropped = series("shardsync_target_dropped_writes_total{");
+        line.ends_with(" 1") && !dropped.is_empty() && !dropped.ends_with(" 0")
+    });
+    assert!(ok, "metric lines {line:?} {dropped:?}");
 
     // Stopping reports the failed target (exit 4) and does not wait for it.
     let began = std::time::Instant::now();
@@ -398,7 +413,7 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
         src.addr().replace(':', "_")
     ));
     std::fs::remove_file(&ck).expect("the dead target's checkpoint exists");
-    let mut ss = spawn(&config, &state, &addr);
+    let mut ss = run.spawn();
     ss.expect_log("full sync started", Duration::from_secs(30));
     ss.expect_log("RDB received", Duration::from_secs(60));
     set_keys(&mut sc, "after-restart:", 300);
@@ -418,16 +433,13 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
     let frozen = RedisServer::start(kind);
     let mut sc = src.client();
     set_keys(&mut sc, "before:", 1000);
-    let dir = tempfile::tempdir().expect("tempdir");
     let fast = "reply_timeout_ms = 500\nfail_after_ms = 3000";
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.url(),
         &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let addr = run.addr.clone();
+    let mut ss = run.spawn();
     ss.expect_log("RDB received", Duration::from_secs(60));
     let t0 = now_ms();
     wait_caught_up(&frozen, t0, &ss, "frozen (before freezing)");
@@ -443,7 +455,7 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
     assert_eq!(ss.terminate().code(), Some(4), "{}", ss.log_tail(30));
 
     frozen.signal(Signal::SIGCONT);
-    let mut ss = spawn(&config, &state, &addr);
+    let mut ss = run.spawn();
     ss.expect_log("partial resync accepted", Duration::from_secs(30));
     set_keys(&mut sc, "after-restart:", 300);
     let after = now_ms();
@@ -475,16 +487,13 @@ fn target_frozen_during_the_full_sync_fails_alone() {
         }
         p.query::<()>(&mut sc).expect("bulk SETs");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
     let fast = "reply_timeout_ms = 300\nfail_after_ms = 3000";
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.url(),
         &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let addr = run.addr.clone();
+    let mut ss = run.spawn();
     ss.expect_log("full sync started", Duration::from_secs(30));
     frozen.signal(Signal::SIGSTOP);
     let failed = wait_failed(&ss, &addr, "frozen");
@@ -544,15 +553,12 @@ fn cluster_source_to_a_new_and_an_old_target() {
         populate_typed_dataset(&mut m.client(), kind, &opts);
         tags.push(tag);
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.seed_url(),
         &[("new", new.url(), ""), ("old", old.url(), "")],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let addr = run.addr.clone();
+    let mut ss = run.spawn();
     for _ in 0..3 {
         ss.expect_log("RDB received", Duration::from_secs(120));
     }
@@ -595,16 +601,13 @@ fn source_is_acknowledged_at_the_slowest_target() {
     let fast = RedisServer::start(kind);
     let slow = RedisServer::start(kind);
     let mut sc = src.client();
-    let dir = tempfile::tempdir().expect("tempdir");
     let patient = "fail_after_ms = 120000";
-    let config = write_config(
-        dir.path(),
+    let run = Run::new(
         &src.url(),
         &[("fast", fast.url(), patient), ("slow", slow.url(), patient)],
     );
-    let state = dir.path().join("state").display().to_string();
-    let addr = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut ss = spawn(&config, &state, &addr);
+    let addr = run.addr.clone();
+    let mut ss = run.spawn();
     ss.expect_log("RDB received", Duration::from_secs(60));
     wait_caught_up(&slow, now_ms(), &ss, "slow (before freezing)");
     // The replica shardsync is, as the source sees it: its acknowledged offset.
