@@ -23,13 +23,22 @@ pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
         .unwrap_or_else(|| seed.clone())
 }
 
-/// Writes the heartbeat into the shard's current source node until the task is dropped.
-pub async fn run(seed: Endpoint, shard: Arc<ShardState>, key: String, interval: Duration) {
+/// Writes the heartbeat into the shard's current source node until `stop` is cancelled.
+pub async fn run(
+    seed: Endpoint,
+    shard: Arc<ShardState>,
+    key: String,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut conn = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         if shard.is_failed() {
             return; // a failed shard is not measured (its source may refuse us for good)
         }

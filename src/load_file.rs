@@ -134,12 +134,14 @@ pub async fn run(
         }
     }
     let arbiter = Arbiter::new();
+    let tree = Arc::new(crate::supervise::Tree::new());
     let targets = Targets::start(
         &topology,
         target,
         WriterSettings::new(target.clone(), Bytes::new()),
         sync.queue_batches,
         arbiter.handle(),
+        tree.clone(),
     );
     let mut out = Dispatcher::new(targets.clone(), Arc::new(sync.clone()));
     let (p, sh) = (path.to_path_buf(), shard.clone());
@@ -158,9 +160,8 @@ pub async fn run(
     .await
     .map_err(|e| RunError::Fatal(e.to_string()))?
     .map_err(RunError::Fatal)?;
-    for d in targets.close() {
-        let _ = d.await;
-    }
+    targets.close();
+    tree.join(crate::supervise::Group::Writers).await;
     arbiter.stop();
     Ok((loaded, shard.rejected_writes.load(Ordering::Relaxed)))
 }

@@ -8,3 +8,14 @@ pub mod lograte;
 pub mod progress;
 pub mod status;
 pub mod telemetry;
+
+/// Why observability could not start; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(
+        "metrics: {why} (shardsync installs one metrics recorder per process: run one job per process)"
+    )]
+    Recorder { why: String },
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+}

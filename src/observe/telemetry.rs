@@ -42,6 +42,7 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -73,6 +74,7 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    TASK_FAILURES,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -140,15 +142,16 @@ static NODES: std::sync::LazyLock<dashmap::DashMap<String, usize>> =
     std::sync::LazyLock::new(dashmap::DashMap::new);
 
 /// Installs the global recorder (once per process) and describes every metric.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
+pub fn install_recorder() -> Result<PrometheusHandle, crate::observe::ObserveError> {
+    let why = |e: String| crate::observe::ObserveError::Recorder { why: e };
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WRITE_BATCH_SECONDS.into()),
             BATCH_SECONDS_BUCKETS,
         )
-        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(|e| why(e.to_string()))?
         .install_recorder()
-        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+        .map_err(|e| why(format!("cannot install the recorder: {e}")))?;
     describe();
     // The histogram has no labels: register it now so its buckets exist from the start.
     let _ = histogram!(WRITE_BATCH_SECONDS);
@@ -264,6 +267,13 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_counter!(
+        TASK_FAILURES,
+        "long-lived tasks (heartbeat, checkpointer, target writer, HTTP listener…) that ended unexpectedly (a panic), by task kind; each is logged"
+    );
+    for kind in crate::supervise::Group::ALL {
+        counter!(TASK_FAILURES, "task" => kind.name()).increment(0);
+    }
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,

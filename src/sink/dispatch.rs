@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use super::Batch;
 use super::crossslot::CrossSlot;
@@ -315,9 +314,7 @@ impl Dispatcher {
                 }
                 Segment::CrossSlot(cmd) => {
                     // Everything before it must be on the target: the fallback reads it.
-                    while shard.open_tickets() > 0 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    shard.drained().await;
                     if let Err(e) = self.crossslot.execute(&cmd).await {
                         let why = format!("cross-slot fallback failed: {e}");
                         Self::refuse(shard, &cmd, &why);

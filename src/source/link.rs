@@ -8,8 +8,10 @@
 //! keys it wrote (or reports them, with `sync.on_resync = keep`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -118,7 +120,8 @@ pub struct ShardLink {
     /// The checkpoint found at process start; used while no in-process position exists.
     checkpoint: Option<ReplPosition>,
     backoff: Backoff,
-    shutdown: Arc<AtomicBool>,
+    /// The links' group token of the run's [`crate::supervise::Tree`]: cancelled at shutdown.
+    shutdown: CancellationToken,
     started_at: Instant,
     /// The node replicated from now (moves on a source failover).
     endpoint: Endpoint,
@@ -131,7 +134,7 @@ impl ShardLink {
         shard: Arc<ShardState>,
         writer: Dispatcher,
         checkpoint: Option<ReplPosition>,
-        shutdown: Arc<AtomicBool>,
+        shutdown: CancellationToken,
     ) -> ShardLink {
         ShardLink {
             endpoint: settings.endpoint.clone(),
@@ -150,7 +153,7 @@ impl ShardLink {
         if self.shard.is_failed() {
             return;
         }
-        if self.shutdown.load(Ordering::Acquire) {
+        if self.shutdown.is_cancelled() {
             self.shard.set_phase(Phase::Stopped);
             return;
         }
@@ -196,7 +199,7 @@ impl ShardLink {
             match res {
                 Ok(()) => act.shard.set_phase(Phase::Stopped),
                 Err(e) => {
-                    if act.shutdown.load(Ordering::Acquire) {
+                    if act.shutdown.is_cancelled() {
                         act.shard.set_phase(Phase::Stopped);
                         return;
                     }
@@ -251,6 +254,23 @@ impl Actor for ShardLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Shutdown (the tree cancels the links' token): drop the connection, stay stopped (the
+        // restart that follows sees the token and stays idle).
+        if self.shutdown.is_cancelled() {
+            self.shard.set_phase(Phase::Stopped);
+            return;
+        }
+        ctx.spawn(
+            self.shutdown
+                .clone()
+                .cancelled_owned()
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.shard.set_phase(Phase::Stopped); // a failed shard stays failed
+                    tracing::debug!(shard = %act.shard.name, "link stopping");
+                    ctx.stop();
+                }),
+        );
         if self.shard.is_failed() {
             // Failed for good: the actor stays idle until the process stops.
             return;
@@ -266,7 +286,7 @@ impl Actor for ShardLink {
 
 impl Supervised for ShardLink {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        if self.shard.is_failed() {
+        if self.shard.is_failed() || self.shutdown.is_cancelled() {
             return;
         }
         if self.started_at.elapsed() > Duration::from_secs(30) {
@@ -275,23 +295,6 @@ impl Supervised for ShardLink {
         self.shard.restarts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::observe::telemetry::LINK_RESTARTS, "shard" => self.shard.name.clone())
             .increment(1);
-    }
-}
-
-/// Stops the link for good (shutdown): it drops the connection and is not restarted.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopLink;
-
-impl Handler<StopLink> for ShardLink {
-    type Result = ();
-    fn handle(&mut self, _: StopLink, ctx: &mut Context<Self>) {
-        self.shutdown.store(true, Ordering::Release);
-        self.shard.set_phase(Phase::Stopped); // a failed shard stays failed
-        tracing::debug!(shard = %self.shard.name, "link stopping");
-        // Stopping the context drops the running future (closing the connection); the
-        // supervisor's restart sees the shutdown flag and stays idle.
-        ctx.stop();
     }
 }
 
@@ -381,10 +384,7 @@ async fn run(
 
 /// Waits until the shard's earlier writes are applied (or 30 s).
 async fn drain(shard: &ShardState) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while shard.open_tickets() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), shard.drained()).await;
 }
 
 /// Waits until the shard's earlier writes are applied (or 30 s), then clears its keys.
