@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use tokio::sync::mpsc;
+
 use super::Batch;
 use super::crossslot::CrossSlot;
 use super::repair::Repairer;
@@ -303,16 +305,11 @@ impl Dispatcher {
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
-        for (seg, this) in self.plan(shard, run, cmds, &routing) {
-            match seg {
-                Segment::Parts(parts) => {
-                    for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        if let Some(h) = routing.writers[w].as_ref() {
-                            h.tx.send(b).await.map_err(|e| undelivered(e.0))?;
-                        }
-                    }
-                }
-                Segment::CrossSlot(cmd) => {
+        let plan = self.plan(shard, run, cmds, &routing);
+        for step in steps(shard, plan, &routing) {
+            match step {
+                Step::Write(tx, b) => tx.send(b).await.map_err(|e| undelivered(e.0))?,
+                Step::CrossSlot(cmd, this) => {
                     // Everything before it must be on the target: the fallback reads it.
                     shard.drained().await;
                     if let Err(e) = self.crossslot.execute(&cmd).await {
@@ -329,30 +326,36 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Like [`Dispatcher::send`], from a blocking thread (the RDB loader, whose commands each
-    /// touch one key, so no cross-slot fallback is ever needed there).
+    /// [`Dispatcher::send`] from a blocking thread inside the runtime (the RDB loader runs in
+    /// `spawn_blocking`): parks the thread while a writer's queue is full (back-pressure).
     pub fn blocking_send(
         &mut self,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
-        let routing = self.targets.routing();
-        for (seg, this) in self.plan(shard, run, cmds, &routing) {
-            match seg {
-                Segment::Parts(parts) => {
-                    for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        if let Some(h) = routing.writers[w].as_ref() {
-                            h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;
-                        }
-                    }
-                }
-                Segment::CrossSlot(cmd) => {
-                    Self::refuse(shard, &cmd, "cross-slot command inside an RDB load");
-                    shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
-                }
-            }
-        }
-        Ok(())
+        tokio::runtime::Handle::current().block_on(self.send(shard, run, cmds))
     }
+}
+
+/// One thing to do for a run: hand a batch to a writer's queue, or run a cross-slot command.
+enum Step {
+    Write(mpsc::Sender<Batch>, Batch),
+    CrossSlot(Cmd, RunInfo),
+}
+
+/// The steps of a plan, in order. Lazy: a segment's tickets are issued only when its first
+/// step is taken, so a cross-slot step's wait for earlier writes never waits for later ones.
+fn steps<'a>(
+    shard: &'a Arc<ShardState>,
+    plan: Vec<(Segment, RunInfo)>,
+    routing: &'a Routing,
+) -> impl Iterator<Item = Step> + 'a {
+    plan.into_iter().flat_map(move |(seg, this)| match seg {
+        Segment::Parts(parts) => Dispatcher::batches(shard, this, parts, routing)
+            .into_iter()
+            .filter_map(|(w, b)| Some(Step::Write(routing.writers[w].as_ref()?.tx.clone(), b)))
+            .collect(),
+        Segment::CrossSlot(cmd) => vec![Step::CrossSlot(cmd, this)],
+    })
 }
