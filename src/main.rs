@@ -289,9 +289,9 @@ struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn resolve(self) -> Result<Config, String> {
+    fn resolve(self) -> Result<Config, shardsync::config::ConfigError> {
         let file = match &self.config {
-            Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+            Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
         Config::resolve(
@@ -311,7 +311,6 @@ impl CommonArgs {
                 prefer_replica: self.prefer_replica,
             },
         )
-        .map_err(|e| e.to_string())
     }
 }
 

@@ -106,7 +106,7 @@ impl Dispatcher {
     }
 
     /// Removes the keys of a shard from the target (see [`super::clear`]).
-    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, super::SinkError> {
         super::clear::clear_shard(&self.targets, slots).await
     }
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::SinkError;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::RespConn;
@@ -499,9 +500,12 @@ impl Repairer {
     }
 
     /// `SELECT db; MULTI; DUMP key; PTTL key; INFO replication; EXEC` on the shard's master.
-    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, String> {
+    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, SinkError> {
         let mut copies = self.read_many(shard, db, std::slice::from_ref(key)).await?;
-        copies.pop().ok_or_else(|| "no reply".to_string())
+        copies.pop().ok_or_else(|| SinkError::Source {
+            addr: shard.master_addr(),
+            why: "no reply".into(),
+        })
     }
 
     /// Reads `keys` of source database `db` and the source's offset in one transaction on the
@@ -511,8 +515,12 @@ impl Repairer {
         shard: &ShardState,
         db: u32,
         keys: &[Bytes],
-    ) -> Result<Vec<Copy>, String> {
+    ) -> Result<Vec<Copy>, SinkError> {
         let master = shard.master_addr();
+        let fail = |why: String| SinkError::Source {
+            addr: master.clone(),
+            why,
+        };
         if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
             let (host, port) = master
                 .rsplit_once(':')
@@ -522,57 +530,47 @@ impl Repairer {
                         p.parse::<u16>().ok()?,
                     ))
                 })
-                .ok_or_else(|| format!("bad master address {master}"))?;
+                .ok_or_else(|| fail("bad master address".into()))?;
             let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
-            let c = RespConn::connect(&ep).await.map_err(|e| e.to_string())?;
+            let c = RespConn::connect(&ep).await?;
             self.conn = Some((master.clone(), c, 0));
         }
         let Some((_, conn, cur_db)) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(fail("no connection".into()));
         };
         if *cur_db != db {
-            if let Frame::Error(e) = conn
-                .request(&crate::cmd!["SELECT", db])
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!("SELECT {db}: {}", crate::escape::text(&e)));
+            if let Frame::Error(e) = conn.request(&crate::cmd!["SELECT", db]).await? {
+                return Err(fail(format!("SELECT {db}: {}", crate::escape::text(&e))));
             }
             *cur_db = db;
         }
-        conn.send(&crate::cmd!["MULTI"])
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.send(&crate::cmd!["MULTI"]).await?;
         for key in keys {
-            conn.send(&crate::cmd!["DUMP", key])
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.send(&crate::cmd!["PTTL", key])
-                .await
-                .map_err(|e| e.to_string())?;
+            conn.send(&crate::cmd!["DUMP", key]).await?;
+            conn.send(&crate::cmd!["PTTL", key]).await?;
         }
         for c in [crate::cmd!["INFO", "replication"], crate::cmd!["EXEC"]] {
-            conn.send(&c).await.map_err(|e| e.to_string())?;
+            conn.send(&c).await?;
         }
         // +OK for MULTI, +QUEUED for each queued command.
         for _ in 0..(2 + 2 * keys.len()) {
-            if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
-                return Err(crate::escape::text(&e));
+            if let Frame::Error(e) = conn.read_frame().await? {
+                return Err(fail(crate::escape::text(&e)));
             }
         }
-        let exec = conn.read_frame().await.map_err(|e| e.to_string())?;
+        let exec = conn.read_frame().await?;
         let Frame::Array(items) = exec else {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {}",
                 crate::escape::text(exec.to_text().as_bytes())
-            ));
+            )));
         };
         if items.len() != 2 * keys.len() + 1 {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {} replies, not {}",
                 items.len(),
                 2 * keys.len() + 1
-            ));
+            )));
         }
         let info = items[items.len() - 1]
             .as_bytes()
@@ -580,11 +578,11 @@ impl Repairer {
             .unwrap_or_default();
         let offset = crate::net::client::info_field(&info, "master_repl_offset")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or("INFO replication has no master_repl_offset")?;
+            .ok_or_else(|| fail("INFO replication has no master_repl_offset".into()))?;
         let mut out = Vec::with_capacity(keys.len());
         for pair in items[..items.len() - 1].chunks_exact(2) {
             let payload = match &pair[0] {
-                Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
+                Frame::Error(e) => return Err(fail(format!("DUMP: {}", crate::escape::text(e)))),
                 f => f.as_bytes().cloned(),
             };
             let pttl = match &pair[1] {

@@ -100,6 +100,8 @@ pub enum LinkError {
     WriterGone(#[from] WriterGone),
     #[error("internal: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
     #[error("the RDB from the source is corrupt: {error}; {aftermath}")]
@@ -395,10 +397,7 @@ async fn clear_before_resync(
 ) -> Result<(), LinkError> {
     drain(shard).await;
     let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
-    let removed = writer
-        .clear_shard(slots)
-        .await
-        .map_err(LinkError::Internal)?;
+    let removed = writer.clear_shard(slots).await?;
     tracing::info!(shard = %shard.name, removed, "cleared the shard's keys from the target before a repeated full sync");
     Ok(())
 }
