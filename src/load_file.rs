@@ -32,7 +32,7 @@ pub enum FileError {
     #[error("{}: {source}; nothing was written to the target", path.display())]
     Rdb {
         path: std::path::PathBuf,
-        source: crate::rdb::RdbError,
+        source: Box<crate::rdb::RdbError>,
     },
     #[error("{}: no RDB header (is it an RDB file?)", path.display())]
     NoHeader { path: std::path::PathBuf },
