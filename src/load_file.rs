@@ -53,7 +53,7 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
     let (mut db, mut dbs) = (0u32, Vec::new());
     while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {
         path: path_buf(),
-        source,
+        source: Box::new(source),
     })? {
         match item {
             crate::rdb::Item::KeyStart(_) => {
