@@ -1,8 +1,10 @@
-//! What shardsync tells the people who run it: the metric catalog ([`telemetry`]), per-shard
+//! What shardsync tells the people who run it: the metric catalog ([`telemetry`]), the typed
+//! events that write a happening's log line, metrics and status together ([`events`]), per-shard
 //! progress ([`progress`]), the `/status` board and `shardsync status` ([`status`]), and the HTTP
 //! endpoints serving `/metrics`, `/status` and `/healthz` ([`http`]); the rate limit of repeated
 //! log lines ([`lograte`]).
 
+pub mod events;
 pub mod http;
 pub mod lograte;
 pub mod progress;

@@ -76,6 +76,10 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
+    /// Keys copied from the source after the target rejected a write ([`crate::sink::repair`]).
+    pub key_repairs: AtomicU64,
+    /// Keys whose repair failed (the target keeps what it has).
+    pub key_repairs_failed: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
     /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
@@ -134,6 +138,8 @@ impl ShardState {
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
+            key_repairs: AtomicU64::new(0),
+            key_repairs_failed: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),

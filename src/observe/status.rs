@@ -235,6 +235,12 @@ pub struct ShardStatus {
     pub restarts: u64,
     pub full_resyncs: u64,
     pub rejected_writes: u64,
+    /// Keys copied from the source after the target rejected a write to them.
+    #[serde(default)]
+    pub key_repairs: u64,
+    /// Keys whose repair failed (the target keeps what it has; each is logged).
+    #[serde(default)]
+    pub key_repairs_failed: u64,
     pub last_error: Option<String>,
 }
 
@@ -275,6 +281,8 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         restarts: s.restarts.load(Ordering::Relaxed),
         full_resyncs: s.full_resyncs.load(Ordering::Relaxed),
         rejected_writes: s.rejected_writes.load(Ordering::Relaxed),
+        key_repairs: s.key_repairs.load(Ordering::Relaxed),
+        key_repairs_failed: s.key_repairs_failed.load(Ordering::Relaxed),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
     }
 }

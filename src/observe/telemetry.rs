@@ -3,9 +3,13 @@
 //! is known, so dashboards and alerts see every series before anything happens. The recorder is
 //! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
-//! Emission points: counters are incremented where things happen (`source/link.rs`,
-//! `source/rdb_load.rs`, `sink/writer.rs`, `sink/repair.rs`); per-shard gauges are published once a second from
-//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
+//! Emission points: the main happenings (link resumed/failed, full sync started/handed over,
+//! write refused, key repaired or not, target stall) go through the typed events of
+//! [`crate::observe::events`], which write the log line, the metric and the `/status` field
+//! together; hot-path counters are incremented where things happen (`source/link.rs`,
+//! `source/rdb_load.rs`, `sink/writer.rs`); per-shard gauges are published once a second from
+//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`]. Every
+//! per-shard series is labelled with the shard's stable name, never the node replicated from now.
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,

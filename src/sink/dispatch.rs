@@ -8,7 +8,6 @@
 //! offset only moves when every node has acknowledged the run.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
@@ -117,18 +116,11 @@ impl Dispatcher {
 
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
-        shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::observe::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::observe::telemetry::command_label(cmd))
-            .increment(1);
-        let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "unroutable") else {
-            return;
-        };
-        let key = cmd
-            .args
-            .get(1)
-            .map(crate::escape::quoted)
-            .unwrap_or_default();
-        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, suppressed, "{why}");
+        crate::observe::events::Emit::emit(crate::observe::events::WriteRefused {
+            shard,
+            cmd,
+            why,
+        });
     }
 
     fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {

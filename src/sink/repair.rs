@@ -31,6 +31,7 @@ use crate::cmd::{Cmd, DbCmd};
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::RespConn;
 use crate::net::server_info::ServerInfo;
+use crate::observe::events::{Emit, KeyRepairFailed, KeyRepaired, RepairFailure};
 use crate::observe::progress::ShardState;
 use crate::resp::Frame;
 
@@ -145,7 +146,7 @@ impl RepairQueue {
             let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
             for key in keys_of(&c.cmd) {
                 self.push(
-                    &shard.name,
+                    shard,
                     Wanted {
                         target_db: c.db,
                         key,
@@ -161,7 +162,7 @@ impl RepairQueue {
     pub fn request(&self, shard: &ShardState, target_db: u32, cmd: &Cmd, why: &str) {
         for key in keys_of(cmd) {
             self.push(
-                &shard.name,
+                shard,
                 Wanted {
                     target_db,
                     key,
@@ -171,19 +172,24 @@ impl RepairQueue {
         }
     }
 
-    fn push(&self, shard: &str, w: Wanted) {
+    fn push(&self, shard: &ShardState, w: Wanted) {
         let Ok(mut m) = self.wanted.lock() else {
             return;
         };
-        let q = m.entry(shard.to_string()).or_default();
+        let q = m.entry(shard.name.clone()).or_default();
         if q.queued.contains(&(w.target_db, w.key.clone())) {
             return;
         }
         if q.order.len() >= MAX_QUEUED {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(shard, "repair_overflow") {
-                tracing::error!(shard, key = %crate::escape::text(&w.key), suppressed, "too many keys waiting for repair; this one stays as the target has it");
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key: &w.key,
+                db: w.target_db,
+                why: &w.why,
+                cause: RepairFailure::Overflow,
             }
+            .emit();
             return;
         }
         q.queued.insert((w.target_db, w.key.clone()));
@@ -421,14 +427,20 @@ impl Repairer {
         why: &str,
         out: &mut Vec<DbCmd>,
     ) {
-        let shown = crate::escape::text(key);
         let Some(&first_db) = dbs.first() else { return };
         if !self.allow_attempt(first_db, key) {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair_failed") {
-                tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why, suppressed,
-                    "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key,
+                db: first_db,
+                why,
+                cause: RepairFailure::GaveUp {
+                    attempts: MAX_ATTEMPTS,
+                    window: ATTEMPT_WINDOW,
+                },
             }
+            .emit();
             return;
         }
         let mut found: Option<(u32, Copy)> = None;
@@ -447,13 +459,15 @@ impl Repairer {
                 }
                 Err(e) => {
                     self.conn = None;
-                    metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-                    if let Some(suppressed) =
-                        crate::observe::lograte::allow(&shard.name, "repair_failed")
-                    {
-                        tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e, suppressed,
-                            "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    KeyRepairFailed {
+                        shard: &shard.name,
+                        state: Some(shard),
+                        key,
+                        db,
+                        why,
+                        cause: RepairFailure::ReadFailed(&e.to_string()),
                     }
+                    .emit();
                     return;
                 }
             }
@@ -474,11 +488,15 @@ impl Repairer {
         let mut cmds = Vec::new();
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
-        metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
-        if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair") {
-            tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
-                exists = copy.payload.is_some(), suppressed, "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+        KeyRepaired {
+            shard,
+            key,
+            db,
+            why,
+            source_offset: copy.offset,
+            exists: copy.payload.is_some(),
         }
+        .emit();
     }
 
     fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {

@@ -275,15 +275,11 @@ impl Pipeline {
                 Ok(()) => return,
                 Err(ConnEnd::Failed(why)) => why,
                 Err(ConnEnd::Stalled { waiting }) => {
-                    let secs = self.settings.reply_timeout.as_secs_f64();
-                    metrics::counter!(crate::observe::telemetry::TARGET_STALLS, "node" => self.node.clone())
-                        .increment(1);
-                    tracing::warn!(node = %self.node, waiting_replies = waiting, timeout_s = secs,
-                        "target stalled: no reply for {secs:.1} s with {waiting} commands waiting; reconnecting and resending unacknowledged writes");
-                    format!(
-                        "target {} stalled: no reply for {secs:.1} s ({waiting} commands waiting); reconnecting",
-                        self.node
-                    )
+                    crate::observe::events::Emit::emit(crate::observe::events::TargetStall {
+                        node: &self.node,
+                        waiting,
+                        timeout: self.settings.reply_timeout,
+                    })
                 }
             };
             if let Some(targets) = self.targets.clone() {
@@ -569,7 +565,7 @@ impl Pipeline {
                      database to an existing one with sync.db_map / --db-map",
                     self.node
                 );
-                metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "db_refused")
+                metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "db_refused")
                     .increment(1);
                 tracing::error!(node = %self.node, shard = %shard.name, db, "{why}");
                 // Every shard with writes for that database here cannot be a copy any more.

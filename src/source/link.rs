@@ -27,6 +27,9 @@ use crate::convert::rewrite_between;
 use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
+use crate::observe::events::{
+    Emit, FullSyncHandedOver, FullSyncStarted, LinkFailed, LinkResumed, LinkStreaming,
+};
 use crate::observe::progress::{Phase, ShardState};
 use crate::sink::Dispatcher;
 use crate::sink::dispatch::{RunInfo, WriterGone};
@@ -227,28 +230,22 @@ impl ShardLink {
             Class::Permanent(_) => "permanent",
             _ => "transient",
         };
-        metrics::counter!(crate::observe::telemetry::LINK_ERRORS, "shard" => self.shard.name.clone(), "class" => label)
-            .increment(1);
-        match self.budget.record(&class, &text) {
-            Verdict::Fail(reason) => {
-                let reason = match class {
-                    // The reason says what to do; the error says what happened.
-                    Class::Permanent(_) => format!("{reason} [{text}]"),
-                    _ => reason,
-                };
-                self.shard.mark_failed(reason);
-            }
-            Verdict::Retry => {
-                if let Some(suppressed) =
-                    crate::observe::lograte::allow(&self.shard.name, "link_failed")
-                {
-                    tracing::warn!(shard = %self.shard.name, error = %text, consecutive_failures = self.budget.failures(),
-                        suppressed, "source link failed; restarting");
-                }
-                self.shard.set_error(Some(text));
-                self.shard.set_phase(Phase::Backoff);
-            }
+        let fail = match self.budget.record(&class, &text) {
+            // The reason says what to do; the error says what happened.
+            Verdict::Fail(reason) => Some(match class {
+                Class::Permanent(_) => format!("{reason} [{text}]"),
+                _ => reason,
+            }),
+            Verdict::Retry => None,
+        };
+        LinkFailed {
+            shard: &self.shard,
+            error: &text,
+            class: label,
+            consecutive: self.budget.failures(),
+            fail,
         }
+        .emit();
     }
 }
 
@@ -337,11 +334,12 @@ async fn run(
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
             }
-            shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::observe::telemetry::FULL_RESYNCS, "shard" => shard.name.clone())
-                .increment(1);
-            tracing::info!(shard = %shard.name, replid = %crate::escape::text(&pos.replid), offset = pos.offset, "full sync started");
-            shard.set_phase(Phase::FullSync);
+            FullSyncStarted {
+                shard: &shard,
+                replid: &pos.replid,
+                offset: pos.offset,
+            }
+            .emit();
             let started = Instant::now();
             let stats = match full_sync(&settings, &shard, writer.clone(), &mut conn, epoch).await {
                 Ok(stats) => stats,
@@ -357,8 +355,15 @@ async fn run(
                 completes_full_sync: true,
             };
             writer.send(&shard, end, Vec::new()).await?;
-            tracing::info!(shard = %shard.name, keys = stats.keys, rdb_bytes = stats.bytes, commands = stats.commands,
-                errors = stats.convert_errors, secs = started.elapsed().as_secs_f64(), "RDB received and handed to the writers");
+            FullSyncHandedOver {
+                shard: &shard,
+                keys: stats.keys,
+                rdb_bytes: stats.bytes,
+                commands: stats.commands,
+                convert_errors: stats.convert_errors,
+                took: started.elapsed(),
+            }
+            .emit();
             pos.offset
         }
         PsyncReply::Continue { new_replid } => {
@@ -375,12 +380,15 @@ async fn run(
                 shard.applied_offset.store(pos.offset, Ordering::Release);
             }
             shard.handed_offset.store(pos.offset, Ordering::Release);
-            tracing::info!(shard = %shard.name, offset = pos.offset, "partial resync accepted (+CONTINUE)");
+            LinkResumed {
+                shard: &shard,
+                offset: pos.offset,
+            }
+            .emit();
             pos.offset
         }
     };
-    shard.set_phase(Phase::Incremental);
-    shard.set_error(None);
+    LinkStreaming { shard: &shard }.emit();
     stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
 }
 
