@@ -32,6 +32,7 @@ pub mod fake_peer;
 pub mod server;
 pub mod shardsync;
 pub mod status;
+pub mod tls;
 pub mod util;
 pub mod workload;
 
