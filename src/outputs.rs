@@ -10,12 +10,12 @@
 //! (targets that were ahead get those writes again: at least once), else it full-syncs every
 //! target. The failure rule is in [`crate::sink::fanout`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::ArbiterHandle;
 use bytes::Bytes;
 
-use crate::checkpoint;
+use crate::checkpoint::{self, CheckpointError};
 use crate::config::{Config, SyncSettings, TargetSpec};
 use crate::net::server_info::ServerInfo;
 use crate::net::topology::{Node, Topology};
@@ -24,6 +24,7 @@ use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
 use crate::sink::writer::WriterSettings;
 use crate::sink::{Dispatcher, Fanout, Targets};
 use crate::source::handshake::ReplPosition;
+use crate::supervise::{Group, Tree};
 
 /// One target of the run.
 pub struct Output {
@@ -32,6 +33,21 @@ pub struct Output {
     pub repairs: Arc<RepairQueue>,
     pub sync: Arc<SyncSettings>,
     pub topology: Topology,
+    /// Watches this target's writers: the run's tree with one target; with several, a tree of
+    /// its own, so that a failed target's writers are let go at the stop instead of waited for.
+    tree: Arc<Tree>,
+    /// This target's leg of every shard (one-to-many).
+    legs: Arc<Mutex<Vec<Arc<ShardState>>>>,
+}
+
+impl Output {
+    /// True when this target failed for some shard.
+    fn failed(&self) -> bool {
+        self.legs
+            .lock()
+            .map(|l| l.iter().any(|s| s.is_failed()))
+            .unwrap_or(false)
+    }
 }
 
 /// Every target of the run (see the module doc).
@@ -47,7 +63,9 @@ impl Outputs {
         cfg: &Config,
         first: &Topology,
         arbiter: &ArbiterHandle,
+        run_tree: &Arc<Tree>,
     ) -> Result<Outputs, String> {
+        let multi = cfg.targets.len() > 1;
         let mut list = Vec::new();
         for (i, spec) in cfg.targets.iter().enumerate() {
             let topology = if i == 0 {
@@ -71,6 +89,22 @@ impl Outputs {
                 }
             };
             let repairs = RepairQueue::new();
+            let legs: Arc<Mutex<Vec<Arc<ShardState>>>> = Arc::default();
+            let tree = if multi {
+                // A writer of this target that dies fails this target, not the run.
+                let t = Arc::new(Tree::new());
+                let l = legs.clone();
+                t.on_fatal(move |why| {
+                    if let Ok(l) = l.lock() {
+                        for leg in l.iter() {
+                            leg.mark_failed(why);
+                        }
+                    }
+                });
+                t
+            } else {
+                run_tree.clone()
+            };
             let targets = Targets::start(
                 &topology,
                 &spec.endpoint,
@@ -82,6 +116,7 @@ impl Outputs {
                 },
                 cfg.sync.queue_batches,
                 arbiter.clone(),
+                tree.clone(),
             );
             list.push(Output {
                 sync: Arc::new(spec.sync_settings(&cfg.sync)),
@@ -89,6 +124,8 @@ impl Outputs {
                 targets,
                 repairs,
                 topology,
+                tree,
+                legs,
             });
         }
         Ok(Outputs { list })
@@ -131,8 +168,11 @@ impl Outputs {
         }
         let names: Vec<String> = self.list.iter().map(|o| o.spec.name.clone()).collect();
         let s = ShardState::with_targets(name.clone(), &names);
-        for t in &names {
+        for (t, (o, leg)) in names.iter().zip(self.list.iter().zip(s.legs())) {
             crate::observe::telemetry::register_leg(&name, t);
+            if let Ok(mut l) = o.legs.lock() {
+                l.push(leg.clone());
+            }
         }
         s
     }
@@ -163,13 +203,26 @@ impl Outputs {
         &self,
         dir: &std::path::Path,
         shard: &ShardState,
-    ) -> Result<Option<ReplPosition>, String> {
-        if shard.legs().is_empty() {
-            return checkpoint::load(dir, &shard.name);
+    ) -> Result<Option<ReplPosition>, CheckpointError> {
+        let r = self.resume_by_name(dir, &shard.name)?;
+        if r.is_none() && self.multi() {
+            tracing::info!(shard = %shard.name, "the targets' checkpoints are missing or from different histories: every target gets a full sync");
+        }
+        Ok(r)
+    }
+
+    /// [`Outputs::resume`] of the shard named `shard`.
+    pub fn resume_by_name(
+        &self,
+        dir: &std::path::Path,
+        shard: &str,
+    ) -> Result<Option<ReplPosition>, CheckpointError> {
+        if !self.multi() {
+            return checkpoint::load(dir, shard);
         }
         let mut all = Vec::new();
-        for leg in shard.legs() {
-            all.push(checkpoint::load(dir, &leg.name)?);
+        for o in &self.list {
+            all.push(checkpoint::load(dir, &format!("{shard}@{}", o.spec.name))?);
         }
         let Some(Some(first)) = all.first().cloned() else {
             return Ok(None);
@@ -178,7 +231,6 @@ impl Outputs {
             .iter()
             .any(|p| p.as_ref().is_none_or(|p| p.replid != first.replid))
         {
-            tracing::info!(shard = %shard.name, "the targets' checkpoints are missing or from different histories: every target gets a full sync");
             return Ok(None);
         }
         let offset = all
@@ -210,20 +262,21 @@ impl Outputs {
         out
     }
 
-    /// Stops taking work; returns the "done" signals of the writers of targets that did not
-    /// fail for any of `shards` (a failed target's writers may never drain).
-    pub fn close(&self, shards: &[Arc<ShardState>]) -> Vec<tokio::sync::oneshot::Receiver<()>> {
-        let mut done = Vec::new();
-        for (i, o) in self.list.iter().enumerate() {
-            let failed = shards
-                .iter()
-                .any(|s| s.legs().get(i).is_some_and(|l| l.is_failed()));
-            let d = o.targets.close();
-            if !failed {
-                done.extend(d);
-            }
+    /// Stops taking work: the writers' queues close once the links are gone.
+    pub fn close(&self) {
+        for o in &self.list {
+            o.targets.close();
         }
-        done
+    }
+
+    /// Resolves once the writers of every target that did not fail have drained and stopped.
+    pub async fn drained(&self, run_tree: &Tree) {
+        if !self.multi() {
+            return run_tree.join(Group::Writers).await;
+        }
+        for o in self.list.iter().filter(|o| !o.failed()) {
+            o.tree.join(Group::Writers).await;
+        }
     }
 }
 

@@ -82,6 +82,10 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
+    /// Keys copied from the source after the target rejected a write ([`crate::sink::repair`]).
+    pub key_repairs: AtomicU64,
+    /// Keys whose repair failed (the target keeps what it has).
+    pub key_repairs_failed: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
     /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
@@ -105,6 +109,9 @@ pub struct ShardState {
     pub tickets_done: AtomicU64,
     /// Writes not sent because this leg's target failed (counted, logged once).
     pub dropped_writes: AtomicU64,
+    /// Fires whenever tickets are retired (the applied offset may have moved, the queue shrank):
+    /// waiters use it instead of polling ([`ShardState::drained`], [`ShardState::progress_watch`]).
+    retired: tokio::sync::watch::Sender<()>,
 }
 
 /// One run of a shard's commands in stream order, possibly split over several target writers.
@@ -149,6 +156,8 @@ impl ShardState {
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
+            key_repairs: AtomicU64::new(0),
+            key_repairs_failed: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
@@ -160,6 +169,7 @@ impl ShardState {
             agg: Mutex::new(()),
             tickets_done: AtomicU64::new(0),
             dropped_writes: AtomicU64::new(0),
+            retired: tokio::sync::watch::Sender::new(()),
         }
     }
 
@@ -272,6 +282,7 @@ impl ShardState {
                 ));
             } else {
                 p.aggregate();
+                p.retired.send_replace(());
             }
         }
     }
@@ -404,6 +415,7 @@ impl ShardState {
         self.full_sync_done.store(false, Ordering::Release);
         self.applied_offset.store(offset, Ordering::Release);
         self.handed_offset.store(offset, Ordering::Release);
+        self.retired.send_replace(());
     }
 
     /// Issues a ticket for a run of `parts` batches (0 parts: a pure offset marker).
@@ -446,17 +458,19 @@ impl ShardState {
         }
     }
 
-    /// A leg's progress moved: its shard recomputes (never called with a tickets lock held).
+    /// A leg's progress moved: its shard recomputes and wakes its waiters (never called with
+    /// a tickets lock held).
     fn moved(&self) {
         if let Some(p) = self.parent.upgrade() {
             p.aggregate();
+            p.retired.send_replace(());
         }
     }
 
-    /// Pops done tickets off the front; true when the applied position moved.
+    /// Pops done tickets off the front; true when any was popped.
     fn advance(&self, q: &mut VecDeque<Arc<Ticket>>) -> bool {
         let epoch = self.epoch.load(Ordering::Acquire);
-        let mut moved = false;
+        let before = q.len();
         while q
             .front()
             .is_some_and(|t| t.remaining.load(Ordering::Acquire) == 0)
@@ -466,7 +480,6 @@ impl ShardState {
             if t.epoch != epoch {
                 continue;
             }
-            moved = true;
             if let Some(o) = t.offset {
                 self.applied_offset.fetch_max(o, Ordering::AcqRel);
             }
@@ -474,7 +487,11 @@ impl ShardState {
                 self.full_sync_done.store(true, Ordering::Release);
             }
         }
-        moved
+        let changed = q.len() != before;
+        if changed {
+            self.retired.send_replace(());
+        }
+        changed
     }
 
     /// Tickets not yet done (batches in queues or in flight); for a shard with legs, also those
@@ -482,6 +499,31 @@ impl ShardState {
     pub fn open_tickets(&self) -> usize {
         let own = self.tickets.lock().map(|q| q.len()).unwrap_or(0);
         own + self.live_legs().map(|l| l.open_tickets()).sum::<usize>()
+    }
+
+    /// Changes whenever tickets are retired (the applied offset may have moved).
+    pub fn progress_watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.retired.subscribe()
+    }
+
+    /// Resolves once every ticket handed out so far is done (at once when none is open).
+    pub async fn drained(&self) {
+        let mut w = self.progress_watch();
+        while self.open_tickets() > 0 {
+            if w.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resolves once the target has acknowledged the stream up to `offset`.
+    pub async fn applied_reaches(&self, offset: u64) {
+        let mut w = self.progress_watch();
+        while self.applied_offset.load(Ordering::Acquire) < offset {
+            if w.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::SinkError;
 use super::dispatch::{Dispatcher, RunInfo, WriterGone};
 use crate::cmd::DbCmd;
 use crate::observe::progress::ShardState;
@@ -88,18 +89,10 @@ impl Fanout {
     }
 
     /// Removes the keys of a shard from every live target (see [`super::clear`]).
-    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, SinkError> {
         let mut removed = 0;
         for l in self.live() {
-            let n = l
-                .dispatcher
-                .clear_shard(slots)
-                .await
-                .map_err(|e| match &l.state {
-                    Some(s) => format!("target {}: {e}", s.target.as_deref().unwrap_or("")),
-                    None => e,
-                })?;
-            removed += n;
+            removed += l.dispatcher.clear_shard(slots).await?;
         }
         Ok(removed)
     }

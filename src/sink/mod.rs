@@ -6,6 +6,7 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod error;
 pub mod fanout;
 pub mod repair;
 pub mod targets;
@@ -17,6 +18,7 @@ use crate::cmd::DbCmd;
 use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use error::SinkError;
 pub use fanout::Fanout;
 pub use targets::Targets;
 pub use writer::TargetWriter;
