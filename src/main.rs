@@ -95,7 +95,10 @@ fn verify(args: VerifyArgs) -> ExitCode {
     if !cfg.sync.heartbeat_key.is_empty() {
         ignore.push(cfg.sync.heartbeat_key.clone().into_bytes());
     }
-    let filter = shardsync::verify::IgnorePrefixes(ignore);
+    let filter = shardsync::verify::SyncFilter {
+        ignore: shardsync::verify::IgnorePrefixes(ignore),
+        filter: cfg.sync.filter.clone(),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -280,6 +283,24 @@ struct CommonArgs {
     /// than 0 going to a cluster target.
     #[arg(long)]
     db_map: Option<String>,
+    /// Source databases to sync, comma-separated (e.g. 0,3); default all. Replaces sync.dbs.
+    #[arg(long, value_name = "DBS")]
+    dbs: Option<String>,
+    /// Sync only keys starting with this prefix (repeatable; with --include-regex: either).
+    #[arg(long, value_name = "PREFIX")]
+    include_prefix: Vec<String>,
+    /// Skip keys starting with this prefix (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    exclude_prefix: Vec<String>,
+    /// Sync only keys matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    include_regex: Vec<String>,
+    /// Skip keys matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    exclude_regex: Vec<String>,
+    /// Never replicate this command (e.g. FLUSHALL, or "FUNCTION FLUSH"; repeatable).
+    #[arg(long, value_name = "COMMAND")]
+    deny_command: Vec<String>,
     /// Source password (overrides the URL and the file).
     #[arg(long, env = "SHARDSYNC_SOURCE_PASSWORD", hide_env_values = true)]
     source_password: Option<String>,
@@ -309,6 +330,14 @@ impl CommonArgs {
                 db_map: self.db_map,
                 on_resync: self.on_resync,
                 prefer_replica: self.prefer_replica,
+                dbs: self.dbs,
+                filter: shardsync::router::filter::FilterSpec {
+                    include_prefixes: self.include_prefix,
+                    exclude_prefixes: self.exclude_prefix,
+                    include_regex: self.include_regex,
+                    exclude_regex: self.exclude_regex,
+                    deny_commands: self.deny_command,
+                },
             },
         )
         .map_err(|e| e.to_string())

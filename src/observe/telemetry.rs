@@ -42,6 +42,8 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
+pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -73,6 +75,8 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    FILTERED_COMMANDS,
+    FILTERED_KEYS,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -264,6 +268,14 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_counter!(
+        FILTERED_COMMANDS,
+        "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
+    );
+    describe_counter!(
+        FILTERED_KEYS,
+        "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
+    );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -305,6 +317,12 @@ pub fn register_shard(shard: &str) {
     }
     for class in ["transient", "permanent"] {
         counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
+    }
+    for rule in crate::router::filter::Rule::ALL {
+        counter!(FILTERED_COMMANDS, "shard" => s.clone(), "rule" => rule.name()).increment(0);
+    }
+    for rule in ["db", "key"] {
+        counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
 pub mod repair;
+pub mod selection;
 pub mod targets;
 pub mod writer;
 

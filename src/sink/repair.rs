@@ -170,6 +170,19 @@ impl RepairQueue {
         }
     }
 
+    /// Queues one key to copy from the source (a command the filters replaced by a copy,
+    /// see [`crate::router::filter`]).
+    pub fn request_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str) {
+        self.push(
+            &shard.name,
+            Wanted {
+                target_db,
+                key,
+                why: why.to_string(),
+            },
+        );
+    }
+
     fn push(&self, shard: &str, w: Wanted) {
         let Ok(mut m) = self.wanted.lock() else {
             return;
@@ -302,6 +315,8 @@ impl Repairer {
         {
             v.insert(0, target_db);
         }
+        // Only selected databases are read (`sync.dbs`).
+        v.retain(|&d| s.filter.db_selected(d));
         v
     }
 
