@@ -29,6 +29,7 @@ mod rdb_synthetic;
 mod resp_fuzz;
 mod rewrite_fuzz;
 mod router_keyslot;
+mod select_filters;
 mod sink_errors;
 mod stream_state;
 mod url_passwords;
