@@ -126,7 +126,21 @@ impl Dispatcher {
 
     /// Removes the keys of a shard from the target (see [`super::clear`]).
     pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
-        super::clear::clear_shard(&self.targets, slots).await
+        let filter = &self.sync.filter;
+        if filter.is_noop() {
+            return super::clear::clear_shard(&self.targets, slots).await;
+        }
+        let cluster = self.targets.cluster;
+        let dbs = filter.dbs().map(|d| {
+            let mut v: Vec<u32> = d
+                .iter()
+                .filter_map(|&s| self.sync.target_db(s, cluster))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        });
+        super::clear::clear_selected(&self.targets, slots, filter, dbs).await
     }
 
     /// True while a `MULTI` block is open (its commands are held until `EXEC`).
