@@ -24,8 +24,8 @@ struct Cli {
 enum Command {
     /// Prechecks, then full sync followed by incremental sync until SIGINT/SIGTERM.
     Run(CommonArgs),
-    /// Runs the prechecks only and prints a table; exits non-zero if one fails.
-    Check(CommonArgs),
+    /// Runs the prechecks only and prints a table (or JSON); exits non-zero if one fails.
+    Check(CheckArgs),
     /// Writes the keys of an RDB file into the target (the file is validated first: a corrupt
     /// file writes nothing).
     LoadRdb(LoadRdbArgs),
@@ -34,6 +34,15 @@ enum Command {
     /// Compares source and target key by key (before a cut-over); exit 0 equal, 1 different,
     /// 2 error.
     Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Output format (JSON schema `shardsync.check/1`).
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
 }
 
 #[derive(Args)]
@@ -358,8 +367,8 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, check_only) = match cli.command {
-        Command::Run(a) => (a, false),
-        Command::Check(a) => (a, true),
+        Command::Run(a) => (a, None),
+        Command::Check(a) => (a.common, Some(a.format)),
         Command::LoadRdb(a) => return load_rdb(a),
         Command::Status(a) => return status(a),
         Command::Verify(a) => return verify(a),
@@ -373,18 +382,20 @@ fn main() -> ExitCode {
     };
     init_logging(&cfg.log_level);
     let system = actix_rt::System::new();
-    let result = if check_only {
+    let result = if let Some(format) = check_only {
         system.block_on(async move {
-            match shardsync::precheck::run(&cfg).await {
+            let (checks, passed) = match shardsync::precheck::run(&cfg).await {
                 Ok(p) => {
-                    print!("{}", p.table());
-                    if p.passed() { Ok(()) } else { Err(3) }
+                    let ok = p.passed();
+                    (p.checks, ok)
                 }
-                Err(checks) => {
-                    print!("{}", shardsync::precheck::render(&checks));
-                    Err(3)
-                }
+                Err(checks) => (checks, false),
+            };
+            match format {
+                VerifyFormat::Text => print!("{}", shardsync::precheck::render(&checks)),
+                VerifyFormat::Json => println!("{}", shardsync::precheck::render_json(&checks)),
             }
+            if passed { Ok(()) } else { Err(3) }
         })
     } else {
         system.block_on(async move {

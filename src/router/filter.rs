@@ -204,6 +204,47 @@ impl Filter {
             || self.exclude_regex.is_some()
     }
 
+    /// The first include prefix, if any (a key that passes the include lists).
+    pub fn include_prefix(&self) -> Option<&str> {
+        self.include_prefixes
+            .first()
+            .and_then(|p| std::str::from_utf8(p).ok())
+    }
+
+    /// One line for the precheck table: what is selected and filtered.
+    pub fn describe(&self) -> String {
+        let list = |v: &[Bytes]| {
+            v.iter()
+                .map(crate::escape::quoted)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut parts = Vec::new();
+        match &self.dbs {
+            Some(d) => parts.push(format!("databases {:?}", d.iter().collect::<Vec<_>>())),
+            None => parts.push("every database".into()),
+        }
+        if !self.include_prefixes.is_empty() {
+            parts.push(format!("include prefixes {}", list(&self.include_prefixes)));
+        }
+        if let Some(r) = &self.include_regex {
+            parts.push(format!("include regex {}", r.patterns().join(" ")));
+        }
+        if !self.exclude_prefixes.is_empty() {
+            parts.push(format!("exclude prefixes {}", list(&self.exclude_prefixes)));
+        }
+        if let Some(r) = &self.exclude_regex {
+            parts.push(format!("exclude regex {}", r.patterns().join(" ")));
+        }
+        if !self.deny.is_empty() {
+            parts.push(format!("denied commands {}", self.deny.join(", ")));
+        }
+        if !self.has_key_rules() {
+            parts.push("every key".into());
+        }
+        parts.join("; ")
+    }
+
     /// The selected databases (`None`: all).
     pub fn dbs(&self) -> Option<&BTreeSet<u32>> {
         self.dbs.as_ref()

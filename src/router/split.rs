@@ -170,7 +170,7 @@ fn distinct_slots(cmd: &Cmd, keys: KeyPositions) -> Vec<u16> {
 /// One command per slot with the keys (and, for `width` 2, their values) of that slot, in order.
 /// `rename` replaces the command name of the parts.
 fn split_grouped(cmd: Cmd, keys: KeyPositions, width: usize, rename: Option<Bytes>) -> Routed {
-    Routed::PerSlot(group_keys(&cmd, keys, width, rename, |k| key_slot(k)))
+    Routed::PerSlot(group_keys(&cmd, keys, width, rename, key_slot))
 }
 
 /// One command per group (`group` of each key: a slot, a filter verdict…) with the keys (and, for

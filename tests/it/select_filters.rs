@@ -286,12 +286,10 @@ fn scenario(source_kind: ServerKind) {
     let done = wait_until(Duration::from_secs(60), || {
         let mut got = dbsize_all(&mut dc);
         if let Some(n) = got.get_mut(&0) {
-            *n -= u64::from(
-                redis::cmd("EXISTS")
-                    .arg(HEARTBEAT)
-                    .query::<u64>(&mut dc)
-                    .unwrap_or(0),
-            );
+            *n -= redis::cmd("EXISTS")
+                .arg(HEARTBEAT)
+                .query::<u64>(&mut dc)
+                .unwrap_or(0);
         }
         got.retain(|_, n| *n > 0);
         got == want
