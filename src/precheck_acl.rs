@@ -60,7 +60,9 @@ fn source_commands(cfg: &Config, cluster: bool) -> Vec<Vec<String>> {
         v.push(words(&["CLUSTER", "NODES"]));
     }
     if !cfg.sync.heartbeat_key.is_empty() {
+        // Written every interval, removed at a clean stop.
         v.push(words(&["SET", &cfg.sync.heartbeat_key, "0"]));
+        v.push(words(&["DEL", &cfg.sync.heartbeat_key]));
     }
     v
 }
@@ -146,7 +148,8 @@ async fn dryrun(
 
 /// Queues each command in a `MULTI` and discards it: the server's ACL verdict without running
 /// anything. `MULTI`/`EXEC` themselves are judged by the probe's own `MULTI` (and `EXEC` is
-/// assumed to go with it).
+/// assumed to go with it). The connection must be dropped afterwards (it may still be inside
+/// the `MULTI` when the user may not run `DISCARD`).
 async fn multi_probe(
     conn: &mut MultiplexedConnection,
     cmds: &[Vec<String>],
@@ -184,20 +187,21 @@ async fn multi_probe(
             Err(e) => Verdict::Unknown(reason(&e)),
         });
     }
-    redis::cmd("DISCARD")
-        .query_async::<()>(conn)
-        .await
-        .map_err(io)?;
-    Ok(out)
+    // A user may lack DISCARD: the connection is dropped right after, which discards too.
+    match redis::cmd("DISCARD").query_async::<()>(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Io => Err(io(e)),
+        _ => Ok(out),
+    }
 }
 
-/// The verdicts of `cmds` for the user of `ep` on one server.
+/// The verdicts of `cmds` for the user of `ep` on one server, and whether the `MULTI` probe
+/// gave them (else `ACL DRYRUN`).
 async fn verdicts(
     role: &str,
     ep: &crate::config::Endpoint,
     seven: bool,
     cmds: &[Vec<String>],
-) -> Result<Vec<Verdict>, String> {
+) -> Result<(Vec<Verdict>, bool), String> {
     let user = ep.username.clone().unwrap_or_else(|| "default".into());
     let mut conn = client::connect(role, ep).await?;
     let mut out: Vec<Option<Verdict>> = Vec::new();
@@ -210,7 +214,7 @@ async fn verdicts(
         }
     }
     if out.len() == cmds.len() && out.iter().all(Option::is_some) {
-        return Ok(out.into_iter().flatten().collect());
+        return Ok((out.into_iter().flatten().collect(), false));
     }
     // 6.x, or ACL DRYRUN not allowed: the MULTI probe (PSYNC cannot be queued on 7.0+).
     let probed: Vec<Vec<String>> = cmds
@@ -219,7 +223,7 @@ async fn verdicts(
         .cloned()
         .collect();
     let mut got = multi_probe(&mut conn, &probed).await?.into_iter();
-    Ok(cmds
+    let v = cmds
         .iter()
         .map(|c| {
             if seven && (c[0] == "PSYNC" || c[0] == "SYNC") {
@@ -231,7 +235,8 @@ async fn verdicts(
                     .unwrap_or_else(|| Verdict::Unknown("no verdict".into()))
             }
         })
-        .collect())
+        .collect();
+    Ok((v, true))
 }
 
 /// One check per side: `source ACL` and `target ACL`.
@@ -270,11 +275,17 @@ async fn side(
     let mut denied: Vec<String> = Vec::new();
     let mut first_reason = String::new();
     let mut unknown: Vec<String> = Vec::new();
+    let mut methods = std::collections::BTreeSet::new();
     for m in topo.masters() {
         let seven = m.info.at_least(7, 0);
         match verdicts(role, &m.endpoint, seven, cmds).await {
             Err(e) => unknown.push(format!("{}: {e}", m.endpoint)),
-            Ok(v) => {
+            Ok((v, multi)) => {
+                methods.insert(if multi {
+                    "queued in a discarded MULTI"
+                } else {
+                    "ACL DRYRUN"
+                });
                 for (c, verdict) in cmds.iter().zip(v) {
                     let shown = if c[0] == "CLUSTER" || c[0] == "INFO" || c[0] == "XGROUP" {
                         format!("{} {}", c[0], c[1])
@@ -332,11 +343,7 @@ async fn side(
         detail: format!(
             "{role} user {user:?} may run the {} commands shardsync sends ({}) on every master",
             cmds.len(),
-            if topo.masters().iter().all(|m| m.info.at_least(7, 0)) {
-                "ACL DRYRUN"
-            } else {
-                "queued in a discarded MULTI"
-            }
+            methods.into_iter().collect::<Vec<_>>().join(", ")
         ),
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 mod rdb_support;
 
+mod acl;
 mod cli_errors;
 mod command_table;
 mod convert_real;
