@@ -381,3 +381,120 @@ fn dbs_and_filters_redis70_full_and_incremental() {
 fn dbs_and_filters_redis62_scripts_by_declared_keys() {
     scenario(ServerKind::Redis62);
 }
+
+/// A standalone source into a cluster target: `dbs = [0, 3]` with `db_map 3 = 0`, an exclude
+/// prefix; multi-key commands are first reduced by the filters, then split per slot. The
+/// cluster's keys must be exactly the kept keys of source databases 0 and 3 (distinct names),
+/// each equal to its source.
+#[test]
+fn dbs_and_filters_into_a_cluster_target() {
+    use common::cluster::{KeySource, RedisCluster};
+    let src = RedisServer::start(ServerKind::Redis70);
+    let dst = RedisCluster::start(ServerKind::Redis70, 3, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("shardsync.toml");
+    std::fs::write(
+        &config,
+        "[sync]\ndbs = [0, 3]\ndb_map = { \"3\" = 0 }\n[sync.filter]\nexclude_prefixes = [\"drop\"]\n",
+    )
+    .expect("write config");
+    let keep = |db: u32, k: &[u8]| (db == 0 || db == 3) && !k.starts_with(b"drop");
+    let mut c = src.client();
+    for (db, p) in [(0u32, ""), (3, "three:"), (5, "five:")] {
+        select(&mut c, db);
+        for i in 0..200 {
+            cmd(&mut c, &["SET", &format!("{p}k{i}"), &format!("{db}-{i}")]);
+            cmd(&mut c, &["SET", &format!("drop:{p}k{i}"), "x"]);
+        }
+        cmd(&mut c, &["HSET", &format!("{p}hash"), "f", "v"]);
+    }
+    select(&mut c, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut run = Shardsync::spawn(&[
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.seed_url(),
+        "--metrics-addr",
+        "off",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    // Incremental: mixed verdicts across slots, in both selected databases and an unselected one.
+    let live = |c: &mut redis::Connection, p: &str| {
+        cmd(
+            c,
+            &[
+                "MSET",
+                &format!("{p}m1"),
+                "1",
+                &format!("drop:{p}m1"),
+                "2",
+                &format!("{p}m2"),
+                "3",
+            ],
+        );
+        cmd(
+            c,
+            &[
+                "DEL",
+                &format!("{p}k1"),
+                &format!("drop:{p}k1"),
+                &format!("{p}k2"),
+            ],
+        );
+        cmd(c, &["RENAME", &format!("{p}k3"), &format!("drop:{p}r3")]);
+        cmd(c, &["RENAME", &format!("drop:{p}k4"), &format!("{p}r4")]);
+        cmd(c, &["HSET", &format!("{p}hash"), "g", "w"]);
+    };
+    for (db, p) in [(0u32, ""), (3, "three:"), (5, "five:")] {
+        select(&mut c, db);
+        live(&mut c, p);
+    }
+    select(&mut c, 0);
+    cmd(&mut c, &["SET", "last", "1"]);
+    // Expected: the kept keys of databases 0 and 3.
+    let mut expected: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut sc = src.client();
+    for db in [0u32, 3, 5] {
+        select(&mut sc, db);
+        for k in scan_keys(&mut sc) {
+            if keep(db, &k) && k != HEARTBEAT.as_bytes() {
+                expected.push((db, k));
+            }
+        }
+    }
+    let want: BTreeSet<Vec<u8>> = expected.iter().map(|(_, k)| k.clone()).collect();
+    let mut reader = dst.reader();
+    let done = wait_until(Duration::from_secs(90), || {
+        let mut got = reader.all_keys();
+        got.remove(HEARTBEAT.as_bytes());
+        got == want
+    });
+    let mut got = reader.all_keys();
+    got.remove(HEARTBEAT.as_bytes());
+    assert!(
+        done,
+        "missing {:?}\nextra {:?}\n{}",
+        want.difference(&got).take(10).collect::<Vec<_>>(),
+        got.difference(&want).take(10).collect::<Vec<_>>(),
+        run.log_tail(40)
+    );
+    let mut diffs = Vec::new();
+    for (db, k) in &expected {
+        select(&mut sc, *db);
+        diffs.extend(compare_key(
+            *db,
+            k,
+            &mut sc,
+            reader.conn_for(k),
+            &CompareOptions::default(),
+        ));
+    }
+    assert_no_differences(&diffs);
+    assert!(want.len() > 400, "{}", want.len());
+    run.terminate();
+}
