@@ -57,7 +57,9 @@ fn source_commands(cfg: &Config, cluster: bool) -> Vec<Vec<String>> {
         words(&["EXEC"]),
     ];
     if cluster {
+        // Discovery, and a link's check that its node is still the master.
         v.push(words(&["CLUSTER", "NODES"]));
+        v.push(words(&["ROLE"]));
     }
     if !cfg.sync.heartbeat_key.is_empty() {
         // Written every interval, removed at a clean stop.
@@ -97,8 +99,14 @@ fn target_commands(cfg: &Config, cluster: bool) -> Vec<Vec<String>> {
         words(&["SCAN", "0"]),
     ];
     if cluster {
+        // Discovery, redirects, and the cross-slot fallback's reads.
         v.push(words(&["CLUSTER", "NODES"]));
         v.push(words(&["ASKING"]));
+        v.push(words(&["DUMP", k]));
+        v.push(words(&["PTTL", k]));
+        if cfg.sync.on_resync != Some(OnResync::Keep) {
+            v.push(words(&["CLUSTER", "GETKEYSINSLOT", "0", "1"]));
+        }
     } else {
         v.push(words(&["SELECT", "0"]));
     }
