@@ -498,3 +498,96 @@ fn dbs_and_filters_into_a_cluster_target() {
     assert!(want.len() > 400, "{}", want.len());
     run.terminate();
 }
+
+/// A repeated full sync with `on_resync = clear` under a selection clears only what the run
+/// syncs: a key deleted on the source while shardsync was stopped goes, but target keys in an
+/// unselected database and keys outside the key filter stay (a `FLUSHALL` would remove them).
+#[test]
+fn repeated_full_sync_clears_only_the_selection() {
+    let mut src = RedisServer::start_with(
+        ServerKind::Redis70,
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let dst = RedisServer::start(ServerKind::Redis70);
+    let mut c = src.client();
+    for i in 0..50 {
+        cmd(&mut c, &["SET", &format!("app:{i}"), &i.to_string()]);
+    }
+    select(&mut c, 2);
+    cmd(&mut c, &["SET", "app:unselected", "x"]);
+    select(&mut c, 0);
+    let mut d = dst.client();
+    cmd(&mut d, &["SET", "zz:foreign", "stays"]);
+    select(&mut d, 5);
+    cmd(&mut d, &["SET", "app:foreign", "stays"]);
+    select(&mut d, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let args = [
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--dbs",
+        "0",
+        "--include-prefix",
+        "app:",
+        "--on-resync",
+        "clear",
+        "--metrics-addr",
+        "off",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]
+    .map(String::from);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut run = Shardsync::spawn(&argv);
+    wait_key(&dst, 0, "app:49", &mut run);
+    run.terminate();
+    // Deleted while shardsync is stopped; the restart gives the source a new replication ID.
+    cmd(&mut c, &["DEL", "app:7"]);
+    drop(c);
+    src.kill();
+    src.restart();
+    let mut run = Shardsync::spawn(&argv);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            run.log()
+                .contains("cleared the shard's keys from the target")
+                && redis::cmd("EXISTS")
+                    .arg("app:7")
+                    .query::<u64>(&mut d)
+                    .unwrap_or(1)
+                    == 0
+                && redis::cmd("EXISTS")
+                    .arg("app:49")
+                    .query::<u64>(&mut d)
+                    .unwrap_or(0)
+                    == 1
+        }),
+        "the repeated full sync did not clear app:7:\n{}",
+        run.log_tail(40)
+    );
+    let mut sc = src.client();
+    let keys: BTreeSet<Vec<u8>> = scan_keys(&mut d)
+        .into_iter()
+        .filter(|k| k.starts_with(b"app:"))
+        .collect();
+    let source_keys: BTreeSet<Vec<u8>> = scan_keys(&mut sc)
+        .into_iter()
+        .filter(|k| k.starts_with(b"app:"))
+        .collect();
+    assert_eq!(
+        keys, source_keys,
+        "target db 0 (app:*) differs from the source"
+    );
+    let get = |d: &mut redis::Connection, k: &str| -> Option<String> {
+        redis::cmd("GET").arg(k).query(d).expect("GET")
+    };
+    assert_eq!(get(&mut d, "zz:foreign").as_deref(), Some("stays"));
+    select(&mut d, 5);
+    assert_eq!(get(&mut d, "app:foreign").as_deref(), Some("stays"));
+    select(&mut d, 2);
+    assert_eq!(get(&mut d, "app:unselected"), None);
+    run.terminate();
+}
