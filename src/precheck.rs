@@ -127,7 +127,7 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.push(pass("target reachable", describe(&target)));
 
     checks.extend(crate::precheck_acl::checks(cfg, &source, &target).await);
-    checks.push(filters_check(cfg, &source));
+    checks.push(filters_check(cfg, &source).await);
     checks.push(crate::precheck_functions::check(&source, &target).await);
 
     let (si, ti) = (source.info(), target.info());
@@ -408,8 +408,9 @@ async fn databases_check(cfg: &Config, source: &Topology, target: &Topology) -> 
 }
 
 /// The database selection and key filters: what will be synced; a selected database the
-/// source does not have is a failure, source keys in unselected databases are shown.
-fn filters_check(cfg: &Config, source: &Topology) -> Check {
+/// source does not have (`CONFIG GET databases`, when allowed) is a failure, source keys in
+/// unselected databases are shown.
+async fn filters_check(cfg: &Config, source: &Topology) -> Check {
     const NAME: &str = "selection and filters";
     let f = &cfg.sync.filter;
     let used: std::collections::BTreeSet<u32> = source
@@ -428,13 +429,29 @@ fn filters_check(cfg: &Config, source: &Topology) -> Check {
             "; source databases {skipped:?} hold keys and are not synced"
         ));
     }
-    match f.dbs() {
-        Some(dbs) if source.is_cluster() && dbs.iter().any(|&d| d != 0) => fail(
+    let Some(dbs) = f.dbs() else {
+        return pass(NAME, detail);
+    };
+    if source.is_cluster() && dbs.iter().any(|&d| d != 0) {
+        return fail(
             NAME,
             format!("{detail}: a cluster source has only db 0 (sync.dbs)"),
-        ),
-        _ => pass(NAME, detail),
+        );
     }
+    for m in source.masters() {
+        if let Some(n) = databases_setting("source", &m.endpoint).await
+            && let Some(&d) = dbs.iter().find(|&&d| d >= n)
+        {
+            return fail(
+                NAME,
+                format!(
+                    "{detail}: sync.dbs selects database {d} but source {} has {n} databases",
+                    m.endpoint
+                ),
+            );
+        }
+    }
+    pass(NAME, detail)
 }
 
 fn describe(t: &Topology) -> String {

@@ -591,3 +591,83 @@ fn repeated_full_sync_clears_only_the_selection() {
     assert_eq!(get(&mut d, "app:unselected"), None);
     run.terminate();
 }
+
+/// The precheck's `selection and filters` row: shows the selection, names source databases
+/// with keys that are skipped, and fails on a database the source does not have; bad filter
+/// settings are configuration errors naming the setting.
+#[test]
+fn check_shows_the_selection_and_refuses_a_missing_database() {
+    let src = RedisServer::start(ServerKind::Redis70);
+    let dst = RedisServer::start(ServerKind::Redis70);
+    let mut c = src.client();
+    select(&mut c, 4);
+    cmd(&mut c, &["SET", "k", "v"]);
+    let state = tempfile::tempdir().expect("state dir");
+    let base = [
+        "check",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ];
+    let row = |out: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+        v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == "selection and filters")
+            .cloned()
+            .expect("row")
+    };
+    let mut a = base.to_vec();
+    a.extend([
+        "--dbs",
+        "0,3",
+        "--exclude-regex",
+        "^tmp:",
+        "--deny-command",
+        "flushall",
+    ]);
+    let (status, out) = Shardsync::run_to_exit(&a, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{out}");
+    let r = row(&out);
+    assert_eq!(r["status"], "ok", "{out}");
+    let detail = r["detail"].as_str().expect("detail");
+    for want in [
+        "databases [0, 3]",
+        "exclude regex ^tmp:",
+        "FLUSHALL",
+        "[4] hold keys",
+    ] {
+        assert!(detail.contains(want), "{want}: {detail}");
+    }
+    let mut a = base.to_vec();
+    a.extend(["--dbs", "0,20"]);
+    let (status, out) = Shardsync::run_to_exit(&a, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{out}");
+    let r = row(&out);
+    assert_eq!(r["status"], "fail");
+    assert!(
+        r["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("database 20"),
+        "{out}"
+    );
+    // Bad settings: exit 2 naming the setting.
+    let mut a = base.to_vec();
+    a.extend(["--include-regex", "("]);
+    let (status, out) = Shardsync::run_to_exit(&a, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("sync.filter.include_regex"), "{out}");
+    let mut a = base.to_vec();
+    a.extend(["--dbs", "0,x"]);
+    let (status, out) = Shardsync::run_to_exit(&a, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("--dbs"), "{out}");
+}
