@@ -48,6 +48,9 @@ pub struct Wanted {
     pub target_db: u32,
     pub key: Bytes,
     pub why: String,
+    /// Asked for by the filters ([`crate::router::filter`]): a legitimate copy each time, not
+    /// a failure, so the give-up rule (5 attempts a minute) does not apply.
+    pub filtered: bool,
 }
 
 /// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
@@ -149,6 +152,7 @@ impl RepairQueue {
                         target_db: c.db,
                         key,
                         why: why.clone(),
+                        filtered: false,
                     },
                 );
             }
@@ -165,6 +169,7 @@ impl RepairQueue {
                     target_db,
                     key,
                     why: why.to_string(),
+                    filtered: false,
                 },
             );
         }
@@ -179,6 +184,7 @@ impl RepairQueue {
                 target_db,
                 key,
                 why: why.to_string(),
+                filtered: true,
             },
         );
     }
@@ -356,7 +362,7 @@ impl Repairer {
             if dbs.is_empty() {
                 continue;
             }
-            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, &mut out)
+            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, !w.filtered, &mut out)
                 .await;
         }
         self.prefetched.clear();
@@ -393,17 +399,40 @@ impl Repairer {
                 }
                 if keys.is_empty() {
                     let all = dc.cmd.is("FLUSHALL") || dc.cmd.is("SWAPDB");
+                    // SWAPDB's (target) databases: a copy written before it moved to the other.
+                    let swap = dc
+                        .cmd
+                        .is("SWAPDB")
+                        .then(|| {
+                            let n = |i: usize| {
+                                std::str::from_utf8(dc.cmd.args.get(i)?)
+                                    .ok()?
+                                    .parse::<u32>()
+                                    .ok()
+                            };
+                            Some((n(1)?, n(2)?))
+                        })
+                        .flatten();
                     if all || dc.cmd.is("FLUSHDB") {
+                        let why = format!(
+                            "{} ran inside the repair window",
+                            crate::escape::text(dc.cmd.name())
+                        );
                         for ((db, k), &(_, o)) in f.map.iter() {
                             if end <= o && (all || *db == dc.db) {
-                                again.push((
-                                    *db,
-                                    k.clone(),
-                                    format!(
-                                        "{} ran inside the repair window",
-                                        crate::escape::text(dc.cmd.name())
-                                    ),
-                                ));
+                                again.push((*db, k.clone(), why.clone()));
+                                let t = self.ctx.sync.target_db(*db, self.ctx.cluster_target);
+                                let other = match swap {
+                                    Some((x, y)) if t == Some(x) => Some(y),
+                                    Some((x, y)) if t == Some(y) => Some(x),
+                                    _ => None,
+                                };
+                                if let Some(&s) = other
+                                    .and_then(|o| self.source_dbs(o).first().copied())
+                                    .as_ref()
+                                {
+                                    again.push((s, k.clone(), why.clone()));
+                                }
                             }
                         }
                     }
@@ -417,15 +446,19 @@ impl Repairer {
             tracing::debug!(shard = %shard.name, dropped, "stream commands skipped: their keys were copied from the source at a later offset");
         }
         again.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        // Not failures (each follows a stream command inside a fence window), so the give-up
+        // rule does not apply: a hot key copied often must not be given up on.
         for (db, key, why) in again {
-            self.repair_key(shard, epoch, &[db], &key, &why, &mut out)
+            self.repair_key(shard, epoch, &[db], &key, &why, false, &mut out)
                 .await;
         }
         out
     }
 
     /// Copies one key from the first of `dbs` where it exists (or deletes it on the target
-    /// when it exists in none), installs its fence and appends the writes to `out`.
+    /// when it exists in none), installs its fence and appends the writes to `out`. `limited`:
+    /// the give-up rule applies (not to copies the filters ask for).
+    #[allow(clippy::too_many_arguments)]
     async fn repair_key(
         &mut self,
         shard: &ShardState,
@@ -433,11 +466,12 @@ impl Repairer {
         dbs: &[u32],
         key: &Bytes,
         why: &str,
+        limited: bool,
         out: &mut Vec<DbCmd>,
     ) {
         let shown = crate::escape::text(key);
         let Some(&first_db) = dbs.first() else { return };
-        if !self.allow_attempt(first_db, key) {
+        if limited && !self.allow_attempt(first_db, key) {
             metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
             if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair_failed") {
                 tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why, suppressed,

@@ -28,6 +28,11 @@ pub struct Trio {
 impl Trio {
     /// Starts all four processes and waits for the full sync (of an empty source) to finish.
     pub fn start(src_kind: ServerKind, dst_kind: ServerKind) -> Trio {
+        Self::start_with(src_kind, dst_kind, &[])
+    }
+
+    /// [`Trio::start`] with extra `shardsync run` arguments (e.g. filters).
+    pub fn start_with(src_kind: ServerKind, dst_kind: ServerKind, extra: &[&str]) -> Trio {
         let src = RedisServer::start(src_kind);
         let replica = RedisServer::start(src_kind);
         let dst = RedisServer::start(dst_kind);
@@ -36,7 +41,7 @@ impl Trio {
         let state = tempfile::tempdir().expect("state dir");
         let state_dir = state.path().to_str().expect("utf-8 temp path").to_string();
         let (su, du) = (src.url(), dst.url());
-        let mut ss = Shardsync::spawn(&[
+        let mut args = vec![
             "run",
             "--source",
             &su,
@@ -48,7 +53,9 @@ impl Trio {
             "off",
             "--log-level",
             "info",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut ss = Shardsync::spawn(&args);
         ss.expect_log("RDB received", Duration::from_secs(60));
         let mut t = Trio {
             src,
