@@ -100,6 +100,21 @@ fn keys_of(cmd: &Cmd) -> Vec<Bytes> {
     out
 }
 
+/// `MOVE k n` → `(n, k)`; `COPY src dst DB n …` → `(n, dst)`: the key a command writes in
+/// another (target) database.
+fn cross_db_dest(cmd: &Cmd) -> Option<(u32, Bytes)> {
+    let db = |a: &Bytes| std::str::from_utf8(a).ok()?.parse::<u32>().ok();
+    if cmd.is("MOVE") {
+        return Some((db(cmd.args.get(2)?)?, cmd.args.get(1)?.clone()));
+    }
+    if cmd.is("COPY") {
+        let i = (3..cmd.args.len().saturating_sub(1))
+            .find(|&i| cmd.args[i].eq_ignore_ascii_case(b"DB"))?;
+        return Some((db(&cmd.args[i + 1])?, cmd.args.get(2)?.clone()));
+    }
+    None
+}
+
 impl RepairQueue {
     pub fn new() -> Arc<RepairQueue> {
         Arc::new(RepairQueue::default())
@@ -367,7 +382,8 @@ impl Repairer {
         }
         self.prefetched.clear();
         // Filter the run by the fences.
-        let mut again: Vec<(u32, Bytes, String)> = Vec::new();
+        // (source databases to read from, first where it exists; key; why)
+        let mut again: Vec<(Vec<u32>, Bytes, String)> = Vec::new();
         let mut dropped = 0u64;
         {
             let Ok(mut f) = self.fences.lock() else {
@@ -383,16 +399,26 @@ impl Repairer {
                         .get(&(dc.db, k.clone()))
                         .is_some_and(|&(_, o)| end <= o)
                 };
-                if !keys.is_empty() && keys.iter().any(fenced) {
-                    for k in keys.iter().filter(|k| !fenced(k)) {
-                        again.push((
-                            dc.db,
-                            k.clone(),
-                            format!(
-                                "{} also touched a key being repaired",
-                                crate::escape::text(dc.cmd.name())
-                            ),
-                        ));
+                // `MOVE`/`COPY … DB`: the key it writes in another database, whose source
+                // databases may hold a fence too.
+                let dest = cross_db_dest(&dc.cmd)
+                    .map(|(tdb, k)| (self.source_dbs(tdb), k))
+                    .filter(|(dbs, _)| !dbs.is_empty());
+                let dest_fenced = dest.as_ref().is_some_and(|(dbs, k)| {
+                    dbs.iter()
+                        .any(|&s| f.map.get(&(s, k.clone())).is_some_and(|&(_, o)| end <= o))
+                });
+                if (!keys.is_empty() && keys.iter().any(fenced)) || dest_fenced {
+                    let why = format!(
+                        "{} also touched a key being repaired",
+                        crate::escape::text(dc.cmd.name())
+                    );
+                    for k in keys.iter().filter(|k| dest_fenced || !fenced(k)) {
+                        again.push((vec![dc.db], k.clone(), why.clone()));
+                    }
+                    // Skipped, so its destination is copied too.
+                    if let Some((dbs, k)) = dest {
+                        again.push((dbs, k, why));
                     }
                     dropped += 1;
                     continue;
@@ -420,18 +446,15 @@ impl Repairer {
                         );
                         for ((db, k), &(_, o)) in f.map.iter() {
                             if end <= o && (all || *db == dc.db) {
-                                again.push((*db, k.clone(), why.clone()));
+                                again.push((vec![*db], k.clone(), why.clone()));
                                 let t = self.ctx.sync.target_db(*db, self.ctx.cluster_target);
                                 let other = match swap {
                                     Some((x, y)) if t == Some(x) => Some(y),
                                     Some((x, y)) if t == Some(y) => Some(x),
                                     _ => None,
                                 };
-                                if let Some(&s) = other
-                                    .and_then(|o| self.source_dbs(o).first().copied())
-                                    .as_ref()
-                                {
-                                    again.push((s, k.clone(), why.clone()));
+                                if let Some(o) = other {
+                                    again.push((self.source_dbs(o), k.clone(), why.clone()));
                                 }
                             }
                         }
@@ -448,8 +471,8 @@ impl Repairer {
         again.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         // Not failures (each follows a stream command inside a fence window), so the give-up
         // rule does not apply: a hot key copied often must not be given up on.
-        for (db, key, why) in again {
-            self.repair_key(shard, epoch, &[db], &key, &why, false, &mut out)
+        for (dbs, key, why) in again {
+            self.repair_key(shard, epoch, &dbs, &key, &why, false, &mut out)
                 .await;
         }
         out

@@ -687,13 +687,27 @@ fn fuzz_kept(key: &[u8]) -> bool {
 /// kept key of the replica equals the target's and the target holds no other key.
 #[test]
 fn filtered_differential_fuzz_redis70() {
+    filtered_fuzz(&["--exclude-regex", "^[a-z]+:b$"], |db| db);
+}
+
+/// The same with `db_map 1=2` (the generator writes databases 0 and 1; `SWAPDB 0 1` and
+/// `MOVE k 1` become `SWAPDB 0 2` and `MOVE k 2`).
+#[test]
+fn filtered_differential_fuzz_with_db_map() {
+    filtered_fuzz(
+        &["--exclude-regex", "^[a-z]+:b$", "--db-map", "1=2"],
+        |db| if db == 1 { 2 } else { db },
+    );
+}
+
+fn filtered_fuzz(extra: &[&str], target_db: fn(u32) -> u32) {
     use crate::fuzz_gen::{ops, render};
     use crate::oracle::{IGNORED, Trio};
     use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
     let t = std::cell::RefCell::new(Trio::start_with(
         ServerKind::Redis70,
         ServerKind::Redis70,
-        &["--exclude-regex", "^[a-z]+:b$"],
+        extra,
     ));
     let config = Config {
         cases: std::env::var("SHARDSYNC_FILTER_FUZZ_CASES")
@@ -746,7 +760,7 @@ fn filtered_differential_fuzz_redis70() {
         let mut diffs = Vec::new();
         for db in [0u32, 1] {
             select(&mut rc, db);
-            select(&mut dc, db);
+            select(&mut dc, target_db(db));
             let want: BTreeSet<Vec<u8>> = scan_keys(&mut rc)
                 .into_iter()
                 .filter(|k| !ignored(k) && fuzz_kept(k))
