@@ -29,11 +29,13 @@ pub mod observe;
 pub mod precheck;
 pub mod precheck_acl;
 pub mod precheck_functions;
+pub mod precheck_tls;
 pub mod rdb;
 pub mod resp;
 pub mod router;
 pub mod sink;
 pub mod source;
+pub mod supervise;
 pub mod verify;
 
 /// Wall-clock time in Unix milliseconds.

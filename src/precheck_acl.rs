@@ -211,7 +211,7 @@ async fn verdicts(
     cmds: &[Vec<String>],
 ) -> Result<(Vec<Verdict>, bool), String> {
     let user = ep.username.clone().unwrap_or_else(|| "default".into());
-    let mut conn = client::connect(role, ep).await?;
+    let mut conn = client::connect(role, ep).await.map_err(|e| e.to_string())?;
     let mut out: Vec<Option<Verdict>> = Vec::new();
     if seven {
         for c in cmds {

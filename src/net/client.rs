@@ -6,28 +6,39 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Endpoint;
+use crate::net::NetError;
 use crate::net::server_info::ServerInfo;
 
-/// Opens a redis-rs connection to `ep`; `role` ("source", "target") prefixes every error.
-pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(ep.connection_info())
-        .map_err(|e| format!("{role} {ep}: {}", describe(&e)))?;
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_secs(30)));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!(
-                    "{role} {ep}: cannot connect (no answer within {} s); is the server running and reachable?",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            } else {
-                format!("{role} {ep}: {}", describe(&e))
-            }
-        })
+/// Opens a redis-rs connection to `ep` (TCP or TLS, [`crate::net::stream::connect`]); `role`
+/// ("source", "target") prefixes every error.
+pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, NetError> {
+    let stream = crate::net::stream::connect(ep).await.map_err(|e| match e {
+        NetError::Connect { why, .. } => NetError::client(
+            role,
+            ep,
+            format!("cannot connect ({why}); is the server running and reachable?"),
+        ),
+        e => NetError::client(role, ep, e.to_string()),
+    })?;
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    let info = ep.connection_info();
+    let setup = MultiplexedConnection::new_with_config(info.redis_settings(), stream, cfg);
+    match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+        Ok(Ok((conn, driver))) => {
+            tokio::spawn(driver);
+            Ok(conn)
+        }
+        Ok(Err(e)) => Err(NetError::client(role, ep, describe(&e))),
+        Err(_) => Err(NetError::client(
+            role,
+            ep,
+            format!(
+                "cannot connect (no answer to the login within {} s); is the server running and reachable?",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// How long to wait for the TCP connection (and login).
@@ -50,6 +61,9 @@ pub fn describe(e: &redis::RedisError) -> String {
         format!(
             "timed out waiting for the reply ({text}); the server accepted the connection but did not answer in time (overloaded, blocked, or not a Redis server?)"
         )
+    } else if text.contains("TLS: ") {
+        // Already says what to change (crate::net::tls::explain).
+        text
     } else if e.is_connection_refusal() {
         format!("cannot connect ({text}); is the server running and reachable?")
     } else if e.is_io_error() {
@@ -64,11 +78,15 @@ pub async fn server_info(
     role: &str,
     ep: &Endpoint,
     conn: &mut MultiplexedConnection,
-) -> Result<(ServerInfo, String), String> {
+) -> Result<(ServerInfo, String), NetError> {
     let timed_out = || {
-        format!(
-            "{role} {ep}: timed out after {} s waiting for the INFO reply (the server accepted the connection but its reply never completed; is it overloaded, or not a Redis server?)",
-            INFO_TIMEOUT.as_secs()
+        NetError::client(
+            role,
+            ep,
+            format!(
+                "timed out after {} s waiting for the INFO reply (the server accepted the connection but its reply never completed; is it overloaded, or not a Redis server?)",
+                INFO_TIMEOUT.as_secs()
+            ),
         )
     };
     let info: String = match tokio::time::timeout(
@@ -79,11 +97,22 @@ pub async fn server_info(
     {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-        Ok(Err(e)) => return Err(format!("{role} {ep}: INFO failed: {}", describe(&e))),
+        Ok(Err(e)) => {
+            return Err(NetError::client(
+                role,
+                ep,
+                format!("INFO failed: {}", describe(&e)),
+            ));
+        }
         Ok(Ok(info)) => info,
     };
-    let si = ServerInfo::parse(&info)
-        .ok_or_else(|| format!("{role} {ep}: INFO does not say which server version this is"))?;
+    let si = ServerInfo::parse(&info).ok_or_else(|| {
+        NetError::client(
+            role,
+            ep,
+            "INFO does not say which server version this is (is it a Redis-compatible server?)",
+        )
+    })?;
     Ok((si, info))
 }
 

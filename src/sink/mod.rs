@@ -5,6 +5,7 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod error;
 pub mod repair;
 pub mod selection;
 pub mod targets;
@@ -16,6 +17,7 @@ use crate::cmd::DbCmd;
 use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use error::SinkError;
 pub use targets::Targets;
 pub use writer::TargetWriter;
 

@@ -33,5 +33,6 @@ mod router_keyslot;
 mod select_filters;
 mod sink_errors;
 mod stream_state;
+mod tls;
 mod url_passwords;
 mod verify;

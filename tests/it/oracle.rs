@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::compare::{CompareOptions, Difference, compare_servers_with};
+use crate::common::status::{full_sync_done, status_addr_arg};
 use crate::common::util::info_field;
 use crate::common::{RedisServer, ServerKind, Shardsync, wait_until};
 
@@ -41,6 +42,7 @@ impl Trio {
         let state = tempfile::tempdir().expect("state dir");
         let state_dir = state.path().to_str().expect("utf-8 temp path").to_string();
         let (su, du) = (src.url(), dst.url());
+        let status_addr = status_addr_arg();
         let mut args = vec![
             "run",
             "--source",
@@ -50,13 +52,17 @@ impl Trio {
             "--state-dir",
             &state_dir,
             "--metrics-addr",
-            "off",
+            &status_addr,
             "--log-level",
             "info",
         ];
         args.extend_from_slice(extra);
         let mut ss = Shardsync::spawn(&args);
-        ss.expect_log("RDB received", Duration::from_secs(60));
+        ss.wait_status(
+            Duration::from_secs(60),
+            "the full sync applied",
+            full_sync_done,
+        );
         let mut t = Trio {
             src,
             replica,
