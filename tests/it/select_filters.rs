@@ -687,7 +687,21 @@ fn fuzz_kept(key: &[u8]) -> bool {
 /// kept key of the replica equals the target's and the target holds no other key.
 #[test]
 fn filtered_differential_fuzz_redis70() {
-    filtered_fuzz(&["--exclude-regex", "^[a-z]+:b$"], |db| db);
+    filtered_fuzz(
+        ServerKind::Redis70,
+        &["--exclude-regex", "^[a-z]+:b$"],
+        |db| db,
+    );
+}
+
+/// The same on Valkey 9.1 (its own propagated forms).
+#[test]
+fn filtered_differential_fuzz_valkey91() {
+    filtered_fuzz(
+        ServerKind::Valkey91,
+        &["--exclude-regex", "^[a-z]+:b$"],
+        |db| db,
+    );
 }
 
 /// The same with `db_map 1=2` (the generator writes databases 0 and 1; `SWAPDB 0 1` and
@@ -695,20 +709,28 @@ fn filtered_differential_fuzz_redis70() {
 #[test]
 fn filtered_differential_fuzz_with_db_map() {
     filtered_fuzz(
+        ServerKind::Redis70,
         &["--exclude-regex", "^[a-z]+:b$", "--db-map", "1=2"],
         |db| if db == 1 { 2 } else { db },
     );
 }
 
-fn filtered_fuzz(extra: &[&str], target_db: fn(u32) -> u32) {
+fn filtered_fuzz(kind: ServerKind, extra: &[&str], target_db: fn(u32) -> u32) {
     use crate::fuzz_gen::{ops, render};
     use crate::oracle::{IGNORED, Trio};
     use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-    let t = std::cell::RefCell::new(Trio::start_with(
-        ServerKind::Redis70,
-        ServerKind::Redis70,
-        extra,
-    ));
+    let mut trio = Trio::start_with(kind, kind, extra);
+    if kind.has_functions() {
+        // FCALL steps (keys declared by numkeys) need the generator's library on the source.
+        let _: () = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(crate::fuzz_gen::FUNCTION_LIB)
+            .query(&mut trio.src.client())
+            .expect("FUNCTION LOAD");
+        trio.catch_up();
+    }
+    let t = std::cell::RefCell::new(trio);
     let config = Config {
         cases: std::env::var("SHARDSYNC_FILTER_FUZZ_CASES")
             .ok()
@@ -740,7 +762,7 @@ fn filtered_fuzz(extra: &[&str], target_db: fn(u32) -> u32) {
         let mut sent = Vec::new();
         for op in &ops {
             let mut cmds = Vec::new();
-            render(op, ServerKind::Redis70, &mut conn, &mut cmds);
+            render(op, kind, &mut conn, &mut cmds);
             for c in cmds {
                 let mut cmd = redis::cmd(&String::from_utf8_lossy(&c[0]));
                 for a in &c[1..] {
