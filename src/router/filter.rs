@@ -278,11 +278,11 @@ impl Filter {
         if self.deny.is_empty() {
             return false;
         }
-        let name = cmd.name().to_ascii_uppercase();
+        let name = cmd.name();
         self.deny.iter().any(|d| match d.split_once(' ') {
-            None => d.as_bytes() == name.as_slice(),
+            None => name.eq_ignore_ascii_case(d.as_bytes()),
             Some((n, sub)) => {
-                n.as_bytes() == name.as_slice()
+                name.eq_ignore_ascii_case(n.as_bytes())
                     && cmd
                         .args
                         .get(1)
@@ -567,6 +567,13 @@ mod tests {
         assert!(e.contains("sync.filter.exclude_regex"), "{e}");
         assert!(Filter::new(Some(vec![]), &FilterSpec::default()).is_err());
         assert!(Filter::default().is_noop());
+        let d = filter(None, |s| {
+            s.deny_commands = vec!["function  flush".into(), "FlushAll".into()]
+        });
+        assert!(d.denied(&cmd!["FUNCTION", "FLUSH", "ASYNC"]));
+        assert!(d.denied(&cmd!["flushall"]));
+        assert!(!d.denied(&cmd!["FUNCTION", "LOAD", "code"]));
+        assert!(!d.denied(&cmd!["FLUSHDB"]));
     }
 
     #[test]
