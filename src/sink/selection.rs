@@ -52,7 +52,9 @@ pub fn filter_run(
         }
     }
     for why in fx.refused.drain(..) {
-        tracing::error!(shard = %shard.name, "{why}");
+        if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "filter_refused") {
+            tracing::error!(shard = %shard.name, suppressed, "{why}");
+        }
         shard.mark_degraded(why);
     }
     for rule in Rule::ALL {
