@@ -28,6 +28,7 @@ pub mod net;
 pub mod observe;
 pub mod outputs;
 pub mod precheck;
+pub mod precheck_acl;
 pub mod precheck_functions;
 pub mod precheck_tls;
 pub mod rdb;

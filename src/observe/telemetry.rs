@@ -49,6 +49,8 @@ pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 pub const TARGET_FAILED: &str = "shardsync_target_failed";
 pub const TARGET_APPLIED_OFFSET: &str = "shardsync_target_applied_offset_bytes";
 pub const TARGET_DROPPED_WRITES: &str = "shardsync_target_dropped_writes_total";
+pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
+pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
 pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
@@ -84,6 +86,8 @@ pub const ALL: &[&str] = &[
     TARGET_FAILED,
     TARGET_APPLIED_OFFSET,
     TARGET_DROPPED_WRITES,
+    FILTERED_COMMANDS,
+    FILTERED_KEYS,
     TASK_FAILURES,
 ];
 
@@ -291,6 +295,14 @@ fn describe() {
         "one-to-many: commands not sent to a failed target, by shard and target"
     );
     describe_counter!(
+        FILTERED_COMMANDS,
+        "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
+    );
+    describe_counter!(
+        FILTERED_KEYS,
+        "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
+    );
+    describe_counter!(
         TASK_FAILURES,
         "long-lived tasks (heartbeat, checkpointer, target writer, HTTP listener…) that ended unexpectedly (a panic), by task kind; each is logged"
     );
@@ -338,6 +350,12 @@ pub fn register_shard(shard: &str) {
     }
     for class in ["transient", "permanent"] {
         counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
+    }
+    for rule in crate::router::filter::Rule::ALL {
+        counter!(FILTERED_COMMANDS, "shard" => s.clone(), "rule" => rule.name()).increment(0);
+    }
+    for rule in ["db", "key"] {
+        counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
 }
 

@@ -19,7 +19,12 @@ use std::time::Duration;
 use super::SinkError;
 use super::dispatch::{Dispatcher, RunInfo, WriterGone};
 use crate::cmd::DbCmd;
+use crate::config::SyncSettings;
 use crate::observe::progress::ShardState;
+
+/// Settings of a fan-out without targets (never built by a run).
+static NO_SETTINGS: std::sync::LazyLock<SyncSettings> =
+    std::sync::LazyLock::new(SyncSettings::default);
 
 /// One target's share of a shard: its dispatcher and, with several targets, its leg.
 struct Leg {
@@ -81,6 +86,39 @@ impl Fanout {
                 })
                 .collect(),
         }
+    }
+
+    /// The sync settings the RDB loader reads (database selection and filters: the same for
+    /// every target; only `db_map` differs per target, and it is applied per target).
+    pub fn sync(&self) -> &SyncSettings {
+        match self.legs.first() {
+            Some(l) => l.dispatcher.sync(),
+            None => &NO_SETTINGS,
+        }
+    }
+
+    /// `sync.dbs` / `sync.filter` on a run of source commands (see
+    /// [`Dispatcher::filter_stream`]): the first target's result is what every target gets
+    /// (the selection and filters are shared); with filters on, each other live target also
+    /// runs them, for its own key copies (its repair queue and `db_map`) and counts (labelled
+    /// with its leg).
+    pub fn filter_stream(
+        &self,
+        shard: &ShardState,
+        cmds: Vec<DbCmd>,
+        ends: Vec<u64>,
+    ) -> (Vec<DbCmd>, Vec<u64>) {
+        let Some((first, rest)) = self.legs.split_first() else {
+            return (cmds, ends);
+        };
+        if !first.dispatcher.sync().filter.is_noop() {
+            for l in rest {
+                if let Some(st) = l.state.as_ref().filter(|s| !s.is_failed()) {
+                    let _ = l.dispatcher.filter_stream(st, cmds.clone(), ends.clone());
+                }
+            }
+        }
+        first.dispatcher.filter_stream(shard, cmds, ends)
     }
 
     /// True while a `MULTI` block is open on some target (its commands are held until `EXEC`).

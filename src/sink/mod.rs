@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod error;
 pub mod fanout;
 pub mod repair;
+pub mod selection;
 pub mod targets;
 pub mod writer;
 

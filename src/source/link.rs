@@ -746,6 +746,8 @@ async fn stream(
             // accepts (see `convert::compat`). The source offset after each command goes along:
             // repairs skip commands up to a fence.
             let ends_in = std::mem::take(&mut dec.ends);
+            // sync.dbs / sync.filter act on the source's commands, before any conversion.
+            let (mut cmds, ends_in) = writer.filter_stream(shard, cmds, ends_in);
             let now = crate::now_ms() as i64;
             let mut out = Vec::with_capacity(cmds.len());
             let mut ends = Vec::with_capacity(cmds.len());
