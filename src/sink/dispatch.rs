@@ -344,6 +344,8 @@ impl Dispatcher {
         for (seg, this) in self.plan(shard, run, cmds, &routing) {
             match seg {
                 Segment::Parts(parts) => {
+                    // RDB batches only: plain SETs become MSETs (see `super::coalesce`).
+                    let parts = super::coalesce::parts(parts, routing.table.is_some());
                     for (w, b) in Self::batches(shard, this, parts, &routing) {
                         if let Some(h) = routing.writers[w].as_ref() {
                             h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;

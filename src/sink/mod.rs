@@ -3,6 +3,7 @@
 //! [`TargetWriter`] actor that pipelines into one node, and the cross-slot fallback.
 
 pub mod clear;
+pub mod coalesce;
 pub mod crossslot;
 pub mod dispatch;
 pub mod repair;
