@@ -6,6 +6,7 @@ mod common;
 mod rdb_support;
 
 mod cli_errors;
+mod coalesce;
 mod command_table;
 mod convert_real;
 mod corpus_sync;
