@@ -136,7 +136,8 @@ impl Group {
             return;
         }
         if let Some(first) = self.first.take() {
-            self.args.reserve(1 + 2 * MAX_PAIRS.min(64));
+            // Sized once: growing it step by step costs copies and allocator work per key.
+            self.args.reserve_exact(1 + 2 * MAX_PAIRS);
             self.args.push(Bytes::from_static(b"MSET"));
             let mut a = first.args.into_iter().skip(1);
             self.args.extend(a.by_ref().take(2));
