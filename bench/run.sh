@@ -12,6 +12,9 @@
 #   RUNS=2         runs of each measured row (min and max are shown)
 #   BUSY=1         repeat the full-sync rows beside one busy loop (`while :; do :; done`); 0 skips
 #   LOADRDB=1      load-rdb / boot-load / parser rows; 0 skips
+#   INCR=4000000   SETs of the redis-benchmark burst (-P 16 -c 50) followed by shardsync and a
+#                  native replica at the same time; the lag is marker write -> marker on the follower; 0 skips
+#   BIG=5000000    a second source of BIG keys: full sync, native vs shardsync, for the RSS; 0 skips
 #   SHARDSYNC_BIN= the binary to measure (default: target/release/shardsync, built here)
 #   BASE_BIN=      a second binary measured in the same runs (e.g. the previous commit's build)
 #   TIMEOUT=600    seconds before a run is declared stuck
@@ -28,6 +31,8 @@ MIX="${MIX:-strings}"
 RUNS="${RUNS:-2}"
 BUSY="${BUSY:-1}"
 LOADRDB="${LOADRDB:-1}"
+INCR="${INCR:-4000000}"
+BIG="${BIG:-5000000}"
 TIMEOUT="${TIMEOUT:-600}"
 export POLL_MS="${POLL_MS:-10}"
 
@@ -88,6 +93,7 @@ stop_server() {
 
 # results: label -> space-separated values per column
 declare -A WALL SCPU TCPU RSS
+INCR_RATES=""
 add() { # KEY WALL SS_CPU TARGET_CPU RSS
   WALL[$1]+="$2 "; SCPU[$1]+="$3 "; TCPU[$1]+="$4 "; RSS[$1]+="$5 "
 }
@@ -198,6 +204,46 @@ if [ "$LOADRDB" = 1 ]; then
   done
 fi
 
+if [ "$INCR" -gt 0 ]; then
+  echo "bench: incremental burst of $INCR SETs" >&2
+  for i in $(seq "$RUNS"); do
+    start_server native; nport=$port; npid=$spid
+    redis-cli -p "$nport" replicaof 127.0.0.1 "$src_port" >/dev/null
+    start_server target; tport=$port; tpid=$spid
+    "$SHARDSYNC_BIN" run --source "redis://127.0.0.1:$src_port" --target "redis://127.0.0.1:$tport" \
+      --state-dir "$work/state" --metrics-addr off --heartbeat-key "" --log-level warn 2>"$out/logs/incr.log" &
+    sspid=$!; pids+=("$sspid")
+    python3 "$helper" wait-dbsize "$tport" "$(redis-cli -p "$src_port" dbsize)" "$EPOCHREALTIME" "$TIMEOUT" >/dev/null
+    python3 "$helper" wait-dbsize "$nport" "$(redis-cli -p "$src_port" dbsize)" "$EPOCHREALTIME" "$TIMEOUT" >/dev/null
+    python3 "$helper" marker "$src_port" "$TIMEOUT" "$tport" "$nport" >/dev/null
+    c0="$(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$sspid/stat")"
+    tc0="$(server_cpu "$tport")"; nc0="$(server_cpu "$nport")"
+    rate="$(redis-benchmark -p "$src_port" -t set -n "$INCR" -P 16 -c 50 -r "$KEYS" -d 64 -q 2>/dev/null \
+      | tr '\r' '\n' | awk '/^SET: [0-9.]+ requests per second/{r=$2} END{printf "%.0f", r}')"
+    read -r lag_ss lag_nat < <(python3 "$helper" marker "$src_port" "$TIMEOUT" "$tport" "$nport")
+    c1="$(awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$sspid/stat")"
+    hwm="$(awk '/^VmHWM/{printf "%.0f", $2/1024}' "/proc/$sspid/status")"
+    add incr-native "$lag_nat" "—" "$(awk -v a="$nc0" -v b="$(server_cpu "$nport")" 'BEGIN{printf "%.2f", b-a}')" "—"
+    add incr-new "$lag_ss" "$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", b-a}')" \
+      "$(awk -v a="$tc0" -v b="$(server_cpu "$tport")" 'BEGIN{printf "%.2f", b-a}')" "$hwm"
+    INCR_RATES+="$rate "
+    kill -TERM "$sspid"; wait "$sspid" || true; stop_server "$sspid"
+    stop_server "$tpid"; stop_server "$npid"; rm -rf "$work/target" "$work/native" "$work/state"
+  done
+fi
+
+if [ "$BIG" -gt 0 ]; then
+  echo "bench: $BIG keys" >&2
+  redis-cli -p "$src_port" flushall >/dev/null
+  python3 "$helper" gen "$BIG" "$MIX" "$work/data.resp"
+  redis-cli -p "$src_port" --pipe < "$work/data.resp" >"$work/fill.log"
+  rm -f "$work/data.resp"
+  small_keys=$KEYS; KEYS=$BIG
+  native_run native-big
+  ss_run new-big "$SHARDSYNC_BIN"
+  KEYS=$small_keys
+fi
+
 # ---- report: min–max of each column ------------------------------------------------------------
 range() { # values... -> "a" or "a–b"
   local v=("$@")
@@ -211,7 +257,7 @@ row() { # KEY LABEL REFKEY NOTE
   [ -n "${WALL[$k]:-}" ] || return 0
   local ratio="—"
   if [ -n "$3" ] && [ -n "${WALL[$3]:-}" ]; then
-    ratio="$(awk -v a="$(lo "${WALL[$k]}")" -v b="$(lo "${WALL[$3]}")" 'BEGIN{printf "%.2f×", a/b}')"
+    ratio="$(awk -v a="$(lo "${WALL[$k]}")" -v b="$(lo "${WALL[$3]}")" 'BEGIN{if (b > 0) printf "%.2f×", a/b; else print "—"}')"
   fi
   # shellcheck disable=SC2086
   echo "| $2 | $(range ${WALL[$k]}) | $ratio | $(range ${SCPU[$k]}) | $(range ${TCPU[$k]}) | $(range ${RSS[$k]}) | $4 |"
@@ -240,6 +286,10 @@ per_key() { # KEY -> µs of shardsync CPU per key (best run)
   row load-new "load-rdb: shardsync" boot "validates the file, then loads"
   row parse "parser alone (examples/rdb_dump)" checkrdb ""
   row checkrdb "redis-check-rdb" "" ""
+  row incr-native "incremental: native replica lag after the burst" "" "burst of $INCR SETs at $(range $INCR_RATES) writes/s (source, redis-benchmark -P 16 -c 50); same run as the next row"
+  row incr-new "incremental: shardsync lag after the burst" incr-native "CPU: during the burst"
+  row native-big "full sync of $BIG keys: native replica" "" "reference"
+  row new-big "full sync of $BIG keys: shardsync" native-big "compare its peak RSS with the $KEYS-key rows"
   row pipe-set "redis-cli --pipe: SETs" "" "the most a command loader gets"
   row pipe-mset "redis-cli --pipe: MSETs of 100" pipe-set ""
 } >"$out/run.md"
