@@ -115,6 +115,14 @@ fn flush(run: &mut Vec<(u32, Cmd)>, cluster: bool, out: &mut Vec<DbCmd>) {
     }
 }
 
+/// Moves the key and value of a plain `SET` (checked by [`plain_set`]) to `args`.
+fn push_pair(args: &mut Vec<Bytes>, mut c: Cmd) {
+    if let [_, k, v] = c.args.as_mut_slice() {
+        args.push(std::mem::take(k));
+        args.push(std::mem::take(v));
+    }
+}
+
 /// An `MSET` being filled; its first `SET` is held so that a group of one stays a `SET`.
 #[derive(Default)]
 struct Group {
@@ -139,11 +147,9 @@ impl Group {
             // Sized once: growing it step by step costs copies and allocator work per key.
             self.args.reserve_exact(1 + 2 * MAX_PAIRS);
             self.args.push(Bytes::from_static(b"MSET"));
-            let mut a = first.args.into_iter().skip(1);
-            self.args.extend(a.by_ref().take(2));
+            push_pair(&mut self.args, first);
         }
-        let mut a = c.args.into_iter().skip(1);
-        self.args.extend(a.by_ref().take(2));
+        push_pair(&mut self.args, c);
     }
 
     fn finish(&mut self, db: u32, out: &mut Vec<DbCmd>) {
