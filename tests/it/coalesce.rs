@@ -178,9 +178,9 @@ fn refused_mset_counts_every_key() {
         "every key of the refused MSETs must count as a rejected write:\n{out}"
     );
     let mut dc = dst.client();
-    // Redis counts refused commands apart: 1000 keys went in a few refused MSETs.
+    // Redis counts refused commands apart: 1000 keys went in 67 refused MSETs of up to 15 keys.
     let refused = stat(&mut dc, "mset", "rejected_calls");
-    assert!((1..=8).contains(&refused), "{refused} refused MSETs");
+    assert!((67..=100).contains(&refused), "{refused} refused MSETs");
     let n: u64 = redis::cmd("DBSIZE").query(&mut dc).expect("DBSIZE");
     assert_eq!(n, 0);
 }
