@@ -3,7 +3,8 @@
 //! on one `MSET` of many keys than on as many `SET`s (one command to look up, dispatch, propagate
 //! and answer instead of one per key), and shardsync reads one `+OK` instead of many.
 //!
-//! Only batches of an RDB load go through here ([`super::Dispatcher::blocking_send`]); the
+//! Only batches of an RDB load go through here ([`super::Dispatcher::blocking_send`], before
+//! routing); the
 //! command stream is never rewritten. What is coalesced and why it is exact:
 //! - only commands that are exactly `SET key value` (no option: `PXAT`, `KEEPTTL`, `GET`, `NX`…
 //!   change the meaning), within one *run* of consecutive such commands of one database. `MSET`
@@ -54,13 +55,8 @@ fn plain_set(c: &Cmd) -> bool {
     c.args.len() == 3 && c.args[2].len() <= MAX_VALUE && c.is("SET")
 }
 
-/// Coalesces every writer's part of an RDB batch (see the module documentation). `cluster`
-/// selects per-slot grouping.
-pub fn parts(parts: Vec<Vec<DbCmd>>, cluster: bool) -> Vec<Vec<DbCmd>> {
-    parts.into_iter().map(|p| batch(p, cluster)).collect()
-}
-
-/// Coalesces one batch for one target node.
+/// Coalesces one RDB batch before it is routed (see the module documentation). `cluster`
+/// selects per-slot grouping: the router keeps an `MSET` of one slot whole.
 pub fn batch(cmds: Vec<DbCmd>, cluster: bool) -> Vec<DbCmd> {
     // Nothing to do (the common case of a batch of collections or RESTOREs): no new vector.
     if !cmds

@@ -6,7 +6,9 @@ pub mod clear;
 pub mod coalesce;
 pub mod crossslot;
 pub mod dispatch;
+pub mod error;
 pub mod repair;
+pub mod selection;
 pub mod targets;
 pub mod writer;
 
@@ -16,6 +18,7 @@ use crate::cmd::DbCmd;
 use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use error::SinkError;
 pub use targets::Targets;
 pub use writer::TargetWriter;
 
