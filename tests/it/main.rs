@@ -5,6 +5,8 @@
 mod common;
 mod rdb_support;
 
+mod acl;
+mod cascade;
 mod cli_errors;
 mod command_table;
 mod convert_real;
@@ -20,6 +22,7 @@ mod fuzz_gen;
 mod harness_selftest;
 mod hostile_peers;
 mod observability;
+mod one_to_many;
 mod oracle;
 mod propagated_forms;
 mod rdb_corpus;
@@ -29,6 +32,7 @@ mod rdb_synthetic;
 mod resp_fuzz;
 mod rewrite_fuzz;
 mod router_keyslot;
+mod select_filters;
 mod sink_errors;
 mod stream_state;
 mod tls;
