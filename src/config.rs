@@ -115,9 +115,9 @@ impl Endpoint {
                 "target"
             };
             let client = crate::net::tls::TlsClient::new(side, &host, &Default::default())
-                .map_err(|why| ConfigError::Invalid {
+                .map_err(|e| ConfigError::Invalid {
                     key: what.to_string(),
-                    why,
+                    why: e.to_string(),
                 })?;
             Some(client)
         } else {
@@ -153,10 +153,10 @@ impl Endpoint {
                 ),
             });
         }
-        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|why| {
+        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|e| {
             ConfigError::Invalid {
                 key: format!("{side}.tls"),
-                why,
+                why: e.to_string(),
             }
         })?;
         self.tls = Some(client);

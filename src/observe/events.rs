@@ -139,12 +139,7 @@ impl Emit for WriteRefused<'_> {
         let Some(suppressed) = lograte::allow(&s.name, "unroutable") else {
             return;
         };
-        let key = self
-            .cmd
-            .args
-            .get(1)
-            .map(crate::escape::quoted)
-            .unwrap_or_default();
+        let key = crate::escape::quoted_key(self.cmd);
         tracing::error!(shard = %s.name, command = %self.cmd.name_upper(), key = %key, suppressed, "{}", self.why);
     }
 }
