@@ -237,7 +237,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         );
     }
     let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
-    let watchdogs = outputs.watchdogs(&states); // one-to-many: a failed target stops alone
+    outputs.watchdogs(&tree, &states); // one-to-many: a failed target stops alone
     let (dir, st) = (cfg.state_dir.clone(), crate::outputs::checkpointed(&states));
     let every = Duration::from_millis(cfg.sync.checkpoint_interval_ms);
     tree.spawn(
@@ -273,9 +273,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut progress = Progress::new(&states, idle, deadline);
 
     tree.stop(Group::Heartbeats).await;
-    for w in watchdogs {
-        w.abort();
-    }
+    tree.stop(Group::Watchdogs).await;
     for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
         if s.state.phase() != Phase::Incremental {
             continue;

@@ -245,21 +245,17 @@ impl Outputs {
         }))
     }
 
-    /// Starts a failure watchdog per leg of `shards` (one-to-many only; see
-    /// [`crate::sink::fanout::watch_leg`]): a failed target acknowledged nothing for its
-    /// `fail_after_ms` while writes waited.
-    pub fn watchdogs(&self, shards: &[Arc<ShardState>]) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut out = Vec::new();
+    /// Starts a failure watchdog per leg of `shards` under `tree` ([`Group::Watchdogs`];
+    /// one-to-many only; see [`crate::sink::fanout::watch_leg`]): a failed target acknowledged
+    /// nothing for its `fail_after_ms` while writes waited.
+    pub fn watchdogs(&self, tree: &Tree, shards: &[Arc<ShardState>]) {
         for s in shards {
             for (leg, o) in s.legs().iter().zip(&self.list) {
-                let after = o.spec.fail_after;
-                out.push(tokio::spawn(crate::sink::fanout::watch_leg(
-                    leg.clone(),
-                    after,
-                )));
+                let name = format!("{} -> {}", s.name, leg.target.as_deref().unwrap_or(""));
+                let watch = crate::sink::fanout::watch_leg(leg.clone(), o.spec.fail_after);
+                tree.spawn_once(Group::Watchdogs, name, watch);
             }
         }
-        out
     }
 
     /// Stops taking work: the writers' queues close once the links are gone.

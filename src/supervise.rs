@@ -1,6 +1,6 @@
 //! [`Tree`]: the supervision tree of a run. Every long-lived task hangs under one root, in a
-//! [`Group`] (HTTP listener and samplers, source links, heartbeats, target writers, the
-//! checkpointer); a run stops through one path: [`Tree::stop`] per group, in the order the app's
+//! [`Group`] (HTTP listener and samplers, source links, heartbeats, one-to-many target
+//! watchdogs, target writers, the checkpointer); a run stops through one path: [`Tree::stop`] per group, in the order the app's
 //! shutdown needs (each group's [`CancellationToken`] is a child of the root, so [`Tree::shutdown`]
 //! stops whatever is left).
 //!
@@ -24,15 +24,18 @@ use crate::net::backoff::Backoff;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
     Heartbeats = 0,
-    Links = 1,
-    Writers = 2,
-    Checkpointer = 3,
-    Observe = 4,
+    /// One-to-many: a watchdog per target leg ([`crate::sink::fanout::watch_leg`]).
+    Watchdogs = 1,
+    Links = 2,
+    Writers = 3,
+    Checkpointer = 4,
+    Observe = 5,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Heartbeats,
+        Group::Watchdogs,
         Group::Links,
         Group::Writers,
         Group::Checkpointer,
@@ -43,6 +46,7 @@ impl Group {
     pub fn name(self) -> &'static str {
         match self {
             Group::Heartbeats => "heartbeat",
+            Group::Watchdogs => "watchdog",
             Group::Links => "link",
             Group::Writers => "writer",
             Group::Checkpointer => "checkpointer",

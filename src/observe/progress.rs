@@ -109,8 +109,8 @@ pub struct ShardState {
     pub tickets_done: AtomicU64,
     /// Writes not sent because this leg's target failed (counted, logged once).
     pub dropped_writes: AtomicU64,
-    /// Fires whenever tickets are retired (the applied offset may have moved, the queue shrank):
-    /// waiters use it instead of polling ([`ShardState::drained`], [`ShardState::progress_watch`]).
+    /// Fires whenever tickets are retired (the applied offset may have moved, the queue shrank),
+    /// and when the queue goes from empty to not empty: waiters use it instead of polling ([`ShardState::drained`], [`ShardState::progress_watch`]).
     retired: tokio::sync::watch::Sender<()>,
 }
 
@@ -432,13 +432,19 @@ impl ShardState {
             completes_full_sync,
             remaining: AtomicUsize::new(parts),
         });
-        let moved = match self.tickets.lock() {
+        let (moved, busy) = match self.tickets.lock() {
             Ok(mut q) => {
                 q.push_back(t.clone());
-                self.advance(&mut q)
+                let was_idle = q.len() == 1;
+                let moved = self.advance(&mut q);
+                (moved, was_idle && !q.is_empty())
             }
-            Err(_) => false,
+            Err(_) => (false, false),
         };
+        if busy {
+            // Idle → busy: wakes a leg's watchdog (`sink::fanout::watch_leg`).
+            self.retired.send_replace(());
+        }
         if moved {
             self.moved();
         }
@@ -501,7 +507,8 @@ impl ShardState {
         own + self.live_legs().map(|l| l.open_tickets()).sum::<usize>()
     }
 
-    /// Changes whenever tickets are retired (the applied offset may have moved).
+    /// Changes whenever tickets are retired (the applied offset may have moved) and when the
+    /// first ticket is issued into an empty queue.
     pub fn progress_watch(&self) -> tokio::sync::watch::Receiver<()> {
         self.retired.subscribe()
     }

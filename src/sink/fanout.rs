@@ -266,40 +266,47 @@ fn dropped(leg: &ShardState, n: u64) {
 }
 
 /// Marks `leg` failed when its target acknowledges nothing for `fail_after` while writes wait
-/// for it. Ends when the leg fails or `stop` resolves.
+/// for it. Ends when the leg fails (its supervisor, [`crate::supervise::Group::Watchdogs`],
+/// drops it at the stop). Sleeps on the leg's progress watch: it wakes when tickets are
+/// retired (progress) or when writes start waiting, never on a tick.
 pub async fn watch_leg(leg: Arc<ShardState>, fail_after: Duration) {
-    let tick = (fail_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut last = (u64::MAX, 0u64);
-    let mut since = tokio::time::Instant::now();
+    let mut progress = leg.progress_watch();
+    let mut failed = leg.failed_watch();
     loop {
-        tokio::time::sleep(tick).await;
-        if leg.is_failed() {
-            return;
+        // Idle (nothing waits for this target): sleep until a write is handed out.
+        while leg.open_tickets() == 0 {
+            tokio::select! {
+                r = progress.changed() => if r.is_err() { return },
+                _ = failed.wait_for(|f| *f) => return,
+            }
         }
-        let now = (
-            leg.tickets_done.load(Ordering::Relaxed),
-            leg.applied_offset.load(Ordering::Acquire),
-        );
-        if now != last || leg.open_tickets() == 0 {
-            last = now;
-            since = tokio::time::Instant::now();
+        // Busy: any progress within `fail_after` starts the window again.
+        tokio::select! {
+            r = progress.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = failed.wait_for(|f| *f) => return,
+            _ = tokio::time::sleep(fail_after) => {}
+        }
+        if leg.open_tickets() == 0 {
             continue;
         }
-        if since.elapsed() >= fail_after {
-            let why = leg
-                .last_error
-                .lock()
-                .ok()
-                .and_then(|g| g.clone())
-                .map(|e| format!(" (last error: {e})"))
-                .unwrap_or_default();
-            leg.mark_failed(format!(
-                "target {} acknowledged no write for {:.1} s while {} runs waited{why}; its writes are dropped from now on and the other targets go on; restart shardsync once it is back (it resumes from this target's checkpoint, or full-syncs if the source no longer holds that point)",
-                leg.target.as_deref().unwrap_or(""),
-                fail_after.as_secs_f64(),
-                leg.open_tickets()
-            ));
-            return;
-        }
+        let why = leg
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        leg.mark_failed(format!(
+            "target {} acknowledged no write for {:.1} s while {} runs waited{why}; its writes are dropped from now on and the other targets go on; restart shardsync once it is back (it resumes from this target's checkpoint, or full-syncs if the source no longer holds that point)",
+            leg.target.as_deref().unwrap_or(""),
+            fail_after.as_secs_f64(),
+            leg.open_tickets()
+        ));
+        return;
     }
 }
