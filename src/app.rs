@@ -125,7 +125,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let writer_arbiter = Arbiter::new();
     let outputs = Outputs::start(&cfg, &pre.target, &writer_arbiter.handle(), &tree)
         .await
-        .map_err(|t| board.failed(RunError::Precheck(t)))?;
+        .map_err(|e| board.failed(e))?;
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
         let target_was_empty = outputs.all_empty();

@@ -213,6 +213,17 @@ pub enum ConfigError {
     Missing { key: String, flag: String },
     #[error("config file {path}: {why}")]
     File { path: PathBuf, why: String },
+    /// The text is not the file's shape (TOML syntax, an unknown key, a wrong type).
+    #[error("config: {why}")]
+    Syntax { why: String },
+}
+
+impl ConfigError {
+    fn syntax(why: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Syntax {
+            why: why.to_string(),
+        }
+    }
 }
 
 /// The TOML file's shape. Every field is optional so flags can complete it.
@@ -468,22 +479,25 @@ impl FileConfig {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
-        FileConfig::parse(&text).map_err(|why| ConfigError::File {
-            path: path.to_path_buf(),
-            why,
+        FileConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { why } => ConfigError::File {
+                path: path.to_path_buf(),
+                why,
+            },
+            other => other,
         })
     }
 
     /// Parses the TOML text; `[target]` and `[[target]]` (several targets) are both accepted.
-    pub fn parse(text: &str) -> Result<FileConfig, String> {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(ConfigError::syntax)?;
         let mut more = Vec::new();
         if let Some(toml::Value::Array(items)) = doc.get("target").cloned() {
             let mut tables = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
-                let t: FileEndpoint = item
-                    .try_into()
-                    .map_err(|e| format!("[[target]] number {}: {e}", i + 1))?;
+                let t: FileEndpoint = item.try_into().map_err(|e| {
+                    ConfigError::syntax(format!("[[target]] number {}: {e}", i + 1))
+                })?;
                 tables.push(t);
             }
             doc.remove("target");
@@ -492,12 +506,12 @@ impl FileConfig {
             more = it.collect();
             let mut f: FileConfig = toml::Value::Table(doc)
                 .try_into()
-                .map_err(|e: toml::de::Error| e.to_string())?;
+                .map_err(|e: toml::de::Error| ConfigError::syntax(e))?;
             f.target = first;
             f.more_targets = more;
             return Ok(f);
         }
-        let mut f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut f: FileConfig = toml::from_str(text).map_err(ConfigError::syntax)?;
         f.more_targets = std::mem::take(&mut more);
         Ok(f)
     }
@@ -960,8 +974,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("named \"x\""), "{e}");
-        let bad =
-            FileConfig::parse("[[target]]\nurl = \"h:2\"\n[[target]]\nbogus = 1\n").unwrap_err();
+        let bad = FileConfig::parse("[[target]]\nurl = \"h:2\"\n[[target]]\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("number 2") && bad.contains("bogus"), "{bad}");
         let src =
             FileConfig::parse("[source]\nurl = \"h:1\"\nname = \"s\"\n[target]\nurl = \"h:2\"\n")

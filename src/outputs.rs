@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use actix::ArbiterHandle;
 use bytes::Bytes;
 
+use crate::app::RunError;
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::{Config, SyncSettings, TargetSpec};
 use crate::net::server_info::ServerInfo;
@@ -55,16 +56,21 @@ pub struct Outputs {
     pub list: Vec<Output>,
 }
 
+/// A failed precheck of one of the targets after the first.
+fn failed_precheck(spec: &TargetSpec, table: &str) -> RunError {
+    RunError::Precheck(format!("target {}:\n{table}", spec.name))
+}
+
 impl Outputs {
     /// Prechecks the targets after the first (`first` is the first target's topology, checked
     /// with the source by [`crate::precheck::run`]) and starts every target's writers on
-    /// `arbiter`. Err: the failed precheck's table, naming the target.
+    /// `arbiter`. Err: [`RunError::Precheck`] with the failed precheck's table, naming the target.
     pub async fn start(
         cfg: &Config,
         first: &Topology,
         arbiter: &ArbiterHandle,
         run_tree: &Arc<Tree>,
-    ) -> Result<Outputs, String> {
+    ) -> Result<Outputs, RunError> {
         let multi = cfg.targets.len() > 1;
         let mut list = Vec::new();
         for (i, spec) in cfg.targets.iter().enumerate() {
@@ -78,13 +84,9 @@ impl Outputs {
                         }
                         p.target
                     }
-                    Ok(p) => return Err(format!("target {}:\n{}", spec.name, p.table())),
+                    Ok(p) => return Err(failed_precheck(spec, &p.table())),
                     Err(checks) => {
-                        return Err(format!(
-                            "target {}:\n{}",
-                            spec.name,
-                            crate::precheck::render(&checks)
-                        ));
+                        return Err(failed_precheck(spec, &crate::precheck::render(&checks)));
                     }
                 }
             };

@@ -15,8 +15,8 @@
 use redis::aio::MultiplexedConnection;
 
 use crate::config::{Config, OnResync};
-use crate::net::client;
 use crate::net::topology::Topology;
+use crate::net::{NetError, client};
 use crate::precheck::Check;
 
 /// The server's answer for one command.
@@ -130,12 +130,13 @@ fn reason(e: &redis::RedisError) -> String {
     s.split_once(": ").map_or(s.clone(), |(_, r)| r.to_string())
 }
 
-/// `ACL DRYRUN`: `Ok(None)` when the user may not run `ACL DRYRUN` itself (fall back).
+/// `ACL DRYRUN`: `Ok(None)` when the user may not run `ACL DRYRUN` itself (fall back). Err:
+/// the connection failed (I/O).
 async fn dryrun(
     conn: &mut MultiplexedConnection,
     user: &str,
     cmd: &[String],
-) -> Result<Option<Verdict>, String> {
+) -> Result<Option<Verdict>, redis::RedisError> {
     let r: redis::RedisResult<redis::Value> = redis::cmd("ACL")
         .arg("DRYRUN")
         .arg(user)
@@ -148,7 +149,7 @@ async fn dryrun(
         Ok(other) => Ok(Some(Verdict::Unknown(format!(
             "unexpected reply {other:?}"
         )))),
-        Err(e) if e.kind() == redis::ErrorKind::Io => Err(client::describe(&e)),
+        Err(e) if e.kind() == redis::ErrorKind::Io => Err(e),
         Err(e) if is_noperm(&e) => Ok(None),
         Err(e) => Ok(Some(Verdict::Unknown(reason(&e)))),
     }
@@ -157,15 +158,14 @@ async fn dryrun(
 /// Queues each command in a `MULTI` and discards it: the server's ACL verdict without running
 /// anything. `MULTI`/`EXEC` themselves are judged by the probe's own `MULTI` (and `EXEC` is
 /// assumed to go with it). The connection must be dropped afterwards (it may still be inside
-/// the `MULTI` when the user may not run `DISCARD`).
+/// the `MULTI` when the user may not run `DISCARD`). Err: the connection failed (I/O).
 async fn multi_probe(
     conn: &mut MultiplexedConnection,
     cmds: &[Vec<String>],
-) -> Result<Vec<Verdict>, String> {
-    let io = |e: redis::RedisError| client::describe(&e);
+) -> Result<Vec<Verdict>, redis::RedisError> {
     if let Err(e) = redis::cmd("MULTI").query_async::<()>(conn).await {
         if e.kind() == redis::ErrorKind::Io {
-            return Err(io(e));
+            return Err(e);
         }
         let v = if is_noperm(&e) {
             Verdict::Denied(reason(&e))
@@ -190,14 +190,14 @@ async fn multi_probe(
             redis::cmd(&c[0]).arg(&c[1..]).query_async(conn).await;
         out.push(match r {
             Ok(_) => Verdict::Allowed,
-            Err(e) if e.kind() == redis::ErrorKind::Io => return Err(io(e)),
+            Err(e) if e.kind() == redis::ErrorKind::Io => return Err(e),
             Err(e) if is_noperm(&e) => Verdict::Denied(reason(&e)),
             Err(e) => Verdict::Unknown(reason(&e)),
         });
     }
     // A user may lack DISCARD: the connection is dropped right after, which discards too.
     match redis::cmd("DISCARD").query_async::<()>(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Io => Err(io(e)),
+        Err(e) if e.kind() == redis::ErrorKind::Io => Err(e),
         _ => Ok(out),
     }
 }
@@ -209,13 +209,14 @@ async fn verdicts(
     ep: &crate::config::Endpoint,
     seven: bool,
     cmds: &[Vec<String>],
-) -> Result<(Vec<Verdict>, bool), String> {
+) -> Result<(Vec<Verdict>, bool), NetError> {
     let user = ep.username.clone().unwrap_or_else(|| "default".into());
-    let mut conn = client::connect(role, ep).await.map_err(|e| e.to_string())?;
+    let mut conn = client::connect(role, ep).await?;
+    let io = |e: redis::RedisError| NetError::client(role, ep, client::describe(&e));
     let mut out: Vec<Option<Verdict>> = Vec::new();
     if seven {
         for c in cmds {
-            out.push(dryrun(&mut conn, &user, c).await?);
+            out.push(dryrun(&mut conn, &user, c).await.map_err(io)?);
             if out.last().is_some_and(Option::is_none) {
                 break;
             }
@@ -230,7 +231,10 @@ async fn verdicts(
         .filter(|c| !(seven && (c[0] == "PSYNC" || c[0] == "SYNC")))
         .cloned()
         .collect();
-    let mut got = multi_probe(&mut conn, &probed).await?.into_iter();
+    let mut got = multi_probe(&mut conn, &probed)
+        .await
+        .map_err(io)?
+        .into_iter();
     let v = cmds
         .iter()
         .map(|c| {
@@ -287,7 +291,7 @@ async fn side(
     for m in topo.masters() {
         let seven = m.info.at_least(7, 0);
         match verdicts(role, &m.endpoint, seven, cmds).await {
-            Err(e) => unknown.push(format!("{}: {e}", m.endpoint)),
+            Err(e) => unknown.push(e.to_string()), // names the server
             Ok((v, multi)) => {
                 methods.insert(if multi {
                     "queued in a discarded MULTI"
