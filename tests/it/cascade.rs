@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
 use common::server::pick_free_port;
-use common::util::{http_get, wait_until};
+use common::status::status;
+use common::util::wait_until;
 use common::workload::{WorkloadOptions, run_workload};
 use common::*;
 
@@ -37,11 +38,6 @@ fn now_ms() -> u64 {
 fn get_ms(conn: &mut redis::Connection, key: &str) -> Option<u64> {
     let v: Option<String> = redis::cmd("GET").arg(key).query(conn).ok()?;
     v?.parse().ok()
-}
-
-fn status(addr: &str) -> Option<serde_json::Value> {
-    let (code, body) = http_get(addr, "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
 /// `lag_seconds` of the only shard in `/status`.
@@ -119,11 +115,19 @@ fn cascade(hb1: &str, hb2: &str) {
     let addr1 = format!("127.0.0.1:{}", pick_free_port(false));
     let addr2 = format!("127.0.0.1:{}", pick_free_port(false));
     let mut one = spawn(&a, &b, hb1, &addr1, &s1);
-    one.expect_log("RDB received", Duration::from_secs(60));
+    one.wait_status(
+        Duration::from_secs(60),
+        "A's full sync applied on B",
+        common::status::full_sync_done,
+    );
     // #2 starts once B holds the dataset: its full sync (B's RDB) carries it to C, the rest
     // arrives incrementally through both hops.
     let mut two = spawn(&b, &c, hb2, &addr2, &s2);
-    two.expect_log("RDB received", Duration::from_secs(60));
+    two.wait_status(
+        Duration::from_secs(60),
+        "B's full sync applied on C",
+        common::status::full_sync_done,
+    );
 
     let wopts = WorkloadOptions::default();
     let mut max_lag = (0f64, 0f64);

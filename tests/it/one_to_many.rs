@@ -22,6 +22,7 @@ use std::time::Duration;
 use common::cluster::{KeySource, RedisCluster, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences, scan_keys};
 use common::server::pick_free_port;
+use common::status::{resumed, status, sum_shards, synced_shards};
 use common::util::{http_get, select, wait_until};
 use common::workload::{WorkloadOptions, run_workload};
 use common::*;
@@ -108,11 +109,6 @@ fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
         .is_some_and(|v| v >= ms)
 }
 
-fn status(addr: &str) -> Option<serde_json::Value> {
-    let (code, body) = http_get(addr, "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
 /// `/status` entry of target `name` of the only shard.
 fn target_status(addr: &str, name: &str) -> Option<serde_json::Value> {
     let st = status(addr)?;
@@ -191,14 +187,20 @@ fn one_source_to_standalone_and_cluster_targets() {
     );
     let (state, addr) = (run.state.clone(), run.addr.clone());
     let mut ss = run.spawn();
-    ss.expect_log("RDB received", Duration::from_secs(60));
-    // One PSYNC for both targets.
+    let st = ss.wait_status(Duration::from_secs(60), "the full sync applied", |st| {
+        synced_shards(st, 1)
+    });
+    // One PSYNC for both targets: the source counts one full sync, shardsync one too.
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut sc)
+        .expect("INFO");
     assert_eq!(
-        ss.log().matches("full sync started").count(),
-        1,
-        "{}",
-        ss.log()
+        common::util::info_field(&info, "sync_full").as_deref(),
+        Some("1"),
+        "{info}"
     );
+    assert_eq!(sum_shards(&st, "full_resyncs"), 1, "{st:#}");
 
     let wopts = WorkloadOptions {
         use_dbs: false,
@@ -332,7 +334,9 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
     );
     let (state, addr) = (run.state.clone(), run.addr.clone());
     let mut ss = run.spawn();
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(Duration::from_secs(60), "the full sync applied", |st| {
+        synced_shards(st, 1)
+    });
     let t0 = now_ms();
     wait_caught_up(&good, t0, &ss, "good");
     wait_caught_up(&dead, t0, &ss, "dead");
@@ -414,8 +418,9 @@ fn killed_target_fails_alone_and_comes_back_with_a_full_sync() {
     ));
     std::fs::remove_file(&ck).expect("the dead target's checkpoint exists");
     let mut ss = run.spawn();
-    ss.expect_log("full sync started", Duration::from_secs(30));
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(Duration::from_secs(60), "a new full sync applied", |st| {
+        sum_shards(st, "full_resyncs") == 1 && synced_shards(st, 1)
+    });
     set_keys(&mut sc, "after-restart:", 300);
     let after = now_ms();
     wait_caught_up(&good, after, &ss, "good after restart");
@@ -440,7 +445,9 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
     );
     let addr = run.addr.clone();
     let mut ss = run.spawn();
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(Duration::from_secs(60), "the full sync applied", |st| {
+        synced_shards(st, 1)
+    });
     let t0 = now_ms();
     wait_caught_up(&frozen, t0, &ss, "frozen (before freezing)");
     std::thread::sleep(Duration::from_millis(500)); // a checkpoint of it is written
@@ -456,14 +463,15 @@ fn frozen_target_fails_alone_and_a_restart_resumes_from_its_checkpoint() {
 
     frozen.signal(Signal::SIGCONT);
     let mut ss = run.spawn();
-    ss.expect_log("partial resync accepted", Duration::from_secs(30));
+    ss.wait_status(Duration::from_secs(30), "a partial resync", resumed);
     set_keys(&mut sc, "after-restart:", 300);
     let after = now_ms();
     wait_caught_up(&good, after, &ss, "good after restart");
     wait_caught_up(&frozen, after, &ss, "thawed target after restart");
     assert_equal(&src, &good, "live target after restart");
     assert_equal(&src, &frozen, "thawed target after restart");
-    assert!(!ss.log().contains("full sync started"), "{}", ss.log());
+    let st = ss.wait_status(Duration::from_secs(5), "a status", |_| true);
+    assert!(resumed(&st), "no full sync after the restart: {st:#}");
     assert!(ss.terminate().success(), "{}", ss.log_tail(30));
 }
 
@@ -494,10 +502,16 @@ fn target_frozen_during_the_full_sync_fails_alone() {
     );
     let addr = run.addr.clone();
     let mut ss = run.spawn();
-    ss.expect_log("full sync started", Duration::from_secs(30));
+    ss.wait_status(Duration::from_secs(30), "the full sync started", |st| {
+        sum_shards(st, "full_resyncs") == 1
+    });
     frozen.signal(Signal::SIGSTOP);
     let failed = wait_failed(&ss, &addr, "frozen");
-    ss.expect_log("RDB received", Duration::from_secs(120));
+    ss.wait_status(
+        Duration::from_secs(120),
+        "the full sync applied on the live target",
+        |st| synced_shards(st, 1),
+    );
     set_keys(&mut sc, "after:", 500);
     let after = now_ms();
     wait_caught_up(&good, after, &ss, "the live target");
@@ -559,9 +573,9 @@ fn cluster_source_to_a_new_and_an_old_target() {
     );
     let addr = run.addr.clone();
     let mut ss = run.spawn();
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(120));
-    }
+    ss.wait_status(Duration::from_secs(120), "3 shards fully synced", |st| {
+        synced_shards(st, 3)
+    });
     crate::e2e_cluster::workload_cluster(&src, &tags);
     let after = now_ms();
     for dst in [&new, &old] {
@@ -608,7 +622,9 @@ fn source_is_acknowledged_at_the_slowest_target() {
     );
     let addr = run.addr.clone();
     let mut ss = run.spawn();
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(Duration::from_secs(60), "the full sync applied", |st| {
+        synced_shards(st, 1)
+    });
     wait_caught_up(&slow, now_ms(), &ss, "slow (before freezing)");
     // The replica shardsync is, as the source sees it: its acknowledged offset.
     let acked = |c: &mut redis::Connection| -> Option<u64> {

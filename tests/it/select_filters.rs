@@ -340,10 +340,13 @@ fn scenario(source_kind: ServerKind) {
 
     // SWAPDB across the selection cannot be applied: refused, the shard is flagged.
     cmd(&mut c, &["SWAPDB", "0", "2"]);
-    run.expect_log(
-        "swapped a selected and an unselected database",
-        Duration::from_secs(30),
-    );
+    run.wait_status(Duration::from_secs(30), "the SWAPDB refused", |st| {
+        common::status::shards(st).iter().any(|s| {
+            s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("swapped a selected and an unselected database"))
+        })
+    });
     // Every rule was counted.
     let (_, body) = common::util::http_get(&metrics, "/metrics").expect("/metrics");
     let sum = |metric: &str, label: &str| -> f64 {

@@ -74,6 +74,16 @@ pub fn full_sync_done(st: &Value) -> bool {
     every_shard(st, |s| s["full_sync_done"].as_bool() == Some(true))
 }
 
+/// Every shard resumed from its checkpoint: it streams commands and started no full sync.
+pub fn resumed(st: &Value) -> bool {
+    streaming(st) && sum_shards(st, "full_resyncs") == 0
+}
+
+/// At least `n` shards, each with its full sync applied (on every target that did not fail).
+pub fn synced_shards(st: &Value, n: usize) -> bool {
+    shards(st).len() >= n && full_sync_done(st)
+}
+
 /// Every shard streams commands (`incremental`).
 pub fn streaming(st: &Value) -> bool {
     every_shard(st, |s| s["phase"] == "incremental")
