@@ -152,6 +152,21 @@ fn regex_set(key: &str, v: &[String]) -> Result<Option<RegexSet>, FilterError> {
     })
 }
 
+/// The database number in argument `i` of `cmd`.
+fn db_arg(cmd: &Cmd, i: usize) -> Option<u32> {
+    cmd.args.get(i).and_then(|a| parse_db(a))
+}
+
+/// Where source databases `a` and `b` land on the target: `None` when both land in one target
+/// database (a move between them is a no-op there), else their target numbers (`None`: not
+/// mapped).
+fn land(map: &dyn Fn(u32) -> Option<u32>, a: u32, b: u32) -> Option<(Option<u32>, Option<u32>)> {
+    match (map(a), map(b)) {
+        (Some(x), Some(y)) if x == y => None,
+        p => Some(p),
+    }
+}
+
 fn parse_db(a: &[u8]) -> Option<u32> {
     std::str::from_utf8(a).ok()?.parse().ok()
 }
@@ -254,6 +269,16 @@ impl Filter {
         self.dbs.as_ref().is_none_or(|d| d.contains(&db))
     }
 
+    /// The rule that drops a command on `dbs`: a key rule when any of them is selected, else
+    /// the database selection.
+    fn dropped_by(&self, dbs: &[u32]) -> Rule {
+        if dbs.iter().any(|&d| self.db_selected(d)) {
+            Rule::Key
+        } else {
+            Rule::Db
+        }
+    }
+
     /// The key rules alone (database aside).
     pub fn key_passes(&self, key: &[u8]) -> bool {
         let included = (self.include_prefixes.is_empty() && self.include_regex.is_none())
@@ -332,11 +357,7 @@ impl Filter {
                     return;
                 }
                 if kept == 0 {
-                    fx.count(if self.db_selected(db) {
-                        Rule::Key
-                    } else {
-                        Rule::Db
-                    });
+                    fx.count(self.dropped_by(&[db]));
                     return;
                 }
                 let keys: Vec<Bytes> = spec
@@ -393,23 +414,20 @@ impl Filter {
         out: &mut Vec<DbCmd>,
         fx: &mut Effects,
     ) {
-        let (Some(key), Some(to)) = (
-            cmd.args.get(1).cloned(),
-            cmd.args.get(2).and_then(|a| parse_db(a)),
-        ) else {
+        let (Some(key), Some(to)) = (cmd.args.get(1).cloned(), db_arg(&cmd, 2)) else {
             out.push(DbCmd { db, cmd });
             return;
         };
         match (self.keep_key(db, &key), self.keep_key(to, &key)) {
-            (true, true) => match (map(db), map(to)) {
-                // Both databases land in one target database: the key stays where it is.
-                (Some(a), Some(b)) if a == b => {}
-                (_, Some(b)) => {
-                    cmd.args[2] = crate::cmd::arg(b);
+            // Both databases land in one target database: the key stays where it is.
+            (true, true) => {
+                if let Some((_, t)) = land(map, db, to) {
+                    if let Some(b) = t {
+                        cmd.args[2] = crate::cmd::arg(b);
+                    }
                     out.push(DbCmd { db, cmd });
                 }
-                _ => out.push(DbCmd { db, cmd }),
-            },
+            }
             (true, false) => {
                 fx.count(Rule::MoveOut);
                 out.push(DbCmd {
@@ -421,11 +439,7 @@ impl Filter {
                 fx.count(Rule::Repair);
                 fx.repairs.push((to, key));
             }
-            (false, false) => fx.count(if self.db_selected(db) || self.db_selected(to) {
-                Rule::Key
-            } else {
-                Rule::Db
-            }),
+            (false, false) => fx.count(self.dropped_by(&[db, to])),
         }
     }
 
@@ -457,11 +471,7 @@ impl Filter {
         let (src, dst) = (cmd.args[1].clone(), cmd.args[2].clone());
         // Only the destination changes: it decides.
         if !self.keep_key(to, &dst) {
-            fx.count(if self.db_selected(to) {
-                Rule::Key
-            } else {
-                Rule::Db
-            });
+            fx.count(self.dropped_by(&[to]));
             return;
         }
         if !self.keep_key(db, &src) {
@@ -470,12 +480,12 @@ impl Filter {
             return;
         }
         if let Some(i) = db_at {
-            match (map(db), map(to)) {
-                (Some(a), Some(b)) if a == b => {
+            match land(map, db, to) {
+                None => {
                     cmd.args.drain(i..i + 2);
                 }
-                (_, Some(b)) => cmd.args[i + 1] = crate::cmd::arg(b),
-                _ => {}
+                Some((_, Some(b))) => cmd.args[i + 1] = crate::cmd::arg(b),
+                Some(_) => {}
             }
         }
         out.push(DbCmd { db, cmd });
@@ -490,23 +500,20 @@ impl Filter {
         out: &mut Vec<DbCmd>,
         fx: &mut Effects,
     ) {
-        let (Some(a), Some(b)) = (
-            cmd.args.get(1).and_then(|x| parse_db(x)),
-            cmd.args.get(2).and_then(|x| parse_db(x)),
-        ) else {
+        let (Some(a), Some(b)) = (db_arg(&cmd, 1), db_arg(&cmd, 2)) else {
             out.push(DbCmd { db, cmd });
             return;
         };
         match (self.db_selected(a), self.db_selected(b)) {
-            (true, true) => match (map(a), map(b)) {
-                (Some(x), Some(y)) if x == y => {}
-                (Some(x), Some(y)) => {
-                    cmd.args[1] = crate::cmd::arg(x);
-                    cmd.args[2] = crate::cmd::arg(y);
+            (true, true) => {
+                if let Some(p) = land(map, a, b) {
+                    if let (Some(x), Some(y)) = p {
+                        cmd.args[1] = crate::cmd::arg(x);
+                        cmd.args[2] = crate::cmd::arg(y);
+                    }
                     out.push(DbCmd { db, cmd });
                 }
-                _ => out.push(DbCmd { db, cmd }),
-            },
+            }
             (false, false) => fx.count(Rule::Db),
             _ => {
                 fx.count(Rule::SwapdbRefused);

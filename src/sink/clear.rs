@@ -78,26 +78,8 @@ pub async fn clear_shard(
                 }
             }
             Some(ranges) => {
-                let mut cursor = 0u64;
-                loop {
-                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
-                    let mine: Vec<Vec<u8>> = keys
-                        .into_iter()
-                        .filter(|k| in_ranges(ranges, key_slot(k)))
-                        .collect();
-                    removed += mine.len() as u64;
-                    unlink(&mut conn, &ep, &mine).await?;
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
+                removed +=
+                    unlink_scanned(&mut conn, &ep, |k| in_ranges(ranges, key_slot(k))).await?;
             }
         }
     }
@@ -144,28 +126,38 @@ pub async fn clear_selected(
                     .map_err(|e| SinkError::command(&ep, "FLUSHDB", &e))?;
                 continue;
             }
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
-                let mine: Vec<Vec<u8>> = keys
-                    .into_iter()
-                    .filter(|k| filter.key_passes(k))
-                    .filter(|k| slots.is_none_or(|r| in_ranges(r, key_slot(k))))
-                    .collect();
-                removed += mine.len() as u64;
-                unlink(&mut conn, &ep, &mine).await?;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            removed += unlink_scanned(&mut conn, &ep, |k| {
+                filter.key_passes(k) && slots.is_none_or(|r| in_ranges(r, key_slot(k)))
+            })
+            .await?;
         }
     }
     Ok(removed)
+}
+
+/// Scans the connection's current database and unlinks the keys `mine` accepts; returns how
+/// many were unlinked.
+async fn unlink_scanned(
+    conn: &mut MultiplexedConnection,
+    ep: &Endpoint,
+    mine: impl Fn(&[u8]) -> bool,
+) -> Result<u64, SinkError> {
+    let mut removed = 0u64;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(|e| SinkError::command(ep, "SCAN", &e))?;
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| mine(k)).collect();
+        removed += keys.len() as u64;
+        unlink(conn, ep, &keys).await?;
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
 }

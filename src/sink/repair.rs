@@ -163,15 +163,7 @@ impl RepairQueue {
         for (c, why) in failed {
             let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
             for key in keys_of(&c.cmd) {
-                self.push(
-                    shard,
-                    Wanted {
-                        target_db: c.db,
-                        key,
-                        why: why.clone(),
-                        filtered: false,
-                    },
-                );
+                self.push_key(shard, c.db, key, &why, false);
             }
         }
     }
@@ -180,28 +172,25 @@ impl RepairQueue {
     /// fallback failed).
     pub fn request(&self, shard: &ShardState, target_db: u32, cmd: &Cmd, why: &str) {
         for key in keys_of(cmd) {
-            self.push(
-                shard,
-                Wanted {
-                    target_db,
-                    key,
-                    why: why.to_string(),
-                    filtered: false,
-                },
-            );
+            self.push_key(shard, target_db, key, why, false);
         }
     }
 
     /// Queues one key to copy from the source (a command the filters replaced by a copy,
     /// see [`crate::router::filter`]).
     pub fn request_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str) {
+        self.push_key(shard, target_db, key, why, true);
+    }
+
+    fn push_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str, filtered: bool) {
+        let why = why.to_string();
         self.push(
             shard,
             Wanted {
                 target_db,
                 key,
-                why: why.to_string(),
-                filtered: true,
+                why,
+                filtered,
             },
         );
     }
