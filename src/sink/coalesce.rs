@@ -3,7 +3,7 @@
 //! on one `MSET` of many keys than on as many `SET`s (one command to look up, dispatch, propagate
 //! and answer instead of one per key), and shardsync reads one `+OK` instead of many.
 //!
-//! Only batches of an RDB load go through here ([`super::Dispatcher::blocking_send`], before
+//! Only batches of an RDB load go through here ([`super::dispatch::Feed::Rdb`], before
 //! routing); the
 //! command stream is never rewritten. What is coalesced and why it is exact:
 //! - only commands that are exactly `SET key value` (no option: `PXAT`, `KEEPTTL`, `GET`, `NX`…

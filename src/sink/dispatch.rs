@@ -41,6 +41,18 @@ pub struct RunInfo {
     pub completes_full_sync: bool,
 }
 
+/// What kind of run is sent ([`Dispatcher::feed`]), for what happens before it is split.
+#[derive(Clone, Copy, Debug)]
+pub enum Feed<'a> {
+    /// RDB batches: plain SETs become MSETs, per slot on a cluster (see `super::coalesce`).
+    Rdb,
+    /// Stream commands, `ends[i]` the source offset after `cmds[i]`: key repairs first (see
+    /// [`Dispatcher::send_stream`]).
+    Stream(&'a [u64]),
+    /// As they are (e.g. the marker that completes a full sync).
+    Plain,
+}
+
 /// A piece of a run: commands per writer index, or one command needing the cross-slot fallback.
 enum Segment {
     Parts(Vec<Vec<DbCmd>>),
@@ -352,19 +364,24 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// [`Dispatcher::send`] from a blocking thread inside the runtime (the RDB loader runs in
-    /// `spawn_blocking`): parks the thread while a writer's queue is full (back-pressure).
-    pub fn blocking_send(
+    /// Sends a run of `kind` (see [`Feed`]), waiting while a writer's queue is full.
+    pub async fn feed(
         &mut self,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
+        kind: Feed<'_>,
     ) -> Result<(), WriterGone> {
-        // RDB batches only: plain SETs become MSETs, per slot on a cluster (see
-        // `super::coalesce`); an MSET of one slot is routed whole.
-        let cluster = self.targets.routing().table.is_some();
-        let cmds = super::coalesce::batch(cmds, cluster);
-        tokio::runtime::Handle::current().block_on(self.send(shard, run, cmds))
+        match kind {
+            Feed::Rdb => {
+                // An MSET of one slot is routed whole.
+                let cluster = self.targets.routing().table.is_some();
+                let cmds = super::coalesce::batch(cmds, cluster);
+                self.send(shard, run, cmds).await
+            }
+            Feed::Stream(ends) => self.send_stream(shard, run, cmds, ends).await,
+            Feed::Plain => self.send(shard, run, cmds).await,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::SinkError;
-use super::dispatch::{Dispatcher, RunInfo, WriterGone};
+use super::dispatch::{Dispatcher, Feed, RunInfo, WriterGone};
 use crate::cmd::DbCmd;
 use crate::config::SyncSettings;
 use crate::observe::progress::ShardState;
@@ -154,58 +154,42 @@ impl Fanout {
         &mut self,
         run: RunInfo,
         cmds: Vec<DbCmd>,
-        ends: Option<&[u64]>,
+        kind: Feed<'_>,
     ) -> Result<(), WriterGone> {
         let n = self.legs.len();
         let mut cmds = Some(cmds);
         for (i, leg) in self.legs.iter_mut().enumerate() {
             let mine = take_or_clone(&mut cmds, i + 1 == n);
-            leg.send(run, mine, ends).await?;
+            leg.send(run, mine, kind).await?;
         }
         Ok(())
     }
 
-    /// See [`Dispatcher::send`].
+    /// Sends a run of `kind` to the target(s) (see [`Dispatcher::feed`]).
     pub async fn send(
         &mut self,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
+        kind: Feed<'_>,
     ) -> Result<(), WriterGone> {
         match self.single() {
-            Some(d) => d.send(shard, run, cmds).await,
-            None => self.each(run, cmds, None).await,
+            Some(d) => d.feed(shard, run, cmds, kind).await,
+            None => self.each(run, cmds, kind).await,
         }
     }
 
-    /// See [`Dispatcher::send_stream`].
-    pub async fn send_stream(
-        &mut self,
-        shard: &Arc<ShardState>,
-        run: RunInfo,
-        cmds: Vec<DbCmd>,
-        ends: &[u64],
-    ) -> Result<(), WriterGone> {
-        match self.single() {
-            Some(d) => d.send_stream(shard, run, cmds, ends).await,
-            None => self.each(run, cmds, Some(ends)).await,
-        }
-    }
-
-    /// See [`Dispatcher::blocking_send`] (the RDB loader's thread).
+    /// [`Fanout::send`] of RDB batches from the RDB loader's thread (a blocking-pool thread of
+    /// the link's runtime, not one of its workers): parks it while a queue is full
+    /// (back-pressure); with several targets, one failing while its queue is full releases it.
     pub fn blocking_send(
         &mut self,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
-        if let Some(d) = self.single() {
-            return d.blocking_send(shard, run, cmds);
-        }
-        // The async path, so that a target failing while its queue is full releases the loader.
-        // This thread is a blocking-pool thread of the link's runtime (not one of its workers).
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => h.block_on(self.each(run, cmds, None)),
+            Ok(h) => h.block_on(self.send(shard, run, cmds, Feed::Rdb)),
             Err(_) => Err(WriterGone),
         }
     }
@@ -226,7 +210,7 @@ impl Leg {
         &mut self,
         run: RunInfo,
         cmds: Vec<DbCmd>,
-        ends: Option<&[u64]>,
+        kind: Feed<'_>,
     ) -> Result<(), WriterGone> {
         let Some(state) = self.state.clone() else {
             return Ok(());
@@ -238,12 +222,7 @@ impl Leg {
         }
         let mut failed = state.failed_watch();
         let d = &mut self.dispatcher;
-        let send = async {
-            match ends {
-                Some(e) => d.send_stream(&state, run, cmds, e).await,
-                None => d.send(&state, run, cmds).await,
-            }
-        };
+        let send = d.feed(&state, run, cmds, kind);
         tokio::select! {
             r = send => r,
             _ = failed.wait_for(|f| *f) => {

@@ -32,6 +32,7 @@ use crate::observe::events::{
 };
 use crate::observe::progress::{Phase, ShardState};
 use crate::sink::Fanout;
+use crate::sink::dispatch::Feed;
 use crate::sink::dispatch::{RunInfo, WriterGone};
 
 /// A master that sends nothing (not even its `PING`s) for this long is considered gone.
@@ -354,7 +355,7 @@ async fn run(
                 offset: Some(pos.offset),
                 completes_full_sync: true,
             };
-            writer.send(&shard, end, Vec::new()).await?;
+            writer.send(&shard, end, Vec::new(), Feed::Plain).await?;
             FullSyncHandedOver {
                 shard: &shard,
                 keys: stats.keys,
@@ -688,7 +689,7 @@ async fn restore_off_loop(
             .into_iter()
             .map(|cmd| crate::cmd::DbCmd { db, cmd })
             .collect();
-        writer.send(shard, run, cmds).await?;
+        writer.send(shard, run, cmds, Feed::Plain).await?;
     }
     job.await
         .map_err(|e| LinkError::Internal(format!("RESTORE decoding thread: {e}")))
@@ -763,7 +764,7 @@ async fn stream(
                             completes_full_sync: false,
                         };
                         writer
-                            .send_stream(shard, run, std::mem::take(&mut out), &ends)
+                            .send(shard, run, std::mem::take(&mut out), Feed::Stream(&ends))
                             .await?;
                         ends.clear();
                     }
@@ -795,7 +796,7 @@ async fn stream(
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
-            writer.send_stream(shard, run, cmds, &ends).await?;
+            writer.send(shard, run, cmds, Feed::Stream(&ends)).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.
