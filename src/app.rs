@@ -108,6 +108,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     board.set_state(RunState::Syncing);
 
+    // Exactly-once (sink/exact.rs): the target's progress keys are where each shard resumes.
+    let exact = crate::sink::exact::for_target(&cfg.sync, pre.target.is_cluster());
+    let progress = crate::sink::exact::read_all(exact.as_deref(), &cfg.target, &pre.source).await;
     // Rejected writes are repaired by copying their keys from the source (sink/repair.rs).
     let repairs = RepairQueue::new();
     // Writers get their own thread: decoding and writing then use both cores.
@@ -120,6 +123,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
             reply_timeout: cfg.target_reply_timeout,
             repairs: Some(repairs.clone()),
+            exact: exact.clone(),
         },
         cfg.sync.queue_batches,
         writer_arbiter.handle(),
@@ -138,6 +142,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 .flatten()
                 .is_some()
         });
+        let ours = ours || crate::sink::exact::any_ours(&progress);
         cfg.sync.on_resync = Some(if target_was_empty || ours {
             crate::config::OnResync::Clear
         } else {
@@ -170,6 +175,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
+        let (resume, target_dirty) =
+            crate::sink::exact::resume_from(&state, resume, progress.get(&state.name));
         let from = if cfg.source_prefer_replica {
             let r = node.replicas.first().cloned().ok_or_else(|| {
                 board.failed(RunError::Precheck(format!(
@@ -208,6 +215,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 cluster_target: targets.cluster,
             },
         ));
+        let dispatcher = match &exact {
+            Some(e) => dispatcher.with_exact(e.clone(), target_dirty),
+            None => dispatcher,
+        };
         let (st, sd) = (state.clone(), shutdown.clone());
         let link = Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, sd));
         shards.push(Shard {

@@ -214,6 +214,9 @@ pub struct FileSync {
     pub max_aux_bytes: Option<usize>,
     pub max_element_bytes: Option<usize>,
     pub max_blob_bytes: Option<usize>,
+    pub exactly_once: Option<bool>,
+    pub progress_prefix: Option<String>,
+    pub instance: Option<String>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
 }
@@ -268,6 +271,12 @@ pub struct SyncSettings {
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
+    /// Exactly-once delivery on a standalone target (see [`crate::sink::exact`]).
+    pub exactly_once: bool,
+    /// Prefix of the progress keys on the target (never copied on by a cascade).
+    pub progress_prefix: String,
+    /// This instance's name, part of its progress keys (one per shardsync writing a target).
+    pub instance: String,
 }
 
 impl SyncSettings {
@@ -324,6 +333,9 @@ impl Default for SyncSettings {
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             db_map: Default::default(),
+            exactly_once: true,
+            progress_prefix: "__shardsync:progress:".into(),
+            instance: "default".into(),
         }
     }
 }
@@ -492,6 +504,27 @@ impl Config {
                     out
                 }
                 (None, None) => Default::default(),
+            },
+            exactly_once: f.exactly_once.unwrap_or(d.exactly_once),
+            progress_prefix: match f.progress_prefix {
+                Some(p) if p.is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        key: "sync.progress_prefix".into(),
+                        why: "must not be empty".into(),
+                    });
+                }
+                Some(p) => p,
+                None => d.progress_prefix,
+            },
+            instance: match f.instance {
+                Some(n) if n.is_empty() || n.contains(['{', '}']) => {
+                    return Err(ConfigError::Invalid {
+                        key: "sync.instance".into(),
+                        why: "must be a non-empty name without { or }".into(),
+                    });
+                }
+                Some(n) => n,
+                None => d.instance,
             },
         };
         let metrics_addr = match o.metrics_addr.or(file.metrics_addr) {

@@ -155,6 +155,10 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         .iter()
         .map(|m| client::keyspace_keys(&m.raw_info))
         .sum();
+    // Progress keys (exactly-once) are shardsync's own bookkeeping, not data.
+    let target_keys = target_keys.saturating_sub(
+        crate::sink::exact::count_on(&target, &cfg.sync.progress_prefix, target_keys).await,
+    );
     checks.push(match (cfg.sync.target_has_data, target_keys) {
         (_, 0) => pass("target is empty", "no keys"),
         (TargetHasData::Block, n) => fail(

@@ -42,6 +42,7 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const EXEC_ABORTS: &str = "shardsync_exec_aborts_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -73,6 +74,7 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    EXEC_ABORTS,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -264,6 +266,10 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_counter!(
+        EXEC_ABORTS,
+        "exactly-once write transactions the target refused at queue time (EXECABORT), by node; each is retried without the refused commands"
+    );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -319,6 +325,7 @@ pub fn register_node(node: &str) {
     }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
     counter!(TARGET_STALLS, "node" => node.to_string()).increment(0);
+    counter!(EXEC_ABORTS, "node" => node.to_string()).increment(0);
     for kind in PREREGISTERED_ERROR_KINDS {
         counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
     }

@@ -5,8 +5,10 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod exact;
 pub mod repair;
 pub mod targets;
+pub mod txn_hold;
 pub mod writer;
 
 use std::sync::Arc;

@@ -324,10 +324,17 @@ async fn run(
             // A repeated full sync (this process synced the shard before, or a checkpoint said
             // the target holds an earlier sync) first removes what it wrote, so that keys gone
             // from the source do not stay on the target.
-            let repeated = shard.full_resyncs.load(Ordering::Relaxed) > 0 || resume.is_some();
+            let repeated = shard.full_resyncs.load(Ordering::Relaxed) > 0
+                || resume.is_some()
+                || writer.exact_dirty();
             if repeated && settings.sync.on_resync == Some(crate::config::OnResync::Clear) {
                 clear_before_resync(&settings, &shard, &writer).await?;
             }
+            // Exactly-once: the target's progress key says "partial copy" until the RDB is applied.
+            writer
+                .mark_full_sync(&shard)
+                .await
+                .map_err(LinkError::Internal)?;
             epoch = shard.begin_epoch(pos.offset);
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
@@ -794,6 +801,8 @@ async fn stream(
             // resume before them, so the handed-out position waits for the EXEC.
             if !writer.in_transaction() {
                 shard.handed_offset.store(handed, Ordering::Release);
+            } else if let Some(before) = writer.handed_before_hold() {
+                shard.handed_offset.store(before, Ordering::Release);
             }
             metrics::gauge!(crate::observe::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
                 .set(handed as f64);

@@ -12,6 +12,7 @@ mod corpus_sync;
 mod diff_fuzz;
 mod e2e_cluster;
 mod e2e_standalone;
+mod exactly_once;
 mod failure_model;
 mod faults;
 mod faults_cluster;
