@@ -3,7 +3,7 @@
 //! checkpointer, `/status` and the metrics; written by the link and the writers.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::source::handshake::ReplPosition;
@@ -63,6 +63,13 @@ pub struct ShardState {
     pub handed_offset: AtomicU64,
     /// Offset of the last command the target acknowledged.
     pub applied_offset: AtomicU64,
+    /// Source database selected at `handed_offset` / `applied_offset` (a resumed stream starts
+    /// there: masters do not repeat `SELECT` after a partial resync).
+    pub handed_db: AtomicU32,
+    pub applied_db: AtomicU32,
+    /// Source database at the end of the run about to be issued (set by the link before it
+    /// hands a run over; copied into the run's ticket).
+    pub run_db: AtomicU32,
     /// True once the current epoch's RDB was fully applied: only then is a checkpoint valid.
     pub full_sync_done: AtomicBool,
     pub rdb_bytes: AtomicU64,
@@ -99,6 +106,8 @@ pub struct Ticket {
     pub offset: Option<u64>,
     /// The last run of a full sync: once done, the shard's position is resumable.
     pub completes_full_sync: bool,
+    /// Source database selected at `offset`.
+    pub source_db: u32,
     /// Parts not yet acknowledged.
     remaining: AtomicUsize,
 }
@@ -122,6 +131,9 @@ impl ShardState {
             master_addr: Mutex::new(addr),
             handed_offset: AtomicU64::new(0),
             applied_offset: AtomicU64::new(0),
+            handed_db: AtomicU32::new(0),
+            applied_db: AtomicU32::new(0),
+            run_db: AtomicU32::new(0),
             full_sync_done: AtomicBool::new(false),
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),
@@ -243,6 +255,7 @@ impl ShardState {
         (!replid.is_empty()).then(|| ReplPosition {
             replid,
             offset: self.applied_offset.load(Ordering::Acquire),
+            db: self.applied_db.load(Ordering::Acquire),
         })
     }
 
@@ -255,6 +268,7 @@ impl ShardState {
         (!replid.is_empty()).then(|| ReplPosition {
             replid,
             offset: self.handed_offset.load(Ordering::Acquire),
+            db: self.handed_db.load(Ordering::Acquire),
         })
     }
 
@@ -267,6 +281,9 @@ impl ShardState {
         self.full_sync_done.store(false, Ordering::Release);
         self.applied_offset.store(offset, Ordering::Release);
         self.handed_offset.store(offset, Ordering::Release);
+        for db in [&self.handed_db, &self.applied_db, &self.run_db] {
+            db.store(0, Ordering::Release);
+        }
         epoch
     }
 
@@ -282,6 +299,7 @@ impl ShardState {
             epoch,
             offset,
             completes_full_sync,
+            source_db: self.run_db.load(Ordering::Acquire),
             remaining: AtomicUsize::new(parts),
         });
         if let Ok(mut q) = self.tickets.lock() {
@@ -310,8 +328,10 @@ impl ShardState {
             if t.epoch != epoch {
                 continue;
             }
-            if let Some(o) = t.offset {
-                self.applied_offset.fetch_max(o, Ordering::AcqRel);
+            if let Some(o) = t.offset
+                && self.applied_offset.fetch_max(o, Ordering::AcqRel) <= o
+            {
+                self.applied_db.store(t.source_db, Ordering::Release);
             }
             if t.completes_full_sync {
                 self.full_sync_done.store(true, Ordering::Release);

@@ -112,7 +112,7 @@ impl Dispatcher {
     }
 
     /// While a source transaction is held (exactly-once mode): the offset before it.
-    pub fn handed_before_hold(&self) -> Option<u64> {
+    pub fn handed_before_hold(&self) -> Option<(u64, u32)> {
         self.hold.handed_before()
     }
 
@@ -156,6 +156,12 @@ impl Dispatcher {
         self.drop_progress_writes(&mut cmds, Some(&mut owned_ends));
         let (cmds, owned_ends, run) = if self.exact.is_some() && !self.targets.cluster {
             let (c, e, offset) = self.hold.cut(cmds, &owned_ends, run.offset);
+            if offset != run.offset
+                && let Some(last) = c.last()
+            {
+                // Cut before a MULTI: the position is after `last`, in its database.
+                shard.run_db.store(last.db, std::sync::atomic::Ordering::Release);
+            }
             (c, e, RunInfo { offset, ..run })
         } else {
             (cmds, owned_ends, run)

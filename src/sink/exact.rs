@@ -54,15 +54,26 @@ impl Exact {
         Bytes::from(format!("{}{}:{}", self.prefix, self.instance, shard))
     }
 
+    /// Name of this instance's writer connections on the target (`CLIENT SETNAME`), by which a
+    /// new process finds and closes those of a killed one (see [`fence`]).
+    pub fn client_name(&self) -> String {
+        let safe: String = self
+            .instance
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        format!("shardsync-exact-{safe}")
+    }
+
     /// Prefix of this instance's keys (for `reset`).
     pub fn instance_prefix(&self) -> String {
         format!("{}{}:", self.prefix, self.instance)
     }
 }
 
-/// The value written for a position.
-pub fn value(replid: &str, offset: u64) -> Bytes {
-    Bytes::from(format!("{replid}:{offset}"))
+/// The value written for a position: `<replid>:<offset>:<source db selected there>`.
+pub fn value(replid: &str, offset: u64, db: u32) -> Bytes {
+    Bytes::from(format!("{replid}:{offset}:{db}"))
 }
 
 /// Parses a progress key's value (`None`: the key is absent).
@@ -74,18 +85,24 @@ pub fn parse(v: Option<&[u8]>) -> Result<Progress, String> {
         return Ok(Progress::FullSync);
     }
     let text = std::str::from_utf8(v).map_err(|_| "not UTF-8".to_string())?;
-    let (replid, off) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{} is not REPLID:OFFSET", crate::escape::text(v)))?;
-    let offset = off
-        .parse()
-        .map_err(|_| format!("{} is not REPLID:OFFSET", crate::escape::text(v)))?;
+    let bad = || format!("{} is not REPLID:OFFSET:DB", crate::escape::text(v));
+    let mut parts = text.split(':');
+    let (Some(replid), Some(off), db, None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let offset = off.parse().map_err(|_| bad())?;
+    let db = match db {
+        Some(d) => d.parse().map_err(|_| bad())?,
+        None => 0,
+    };
     if replid.is_empty() || replid.len() > 64 {
-        return Err(format!("{} has no valid replid", crate::escape::text(v)));
+        return Err(bad());
     }
     Ok(Progress::At(ReplPosition {
         replid: replid.to_string(),
         offset,
+        db,
     }))
 }
 
@@ -222,6 +239,41 @@ pub fn for_target(s: &SyncSettings, cluster_target: bool) -> Option<Arc<Exact>> 
     Some(e)
 }
 
+/// The ids of the clients named `name` in a `CLIENT LIST` reply.
+pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f.strip_prefix("name=") == Some(name)))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// Closes the writer connections an earlier process of this instance left on the target
+/// (`CLIENT KILL ID`), so none of their pipelined transactions can commit after the progress
+/// keys are read: a SIGKILLed process's last transactions may still sit in the target's socket
+/// buffer. After `CLIENT KILL`, the target runs no further command of that client.
+pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, String> {
+    let mut c = client::connect("target", ep).await?;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: CLIENT LIST: {}", client::describe(&e)))?;
+    let ids = ids_named(&list, &exact.client_name());
+    for id in &ids {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(*id)
+            .query_async(&mut c)
+            .await;
+    }
+    Ok(ids.len())
+}
+
 /// Reads every source shard's progress key (by shard name) from a standalone target.
 pub async fn read_all(
     exact: Option<&Exact>,
@@ -232,6 +284,11 @@ pub async fn read_all(
     let Some(exact) = exact else {
         return out;
     };
+    match fence(target, exact).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(connections = n, "closed the target connections a previous run of this instance left open"),
+        Err(e) => tracing::warn!(error = %e, "could not close the target connections of a previous run (CLIENT LIST/KILL); a transaction it left in flight could still commit"),
+    }
     for m in source.masters() {
         let name = m.endpoint.to_string();
         let p = read(target, &exact.key(&name)).await;
@@ -293,18 +350,20 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        let v = value(&"a".repeat(40), 1234);
+        let v = value(&"a".repeat(40), 1234, 2);
         assert_eq!(
             parse(Some(&v)).unwrap(),
             Progress::At(ReplPosition {
                 replid: "a".repeat(40),
-                offset: 1234
+                offset: 1234,
+                db: 2,
             })
         );
         assert_eq!(parse(None).unwrap(), Progress::Absent);
         assert_eq!(parse(Some(b"full-sync")).unwrap(), Progress::FullSync);
         assert!(parse(Some(b"garbage")).is_err());
         assert!(parse(Some(b":12")).is_err());
+        assert!(parse(Some(b"a:1:2:3")).is_err());
         assert_eq!(offset_of(Some(b"abc:77")), Some(77));
         let e = Exact {
             prefix: "__shardsync:progress:".into(),
@@ -312,5 +371,7 @@ mod tests {
         };
         assert_eq!(&e.key("10.0.0.1:6379")[..], b"__shardsync:progress:a:10.0.0.1:6379");
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+        let list = "id=3 addr=127.0.0.1:1 name=shardsync-exact-a age=1\nid=4 addr=x name= age=2\nid=9 name=shardsync-exact-a\n";
+        assert_eq!(ids_named(list, "shardsync-exact-a"), vec![3, 9]);
     }
 }

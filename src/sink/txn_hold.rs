@@ -11,8 +11,9 @@ use crate::cmd::DbCmd;
 pub struct TxnHold {
     cmds: Vec<DbCmd>,
     ends: Vec<u64>,
-    /// Source offset just before the held `MULTI` (what was handed on so far).
-    before: Option<u64>,
+    /// Source offset just before the held `MULTI` (what was handed on so far), and the source
+    /// database selected there.
+    before: Option<(u64, u32)>,
 }
 
 impl TxnHold {
@@ -22,7 +23,7 @@ impl TxnHold {
     }
 
     /// The offset before the held block: everything up to it was handed to the writers.
-    pub fn handed_before(&self) -> Option<u64> {
+    pub fn handed_before(&self) -> Option<(u64, u32)> {
         self.before
     }
 
@@ -58,9 +59,9 @@ impl TxnHold {
         };
         self.cmds = all.split_off(at);
         self.ends = all_ends.split_off(at);
-        self.before = match all_ends.last() {
-            Some(&e) => Some(e),
-            None => start_before,
+        self.before = match (all_ends.last(), all.last()) {
+            (Some(&e), Some(c)) => Some((e, c.db)),
+            _ => start_before,
         };
         let off = if all.is_empty() {
             None
@@ -75,7 +76,7 @@ impl TxnHold {
 mod tests {
     use super::*;
 
-    fn c(name: &str) -> DbCmd {
+    fn c(name: &'static str) -> DbCmd {
         DbCmd {
             db: 0,
             cmd: crate::cmd![name, "k"],
@@ -90,10 +91,10 @@ mod tests {
         assert_eq!(ends, vec![10]);
         assert_eq!(off, Some(10));
         assert!(h.holding());
-        assert_eq!(h.handed_before(), Some(10));
+        assert_eq!(h.handed_before(), Some((10, 0)));
         let (out, _, off) = h.cut(vec![c("INCR")], &[40], Some(40));
         assert!(out.is_empty() && off.is_none() && h.holding());
-        assert_eq!(h.handed_before(), Some(10));
+        assert_eq!(h.handed_before(), Some((10, 0)));
         let (out, ends, off) = h.cut(vec![c("EXEC"), c("SET")], &[50, 60], Some(60));
         assert_eq!(out.len(), 5);
         assert_eq!(ends, vec![20, 30, 40, 50, 60]);

@@ -12,6 +12,10 @@ use crate::resp::Frame;
 pub struct ReplPosition {
     pub replid: String,
     pub offset: u64,
+    /// The source database selected at `offset`: a master does not repeat its `SELECT` after
+    /// a partial resync, so a resumed stream starts in this database.
+    #[serde(default)]
+    pub db: u32,
 }
 
 /// The master's answer to `PSYNC`.
@@ -93,7 +97,11 @@ pub async fn handshake(
                     reply: text,
                 }),
                 Some(offset) if replid.len() == 40 => {
-                    Ok(PsyncReply::FullResync(ReplPosition { replid, offset }))
+                    Ok(PsyncReply::FullResync(ReplPosition {
+                        replid,
+                        offset,
+                        db: 0,
+                    }))
                 }
                 _ => Err(NetError::Unexpected {
                     addr: conn.addr.clone(),

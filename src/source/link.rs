@@ -319,6 +319,8 @@ async fn run(
     }
     let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
     let epoch;
+    // A master repeats no SELECT after +CONTINUE: the stream resumes in the saved database.
+    let mut stream_db = 0;
     let stream_start = match reply {
         PsyncReply::FullResync(pos) => {
             // A repeated full sync (this process synced the shard before, or a checkpoint said
@@ -377,13 +379,24 @@ async fn run(
                 shard.applied_offset.store(pos.offset, Ordering::Release);
             }
             shard.handed_offset.store(pos.offset, Ordering::Release);
-            tracing::info!(shard = %shard.name, offset = pos.offset, "partial resync accepted (+CONTINUE)");
+            shard.handed_db.store(pos.db, Ordering::Release);
+            shard.applied_db.store(pos.db, Ordering::Release);
+            stream_db = pos.db;
+            tracing::info!(shard = %shard.name, offset = pos.offset, db = pos.db, "partial resync accepted (+CONTINUE)");
             pos.offset
         }
     };
     shard.set_phase(Phase::Incremental);
     shard.set_error(None);
-    stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
+    stream(
+        &settings,
+        &shard,
+        &mut writer,
+        conn,
+        (stream_start, stream_db),
+        epoch,
+    )
+    .await
 }
 
 /// Waits until the shard's earlier writes are applied (or 30 s).
@@ -702,7 +715,7 @@ async fn stream(
     shard: &Arc<ShardState>,
     writer: &mut Dispatcher,
     conn: RespConn,
-    start: u64,
+    (start, start_db): (u64, u32),
     epoch: u64,
 ) -> Result<(), LinkError> {
     let RespConn {
@@ -727,6 +740,7 @@ async fn stream(
             ..Default::default()
         },
     );
+    dec.db = start_db;
     let mut counters = std::collections::HashMap::new();
     let mut handed = start;
     loop {
@@ -749,14 +763,15 @@ async fn stream(
             // repairs skip commands up to a fence.
             let ends_in = std::mem::take(&mut dec.ends);
             let now = crate::now_ms() as i64;
-            let mut out = Vec::with_capacity(cmds.len());
+            let mut out: Vec<crate::cmd::DbCmd> = Vec::with_capacity(cmds.len());
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
                 if is_large_foreign_restore(&dc.cmd, &settings.target) {
                     // Decoded off the event loop; what came before it goes first, then its
                     // commands as they are produced (bounded), each run behind the last.
-                    if !out.is_empty() {
+                    if let Some(last) = out.last() {
+                        shard.run_db.store(last.db, Ordering::Release);
                         let run = RunInfo {
                             epoch,
                             offset: ends.last().copied(),
@@ -795,14 +810,17 @@ async fn stream(
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
+            shard.run_db.store(dec.db, Ordering::Release);
             writer.send_stream(shard, run, cmds, &ends).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.
             if !writer.in_transaction() {
                 shard.handed_offset.store(handed, Ordering::Release);
-            } else if let Some(before) = writer.handed_before_hold() {
+                shard.handed_db.store(dec.db, Ordering::Release);
+            } else if let Some((before, db)) = writer.handed_before_hold() {
                 shard.handed_offset.store(before, Ordering::Release);
+                shard.handed_db.store(db, Ordering::Release);
             }
             metrics::gauge!(crate::observe::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
                 .set(handed as f64);

@@ -214,9 +214,9 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
     // A full sync long enough to be interrupted.
     let _: () = redis::cmd("DEBUG")
         .arg("POPULATE")
-        .arg(300_000)
+        .arg(20_000)
         .arg("bulk")
-        .arg(32)
+        .arg(4000)
         .query(&mut src.client())
         .expect("DEBUG POPULATE");
     let state = tempfile::tempdir().expect("state dir");
@@ -258,6 +258,11 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
             ss.log_tail(40)
         );
         kills += 1;
+        println!("round {round} killed at {:.1?} ops {}", t0.elapsed(), load.ops.load(Ordering::Relaxed));
+        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(format!("{d}/round-{round}.log"), ss.log());
+        }
     }
     load.bursts.store(false, Ordering::Release);
     // The last run: catch up, stop the load, catch up again, compare.

@@ -91,7 +91,7 @@ impl Pipeline {
         f.txn = Some(TxnState {
             progress: Some((
                 exact.key(&b.shard.name),
-                crate::sink::exact::value(&replid, offset),
+                crate::sink::exact::value(&replid, offset, b.ticket.source_db),
                 offset,
             )),
             ..Default::default()
@@ -315,6 +315,44 @@ impl Pipeline {
                 t.reset_connection();
             }
         }
+        let fail = |e: String| super::ConnEnd::Failed(format!("exactly-once fencing: {e}"));
+        if let Some(exact) = &self.settings.exact {
+            // Name this connection, then close any other of this instance (a previous
+            // connection's pipelined transactions must not commit after the keys are read).
+            let name = exact.client_name();
+            let ask = |r: Frame| match r {
+                Frame::Error(e) => Err(fail(crate::escape::text(&e))),
+                f => Ok(f),
+            };
+            ask(conn
+                .request(&crate::cmd!["CLIENT", "SETNAME", name.clone()])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let own = ask(conn
+                .request(&crate::cmd!["CLIENT", "ID"])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let own = match own {
+                Frame::Integer(i) => i as u64,
+                _ => 0,
+            };
+            let list = ask(conn
+                .request(&crate::cmd!["CLIENT", "LIST"])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let text = list
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            for id in crate::sink::exact::ids_named(&text, &name) {
+                if id != own {
+                    let _ = conn
+                        .request(&crate::cmd!["CLIENT", "KILL", "ID", id])
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+            }
+        }
         let mut keys: Vec<Bytes> = Vec::new();
         for f in &self.pending {
             if let Some((k, _, _)) = f.txn.as_ref().and_then(|t| t.progress.as_ref())
@@ -326,7 +364,6 @@ impl Pipeline {
         if keys.is_empty() {
             return Ok(());
         }
-        let fail = |e: String| super::ConnEnd::Failed(format!("reading the progress keys: {e}"));
         for key in keys {
             let reply = conn
                 .request(&crate::cmd!["GET", key.clone()])
