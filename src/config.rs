@@ -333,7 +333,9 @@ impl Default for SyncSettings {
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             db_map: Default::default(),
-            exactly_once: true,
+            // Opt-in: the progress keys are visible in the target's keyspace (one per source
+            // shard, in db 0) and the writers need CLIENT LIST/KILL; see README.
+            exactly_once: false,
             progress_prefix: "__shardsync:progress:".into(),
             instance: "default".into(),
         }

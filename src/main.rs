@@ -95,6 +95,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
     if !cfg.sync.heartbeat_key.is_empty() {
         ignore.push(cfg.sync.heartbeat_key.clone().into_bytes());
     }
+    // Exactly-once progress keys live only on the target.
+    ignore.push(cfg.sync.progress_prefix.clone().into_bytes());
     let filter = shardsync::verify::IgnorePrefixes(ignore);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

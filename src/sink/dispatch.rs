@@ -160,7 +160,9 @@ impl Dispatcher {
                 && let Some(last) = c.last()
             {
                 // Cut before a MULTI: the position is after `last`, in its database.
-                shard.run_db.store(last.db, std::sync::atomic::Ordering::Release);
+                shard
+                    .run_db
+                    .store(last.db, std::sync::atomic::Ordering::Release);
             }
             (c, e, RunInfo { offset, ..run })
         } else {

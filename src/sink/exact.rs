@@ -87,7 +87,8 @@ pub fn parse(v: Option<&[u8]>) -> Result<Progress, String> {
     let text = std::str::from_utf8(v).map_err(|_| "not UTF-8".to_string())?;
     let bad = || format!("{} is not REPLID:OFFSET:DB", crate::escape::text(v));
     let mut parts = text.split(':');
-    let (Some(replid), Some(off), db, None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(replid), Some(off), db, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
@@ -286,8 +287,13 @@ pub async fn read_all(
     };
     match fence(target, exact).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(connections = n, "closed the target connections a previous run of this instance left open"),
-        Err(e) => tracing::warn!(error = %e, "could not close the target connections of a previous run (CLIENT LIST/KILL); a transaction it left in flight could still commit"),
+        Ok(n) => tracing::info!(
+            connections = n,
+            "closed the target connections a previous run of this instance left open"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not close the target connections of a previous run (CLIENT LIST/KILL); a transaction it left in flight could still commit")
+        }
     }
     for m in source.masters() {
         let name = m.endpoint.to_string();
@@ -369,7 +375,10 @@ mod tests {
             prefix: "__shardsync:progress:".into(),
             instance: "a".into(),
         };
-        assert_eq!(&e.key("10.0.0.1:6379")[..], b"__shardsync:progress:a:10.0.0.1:6379");
+        assert_eq!(
+            &e.key("10.0.0.1:6379")[..],
+            b"__shardsync:progress:a:10.0.0.1:6379"
+        );
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
         let list = "id=3 addr=127.0.0.1:1 name=shardsync-exact-a age=1\nid=4 addr=x name= age=2\nid=9 name=shardsync-exact-a\n";
         assert_eq!(ids_named(list, "shardsync-exact-a"), vec![3, 9]);

@@ -41,9 +41,7 @@ impl TxnHold {
         let mut all_ends = std::mem::take(&mut self.ends);
         // `ends` can be shorter than `cmds` only if a caller lost track; pad with the run's end.
         let pad = offset.or(ends.last().copied()).unwrap_or(0);
-        all_ends.extend(
-            (0..cmds.len()).map(|i| ends.get(i).copied().unwrap_or(pad)),
-        );
+        all_ends.extend((0..cmds.len()).map(|i| ends.get(i).copied().unwrap_or(pad)));
         all.extend(cmds);
         let mut open: Option<usize> = None;
         for (i, c) in all.iter().enumerate() {
@@ -86,7 +84,11 @@ mod tests {
     #[test]
     fn holds_an_open_block_until_exec() {
         let mut h = TxnHold::default();
-        let (out, ends, off) = h.cut(vec![c("SET"), c("MULTI"), c("INCR")], &[10, 20, 30], Some(30));
+        let (out, ends, off) = h.cut(
+            vec![c("SET"), c("MULTI"), c("INCR")],
+            &[10, 20, 30],
+            Some(30),
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(ends, vec![10]);
         assert_eq!(off, Some(10));

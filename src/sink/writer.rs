@@ -391,7 +391,15 @@ impl Pipeline {
                 }
             };
         let mut conn = conn;
-        self.skip_committed(&mut conn).await?;
+        match tokio::time::timeout(timeout, self.skip_committed(&mut conn)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ConnEnd::Failed(format!(
+                    "reading the progress keys took more than {:.1} s",
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
         let RespConn {
             mut stream,
             buf: mut inbuf,

@@ -96,13 +96,11 @@ pub async fn handshake(
                     ),
                     reply: text,
                 }),
-                Some(offset) if replid.len() == 40 => {
-                    Ok(PsyncReply::FullResync(ReplPosition {
-                        replid,
-                        offset,
-                        db: 0,
-                    }))
-                }
+                Some(offset) if replid.len() == 40 => Ok(PsyncReply::FullResync(ReplPosition {
+                    replid,
+                    offset,
+                    db: 0,
+                })),
                 _ => Err(NetError::Unexpected {
                     addr: conn.addr.clone(),
                     what: "PSYNC".into(),

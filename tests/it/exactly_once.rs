@@ -52,7 +52,10 @@ impl Workload {
         let client = redis::Client::open(url).expect("client");
         let mut c0 = client.get_connection().expect("connect db 0");
         let mut c2 = client.get_connection().expect("connect db 2");
-        let _: () = redis::cmd("SELECT").arg(2).query(&mut c2).expect("SELECT 2");
+        let _: () = redis::cmd("SELECT")
+            .arg(2)
+            .query(&mut c2)
+            .expect("SELECT 2");
         let mut rng = DetRng::new(seed);
         let mut n = 0u64;
         let script = "redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1";
@@ -72,7 +75,10 @@ impl Workload {
                         p.cmd("RPUSH").arg(format!("list:{k}")).arg(n).ignore();
                     }
                     2 => {
-                        p.cmd("APPEND").arg(format!("str:{k}")).arg(format!("{n};")).ignore();
+                        p.cmd("APPEND")
+                            .arg(format!("str:{k}"))
+                            .arg(format!("{n};"))
+                            .ignore();
                     }
                     3 => {
                         p.cmd("LPOP").arg(format!("list:{k}")).ignore();
@@ -135,8 +141,11 @@ impl Workload {
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("shardsync.toml");
-    std::fs::write(&path, "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n")
-        .expect("write config");
+    std::fs::write(
+        &path,
+        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n",
+    )
+    .expect("write config");
     path
 }
 
@@ -158,7 +167,8 @@ fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> S
 
 fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
     let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok()).is_some_and(|v| v >= ms)
+    v.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|v| v >= ms)
 }
 
 /// Waits until a heartbeat written after now reached the target (everything written to the
@@ -247,7 +257,8 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
             if ss.log().contains("partial resync accepted") {
                 resumed += 1;
             }
-            load.bursts.store((5..8).contains(&round), Ordering::Release);
+            load.bursts
+                .store((5..8).contains(&round), Ordering::Release);
             std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
         }
         assert_no_panic(&ss);
@@ -258,7 +269,11 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
             ss.log_tail(40)
         );
         kills += 1;
-        println!("round {round} killed at {:.1?} ops {}", t0.elapsed(), load.ops.load(Ordering::Relaxed));
+        println!(
+            "round {round} killed at {:.1?} ops {}",
+            t0.elapsed(),
+            load.ops.load(Ordering::Relaxed)
+        );
         if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
             let _ = std::fs::create_dir_all(&d);
             let _ = std::fs::write(format!("{d}/round-{round}.log"), ss.log());
@@ -278,8 +293,14 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
         log.contains("found the target's progress key"),
         "the last run did not resume from the target:\n{log}"
     );
-    assert!(!log.contains("full sync started"), "the last run did a full sync:\n{log}");
-    assert!(resumed >= 8, "only {resumed} of the restarts resumed with +CONTINUE");
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    assert!(
+        resumed >= 8,
+        "only {resumed} of the restarts resumed with +CONTINUE"
+    );
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
     println!(
@@ -296,10 +317,8 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
 fn target_sigkill_restarts_from_aof_exact() {
     let t0 = Instant::now();
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
-    let mut dst = RedisServer::start_with(
-        KIND,
-        &["--appendonly", "yes", "--appendfsync", "always"],
-    );
+    let mut dst =
+        RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
     let state = tempfile::tempdir().expect("state dir");
     let config = write_config(state.path());
     let (load, handle) = Workload::start(src.url(), 34);

@@ -254,7 +254,13 @@ impl Pipeline {
         let mut drop = vec![false; len];
         for (slot, e) in &refused {
             if (*slot as usize) < len {
-                command_reply(&node, &self.settings, f, *slot as usize, &Frame::Error(e.clone()));
+                command_reply(
+                    &node,
+                    &self.settings,
+                    f,
+                    *slot as usize,
+                    &Frame::Error(e.clone()),
+                );
                 drop[*slot as usize] = true;
             }
         }
@@ -281,7 +287,12 @@ impl Pipeline {
             // Batches behind it were applied first: the keys of the retried commands are copied
             // from the source, which undoes any reordering.
             for c in &cmds {
-                q.request(&shard, c.db, &c.cmd, "applied after later writes (EXECABORT retry)");
+                q.request(
+                    &shard,
+                    c.db,
+                    &c.cmd,
+                    "applied after later writes (EXECABORT retry)",
+                );
             }
         }
         ticket.add_part();
