@@ -346,3 +346,77 @@ fn target_sigkill_restarts_from_aof_exact() {
         t0.elapsed()
     );
 }
+
+/// A batch holding a command the older target refuses at queue time (`GEOSEARCHSTORE … BYBOX`
+/// into Redis 6.0): `EXECABORT`; the batch is sent again without it, so the other writes of the
+/// batch apply exactly once, and the refused command's key is repaired from the source.
+#[test]
+fn execabort_retries_without_the_refused_command() {
+    let src = RedisServer::start_with(KIND, &["--repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start(ServerKind::Redis60);
+    let mut sc = src.client();
+    let _: () = redis::cmd("GEOADD")
+        .arg("places")
+        .arg("13.361389")
+        .arg("38.115556")
+        .arg("Palermo")
+        .arg("15.087269")
+        .arg("37.502669")
+        .arg("Catania")
+        .query::<i64>(&mut sc)
+        .map(|_| ())
+        .expect("GEOADD");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path());
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst, Duration::from_secs(30));
+    // One pipeline: one batch on the target side.
+    let mut p = redis::pipe();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("a").ignore();
+    p.cmd("GEOSEARCHSTORE")
+        .arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC")
+        .ignore();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("b").ignore();
+    p.query::<()>(&mut sc).expect("pipeline");
+    ss.expect_log(
+        "target aborted a write transaction",
+        Duration::from_secs(20),
+    );
+    ss.expect_log("repairing the key", Duration::from_secs(20));
+    wait_caught_up(&ss, &dst, Duration::from_secs(30));
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    // And a kill right after still resumes exactly.
+    ss.kill();
+    let _: () = redis::cmd("INCR")
+        .arg("ctr")
+        .query::<i64>(&mut sc)
+        .map(|_| ())
+        .expect("INCR");
+    let ss2 = spawn(&src, &dst, state.path(), &config);
+    wait_caught_up(&ss2, &dst, Duration::from_secs(30));
+    let v: i64 = redis::cmd("GET")
+        .arg("ctr")
+        .query(&mut dst.client())
+        .expect("GET");
+    assert_eq!(v, 3, "ctr applied exactly once per INCR");
+    assert_no_panic(&ss2);
+}
