@@ -51,13 +51,16 @@ fn percent_decode(s: &str) -> Result<String, &'static str> {
     String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded")
 }
 
-/// Where a server is and how to log in. `Display` shows `host:port` only.
+/// Where a server is, how to log in, and whether to speak TLS (`rediss://`). `Display` shows
+/// `host:port` only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The side's TLS client (`rediss://`); shared by every node of the deployment.
+    pub tls: Option<crate::net::tls::TlsClient>,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -71,8 +74,9 @@ impl std::fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `redis://[user:password@]host:port` (also `host:port`). The error never contains
-    /// the password.
+    /// Parses `redis://[user:password@]host:port` (also `host:port`; `rediss://` for TLS with
+    /// the default options: the system's CA certificates, the URL's host as the name). The error
+    /// never contains the password.
     pub fn parse(what: &str, s: &str) -> Result<Endpoint, ConfigError> {
         let with_scheme = if s.contains("://") {
             s.to_string()
@@ -81,10 +85,10 @@ impl Endpoint {
         };
         let bad = |why: &str| ConfigError::Invalid {
             key: what.to_string(),
-            why: format!("{why}; expected redis://[user:password@]host:port"),
+            why: format!("{why}; expected redis://[user:password@]host:port (rediss:// for TLS)"),
         };
         let u = url::Url::parse(&with_scheme).map_err(|e| bad(&format!("not a URL ({e})")))?;
-        if u.scheme() != "redis" {
+        if u.scheme() != "redis" && u.scheme() != "rediss" {
             return Err(bad(&format!("scheme {:?} is not supported", u.scheme())));
         }
         let host = u
@@ -104,12 +108,59 @@ impl Endpoint {
             )),
             None => None,
         };
+        let tls = if u.scheme() == "rediss" {
+            let side = if what.contains("source") {
+                "source"
+            } else {
+                "target"
+            };
+            let client = crate::net::tls::TlsClient::new(side, &host, &Default::default())
+                .map_err(|why| ConfigError::Invalid {
+                    key: what.to_string(),
+                    why,
+                })?;
+            Some(client)
+        } else {
+            None
+        };
         Ok(Endpoint {
             host,
             port,
             username,
             password,
+            tls,
         })
+    }
+
+    /// Applies the TLS options of `side` (`source`/`target`): the endpoint must be `rediss://`
+    /// when any is set. `insecure` (`--tls-insecure`) applies to a `rediss://` endpoint only. No
+    /// options leave the endpoint as it is.
+    pub fn with_tls(
+        mut self,
+        side: &'static str,
+        mut opts: crate::net::tls::TlsOptions,
+        insecure: bool,
+    ) -> Result<Endpoint, ConfigError> {
+        opts.insecure |= insecure && self.tls.is_some();
+        if !opts.is_set() {
+            return Ok(self);
+        }
+        if self.tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: format!("{side}.tls"),
+                why: format!(
+                    "TLS options are set but {side}.url is not a rediss:// URL; write rediss://{self} to use TLS"
+                ),
+            });
+        }
+        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|why| {
+            ConfigError::Invalid {
+                key: format!("{side}.tls"),
+                why,
+            }
+        })?;
+        self.tls = Some(client);
+        Ok(self)
     }
 
     /// The redis-rs connection info for this endpoint.
@@ -186,6 +237,8 @@ pub struct FileEndpoint {
     pub prefer_replica: Option<bool>,
     /// Target only: a write reply outstanding longer than this is a stall (reconnect).
     pub reply_timeout_ms: Option<u64>,
+    /// TLS options (`[source.tls]`, `[target.tls]`); the URL must be `rediss://`.
+    pub tls: Option<crate::net::tls::TlsOptions>,
     /// Source only: consecutive failed attempts of a shard's link without progress before the
     /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
     pub retry_budget: Option<u32>,
@@ -358,6 +411,11 @@ pub struct Overrides {
     pub db_map: Option<String>,
     pub on_resync: Option<OnResync>,
     pub prefer_replica: bool,
+    /// `--source-tls-*` / `--target-tls-*` (win over `[source.tls]` / `[target.tls]`).
+    pub source_tls: crate::net::tls::TlsOptions,
+    pub target_tls: crate::net::tls::TlsOptions,
+    /// `--tls-insecure`: no certificate verification on every `rediss://` side.
+    pub tls_insecure: bool,
 }
 
 impl FileConfig {
@@ -418,6 +476,11 @@ impl Config {
             o.source.or(fs.url),
             fs.password,
             o.source_password,
+        )?
+        .with_tls(
+            "source",
+            o.source_tls.or(fs.tls.unwrap_or_default()),
+            o.tls_insecure,
         )?;
         let target = endpoint(
             "target",
@@ -425,6 +488,11 @@ impl Config {
             o.target.or(ft.url),
             ft.password,
             o.target_password,
+        )?
+        .with_tls(
+            "target",
+            o.target_tls.or(ft.tls.unwrap_or_default()),
+            o.tls_insecure,
         )?;
 
         let d = SyncSettings::default();

@@ -28,6 +28,7 @@ pub mod net;
 pub mod observe;
 pub mod precheck;
 pub mod precheck_functions;
+pub mod precheck_tls;
 pub mod rdb;
 pub mod resp;
 pub mod router;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use shardsync::config::{Config, FileConfig, Overrides, Secret, TargetHasData};
+use shardsync::net::tls::TlsOptions;
 
 #[derive(Parser)]
 #[command(
@@ -202,10 +203,34 @@ struct LoadRdbArgs {
     target_password: Option<String>,
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// PEM file of the CA certificate(s) that signed a rediss:// target's certificate.
+    #[arg(long, value_name = "PEM")]
+    target_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a target that checks clients.
+    #[arg(long, value_name = "PEM")]
+    target_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --target-tls-cert-file.
+    #[arg(long, value_name = "PEM")]
+    target_tls_key_file: Option<PathBuf>,
+    /// Name the target's certificates must be valid for (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    target_tls_server_name: Option<String>,
+    /// Do not verify the target's certificate.
+    #[arg(long)]
+    tls_insecure: bool,
 }
 
 fn load_rdb(args: LoadRdbArgs) -> ExitCode {
-    let mut target = match shardsync::config::Endpoint::parse("--target", &args.target) {
+    let tls = TlsOptions {
+        ca_file: args.target_tls_ca_file.clone(),
+        cert_file: args.target_tls_cert_file.clone(),
+        key_file: args.target_tls_key_file.clone(),
+        server_name: args.target_tls_server_name.clone(),
+        insecure: false,
+    };
+    let parsed = shardsync::config::Endpoint::parse("--target", &args.target)
+        .and_then(|t| t.with_tls("target", tls, args.tls_insecure));
+    let mut target = match parsed {
         Ok(t) => t,
         Err(e) => {
             eprintln!("shardsync: {e}");
@@ -288,6 +313,41 @@ struct CommonArgs {
     /// Target password (overrides the URL and the file).
     #[arg(long, env = "SHARDSYNC_TARGET_PASSWORD", hide_env_values = true)]
     target_password: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS options of `rediss://` sources and targets (override `[source.tls]` / `[target.tls]`).
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM file of the CA certificate(s) that signed the source's certificate (default: the
+    /// system's CAs).
+    #[arg(long, value_name = "PEM")]
+    source_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a source that checks clients (tls-auth-clients).
+    #[arg(long, value_name = "PEM")]
+    source_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --source-tls-cert-file.
+    #[arg(long, value_name = "PEM")]
+    source_tls_key_file: Option<PathBuf>,
+    /// Name the source's certificates must be valid for (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    source_tls_server_name: Option<String>,
+    /// PEM file of the CA certificate(s) that signed the target's certificate.
+    #[arg(long, value_name = "PEM")]
+    target_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a target that checks clients.
+    #[arg(long, value_name = "PEM")]
+    target_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --target-tls-cert-file.
+    #[arg(long, value_name = "PEM")]
+    target_tls_key_file: Option<PathBuf>,
+    /// Name the target's certificates must be valid for (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    target_tls_server_name: Option<String>,
+    /// Do not verify the certificates of rediss:// servers (encrypted but not authenticated).
+    #[arg(long)]
+    tls_insecure: bool,
 }
 
 impl CommonArgs {
@@ -311,6 +371,21 @@ impl CommonArgs {
                 db_map: self.db_map,
                 on_resync: self.on_resync,
                 prefer_replica: self.prefer_replica,
+                source_tls: TlsOptions {
+                    ca_file: self.tls.source_tls_ca_file,
+                    cert_file: self.tls.source_tls_cert_file,
+                    key_file: self.tls.source_tls_key_file,
+                    server_name: self.tls.source_tls_server_name,
+                    insecure: false,
+                },
+                target_tls: TlsOptions {
+                    ca_file: self.tls.target_tls_ca_file,
+                    cert_file: self.tls.target_tls_cert_file,
+                    key_file: self.tls.target_tls_key_file,
+                    server_name: self.tls.target_tls_server_name,
+                    insecure: false,
+                },
+                tls_insecure: self.tls.tls_insecure,
             },
         )
         .map_err(|e| e.to_string())

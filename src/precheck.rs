@@ -81,6 +81,8 @@ fn warn(name: &'static str, detail: impl Into<String>) -> Check {
 /// Runs every check. Returns `Err(checks)` when a side cannot even be discovered.
 pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     let mut checks = Vec::new();
+    checks.extend(crate::precheck_tls::check("source", &cfg.source).await);
+    checks.extend(crate::precheck_tls::check("target", &cfg.target).await);
     let src = topology::discover("source", &cfg.source).await;
     let dst = topology::discover("target", &cfg.target).await;
     let (source, target) = match (src, dst) {

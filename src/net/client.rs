@@ -6,28 +6,33 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Endpoint;
+use crate::net::NetError;
 use crate::net::server_info::ServerInfo;
 
-/// Opens a redis-rs connection to `ep`; `role` ("source", "target") prefixes every error.
+/// Opens a redis-rs connection to `ep` (TCP or TLS, [`crate::net::stream::connect`]); `role`
+/// ("source", "target") prefixes every error.
 pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(ep.connection_info())
-        .map_err(|e| format!("{role} {ep}: {}", describe(&e)))?;
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_secs(30)));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!(
-                    "{role} {ep}: cannot connect (no answer within {} s); is the server running and reachable?",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            } else {
-                format!("{role} {ep}: {}", describe(&e))
-            }
-        })
+    let stream = crate::net::stream::connect(ep).await.map_err(|e| match e {
+        NetError::Connect { why, .. } => {
+            format!("{role} {ep}: cannot connect ({why}); is the server running and reachable?")
+        }
+        e => format!("{role} {ep}: {e}"),
+    })?;
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    let info = ep.connection_info();
+    let setup = MultiplexedConnection::new_with_config(info.redis_settings(), stream, cfg);
+    match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+        Ok(Ok((conn, driver))) => {
+            tokio::spawn(driver);
+            Ok(conn)
+        }
+        Ok(Err(e)) => Err(format!("{role} {ep}: {}", describe(&e))),
+        Err(_) => Err(format!(
+            "{role} {ep}: cannot connect (no answer to the login within {} s); is the server running and reachable?",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// How long to wait for the TCP connection (and login).
@@ -50,6 +55,9 @@ pub fn describe(e: &redis::RedisError) -> String {
         format!(
             "timed out waiting for the reply ({text}); the server accepted the connection but did not answer in time (overloaded, blocked, or not a Redis server?)"
         )
+    } else if text.contains("TLS: ") {
+        // Already says what to change (crate::net::tls::explain).
+        text
     } else if e.is_connection_refusal() {
         format!("cannot connect ({text}); is the server running and reachable?")
     } else if e.is_io_error() {

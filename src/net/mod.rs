@@ -1,17 +1,18 @@
-//! A raw RESP connection over TCP: connect with a timeout, log in, send commands, read frames.
-//! Used where shardsync speaks the protocol itself (the replication link and the target writers'
-//! pipelines); ordinary request/response work uses redis-rs.
+//! A raw RESP connection over TCP or TLS ([`stream`]): connect with a timeout, log in, send
+//! commands, read frames. Used where shardsync speaks the protocol itself (the replication link
+//! and the target writers' pipelines); ordinary request/response work uses redis-rs.
 
 pub mod backoff;
 pub mod client;
 pub mod server_info;
+pub mod stream;
+pub mod tls;
 pub mod topology;
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::cmd::Cmd;
 use crate::config::Endpoint;
@@ -23,6 +24,8 @@ use crate::resp::{Decoder, Frame, Limits, RespError};
 pub enum NetError {
     #[error("cannot connect to {addr}: {why} (is the server running and reachable?)")]
     Connect { addr: String, why: String },
+    #[error("TLS with {addr} failed: {why}")]
+    Tls { addr: String, why: String },
     #[error("{addr} rejected the password ({reply}); check the password given for it")]
     Auth { addr: String, reply: String },
     #[error(
@@ -45,9 +48,9 @@ pub enum NetError {
     },
 }
 
-/// A TCP connection with its receive buffer.
+/// A connection (TCP or TLS) with its receive buffer.
 pub struct RespConn {
-    pub stream: TcpStream,
+    pub stream: stream::Stream,
     pub buf: BytesMut,
     pub addr: String,
     /// Progress on the frame at the front of `buf` (replies: [`Limits::replies`]).
@@ -61,27 +64,7 @@ impl RespConn {
     /// Connects (with [`CONNECT_TIMEOUT`]) and, when the endpoint has a password, authenticates.
     pub async fn connect(ep: &Endpoint) -> Result<RespConn, NetError> {
         let addr = ep.to_string();
-        let stream = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((ep.host.as_str(), ep.port)),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(NetError::Connect {
-                    addr,
-                    why: format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(NetError::Connect {
-                    addr,
-                    why: e.to_string(),
-                });
-            }
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = stream::connect(ep).await?;
         let mut conn = RespConn {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),

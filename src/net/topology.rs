@@ -57,13 +57,15 @@ impl Topology {
     }
 }
 
-/// An endpoint for `host:port` with the login of `seed`.
+/// An endpoint for `host:port` with the login and TLS settings of `seed` (a TLS cluster's nodes
+/// are checked against the seed's server name).
 pub fn endpoint_like(seed: &Endpoint, host: &str, port: u16) -> Endpoint {
     Endpoint {
         host: host.to_string(),
         port,
         username: seed.username.clone(),
         password: seed.password.clone(),
+        tls: seed.tls.clone(),
     }
 }
 

@@ -69,6 +69,7 @@ pub fn classify(e: &LinkError) -> Class {
 fn classify_net(n: &NetError) -> Class {
     match n {
         NetError::Connect { .. }
+        | NetError::Tls { .. }
         | NetError::Closed { .. }
         | NetError::Io { .. }
         | NetError::Timeout { .. } => Class::Transient,

@@ -599,7 +599,7 @@ async fn feed_rdb(
 
 /// Sends `REPLCONF ACK` every interval and whenever the master asks; ends with the connection.
 async fn ack_loop(
-    mut wh: tokio::net::tcp::OwnedWriteHalf,
+    mut wh: crate::net::stream::OwnedWriteHalf,
     shard: Arc<ShardState>,
     interval: Duration,
     getack: Arc<Notify>,

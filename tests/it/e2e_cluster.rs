@@ -32,7 +32,7 @@ fn tag_for(cluster: &RedisCluster, master: &RedisServer) -> String {
 }
 
 /// Fills every master of `cluster` with the typed dataset under its own hash tag.
-fn populate_cluster(cluster: &RedisCluster) -> Vec<String> {
+pub(crate) fn populate_cluster(cluster: &RedisCluster) -> Vec<String> {
     let mut tags = Vec::new();
     for m in cluster.masters() {
         let tag = tag_for(cluster, m);
@@ -44,7 +44,7 @@ fn populate_cluster(cluster: &RedisCluster) -> Vec<String> {
     tags
 }
 
-fn workload_cluster(cluster: &RedisCluster, tags: &[String]) {
+pub(crate) fn workload_cluster(cluster: &RedisCluster, tags: &[String]) {
     for (m, tag) in cluster.masters().into_iter().zip(tags) {
         let mut opts = WorkloadOptions::cluster(tag);
         opts.volume = 1000;
@@ -53,7 +53,12 @@ fn workload_cluster(cluster: &RedisCluster, tags: &[String]) {
 }
 
 /// Waits until every source heartbeat key holds a time ≥ `after` on the target.
-fn wait_heartbeats(src: &mut dyn KeySource, dst: &mut dyn KeySource, after: u64, ss: &Shardsync) {
+pub(crate) fn wait_heartbeats(
+    src: &mut dyn KeySource,
+    dst: &mut dyn KeySource,
+    after: u64,
+    ss: &Shardsync,
+) {
     let keys: Vec<Vec<u8>> = src
         .all_keys()
         .into_iter()

@@ -32,5 +32,6 @@ mod rewrite_fuzz;
 mod router_keyslot;
 mod sink_errors;
 mod stream_state;
+mod tls;
 mod url_passwords;
 mod verify;

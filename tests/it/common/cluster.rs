@@ -45,6 +45,18 @@ impl RedisCluster {
         replicas_per_master: usize,
         extra: &[&str],
     ) -> RedisCluster {
+        Self::start_with_node_args(kind, masters, replicas_per_master, extra, |_| Vec::new())
+    }
+
+    /// Like [`RedisCluster::start_with`], plus args of each node from `per_node(index)` (e.g.
+    /// its own `--tls-port`), appended after `extra`.
+    pub fn start_with_node_args(
+        kind: ServerKind,
+        masters: usize,
+        replicas_per_master: usize,
+        extra: &[&str],
+        mut per_node: impl FnMut(usize) -> Vec<String>,
+    ) -> RedisCluster {
         assert!(
             masters >= 3,
             "redis-cli --cluster create needs at least 3 masters"
@@ -60,7 +72,12 @@ impl RedisCluster {
         args.extend_from_slice(extra);
         let total = masters * (1 + replicas_per_master);
         let nodes: Vec<RedisServer> = (0..total)
-            .map(|_| RedisServer::start_with(kind, &args))
+            .map(|i| {
+                let own = per_node(i);
+                let mut all = args.clone();
+                all.extend(own.iter().map(String::as_str));
+                RedisServer::start_with(kind, &all)
+            })
             .collect();
         let cluster = RedisCluster { kind, nodes };
 
