@@ -27,6 +27,7 @@ pub mod load_file;
 pub mod net;
 pub mod observe;
 pub mod precheck;
+pub mod precheck_acl;
 pub mod precheck_functions;
 pub mod precheck_tls;
 pub mod rdb;
@@ -34,6 +35,7 @@ pub mod resp;
 pub mod router;
 pub mod sink;
 pub mod source;
+pub mod supervise;
 pub mod verify;
 
 /// Wall-clock time in Unix milliseconds.

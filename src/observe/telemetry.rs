@@ -3,9 +3,13 @@
 //! is known, so dashboards and alerts see every series before anything happens. The recorder is
 //! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
-//! Emission points: counters are incremented where things happen (`source/link.rs`,
-//! `source/rdb_load.rs`, `sink/writer.rs`, `sink/repair.rs`); per-shard gauges are published once a second from
-//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
+//! Emission points: the main happenings (link resumed/failed, full sync started/handed over,
+//! write refused, key repaired or not, target stall) go through the typed events of
+//! [`crate::observe::events`], which write the log line, the metric and the `/status` field
+//! together; hot-path counters are incremented where things happen (`source/link.rs`,
+//! `source/rdb_load.rs`, `sink/writer.rs`); per-shard gauges are published once a second from
+//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`]. Every
+//! per-shard series is labelled with the shard's stable name, never the node replicated from now.
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -43,6 +47,9 @@ pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 pub const EXEC_ABORTS: &str = "shardsync_exec_aborts_total";
+pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
+pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
+pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -75,6 +82,9 @@ pub const ALL: &[&str] = &[
     LINK_ERRORS,
     LOG_SUPPRESSED,
     EXEC_ABORTS,
+    FILTERED_COMMANDS,
+    FILTERED_KEYS,
+    TASK_FAILURES,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -142,15 +152,16 @@ static NODES: std::sync::LazyLock<dashmap::DashMap<String, usize>> =
     std::sync::LazyLock::new(dashmap::DashMap::new);
 
 /// Installs the global recorder (once per process) and describes every metric.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
+pub fn install_recorder() -> Result<PrometheusHandle, crate::observe::ObserveError> {
+    let why = |e: String| crate::observe::ObserveError::Recorder { why: e };
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WRITE_BATCH_SECONDS.into()),
             BATCH_SECONDS_BUCKETS,
         )
-        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(|e| why(e.to_string()))?
         .install_recorder()
-        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+        .map_err(|e| why(format!("cannot install the recorder: {e}")))?;
     describe();
     // The histogram has no labels: register it now so its buckets exist from the start.
     let _ = histogram!(WRITE_BATCH_SECONDS);
@@ -270,6 +281,21 @@ fn describe() {
         EXEC_ABORTS,
         "exactly-once write transactions the target refused at queue time (EXECABORT), by node; each is retried without the refused commands"
     );
+    describe_counter!(
+        FILTERED_COMMANDS,
+        "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
+    );
+    describe_counter!(
+        FILTERED_KEYS,
+        "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
+    );
+    describe_counter!(
+        TASK_FAILURES,
+        "long-lived tasks (heartbeat, checkpointer, target writer, HTTP listener…) that ended unexpectedly (a panic), by task kind; each is logged"
+    );
+    for kind in crate::supervise::Group::ALL {
+        counter!(TASK_FAILURES, "task" => kind.name()).increment(0);
+    }
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -311,6 +337,12 @@ pub fn register_shard(shard: &str) {
     }
     for class in ["transient", "permanent"] {
         counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
+    }
+    for rule in crate::router::filter::Rule::ALL {
+        counter!(FILTERED_COMMANDS, "shard" => s.clone(), "rule" => rule.name()).increment(0);
+    }
+    for rule in ["db", "key"] {
+        counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
 }
 

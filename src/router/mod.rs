@@ -4,8 +4,10 @@
 //! - [`keys`]: a table of every replication-stream command's key positions and category.
 //! - [`split`]: per-command and per-transaction routing decisions, splitting multi-key commands
 //!   per slot where that keeps their meaning.
+//! - [`filter`]: database selection, key include/exclude lists and the command deny-list.
 //! - [`table`]: the slot → node map parsed from `CLUSTER NODES`.
 
+pub mod filter;
 pub mod keys;
 pub mod slot;
 pub mod split;
@@ -14,4 +16,4 @@ pub mod table;
 pub use keys::{Category, KeyPositions, KeySpec, command_keys};
 pub use slot::{SLOTS, hash_tag, hashtag_in, key_slot, tag_for_slot_range};
 pub use split::{Routed, Scope, TxRouted, route, route_transaction, route_with};
-pub use table::{NodeAddr, Role, SlotTable};
+pub use table::{LineError, NodeAddr, Role, SlotTable, TableError};

@@ -3,11 +3,14 @@
 //! the link was down (or lost by a source restart) would stay on the target for ever. A
 //! standalone source owns the whole target (`FLUSHALL` on each target master); a cluster source
 //! shard owns its slots (`CLUSTER GETKEYSINSLOT` + `UNLINK` on a cluster target, a `SCAN` that
-//! keeps keys of those slots on a standalone target).
+//! keeps keys of those slots on a standalone target). Under a database selection or key filters
+//! ([`clear_selected`]) only the selected target databases and the keys the filters keep go.
 
 use redis::aio::MultiplexedConnection;
 
+use super::SinkError;
 use super::targets::Targets;
+use crate::config::Endpoint;
 use crate::net::client;
 use crate::router::key_slot;
 
@@ -15,7 +18,11 @@ fn in_ranges(ranges: &[(u16, u16)], slot: u16) -> bool {
     ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
 }
 
-async fn unlink(conn: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<(), String> {
+async fn unlink(
+    conn: &mut MultiplexedConnection,
+    ep: &Endpoint,
+    keys: &[Vec<u8>],
+) -> Result<(), SinkError> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -26,12 +33,15 @@ async fn unlink(conn: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<()
     c.query_async::<i64>(conn)
         .await
         .map(|_| ())
-        .map_err(|e| client::describe(&e))
+        .map_err(|e| SinkError::command(ep, "UNLINK", &e))
 }
 
 /// Removes the keys of a shard from the target: every key for a standalone source (`slots` is
 /// `None`), else the keys in `slots`. Returns how many keys were removed (`FLUSHALL`: unknown, 0).
-pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+pub async fn clear_shard(
+    targets: &Targets,
+    slots: Option<&[(u16, u16)]>,
+) -> Result<u64, SinkError> {
     let masters = targets.master_endpoints();
     let mut removed = 0u64;
     for ep in masters {
@@ -41,7 +51,7 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                 redis::cmd("FLUSHALL")
                     .query_async::<()>(&mut conn)
                     .await
-                    .map_err(|e| format!("target {ep}: FLUSHALL: {}", client::describe(&e)))?;
+                    .map_err(|e| SinkError::command(&ep, "FLUSHALL", &e))?;
             }
             Some(ranges) if targets.cluster => {
                 for &(a, b) in ranges {
@@ -57,14 +67,12 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                                 .arg(1000)
                                 .query_async(&mut conn)
                                 .await
-                                .map_err(|e| {
-                                    format!("target {ep}: GETKEYSINSLOT: {}", client::describe(&e))
-                                })?;
+                                .map_err(|e| SinkError::command(&ep, "GETKEYSINSLOT", &e))?;
                             if keys.is_empty() {
                                 break;
                             }
                             removed += keys.len() as u64;
-                            unlink(&mut conn, &keys).await?;
+                            unlink(&mut conn, &ep, &keys).await?;
                         }
                     }
                 }
@@ -78,18 +86,84 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                         .arg(1000)
                         .query_async(&mut conn)
                         .await
-                        .map_err(|e| format!("target {ep}: SCAN: {}", client::describe(&e)))?;
+                        .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
                     let mine: Vec<Vec<u8>> = keys
                         .into_iter()
                         .filter(|k| in_ranges(ranges, key_slot(k)))
                         .collect();
                     removed += mine.len() as u64;
-                    unlink(&mut conn, &mine).await?;
+                    unlink(&mut conn, &ep, &mine).await?;
                     if next == 0 {
                         break;
                     }
                     cursor = next;
                 }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// [`clear_shard`] under `sync.dbs` / `sync.filter`: only what this run syncs is removed. Each
+/// target database in `target_dbs` (`None`: every database holding keys) is emptied with
+/// `FLUSHDB` when no key rule and no slot range narrows it, else scanned and the keys the key
+/// rules keep (and in `slots`, if given) are unlinked. Returns the keys removed (`FLUSHDB`: 0).
+pub async fn clear_selected(
+    targets: &Targets,
+    slots: Option<&[(u16, u16)]>,
+    filter: &crate::router::filter::Filter,
+    target_dbs: Option<Vec<u32>>,
+) -> Result<u64, SinkError> {
+    let mut removed = 0u64;
+    for ep in targets.master_endpoints() {
+        let mut conn = client::connect("target", &ep).await?;
+        let dbs = match (&target_dbs, targets.cluster) {
+            (_, true) => vec![0],
+            (Some(d), false) => d.clone(),
+            (None, false) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("keyspace")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "INFO", &e))?;
+                client::keyspace_dbs(&info)
+            }
+        };
+        for db in dbs {
+            if !targets.cluster {
+                redis::cmd("SELECT")
+                    .arg(db)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, format!("SELECT {db}"), &e))?;
+            }
+            if slots.is_none() && !filter.has_key_rules() {
+                redis::cmd("FLUSHDB")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "FLUSHDB", &e))?;
+                continue;
+            }
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
+                let mine: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| filter.key_passes(k))
+                    .filter(|k| slots.is_none_or(|r| in_ranges(r, key_slot(k))))
+                    .collect();
+                removed += mine.len() as u64;
+                unlink(&mut conn, &ep, &mine).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
     }

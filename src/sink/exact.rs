@@ -116,7 +116,9 @@ pub fn offset_of(v: Option<&[u8]>) -> Option<u64> {
 }
 
 async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, String> {
-    let mut c = client::connect("target", ep).await?;
+    let mut c = client::connect("target", ep)
+        .await
+        .map_err(|e| e.to_string())?;
     redis::cmd("SELECT")
         .arg(0)
         .query_async::<()>(&mut c)
@@ -257,7 +259,9 @@ pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
 /// keys are read: a SIGKILLed process's last transactions may still sit in the target's socket
 /// buffer. After `CLIENT KILL`, the target runs no further command of that client.
 pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, String> {
-    let mut c = client::connect("target", ep).await?;
+    let mut c = client::connect("target", ep)
+        .await
+        .map_err(|e| e.to_string())?;
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut c)

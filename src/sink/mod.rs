@@ -5,8 +5,10 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod error;
 pub mod exact;
 pub mod repair;
+pub mod selection;
 pub mod targets;
 pub mod txn_hold;
 pub mod writer;
@@ -17,6 +19,7 @@ use crate::cmd::DbCmd;
 use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use error::SinkError;
 pub use targets::Targets;
 pub use writer::TargetWriter;
 

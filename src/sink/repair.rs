@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::SinkError;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::RespConn;
 use crate::net::server_info::ServerInfo;
+use crate::observe::events::{Emit, KeyRepairFailed, KeyRepaired, RepairFailure};
 use crate::observe::progress::ShardState;
 use crate::resp::Frame;
 
@@ -48,6 +50,9 @@ pub struct Wanted {
     pub target_db: u32,
     pub key: Bytes,
     pub why: String,
+    /// Asked for by the filters ([`crate::router::filter`]): a legitimate copy each time, not
+    /// a failure, so the give-up rule (5 attempts a minute) does not apply.
+    pub filtered: bool,
 }
 
 /// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
@@ -97,6 +102,21 @@ fn keys_of(cmd: &Cmd) -> Vec<Bytes> {
     out
 }
 
+/// `MOVE k n` → `(n, k)`; `COPY src dst DB n …` → `(n, dst)`: the key a command writes in
+/// another (target) database.
+fn cross_db_dest(cmd: &Cmd) -> Option<(u32, Bytes)> {
+    let db = |a: &Bytes| std::str::from_utf8(a).ok()?.parse::<u32>().ok();
+    if cmd.is("MOVE") {
+        return Some((db(cmd.args.get(2)?)?, cmd.args.get(1)?.clone()));
+    }
+    if cmd.is("COPY") {
+        let i = (3..cmd.args.len().saturating_sub(1))
+            .find(|&i| cmd.args[i].eq_ignore_ascii_case(b"DB"))?;
+        return Some((db(&cmd.args[i + 1])?, cmd.args.get(2)?.clone()));
+    }
+    None
+}
+
 impl RepairQueue {
     pub fn new() -> Arc<RepairQueue> {
         Arc::new(RepairQueue::default())
@@ -144,11 +164,12 @@ impl RepairQueue {
             let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
             for key in keys_of(&c.cmd) {
                 self.push(
-                    &shard.name,
+                    shard,
                     Wanted {
                         target_db: c.db,
                         key,
                         why: why.clone(),
+                        filtered: false,
                     },
                 );
             }
@@ -160,29 +181,49 @@ impl RepairQueue {
     pub fn request(&self, shard: &ShardState, target_db: u32, cmd: &Cmd, why: &str) {
         for key in keys_of(cmd) {
             self.push(
-                &shard.name,
+                shard,
                 Wanted {
                     target_db,
                     key,
                     why: why.to_string(),
+                    filtered: false,
                 },
             );
         }
     }
 
-    fn push(&self, shard: &str, w: Wanted) {
+    /// Queues one key to copy from the source (a command the filters replaced by a copy,
+    /// see [`crate::router::filter`]).
+    pub fn request_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str) {
+        self.push(
+            shard,
+            Wanted {
+                target_db,
+                key,
+                why: why.to_string(),
+                filtered: true,
+            },
+        );
+    }
+
+    fn push(&self, shard: &ShardState, w: Wanted) {
         let Ok(mut m) = self.wanted.lock() else {
             return;
         };
-        let q = m.entry(shard.to_string()).or_default();
+        let q = m.entry(shard.name.clone()).or_default();
         if q.queued.contains(&(w.target_db, w.key.clone())) {
             return;
         }
         if q.order.len() >= MAX_QUEUED {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(shard, "repair_overflow") {
-                tracing::error!(shard, key = %crate::escape::text(&w.key), suppressed, "too many keys waiting for repair; this one stays as the target has it");
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key: &w.key,
+                db: w.target_db,
+                why: &w.why,
+                cause: RepairFailure::Overflow,
             }
+            .emit();
             return;
         }
         q.queued.insert((w.target_db, w.key.clone()));
@@ -302,6 +343,8 @@ impl Repairer {
         {
             v.insert(0, target_db);
         }
+        // Only selected databases are read (`sync.dbs`).
+        v.retain(|&d| s.filter.db_selected(d));
         v
     }
 
@@ -341,12 +384,13 @@ impl Repairer {
             if dbs.is_empty() {
                 continue;
             }
-            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, &mut out)
+            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, !w.filtered, &mut out)
                 .await;
         }
         self.prefetched.clear();
         // Filter the run by the fences.
-        let mut again: Vec<(u32, Bytes, String)> = Vec::new();
+        // (source databases to read from, first where it exists; key; why)
+        let mut again: Vec<(Vec<u32>, Bytes, String)> = Vec::new();
         let mut dropped = 0u64;
         {
             let Ok(mut f) = self.fences.lock() else {
@@ -362,33 +406,63 @@ impl Repairer {
                         .get(&(dc.db, k.clone()))
                         .is_some_and(|&(_, o)| end <= o)
                 };
-                if !keys.is_empty() && keys.iter().any(fenced) {
-                    for k in keys.iter().filter(|k| !fenced(k)) {
-                        again.push((
-                            dc.db,
-                            k.clone(),
-                            format!(
-                                "{} also touched a key being repaired",
-                                crate::escape::text(dc.cmd.name())
-                            ),
-                        ));
+                // `MOVE`/`COPY … DB`: the key it writes in another database, whose source
+                // databases may hold a fence too.
+                let dest = cross_db_dest(&dc.cmd)
+                    .map(|(tdb, k)| (self.source_dbs(tdb), k))
+                    .filter(|(dbs, _)| !dbs.is_empty());
+                let dest_fenced = dest.as_ref().is_some_and(|(dbs, k)| {
+                    dbs.iter()
+                        .any(|&s| f.map.get(&(s, k.clone())).is_some_and(|&(_, o)| end <= o))
+                });
+                if (!keys.is_empty() && keys.iter().any(fenced)) || dest_fenced {
+                    let why = format!(
+                        "{} also touched a key being repaired",
+                        crate::escape::text(dc.cmd.name())
+                    );
+                    for k in keys.iter().filter(|k| dest_fenced || !fenced(k)) {
+                        again.push((vec![dc.db], k.clone(), why.clone()));
+                    }
+                    // Skipped, so its destination is copied too.
+                    if let Some((dbs, k)) = dest {
+                        again.push((dbs, k, why));
                     }
                     dropped += 1;
                     continue;
                 }
                 if keys.is_empty() {
                     let all = dc.cmd.is("FLUSHALL") || dc.cmd.is("SWAPDB");
+                    // SWAPDB's (target) databases: a copy written before it moved to the other.
+                    let swap = dc
+                        .cmd
+                        .is("SWAPDB")
+                        .then(|| {
+                            let n = |i: usize| {
+                                std::str::from_utf8(dc.cmd.args.get(i)?)
+                                    .ok()?
+                                    .parse::<u32>()
+                                    .ok()
+                            };
+                            Some((n(1)?, n(2)?))
+                        })
+                        .flatten();
                     if all || dc.cmd.is("FLUSHDB") {
+                        let why = format!(
+                            "{} ran inside the repair window",
+                            crate::escape::text(dc.cmd.name())
+                        );
                         for ((db, k), &(_, o)) in f.map.iter() {
                             if end <= o && (all || *db == dc.db) {
-                                again.push((
-                                    *db,
-                                    k.clone(),
-                                    format!(
-                                        "{} ran inside the repair window",
-                                        crate::escape::text(dc.cmd.name())
-                                    ),
-                                ));
+                                again.push((vec![*db], k.clone(), why.clone()));
+                                let t = self.ctx.sync.target_db(*db, self.ctx.cluster_target);
+                                let other = match swap {
+                                    Some((x, y)) if t == Some(x) => Some(y),
+                                    Some((x, y)) if t == Some(y) => Some(x),
+                                    _ => None,
+                                };
+                                if let Some(o) = other {
+                                    again.push((self.source_dbs(o), k.clone(), why.clone()));
+                                }
                             }
                         }
                     }
@@ -402,15 +476,19 @@ impl Repairer {
             tracing::debug!(shard = %shard.name, dropped, "stream commands skipped: their keys were copied from the source at a later offset");
         }
         again.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        for (db, key, why) in again {
-            self.repair_key(shard, epoch, &[db], &key, &why, &mut out)
+        // Not failures (each follows a stream command inside a fence window), so the give-up
+        // rule does not apply: a hot key copied often must not be given up on.
+        for (dbs, key, why) in again {
+            self.repair_key(shard, epoch, &dbs, &key, &why, false, &mut out)
                 .await;
         }
         out
     }
 
     /// Copies one key from the first of `dbs` where it exists (or deletes it on the target
-    /// when it exists in none), installs its fence and appends the writes to `out`.
+    /// when it exists in none), installs its fence and appends the writes to `out`. `limited`:
+    /// the give-up rule applies (not to copies the filters ask for).
+    #[allow(clippy::too_many_arguments)]
     async fn repair_key(
         &mut self,
         shard: &ShardState,
@@ -418,16 +496,23 @@ impl Repairer {
         dbs: &[u32],
         key: &Bytes,
         why: &str,
+        limited: bool,
         out: &mut Vec<DbCmd>,
     ) {
-        let shown = crate::escape::text(key);
         let Some(&first_db) = dbs.first() else { return };
-        if !self.allow_attempt(first_db, key) {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair_failed") {
-                tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why, suppressed,
-                    "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+        if limited && !self.allow_attempt(first_db, key) {
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key,
+                db: first_db,
+                why,
+                cause: RepairFailure::GaveUp {
+                    attempts: MAX_ATTEMPTS,
+                    window: ATTEMPT_WINDOW,
+                },
             }
+            .emit();
             return;
         }
         let mut found: Option<(u32, Copy)> = None;
@@ -446,13 +531,15 @@ impl Repairer {
                 }
                 Err(e) => {
                     self.conn = None;
-                    metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-                    if let Some(suppressed) =
-                        crate::observe::lograte::allow(&shard.name, "repair_failed")
-                    {
-                        tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e, suppressed,
-                            "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    KeyRepairFailed {
+                        shard: &shard.name,
+                        state: Some(shard),
+                        key,
+                        db,
+                        why,
+                        cause: RepairFailure::ReadFailed(&e.to_string()),
                     }
+                    .emit();
                     return;
                 }
             }
@@ -473,11 +560,15 @@ impl Repairer {
         let mut cmds = Vec::new();
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
-        metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
-        if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair") {
-            tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
-                exists = copy.payload.is_some(), suppressed, "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+        KeyRepaired {
+            shard,
+            key,
+            db,
+            why,
+            source_offset: copy.offset,
+            exists: copy.payload.is_some(),
         }
+        .emit();
     }
 
     fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {
@@ -499,9 +590,12 @@ impl Repairer {
     }
 
     /// `SELECT db; MULTI; DUMP key; PTTL key; INFO replication; EXEC` on the shard's master.
-    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, String> {
+    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, SinkError> {
         let mut copies = self.read_many(shard, db, std::slice::from_ref(key)).await?;
-        copies.pop().ok_or_else(|| "no reply".to_string())
+        copies.pop().ok_or_else(|| SinkError::Source {
+            addr: shard.master_addr(),
+            why: "no reply".into(),
+        })
     }
 
     /// Reads `keys` of source database `db` and the source's offset in one transaction on the
@@ -511,8 +605,12 @@ impl Repairer {
         shard: &ShardState,
         db: u32,
         keys: &[Bytes],
-    ) -> Result<Vec<Copy>, String> {
+    ) -> Result<Vec<Copy>, SinkError> {
         let master = shard.master_addr();
+        let fail = |why: String| SinkError::Source {
+            addr: master.clone(),
+            why,
+        };
         if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
             let (host, port) = master
                 .rsplit_once(':')
@@ -522,57 +620,47 @@ impl Repairer {
                         p.parse::<u16>().ok()?,
                     ))
                 })
-                .ok_or_else(|| format!("bad master address {master}"))?;
+                .ok_or_else(|| fail("bad master address".into()))?;
             let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
-            let c = RespConn::connect(&ep).await.map_err(|e| e.to_string())?;
+            let c = RespConn::connect(&ep).await?;
             self.conn = Some((master.clone(), c, 0));
         }
         let Some((_, conn, cur_db)) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(fail("no connection".into()));
         };
         if *cur_db != db {
-            if let Frame::Error(e) = conn
-                .request(&crate::cmd!["SELECT", db])
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!("SELECT {db}: {}", crate::escape::text(&e)));
+            if let Frame::Error(e) = conn.request(&crate::cmd!["SELECT", db]).await? {
+                return Err(fail(format!("SELECT {db}: {}", crate::escape::text(&e))));
             }
             *cur_db = db;
         }
-        conn.send(&crate::cmd!["MULTI"])
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.send(&crate::cmd!["MULTI"]).await?;
         for key in keys {
-            conn.send(&crate::cmd!["DUMP", key])
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.send(&crate::cmd!["PTTL", key])
-                .await
-                .map_err(|e| e.to_string())?;
+            conn.send(&crate::cmd!["DUMP", key]).await?;
+            conn.send(&crate::cmd!["PTTL", key]).await?;
         }
         for c in [crate::cmd!["INFO", "replication"], crate::cmd!["EXEC"]] {
-            conn.send(&c).await.map_err(|e| e.to_string())?;
+            conn.send(&c).await?;
         }
         // +OK for MULTI, +QUEUED for each queued command.
         for _ in 0..(2 + 2 * keys.len()) {
-            if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
-                return Err(crate::escape::text(&e));
+            if let Frame::Error(e) = conn.read_frame().await? {
+                return Err(fail(crate::escape::text(&e)));
             }
         }
-        let exec = conn.read_frame().await.map_err(|e| e.to_string())?;
+        let exec = conn.read_frame().await?;
         let Frame::Array(items) = exec else {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {}",
                 crate::escape::text(exec.to_text().as_bytes())
-            ));
+            )));
         };
         if items.len() != 2 * keys.len() + 1 {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {} replies, not {}",
                 items.len(),
                 2 * keys.len() + 1
-            ));
+            )));
         }
         let info = items[items.len() - 1]
             .as_bytes()
@@ -580,11 +668,11 @@ impl Repairer {
             .unwrap_or_default();
         let offset = crate::net::client::info_field(&info, "master_repl_offset")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or("INFO replication has no master_repl_offset")?;
+            .ok_or_else(|| fail("INFO replication has no master_repl_offset".into()))?;
         let mut out = Vec::with_capacity(keys.len());
         for pair in items[..items.len() - 1].chunks_exact(2) {
             let payload = match &pair[0] {
-                Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
+                Frame::Error(e) => return Err(fail(format!("DUMP: {}", crate::escape::text(e)))),
                 f => f.as_bytes().cloned(),
             };
             let pttl = match &pair[1] {

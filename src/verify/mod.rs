@@ -69,6 +69,23 @@ impl KeyFilter for IgnorePrefixes {
     }
 }
 
+/// The run's own selection (`sync.dbs`, `sync.filter`) plus the ignored prefixes: verify
+/// compares exactly what `run` syncs.
+#[derive(Clone, Debug, Default)]
+pub struct SyncFilter {
+    pub ignore: IgnorePrefixes,
+    pub filter: crate::router::filter::Filter,
+}
+
+impl KeyFilter for SyncFilter {
+    fn db_selected(&self, db: u32) -> bool {
+        self.filter.db_selected(db)
+    }
+    fn key_selected(&self, db: u32, key: &[u8]) -> bool {
+        self.ignore.key_selected(db, key) && self.filter.keep_key(db, key)
+    }
+}
+
 /// Settings of one verification.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -267,15 +284,7 @@ impl Verifier<'_> {
             }
         }
         for ((sdb, tdb), keys) in groups {
-            let out = compare_batch(
-                &mut self.src,
-                sdb,
-                &mut self.tgt,
-                tdb,
-                &keys,
-                &self.opts.limits,
-            )
-            .await?;
+            let out = self.compare(sdb, tdb, &keys).await?;
             for (k, o) in keys.iter().zip(out) {
                 match o {
                     Outcome::Equal | Outcome::Vanished => self.tally.totals.settled_on_recheck += 1,
@@ -284,6 +293,24 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Compares `keys` of source database `sdb` with target database `tdb`.
+    async fn compare(
+        &mut self,
+        sdb: u32,
+        tdb: u32,
+        keys: &[Bytes],
+    ) -> Result<Vec<Outcome>, VerifyError> {
+        compare_batch(
+            &mut self.src,
+            sdb,
+            &mut self.tgt,
+            tdb,
+            keys,
+            &self.opts.limits,
+        )
+        .await
     }
 
     /// `EXISTS` for each key on one side (source: `db`; target: `db`).
@@ -428,15 +455,7 @@ impl Verifier<'_> {
                     self.tally.totals.source_keys += keys.len() as u64;
                     self.rate.take(keys.len()).await;
                     if !keys.is_empty() {
-                        let out = compare_batch(
-                            &mut self.src,
-                            sdb,
-                            &mut self.tgt,
-                            tdb,
-                            &keys,
-                            &self.opts.limits,
-                        )
-                        .await?;
+                        let out = self.compare(sdb, tdb, &keys).await?;
                         for (k, o) in keys.into_iter().zip(out) {
                             match o {
                                 Outcome::Missing | Outcome::Different(..)

@@ -5,6 +5,7 @@
 mod common;
 mod rdb_support;
 
+mod acl;
 mod cli_errors;
 mod command_table;
 mod convert_real;
@@ -30,6 +31,7 @@ mod rdb_synthetic;
 mod resp_fuzz;
 mod rewrite_fuzz;
 mod router_keyslot;
+mod select_filters;
 mod sink_errors;
 mod stream_state;
 mod tls;
