@@ -47,6 +47,9 @@ pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 pub const EXEC_ABORTS: &str = "shardsync_exec_aborts_total";
+pub const TARGET_FAILED: &str = "shardsync_target_failed";
+pub const TARGET_APPLIED_OFFSET: &str = "shardsync_target_applied_offset_bytes";
+pub const TARGET_DROPPED_WRITES: &str = "shardsync_target_dropped_writes_total";
 pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
 pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
 pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
@@ -82,6 +85,9 @@ pub const ALL: &[&str] = &[
     LINK_ERRORS,
     LOG_SUPPRESSED,
     EXEC_ABORTS,
+    TARGET_FAILED,
+    TARGET_APPLIED_OFFSET,
+    TARGET_DROPPED_WRITES,
     FILTERED_COMMANDS,
     FILTERED_KEYS,
     TASK_FAILURES,
@@ -277,6 +283,19 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_gauge!(
+        TARGET_FAILED,
+        "one-to-many: 1 once a target failed for a shard (its writes are dropped until shardsync restarts), by shard and target"
+    );
+    describe_gauge!(
+        TARGET_APPLIED_OFFSET,
+        Unit::Bytes,
+        "one-to-many: source offset acknowledged by each target, by shard and target (the shard's applied offset is the slowest live target's)"
+    );
+    describe_counter!(
+        TARGET_DROPPED_WRITES,
+        "one-to-many: commands not sent to a failed target, by shard and target"
+    );
     describe_counter!(
         EXEC_ABORTS,
         "exactly-once write transactions the target refused at queue time (EXECABORT), by node; each is retried without the refused commands"
@@ -344,6 +363,14 @@ pub fn register_shard(shard: &str) {
     for rule in ["db", "key"] {
         counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
+}
+
+/// Registers the series of one target of a shard (one-to-many) with a zero value.
+pub fn register_leg(shard: &str, target: &str) {
+    let (s, t) = (shard.to_string(), target.to_string());
+    gauge!(TARGET_FAILED, "shard" => s.clone(), "target" => t.clone()).set(0.0);
+    gauge!(TARGET_APPLIED_OFFSET, "shard" => s.clone(), "target" => t.clone()).set(0.0);
+    counter!(TARGET_DROPPED_WRITES, "shard" => s, "target" => t).increment(0);
 }
 
 /// Registers every per-target-node series with a zero value (once per node; cheap to repeat).

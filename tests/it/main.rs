@@ -6,7 +6,9 @@ mod common;
 mod rdb_support;
 
 mod acl;
+mod cascade;
 mod cli_errors;
+mod coalesce;
 mod command_table;
 mod convert_real;
 mod corpus_sync;
@@ -22,6 +24,7 @@ mod fuzz_gen;
 mod harness_selftest;
 mod hostile_peers;
 mod observability;
+mod one_to_many;
 mod oracle;
 mod propagated_forms;
 mod rdb_corpus;
