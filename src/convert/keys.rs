@@ -65,6 +65,8 @@ pub(super) struct KeyState {
     stream: StreamState,
     /// Properties that could not be expressed; reported once at `KeyEnd`.
     unsupported: Vec<String>,
+    /// Hash fields whose TTL the target cannot hold (taken by [`super::Converter`]).
+    pub lost_field_ttls: u64,
 }
 
 /// Clamps an absolute expiry so that it is a valid, already-past time when the source's is ≤ 0.
@@ -102,6 +104,7 @@ impl KeyState {
             batch: None,
             stream: StreamState::default(),
             unsupported: Vec::new(),
+            lost_field_ttls: 0,
         }
     }
 
@@ -212,6 +215,7 @@ impl KeyState {
                     push_elem(&mut self.batch, &mut e, name, [field, value], ttl);
                 }
                 if lost > 0 {
+                    self.lost_field_ttls += lost as u64;
                     self.unsupported.push(format!(
                         "{lost} hash field TTLs dropped (target needs Redis >= 7.4 or Valkey >= 9)"
                     ));

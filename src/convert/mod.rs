@@ -16,6 +16,7 @@ pub mod compat;
 mod emulate;
 pub mod functions;
 mod keys;
+pub mod loss;
 pub mod score;
 mod stream;
 
@@ -106,6 +107,8 @@ pub struct Converter {
     opts: ConvertOptions,
     db: u32,
     key: Option<KeyState>,
+    /// Hash fields whose TTL was dropped since the last [`Converter::take_lost_field_ttls`].
+    lost_field_ttls: u64,
 }
 
 impl Converter {
@@ -115,7 +118,14 @@ impl Converter {
             opts,
             db: 0,
             key: None,
+            lost_field_ttls: 0,
         }
+    }
+
+    /// Hash fields whose TTL the target cannot hold (their values were written) since the last
+    /// call: the caller counts them (see [`loss`]).
+    pub fn take_lost_field_ttls(&mut self) -> u64 {
+        std::mem::take(&mut self.lost_field_ttls)
     }
 
     pub fn options(&self) -> &ConvertOptions {
@@ -159,7 +169,11 @@ impl Converter {
                 res
             }
             Item::Chunk(chunk) => match self.key.as_mut() {
-                Some(k) => k.chunk(chunk, &self.opts, out),
+                Some(k) => {
+                    let r = k.chunk(chunk, &self.opts, out);
+                    self.lost_field_ttls += std::mem::take(&mut k.lost_field_ttls);
+                    r
+                }
                 None => Err(ConvertError::Sequence {
                     key: None,
                     reason: "value chunk outside of a key".into(),

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod lograte;
+pub mod lossy;
 pub mod progress;
 pub mod status;
 pub mod telemetry;

@@ -76,6 +76,8 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
+    /// Parts of the data the target cannot hold (see [`crate::observe::lossy`]).
+    pub lossy_conversions: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
     /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
@@ -131,6 +133,7 @@ impl ShardState {
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
+            lossy_conversions: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),

@@ -233,6 +233,9 @@ pub struct ShardStatus {
     pub restarts: u64,
     pub full_resyncs: u64,
     pub rejected_writes: u64,
+    /// Parts of the data the target cannot hold (e.g. hash field TTLs), written without them.
+    #[serde(default)]
+    pub lossy_conversions: u64,
     pub last_error: Option<String>,
 }
 
@@ -273,6 +276,7 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         restarts: s.restarts.load(Ordering::Relaxed),
         full_resyncs: s.full_resyncs.load(Ordering::Relaxed),
         rejected_writes: s.rejected_writes.load(Ordering::Relaxed),
+        lossy_conversions: s.lossy_conversions.load(Ordering::Relaxed),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
     }
 }

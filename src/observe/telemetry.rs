@@ -42,6 +42,7 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -73,6 +74,7 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    LOSSY_CONVERSIONS,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -264,6 +266,10 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_counter!(
+        LOSSY_CONVERSIONS,
+        "parts of the source's data the target cannot hold, by shard and kind (hash_field_ttl: hash fields written without their TTL); each also logged as a warning with its key"
+    );
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,
@@ -305,6 +311,9 @@ pub fn register_shard(shard: &str) {
     }
     for class in ["transient", "permanent"] {
         counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
+    }
+    for kind in crate::convert::loss::KINDS {
+        counter!(LOSSY_CONVERSIONS, "shard" => s.clone(), "kind" => *kind).increment(0);
     }
 }
 

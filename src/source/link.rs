@@ -317,7 +317,13 @@ async fn run(
             return Err(LinkError::NotMaster(endpoint.to_string()));
         }
     }
-    let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
+    let reply = handshake::handshake(
+        &mut conn,
+        settings.listening_port,
+        resume.as_ref(),
+        handshake::declares_version(&settings.source),
+    )
+    .await?;
     let epoch;
     let stream_start = match reply {
         PsyncReply::FullResync(pos) => {
@@ -767,6 +773,17 @@ async fn stream(
                         ends.push(end);
                     }
                     continue;
+                }
+                let lost = crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target);
+                if lost > 0 {
+                    let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
+                    crate::observe::lossy::record(
+                        shard,
+                        crate::convert::loss::HASH_FIELD_TTL,
+                        lost,
+                        &key,
+                        "live stream",
+                    );
                 }
                 rewrite_between(
                     dc.cmd,
