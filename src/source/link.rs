@@ -100,7 +100,7 @@ pub enum LinkError {
     Internal(String),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
-    #[error("the RDB from the source is corrupt: {error}; {aftermath}")]
+    #[error("the RDB from the source {}: {error}; {aftermath}", if matches!(.error.kind, crate::rdb::RdbErrorKind::TooLarge { .. }) { "holds a value over a configured limit" } else { "is corrupt" })]
     CorruptRdb {
         error: crate::rdb::RdbError,
         /// What happened to the keys already written from it.

@@ -19,6 +19,7 @@ mod functions_xver;
 mod fuzz_gen;
 mod harness_selftest;
 mod hostile_peers;
+mod key_limits;
 mod lossy_field_ttl;
 mod observability;
 mod oracle;
