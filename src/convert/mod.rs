@@ -50,7 +50,14 @@ pub struct ConvertOptions {
     pub elements_per_command: usize,
     /// Replace existing keys: `DEL` before collections and streams, `RESTORE … REPLACE`.
     pub replace: bool,
+    /// Entry bytes of one stream held back until its groups are known, so that pending entries
+    /// of deleted IDs can be recreated exactly (see [`stream`]); a larger stream is written as
+    /// it arrives (`sync.max_stream_rebuild_bytes`).
+    pub stream_hold_max_bytes: usize,
 }
+
+/// Default [`ConvertOptions::stream_hold_max_bytes`]: 32 MiB.
+pub const DEFAULT_STREAM_HOLD_MAX_BYTES: usize = stream::HOLD_MAX_BYTES;
 
 impl ConvertOptions {
     /// Options for `target` with defaults: Redis source at the target's RDB version, `RESTORE`
@@ -64,6 +71,7 @@ impl ConvertOptions {
             use_restore: true,
             elements_per_command: 512,
             replace: true,
+            stream_hold_max_bytes: DEFAULT_STREAM_HOLD_MAX_BYTES,
         }
     }
 }

@@ -492,6 +492,7 @@ async fn full_sync(
             use_restore,
             elements_per_command: settings.sync.elements_per_command,
             replace: true,
+            stream_hold_max_bytes: settings.sync.max_stream_rebuild_bytes,
         },
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,

@@ -32,6 +32,7 @@ mod resp_fuzz;
 mod rewrite_fuzz;
 mod router_keyslot;
 mod sink_errors;
+mod stream_fallback;
 mod stream_state;
 mod tls;
 mod url_passwords;
