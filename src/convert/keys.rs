@@ -75,7 +75,7 @@ pub(super) fn expire_at(ms: i64) -> i64 {
 }
 
 /// True when the target has per-field hash TTLs (`HPEXPIREAT`).
-pub(super) fn has_hash_field_ttl(t: &ServerInfo) -> bool {
+pub(crate) fn has_hash_field_ttl(t: &ServerInfo) -> bool {
     use crate::rdb::Flavor;
     match t.flavor {
         Flavor::Redis => (t.version.0, t.version.1) >= (7, 4),

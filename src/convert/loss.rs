@@ -6,7 +6,8 @@
 //! [`super::emulate`]). One loss is one field whose TTL was set on the source and not on the
 //! target: each field of `HSETEX` with an expiry, of `HEXPIRE`/`HPEXPIRE`/`HEXPIREAT`/
 //! `HPEXPIREAT`, and of `HGETEX` with an expiry. `HPERSIST`, `HGETEX … PERSIST` and `HSETEX`
-//! without an expiry lose nothing: on such a target no field has a TTL to remove.
+//! without an expiry lose nothing: on such a target no field has a TTL to remove. A `RESTORE` of
+//! a hash with field TTLs that the target gets as plain commands loses each field's TTL.
 
 use crate::cmd::Cmd;
 use crate::net::server_info::ServerInfo;
@@ -42,6 +43,39 @@ pub fn hash_field_ttls_dropped(cmd: &Cmd, target: &ServerInfo) -> u64 {
         let n = if pairs { f.len() / 2 } else { f.len() };
         n as u64
     })
+}
+
+/// Hash-field TTLs a `RESTORE key ttl payload …` loses on `target`: the fields with a TTL of a
+/// payload holding a hash with field TTLs (RDB types 22–25), when the target cannot hold them
+/// (it gets the hash decoded into plain commands). 0 for anything else; a payload that does not
+/// decode counts nothing (the target refuses it, visibly).
+pub fn restore_field_ttls_dropped(cmd: &Cmd, target: &ServerInfo) -> u64 {
+    use crate::rdb::{Chunk, DumpReader, ParseOptions, ValueKind};
+    if !cmd.is("RESTORE") || super::keys::has_hash_field_ttl(target) {
+        return 0;
+    }
+    let Some(payload) = cmd.args.get(3) else {
+        return 0;
+    };
+    if !matches!(payload.first(), Some(22..=25)) {
+        return 0;
+    }
+    let opts = ParseOptions::default();
+    let Ok(mut value) = DumpReader::new(payload, &opts) else {
+        return 0;
+    };
+    if value.kind != ValueKind::Hash {
+        return 0;
+    }
+    let (mut n, mut chunks) = (0u64, Vec::new());
+    while let Ok(true) = value.next_chunks(&mut chunks) {
+        for c in chunks.drain(..) {
+            if let Chunk::HashFields(fields) = c {
+                n += fields.iter().filter(|f| f.expire_ms.is_some()).count() as u64;
+            }
+        }
+    }
+    n
 }
 
 /// True when an `EX|PX|EXAT|PXAT` option comes before `FIELDS` (`HSETEX`, `HGETEX`).

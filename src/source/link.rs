@@ -662,7 +662,19 @@ async fn restore_off_loop(
         settings.sync.batch_max_commands,
         settings.sync.batch_max_bytes,
     );
+    let shard2 = shard.clone();
     let job = tokio::task::spawn_blocking(move || {
+        let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
+        if lost > 0 {
+            let key = cmd.args.get(1).cloned().unwrap_or_default();
+            crate::observe::lossy::record(
+                &shard2,
+                crate::convert::loss::HASH_FIELD_TTL,
+                lost,
+                &key,
+                "live stream",
+            );
+        }
         let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
         let mut bytes = 0usize;
         let mut open = true;
@@ -753,7 +765,27 @@ async fn stream(
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
-                if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                let large = is_large_foreign_restore(&dc.cmd, &settings.target);
+                if !large {
+                    // (A large RESTORE is counted off the event loop, in `restore_off_loop`.)
+                    let lost =
+                        crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target)
+                            + crate::convert::loss::restore_field_ttls_dropped(
+                                &dc.cmd,
+                                &settings.target,
+                            );
+                    if lost > 0 {
+                        let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
+                        crate::observe::lossy::record(
+                            shard,
+                            crate::convert::loss::HASH_FIELD_TTL,
+                            lost,
+                            &key,
+                            "live stream",
+                        );
+                    }
+                }
+                if large {
                     // Decoded off the event loop; what came before it goes first, then its
                     // commands as they are produced (bounded), each run behind the last.
                     if !out.is_empty() {
@@ -774,17 +806,6 @@ async fn stream(
                         ends.push(end);
                     }
                     continue;
-                }
-                let lost = crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target);
-                if lost > 0 {
-                    let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
-                    crate::observe::lossy::record(
-                        shard,
-                        crate::convert::loss::HASH_FIELD_TTL,
-                        lost,
-                        &key,
-                        "live stream",
-                    );
                 }
                 rewrite_between(
                     dc.cmd,

@@ -2,8 +2,9 @@
 //! values arrive (key by key equal), and every field whose TTL is lost is counted in
 //! `shardsync_lossy_conversions_total{kind="hash_field_ttl"}` and `/status`, in the full sync
 //! (RDB hashes with field TTLs) and in the live stream (`HSETEX … EX`, `HEXPIRE`, `HPEXPIRE`,
-//! `HPEXPIREAT`, `HGETEX … PX`; `HPERSIST` and `HSETEX` without expiry lose nothing). The RDB
-//! count is checked against the source's own `HTTL` replies.
+//! `HPEXPIREAT`, `HGETEX … PX`, the source's own `RESTORE` of such a hash; `HPERSIST` and
+//! `HSETEX` without expiry lose nothing). The RDB and `RESTORE` counts are checked against the
+//! source's own `HTTL` replies.
 
 use crate::common;
 
@@ -174,6 +175,18 @@ fn valkey91_field_ttls_to_redis70_are_counted() {
         run(&mut sc, args);
         expected += n;
     }
+    // The source's own RESTORE of a hash with field TTLs: decoded for the 7.0 target, which
+    // gets the fields without their TTLs.
+    let in_payload = fields_with_ttl(&mut sc, "h1");
+    assert!(in_payload >= 3, "h1 keeps field TTLs: {in_payload}");
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("h1").query(&mut sc).expect("DUMP");
+    let _: () = redis::cmd("RESTORE")
+        .arg("restored")
+        .arg(0)
+        .arg(payload)
+        .query(&mut sc)
+        .expect("RESTORE on the source");
+    expected += in_payload;
     let after = now_ms();
     assert!(
         wait_until(Duration::from_secs(20), || {
