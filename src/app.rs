@@ -1,12 +1,13 @@
-//! The `run` job: precheck, build the actor tree (one supervised [`ShardLink`] per source
-//! master, one [`crate::sink::TargetWriter`] per target node behind [`Targets`]), run the
-//! heartbeats and the checkpointer, and on SIGTERM or SIGINT shut down cleanly: remove the
-//! heartbeat keys, wait until the target has applied everything up to that point, write the
-//! final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
+//! The `run` job: precheck, build the supervision tree ([`crate::supervise::Tree`]: one
+//! supervised [`ShardLink`] per source master, one [`crate::sink::TargetWriter`] per target node
+//! behind [`Targets`], the heartbeats, the checkpointer, the HTTP listener), and on SIGTERM or
+//! SIGINT shut down cleanly through the tree, group by group: stop the heartbeats and remove their
+//! keys, wait until the target has applied everything up to that point, stop the links, drain the
+//! writers, stop the checkpointer, write the final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
 //! same shutdown runs by itself and the run ends with [`RunError::NoProgress`] (exit code 4).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -24,7 +25,8 @@ use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
 use crate::sink::writer::WriterSettings;
 use crate::sink::{Dispatcher, Targets};
 use crate::source::ShardLink;
-use crate::source::link::{ClusterShard, LinkSettings, StopLink};
+use crate::source::link::{ClusterShard, LinkSettings};
+use crate::supervise::{Group, Restart, Tree};
 
 /// How long a stop waits at most for the target to acknowledge what was handed to it; it gives
 /// up sooner when nothing was acknowledged for `target.reply_timeout_ms`.
@@ -63,7 +65,8 @@ struct Shard {
     state: Arc<ShardState>,
     node: Node,
     heartbeat_key: String,
-    link: Addr<ShardLink>,
+    /// Keeps the link's actor alive; dropped after the links' group is stopped.
+    _link: Addr<ShardLink>,
 }
 
 /// The heartbeat key of a source master: the configured name, plus (on a cluster source) a hash
@@ -95,9 +98,17 @@ fn known_source_nodes(
 pub async fn run(cfg: Config) -> Result<(), RunError> {
     // observability: /metrics + /status listener, gauge sampler, progress log (src/observe/)
     let board = StatusBoard::for_config(&cfg);
-    let observability = crate::observe::status::start(cfg.metrics_addr, board.clone())
+    // Every long-lived task of the run hangs under this tree; the run stops through it.
+    let tree = Arc::new(Tree::new());
+    let b = board.clone();
+    tree.on_fatal(move |why| {
+        for s in b.shards() {
+            s.mark_failed(why);
+        }
+    });
+    let metrics_addr = crate::observe::status::start(cfg.metrics_addr, board.clone(), &tree)
         .await
-        .map_err(RunError::Fatal)?;
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
     let pre = match precheck::run(&cfg).await {
         Ok(p) if p.passed() => p,
         Ok(p) => return Err(board.failed(RunError::Precheck(p.table()))),
@@ -123,6 +134,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         },
         cfg.sync.queue_batches,
         writer_arbiter.handle(),
+        tree.clone(),
     );
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
@@ -148,7 +160,6 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         });
     }
     let sync = Arc::new(cfg.sync.clone());
-    let shutdown = Arc::new(AtomicBool::new(false));
     let source_cluster = pre.source.is_cluster();
     let target_info = pre.target.info();
 
@@ -195,7 +206,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             sync: cfg.sync.clone(),
             source: node.info.clone(),
             target: target_info.clone(),
-            listening_port: observability.addr.map(|a| a.port()).unwrap_or(0),
+            listening_port: metrics_addr.map(|a| a.port()).unwrap_or(0),
             retry_budget: cfg.source_retry_budget,
         });
         let dispatcher = Dispatcher::new(targets.clone(), sync.clone()).with_repair(Repairer::new(
@@ -208,13 +219,14 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 cluster_target: targets.cluster,
             },
         ));
-        let (st, sd) = (state.clone(), shutdown.clone());
-        let link = Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, sd));
+        let (st, stop) = (state.clone(), tree.token(Group::Links));
+        let link =
+            Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, stop));
         shards.push(Shard {
             state,
             node: node.clone(),
             heartbeat_key: heartbeat_key(&cfg.sync.heartbeat_key, node, source_cluster),
-            link,
+            _link: link,
         });
     }
     tracing::info!(
@@ -232,26 +244,29 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         "replication started"
     );
 
-    let heartbeats: Vec<_> = shards
-        .iter()
-        .filter(|s| !s.heartbeat_key.is_empty())
-        .map(|s| {
-            tokio::spawn(heartbeat::run(
-                s.node.endpoint.clone(),
-                s.state.clone(),
-                s.heartbeat_key.clone(),
-                Duration::from_millis(cfg.sync.heartbeat_interval_ms),
-            ))
-        })
-        .collect();
+    let every = Duration::from_millis(cfg.sync.heartbeat_interval_ms);
+    for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
+        let (ep, st, key) = (
+            s.node.endpoint.clone(),
+            s.state.clone(),
+            s.heartbeat_key.clone(),
+        );
+        tree.spawn(
+            Group::Heartbeats,
+            st.name.clone(),
+            Restart::Always,
+            move |stop| heartbeat::run(ep.clone(), st.clone(), key.clone(), every, stop),
+        );
+    }
     let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
-    let checkpoint_stop = Arc::new(tokio::sync::Notify::new());
-    let checkpointer = tokio::spawn(checkpoint_loop(
-        checkpoint_stop.clone(),
-        cfg.state_dir.clone(),
-        states.clone(),
-        Duration::from_millis(cfg.sync.checkpoint_interval_ms),
-    ));
+    let (dir, st) = (cfg.state_dir.clone(), states.clone());
+    let every = Duration::from_millis(cfg.sync.checkpoint_interval_ms);
+    tree.spawn(
+        Group::Checkpointer,
+        "checkpointer".into(),
+        Restart::Always,
+        move |stop| checkpoint_loop(stop, dir.clone(), st.clone(), every),
+    );
 
     let no_progress = tokio::select! {
         _ = wait_for_signal() => false,
@@ -278,9 +293,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     );
     let mut progress = Progress::new(&states, idle, deadline);
 
-    for h in heartbeats {
-        h.abort();
-    }
+    tree.stop(Group::Heartbeats).await;
     for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
         if s.state.phase() != Phase::Incremental {
             continue;
@@ -288,10 +301,17 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         let ep = heartbeat::current_endpoint(&s.node.endpoint, &s.state);
         match tokio::time::timeout_at(deadline, heartbeat::remove(&ep, &s.heartbeat_key)).await {
             Ok(Ok(offset)) => {
-                while s.state.applied_offset.load(Ordering::Acquire) < offset
-                    && progress.keep_waiting()
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                let reached = s.state.applied_reaches(offset);
+                tokio::pin!(reached);
+                loop {
+                    tokio::select! {
+                        _ = &mut reached => break,
+                        _ = tokio::time::sleep_until(progress.next_check()) => {
+                            if !progress.keep_waiting() {
+                                break;
+                            }
+                        }
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -302,41 +322,33 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             }
         }
     }
-    shutdown.store(true, Ordering::Release);
-    for s in &shards {
-        let _ = s.link.send(StopLink).await;
-    }
-    let done = targets.close();
+    tree.stop(Group::Links).await;
+    targets.close();
     drop(shards);
     // The links' dispatchers are gone once the actors stop; the writers then drain and stop.
-    let all_done = async {
-        for d in done {
-            let _ = d.await;
-        }
-    };
     let drained = {
+        let all_done = tree.join(Group::Writers);
         tokio::pin!(all_done);
-        let mut last_log = tokio::time::Instant::now();
+        let every = Duration::from_secs(2);
+        let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = &mut all_done => break true,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                _ = tokio::time::sleep_until(progress.next_check()) => {
                     if !progress.keep_waiting() {
                         break false;
                     }
-                    if last_log.elapsed() >= Duration::from_secs(2) {
-                        last_log = tokio::time::Instant::now();
-                        let pending: u64 = states.iter().map(|s| pending_bytes(s)).sum();
-                        tracing::warn!(pending_bytes = pending, "waiting for the target to acknowledge the last writes");
-                    }
+                }
+                _ = log_tick.tick() => {
+                    let pending: u64 = states.iter().map(|s| pending_bytes(s)).sum();
+                    tracing::warn!(pending_bytes = pending, "waiting for the target to acknowledge the last writes");
                 }
             }
         }
     };
-    // Stop the loop between two writes (never abort one half-way: the final write below uses the
-    // same temp file).
-    checkpoint_stop.notify_one();
-    let _ = checkpointer.await;
+    // The loop stops between two writes (never half-way: the final write below uses the same
+    // temp file).
+    tree.stop(Group::Checkpointer).await;
     let mut unapplied = Vec::new();
     for s in &states {
         write_checkpoint(&cfg.state_dir, s);
@@ -365,6 +377,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
     }
     writer_arbiter.stop();
+    tree.shutdown().await;
     if no_progress {
         let why: Vec<String> = states
             .iter()
@@ -452,6 +465,12 @@ impl Progress {
             .fold(0u64, u64::wrapping_add)
     }
 
+    /// When [`Progress::keep_waiting`] may first say false: `idle` after the last movement it
+    /// saw, or the hard deadline.
+    fn next_check(&self) -> tokio::time::Instant {
+        (self.moved_at + self.idle).min(self.deadline)
+    }
+
     /// False once the hard deadline passed or nothing was acknowledged for `idle`.
     fn keep_waiting(&mut self) -> bool {
         let now = tokio::time::Instant::now();
@@ -482,7 +501,7 @@ fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
 /// Persists each shard's resumable position when it moves. The write (temp file, fsync, rename)
 /// runs on a blocking thread, never on the async threads that carry the links and writers.
 async fn checkpoint_loop(
-    stop: Arc<tokio::sync::Notify>,
+    stop: tokio_util::sync::CancellationToken,
     dir: std::path::PathBuf,
     shards: Vec<Arc<ShardState>>,
     every: Duration,
@@ -492,7 +511,7 @@ async fn checkpoint_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.notified() => return,
+            _ = stop.cancelled() => return,
         }
         for (i, s) in shards.iter().enumerate() {
             let now = s.resumable_position().map(|p| p.offset);

@@ -21,18 +21,36 @@ fn file_for(dir: &Path, shard: &str) -> PathBuf {
     dir.join(format!("checkpoint-{safe}.json"))
 }
 
+/// Why a checkpoint could not be read; each names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "cannot read checkpoint {}: {source} (check the state directory's permissions)",
+        path.display()
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "checkpoint {} is corrupt ({source}); delete it to start with a full sync",
+        path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 /// Reads the checkpoint of `shard`, if any. A corrupt file is an error that names it.
-pub fn load(dir: &Path, shard: &str) -> Result<Option<ReplPosition>, String> {
+pub fn load(dir: &Path, shard: &str) -> Result<Option<ReplPosition>, CheckpointError> {
     let path = file_for(dir, shard);
     match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display())),
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            format!(
-                "checkpoint {} is corrupt ({e}); delete it to start with a full sync",
-                path.display()
-            )
-        }),
+        Err(source) => Err(CheckpointError::Read { path, source }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| CheckpointError::Corrupt { path, source }),
     }
 }
 
@@ -68,6 +86,11 @@ mod tests {
         store(d.path(), "127.0.0.1:7000", &p).unwrap();
         assert_eq!(load(d.path(), "127.0.0.1:7000").unwrap(), Some(p));
         std::fs::write(file_for(d.path(), "x"), b"{").unwrap();
-        assert!(load(d.path(), "x").unwrap_err().contains("delete it"));
+        assert!(
+            load(d.path(), "x")
+                .unwrap_err()
+                .to_string()
+                .contains("delete it")
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Endpoint;
-use crate::net::client;
+use crate::net::{NetError, client};
 use crate::observe::progress::ShardState;
 
 /// The shard's master now, with the login of `seed` (follows failovers).
@@ -23,13 +23,22 @@ pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
         .unwrap_or_else(|| seed.clone())
 }
 
-/// Writes the heartbeat into the shard's current source node until the task is dropped.
-pub async fn run(seed: Endpoint, shard: Arc<ShardState>, key: String, interval: Duration) {
+/// Writes the heartbeat into the shard's current source node until `stop` is cancelled.
+pub async fn run(
+    seed: Endpoint,
+    shard: Arc<ShardState>,
+    key: String,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut conn = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         if shard.is_failed() {
             return; // a failed shard is not measured (its source may refuse us for good)
         }
@@ -58,19 +67,27 @@ pub async fn run(seed: Endpoint, shard: Arc<ShardState>, key: String, interval: 
 
 /// Deletes the heartbeat key and returns the source's replication offset just after the delete,
 /// so that the caller can wait until the target has applied it.
-pub async fn remove(ep: &Endpoint, key: &str) -> Result<u64, String> {
+pub async fn remove(ep: &Endpoint, key: &str) -> Result<u64, NetError> {
+    let fail = |why: String| NetError::client("source", ep, why);
     let mut c = client::connect("source", ep).await?;
     let _: () = redis::cmd("DEL")
         .arg(key)
         .query_async(&mut c)
         .await
-        .map_err(|e| client::describe(&e))?;
+        .map_err(|e| {
+            fail(format!(
+                "DEL of the heartbeat key: {}",
+                client::describe(&e)
+            ))
+        })?;
     let info: String = redis::cmd("INFO")
         .arg("replication")
         .query_async(&mut c)
         .await
-        .map_err(|e| client::describe(&e))?;
+        .map_err(|e| fail(format!("INFO replication: {}", client::describe(&e))))?;
     client::info_field(&info, "master_repl_offset")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| "INFO replication has no master_repl_offset".to_string())
+        .ok_or_else(|| {
+            fail("INFO replication has no master_repl_offset (is this node still a master?)".into())
+        })
 }

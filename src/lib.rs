@@ -35,6 +35,7 @@ pub mod resp;
 pub mod router;
 pub mod sink;
 pub mod source;
+pub mod supervise;
 pub mod verify;
 
 /// Wall-clock time in Unix milliseconds.

@@ -21,19 +21,40 @@ use crate::sink::writer::WriterSettings;
 use crate::sink::{Dispatcher, Targets};
 use crate::source::rdb_load::{self, LoadSettings, LoadStats};
 
+/// Why the file cannot be loaded; nothing was written to the target.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: {source} (check the path and its permissions)", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}; nothing was written to the target", path.display())]
+    Rdb {
+        path: std::path::PathBuf,
+        source: Box<crate::rdb::RdbError>,
+    },
+    #[error("{}: no RDB header (is it an RDB file?)", path.display())]
+    NoHeader { path: std::path::PathBuf },
+}
+
 /// Checks the whole file; returns its format on success.
-fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
+    let path_buf = || path.to_path_buf();
+    let f = File::open(path).map_err(|source| FileError::Open {
+        path: path_buf(),
+        source,
+    })?;
     let mut p = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
     );
     let mut keys = 0u64;
     let (mut db, mut dbs) = (0u32, Vec::new());
-    while let Some(item) = p
-        .next_item()
-        .map_err(|e| format!("{}: {e}; nothing was written to the target", path.display()))?
-    {
+    while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {
+        path: path_buf(),
+        source: Box::new(source),
+    })? {
         match item {
             crate::rdb::Item::KeyStart(_) => {
                 keys += 1;
@@ -47,7 +68,7 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), String> {
     }
     let (flavor, version) = p
         .header()
-        .ok_or_else(|| format!("{}: no RDB header", path.display()))?;
+        .ok_or_else(|| FileError::NoHeader { path: path_buf() })?;
     Ok((flavor, version, keys, dbs))
 }
 
@@ -61,15 +82,15 @@ pub async fn run(
     let (flavor, version, keys, dbs) = tokio::task::spawn_blocking(move || validate(&p))
         .await
         .map_err(|e| RunError::Fatal(e.to_string()))?
-        .map_err(RunError::Fatal)?;
+        .map_err(|e| RunError::Fatal(e.to_string()))?;
     tracing::info!(file = %path.display(), ?flavor, version, keys, "RDB file is valid; loading");
 
     let mut conn = client::connect("target", target)
         .await
-        .map_err(RunError::Precheck)?;
+        .map_err(|e| RunError::Precheck(e.to_string()))?;
     let (target_info, _) = client::server_info("target", target, &mut conn)
         .await
-        .map_err(RunError::Precheck)?;
+        .map_err(|e| RunError::Precheck(e.to_string()))?;
     let use_restore = sync.restore_max_bytes > 0 && target_info.accepts_dump(flavor, version);
     let settings = LoadSettings {
         parse: ParseOptions {
@@ -102,7 +123,7 @@ pub async fn run(
     let shard = Arc::new(ShardState::new(format!("file:{}", path.display())));
     let topology = crate::net::topology::discover("target", target)
         .await
-        .map_err(RunError::Precheck)?;
+        .map_err(|e| RunError::Precheck(e.to_string()))?;
     // Every database of the file must exist on the target (after the map): nothing is written
     // otherwise, rather than keys landing nowhere.
     let cluster = topology.is_cluster();
@@ -124,7 +145,7 @@ pub async fn run(
             .collect();
         let (missing, have) = crate::precheck::missing_target_dbs(target, &mapped)
             .await
-            .map_err(RunError::Precheck)?;
+            .map_err(|e| RunError::Precheck(e.to_string()))?;
         if !missing.is_empty() {
             return Err(RunError::Precheck(format!(
                 "{}: keys in target database(s) {missing:?}, but the target has {} databases: set `databases {}` (or more) on the target and restart it; nothing was written",
@@ -135,12 +156,14 @@ pub async fn run(
         }
     }
     let arbiter = Arbiter::new();
+    let tree = Arc::new(crate::supervise::Tree::new());
     let targets = Targets::start(
         &topology,
         target,
         WriterSettings::new(target.clone(), Bytes::new()),
         sync.queue_batches,
         arbiter.handle(),
+        tree.clone(),
     );
     let mut out = Dispatcher::new(targets.clone(), Arc::new(sync.clone()));
     let (p, sh) = (path.to_path_buf(), shard.clone());
@@ -159,9 +182,8 @@ pub async fn run(
     .await
     .map_err(|e| RunError::Fatal(e.to_string()))?
     .map_err(RunError::Fatal)?;
-    for d in targets.close() {
-        let _ = d.await;
-    }
+    targets.close();
+    tree.join(crate::supervise::Group::Writers).await;
     arbiter.stop();
     Ok((loaded, shard.rejected_writes.load(Ordering::Relaxed)))
 }

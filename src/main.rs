@@ -349,9 +349,9 @@ struct TlsArgs {
 }
 
 impl CommonArgs {
-    fn resolve(self) -> Result<Config, String> {
+    fn resolve(self) -> Result<Config, shardsync::config::ConfigError> {
         let file = match &self.config {
-            Some(p) => FileConfig::load(p).map_err(|e| e.to_string())?,
+            Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
         Config::resolve(
@@ -386,7 +386,6 @@ impl CommonArgs {
                 tls_insecure: self.tls.tls_insecure,
             },
         )
-        .map_err(|e| e.to_string())
     }
 }
 

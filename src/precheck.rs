@@ -3,8 +3,8 @@
 //! on the target, a writable state directory. Nothing is written anywhere while checking.
 
 use crate::config::{Config, TargetHasData};
-use crate::net::client;
 use crate::net::topology::{self, Node, Topology};
+use crate::net::{NetError, client};
 
 /// One line of the precheck table.
 #[derive(Clone, Debug)]
@@ -90,11 +90,11 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         (s, d) => {
             checks.push(match &s {
                 Ok(t) => pass("source reachable", describe(t)),
-                Err(e) => fail("source reachable", e.clone()),
+                Err(e) => fail("source reachable", e.to_string()),
             });
             checks.push(match &d {
                 Ok(t) => pass("target reachable", describe(t)),
-                Err(e) => fail("target reachable", e.clone()),
+                Err(e) => fail("target reachable", e.to_string()),
             });
             return Err(checks);
         }
@@ -268,13 +268,17 @@ pub async fn databases_setting(role: &str, ep: &crate::config::Endpoint) -> Opti
 }
 
 /// True when `ep` accepts `SELECT db` (asked on a connection of its own: nothing is written).
-async fn select_ok(ep: &crate::config::Endpoint, db: u32) -> Result<bool, String> {
+async fn select_ok(ep: &crate::config::Endpoint, db: u32) -> Result<bool, NetError> {
     let mut conn = client::connect("target", ep).await?;
     let r: redis::RedisResult<redis::Value> =
         redis::cmd("SELECT").arg(db).query_async(&mut conn).await;
     match r {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == redis::ErrorKind::Io => Err(client::describe(&e)),
+        Err(e) if e.kind() == redis::ErrorKind::Io => Err(NetError::client(
+            "target",
+            ep,
+            format!("SELECT {db}: {}", client::describe(&e)),
+        )),
         Err(_) => Ok(false),
     }
 }
@@ -284,7 +288,7 @@ async fn select_ok(ep: &crate::config::Endpoint, db: u32) -> Result<bool, String
 pub async fn missing_target_dbs(
     ep: &crate::config::Endpoint,
     dbs: &[u32],
-) -> Result<(Vec<u32>, Option<u32>), String> {
+) -> Result<(Vec<u32>, Option<u32>), NetError> {
     let have = databases_setting("target", ep).await;
     let mut missing = Vec::new();
     for &db in dbs {

@@ -31,7 +31,7 @@ pub async fn check(source: &Topology, target: &Topology) -> Check {
                 .query_async::<Value>(&mut conn)
                 .await
                 .map_err(|e| client::describe(&e)),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match listed {
             Ok(v) => libraries.extend(parse_list(&v)),

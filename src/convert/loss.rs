@@ -1,6 +1,6 @@
 //! What a live command loses on its way to a target that cannot hold part of its effect, so that
 //! the caller counts and reports it (`shardsync_lossy_conversions_total`, see
-//! [`crate::observe::lossy`]) instead of dropping it quietly.
+//! [`crate::observe::events::LossyConversion`]) instead of dropping it quietly.
 //!
 //! Hash-field TTLs (Valkey 9+): a target without them gets the fields without their TTL (see
 //! [`super::emulate`]). One loss is one field whose TTL was set on the source and not on the

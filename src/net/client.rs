@@ -11,12 +11,14 @@ use crate::net::server_info::ServerInfo;
 
 /// Opens a redis-rs connection to `ep` (TCP or TLS, [`crate::net::stream::connect`]); `role`
 /// ("source", "target") prefixes every error.
-pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, String> {
+pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection, NetError> {
     let stream = crate::net::stream::connect(ep).await.map_err(|e| match e {
-        NetError::Connect { why, .. } => {
-            format!("{role} {ep}: cannot connect ({why}); is the server running and reachable?")
-        }
-        e => format!("{role} {ep}: {e}"),
+        NetError::Connect { why, .. } => NetError::client(
+            role,
+            ep,
+            format!("cannot connect ({why}); is the server running and reachable?"),
+        ),
+        e => NetError::client(role, ep, e.to_string()),
     })?;
     let cfg =
         redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
@@ -27,10 +29,14 @@ pub async fn connect(role: &str, ep: &Endpoint) -> Result<MultiplexedConnection,
             tokio::spawn(driver);
             Ok(conn)
         }
-        Ok(Err(e)) => Err(format!("{role} {ep}: {}", describe(&e))),
-        Err(_) => Err(format!(
-            "{role} {ep}: cannot connect (no answer to the login within {} s); is the server running and reachable?",
-            CONNECT_TIMEOUT.as_secs()
+        Ok(Err(e)) => Err(NetError::client(role, ep, describe(&e))),
+        Err(_) => Err(NetError::client(
+            role,
+            ep,
+            format!(
+                "cannot connect (no answer to the login within {} s); is the server running and reachable?",
+                CONNECT_TIMEOUT.as_secs()
+            ),
         )),
     }
 }
@@ -72,11 +78,15 @@ pub async fn server_info(
     role: &str,
     ep: &Endpoint,
     conn: &mut MultiplexedConnection,
-) -> Result<(ServerInfo, String), String> {
+) -> Result<(ServerInfo, String), NetError> {
     let timed_out = || {
-        format!(
-            "{role} {ep}: timed out after {} s waiting for the INFO reply (the server accepted the connection but its reply never completed; is it overloaded, or not a Redis server?)",
-            INFO_TIMEOUT.as_secs()
+        NetError::client(
+            role,
+            ep,
+            format!(
+                "timed out after {} s waiting for the INFO reply (the server accepted the connection but its reply never completed; is it overloaded, or not a Redis server?)",
+                INFO_TIMEOUT.as_secs()
+            ),
         )
     };
     let info: String = match tokio::time::timeout(
@@ -87,11 +97,22 @@ pub async fn server_info(
     {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-        Ok(Err(e)) => return Err(format!("{role} {ep}: INFO failed: {}", describe(&e))),
+        Ok(Err(e)) => {
+            return Err(NetError::client(
+                role,
+                ep,
+                format!("INFO failed: {}", describe(&e)),
+            ));
+        }
         Ok(Ok(info)) => info,
     };
-    let si = ServerInfo::parse(&info)
-        .ok_or_else(|| format!("{role} {ep}: INFO does not say which server version this is"))?;
+    let si = ServerInfo::parse(&info).ok_or_else(|| {
+        NetError::client(
+            role,
+            ep,
+            "INFO does not say which server version this is (is it a Redis-compatible server?)",
+        )
+    })?;
     Ok((si, info))
 }
 

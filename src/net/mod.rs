@@ -46,6 +46,34 @@ pub enum NetError {
         what: String,
         reply: String,
     },
+    /// A request/response exchange ([`client`]) failed; `why` ends with what to do.
+    #[error("{role} {addr}: {why}")]
+    Client {
+        role: String,
+        addr: String,
+        why: String,
+    },
+    #[error("{role} {addr}: CLUSTER NODES: {source}")]
+    Table {
+        role: String,
+        addr: String,
+        source: crate::router::TableError,
+    },
+    #[error(
+        "{role} cluster: slots {slots} are not served by any master; fix the cluster (e.g. redis-cli --cluster fix) first"
+    )]
+    Uncovered { role: String, slots: String },
+}
+
+impl NetError {
+    /// A failed exchange with `ep` in `role` ("source", "target"); `why` says what to do.
+    pub fn client(role: &str, ep: &Endpoint, why: impl Into<String>) -> NetError {
+        NetError::Client {
+            role: role.to_string(),
+            addr: ep.to_string(),
+            why: why.into(),
+        }
+    }
 }
 
 /// A connection (TCP or TLS) with its receive buffer.

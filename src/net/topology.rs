@@ -3,8 +3,8 @@
 //! (a node that refuses it is named in the error) and every slot must be served.
 
 use crate::config::Endpoint;
-use crate::net::client;
 use crate::net::server_info::ServerInfo;
+use crate::net::{NetError, client};
 use crate::router::SlotTable;
 
 /// One server of a deployment, with what it said about itself.
@@ -84,22 +84,27 @@ pub fn format_ranges(r: &[(u16, u16)]) -> String {
 }
 
 /// Reads `CLUSTER NODES` from `ep` and parses it.
-pub async fn cluster_table(role: &str, ep: &Endpoint) -> Result<SlotTable, String> {
+pub async fn cluster_table(role: &str, ep: &Endpoint) -> Result<SlotTable, NetError> {
     let mut conn = client::connect(role, ep).await?;
     let text: String = redis::cmd("CLUSTER")
         .arg("NODES")
         .query_async(&mut conn)
         .await
         .map_err(|e| {
-            format!(
-                "{role} {ep}: CLUSTER NODES failed: {}",
-                client::describe(&e)
+            NetError::client(
+                role,
+                ep,
+                format!("CLUSTER NODES failed: {}", client::describe(&e)),
             )
         })?;
-    SlotTable::from_cluster_nodes(&text).map_err(|e| format!("{role} {ep}: CLUSTER NODES: {e}"))
+    SlotTable::from_cluster_nodes(&text).map_err(|source| NetError::Table {
+        role: role.to_string(),
+        addr: ep.to_string(),
+        source,
+    })
 }
 
-async fn node(role: &str, ep: Endpoint, slots: Vec<(u16, u16)>) -> Result<Node, String> {
+async fn node(role: &str, ep: Endpoint, slots: Vec<(u16, u16)>) -> Result<Node, NetError> {
     let mut conn = client::connect(role, &ep).await?;
     let (info, raw_info) = client::server_info(role, &ep, &mut conn).await?;
     let replicas = online_replicas(&raw_info, &ep);
@@ -134,7 +139,7 @@ fn online_replicas(info: &str, master: &Endpoint) -> Vec<Endpoint> {
 }
 
 /// Finds the deployment behind `seed`. `role` ("source", "target") starts every error.
-pub async fn discover(role: &str, seed: &Endpoint) -> Result<Topology, String> {
+pub async fn discover(role: &str, seed: &Endpoint) -> Result<Topology, NetError> {
     let first = node(role, seed.clone(), Vec::new()).await?;
     if !first.info.cluster_enabled {
         return Ok(Topology::Standalone(first));
@@ -171,10 +176,10 @@ pub async fn discover(role: &str, seed: &Endpoint) -> Result<Topology, String> {
         }
     }
     if !uncovered.is_empty() {
-        return Err(format!(
-            "{role} cluster: slots {} are not served by any master; fix the cluster (e.g. redis-cli --cluster fix) first",
-            format_ranges(&uncovered)
-        ));
+        return Err(NetError::Uncovered {
+            role: role.to_string(),
+            slots: format_ranges(&uncovered),
+        });
     }
     masters.retain(|m| !m.slots.is_empty());
     Ok(Topology::Cluster { table, masters })

@@ -49,13 +49,13 @@ pub enum HttpError {
     Timeout { addr: String, timeout: Duration },
 }
 
-/// Binds `addr` and serves until the returned task is aborted. Returns the bound address (useful
-/// with port 0) and the accept loop's task.
+/// Binds `addr`. Returns the bound address (useful with port 0) and the accept loop, which
+/// serves until it is dropped (the caller runs it under the run's [`crate::supervise::Tree`]).
 pub async fn serve(
     addr: SocketAddr,
     board: Arc<StatusBoard>,
     handle: PrometheusHandle,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), HttpError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
@@ -63,7 +63,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let task = tokio::spawn(async move {
+    let task = async move {
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -78,11 +78,12 @@ pub async fn serve(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics listener: accept failed");
+                    // e.g. out of file descriptors: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-    });
+    };
     Ok((bound, task))
 }
 

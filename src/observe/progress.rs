@@ -76,8 +76,12 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
-    /// Parts of the data the target cannot hold (see [`crate::observe::lossy`]).
+    /// Parts of the data the target cannot hold (see [`crate::observe::events::LossyConversion`]).
     pub lossy_conversions: AtomicU64,
+    /// Keys copied from the source after the target rejected a write ([`crate::sink::repair`]).
+    pub key_repairs: AtomicU64,
+    /// Keys whose repair failed (the target keeps what it has).
+    pub key_repairs_failed: AtomicU64,
     /// Unix ms carried by the last heartbeat applied to the target, and when it was applied.
     pub heartbeat_applied_ms: AtomicU64,
     /// Lag measured when that heartbeat was acknowledged: ack time − heartbeat time, in ms.
@@ -89,6 +93,9 @@ pub struct ShardState {
     degraded: AtomicBool,
     /// Becomes true, once and for good, when the shard fails (see [`ShardState::mark_failed`]).
     failed: tokio::sync::watch::Sender<bool>,
+    /// Fires whenever tickets are retired (the applied offset may have moved, the queue shrank):
+    /// waiters use it instead of polling ([`ShardState::drained`], [`ShardState::progress_watch`]).
+    retired: tokio::sync::watch::Sender<()>,
 }
 
 /// One run of a shard's commands in stream order, possibly split over several target writers.
@@ -134,11 +141,14 @@ impl ShardState {
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
             lossy_conversions: AtomicU64::new(0),
+            key_repairs: AtomicU64::new(0),
+            key_repairs_failed: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
             heartbeat_lag_ms: AtomicU64::new(0),
             tickets: Mutex::new(VecDeque::new()),
             degraded: AtomicBool::new(false),
             failed: tokio::sync::watch::Sender::new(false),
+            retired: tokio::sync::watch::Sender::new(()),
         }
     }
 
@@ -270,6 +280,7 @@ impl ShardState {
         self.full_sync_done.store(false, Ordering::Release);
         self.applied_offset.store(offset, Ordering::Release);
         self.handed_offset.store(offset, Ordering::Release);
+        self.retired.send_replace(());
         epoch
     }
 
@@ -305,6 +316,7 @@ impl ShardState {
 
     fn advance(&self, q: &mut VecDeque<Arc<Ticket>>) {
         let epoch = self.epoch.load(Ordering::Acquire);
+        let before = q.len();
         while q
             .front()
             .is_some_and(|t| t.remaining.load(Ordering::Acquire) == 0)
@@ -320,11 +332,39 @@ impl ShardState {
                 self.full_sync_done.store(true, Ordering::Release);
             }
         }
+        if q.len() != before {
+            self.retired.send_replace(());
+        }
     }
 
     /// Tickets not yet done (batches in queues or in flight).
     pub fn open_tickets(&self) -> usize {
         self.tickets.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Changes whenever tickets are retired (the applied offset may have moved).
+    pub fn progress_watch(&self) -> tokio::sync::watch::Receiver<()> {
+        self.retired.subscribe()
+    }
+
+    /// Resolves once every ticket handed out so far is done (at once when none is open).
+    pub async fn drained(&self) {
+        let mut w = self.progress_watch();
+        while self.open_tickets() > 0 {
+            if w.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resolves once the target has acknowledged the stream up to `offset`.
+    pub async fn applied_reaches(&self, offset: u64) {
+        let mut w = self.progress_watch();
+        while self.applied_offset.load(Ordering::Acquire) < offset {
+            if w.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 

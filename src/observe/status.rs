@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::observe::ObserveError;
 use crate::observe::progress::{Phase, ShardState};
 use crate::observe::telemetry;
+use crate::supervise::{Group, Restart, Tree};
 
 /// The run as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +238,12 @@ pub struct ShardStatus {
     /// Parts of the data the target cannot hold (e.g. hash field TTLs), written without them.
     #[serde(default)]
     pub lossy_conversions: u64,
+    /// Keys copied from the source after the target rejected a write to them.
+    #[serde(default)]
+    pub key_repairs: u64,
+    /// Keys whose repair failed (the target keeps what it has; each is logged).
+    #[serde(default)]
+    pub key_repairs_failed: u64,
     pub last_error: Option<String>,
 }
 
@@ -277,6 +285,8 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         full_resyncs: s.full_resyncs.load(Ordering::Relaxed),
         rejected_writes: s.rejected_writes.load(Ordering::Relaxed),
         lossy_conversions: s.lossy_conversions.load(Ordering::Relaxed),
+        key_repairs: s.key_repairs.load(Ordering::Relaxed),
+        key_repairs_failed: s.key_repairs_failed.load(Ordering::Relaxed),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
     }
 }
@@ -311,57 +321,62 @@ pub fn publish(board: &StatusBoard) {
     }
 }
 
-/// Background tasks of a run; aborted when dropped.
-pub struct Observability {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Where `/metrics` and `/status` are served, when enabled.
-    pub addr: Option<SocketAddr>,
-}
-
-impl Drop for Observability {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Starts everything observable of a run: the metrics recorder and the `/metrics` + `/status`
-/// listener on `metrics_addr` (unless `None`), the gauge sampler and the progress reporter.
+/// Starts everything observable of a run under `tree` ([`Group::Observe`]): the metrics
+/// recorder and the `/metrics` + `/status` listener on `metrics_addr` (unless `None`), the gauge
+/// sampler and the progress reporter. Returns where the listener is bound.
 pub async fn start(
     metrics_addr: Option<SocketAddr>,
     board: Arc<StatusBoard>,
-) -> Result<Observability, String> {
-    let mut tasks = Vec::new();
+    tree: &Tree,
+) -> Result<Option<SocketAddr>, ObserveError> {
     let mut addr = None;
     if let Some(a) = metrics_addr {
         let handle = telemetry::install_recorder()?;
-        let (bound, server) = crate::observe::http::serve(a, board.clone(), handle.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let (bound, server) = crate::observe::http::serve(a, board.clone(), handle.clone()).await?;
         tracing::info!(addr = %bound, "serving /metrics and /status on http://{bound}");
         addr = Some(bound);
-        tasks.push(server);
+        tree.spawn_once(Group::Observe, "http listener".into(), server);
         let b = board.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut n = 0u64;
-            loop {
-                tick.tick().await;
-                publish(&b);
-                n += 1;
-                if n.is_multiple_of(5) {
-                    handle.run_upkeep();
+        tree.spawn(
+            Group::Observe,
+            "gauge sampler".into(),
+            Restart::Always,
+            move |stop| {
+                let (b, handle) = (b.clone(), handle.clone());
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut n = 0u64;
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        publish(&b);
+                        n += 1;
+                        if n.is_multiple_of(5) {
+                            handle.run_upkeep();
+                        }
+                    }
+                }
+            },
+        );
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tree.spawn(
+        Group::Observe,
+        "progress reporter".into(),
+        Restart::Always,
+        move |stop| {
+            let b = board.clone();
+            async move {
+                tokio::select! {
+                    _ = progress_reporter(b, Duration::from_secs(5), tty) => {}
+                    _ = stop.cancelled() => {}
                 }
             }
-        }));
-    }
-    tasks.push(tokio::spawn(progress_reporter(
-        board,
-        Duration::from_secs(5),
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    )));
-    Ok(Observability { tasks, addr })
+        },
+    );
+    Ok(addr)
 }
 
 /// Per-shard full-sync progress since the last report.

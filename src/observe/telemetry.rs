@@ -3,9 +3,13 @@
 //! is known, so dashboards and alerts see every series before anything happens. The recorder is
 //! installed once per process; `/metrics` is served by [`crate::observe::http`] from the returned handle.
 //!
-//! Emission points: counters are incremented where things happen (`source/link.rs`,
-//! `source/rdb_load.rs`, `sink/writer.rs`, `sink/repair.rs`); per-shard gauges are published once a second from
-//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`].
+//! Emission points: the main happenings (link resumed/failed, full sync started/handed over,
+//! write refused, key repaired or not, target stall) go through the typed events of
+//! [`crate::observe::events`], which write the log line, the metric and the `/status` field
+//! together; hot-path counters are incremented where things happen (`source/link.rs`,
+//! `source/rdb_load.rs`, `sink/writer.rs`); per-shard gauges are published once a second from
+//! [`crate::observe::progress::ShardState`] by the sampler in [`crate::observe::status`]. Every
+//! per-shard series is labelled with the shard's stable name, never the node replicated from now.
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -43,6 +47,7 @@ pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
 pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
+pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -75,6 +80,7 @@ pub const ALL: &[&str] = &[
     LINK_ERRORS,
     LOG_SUPPRESSED,
     LOSSY_CONVERSIONS,
+    TASK_FAILURES,
 ];
 
 /// Buckets of `shardsync_write_batch_seconds` (so Grafana's `histogram_quantile` works).
@@ -142,15 +148,16 @@ static NODES: std::sync::LazyLock<dashmap::DashMap<String, usize>> =
     std::sync::LazyLock::new(dashmap::DashMap::new);
 
 /// Installs the global recorder (once per process) and describes every metric.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
+pub fn install_recorder() -> Result<PrometheusHandle, crate::observe::ObserveError> {
+    let why = |e: String| crate::observe::ObserveError::Recorder { why: e };
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WRITE_BATCH_SECONDS.into()),
             BATCH_SECONDS_BUCKETS,
         )
-        .map_err(|e| format!("metrics: {e}"))?
+        .map_err(|e| why(e.to_string()))?
         .install_recorder()
-        .map_err(|e| format!("metrics: cannot install the recorder: {e}"))?;
+        .map_err(|e| why(format!("cannot install the recorder: {e}")))?;
     describe();
     // The histogram has no labels: register it now so its buckets exist from the start.
     let _ = histogram!(WRITE_BATCH_SECONDS);
@@ -270,6 +277,13 @@ fn describe() {
         LOSSY_CONVERSIONS,
         "parts of the source's data the target cannot hold, by shard and kind (hash_field_ttl: hash fields written without their TTL); each also logged as a warning with its key"
     );
+    describe_counter!(
+        TASK_FAILURES,
+        "long-lived tasks (heartbeat, checkpointer, target writer, HTTP listener…) that ended unexpectedly (a panic), by task kind; each is logged"
+    );
+    for kind in crate::supervise::Group::ALL {
+        counter!(TASK_FAILURES, "task" => kind.name()).increment(0);
+    }
     describe_histogram!(
         WRITE_BATCH_SECONDS,
         Unit::Seconds,

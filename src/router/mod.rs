@@ -14,4 +14,4 @@ pub mod table;
 pub use keys::{Category, KeyPositions, KeySpec, command_keys};
 pub use slot::{SLOTS, hash_tag, hashtag_in, key_slot, tag_for_slot_range};
 pub use split::{Routed, Scope, TxRouted, route, route_transaction, route_with};
-pub use table::{NodeAddr, Role, SlotTable};
+pub use table::{LineError, NodeAddr, Role, SlotTable, TableError};

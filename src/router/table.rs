@@ -37,6 +37,44 @@ pub enum Role {
 const NO_NODE: u16 = u16::MAX;
 
 /// Slot → node map plus the node list.
+/// Why `CLUSTER NODES` output could not be read (the router layer's error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error(
+        "CLUSTER NODES line {line}: {why}: {text:?} (the cluster's view is inconsistent or not Redis output: check it with `redis-cli cluster nodes`, fix it, then restart)"
+    )]
+    Line {
+        line: usize,
+        why: LineError,
+        text: String,
+    },
+}
+
+/// What is wrong with one `CLUSTER NODES` line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("expected at least 8 fields, got {0}")]
+    Fields(usize),
+    #[error("bad slot {0:?}")]
+    Slot(String),
+    #[error("bad slot range {0}")]
+    Range(String),
+    #[error("node {0} owns slots but has no address")]
+    NoAddress(String),
+    #[error("replica {0} without a master id")]
+    NoMaster(String),
+    #[error("node {id} is neither master nor replica ({flags})")]
+    Role { id: String, flags: String },
+    #[error("too many nodes")]
+    TooMany,
+    #[error("slot {slot} claimed by {a} and {b}")]
+    Claimed { slot: u16, a: String, b: String },
+    #[error("bad address {0:?}")]
+    Address(String),
+    #[error("bad port in address {0:?}")]
+    Port(String),
+}
+
 #[derive(Clone, Debug)]
 pub struct SlotTable {
     /// Node index per slot, [`NO_NODE`] when uncovered.
@@ -47,7 +85,7 @@ pub struct SlotTable {
 
 impl SlotTable {
     /// Parses `CLUSTER NODES` output.
-    pub fn from_cluster_nodes(text: &str) -> Result<SlotTable, String> {
+    pub fn from_cluster_nodes(text: &str) -> Result<SlotTable, TableError> {
         let mut table = SlotTable {
             owner: vec![NO_NODE; SLOTS].into_boxed_slice(),
             nodes: Vec::new(),
@@ -58,17 +96,19 @@ impl SlotTable {
             if line.is_empty() {
                 continue;
             }
-            table
-                .add_line(line)
-                .map_err(|e| format!("CLUSTER NODES line {}: {e}: {line:?}", n + 1))?;
+            table.add_line(line).map_err(|why| TableError::Line {
+                line: n + 1,
+                why,
+                text: line.to_string(),
+            })?;
         }
         Ok(table)
     }
 
-    fn add_line(&mut self, line: &str) -> Result<(), String> {
+    fn add_line(&mut self, line: &str) -> Result<(), LineError> {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
         if f.len() < 8 {
-            return Err(format!("expected at least 8 fields, got {}", f.len()));
+            return Err(LineError::Fields(f.len()));
         }
         let (id, addr, flags, master_id) = (f[0], f[1], f[2], f[3]);
         let has = |flag: &str| flags.split(',').any(|x| x == flag);
@@ -89,7 +129,7 @@ impl SlotTable {
                 }
             };
             if a > b {
-                return Err(format!("bad slot range {item}"));
+                return Err(LineError::Range(item.to_string()));
             }
             ranges.push((a, b));
         }
@@ -100,7 +140,7 @@ impl SlotTable {
         };
         let Some((host, port)) = address else {
             if owns && !ranges.is_empty() {
-                return Err(format!("node {id} owns slots but has no address"));
+                return Err(LineError::NoAddress(id.to_string()));
             }
             return Ok(());
         };
@@ -108,16 +148,19 @@ impl SlotTable {
             Role::Master
         } else if has("slave") || has("replica") {
             if master_id == "-" {
-                return Err(format!("replica {id} without a master id"));
+                return Err(LineError::NoMaster(id.to_string()));
             }
             Role::Replica {
                 master_id: master_id.to_string(),
             }
         } else {
-            return Err(format!("node {id} is neither master nor replica ({flags})"));
+            return Err(LineError::Role {
+                id: id.to_string(),
+                flags: flags.to_string(),
+            });
         };
         if self.nodes.len() >= NO_NODE as usize {
-            return Err("too many nodes".into());
+            return Err(LineError::TooMany);
         }
         let index = self.nodes.len() as u16;
         if owns {
@@ -125,10 +168,11 @@ impl SlotTable {
                 for s in a..=b {
                     let o = &mut self.owner[s as usize];
                     if *o != NO_NODE {
-                        return Err(format!(
-                            "slot {s} claimed by {id} and {}",
-                            self.nodes[*o as usize].id
-                        ));
+                        return Err(LineError::Claimed {
+                            slot: s,
+                            a: id.to_string(),
+                            b: self.nodes[*o as usize].id.clone(),
+                        });
                     }
                     *o = index;
                 }
@@ -223,10 +267,10 @@ impl SlotTable {
     }
 }
 
-fn parse_slot(s: &str) -> Result<u16, String> {
+fn parse_slot(s: &str) -> Result<u16, LineError> {
     match s.parse::<u16>() {
         Ok(v) if (v as usize) < SLOTS => Ok(v),
-        _ => Err(format!("bad slot {s:?}")),
+        _ => Err(LineError::Slot(s.to_string())),
     }
 }
 
@@ -234,7 +278,7 @@ fn parse_slot(s: &str) -> Result<u16, String> {
 /// has no address (`:0@0`). IPv6 addresses are written unbracketed (`::1:7000@17000`); the port is
 /// after the last `:`. The ip is preferred; a node with an empty ip but a hostname uses the
 /// hostname.
-fn parse_addr(addr: &str) -> Result<Option<(String, u16)>, String> {
+fn parse_addr(addr: &str) -> Result<Option<(String, u16)>, LineError> {
     let (main, hostname) = match addr.split_once(',') {
         Some((m, rest)) => (m, rest.split(',').next().unwrap_or("")),
         None => (addr, ""),
@@ -242,10 +286,10 @@ fn parse_addr(addr: &str) -> Result<Option<(String, u16)>, String> {
     let hostport = main.split_once('@').map_or(main, |(hp, _)| hp);
     let (ip, port) = hostport
         .rsplit_once(':')
-        .ok_or_else(|| format!("bad address {addr:?}"))?;
+        .ok_or_else(|| LineError::Address(addr.to_string()))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("bad port in address {addr:?}"))?;
+        .map_err(|_| LineError::Port(addr.to_string()))?;
     let host = if !ip.is_empty() { ip } else { hostname };
     if port == 0 || host.is_empty() {
         return Ok(None);
@@ -329,7 +373,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         // One that owns slots is an error.
         let text = "a 10.0.0.1:7000@17000 master - 0 0 1 connected 0-100\n\
                     b :0@0 master - 0 0 2 connected 101-16383\n";
-        let e = SlotTable::from_cluster_nodes(text).unwrap_err();
+        let e = SlotTable::from_cluster_nodes(text).unwrap_err().to_string();
         assert!(e.contains("no address"), "{e}");
         // Failed and address-less: fine (it owns nothing).
         let text = "b :0@0 master,fail,noaddr - 0 0 2 disconnected 0-16383\n";
@@ -388,7 +432,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
                 "without a master id",
             ),
         ] {
-            let e = SlotTable::from_cluster_nodes(text).unwrap_err();
+            let e = SlotTable::from_cluster_nodes(text).unwrap_err().to_string();
             assert!(e.contains(want), "{e} should contain {want}");
         }
         let ok = "a 1.1.1.1:1@2 handshake - 0 0 0 disconnected\n\n";

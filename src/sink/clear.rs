@@ -7,7 +7,9 @@
 
 use redis::aio::MultiplexedConnection;
 
+use super::SinkError;
 use super::targets::Targets;
+use crate::config::Endpoint;
 use crate::net::client;
 use crate::router::key_slot;
 
@@ -15,7 +17,11 @@ fn in_ranges(ranges: &[(u16, u16)], slot: u16) -> bool {
     ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
 }
 
-async fn unlink(conn: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<(), String> {
+async fn unlink(
+    conn: &mut MultiplexedConnection,
+    ep: &Endpoint,
+    keys: &[Vec<u8>],
+) -> Result<(), SinkError> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -26,12 +32,15 @@ async fn unlink(conn: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<()
     c.query_async::<i64>(conn)
         .await
         .map(|_| ())
-        .map_err(|e| client::describe(&e))
+        .map_err(|e| SinkError::command(ep, "UNLINK", &e))
 }
 
 /// Removes the keys of a shard from the target: every key for a standalone source (`slots` is
 /// `None`), else the keys in `slots`. Returns how many keys were removed (`FLUSHALL`: unknown, 0).
-pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+pub async fn clear_shard(
+    targets: &Targets,
+    slots: Option<&[(u16, u16)]>,
+) -> Result<u64, SinkError> {
     let masters = targets.master_endpoints();
     let mut removed = 0u64;
     for ep in masters {
@@ -41,7 +50,7 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                 redis::cmd("FLUSHALL")
                     .query_async::<()>(&mut conn)
                     .await
-                    .map_err(|e| format!("target {ep}: FLUSHALL: {}", client::describe(&e)))?;
+                    .map_err(|e| SinkError::command(&ep, "FLUSHALL", &e))?;
             }
             Some(ranges) if targets.cluster => {
                 for &(a, b) in ranges {
@@ -57,14 +66,12 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                                 .arg(1000)
                                 .query_async(&mut conn)
                                 .await
-                                .map_err(|e| {
-                                    format!("target {ep}: GETKEYSINSLOT: {}", client::describe(&e))
-                                })?;
+                                .map_err(|e| SinkError::command(&ep, "GETKEYSINSLOT", &e))?;
                             if keys.is_empty() {
                                 break;
                             }
                             removed += keys.len() as u64;
-                            unlink(&mut conn, &keys).await?;
+                            unlink(&mut conn, &ep, &keys).await?;
                         }
                     }
                 }
@@ -78,13 +85,13 @@ pub async fn clear_shard(targets: &Targets, slots: Option<&[(u16, u16)]>) -> Res
                         .arg(1000)
                         .query_async(&mut conn)
                         .await
-                        .map_err(|e| format!("target {ep}: SCAN: {}", client::describe(&e)))?;
+                        .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
                     let mine: Vec<Vec<u8>> = keys
                         .into_iter()
                         .filter(|k| in_ranges(ranges, key_slot(k)))
                         .collect();
                     removed += mine.len() as u64;
-                    unlink(&mut conn, &mine).await?;
+                    unlink(&mut conn, &ep, &mine).await?;
                     if next == 0 {
                         break;
                     }

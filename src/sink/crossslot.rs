@@ -7,11 +7,13 @@
 //! of the shard is applied, so the copies read the right values.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 
+use super::SinkError;
 use super::targets::Targets;
 use crate::cmd::Cmd;
 use crate::net::client;
@@ -34,29 +36,27 @@ impl CrossSlot {
         }
     }
 
-    async fn conn(&mut self, slot: u16) -> Result<&mut MultiplexedConnection, String> {
+    async fn conn(&mut self, slot: u16) -> Result<(&mut MultiplexedConnection, String), SinkError> {
         let ep = self
             .targets
             .endpoint_for_slot(slot)
-            .ok_or_else(|| format!("no target node serves slot {slot}"))?;
+            .ok_or(SinkError::NoOwner { slot })?;
         let addr = ep.to_string();
-        if !self.conns.contains_key(&addr) {
-            let c = client::connect("target", &ep).await?;
-            self.conns.insert(addr.clone(), c);
-        }
-        self.conns
-            .get_mut(&addr)
-            .ok_or_else(|| "connection vanished".to_string())
+        let c = match self.conns.entry(addr.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(client::connect("target", &ep).await?),
+        };
+        Ok((c, addr))
     }
 
-    async fn query(&mut self, slot: u16, cmd: &redis::Cmd) -> Result<redis::Value, String> {
-        let c = self.conn(slot).await?;
+    async fn query(&mut self, slot: u16, cmd: &redis::Cmd) -> Result<redis::Value, SinkError> {
+        let (c, addr) = self.conn(slot).await?;
         let r: redis::RedisResult<redis::Value> = cmd.query_async(c).await;
-        r.map_err(|e| client::describe(&e))
+        r.map_err(|e| SinkError::command(addr, "cross-slot fallback", &e))
     }
 
     /// Copies `from` (slot `fs`) over `to` (slot `ts`), TTL included; deletes `to` when `from` is gone.
-    async fn copy(&mut self, from: &[u8], fs: u16, to: &[u8], ts: u16) -> Result<(), String> {
+    async fn copy(&mut self, from: &[u8], fs: u16, to: &[u8], ts: u16) -> Result<(), SinkError> {
         let dump = self.query(fs, redis::cmd("DUMP").arg(from)).await?;
         match dump {
             redis::Value::BulkString(payload) => {
@@ -82,7 +82,7 @@ impl CrossSlot {
     }
 
     /// Runs `cmd` on the cluster with the gather/execute/scatter scheme.
-    pub async fn execute(&mut self, cmd: &Cmd) -> Result<(), String> {
+    pub async fn execute(&mut self, cmd: &Cmd) -> Result<(), SinkError> {
         let spec = router::command_keys(cmd);
         let positions: Vec<usize> = spec.keys.iter().collect();
         let temp_slot = key_slot(TEMP_TAG.as_bytes());
@@ -120,7 +120,7 @@ impl CrossSlot {
             self.query(temp_slot, &del).await?;
         }
         match result? {
-            redis::Value::ServerError(e) => Err(format!("the target refused it: {e:?}")),
+            redis::Value::ServerError(e) => Err(SinkError::Refused(format!("{e:?}"))),
             _ => Ok(()),
         }
     }

@@ -8,8 +8,8 @@
 //! offset only moves when every node has acknowledged the run.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use super::Batch;
 use super::crossslot::CrossSlot;
@@ -105,7 +105,7 @@ impl Dispatcher {
     }
 
     /// Removes the keys of a shard from the target (see [`super::clear`]).
-    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, String> {
+    pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, super::SinkError> {
         super::clear::clear_shard(&self.targets, slots).await
     }
 
@@ -116,18 +116,11 @@ impl Dispatcher {
 
     /// Reports a command that cannot be written (logged with its key, counted).
     fn refuse(shard: &ShardState, cmd: &Cmd, why: &str) {
-        shard.rejected_writes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::observe::telemetry::UNROUTABLE_COMMANDS, "shard" => shard.name.clone(), "command" => crate::observe::telemetry::command_label(cmd))
-            .increment(1);
-        let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "unroutable") else {
-            return;
-        };
-        let key = cmd
-            .args
-            .get(1)
-            .map(crate::escape::quoted)
-            .unwrap_or_default();
-        tracing::error!(shard = %shard.name, command = %cmd.name_upper(), key = %key, suppressed, "{why}");
+        crate::observe::events::Emit::emit(crate::observe::events::WriteRefused {
+            shard,
+            cmd,
+            why,
+        });
     }
 
     fn split(&mut self, shard: &ShardState, cmds: Vec<DbCmd>, routing: &Routing) -> Vec<Segment> {
@@ -304,20 +297,13 @@ impl Dispatcher {
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
         let routing = self.targets.routing();
-        for (seg, this) in self.plan(shard, run, cmds, &routing) {
-            match seg {
-                Segment::Parts(parts) => {
-                    for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        if let Some(h) = routing.writers[w].as_ref() {
-                            h.tx.send(b).await.map_err(|e| undelivered(e.0))?;
-                        }
-                    }
-                }
-                Segment::CrossSlot(cmd) => {
+        let plan = self.plan(shard, run, cmds, &routing);
+        for step in steps(shard, plan, &routing) {
+            match step {
+                Step::Write(tx, b) => tx.send(b).await.map_err(|e| undelivered(e.0))?,
+                Step::CrossSlot(cmd, this) => {
                     // Everything before it must be on the target: the fallback reads it.
-                    while shard.open_tickets() > 0 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    shard.drained().await;
                     if let Err(e) = self.crossslot.execute(&cmd).await {
                         let why = format!("cross-slot fallback failed: {e}");
                         Self::refuse(shard, &cmd, &why);
@@ -332,30 +318,36 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Like [`Dispatcher::send`], from a blocking thread (the RDB loader, whose commands each
-    /// touch one key, so no cross-slot fallback is ever needed there).
+    /// [`Dispatcher::send`] from a blocking thread inside the runtime (the RDB loader runs in
+    /// `spawn_blocking`): parks the thread while a writer's queue is full (back-pressure).
     pub fn blocking_send(
         &mut self,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
-        let routing = self.targets.routing();
-        for (seg, this) in self.plan(shard, run, cmds, &routing) {
-            match seg {
-                Segment::Parts(parts) => {
-                    for (w, b) in Self::batches(shard, this, parts, &routing) {
-                        if let Some(h) = routing.writers[w].as_ref() {
-                            h.tx.blocking_send(b).map_err(|e| undelivered(e.0))?;
-                        }
-                    }
-                }
-                Segment::CrossSlot(cmd) => {
-                    Self::refuse(shard, &cmd, "cross-slot command inside an RDB load");
-                    shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
-                }
-            }
-        }
-        Ok(())
+        tokio::runtime::Handle::current().block_on(self.send(shard, run, cmds))
     }
+}
+
+/// One thing to do for a run: hand a batch to a writer's queue, or run a cross-slot command.
+enum Step {
+    Write(mpsc::Sender<Batch>, Batch),
+    CrossSlot(Cmd, RunInfo),
+}
+
+/// The steps of a plan, in order. Lazy: a segment's tickets are issued only when its first
+/// step is taken, so a cross-slot step's wait for earlier writes never waits for later ones.
+fn steps<'a>(
+    shard: &'a Arc<ShardState>,
+    plan: Vec<(Segment, RunInfo)>,
+    routing: &'a Routing,
+) -> impl Iterator<Item = Step> + 'a {
+    plan.into_iter().flat_map(move |(seg, this)| match seg {
+        Segment::Parts(parts) => Dispatcher::batches(shard, this, parts, routing)
+            .into_iter()
+            .filter_map(|(w, b)| Some(Step::Write(routing.writers[w].as_ref()?.tx.clone(), b)))
+            .collect(),
+        Segment::CrossSlot(cmd) => vec![Step::CrossSlot(cmd, this)],
+    })
 }

@@ -5,6 +5,7 @@
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
+pub mod error;
 pub mod repair;
 pub mod targets;
 pub mod writer;
@@ -15,6 +16,7 @@ use crate::cmd::DbCmd;
 use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
+pub use error::SinkError;
 pub use targets::Targets;
 pub use writer::TargetWriter;
 

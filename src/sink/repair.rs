@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::SinkError;
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::RespConn;
 use crate::net::server_info::ServerInfo;
+use crate::observe::events::{Emit, KeyRepairFailed, KeyRepaired, RepairFailure};
 use crate::observe::progress::ShardState;
 use crate::resp::Frame;
 
@@ -144,7 +146,7 @@ impl RepairQueue {
             let why = format!("{} rejected: {why}", crate::escape::text(c.cmd.name()));
             for key in keys_of(&c.cmd) {
                 self.push(
-                    &shard.name,
+                    shard,
                     Wanted {
                         target_db: c.db,
                         key,
@@ -160,7 +162,7 @@ impl RepairQueue {
     pub fn request(&self, shard: &ShardState, target_db: u32, cmd: &Cmd, why: &str) {
         for key in keys_of(cmd) {
             self.push(
-                &shard.name,
+                shard,
                 Wanted {
                     target_db,
                     key,
@@ -170,19 +172,24 @@ impl RepairQueue {
         }
     }
 
-    fn push(&self, shard: &str, w: Wanted) {
+    fn push(&self, shard: &ShardState, w: Wanted) {
         let Ok(mut m) = self.wanted.lock() else {
             return;
         };
-        let q = m.entry(shard.to_string()).or_default();
+        let q = m.entry(shard.name.clone()).or_default();
         if q.queued.contains(&(w.target_db, w.key.clone())) {
             return;
         }
         if q.order.len() >= MAX_QUEUED {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.to_string(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(shard, "repair_overflow") {
-                tracing::error!(shard, key = %crate::escape::text(&w.key), suppressed, "too many keys waiting for repair; this one stays as the target has it");
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key: &w.key,
+                db: w.target_db,
+                why: &w.why,
+                cause: RepairFailure::Overflow,
             }
+            .emit();
             return;
         }
         q.queued.insert((w.target_db, w.key.clone()));
@@ -420,14 +427,20 @@ impl Repairer {
         why: &str,
         out: &mut Vec<DbCmd>,
     ) {
-        let shown = crate::escape::text(key);
         let Some(&first_db) = dbs.first() else { return };
         if !self.allow_attempt(first_db, key) {
-            metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair_failed") {
-                tracing::error!(shard = %shard.name, key = %shown, db = first_db, reason = %why, suppressed,
-                    "repair of this key keeps failing ({MAX_ATTEMPTS} times within {} s); giving up: the target keeps what it has", ATTEMPT_WINDOW.as_secs());
+            KeyRepairFailed {
+                shard: &shard.name,
+                state: Some(shard),
+                key,
+                db: first_db,
+                why,
+                cause: RepairFailure::GaveUp {
+                    attempts: MAX_ATTEMPTS,
+                    window: ATTEMPT_WINDOW,
+                },
             }
+            .emit();
             return;
         }
         let mut found: Option<(u32, Copy)> = None;
@@ -446,13 +459,15 @@ impl Repairer {
                 }
                 Err(e) => {
                     self.conn = None;
-                    metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "failed").increment(1);
-                    if let Some(suppressed) =
-                        crate::observe::lograte::allow(&shard.name, "repair_failed")
-                    {
-                        tracing::error!(shard = %shard.name, key = %shown, db, reason = %why, error = %e, suppressed,
-                            "cannot repair the key: reading it from the source failed; the target keeps what it has");
+                    KeyRepairFailed {
+                        shard: &shard.name,
+                        state: Some(shard),
+                        key,
+                        db,
+                        why,
+                        cause: RepairFailure::ReadFailed(&e.to_string()),
                     }
+                    .emit();
                     return;
                 }
             }
@@ -473,11 +488,15 @@ impl Repairer {
         let mut cmds = Vec::new();
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
-        metrics::counter!(crate::observe::telemetry::KEY_REPAIRS, "shard" => shard.name.clone(), "result" => "ok").increment(1);
-        if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "repair") {
-            tracing::warn!(shard = %shard.name, key = %shown, db, reason = %why, source_offset = copy.offset,
-                exists = copy.payload.is_some(), suppressed, "repairing the key: copied from the source (its stream commands up to that offset are skipped)");
+        KeyRepaired {
+            shard,
+            key,
+            db,
+            why,
+            source_offset: copy.offset,
+            exists: copy.payload.is_some(),
         }
+        .emit();
     }
 
     fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {
@@ -499,9 +518,12 @@ impl Repairer {
     }
 
     /// `SELECT db; MULTI; DUMP key; PTTL key; INFO replication; EXEC` on the shard's master.
-    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, String> {
+    async fn read(&mut self, shard: &ShardState, db: u32, key: &Bytes) -> Result<Copy, SinkError> {
         let mut copies = self.read_many(shard, db, std::slice::from_ref(key)).await?;
-        copies.pop().ok_or_else(|| "no reply".to_string())
+        copies.pop().ok_or_else(|| SinkError::Source {
+            addr: shard.master_addr(),
+            why: "no reply".into(),
+        })
     }
 
     /// Reads `keys` of source database `db` and the source's offset in one transaction on the
@@ -511,8 +533,12 @@ impl Repairer {
         shard: &ShardState,
         db: u32,
         keys: &[Bytes],
-    ) -> Result<Vec<Copy>, String> {
+    ) -> Result<Vec<Copy>, SinkError> {
         let master = shard.master_addr();
+        let fail = |why: String| SinkError::Source {
+            addr: master.clone(),
+            why,
+        };
         if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
             let (host, port) = master
                 .rsplit_once(':')
@@ -522,57 +548,47 @@ impl Repairer {
                         p.parse::<u16>().ok()?,
                     ))
                 })
-                .ok_or_else(|| format!("bad master address {master}"))?;
+                .ok_or_else(|| fail("bad master address".into()))?;
             let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
-            let c = RespConn::connect(&ep).await.map_err(|e| e.to_string())?;
+            let c = RespConn::connect(&ep).await?;
             self.conn = Some((master.clone(), c, 0));
         }
         let Some((_, conn, cur_db)) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(fail("no connection".into()));
         };
         if *cur_db != db {
-            if let Frame::Error(e) = conn
-                .request(&crate::cmd!["SELECT", db])
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!("SELECT {db}: {}", crate::escape::text(&e)));
+            if let Frame::Error(e) = conn.request(&crate::cmd!["SELECT", db]).await? {
+                return Err(fail(format!("SELECT {db}: {}", crate::escape::text(&e))));
             }
             *cur_db = db;
         }
-        conn.send(&crate::cmd!["MULTI"])
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.send(&crate::cmd!["MULTI"]).await?;
         for key in keys {
-            conn.send(&crate::cmd!["DUMP", key])
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.send(&crate::cmd!["PTTL", key])
-                .await
-                .map_err(|e| e.to_string())?;
+            conn.send(&crate::cmd!["DUMP", key]).await?;
+            conn.send(&crate::cmd!["PTTL", key]).await?;
         }
         for c in [crate::cmd!["INFO", "replication"], crate::cmd!["EXEC"]] {
-            conn.send(&c).await.map_err(|e| e.to_string())?;
+            conn.send(&c).await?;
         }
         // +OK for MULTI, +QUEUED for each queued command.
         for _ in 0..(2 + 2 * keys.len()) {
-            if let Frame::Error(e) = conn.read_frame().await.map_err(|e| e.to_string())? {
-                return Err(crate::escape::text(&e));
+            if let Frame::Error(e) = conn.read_frame().await? {
+                return Err(fail(crate::escape::text(&e)));
             }
         }
-        let exec = conn.read_frame().await.map_err(|e| e.to_string())?;
+        let exec = conn.read_frame().await?;
         let Frame::Array(items) = exec else {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {}",
                 crate::escape::text(exec.to_text().as_bytes())
-            ));
+            )));
         };
         if items.len() != 2 * keys.len() + 1 {
-            return Err(format!(
+            return Err(fail(format!(
                 "EXEC answered {} replies, not {}",
                 items.len(),
                 2 * keys.len() + 1
-            ));
+            )));
         }
         let info = items[items.len() - 1]
             .as_bytes()
@@ -580,11 +596,11 @@ impl Repairer {
             .unwrap_or_default();
         let offset = crate::net::client::info_field(&info, "master_repl_offset")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or("INFO replication has no master_repl_offset")?;
+            .ok_or_else(|| fail("INFO replication has no master_repl_offset".into()))?;
         let mut out = Vec::with_capacity(keys.len());
         for pair in items[..items.len() - 1].chunks_exact(2) {
             let payload = match &pair[0] {
-                Frame::Error(e) => return Err(format!("DUMP: {}", crate::escape::text(e))),
+                Frame::Error(e) => return Err(fail(format!("DUMP: {}", crate::escape::text(e)))),
                 f => f.as_bytes().cloned(),
             };
             let pttl = match &pair[1] {

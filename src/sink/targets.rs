@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::Batch;
 use super::writer::{TargetWriter, WriterHandle, WriterSettings};
 use crate::config::Endpoint;
 use crate::net::topology::{self, Topology};
 use crate::router::SlotTable;
+use crate::supervise::{Group, Tree};
 
 /// A routing snapshot: the slot table and the writer of each of its nodes.
 #[derive(Debug, Default)]
@@ -55,7 +56,8 @@ pub struct Targets {
     arbiter: ArbiterHandle,
     routing: RwLock<Arc<Routing>>,
     by_addr: Mutex<HashMap<String, WriterHandle>>,
-    done: Mutex<Vec<oneshot::Receiver<()>>>,
+    /// Supervises the writers ([`Group::Writers`]): a writer that dies is reported.
+    tree: Arc<Tree>,
     router: OnceLock<Addr<SlotRouter>>,
     closed: AtomicBool,
 }
@@ -70,13 +72,15 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    /// Starts one writer per target master (on `arbiter`) and, for a cluster, the slot router.
+    /// Starts one writer per target master (on `arbiter`, watched by `tree`) and, for a
+    /// cluster, the slot router.
     pub fn start(
         topology: &Topology,
         seed: &Endpoint,
         settings: WriterSettings,
         capacity: usize,
         arbiter: ArbiterHandle,
+        tree: Arc<Tree>,
     ) -> Arc<Targets> {
         let targets = Arc::new(Targets {
             cluster: topology.is_cluster(),
@@ -86,7 +90,7 @@ impl Targets {
             arbiter,
             routing: RwLock::new(Arc::new(Routing::default())),
             by_addr: Mutex::new(HashMap::new()),
-            done: Mutex::new(Vec::new()),
+            tree,
             router: OnceLock::new(),
             closed: AtomicBool::new(false),
         });
@@ -160,16 +164,22 @@ impl Targets {
         let (writer, handle, done) = TargetWriter::new(settings, self.capacity, redirects);
         TargetWriter::start_in_arbiter(&self.arbiter, move |_| writer);
         tracing::info!(node = %addr, "target writer started");
+        self.tree.watch(Group::Writers, addr.clone(), done);
         map.insert(addr, handle.clone());
-        if let Ok(mut d) = self.done.lock() {
-            d.push(done);
-        }
         Some(handle)
     }
 
     /// Sends a redirected batch to `addr` (`host:port`), after `delay` if given. A batch that
-    /// cannot be delivered (shutting down) is logged and counted, never dropped silently.
-    pub fn redirect(self: &Arc<Self>, addr: &str, batch: Batch, delay: Option<Duration>) {
+    /// cannot be delivered (shutting down) is logged and counted, never dropped silently. When
+    /// that writer's redirect queue is full, the batch comes back as [`Held`]: the calling writer
+    /// keeps it and sends it when there is room (see [`super::writer::REDIRECT_QUEUE`]).
+    #[must_use]
+    pub fn redirect(
+        self: &Arc<Self>,
+        addr: &str,
+        batch: Batch,
+        delay: Option<Duration>,
+    ) -> Option<Held> {
         let target = addr.rsplit_once(':').and_then(|(h, p)| {
             Some((
                 h.trim_start_matches('[').trim_end_matches(']').to_string(),
@@ -179,24 +189,38 @@ impl Targets {
         let handle = target.and_then(|(h, p)| self.writer_for(&h, p));
         let Some(handle) = handle else {
             lost(addr, &batch);
-            return;
+            return None;
         };
         match delay {
-            None => {
-                if let Err(e) = handle.redirect.send(batch) {
-                    lost(addr, &e.0);
+            None => match handle.redirect.try_send(batch) {
+                Ok(()) => None,
+                Err(TrySendError::Full(batch)) => Some(Held { to: handle, batch }),
+                Err(TrySendError::Closed(batch)) => {
+                    lost(addr, &batch);
+                    None
                 }
-            }
+            },
             Some(d) => {
-                let addr = addr.to_string();
+                // The wait runs in its own task (never in a writer's loop): one command each.
                 actix::spawn(async move {
                     tokio::time::sleep(d).await;
-                    if let Err(e) = handle.redirect.send(batch) {
-                        lost(&addr, &e.0);
+                    if let Err(e) = handle.redirect.send(batch).await {
+                        lost(&handle.addr, &e.0);
                     }
                 });
+                None
             }
         }
+    }
+
+    /// Sends a held batch from its own task: for a writer that is going away (it cannot keep
+    /// it); the wait never blocks a writer's loop.
+    pub fn deliver_later(&self, h: Held) {
+        actix::spawn(async move {
+            if let Err(e) = h.to.redirect.send(h.batch).await {
+                lost(&h.to.addr, &e.0);
+            }
+        });
     }
 
     /// True when `addr` is a master of the current routing (always true for a standalone target).
@@ -221,11 +245,7 @@ impl Targets {
             .writer_index(slot)
             .and_then(|i| routing.writers[i].clone());
         match target {
-            Some(h) => {
-                if let Err(e) = h.redirect.send(batch) {
-                    lost(&h.addr, &e.0);
-                }
-            }
+            Some(h) => self.deliver_later(Held { to: h, batch }),
             None => lost("no master", &batch),
         }
     }
@@ -245,17 +265,13 @@ impl Targets {
     }
 
     /// Stops taking work: forgets every writer handle so that their queues close once the links
-    /// are gone. Returns the writers' "done" signals.
-    pub fn close(&self) -> Vec<oneshot::Receiver<()>> {
+    /// are gone; the writers then drain and end ([`Tree::join`] of [`Group::Writers`] waits).
+    pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.set_routing(Routing::default());
         if let Ok(mut m) = self.by_addr.lock() {
             m.clear();
         }
-        self.done
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default()
     }
 
     /// Addresses of the nodes that take writes now.
@@ -283,7 +299,14 @@ impl Targets {
     }
 }
 
-fn lost(addr: &str, batch: &Batch) {
+/// A redirected batch waiting for room in the redirect queue of the writer `to`.
+pub struct Held {
+    pub to: WriterHandle,
+    pub batch: Batch,
+}
+
+/// Counts and logs a redirected batch that cannot be delivered.
+pub(super) fn lost(addr: &str, batch: &Batch) {
     let n = batch.cmds.len() as u64;
     batch.shard.rejected_writes.fetch_add(n, Ordering::Relaxed);
     metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => addr.to_string(), "kind" => "redirect_lost").increment(n);

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
 use super::repair::RepairQueue;
-use super::targets::Targets;
+use super::targets::{Held, Targets};
 use crate::cmd::{Cmd, DbCmd};
 use crate::config::Endpoint;
 use crate::net::RespConn;
@@ -51,6 +51,17 @@ const OUT_HIGH_WATER: usize = 4 << 20;
 const MAX_INFLIGHT_CMDS: usize = 32 * 1024;
 /// Pause before retrying a command the cluster answered `TRYAGAIN`/`CLUSTERDOWN` to.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Capacity of a writer's redirect queue, in batches (a redirected batch is one command).
+///
+/// Why bounded cannot deadlock: a writer never waits for room with its loop stopped. When the
+/// queue of the node it redirects to is full, the batch waits in the sender's `held` list and the
+/// sender stops taking *new* batches from its own (bounded) queue until the batch goes through;
+/// it keeps reading replies, writing, and taking redirects from others. So every writer always
+/// drains its redirect queue as fast as its own node acknowledges, whatever the other writers
+/// do: there is no cycle of writers waiting on each other, and the back-pressure reaches the
+/// links through the primary queues. `held` grows only from replies to commands in flight
+/// (at most [`MAX_INFLIGHT_CMDS`] while no new batch is taken).
+pub const REDIRECT_QUEUE: usize = 1024;
 /// Default of `target.reply_timeout_ms`.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,15 +96,15 @@ pub struct WriterHandle {
     pub addr: String,
     /// Bounded: the memory bound and back-pressure of the data path.
     pub tx: mpsc::Sender<Batch>,
-    /// Commands redirected by other writers (bounded by their in-flight limits).
-    pub redirect: mpsc::UnboundedSender<Batch>,
+    /// Commands redirected by other writers (bounded: [`REDIRECT_QUEUE`]).
+    pub redirect: mpsc::Sender<Batch>,
 }
 
 /// Pipelines batches into one target node. Stops (and signals `done`) when its queues are
 /// closed and every batch is acknowledged.
 pub struct TargetWriter {
     settings: WriterSettings,
-    inputs: Option<(mpsc::Receiver<Batch>, mpsc::UnboundedReceiver<Batch>)>,
+    inputs: Option<(mpsc::Receiver<Batch>, mpsc::Receiver<Batch>)>,
     targets: Option<Arc<Targets>>,
     done: Option<oneshot::Sender<()>>,
 }
@@ -107,7 +118,7 @@ impl TargetWriter {
         targets: Option<Arc<Targets>>,
     ) -> (TargetWriter, WriterHandle, oneshot::Receiver<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let (rtx, rrx) = mpsc::unbounded_channel();
+        let (rtx, rrx) = mpsc::channel(REDIRECT_QUEUE);
         let (done_tx, done_rx) = oneshot::channel();
         let handle = WriterHandle {
             addr: settings.endpoint.to_string(),
@@ -143,6 +154,7 @@ impl Actor for TargetWriter {
             pending: VecDeque::new(),
             targets: self.targets.take(),
             redirects_closed: false,
+            held: VecDeque::new(),
             conn_db: 0,
             verified: HashSet::new(),
             refused: BTreeSet::new(),
@@ -217,6 +229,9 @@ struct Pipeline {
     pending: VecDeque<InFlight>,
     targets: Option<Arc<Targets>>,
     redirects_closed: bool,
+    /// Redirected batches waiting for room in another writer's redirect queue (see
+    /// [`REDIRECT_QUEUE`]); while any waits, no new batch is taken.
+    held: VecDeque<Held>,
     /// Database the connection is in after the last encoded command.
     conn_db: u32,
     /// Databases a `SELECT` succeeded for on this connection.
@@ -252,7 +267,7 @@ impl Pipeline {
         self.pending.iter().map(|f| f.slots.len() - f.seen).sum()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>, mut rrx: mpsc::UnboundedReceiver<Batch>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Batch>, mut rrx: mpsc::Receiver<Batch>) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut closed = false;
         loop {
@@ -260,15 +275,11 @@ impl Pipeline {
                 Ok(()) => return,
                 Err(ConnEnd::Failed(why)) => why,
                 Err(ConnEnd::Stalled { waiting }) => {
-                    let secs = self.settings.reply_timeout.as_secs_f64();
-                    metrics::counter!(crate::observe::telemetry::TARGET_STALLS, "node" => self.node.clone())
-                        .increment(1);
-                    tracing::warn!(node = %self.node, waiting_replies = waiting, timeout_s = secs,
-                        "target stalled: no reply for {secs:.1} s with {waiting} commands waiting; reconnecting and resending unacknowledged writes");
-                    format!(
-                        "target {} stalled: no reply for {secs:.1} s ({waiting} commands waiting); reconnecting",
-                        self.node
-                    )
+                    crate::observe::events::Emit::emit(crate::observe::events::TargetStall {
+                        node: &self.node,
+                        waiting,
+                        timeout: self.settings.reply_timeout,
+                    })
                 }
             };
             if let Some(targets) = self.targets.clone() {
@@ -327,7 +338,7 @@ impl Pipeline {
         &mut self,
         targets: &Arc<Targets>,
         rx: &mut mpsc::Receiver<Batch>,
-        rrx: &mut mpsc::UnboundedReceiver<Batch>,
+        rrx: &mut mpsc::Receiver<Batch>,
     ) {
         targets.forget(&self.node);
         let mut moved = 0usize;
@@ -349,6 +360,10 @@ impl Pipeline {
             moved += batch.cmds.len();
             targets.reroute(batch);
         }
+        for h in self.held.drain(..) {
+            moved += h.batch.cmds.len();
+            targets.deliver_later(h);
+        }
         while let Ok(b) = rrx.try_recv() {
             moved += b.cmds.len();
             targets.reroute(b);
@@ -365,7 +380,7 @@ impl Pipeline {
     async fn connection(
         &mut self,
         rx: &mut mpsc::Receiver<Batch>,
-        rrx: &mut mpsc::UnboundedReceiver<Batch>,
+        rrx: &mut mpsc::Receiver<Batch>,
         closed: &mut bool,
     ) -> Result<(), ConnEnd> {
         let timeout = self.settings.reply_timeout;
@@ -400,7 +415,7 @@ impl Pipeline {
         // Since when a reply has been awaited without any byte from the target.
         let mut waiting_since: Option<tokio::time::Instant> = None;
         loop {
-            if *closed && self.pending.is_empty() && out.is_empty() {
+            if *closed && self.pending.is_empty() && out.is_empty() && self.held.is_empty() {
                 let _ = wh.flush().await;
                 tracing::debug!(node = %self.node, "writer drained and stopped");
                 return Ok(());
@@ -415,6 +430,7 @@ impl Pipeline {
             let can_take = self.probing.is_none()
                 && out.len() < OUT_HIGH_WATER
                 && outstanding < MAX_INFLIGHT_CMDS;
+            let held_to = self.held.front().map(|h| h.to.redirect.clone());
             tokio::select! {
                 biased;
                 r = rh.read_buf(&mut inbuf) => {
@@ -443,7 +459,15 @@ impl Pipeline {
                     None => self.redirects_closed = true,
                     Some(batch) => self.take(batch, &mut out),
                 },
-                b = rx.recv(), if can_take && !*closed => match b {
+                p = reserve_opt(held_to.as_ref()), if held_to.is_some() => {
+                    if let Some(h) = self.held.pop_front() {
+                        match p {
+                            Some(permit) => permit.send(h.batch),
+                            None => super::targets::lost(&h.to.addr, &h.batch),
+                        }
+                    }
+                }
+                b = rx.recv(), if can_take && !*closed && self.held.is_empty() => match b {
                     None => {
                         tracing::debug!(node = %self.node, pending = self.pending.len(), "writer queue closed; draining");
                         *closed = true;
@@ -541,7 +565,7 @@ impl Pipeline {
                      database to an existing one with sync.db_map / --db-map",
                     self.node
                 );
-                metrics::counter!("shardsync_target_errors_total", "node" => self.node.clone(), "kind" => "db_refused")
+                metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "db_refused")
                     .increment(1);
                 tracing::error!(node = %self.node, shard = %shard.name, db, "{why}");
                 // Every shard with writes for that database here cannot be a copy any more.
@@ -621,14 +645,15 @@ impl Pipeline {
                 };
                 metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
                     .increment(1);
-                match r {
+                let held = match r {
                     Redirect::Moved(addr) => {
                         targets.request_refresh();
-                        targets.redirect(&addr, again, None);
+                        targets.redirect(&addr, again, None)
                     }
                     Redirect::Ask(addr) => targets.redirect(&addr, again, None),
                     Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
-                }
+                };
+                self.held.extend(held);
                 continue;
             }
             let rejected = check_reply(&self.node, &dc.cmd, &frame);
@@ -660,6 +685,14 @@ impl Pipeline {
             metrics::histogram!(crate::observe::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// Room for one batch in `tx` (`None`: that writer is gone), or never when there is no `tx`.
+async fn reserve_opt(tx: Option<&mpsc::Sender<Batch>>) -> Option<mpsc::Permit<'_, Batch>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

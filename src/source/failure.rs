@@ -70,6 +70,7 @@ pub fn classify(e: &LinkError) -> Class {
         LinkError::Load(super::rdb_load::LoadError::WriterGone(_))
         | LinkError::WriterGone(_)
         | LinkError::Internal(_)
+        | LinkError::Sink(_)
         | LinkError::NotMaster(_)
         | LinkError::ShardFailed => Class::Transient,
     }
@@ -81,7 +82,10 @@ fn classify_net(n: &NetError) -> Class {
         | NetError::Tls { .. }
         | NetError::Closed { .. }
         | NetError::Io { .. }
-        | NetError::Timeout { .. } => Class::Transient,
+        | NetError::Timeout { .. }
+        | NetError::Client { .. }
+        | NetError::Table { .. }
+        | NetError::Uncovered { .. } => Class::Transient,
         NetError::Protocol { .. } => Class::ProtocolViolation,
         NetError::Auth { addr, .. } => Class::Permanent(format!(
             "the source {addr} no longer accepts the configured password (changed after start?); \

@@ -8,8 +8,10 @@
 //! keys it wrote (or reports them, with `sync.on_resync = keep`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -25,6 +27,9 @@ use crate::convert::rewrite_between;
 use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
+use crate::observe::events::{
+    Emit, FullSyncHandedOver, FullSyncStarted, LinkFailed, LinkResumed, LinkStreaming,
+};
 use crate::observe::progress::{Phase, ShardState};
 use crate::sink::Dispatcher;
 use crate::sink::dispatch::{RunInfo, WriterGone};
@@ -98,6 +103,8 @@ pub enum LinkError {
     WriterGone(#[from] WriterGone),
     #[error("internal: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
     #[error("the RDB from the source {}: {error}; {aftermath}", if matches!(.error.kind, crate::rdb::RdbErrorKind::TooLarge { .. }) { "holds a value over a configured limit" } else { "is corrupt" })]
@@ -118,7 +125,8 @@ pub struct ShardLink {
     /// The checkpoint found at process start; used while no in-process position exists.
     checkpoint: Option<ReplPosition>,
     backoff: Backoff,
-    shutdown: Arc<AtomicBool>,
+    /// The links' group token of the run's [`crate::supervise::Tree`]: cancelled at shutdown.
+    shutdown: CancellationToken,
     started_at: Instant,
     /// The node replicated from now (moves on a source failover).
     endpoint: Endpoint,
@@ -131,7 +139,7 @@ impl ShardLink {
         shard: Arc<ShardState>,
         writer: Dispatcher,
         checkpoint: Option<ReplPosition>,
-        shutdown: Arc<AtomicBool>,
+        shutdown: CancellationToken,
     ) -> ShardLink {
         ShardLink {
             endpoint: settings.endpoint.clone(),
@@ -150,7 +158,7 @@ impl ShardLink {
         if self.shard.is_failed() {
             return;
         }
-        if self.shutdown.load(Ordering::Acquire) {
+        if self.shutdown.is_cancelled() {
             self.shard.set_phase(Phase::Stopped);
             return;
         }
@@ -196,7 +204,7 @@ impl ShardLink {
             match res {
                 Ok(()) => act.shard.set_phase(Phase::Stopped),
                 Err(e) => {
-                    if act.shutdown.load(Ordering::Acquire) {
+                    if act.shutdown.is_cancelled() {
                         act.shard.set_phase(Phase::Stopped);
                         return;
                     }
@@ -222,28 +230,22 @@ impl ShardLink {
             Class::Permanent(_) => "permanent",
             _ => "transient",
         };
-        metrics::counter!(crate::observe::telemetry::LINK_ERRORS, "shard" => self.shard.name.clone(), "class" => label)
-            .increment(1);
-        match self.budget.record(&class, &text) {
-            Verdict::Fail(reason) => {
-                let reason = match class {
-                    // The reason says what to do; the error says what happened.
-                    Class::Permanent(_) => format!("{reason} [{text}]"),
-                    _ => reason,
-                };
-                self.shard.mark_failed(reason);
-            }
-            Verdict::Retry => {
-                if let Some(suppressed) =
-                    crate::observe::lograte::allow(&self.shard.name, "link_failed")
-                {
-                    tracing::warn!(shard = %self.shard.name, error = %text, consecutive_failures = self.budget.failures(),
-                        suppressed, "source link failed; restarting");
-                }
-                self.shard.set_error(Some(text));
-                self.shard.set_phase(Phase::Backoff);
-            }
+        let fail = match self.budget.record(&class, &text) {
+            // The reason says what to do; the error says what happened.
+            Verdict::Fail(reason) => Some(match class {
+                Class::Permanent(_) => format!("{reason} [{text}]"),
+                _ => reason,
+            }),
+            Verdict::Retry => None,
+        };
+        LinkFailed {
+            shard: &self.shard,
+            error: &text,
+            class: label,
+            consecutive: self.budget.failures(),
+            fail,
         }
+        .emit();
     }
 }
 
@@ -251,6 +253,23 @@ impl Actor for ShardLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Shutdown (the tree cancels the links' token): drop the connection, stay stopped (the
+        // restart that follows sees the token and stays idle).
+        if self.shutdown.is_cancelled() {
+            self.shard.set_phase(Phase::Stopped);
+            return;
+        }
+        ctx.spawn(
+            self.shutdown
+                .clone()
+                .cancelled_owned()
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.shard.set_phase(Phase::Stopped); // a failed shard stays failed
+                    tracing::debug!(shard = %act.shard.name, "link stopping");
+                    ctx.stop();
+                }),
+        );
         if self.shard.is_failed() {
             // Failed for good: the actor stays idle until the process stops.
             return;
@@ -266,7 +285,7 @@ impl Actor for ShardLink {
 
 impl Supervised for ShardLink {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        if self.shard.is_failed() {
+        if self.shard.is_failed() || self.shutdown.is_cancelled() {
             return;
         }
         if self.started_at.elapsed() > Duration::from_secs(30) {
@@ -275,23 +294,6 @@ impl Supervised for ShardLink {
         self.shard.restarts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::observe::telemetry::LINK_RESTARTS, "shard" => self.shard.name.clone())
             .increment(1);
-    }
-}
-
-/// Stops the link for good (shutdown): it drops the connection and is not restarted.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopLink;
-
-impl Handler<StopLink> for ShardLink {
-    type Result = ();
-    fn handle(&mut self, _: StopLink, ctx: &mut Context<Self>) {
-        self.shutdown.store(true, Ordering::Release);
-        self.shard.set_phase(Phase::Stopped); // a failed shard stays failed
-        tracing::debug!(shard = %self.shard.name, "link stopping");
-        // Stopping the context drops the running future (closing the connection); the
-        // supervisor's restart sees the shutdown flag and stays idle.
-        ctx.stop();
     }
 }
 
@@ -338,11 +340,12 @@ async fn run(
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
             }
-            shard.full_resyncs.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::observe::telemetry::FULL_RESYNCS, "shard" => shard.name.clone())
-                .increment(1);
-            tracing::info!(shard = %shard.name, replid = %crate::escape::text(&pos.replid), offset = pos.offset, "full sync started");
-            shard.set_phase(Phase::FullSync);
+            FullSyncStarted {
+                shard: &shard,
+                replid: &pos.replid,
+                offset: pos.offset,
+            }
+            .emit();
             let started = Instant::now();
             let stats = match full_sync(&settings, &shard, writer.clone(), &mut conn, epoch).await {
                 Ok(stats) => stats,
@@ -358,8 +361,15 @@ async fn run(
                 completes_full_sync: true,
             };
             writer.send(&shard, end, Vec::new()).await?;
-            tracing::info!(shard = %shard.name, keys = stats.keys, rdb_bytes = stats.bytes, commands = stats.commands,
-                errors = stats.convert_errors, secs = started.elapsed().as_secs_f64(), "RDB received and handed to the writers");
+            FullSyncHandedOver {
+                shard: &shard,
+                keys: stats.keys,
+                rdb_bytes: stats.bytes,
+                commands: stats.commands,
+                convert_errors: stats.convert_errors,
+                took: started.elapsed(),
+            }
+            .emit();
             pos.offset
         }
         PsyncReply::Continue { new_replid } => {
@@ -376,21 +386,21 @@ async fn run(
                 shard.applied_offset.store(pos.offset, Ordering::Release);
             }
             shard.handed_offset.store(pos.offset, Ordering::Release);
-            tracing::info!(shard = %shard.name, offset = pos.offset, "partial resync accepted (+CONTINUE)");
+            LinkResumed {
+                shard: &shard,
+                offset: pos.offset,
+            }
+            .emit();
             pos.offset
         }
     };
-    shard.set_phase(Phase::Incremental);
-    shard.set_error(None);
+    LinkStreaming { shard: &shard }.emit();
     stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
 }
 
 /// Waits until the shard's earlier writes are applied (or 30 s).
 async fn drain(shard: &ShardState) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while shard.open_tickets() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), shard.drained()).await;
 }
 
 /// Waits until the shard's earlier writes are applied (or 30 s), then clears its keys.
@@ -401,10 +411,7 @@ async fn clear_before_resync(
 ) -> Result<(), LinkError> {
     drain(shard).await;
     let slots = settings.cluster.as_ref().map(|c| c.slots.as_slice());
-    let removed = writer
-        .clear_shard(slots)
-        .await
-        .map_err(LinkError::Internal)?;
+    let removed = writer.clear_shard(slots).await?;
     tracing::info!(shard = %shard.name, removed, "cleared the shard's keys from the target before a repeated full sync");
     Ok(())
 }
@@ -667,13 +674,7 @@ async fn restore_off_loop(
         let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
         if lost > 0 {
             let key = cmd.args.get(1).cloned().unwrap_or_default();
-            crate::observe::lossy::record(
-                &shard2,
-                crate::convert::loss::HASH_FIELD_TTL,
-                lost,
-                &key,
-                "live stream",
-            );
+            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard2, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "live stream" });
         }
         let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
         let mut bytes = 0usize;
@@ -776,13 +777,7 @@ async fn stream(
                             );
                     if lost > 0 {
                         let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
-                        crate::observe::lossy::record(
-                            shard,
-                            crate::convert::loss::HASH_FIELD_TTL,
-                            lost,
-                            &key,
-                            "live stream",
-                        );
+                        crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "live stream" });
                     }
                 }
                 if large {

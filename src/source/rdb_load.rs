@@ -124,13 +124,7 @@ pub fn load<R: Read>(
         if let Err(e) = conv.feed(item, &mut cmds) {
             let lost = conv.take_lost_field_ttls();
             if let Some(key) = e.key() {
-                crate::observe::lossy::record(
-                    shard,
-                    crate::convert::loss::HASH_FIELD_TTL,
-                    lost,
-                    key,
-                    "full sync",
-                );
+                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "full sync" });
             }
             stats.convert_errors += 1;
             metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())

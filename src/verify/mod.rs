@@ -267,15 +267,7 @@ impl Verifier<'_> {
             }
         }
         for ((sdb, tdb), keys) in groups {
-            let out = compare_batch(
-                &mut self.src,
-                sdb,
-                &mut self.tgt,
-                tdb,
-                &keys,
-                &self.opts.limits,
-            )
-            .await?;
+            let out = self.compare(sdb, tdb, &keys).await?;
             for (k, o) in keys.iter().zip(out) {
                 match o {
                     Outcome::Equal | Outcome::Vanished => self.tally.totals.settled_on_recheck += 1,
@@ -284,6 +276,24 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Compares `keys` of source database `sdb` with target database `tdb`.
+    async fn compare(
+        &mut self,
+        sdb: u32,
+        tdb: u32,
+        keys: &[Bytes],
+    ) -> Result<Vec<Outcome>, VerifyError> {
+        compare_batch(
+            &mut self.src,
+            sdb,
+            &mut self.tgt,
+            tdb,
+            keys,
+            &self.opts.limits,
+        )
+        .await
     }
 
     /// `EXISTS` for each key on one side (source: `db`; target: `db`).
@@ -428,15 +438,7 @@ impl Verifier<'_> {
                     self.tally.totals.source_keys += keys.len() as u64;
                     self.rate.take(keys.len()).await;
                     if !keys.is_empty() {
-                        let out = compare_batch(
-                            &mut self.src,
-                            sdb,
-                            &mut self.tgt,
-                            tdb,
-                            &keys,
-                            &self.opts.limits,
-                        )
-                        .await?;
+                        let out = self.compare(sdb, tdb, &keys).await?;
                         for (k, o) in keys.into_iter().zip(out) {
                             match o {
                                 Outcome::Missing | Outcome::Different(..)

@@ -54,7 +54,7 @@ impl Side {
     pub async fn open(role: &'static str, seed: &Endpoint) -> Result<Side, VerifyError> {
         let topo = topology::discover(role, seed)
             .await
-            .map_err(VerifyError::Net)?;
+            .map_err(|e| VerifyError::Net(e.to_string()))?;
         let mut nodes = Vec::new();
         for m in topo.masters() {
             let conn = RespConn::connect(&m.endpoint)

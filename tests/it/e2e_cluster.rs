@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::cluster::{KeySource, RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::status::{full_sync_done, started, status_addr_arg};
 use common::*;
 
 const HEARTBEAT: &[u8] = b"shardsync:heartbeat*";
@@ -96,12 +97,22 @@ fn spawn(src_url: &str, dst_url: &str, state: &tempfile::TempDir, extra: &[&str]
         "--state-dir",
         state.path().to_str().expect("utf-8 path"),
         "--metrics-addr",
-        "off",
     ];
+    let addr = status_addr_arg();
+    args.push(&addr);
     args.extend_from_slice(extra);
     let mut ss = Shardsync::spawn(&args);
-    ss.expect_log("replication started", Duration::from_secs(30));
+    ss.wait_status(Duration::from_secs(30), "replication started", started);
     ss
+}
+
+/// Waits until every shard's full sync is applied on the target.
+fn wait_full_syncs(ss: &mut Shardsync) {
+    ss.wait_status(
+        Duration::from_secs(120),
+        "every full sync applied",
+        full_sync_done,
+    );
 }
 
 /// `shardsync run` from `source` to `target` (metrics off) until it exits, within 60 s.
@@ -131,6 +142,21 @@ fn stop(ss: &mut Shardsync) {
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
 }
 
+/// One shard, one series: every `shard` label of `/metrics` is a source master's address (the
+/// shard's stable name), never a replica replicated from or a later master.
+fn assert_shard_labels_are_masters(ss: &Shardsync, src: &RedisCluster) {
+    let addr = ss.status_addr().expect("status address");
+    let (_, metrics) = util::http_get(&addr, "/metrics").expect("GET /metrics");
+    let masters: std::collections::BTreeSet<String> =
+        src.masters().iter().map(|m| m.addr()).collect();
+    let labels: std::collections::BTreeSet<String> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(l.split_once("shard=\"")?.1.split_once('"')?.0.to_string()))
+        .collect();
+    assert_eq!(labels, masters, "shard labels of /metrics");
+}
+
 fn opts() -> CompareOptions {
     CompareOptions {
         compare_functions: false,
@@ -145,9 +171,7 @@ fn cluster_to_cluster(masters_src: usize, masters_dst: usize) {
     let tags = populate_cluster(&src);
     let state = tempfile::tempdir().expect("state dir");
     let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state, &[]);
-    for _ in 0..masters_src {
-        ss.expect_log("RDB received", Duration::from_secs(120));
-    }
+    wait_full_syncs(&mut ss);
     workload_cluster(&src, &tags);
     let after = now_ms();
     let (mut sr, mut dr) = (src.reader(), dst.reader());
@@ -180,9 +204,7 @@ fn cluster_to_standalone() {
     let tags = populate_cluster(&src);
     let state = tempfile::tempdir().expect("state dir");
     let mut ss = spawn(&src.seed_url(), &dst.url(), &state, &[]);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(120));
-    }
+    wait_full_syncs(&mut ss);
     workload_cluster(&src, &tags);
     let after = now_ms();
     let mut sr = src.reader();
@@ -190,6 +212,7 @@ fn cluster_to_standalone() {
     let mut dr = StandaloneReader(&mut dc);
     wait_heartbeats(&mut sr, &mut dr, after, &ss);
     assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts()));
+    assert_shard_labels_are_masters(&ss, &src);
     stop(&mut ss);
 }
 
@@ -207,7 +230,7 @@ fn standalone_to_cluster_with_cross_slot_commands() {
     populate_typed_dataset(&mut sc, kind, &dataset);
     let state = tempfile::tempdir().expect("state dir");
     let mut ss = spawn(&src.url(), &dst.seed_url(), &state, &[]);
-    ss.expect_log("RDB received", Duration::from_secs(120));
+    wait_full_syncs(&mut ss);
     let wopts = WorkloadOptions {
         use_dbs: false,
         cross_slot_untagged: true,
@@ -341,9 +364,7 @@ fn cluster_source_from_replicas_with_prefer_replica() {
         &state,
         &["--prefer-replica"],
     );
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(120));
-    }
+    wait_full_syncs(&mut ss);
     let log = ss.log();
     assert_eq!(
         log.matches("replicating from a replica of this master")
@@ -373,5 +394,6 @@ fn cluster_source_from_replicas_with_prefer_replica() {
     let (mut sr, mut dr) = (src.reader(), dst.reader());
     wait_heartbeats(&mut sr, &mut dr, after, &ss);
     assert_no_differences(&compare_sources(&mut sr, &mut dr, &[HEARTBEAT], &opts()));
+    assert_shard_labels_are_masters(&ss, &src);
     stop(&mut ss);
 }

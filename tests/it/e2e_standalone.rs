@@ -7,6 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::status::{full_sync_done, status_addr_arg};
 use common::*;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
@@ -51,12 +52,15 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
         "--state-dir",
         state_dir,
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
         "--log-level",
         "info",
     ]);
-    ss.expect_log("full sync started", Duration::from_secs(20));
-    ss.expect_log("RDB received", Duration::from_secs(120));
+    ss.wait_status(
+        Duration::from_secs(120),
+        "the full sync applied",
+        full_sync_done,
+    );
 
     let wopts = WorkloadOptions::default();
     run_workload(&mut sc, src_kind, &wopts);

@@ -17,37 +17,11 @@ use std::time::Duration;
 use crate::common::compare::{assert_same, dbsize_all, scan_keys};
 use crate::common::server::{RedisServer, ServerKind, pick_free_port};
 use crate::common::shardsync::{Shardsync, binary};
+use crate::common::status::wait_status;
 use crate::common::util::{http_get, wait_until};
 
 // ---------------------------------------------------------------------------------------------
 // HTTP and /status
-
-fn status(addr: &str) -> Option<serde_json::Value> {
-    let (code, body) = http_get(addr, "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-/// Waits until `/status` satisfies `cond`; panics with the last document and the log tail.
-fn wait_status(
-    ss: &mut Shardsync,
-    addr: &str,
-    timeout: Duration,
-    what: &str,
-    cond: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let mut last = None;
-    let ok = wait_until(timeout, || {
-        last = status(addr);
-        last.as_ref().is_some_and(&cond)
-    });
-    if !ok {
-        panic!(
-            "/status never showed {what} within {timeout:?}; last: {last:#?}\nlog:\n{}",
-            ss.log_tail(40)
-        );
-    }
-    last.unwrap_or_default()
-}
 
 fn shard0(st: &serde_json::Value) -> &serde_json::Value {
     &st["shards"][0]

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::status::{applied, full_sync_done, status_addr_arg, streaming, sum_shards};
 use common::util::info_field;
 use common::*;
 
@@ -318,6 +319,17 @@ fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) -> Durat
     t.elapsed()
 }
 
+/// Waits until the source no longer lists a replica (the killed or stopped shardsync's link is
+/// gone), so a restarted process is the only one.
+fn wait_replica_gone(src: &RedisServer) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            info_field(&src.info("replication"), "connected_slaves").as_deref() == Some("0")
+        }),
+        "the source still lists the old replica"
+    );
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
@@ -381,7 +393,7 @@ fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> S
         "--config",
         config.to_str().expect("utf-8 path"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
         "--log-level",
         "info",
     ])
@@ -447,7 +459,9 @@ fn source_kills_replica_during_full_sync_and_stream() {
     let load = Load::start(src.url(), LoadOptions::default());
 
     // Kill 1: during the full sync, once the target holds part of the dataset.
-    ss.expect_log("full sync started", Duration::from_secs(20));
+    ss.wait_status(Duration::from_secs(20), "a full sync", |st| {
+        sum_shards(st, "full_resyncs") >= 1
+    });
     let mut dc = dst.client();
     let dbsize = |c: &mut redis::Connection| -> u64 { redis::cmd("DBSIZE").query(c).unwrap_or(0) };
     assert!(
@@ -462,32 +476,38 @@ fn source_kills_replica_during_full_sync_and_stream() {
     let killed = kill_replicas(&mut sc);
     let at_kill = dbsize(&mut dc);
     assert_eq!(killed, 1, "CLIENT KILL TYPE replica found no replica");
-    ss.expect_log("source link failed", Duration::from_secs(10));
-    assert!(
-        wait_until(Duration::from_secs(20), || count(
-            &ss.log(),
-            "full sync started"
-        ) == 2),
-        "no second full sync after the kill; log:\n{}",
-        ss.log_tail(30)
+    ss.wait_status(Duration::from_secs(10), "a link restart", |st| {
+        sum_shards(st, "restarts") >= 1
+    });
+    ss.wait_status(
+        Duration::from_secs(20),
+        "a second full sync after the kill",
+        |st| sum_shards(st, "full_resyncs") == 2,
     );
     let full_sync_started = Instant::now();
-    ss.expect_log("RDB received", Duration::from_secs(120));
+    ss.wait_status(
+        Duration::from_secs(120),
+        "the full sync applied",
+        full_sync_done,
+    );
     let second_full_sync = full_sync_started.elapsed();
 
     // Kill 2: during the stream, under load.
-    std::thread::sleep(Duration::from_millis(1500));
+    ss.wait_stream_flows(64 << 10, Duration::from_secs(20));
     let ops_before = load.ops();
     assert_eq!(
         kill_replicas(&mut sc),
         1,
         "no replica to kill in the stream phase"
     );
-    ss.expect_log(
-        "partial resync accepted (+CONTINUE)",
+    ss.wait_status(
         Duration::from_secs(20),
+        "the stream again after a second restart, without a full sync (+CONTINUE)",
+        |st| {
+            sum_shards(st, "restarts") >= 2 && sum_shards(st, "full_resyncs") == 2 && streaming(st)
+        },
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    ss.wait_stream_flows(64 << 10, Duration::from_secs(20));
     assert!(load.ops() > ops_before, "load stalled");
     let report = load.finish();
     let catch_up = wait_caught_up(&ss, &dst, Duration::from_secs(60));
@@ -562,7 +582,11 @@ fn target_down(src_extra: &[&str], label: &str, expect_drop: bool) {
     let mut sc = src.client();
     let (state, config) = state_with_config("queue_batches = 4\nbatch_max_bytes = 262144\n");
     let mut ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("RDB received", Duration::from_secs(20));
+    ss.wait_status(
+        Duration::from_secs(20),
+        "the full sync applied",
+        full_sync_done,
+    );
     let pid = ss.pid().expect("pid");
     let load = Load::start(
         src.url(),
@@ -571,16 +595,22 @@ fn target_down(src_extra: &[&str], label: &str, expect_drop: bool) {
             ..LoadOptions::default()
         },
     );
-    std::thread::sleep(Duration::from_secs(1));
+    ss.wait_stream_flows(1 << 20, Duration::from_secs(20));
     let rss_before = peak_rss(pid);
     let off_before = master_offset(&mut sc);
     dst.kill();
     std::thread::sleep(Duration::from_secs(10));
     let produced = master_offset(&mut sc) - off_before;
     let rss_down = peak_rss(pid);
+    let stuck = applied(&ss.wait_status(Duration::from_secs(5), "a status", |_| true));
     dst.restart();
     let restarted = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    // The load keeps running until the target acknowledges writes again.
+    ss.wait_status(
+        Duration::from_secs(60),
+        "writes acknowledged after the restart",
+        |st| applied(st) > stuck,
+    );
     let report = load.finish();
     let catch_up = wait_caught_up(&ss, &dst, Duration::from_secs(90));
     let recovered = restarted.elapsed();
@@ -642,10 +672,22 @@ fn sigkill_under_load_resumes_from_checkpoint() {
     let mut sc = src.client();
     let (state, config) = state_with_config("");
     let mut ss1 = spawn(&src, &dst, state.path(), &config);
-    ss1.expect_log("RDB received", Duration::from_secs(20));
+    ss1.wait_status(
+        Duration::from_secs(20),
+        "the full sync applied",
+        full_sync_done,
+    );
     let opts = LoadOptions::default();
     let load = Load::start(src.url(), opts.clone());
-    std::thread::sleep(Duration::from_millis(2500));
+    // Under load, past a checkpoint of the stream.
+    ss1.wait_stream_flows(64 << 10, Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || checkpoint_files(state.path())
+            .len()
+            == 1),
+        "no checkpoint written"
+    );
+    ss1.wait_stream_flows(64 << 10, Duration::from_secs(20));
     let status = ss1.kill();
     assert!(
         Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
@@ -654,17 +696,18 @@ fn sigkill_under_load_resumes_from_checkpoint() {
     assert_eq!(
         checkpoint_files(state.path()).len(),
         1,
-        "no checkpoint after 2.5 s"
+        "no checkpoint after the kill"
     );
     assert_no_panic(&ss1);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_replica_gone(&src);
 
     let mut ss2 = spawn(&src, &dst, state.path(), &config);
-    ss2.expect_log(
-        "partial resync accepted (+CONTINUE)",
+    ss2.wait_status(
         Duration::from_secs(20),
+        "the stream resumed from the checkpoint without a full sync (+CONTINUE)",
+        |st| streaming(st) && sum_shards(st, "full_resyncs") == 0,
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    ss2.wait_stream_flows(64 << 10, Duration::from_secs(20));
     let report = load.finish();
     let catch_up = wait_caught_up(&ss2, &dst, Duration::from_secs(60));
     let log2 = ss2.log();
@@ -718,9 +761,13 @@ fn sigterm_under_load_then_resume() {
     let mut dc = dst.client();
     let (state, config) = state_with_config("");
     let mut ss1 = spawn(&src, &dst, state.path(), &config);
-    ss1.expect_log("RDB received", Duration::from_secs(20));
+    ss1.wait_status(
+        Duration::from_secs(20),
+        "the full sync applied",
+        full_sync_done,
+    );
     let load = Load::start(src.url(), LoadOptions::default());
-    std::thread::sleep(Duration::from_millis(2000));
+    ss1.wait_stream_flows(128 << 10, Duration::from_secs(20));
     let stop_started = Instant::now();
     let status = ss1.terminate();
     let stop_time = stop_started.elapsed();
@@ -742,14 +789,15 @@ fn sigterm_under_load_then_resume() {
         assert_eq!(exists, 0, "heartbeat key left on the {side} after SIGTERM");
     }
     assert_no_panic(&ss1);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_replica_gone(&src);
 
     let mut ss2 = spawn(&src, &dst, state.path(), &config);
-    ss2.expect_log(
-        "partial resync accepted (+CONTINUE)",
+    ss2.wait_status(
         Duration::from_secs(20),
+        "the stream resumed from the checkpoint without a full sync (+CONTINUE)",
+        |st| streaming(st) && sum_shards(st, "full_resyncs") == 0,
     );
-    std::thread::sleep(Duration::from_millis(1000));
+    ss2.wait_stream_flows(64 << 10, Duration::from_secs(20));
     let report = load.finish();
     let catch_up = wait_caught_up(&ss2, &dst, Duration::from_secs(60));
     let log2 = ss2.log();
@@ -788,25 +836,28 @@ fn source_restart_forces_full_resync() {
     populate_typed_dataset(&mut src.client(), KIND, &dataset);
     let (state, config) = state_with_config("");
     let mut ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("RDB received", Duration::from_secs(30));
+    ss.wait_status(
+        Duration::from_secs(30),
+        "the full sync applied",
+        full_sync_done,
+    );
     let replid = |s: &RedisServer| info_field(&s.info("replication"), "master_replid");
     let id_before = replid(&src);
     let load = Load::start(src.url(), LoadOptions::default());
-    std::thread::sleep(Duration::from_millis(1500));
+    ss.wait_stream_flows(64 << 10, Duration::from_secs(20));
     src.kill();
     std::thread::sleep(Duration::from_millis(1000));
     src.restart();
     let restarted = Instant::now();
     let id_after = replid(&src);
     assert_ne!(id_before, id_after, "replication ID survived the restart");
-    assert!(
-        wait_until(Duration::from_secs(30), || count(&ss.log(), "RDB received")
-            == 2),
-        "no second full sync after the source restart; log:\n{}",
-        ss.log_tail(30)
+    ss.wait_status(
+        Duration::from_secs(30),
+        "a second full sync applied after the source restart",
+        |st| sum_shards(st, "full_resyncs") == 2 && full_sync_done(st),
     );
     let resynced = restarted.elapsed();
-    std::thread::sleep(Duration::from_millis(1500));
+    ss.wait_stream_flows(64 << 10, Duration::from_secs(20));
     let report = load.finish();
     let catch_up = wait_caught_up(&ss, &dst, Duration::from_secs(60));
 
@@ -839,7 +890,9 @@ fn keys_deleted_during_interrupted_full_sync_do_not_stay_on_target() {
     let mut sc = src.client();
     let (state, config) = state_with_config("");
     let mut ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("full sync started", Duration::from_secs(20));
+    ss.wait_status(Duration::from_secs(20), "a full sync", |st| {
+        sum_shards(st, "full_resyncs") >= 1
+    });
     let mut dc = dst.client();
     assert!(wait_until(Duration::from_secs(30), || {
         redis::cmd("DBSIZE").query::<u64>(&mut dc).unwrap_or(0) > 20_000
@@ -854,12 +907,10 @@ fn keys_deleted_during_interrupted_full_sync_do_not_stay_on_target() {
     let deleted: i64 = redis::cmd("DEL").arg(&copied).query(&mut sc).expect("DEL");
     assert!(deleted > 0);
     assert_eq!(kill_replicas(&mut sc), 1);
-    assert!(
-        wait_until(Duration::from_secs(60), || count(&ss.log(), "RDB received")
-            == 1
-            && count(&ss.log(), "full sync started") == 2),
-        "{}",
-        ss.log_tail(30)
+    ss.wait_status(
+        Duration::from_secs(60),
+        "the second full sync applied",
+        |st| sum_shards(st, "full_resyncs") == 2 && full_sync_done(st),
     );
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
     let stale: i64 = redis::cmd("EXISTS")

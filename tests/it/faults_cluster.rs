@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use common::cluster::{KeySource, RedisCluster, compare_sources, key_slot};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::status::{full_sync_done, started, status_addr_arg};
 use common::util::info_field;
 use common::*;
 
@@ -170,9 +172,9 @@ fn spawn(src: &str, dst: &str, state: &tempfile::TempDir) -> Shardsync {
         "--state-dir",
         state.path().to_str().expect("utf-8"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
     ]);
-    ss.expect_log("replication started", Duration::from_secs(30));
+    ss.wait_status(Duration::from_secs(30), "replication started", started);
     ss
 }
 
@@ -236,9 +238,11 @@ fn populate_and_sync(src: &RedisCluster, dst: &RedisCluster) -> (tempfile::TempD
     populate(src);
     let state = tempfile::tempdir().expect("state");
     let mut ss = spawn(&src.seed_url(), &dst.seed_url(), &state);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    ss.wait_status(
+        Duration::from_secs(60),
+        "every full sync applied",
+        full_sync_done,
+    );
     (state, ss)
 }
 
@@ -288,8 +292,9 @@ fn source_failover(kill: bool) {
     let mut src = RedisCluster::start(kind, 3, 1);
     let dst = RedisCluster::start(kind, 3, 0);
     let (_state, mut ss) = populate_and_sync(&src, &dst);
+    let names: BTreeSet<String> = src.masters().iter().map(|m| m.addr()).collect();
     let load = Load::start(ports(&src));
-    std::thread::sleep(Duration::from_millis(500));
+    ss.wait_stream_flows(16 << 10, Duration::from_secs(20));
 
     // The master to fail over: not node 0 (the harness reads the slot map from it).
     let victim_port = src
@@ -350,7 +355,8 @@ fn source_failover(kill: bool) {
         info_field(&r.info("replication"), "role").as_deref() == Some("master")
     });
     assert!(promoted, "the replica was not promoted");
-    std::thread::sleep(Duration::from_secs(2));
+    // The load goes on until the stream flows again after the failover.
+    ss.wait_stream_flows(16 << 10, Duration::from_secs(30));
     finish_load(load);
 
     let live: Vec<u16> = src
@@ -366,6 +372,16 @@ fn source_failover(kill: bool) {
     } else {
         compare(&src, &dst);
     }
+    // One shard, one series: after the failover every `shard` label is still a master's
+    // address at start (the stable name), never the promoted replica's.
+    let addr = ss.status_addr().expect("status address");
+    let (_, metrics) = util::http_get(&addr, "/metrics").expect("GET /metrics");
+    let labels: BTreeSet<String> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(l.split_once("shard=\"")?.1.split_once('"')?.0.to_string()))
+        .collect();
+    assert_eq!(labels, names, "shard labels of /metrics after the failover");
     let log = stop(&mut ss);
     assert!(
         log.contains("source shard moved to another master"),
@@ -477,7 +493,7 @@ fn target_resharding_under_load() {
         String::from_utf8_lossy(&out.stderr)
     );
     dst.wait_ok(Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(1));
+    ss.wait_stream_flows(16 << 10, Duration::from_secs(30));
     finish_load(load);
     wait_heartbeats(&ports(&src), &ports(&dst), now_ms(), &ss);
     compare(&src, &dst);
@@ -495,7 +511,7 @@ fn target_cluster_failover_under_load() {
     let dst = RedisCluster::start(kind, 3, 1);
     let (_state, mut ss) = populate_and_sync(&src, &dst);
     let load = Load::start(ports(&src));
-    std::thread::sleep(Duration::from_millis(300));
+    ss.wait_stream_flows(16 << 10, Duration::from_secs(20));
     let replica = dst.replicas()[0];
     let _: () = redis::cmd("CLUSTER")
         .arg("FAILOVER")
@@ -505,7 +521,7 @@ fn target_cluster_failover_under_load() {
         info_field(&replica.info("replication"), "role").as_deref() == Some("master")
     });
     assert!(promoted, "target replica not promoted");
-    std::thread::sleep(Duration::from_secs(2));
+    ss.wait_stream_flows(16 << 10, Duration::from_secs(30));
     finish_load(load);
     wait_heartbeats(&ports(&src), &ports(&dst), now_ms(), &ss);
     compare_keys(&mut src.reader(), &mut LiveCluster::new(&ports(&dst)));
@@ -521,7 +537,20 @@ fn repeated_full_sync_of_one_shard_clears_its_slots_only() {
     let src = RedisCluster::start_with(kind, 3, 0, &["--repl-backlog-size", "16kb"]);
     let dst = RedisCluster::start(kind, 3, 0);
     let (state, mut ss) = populate_and_sync(&src, &dst);
-    std::thread::sleep(Duration::from_millis(500));
+    // Every shard has a checkpoint to resume from.
+    let checkpoints = || {
+        std::fs::read_dir(state.path())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || checkpoints() == 3),
+        "not every shard wrote a checkpoint"
+    );
     ss.kill();
 
     // While shardsync is down: delete keys on one master and overrun its backlog.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::compare::{
     CompareOptions, assert_no_differences, compare_functions, compare_servers_with,
 };
+use common::status::{full_sync_done, status_addr_arg};
 use common::*;
 use redis::Connection;
 
@@ -81,14 +82,7 @@ fn libraries(c: &mut Connection) -> Vec<String> {
 
 /// A metric's value from `/metrics` (summed over label sets).
 fn metric(ss: &mut Shardsync, name: &str) -> f64 {
-    let marker = "serving /metrics and /status on http://";
-    ss.expect_log(marker, Duration::from_secs(20));
-    let log = ss.log();
-    let at = log.find(marker).expect("listener line") + marker.len();
-    let addr: String = log[at..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-        .collect();
+    let addr = ss.status_addr().expect("a fixed --metrics-addr");
     let mut s = TcpStream::connect(&addr).expect("connect /metrics");
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut body = String::new();
@@ -115,9 +109,13 @@ fn spawn(src: &RedisServer, dst: &RedisServer, state: &tempfile::TempDir) -> Sha
         "--state-dir",
         dir.to_str().expect("utf-8 temp path"),
         "--metrics-addr",
-        "127.0.0.1:0",
+        &status_addr_arg(),
     ]);
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
     ss
 }
 

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::compare::{CompareOptions, Difference, compare_servers_with};
+use crate::common::status::{full_sync_done, status_addr_arg};
 use crate::common::util::info_field;
 use crate::common::{RedisServer, ServerKind, Shardsync, wait_until};
 
@@ -45,11 +46,15 @@ impl Trio {
             "--state-dir",
             &state_dir,
             "--metrics-addr",
-            "off",
+            &status_addr_arg(),
             "--log-level",
             "info",
         ]);
-        ss.expect_log("RDB received", Duration::from_secs(60));
+        ss.wait_status(
+            Duration::from_secs(60),
+            "the full sync applied",
+            full_sync_done,
+        );
         let mut t = Trio {
             src,
             replica,

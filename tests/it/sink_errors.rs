@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::status::{every_shard, started, status_addr_arg, sum_shards};
 use common::*;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
@@ -47,16 +48,10 @@ fn metric_sum(metrics: &str, name: &str, needles: &[&str]) -> f64 {
         .sum()
 }
 
+/// Where `/metrics` and `/status` are served, once replication started (`/status` says so).
 fn metrics_addr(ss: &mut Shardsync) -> String {
-    const LINE: &str = "serving /metrics and /status on http://";
-    ss.expect_log(LINE, Duration::from_secs(20));
-    let log = ss.log();
-    let at = log.find(LINE).expect("line present");
-    log[at + LINE.len()..]
-        .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-        .next()
-        .expect("address")
-        .to_string()
+    ss.wait_status(Duration::from_secs(30), "replication started", started);
+    ss.status_addr().expect("a fixed --metrics-addr")
 }
 
 fn heartbeat_reached(dst: &mut redis::Connection, after: u64) -> bool {
@@ -75,7 +70,8 @@ fn wait_caught_up(ss: &Shardsync, dst: &mut redis::Connection) {
     );
 }
 
-fn spawn_run(src: &str, dst: &str, state: &tempfile::TempDir, metrics: bool) -> Shardsync {
+/// `run` with `/status` on a free port (the tests wait on it).
+fn spawn_run(src: &str, dst: &str, state: &tempfile::TempDir) -> Shardsync {
     let state_dir = state.path().to_str().expect("utf-8 temp path");
     Shardsync::spawn(&[
         "run",
@@ -86,7 +82,7 @@ fn spawn_run(src: &str, dst: &str, state: &tempfile::TempDir, metrics: bool) -> 
         "--state-dir",
         state_dir,
         "--metrics-addr",
-        if metrics { "127.0.0.1:0" } else { "off" },
+        &status_addr_arg(),
     ])
 }
 
@@ -133,9 +129,8 @@ fn database_beyond_the_target_fails_check_and_never_lands_elsewhere() {
     util::run(&mut sc, &redis::cmd("FLUSHDB"), "FLUSHDB");
     util::select(&mut sc, 0);
     let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn_run(&su, &du, &state, true);
+    let mut ss = spawn_run(&su, &du, &state);
     let addr = metrics_addr(&mut ss);
-    ss.expect_log("replication started", Duration::from_secs(30));
     wait_caught_up(&ss, &mut dc);
 
     for _ in 0..5 {
@@ -147,7 +142,13 @@ fn database_beyond_the_target_fails_check_and_never_lands_elsewhere() {
     util::select(&mut sc, 0);
     util::run(&mut sc, redis::cmd("INCR").arg("counter0"), "INCR");
     wait_caught_up(&ss, &mut dc);
-    ss.expect_log("refused SELECT 20", Duration::from_secs(10));
+    ss.wait_status(Duration::from_secs(10), "db 20 refused", |st| {
+        every_shard(st, |sh| {
+            sh["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused SELECT 20"))
+        })
+    });
 
     // Let any resend loop show itself, then check exact counts.
     std::thread::sleep(Duration::from_secs(3));
@@ -326,16 +327,21 @@ fn silent_target_is_a_visible_stall_and_a_bounded_stop() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\nmetrics_addr = \"127.0.0.1:0\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"redis://127.0.0.1:{}\"\nreply_timeout_ms = 2000\n",
+            "state_dir = {:?}\n[source]\nurl = \"{}\"\n[target]\nurl = \"redis://127.0.0.1:{}\"\nreply_timeout_ms = 2000\n",
             state.path().join("state").display().to_string(),
             src.url(),
             proxy.port
         ),
     )
     .expect("write config");
-    let mut ss = Shardsync::spawn(&["run", "--config", config.to_str().expect("utf-8")]);
+    let mut ss = Shardsync::spawn(&[
+        "run",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--metrics-addr",
+        &status_addr_arg(),
+    ]);
     let addr = metrics_addr(&mut ss);
-    ss.expect_log("replication started", Duration::from_secs(30));
     wait_caught_up(&ss, &mut dc);
 
     proxy.silent.store(true, Ordering::SeqCst);
@@ -344,7 +350,13 @@ fn silent_target_is_a_visible_stall_and_a_bounded_stop() {
     for i in 0..20 {
         util::run(&mut sc, redis::cmd("RPUSH").arg("list").arg(i), "RPUSH");
     }
-    ss.expect_log("target stalled", Duration::from_secs(10));
+    ss.wait_status(Duration::from_secs(10), "a target stall", |st| {
+        every_shard(st, |sh| {
+            sh["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("stalled"))
+        })
+    });
     let seen_after = silenced.elapsed();
     assert!(
         seen_after < Duration::from_secs(8),
@@ -410,12 +422,14 @@ fn repaired_standalone(
     let mut dc = dst.client();
     setup(&mut sc);
     let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn_run(&src.url(), &dst.url(), &state, false);
-    ss.expect_log("replication started", Duration::from_secs(30));
+    let mut ss = spawn_run(&src.url(), &dst.url(), &state);
+    ss.wait_status(Duration::from_secs(30), "replication started", started);
     wait_caught_up(&ss, &mut dc);
     diverge(&mut dc);
     work(&mut sc);
-    ss.expect_log("repairing the key", Duration::from_secs(20));
+    ss.wait_status(Duration::from_secs(20), "a key repaired", |st| {
+        sum_shards(st, "key_repairs") >= 1
+    });
     assert!(
         ss.log().contains(repaired_key),
         "the repair log must name the key {repaired_key}:\n{}",
@@ -530,8 +544,8 @@ fn sort_by_store_into_a_cluster_is_repaired() {
     }
     let state = tempfile::tempdir().expect("state dir");
     let seed = cluster.seed_url();
-    let mut ss = spawn_run(&src.url(), &seed, &state, false);
-    ss.expect_log("replication started", Duration::from_secs(30));
+    let mut ss = spawn_run(&src.url(), &seed, &state);
+    ss.wait_status(Duration::from_secs(30), "replication started", started);
     let hb_node = cluster.node_for_key(HEARTBEAT.as_bytes());
     let mut hc = hb_node.client();
     wait_caught_up(&ss, &mut hc);
@@ -551,7 +565,9 @@ fn sort_by_store_into_a_cluster_is_repaired() {
         redis::cmd("RPUSH").arg("{t}dst").arg("after"),
         "RPUSH",
     );
-    ss.expect_log("repairing the key", Duration::from_secs(20));
+    ss.wait_status(Duration::from_secs(20), "a key repaired", |st| {
+        sum_shards(st, "key_repairs") >= 1
+    });
     wait_caught_up(&ss, &mut hc);
     let mut reader = cluster.reader();
     let diffs = compare_sources(

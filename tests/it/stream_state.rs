@@ -11,6 +11,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::status::{full_sync_done, status_addr_arg};
 use common::*;
 use redis::Connection;
 
@@ -141,6 +142,7 @@ fn stream_state(src_kind: ServerKind, dst_kind: ServerKind, config: Option<&str>
     let state_dir = state.path().join("state");
     let config_path = state.path().join("shardsync.toml");
     let (su, du) = (src.url(), dst.url());
+    let status_addr = status_addr_arg();
     let mut args = vec![
         "run",
         "--source",
@@ -150,14 +152,18 @@ fn stream_state(src_kind: ServerKind, dst_kind: ServerKind, config: Option<&str>
         "--state-dir",
         state_dir.to_str().expect("utf-8 temp path"),
         "--metrics-addr",
-        "off",
+        &status_addr,
     ];
     if let Some(body) = config {
         std::fs::write(&config_path, body).expect("write config");
         args.extend(["--config", config_path.to_str().expect("utf-8 temp path")]);
     }
     let mut ss = Shardsync::spawn(&args);
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
 
     // The live stream: the source's own RESTORE payloads (its RDB version).
     for k in ["trim", "empty", "plain"] {

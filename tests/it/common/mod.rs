@@ -31,6 +31,7 @@ pub mod dataset;
 pub mod fake_peer;
 pub mod server;
 pub mod shardsync;
+pub mod status;
 pub mod tls;
 pub mod util;
 pub mod workload;

@@ -85,6 +85,11 @@ impl Shardsync {
         }
     }
 
+    /// The arguments it was started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     /// Temp dir owned by this process wrapper (holds the log; tests may put the state
     /// dir here too).
     pub fn dir(&self) -> &Path {
