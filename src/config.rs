@@ -270,6 +270,10 @@ pub struct FileSync {
     pub max_stream_rebuild_bytes: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
+    /// Source databases to sync (`dbs = [0, 3]`); all when absent.
+    pub dbs: Option<Vec<u32>>,
+    /// `[sync.filter]`: key include/exclude lists, command deny-list.
+    pub filter: Option<crate::router::filter::FilterSpec>,
 }
 
 /// The resolved, validated settings the program runs with.
@@ -325,6 +329,8 @@ pub struct SyncSettings {
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
+    /// Database selection, key filters, command deny-list (see [`crate::router::filter`]).
+    pub filter: crate::router::filter::Filter,
 }
 
 impl SyncSettings {
@@ -382,6 +388,7 @@ impl Default for SyncSettings {
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
+            filter: Default::default(),
         }
     }
 }
@@ -402,6 +409,10 @@ pub struct Overrides {
     pub db_map: Option<String>,
     pub on_resync: Option<OnResync>,
     pub prefer_replica: bool,
+    /// `0,3` (replaces `sync.dbs`).
+    pub dbs: Option<String>,
+    /// Filter flags (added to `[sync.filter]`).
+    pub filter: crate::router::filter::FilterSpec,
     /// `--source-tls-*` / `--target-tls-*` (win over `[source.tls]` / `[target.tls]`).
     pub source_tls: crate::net::tls::TlsOptions,
     pub target_tls: crate::net::tls::TlsOptions,
@@ -569,7 +580,32 @@ impl Config {
                 }
                 (None, None) => Default::default(),
             },
+            filter: Default::default(),
         };
+        let dbs = match o.dbs {
+            Some(text) => Some(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse().map_err(|_| ConfigError::Invalid {
+                            key: "--dbs".into(),
+                            why: format!("{p:?} is not a database number (e.g. --dbs 0,3)"),
+                        })
+                    })
+                    .collect::<Result<Vec<u32>, _>>()?,
+            ),
+            None => f.dbs,
+        };
+        let mut spec = f.filter.unwrap_or_default();
+        spec.extend(o.filter);
+        let mut sync = sync;
+        sync.filter = crate::router::filter::Filter::new(dbs, &spec)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                why: e.why,
+            })?
+            .always_keep(sync.heartbeat_key.as_bytes());
         let metrics_addr = match o.metrics_addr.or(file.metrics_addr) {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9108))),
             Some(s) if s.is_empty() || s == "off" => None,

@@ -27,6 +27,7 @@ pub mod load_file;
 pub mod net;
 pub mod observe;
 pub mod precheck;
+pub mod precheck_acl;
 pub mod precheck_features;
 pub mod precheck_functions;
 pub mod precheck_tls;

@@ -25,8 +25,8 @@ struct Cli {
 enum Command {
     /// Prechecks, then full sync followed by incremental sync until SIGINT/SIGTERM.
     Run(CommonArgs),
-    /// Runs the prechecks only and prints a table; exits non-zero if one fails.
-    Check(CommonArgs),
+    /// Runs the prechecks only and prints a table (or JSON); exits non-zero if one fails.
+    Check(CheckArgs),
     /// Writes the keys of an RDB file into the target (the file is validated first: a corrupt
     /// file writes nothing).
     LoadRdb(LoadRdbArgs),
@@ -35,6 +35,15 @@ enum Command {
     /// Compares source and target key by key (before a cut-over); exit 0 equal, 1 different,
     /// 2 error.
     Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Output format (JSON schema `shardsync.check/1`).
+    #[arg(long, value_enum, default_value = "text")]
+    format: VerifyFormat,
 }
 
 #[derive(Args)]
@@ -96,7 +105,10 @@ fn verify(args: VerifyArgs) -> ExitCode {
     if !cfg.sync.heartbeat_key.is_empty() {
         ignore.push(cfg.sync.heartbeat_key.clone().into_bytes());
     }
-    let filter = shardsync::verify::IgnorePrefixes(ignore);
+    let filter = shardsync::verify::SyncFilter {
+        ignore: shardsync::verify::IgnorePrefixes(ignore),
+        filter: cfg.sync.filter.clone(),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -305,6 +317,24 @@ struct CommonArgs {
     /// than 0 going to a cluster target.
     #[arg(long)]
     db_map: Option<String>,
+    /// Source databases to sync, comma-separated (e.g. 0,3); default all. Replaces sync.dbs.
+    #[arg(long, value_name = "DBS")]
+    dbs: Option<String>,
+    /// Sync only keys starting with this prefix (repeatable; with --include-regex: either).
+    #[arg(long, value_name = "PREFIX")]
+    include_prefix: Vec<String>,
+    /// Skip keys starting with this prefix (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    exclude_prefix: Vec<String>,
+    /// Sync only keys matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    include_regex: Vec<String>,
+    /// Skip keys matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    exclude_regex: Vec<String>,
+    /// Never replicate this command (e.g. FLUSHALL, or "FUNCTION FLUSH"; repeatable).
+    #[arg(long, value_name = "COMMAND")]
+    deny_command: Vec<String>,
     /// Source password (overrides the URL and the file).
     #[arg(long, env = "SHARDSYNC_SOURCE_PASSWORD", hide_env_values = true)]
     source_password: Option<String>,
@@ -369,6 +399,14 @@ impl CommonArgs {
                 db_map: self.db_map,
                 on_resync: self.on_resync,
                 prefer_replica: self.prefer_replica,
+                dbs: self.dbs,
+                filter: shardsync::router::filter::FilterSpec {
+                    include_prefixes: self.include_prefix,
+                    exclude_prefixes: self.exclude_prefix,
+                    include_regex: self.include_regex,
+                    exclude_regex: self.exclude_regex,
+                    deny_commands: self.deny_command,
+                },
                 source_tls: TlsOptions {
                     ca_file: self.tls.source_tls_ca_file,
                     cert_file: self.tls.source_tls_cert_file,
@@ -403,8 +441,8 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, check_only) = match cli.command {
-        Command::Run(a) => (a, false),
-        Command::Check(a) => (a, true),
+        Command::Run(a) => (a, None),
+        Command::Check(a) => (a.common, Some(a.format)),
         Command::LoadRdb(a) => return load_rdb(a),
         Command::Status(a) => return status(a),
         Command::Verify(a) => return verify(a),
@@ -418,18 +456,20 @@ fn main() -> ExitCode {
     };
     init_logging(&cfg.log_level);
     let system = actix_rt::System::new();
-    let result = if check_only {
+    let result = if let Some(format) = check_only {
         system.block_on(async move {
-            match shardsync::precheck::run(&cfg).await {
+            let (checks, passed) = match shardsync::precheck::run(&cfg).await {
                 Ok(p) => {
-                    print!("{}", p.table());
-                    if p.passed() { Ok(()) } else { Err(3) }
+                    let ok = p.passed();
+                    (p.checks, ok)
                 }
-                Err(checks) => {
-                    print!("{}", shardsync::precheck::render(&checks));
-                    Err(3)
-                }
+                Err(checks) => (checks, false),
+            };
+            match format {
+                VerifyFormat::Text => print!("{}", shardsync::precheck::render(&checks)),
+                VerifyFormat::Json => println!("{}", shardsync::precheck::render_json(&checks)),
             }
+            if passed { Ok(()) } else { Err(3) }
         })
     } else {
         system.block_on(async move {

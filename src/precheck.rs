@@ -53,6 +53,32 @@ pub fn render(checks: &[Check]) -> String {
     s
 }
 
+/// The checks as JSON (`shardsync check --format json`): schema `shardsync.check/1`, `result`
+/// `passed`/`failed`, and each check's `name`, `status` (`ok`, `warn`, `fail`) and `detail`.
+pub fn render_json(checks: &[Check]) -> String {
+    let passed = checks.iter().all(|c| c.ok);
+    let list: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "status": match (c.ok, c.warning) {
+                    (false, _) => "fail",
+                    (true, true) => "warn",
+                    (true, false) => "ok",
+                },
+                "detail": c.detail,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema": "shardsync.check/1",
+        "result": if passed { "passed" } else { "failed" },
+        "checks": list,
+    })
+    .to_string()
+}
+
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
     Check {
         name,
@@ -102,7 +128,8 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.push(pass("source reachable", describe(&source)));
     checks.push(pass("target reachable", describe(&target)));
 
-    checks.push(psync_permission(cfg, &source).await);
+    checks.extend(crate::precheck_acl::checks(cfg, &source, &target).await);
+    checks.push(filters_check(cfg, &source).await);
     checks.push(crate::precheck_functions::check(&source, &target).await);
     checks.extend(crate::precheck_features::check(&source, &target));
 
@@ -135,6 +162,7 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
             .masters()
             .iter()
             .flat_map(|m| client::keyspace_dbs(&m.raw_info))
+            .filter(|&db| cfg.sync.filter.db_selected(db))
             .filter(|&db| cfg.sync.target_db(db, true).is_none())
             .collect();
         checks.push(if unmapped.is_empty() {
@@ -313,6 +341,7 @@ async fn databases_check(cfg: &Config, source: &Topology, target: &Topology) -> 
         .masters()
         .iter()
         .flat_map(|m| client::keyspace_dbs(&m.raw_info))
+        .filter(|&d| cfg.sync.filter.db_selected(d))
         .collect();
     let mapped: Vec<u32> = used
         .iter()
@@ -385,68 +414,51 @@ async fn databases_check(cfg: &Config, source: &Topology, target: &Topology) -> 
     }
 }
 
-/// Asks every source master (7.0+, `ACL DRYRUN`) whether our user may run `PSYNC` and
-/// `REPLCONF`; older servers cannot tell without trying, which is a warning, not a failure.
-async fn psync_permission(cfg: &Config, source: &Topology) -> Check {
-    let user = cfg
-        .source
-        .username
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let mut unverified = Vec::new();
+/// The database selection and key filters: what will be synced; a selected database the
+/// source does not have (`CONFIG GET databases`, when allowed) is a failure, source keys in
+/// unselected databases are shown.
+async fn filters_check(cfg: &Config, source: &Topology) -> Check {
+    const NAME: &str = "selection and filters";
+    let f = &cfg.sync.filter;
+    let used: std::collections::BTreeSet<u32> = source
+        .masters()
+        .iter()
+        .flat_map(|m| client::keyspace_dbs(&m.raw_info))
+        .collect();
+    let skipped: Vec<u32> = used
+        .iter()
+        .copied()
+        .filter(|&d| !f.db_selected(d))
+        .collect();
+    let mut detail = f.describe();
+    if !skipped.is_empty() {
+        detail.push_str(&format!(
+            "; source databases {skipped:?} hold keys and are not synced"
+        ));
+    }
+    let Some(dbs) = f.dbs() else {
+        return pass(NAME, detail);
+    };
+    if source.is_cluster() && dbs.iter().any(|&d| d != 0) {
+        return fail(
+            NAME,
+            format!("{detail}: a cluster source has only db 0 (sync.dbs)"),
+        );
+    }
     for m in source.masters() {
-        if !m.info.at_least(7, 0) {
-            unverified.push(m.endpoint.to_string());
-            continue;
-        }
-        let Ok(mut conn) = client::connect("source", &m.endpoint).await else {
-            unverified.push(m.endpoint.to_string());
-            continue;
-        };
-        for cmd in [
-            &["PSYNC", "?", "-1"][..],
-            &["REPLCONF", "capa", "psync2"][..],
-        ] {
-            let r: redis::RedisResult<redis::Value> = redis::cmd("ACL")
-                .arg("DRYRUN")
-                .arg(&user)
-                .arg(cmd)
-                .query_async(&mut conn)
-                .await;
-            match r {
-                Ok(redis::Value::Okay) | Ok(redis::Value::SimpleString(_)) => {}
-                Ok(redis::Value::BulkString(why)) => {
-                    return fail(
-                        "replication permission",
-                        format!(
-                            "source master {}: user {user:?} may not run {}: {}",
-                            m.endpoint,
-                            cmd[0],
-                            crate::escape::text(&why)
-                        ),
-                    );
-                }
-                _ => {
-                    unverified.push(m.endpoint.to_string());
-                    break;
-                }
-            }
+        if let Some(n) = databases_setting("source", &m.endpoint).await
+            && let Some(&d) = dbs.iter().find(|&&d| d >= n)
+        {
+            return fail(
+                NAME,
+                format!(
+                    "{detail}: sync.dbs selects database {d} but source {} has {n} databases",
+                    m.endpoint
+                ),
+            );
         }
     }
-    if unverified.is_empty() {
-        pass(
-            "replication permission",
-            format!("user {user:?} may run PSYNC and REPLCONF on every source master"),
-        )
-    } else {
-        warn(
-            "replication permission",
-            format!(
-                "could not verify PSYNC permission on {} (needs Redis 7.0+ ACL DRYRUN)",
-                unverified.join(", ")
-            ),
-        )
-    }
+    pass(NAME, detail)
 }
 
 fn describe(t: &Topology) -> String {

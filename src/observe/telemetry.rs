@@ -46,6 +46,8 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
+pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
 pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
 pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
@@ -79,6 +81,8 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    FILTERED_COMMANDS,
+    FILTERED_KEYS,
     LOSSY_CONVERSIONS,
     TASK_FAILURES,
 ];
@@ -274,6 +278,14 @@ fn describe() {
         "repeated log lines left out by the rate limit, by kind"
     );
     describe_counter!(
+        FILTERED_COMMANDS,
+        "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
+    );
+    describe_counter!(
+        FILTERED_KEYS,
+        "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
+    );
+    describe_counter!(
         LOSSY_CONVERSIONS,
         "parts of the source's data the target cannot hold, by shard and kind (hash_field_ttl: hash fields written without their TTL); each also logged as a warning with its key"
     );
@@ -325,6 +337,12 @@ pub fn register_shard(shard: &str) {
     }
     for class in ["transient", "permanent"] {
         counter!(LINK_ERRORS, "shard" => s.clone(), "class" => class).increment(0);
+    }
+    for rule in crate::router::filter::Rule::ALL {
+        counter!(FILTERED_COMMANDS, "shard" => s.clone(), "rule" => rule.name()).increment(0);
+    }
+    for rule in ["db", "key"] {
+        counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
     for kind in crate::convert::loss::KINDS {
         counter!(LOSSY_CONVERSIONS, "shard" => s.clone(), "kind" => *kind).increment(0);

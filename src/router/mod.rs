@@ -4,8 +4,10 @@
 //! - [`keys`]: a table of every replication-stream command's key positions and category.
 //! - [`split`]: per-command and per-transaction routing decisions, splitting multi-key commands
 //!   per slot where that keeps their meaning.
+//! - [`filter`]: database selection, key include/exclude lists and the command deny-list.
 //! - [`table`]: the slot → node map parsed from `CLUSTER NODES`.
 
+pub mod filter;
 pub mod keys;
 pub mod slot;
 pub mod split;

@@ -170,14 +170,27 @@ fn distinct_slots(cmd: &Cmd, keys: KeyPositions) -> Vec<u16> {
 /// One command per slot with the keys (and, for `width` 2, their values) of that slot, in order.
 /// `rename` replaces the command name of the parts.
 fn split_grouped(cmd: Cmd, keys: KeyPositions, width: usize, rename: Option<Bytes>) -> Routed {
+    Routed::PerSlot(group_keys(&cmd, keys, width, rename, key_slot))
+}
+
+/// One command per group (`group` of each key: a slot, a filter verdict…) with the keys (and, for
+/// `width` 2, their values) of that group, in order of first appearance. `rename` replaces the
+/// command name of the parts.
+fn group_keys<G: Copy + Eq + std::hash::Hash>(
+    cmd: &Cmd,
+    keys: KeyPositions,
+    width: usize,
+    rename: Option<Bytes>,
+    group: impl Fn(&[u8]) -> G,
+) -> Vec<(G, Cmd)> {
     let name = rename.unwrap_or_else(|| cmd.args[0].clone());
-    let mut parts: Vec<(u16, Cmd)> = Vec::new();
-    let mut index: HashMap<u16, usize> = HashMap::new();
+    let mut parts: Vec<(G, Cmd)> = Vec::new();
+    let mut index: HashMap<G, usize> = HashMap::new();
     for i in keys.iter() {
-        let slot = key_slot(&cmd.args[i]);
-        let at = *index.entry(slot).or_insert_with(|| {
+        let g = group(&cmd.args[i]);
+        let at = *index.entry(g).or_insert_with(|| {
             parts.push((
-                slot,
+                g,
                 Cmd {
                     args: vec![name.clone()],
                 },
@@ -186,7 +199,40 @@ fn split_grouped(cmd: Cmd, keys: KeyPositions, width: usize, rename: Option<Byte
         });
         parts[at].1.args.extend_from_slice(&cmd.args[i..i + width]);
     }
-    Routed::PerSlot(parts)
+    parts
+}
+
+/// Splits a multi-key command by a verdict per key where that keeps its meaning, as the slot
+/// routing does: `DEL`/`UNLINK`/`TOUCH`/`EXISTS` by keys, `MSET`/`MSETNX` by pairs (as `MSET`),
+/// `SMOVE` into `SREM` + `SADD`. Returns the parts whose keys got `true`, or `Err(cmd)` for a
+/// command of another category (the caller decides) or a malformed one.
+pub fn split_by_verdict(
+    cmd: Cmd,
+    spec: KeySpec,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<Cmd>, Cmd> {
+    let parts = match spec.category {
+        Category::Independent => group_keys(&cmd, spec.keys, 1, None, &keep),
+        Category::Pairs => group_keys(&cmd, spec.keys, 2, Some(Bytes::from_static(b"MSET")), &keep),
+        Category::Move if cmd.args.len() == 4 => {
+            let (src, dst) = (keep(&cmd.args[1]), keep(&cmd.args[2]));
+            return Ok(match split_smove(cmd) {
+                Routed::PerSlot(v) => v
+                    .into_iter()
+                    .zip([src, dst])
+                    .filter(|(_, k)| *k)
+                    .map(|((_, c), _)| c)
+                    .collect(),
+                _ => Vec::new(),
+            });
+        }
+        _ => return Err(cmd),
+    };
+    Ok(parts
+        .into_iter()
+        .filter(|(k, _)| *k)
+        .map(|(_, c)| c)
+        .collect())
 }
 
 /// `SMOVE src dst member` with `src` and `dst` in different slots.

@@ -3,7 +3,8 @@
 //! the link was down (or lost by a source restart) would stay on the target for ever. A
 //! standalone source owns the whole target (`FLUSHALL` on each target master); a cluster source
 //! shard owns its slots (`CLUSTER GETKEYSINSLOT` + `UNLINK` on a cluster target, a `SCAN` that
-//! keeps keys of those slots on a standalone target).
+//! keeps keys of those slots on a standalone target). Under a database selection or key filters
+//! ([`clear_selected`]) only the selected target databases and the keys the filters keep go.
 
 use redis::aio::MultiplexedConnection;
 
@@ -97,6 +98,72 @@ pub async fn clear_shard(
                     }
                     cursor = next;
                 }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// [`clear_shard`] under `sync.dbs` / `sync.filter`: only what this run syncs is removed. Each
+/// target database in `target_dbs` (`None`: every database holding keys) is emptied with
+/// `FLUSHDB` when no key rule and no slot range narrows it, else scanned and the keys the key
+/// rules keep (and in `slots`, if given) are unlinked. Returns the keys removed (`FLUSHDB`: 0).
+pub async fn clear_selected(
+    targets: &Targets,
+    slots: Option<&[(u16, u16)]>,
+    filter: &crate::router::filter::Filter,
+    target_dbs: Option<Vec<u32>>,
+) -> Result<u64, SinkError> {
+    let mut removed = 0u64;
+    for ep in targets.master_endpoints() {
+        let mut conn = client::connect("target", &ep).await?;
+        let dbs = match (&target_dbs, targets.cluster) {
+            (_, true) => vec![0],
+            (Some(d), false) => d.clone(),
+            (None, false) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("keyspace")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "INFO", &e))?;
+                client::keyspace_dbs(&info)
+            }
+        };
+        for db in dbs {
+            if !targets.cluster {
+                redis::cmd("SELECT")
+                    .arg(db)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, format!("SELECT {db}"), &e))?;
+            }
+            if slots.is_none() && !filter.has_key_rules() {
+                redis::cmd("FLUSHDB")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "FLUSHDB", &e))?;
+                continue;
+            }
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, "SCAN", &e))?;
+                let mine: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| filter.key_passes(k))
+                    .filter(|k| slots.is_none_or(|r| in_ranges(r, key_slot(k))))
+                    .collect();
+                removed += mine.len() as u64;
+                unlink(&mut conn, &ep, &mine).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
     }

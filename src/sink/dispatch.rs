@@ -104,9 +104,43 @@ impl Dispatcher {
         self.send(shard, run, cmds).await
     }
 
+    /// The sync settings (the RDB loader reads the database selection and filters).
+    pub fn sync(&self) -> &SyncSettings {
+        &self.sync
+    }
+
+    /// Applies `sync.dbs` / `sync.filter` to a run of source stream commands before they are
+    /// converted (see [`super::selection`]); `ends[i]` is the source offset after `cmds[i]`.
+    pub fn filter_stream(
+        &self,
+        shard: &ShardState,
+        cmds: Vec<DbCmd>,
+        ends: Vec<u64>,
+    ) -> (Vec<DbCmd>, Vec<u64>) {
+        if self.sync.filter.is_noop() && self.sync.db_map.is_empty() {
+            return (cmds, ends);
+        }
+        let cluster = self.targets.routing().table.is_some();
+        super::selection::filter_run(&self.sync, cluster, self.repair.as_ref(), shard, cmds, ends)
+    }
+
     /// Removes the keys of a shard from the target (see [`super::clear`]).
     pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, super::SinkError> {
-        super::clear::clear_shard(&self.targets, slots).await
+        let filter = &self.sync.filter;
+        if filter.is_noop() {
+            return super::clear::clear_shard(&self.targets, slots).await;
+        }
+        let cluster = self.targets.cluster;
+        let dbs = filter.dbs().map(|d| {
+            let mut v: Vec<u32> = d
+                .iter()
+                .filter_map(|&s| self.sync.target_db(s, cluster))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        });
+        super::clear::clear_selected(&self.targets, slots, filter, dbs).await
     }
 
     /// True while a `MULTI` block is open (its commands are held until `EXEC`).

@@ -7,6 +7,7 @@ pub mod crossslot;
 pub mod dispatch;
 pub mod error;
 pub mod repair;
+pub mod selection;
 pub mod targets;
 pub mod writer;
 

@@ -50,6 +50,9 @@ pub struct Wanted {
     pub target_db: u32,
     pub key: Bytes,
     pub why: String,
+    /// Asked for by the filters ([`crate::router::filter`]): a legitimate copy each time, not
+    /// a failure, so the give-up rule (5 attempts a minute) does not apply.
+    pub filtered: bool,
 }
 
 /// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
@@ -97,6 +100,21 @@ fn keys_of(cmd: &Cmd) -> Vec<Bytes> {
         }
     }
     out
+}
+
+/// `MOVE k n` → `(n, k)`; `COPY src dst DB n …` → `(n, dst)`: the key a command writes in
+/// another (target) database.
+fn cross_db_dest(cmd: &Cmd) -> Option<(u32, Bytes)> {
+    let db = |a: &Bytes| std::str::from_utf8(a).ok()?.parse::<u32>().ok();
+    if cmd.is("MOVE") {
+        return Some((db(cmd.args.get(2)?)?, cmd.args.get(1)?.clone()));
+    }
+    if cmd.is("COPY") {
+        let i = (3..cmd.args.len().saturating_sub(1))
+            .find(|&i| cmd.args[i].eq_ignore_ascii_case(b"DB"))?;
+        return Some((db(&cmd.args[i + 1])?, cmd.args.get(2)?.clone()));
+    }
+    None
 }
 
 impl RepairQueue {
@@ -151,6 +169,7 @@ impl RepairQueue {
                         target_db: c.db,
                         key,
                         why: why.clone(),
+                        filtered: false,
                     },
                 );
             }
@@ -167,9 +186,24 @@ impl RepairQueue {
                     target_db,
                     key,
                     why: why.to_string(),
+                    filtered: false,
                 },
             );
         }
+    }
+
+    /// Queues one key to copy from the source (a command the filters replaced by a copy,
+    /// see [`crate::router::filter`]).
+    pub fn request_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str) {
+        self.push(
+            shard,
+            Wanted {
+                target_db,
+                key,
+                why: why.to_string(),
+                filtered: true,
+            },
+        );
     }
 
     fn push(&self, shard: &ShardState, w: Wanted) {
@@ -309,6 +343,8 @@ impl Repairer {
         {
             v.insert(0, target_db);
         }
+        // Only selected databases are read (`sync.dbs`).
+        v.retain(|&d| s.filter.db_selected(d));
         v
     }
 
@@ -348,12 +384,13 @@ impl Repairer {
             if dbs.is_empty() {
                 continue;
             }
-            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, &mut out)
+            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, !w.filtered, &mut out)
                 .await;
         }
         self.prefetched.clear();
         // Filter the run by the fences.
-        let mut again: Vec<(u32, Bytes, String)> = Vec::new();
+        // (source databases to read from, first where it exists; key; why)
+        let mut again: Vec<(Vec<u32>, Bytes, String)> = Vec::new();
         let mut dropped = 0u64;
         {
             let Ok(mut f) = self.fences.lock() else {
@@ -369,33 +406,63 @@ impl Repairer {
                         .get(&(dc.db, k.clone()))
                         .is_some_and(|&(_, o)| end <= o)
                 };
-                if !keys.is_empty() && keys.iter().any(fenced) {
-                    for k in keys.iter().filter(|k| !fenced(k)) {
-                        again.push((
-                            dc.db,
-                            k.clone(),
-                            format!(
-                                "{} also touched a key being repaired",
-                                crate::escape::text(dc.cmd.name())
-                            ),
-                        ));
+                // `MOVE`/`COPY … DB`: the key it writes in another database, whose source
+                // databases may hold a fence too.
+                let dest = cross_db_dest(&dc.cmd)
+                    .map(|(tdb, k)| (self.source_dbs(tdb), k))
+                    .filter(|(dbs, _)| !dbs.is_empty());
+                let dest_fenced = dest.as_ref().is_some_and(|(dbs, k)| {
+                    dbs.iter()
+                        .any(|&s| f.map.get(&(s, k.clone())).is_some_and(|&(_, o)| end <= o))
+                });
+                if (!keys.is_empty() && keys.iter().any(fenced)) || dest_fenced {
+                    let why = format!(
+                        "{} also touched a key being repaired",
+                        crate::escape::text(dc.cmd.name())
+                    );
+                    for k in keys.iter().filter(|k| dest_fenced || !fenced(k)) {
+                        again.push((vec![dc.db], k.clone(), why.clone()));
+                    }
+                    // Skipped, so its destination is copied too.
+                    if let Some((dbs, k)) = dest {
+                        again.push((dbs, k, why));
                     }
                     dropped += 1;
                     continue;
                 }
                 if keys.is_empty() {
                     let all = dc.cmd.is("FLUSHALL") || dc.cmd.is("SWAPDB");
+                    // SWAPDB's (target) databases: a copy written before it moved to the other.
+                    let swap = dc
+                        .cmd
+                        .is("SWAPDB")
+                        .then(|| {
+                            let n = |i: usize| {
+                                std::str::from_utf8(dc.cmd.args.get(i)?)
+                                    .ok()?
+                                    .parse::<u32>()
+                                    .ok()
+                            };
+                            Some((n(1)?, n(2)?))
+                        })
+                        .flatten();
                     if all || dc.cmd.is("FLUSHDB") {
+                        let why = format!(
+                            "{} ran inside the repair window",
+                            crate::escape::text(dc.cmd.name())
+                        );
                         for ((db, k), &(_, o)) in f.map.iter() {
                             if end <= o && (all || *db == dc.db) {
-                                again.push((
-                                    *db,
-                                    k.clone(),
-                                    format!(
-                                        "{} ran inside the repair window",
-                                        crate::escape::text(dc.cmd.name())
-                                    ),
-                                ));
+                                again.push((vec![*db], k.clone(), why.clone()));
+                                let t = self.ctx.sync.target_db(*db, self.ctx.cluster_target);
+                                let other = match swap {
+                                    Some((x, y)) if t == Some(x) => Some(y),
+                                    Some((x, y)) if t == Some(y) => Some(x),
+                                    _ => None,
+                                };
+                                if let Some(o) = other {
+                                    again.push((self.source_dbs(o), k.clone(), why.clone()));
+                                }
                             }
                         }
                     }
@@ -409,15 +476,19 @@ impl Repairer {
             tracing::debug!(shard = %shard.name, dropped, "stream commands skipped: their keys were copied from the source at a later offset");
         }
         again.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        for (db, key, why) in again {
-            self.repair_key(shard, epoch, &[db], &key, &why, &mut out)
+        // Not failures (each follows a stream command inside a fence window), so the give-up
+        // rule does not apply: a hot key copied often must not be given up on.
+        for (dbs, key, why) in again {
+            self.repair_key(shard, epoch, &dbs, &key, &why, false, &mut out)
                 .await;
         }
         out
     }
 
     /// Copies one key from the first of `dbs` where it exists (or deletes it on the target
-    /// when it exists in none), installs its fence and appends the writes to `out`.
+    /// when it exists in none), installs its fence and appends the writes to `out`. `limited`:
+    /// the give-up rule applies (not to copies the filters ask for).
+    #[allow(clippy::too_many_arguments)]
     async fn repair_key(
         &mut self,
         shard: &ShardState,
@@ -425,10 +496,11 @@ impl Repairer {
         dbs: &[u32],
         key: &Bytes,
         why: &str,
+        limited: bool,
         out: &mut Vec<DbCmd>,
     ) {
         let Some(&first_db) = dbs.first() else { return };
-        if !self.allow_attempt(first_db, key) {
+        if limited && !self.allow_attempt(first_db, key) {
             KeyRepairFailed {
                 shard: &shard.name,
                 state: Some(shard),

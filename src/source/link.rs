@@ -674,7 +674,13 @@ async fn restore_off_loop(
         let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
         if lost > 0 {
             let key = cmd.args.get(1).cloned().unwrap_or_default();
-            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard2, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "live stream" });
+            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                shard: &shard2,
+                kind: crate::convert::loss::HASH_FIELD_TTL,
+                count: lost,
+                key: &key,
+                during: "live stream",
+            });
         }
         let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
         let mut bytes = 0usize;
@@ -761,6 +767,8 @@ async fn stream(
             // accepts (see `convert::compat`). The source offset after each command goes along:
             // repairs skip commands up to a fence.
             let ends_in = std::mem::take(&mut dec.ends);
+            // sync.dbs / sync.filter act on the source's commands, before any conversion.
+            let (mut cmds, ends_in) = writer.filter_stream(shard, cmds, ends_in);
             let now = crate::now_ms() as i64;
             let mut out = Vec::with_capacity(cmds.len());
             let mut ends = Vec::with_capacity(cmds.len());
@@ -777,7 +785,15 @@ async fn stream(
                             );
                     if lost > 0 {
                         let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
-                        crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "live stream" });
+                        crate::observe::events::Emit::emit(
+                            crate::observe::events::LossyConversion {
+                                shard: &shard,
+                                kind: crate::convert::loss::HASH_FIELD_TTL,
+                                count: lost,
+                                key: &key,
+                                during: "live stream",
+                            },
+                        );
                     }
                 }
                 if large {

@@ -93,10 +93,15 @@ pub fn load<R: Read>(
         offset: None,
         completes_full_sync: false,
     };
+    // sync.dbs / sync.filter: a skipped key's items are not converted at all.
+    let filter = out.sync().filter.clone();
     let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
     // Resolved once: the per-key path must not build label sets.
     let keys_total =
         metrics::counter!(crate::observe::telemetry::RDB_KEYS, "shard" => shard.name.clone());
+    let filtering = !filter.is_noop();
+    let mut skipping = false;
+    let mut skipped = [0u64; 2];
     loop {
         let item = match parser.next_item() {
             Ok(Some(item)) => item,
@@ -115,6 +120,25 @@ pub fn load<R: Read>(
             tracing::warn!(shard = %shard.name, aux = %String::from_utf8_lossy(&key[..key.len().min(64)]).escape_debug(), len,
                 limit = settings.parse.max_aux_bytes, "RDB AUX field longer than sync.max_aux_bytes skipped (AUX fields are informational)");
         }
+        if filtering {
+            match &item {
+                Item::KeyStart(h) if !filter.keep_key(h.db, &h.key) => {
+                    skipping = true;
+                    skipped[usize::from(filter.db_selected(h.db))] += 1;
+                    continue;
+                }
+                Item::KeyStart(_) => skipping = false,
+                Item::Chunk(_) if skipping => continue,
+                Item::KeyEnd { .. } if skipping => {
+                    skipping = false;
+                    continue;
+                }
+                Item::Function { .. } if filter.denied(&crate::cmd!["FUNCTION", "LOAD"]) => {
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
             shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
@@ -124,7 +148,13 @@ pub fn load<R: Read>(
         if let Err(e) = conv.feed(item, &mut cmds) {
             let lost = conv.take_lost_field_ttls();
             if let Some(key) = e.key() {
-                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion { shard: &shard, kind: crate::convert::loss::HASH_FIELD_TTL, count: lost, key: &key, during: "full sync" });
+                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                    shard: &shard,
+                    kind: crate::convert::loss::HASH_FIELD_TTL,
+                    count: lost,
+                    key: &key,
+                    during: "full sync",
+                });
             }
             stats.convert_errors += 1;
             metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
@@ -150,6 +180,12 @@ pub fn load<R: Read>(
     if !cmds.is_empty() {
         send(cmds)?;
         shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
+    }
+    for (n, rule) in skipped.into_iter().zip(["db", "key"]) {
+        if n > 0 {
+            metrics::counter!(crate::observe::telemetry::FILTERED_KEYS, "shard" => shard.name.clone(), "rule" => rule)
+                .increment(n);
+        }
     }
     stats.bytes = parser.bytes_read();
     Ok(stats)

@@ -69,6 +69,23 @@ impl KeyFilter for IgnorePrefixes {
     }
 }
 
+/// The run's own selection (`sync.dbs`, `sync.filter`) plus the ignored prefixes: verify
+/// compares exactly what `run` syncs.
+#[derive(Clone, Debug, Default)]
+pub struct SyncFilter {
+    pub ignore: IgnorePrefixes,
+    pub filter: crate::router::filter::Filter,
+}
+
+impl KeyFilter for SyncFilter {
+    fn db_selected(&self, db: u32) -> bool {
+        self.filter.db_selected(db)
+    }
+    fn key_selected(&self, db: u32, key: &[u8]) -> bool {
+        self.ignore.key_selected(db, key) && self.filter.keep_key(db, key)
+    }
+}
+
 /// Settings of one verification.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {

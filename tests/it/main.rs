@@ -5,6 +5,7 @@
 mod common;
 mod rdb_support;
 
+mod acl;
 mod cli_errors;
 mod command_table;
 mod convert_real;
@@ -31,6 +32,7 @@ mod rdb_synthetic;
 mod resp_fuzz;
 mod rewrite_fuzz;
 mod router_keyslot;
+mod select_filters;
 mod sink_errors;
 mod stream_fallback;
 mod stream_state;

@@ -29,6 +29,11 @@ pub struct Trio {
 impl Trio {
     /// Starts all four processes and waits for the full sync (of an empty source) to finish.
     pub fn start(src_kind: ServerKind, dst_kind: ServerKind) -> Trio {
+        Self::start_with(src_kind, dst_kind, &[])
+    }
+
+    /// [`Trio::start`] with extra `shardsync run` arguments (e.g. filters).
+    pub fn start_with(src_kind: ServerKind, dst_kind: ServerKind, extra: &[&str]) -> Trio {
         let src = RedisServer::start(src_kind);
         let replica = RedisServer::start(src_kind);
         let dst = RedisServer::start(dst_kind);
@@ -37,7 +42,8 @@ impl Trio {
         let state = tempfile::tempdir().expect("state dir");
         let state_dir = state.path().to_str().expect("utf-8 temp path").to_string();
         let (su, du) = (src.url(), dst.url());
-        let mut ss = Shardsync::spawn(&[
+        let status_addr = status_addr_arg();
+        let mut args = vec![
             "run",
             "--source",
             &su,
@@ -46,10 +52,12 @@ impl Trio {
             "--state-dir",
             &state_dir,
             "--metrics-addr",
-            &status_addr_arg(),
+            &status_addr,
             "--log-level",
             "info",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut ss = Shardsync::spawn(&args);
         ss.wait_status(
             Duration::from_secs(60),
             "the full sync applied",
