@@ -787,7 +787,7 @@ async fn stream(
                         let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
                         crate::observe::events::Emit::emit(
                             crate::observe::events::LossyConversion {
-                                shard: &shard,
+                                shard,
                                 kind: crate::convert::loss::HASH_FIELD_TTL,
                                 count: lost,
                                 key: &key,

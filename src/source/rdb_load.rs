@@ -149,10 +149,10 @@ pub fn load<R: Read>(
             let lost = conv.take_lost_field_ttls();
             if let Some(key) = e.key() {
                 crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
-                    shard: &shard,
+                    shard,
                     kind: crate::convert::loss::HASH_FIELD_TTL,
                     count: lost,
-                    key: &key,
+                    key,
                     during: "full sync",
                 });
             }
