@@ -1,6 +1,7 @@
 //! The `run` job: precheck, build the supervision tree ([`crate::supervise::Tree`]: one
 //! supervised [`ShardLink`] per source master, one [`crate::sink::TargetWriter`] per target node
-//! behind [`Targets`], the heartbeats, the checkpointer, the HTTP listener), and on SIGTERM or
+//! behind [`Targets`] for each target of [`Outputs`] — one-to-many when there are several — the
+//! heartbeats, the checkpointer, the HTTP listener), and on SIGTERM or
 //! SIGINT shut down cleanly through the tree, group by group: stop the heartbeats and remove their
 //! keys, wait until the target has applied everything up to that point, stop the links, drain the
 //! writers, stop the checkpointer, write the final checkpoints, exit 0. When every shard has failed (see [`crate::source::failure`]), the
@@ -11,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use crate::checkpoint;
 use crate::config::Config;
@@ -19,11 +19,11 @@ use crate::heartbeat;
 use crate::net::topology::Node;
 use crate::observe::progress::{Phase, ShardState};
 use crate::observe::status::{RunState, StatusBoard};
+use crate::outputs::Outputs;
 use crate::precheck;
 use crate::router::hashtag_in;
-use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
-use crate::sink::writer::WriterSettings;
-use crate::sink::{Dispatcher, Targets};
+#[cfg(doc)]
+use crate::sink::Targets;
 use crate::source::ShardLink;
 use crate::source::link::{ClusterShard, LinkSettings};
 use crate::supervise::{Group, Restart, Tree};
@@ -109,7 +109,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let metrics_addr = crate::observe::status::start(cfg.metrics_addr, board.clone(), &tree)
         .await
         .map_err(|e| RunError::Fatal(e.to_string()))?;
-    let pre = match precheck::run(&cfg).await {
+    let pre = match crate::outputs::precheck_first(&cfg).await {
         Ok(p) if p.passed() => p,
         Ok(p) => return Err(board.failed(RunError::Precheck(p.table()))),
         Err(checks) => return Err(board.failed(RunError::Precheck(precheck::render(&checks)))),
@@ -119,33 +119,20 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     }
     board.set_state(RunState::Syncing);
 
-    // Rejected writes are repaired by copying their keys from the source (sink/repair.rs).
-    let repairs = RepairQueue::new();
-    // Writers get their own thread: decoding and writing then use both cores.
+    // Writers get their own thread: decoding and writing then use both cores. Each target has
+    // its writers and its repair queue (rejected writes are repaired by copying their keys from
+    // the source, sink/repair.rs); with several targets each is prechecked here first.
     let writer_arbiter = Arbiter::new();
-    let targets = Targets::start(
-        &pre.target,
-        &cfg.target,
-        WriterSettings {
-            endpoint: cfg.target.clone(),
-            heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
-            reply_timeout: cfg.target_reply_timeout,
-            repairs: Some(repairs.clone()),
-        },
-        cfg.sync.queue_batches,
-        writer_arbiter.handle(),
-        tree.clone(),
-    );
+    let outputs = Outputs::start(&cfg, &pre.target, &writer_arbiter.handle(), &tree)
+        .await
+        .map_err(|t| board.failed(RunError::Precheck(t)))?;
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
-        let target_was_empty = pre
-            .target
-            .masters()
-            .iter()
-            .all(|m| crate::net::client::keyspace_keys(&m.raw_info) == 0);
+        let target_was_empty = outputs.all_empty();
         // Data on the target that an earlier run of ours wrote (it left checkpoints) is ours too.
         let ours = pre.source.masters().iter().all(|m| {
-            checkpoint::load(&cfg.state_dir, &m.endpoint.to_string())
+            outputs
+                .resume_by_name(&cfg.state_dir, &m.endpoint.to_string())
                 .ok()
                 .flatten()
                 .is_some()
@@ -159,15 +146,14 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             crate::config::OnResync::Keep
         });
     }
-    let sync = Arc::new(cfg.sync.clone());
     let source_cluster = pre.source.is_cluster();
-    let target_info = pre.target.info();
+    let target_info = outputs.link_target_info(&pre.target);
 
     let mut shards = Vec::new();
     for node in pre.source.masters() {
-        let state = Arc::new(ShardState::new(node.endpoint.to_string()));
+        let state = outputs.shard_state(node.endpoint.to_string());
         board.register_shard(state.clone()); // observability
-        let resume = match checkpoint::load(&cfg.state_dir, &state.name) {
+        let resume = match outputs.resume(&cfg.state_dir, &state) {
             Ok(r) => r,
             Err(e) => {
                 // Resuming from a guess could skip writes; a full sync could undo a good state.
@@ -209,16 +195,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             listening_port: metrics_addr.map(|a| a.port()).unwrap_or(0),
             retry_budget: cfg.source_retry_budget,
         });
-        let dispatcher = Dispatcher::new(targets.clone(), sync.clone()).with_repair(Repairer::new(
-            repairs.clone(),
-            RepairContext {
-                source: cfg.source.clone(),
-                source_info: node.info.clone(),
-                target_info: target_info.clone(),
-                sync: sync.clone(),
-                cluster_target: targets.cluster,
-            },
-        ));
+        let dispatcher = outputs.fanout(&cfg, node, &state);
         let (st, stop) = (state.clone(), tree.token(Group::Links));
         let link =
             Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, stop));
@@ -236,11 +213,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         } else {
             "standalone"
         },
-        target = if targets.cluster {
+        target = if outputs.first().is_some_and(|o| o.targets.cluster) {
             "cluster"
         } else {
             "standalone"
         },
+        targets = outputs.list.len(),
         "replication started"
     );
 
@@ -259,7 +237,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         );
     }
     let states: Vec<Arc<ShardState>> = shards.iter().map(|s| s.state.clone()).collect();
-    let (dir, st) = (cfg.state_dir.clone(), states.clone());
+    let watchdogs = outputs.watchdogs(&states); // one-to-many: a failed target stops alone
+    let (dir, st) = (cfg.state_dir.clone(), crate::outputs::checkpointed(&states));
     let every = Duration::from_millis(cfg.sync.checkpoint_interval_ms);
     tree.spawn(
         Group::Checkpointer,
@@ -294,6 +273,9 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let mut progress = Progress::new(&states, idle, deadline);
 
     tree.stop(Group::Heartbeats).await;
+    for w in watchdogs {
+        w.abort();
+    }
     for s in shards.iter().filter(|s| !s.heartbeat_key.is_empty()) {
         if s.state.phase() != Phase::Incremental {
             continue;
@@ -323,11 +305,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
     }
     tree.stop(Group::Links).await;
-    targets.close();
+    outputs.close();
     drop(shards);
-    // The links' dispatchers are gone once the actors stop; the writers then drain and stop.
+    // The links' dispatchers are gone once the actors stop; the writers then drain and stop
+    // (a failed target's writers are not waited for).
     let drained = {
-        let all_done = tree.join(Group::Writers);
+        let all_done = outputs.drained(&tree);
         tokio::pin!(all_done);
         let every = Duration::from_secs(2);
         let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -350,8 +333,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     // temp file).
     tree.stop(Group::Checkpointer).await;
     let mut unapplied = Vec::new();
+    for c in crate::outputs::checkpointed(&states) {
+        write_checkpoint(&cfg.state_dir, &c);
+    }
     for s in &states {
-        write_checkpoint(&cfg.state_dir, s);
         let applied = s.applied_offset.load(Ordering::Acquire);
         let pending = pending_bytes(s);
         tracing::info!(shard = %s.name, applied_offset = applied, "stopped");
@@ -375,8 +360,23 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 .unwrap_or_default();
             unapplied.push(format!("shard {}: failed: {why}", s.name));
         }
+        for leg in s.legs().iter().filter(|l| l.is_failed()) {
+            let why = leg
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            unapplied.push(format!(
+                "shard {} target {}: failed ({} writes dropped): {why}",
+                s.name,
+                leg.target.as_deref().unwrap_or(""),
+                leg.dropped_writes.load(Ordering::Relaxed)
+            ));
+        }
     }
     writer_arbiter.stop();
+    drop(outputs); // a failed target's writers are let go, not waited for
     tree.shutdown().await;
     if no_progress {
         let why: Vec<String> = states
@@ -484,6 +484,9 @@ impl Progress {
 }
 
 fn write_checkpoint(dir: &std::path::Path, shard: &ShardState) -> Option<u64> {
+    if shard.target.is_some() && shard.is_failed() {
+        return None; // a failed target's checkpoint stays where it last was (one-to-many)
+    }
     let pos = shard.resumable_position()?;
     match checkpoint::store(dir, &shard.name, &pos) {
         Ok(()) => {

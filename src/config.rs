@@ -220,7 +220,11 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub source: Option<FileEndpoint>,
+    /// `[target]`, or the first `[[target]]` table.
     pub target: Option<FileEndpoint>,
+    /// The other `[[target]]` tables (one-to-many), in file order.
+    #[serde(skip)]
+    pub more_targets: Vec<FileEndpoint>,
     #[serde(default)]
     pub sync: FileSync,
     pub state_dir: Option<PathBuf>,
@@ -242,7 +246,19 @@ pub struct FileEndpoint {
     /// Source only: consecutive failed attempts of a shard's link without progress before the
     /// shard is marked failed (0: retry for ever). See [`DEFAULT_RETRY_BUDGET`].
     pub retry_budget: Option<u32>,
+    /// Target only (one-to-many): the `target` label in metrics and `/status`, and part of its
+    /// checkpoint file names (default: `host:port`).
+    pub name: Option<String>,
+    /// Target only: replaces `sync.db_map` for this target.
+    pub db_map: Option<std::collections::BTreeMap<String, u32>>,
+    /// Target only (one-to-many): a target that acknowledges no write this long while writes
+    /// wait for it fails alone (see [`DEFAULT_FAIL_AFTER`]).
+    pub fail_after_ms: Option<u64>,
 }
+
+/// Default `target.fail_after_ms` (one-to-many): long enough that a slow or briefly unreachable
+/// target (a restart, a failover) is waited for, since a failed target needs a restart.
+pub const DEFAULT_FAIL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default `source.retry_budget`: with the link's backoff (0.2 s doubling to 5 s) about five
 /// minutes of a source that cannot be reached or keeps failing.
@@ -280,6 +296,8 @@ pub struct FileSync {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub source: Endpoint,
+    /// Every target (one-to-many when more than one); `targets[0]` is [`Config::target`].
+    pub targets: Vec<TargetSpec>,
     /// Replicate each shard from one of its replicas (the heartbeat still writes to the master).
     pub source_prefer_replica: bool,
     /// `source.retry_budget` (0: unlimited).
@@ -291,6 +309,33 @@ pub struct Config {
     pub log_level: String,
     pub metrics_addr: Option<SocketAddr>,
     pub sync: SyncSettings,
+}
+
+/// One target of the run (`[target]`, each `[[target]]`, each `--target`) with the settings that
+/// may differ per target. Per-target filters belong here too; [`TargetSpec::sync_settings`] is
+/// where they are applied to the shared settings.
+#[derive(Clone, Debug)]
+pub struct TargetSpec {
+    /// The `target` label in metrics and `/status` and the checkpoint file suffix.
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// A write reply outstanding longer than this is a stall.
+    pub reply_timeout: std::time::Duration,
+    /// One-to-many: no write acknowledged this long while writes wait → the target fails alone.
+    pub fail_after: std::time::Duration,
+    /// Replaces `sync.db_map` for this target.
+    pub db_map: Option<std::collections::BTreeMap<u32, u32>>,
+}
+
+impl TargetSpec {
+    /// The data-path settings for this target: `base` with this target's own choices.
+    pub fn sync_settings(&self, base: &SyncSettings) -> SyncSettings {
+        let mut s = base.clone();
+        if let Some(m) = &self.db_map {
+            s.db_map = m.clone();
+        }
+        s
+    }
 }
 
 /// Tuning of the data path. Defaults are in [`SyncSettings::default`].
@@ -409,6 +454,8 @@ pub struct Overrides {
     pub db_map: Option<String>,
     pub on_resync: Option<OnResync>,
     pub prefer_replica: bool,
+    /// `--target` given more than once: the targets after the first (one-to-many).
+    pub more_targets: Vec<String>,
     /// `0,3` (replaces `sync.dbs`).
     pub dbs: Option<String>,
     /// Filter flags (added to `[sync.filter]`).
@@ -426,10 +473,38 @@ impl FileConfig {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
+        FileConfig::parse(&text).map_err(|why| ConfigError::File {
             path: path.to_path_buf(),
-            why: e.to_string(),
+            why,
         })
+    }
+
+    /// Parses the TOML text; `[target]` and `[[target]]` (several targets) are both accepted.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut more = Vec::new();
+        if let Some(toml::Value::Array(items)) = doc.get("target").cloned() {
+            let mut tables = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let t: FileEndpoint = item
+                    .try_into()
+                    .map_err(|e| format!("[[target]] number {}: {e}", i + 1))?;
+                tables.push(t);
+            }
+            doc.remove("target");
+            let mut it = tables.into_iter();
+            let first = it.next();
+            more = it.collect();
+            let mut f: FileConfig = toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.to_string())?;
+            f.target = first;
+            f.more_targets = more;
+            return Ok(f);
+        }
+        let mut f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        f.more_targets = std::mem::take(&mut more);
+        Ok(f)
     }
 }
 
@@ -453,7 +528,24 @@ impl Config {
             Ok(ep)
         };
         let fs = file.source.unwrap_or_default();
+        if fs.name.is_some() || fs.db_map.is_some() || fs.fail_after_ms.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "source".into(),
+                why: "name, db_map and fail_after_ms are target settings ([target] / [[target]])"
+                    .into(),
+            });
+        }
+        let more_file_targets = file.more_targets;
         let ft = file.target.unwrap_or_default();
+        let (first_name, first_db_map) = (ft.name.clone(), ft.db_map.clone());
+        let fail_after = |v: Option<u64>, reply: std::time::Duration| match v {
+            None => Ok(DEFAULT_FAIL_AFTER.max(reply)),
+            Some(n) if std::time::Duration::from_millis(n) < reply => Err(ConfigError::Invalid {
+                key: "target.fail_after_ms".into(),
+                why: "must be at least target.reply_timeout_ms".into(),
+            }),
+            Some(n) => Ok(std::time::Duration::from_millis(n)),
+        };
         let fs_prefer_replica = fs.prefer_replica.unwrap_or(false);
         if fs.reply_timeout_ms.is_some() {
             return Err(ConfigError::Invalid {
@@ -461,16 +553,16 @@ impl Config {
                 why: "only the target has a reply deadline (target.reply_timeout_ms)".into(),
             });
         }
-        let target_reply_timeout = match ft.reply_timeout_ms {
-            None => crate::sink::writer::DEFAULT_REPLY_TIMEOUT,
-            Some(n) if n < 100 => {
-                return Err(ConfigError::Invalid {
-                    key: "target.reply_timeout_ms".into(),
-                    why: "must be at least 100".into(),
-                });
-            }
-            Some(n) => std::time::Duration::from_millis(n),
+        let reply_timeout = |v: Option<u64>| match v {
+            None => Ok(crate::sink::writer::DEFAULT_REPLY_TIMEOUT),
+            Some(n) if n < 100 => Err(ConfigError::Invalid {
+                key: "target.reply_timeout_ms".into(),
+                why: "must be at least 100".into(),
+            }),
+            Some(n) => Ok(std::time::Duration::from_millis(n)),
         };
+        let target_reply_timeout = reply_timeout(ft.reply_timeout_ms)?;
+        let first_fail_after = fail_after(ft.fail_after_ms, target_reply_timeout)?;
         let source_retry_budget = fs.retry_budget.unwrap_or(DEFAULT_RETRY_BUDGET);
         let source = endpoint(
             "source",
@@ -484,18 +576,95 @@ impl Config {
             o.source_tls.or(fs.tls.unwrap_or_default()),
             o.tls_insecure,
         )?;
+        let cli_targets = o.target.is_some();
         let target = endpoint(
             "target",
             "--target",
             o.target.or(ft.url),
             ft.password,
-            o.target_password,
+            o.target_password.clone(),
         )?
         .with_tls(
             "target",
-            o.target_tls.or(ft.tls.unwrap_or_default()),
+            o.target_tls.clone().or(ft.tls.unwrap_or_default()),
             o.tls_insecure,
         )?;
+        let file_db_map = |key: &str, m: Option<std::collections::BTreeMap<String, u32>>| {
+            m.map(|m| {
+                let mut out = std::collections::BTreeMap::new();
+                for (k, v) in m {
+                    let from = k.parse().map_err(|_| ConfigError::Invalid {
+                        key: key.to_string(),
+                        why: format!("{k:?} is not a database number"),
+                    })?;
+                    out.insert(from, v);
+                }
+                Ok(out)
+            })
+            .transpose()
+        };
+        // `--target` on the command line replaces the file's targets (all of them).
+        let mut targets = vec![TargetSpec {
+            name: if cli_targets { None } else { first_name }.unwrap_or_else(|| target.to_string()),
+            endpoint: target.clone(),
+            reply_timeout: target_reply_timeout,
+            fail_after: first_fail_after,
+            db_map: if cli_targets {
+                None
+            } else {
+                file_db_map("target.db_map", first_db_map)?
+            },
+        }];
+        if cli_targets {
+            for url in &o.more_targets {
+                let mut ep = Endpoint::parse("--target", url)?;
+                if let Some(p) = o.target_password.clone() {
+                    ep.password = Some(p);
+                }
+                let ep = ep.with_tls("target", o.target_tls.clone(), o.tls_insecure)?;
+                targets.push(TargetSpec {
+                    name: ep.to_string(),
+                    endpoint: ep,
+                    reply_timeout: target_reply_timeout,
+                    fail_after: first_fail_after,
+                    db_map: None,
+                });
+            }
+        } else {
+            for (i, t) in more_file_targets.into_iter().enumerate() {
+                let key = format!("target[{}]", i + 2);
+                let ep = endpoint(&key, "--target", t.url, t.password, None)?.with_tls(
+                    "target",
+                    t.tls.unwrap_or_default(),
+                    o.tls_insecure,
+                )?;
+                if t.prefer_replica.is_some() || t.retry_budget.is_some() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        why: "prefer_replica and retry_budget are source settings".into(),
+                    });
+                }
+                let reply = reply_timeout(t.reply_timeout_ms)?;
+                targets.push(TargetSpec {
+                    name: t.name.unwrap_or_else(|| ep.to_string()),
+                    endpoint: ep,
+                    reply_timeout: reply,
+                    fail_after: fail_after(t.fail_after_ms, reply)?,
+                    db_map: file_db_map(&format!("{key}.db_map"), t.db_map)?,
+                });
+            }
+        }
+        for (i, t) in targets.iter().enumerate() {
+            if targets[..i].iter().any(|u| u.name == t.name) {
+                return Err(ConfigError::Invalid {
+                    key: "target".into(),
+                    why: format!(
+                        "two targets are named {:?}: give each [[target]] its own name",
+                        t.name
+                    ),
+                });
+            }
+        }
 
         let d = SyncSettings::default();
         let f = file.sync;
@@ -630,6 +799,7 @@ impl Config {
             source,
             source_prefer_replica: o.prefer_replica || fs_prefer_replica,
             source_retry_budget,
+            targets,
             target,
             target_reply_timeout,
             state_dir: o
@@ -728,5 +898,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source.url") && e.contains("--source"), "{e}");
+    }
+
+    #[test]
+    fn several_targets_from_the_file_or_the_command_line() {
+        let f = FileConfig::parse(
+            "[source]\nurl = \"127.0.0.1:1\"\n[[target]]\nname = \"a\"\nurl = \"127.0.0.1:2\"\n\
+             db_map = { \"2\" = 5 }\n[[target]]\nurl = \"127.0.0.1:3\"\nreply_timeout_ms = 500\n\
+             [sync]\ndb_map = { \"1\" = 0 }\n",
+        )
+        .unwrap();
+        let c = Config::resolve(f, Overrides::default()).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.target.port, 2);
+        assert_eq!(c.targets[0].name, "a");
+        assert_eq!(c.targets[1].name, "127.0.0.1:3");
+        assert_eq!(c.targets[1].reply_timeout.as_millis(), 500);
+        assert_eq!(c.targets[1].fail_after, DEFAULT_FAIL_AFTER);
+        let s0 = c.targets[0].sync_settings(&c.sync);
+        assert_eq!(s0.target_db(2, false), Some(5));
+        assert_eq!(
+            s0.target_db(1, false),
+            Some(1),
+            "a target's db_map replaces the shared one"
+        );
+        assert_eq!(
+            c.targets[1].sync_settings(&c.sync).target_db(1, false),
+            Some(0)
+        );
+        // The single-table form still works.
+        let one = FileConfig::parse("[target]\nurl = \"127.0.0.1:2\"\n").unwrap();
+        let c = Config::resolve(
+            one,
+            Overrides {
+                source: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.targets.len(), 1);
+        // Repeated --target replaces the file's targets.
+        let f = FileConfig::parse(
+            "[[target]]\nurl = \"127.0.0.1:2\"\n[[target]]\nurl = \"127.0.0.1:3\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            f,
+            Overrides {
+                source: Some("127.0.0.1:1".into()),
+                target: Some("127.0.0.1:7".into()),
+                more_targets: vec!["127.0.0.1:8".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let ports: Vec<u16> = c.targets.iter().map(|t| t.endpoint.port).collect();
+        assert_eq!(ports, vec![7, 8]);
+        // Two targets with one name, an unknown key in a table, target keys on the source.
+        let dup = FileConfig::parse(
+            "[[target]]\nname = \"x\"\nurl = \"h:2\"\n[[target]]\nname = \"x\"\nurl = \"h:3\"\n",
+        )
+        .unwrap();
+        let e = Config::resolve(
+            dup,
+            Overrides {
+                source: Some("h:1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("named \"x\""), "{e}");
+        let bad =
+            FileConfig::parse("[[target]]\nurl = \"h:2\"\n[[target]]\nbogus = 1\n").unwrap_err();
+        assert!(bad.contains("number 2") && bad.contains("bogus"), "{bad}");
+        let src =
+            FileConfig::parse("[source]\nurl = \"h:1\"\nname = \"s\"\n[target]\nurl = \"h:2\"\n")
+                .unwrap();
+        assert!(Config::resolve(src, Overrides::default()).is_err());
     }
 }

@@ -26,6 +26,7 @@ pub mod heartbeat;
 pub mod load_file;
 pub mod net;
 pub mod observe;
+pub mod outputs;
 pub mod precheck;
 pub mod precheck_acl;
 pub mod precheck_features;

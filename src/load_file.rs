@@ -18,7 +18,7 @@ use crate::net::client;
 use crate::observe::progress::ShardState;
 use crate::rdb::{Flavor, ParseOptions, RdbParser};
 use crate::sink::writer::WriterSettings;
-use crate::sink::{Dispatcher, Targets};
+use crate::sink::{Dispatcher, Fanout, Targets};
 use crate::source::rdb_load::{self, LoadSettings, LoadStats};
 
 /// Why the file cannot be loaded; nothing was written to the target.
@@ -165,7 +165,7 @@ pub async fn run(
         arbiter.handle(),
         tree.clone(),
     );
-    let mut out = Dispatcher::new(targets.clone(), Arc::new(sync.clone()));
+    let mut out = Fanout::one(Dispatcher::new(targets.clone(), Arc::new(sync.clone())));
     let (p, sh) = (path.to_path_buf(), shard.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;

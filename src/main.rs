@@ -288,9 +288,10 @@ struct CommonArgs {
     /// Source: redis://[user:password@]host:port
     #[arg(long)]
     source: Option<String>,
-    /// Target: redis://[user:password@]host:port
+    /// Target: redis://[user:password@]host:port. `run` takes it more than once: one source,
+    /// several targets (one-to-many; the command-line targets replace the file's).
     #[arg(long)]
-    target: Option<String>,
+    target: Vec<String>,
     /// Directory for checkpoints.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -388,7 +389,12 @@ impl CommonArgs {
             file,
             Overrides {
                 source: self.source,
-                target: self.target,
+                target: self.target.first().cloned(),
+                more_targets: self
+                    .target
+                    .get(1..)
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default(),
                 state_dir: self.state_dir,
                 log_level: self.log_level,
                 metrics_addr: self.metrics_addr,
@@ -458,16 +464,40 @@ fn main() -> ExitCode {
     let system = actix_rt::System::new();
     let result = if let Some(format) = check_only {
         system.block_on(async move {
-            let (checks, passed) = match shardsync::precheck::run(&cfg).await {
-                Ok(p) => {
-                    let ok = p.passed();
-                    (p.checks, ok)
+            // Every target (one-to-many), each with the source.
+            let multi = cfg.targets.len() > 1;
+            let mut passed = true;
+            let mut json = Vec::new();
+            for spec in &cfg.targets {
+                let checks = match shardsync::outputs::precheck_target(&cfg, spec).await {
+                    Ok(p) => {
+                        passed &= p.passed();
+                        p.checks
+                    }
+                    Err(checks) => {
+                        passed = false;
+                        checks
+                    }
+                };
+                match format {
+                    VerifyFormat::Text => {
+                        if multi {
+                            println!("target {}:", spec.name);
+                        }
+                        print!("{}", shardsync::precheck::render(&checks))
+                    }
+                    VerifyFormat::Json if multi => json.push(format!(
+                        "{{\"target\":{},\"checks\":{}}}",
+                        serde_json::Value::String(spec.name.clone()),
+                        shardsync::precheck::render_json(&checks)
+                    )),
+                    VerifyFormat::Json => {
+                        println!("{}", shardsync::precheck::render_json(&checks))
+                    }
                 }
-                Err(checks) => (checks, false),
-            };
-            match format {
-                VerifyFormat::Text => print!("{}", shardsync::precheck::render(&checks)),
-                VerifyFormat::Json => println!("{}", shardsync::precheck::render_json(&checks)),
+            }
+            if multi && matches!(format, VerifyFormat::Json) {
+                println!("[{}]", json.join(","));
             }
             if passed { Ok(()) } else { Err(3) }
         })

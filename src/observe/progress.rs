@@ -1,10 +1,16 @@
 //! Shared, lock-free progress of each source shard: what the link has read and handed to the
 //! writers, what the target has acknowledged, and the link's phase. Read by the ACK sender, the
 //! checkpointer, `/status` and the metrics; written by the link and the writers.
+//!
+//! One-to-many: when a run writes to several targets, each shard has one *leg* per target (a
+//! `ShardState` of its own, see [`ShardState::with_targets`]) that carries that target's tickets,
+//! applied offset, checkpoint and failure. The shard's own applied offset (what `REPLCONF ACK`
+//! reports and the link resumes from) is then the slowest live leg's; a failed leg no longer
+//! holds it back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::source::handshake::ReplPosition;
 
@@ -93,6 +99,18 @@ pub struct ShardState {
     degraded: AtomicBool,
     /// Becomes true, once and for good, when the shard fails (see [`ShardState::mark_failed`]).
     failed: tokio::sync::watch::Sender<bool>,
+    /// Target name of a leg (`None` for a shard).
+    pub target: Option<String>,
+    /// One leg per target when the run writes to several (see the module doc); empty otherwise.
+    legs: Vec<Arc<ShardState>>,
+    /// The shard a leg belongs to.
+    parent: Weak<ShardState>,
+    /// Serializes the shard's aggregation over its legs with epoch resets.
+    agg: Mutex<()>,
+    /// Tickets completed (a leg's watchdog sees progress by it, also while offsets do not move).
+    pub tickets_done: AtomicU64,
+    /// Writes not sent because this leg's target failed (counted, logged once).
+    pub dropped_writes: AtomicU64,
     /// Fires whenever tickets are retired (the applied offset may have moved, the queue shrank):
     /// waiters use it instead of polling ([`ShardState::drained`], [`ShardState::progress_watch`]).
     retired: tokio::sync::watch::Sender<()>,
@@ -148,8 +166,91 @@ impl ShardState {
             tickets: Mutex::new(VecDeque::new()),
             degraded: AtomicBool::new(false),
             failed: tokio::sync::watch::Sender::new(false),
+            target: None,
+            legs: Vec::new(),
+            parent: Weak::new(),
+            agg: Mutex::new(()),
+            tickets_done: AtomicU64::new(0),
+            dropped_writes: AtomicU64::new(0),
             retired: tokio::sync::watch::Sender::new(()),
         }
+    }
+
+    /// A shard writing to several targets: one leg per name in `targets` (a leg's `name` is
+    /// `<shard>@<target>`, which also names its checkpoint file).
+    pub fn with_targets(name: String, targets: &[String]) -> Arc<ShardState> {
+        Arc::new_cyclic(|me| {
+            let mut s = ShardState::new(name.clone());
+            s.legs = targets
+                .iter()
+                .map(|t| {
+                    let mut leg = ShardState::new(format!("{name}@{t}"));
+                    leg.target = Some(t.clone());
+                    leg.parent = me.clone();
+                    Arc::new(leg)
+                })
+                .collect();
+            s
+        })
+    }
+
+    /// The shard's name (a leg's shard's, without the `@<target>`).
+    pub fn shard_name(&self) -> &str {
+        match &self.target {
+            Some(t) => self
+                .name
+                .strip_suffix(t.as_str())
+                .and_then(|n| n.strip_suffix('@'))
+                .unwrap_or(&self.name),
+            None => &self.name,
+        }
+    }
+
+    /// The per-target legs (empty with one target).
+    pub fn legs(&self) -> &[Arc<ShardState>] {
+        &self.legs
+    }
+
+    /// Legs whose target has not failed.
+    fn live_legs(&self) -> impl Iterator<Item = &Arc<ShardState>> {
+        self.legs.iter().filter(|l| !l.is_failed())
+    }
+
+    /// Recomputes the shard's progress from its live legs: applied offset = the slowest leg's,
+    /// full sync done = done on every leg, heartbeat = the oldest one applied everywhere.
+    fn aggregate(&self) {
+        if self.legs.is_empty() {
+            return;
+        }
+        let _g = self.agg.lock();
+        let (mut applied, mut done, mut hb, mut lag, mut any) =
+            (u64::MAX, true, u64::MAX, 0, false);
+        for l in self.live_legs() {
+            any = true;
+            applied = applied.min(l.applied_offset.load(Ordering::Acquire));
+            done &= l.full_sync_done.load(Ordering::Acquire);
+            hb = hb.min(l.heartbeat_applied_ms.load(Ordering::Acquire));
+            lag = lag.max(l.heartbeat_lag_ms.load(Ordering::Relaxed));
+        }
+        if !any {
+            return;
+        }
+        self.applied_offset.store(applied, Ordering::Release);
+        self.full_sync_done.store(done, Ordering::Release);
+        self.heartbeat_lag_ms.store(lag, Ordering::Relaxed);
+        self.heartbeat_applied_ms.store(hb, Ordering::Release);
+    }
+
+    /// After `+CONTINUE`: when no full sync was applied in this process, the position resumed
+    /// from (a checkpoint) is what the target (every target) holds.
+    pub fn resumed_at(&self, offset: u64) {
+        for l in self.live_legs() {
+            l.resumed_at(offset);
+        }
+        if !self.full_sync_done.swap(true, Ordering::AcqRel) {
+            self.applied_offset.store(offset, Ordering::Release);
+        }
+        self.aggregate();
     }
 
     /// Stops the shard for good: phase `failed` (in `/status` and `shardsync_link_state`),
@@ -162,10 +263,31 @@ impl ShardState {
         if self.is_failed() {
             return;
         }
-        tracing::error!(shard = %self.name, reason = %reason, "shard failed; it stops until shardsync is restarted");
+        if let Some(t) = &self.target {
+            tracing::error!(shard = %self.name, target = %t, reason = %reason, "target failed for this shard; its writes are dropped until shardsync is restarted, the other targets go on");
+            metrics::gauge!(crate::observe::telemetry::TARGET_FAILED, "shard" => self.shard_name().to_string(), "target" => t.clone())
+                .set(1.0);
+        } else {
+            tracing::error!(shard = %self.name, reason = %reason, "shard failed; it stops until shardsync is restarted");
+        }
         self.set_error(Some(reason));
         self.set_phase(Phase::Failed);
         self.failed.send_replace(true);
+        if let Some(p) = self.parent.upgrade() {
+            if p.live_legs().next().is_none() {
+                p.mark_failed(format!(
+                    "every target failed (the last: {}); fix them and restart shardsync",
+                    self.last_error
+                        .lock()
+                        .ok()
+                        .and_then(|g| g.clone())
+                        .unwrap_or_default()
+                ));
+            } else {
+                p.aggregate();
+                p.retired.send_replace(());
+            }
+        }
     }
 
     /// Part of the shard's writes cannot be applied until a person acts (e.g. a database the
@@ -195,6 +317,9 @@ impl ShardState {
         self.heartbeat_lag_ms.store(lag, Ordering::Relaxed);
         self.heartbeat_applied_ms
             .store(source_ms, Ordering::Release);
+        if let Some(p) = self.parent.upgrade() {
+            p.aggregate();
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -244,6 +369,9 @@ impl ShardState {
     }
 
     pub fn replid(&self) -> String {
+        if let Some(p) = self.parent.upgrade() {
+            return p.replid(); // a leg follows its shard's stream
+        }
         self.replid.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
@@ -273,7 +401,17 @@ impl ShardState {
 
     /// Starts a new epoch (a full resync): forgets older tickets, resets the offsets to `offset`.
     pub fn begin_epoch(&self, offset: u64) -> u64 {
+        let _g = self.agg.lock();
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.reset_to(epoch, offset);
+        for l in self.live_legs() {
+            l.reset_to(epoch, offset); // a leg's tickets carry the shard's epoch
+        }
+        epoch
+    }
+
+    fn reset_to(&self, epoch: u64, offset: u64) {
+        self.epoch.store(epoch, Ordering::Release);
         if let Ok(mut q) = self.tickets.lock() {
             q.clear();
         }
@@ -281,7 +419,6 @@ impl ShardState {
         self.applied_offset.store(offset, Ordering::Release);
         self.handed_offset.store(offset, Ordering::Release);
         self.retired.send_replace(());
-        epoch
     }
 
     /// Issues a ticket for a run of `parts` batches (0 parts: a pure offset marker).
@@ -298,23 +435,43 @@ impl ShardState {
             completes_full_sync,
             remaining: AtomicUsize::new(parts),
         });
-        if let Ok(mut q) = self.tickets.lock() {
-            q.push_back(t.clone());
-            self.advance(&mut q);
+        let moved = match self.tickets.lock() {
+            Ok(mut q) => {
+                q.push_back(t.clone());
+                self.advance(&mut q)
+            }
+            Err(_) => false,
+        };
+        if moved {
+            self.moved();
         }
         t
     }
 
     /// Called by a writer when its part of `ticket` is acknowledged.
     pub fn part_done(&self, ticket: &Ticket) {
-        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Ok(mut q) = self.tickets.lock()
-        {
-            self.advance(&mut q);
+        if ticket.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let moved = match self.tickets.lock() {
+                Ok(mut q) => self.advance(&mut q),
+                Err(_) => false,
+            };
+            if moved {
+                self.moved();
+            }
         }
     }
 
-    fn advance(&self, q: &mut VecDeque<Arc<Ticket>>) {
+    /// A leg's progress moved: its shard recomputes and wakes its waiters (never called with
+    /// a tickets lock held).
+    fn moved(&self) {
+        if let Some(p) = self.parent.upgrade() {
+            p.aggregate();
+            p.retired.send_replace(());
+        }
+    }
+
+    /// Pops done tickets off the front; true when any was popped.
+    fn advance(&self, q: &mut VecDeque<Arc<Ticket>>) -> bool {
         let epoch = self.epoch.load(Ordering::Acquire);
         let before = q.len();
         while q
@@ -322,6 +479,7 @@ impl ShardState {
             .is_some_and(|t| t.remaining.load(Ordering::Acquire) == 0)
         {
             let Some(t) = q.pop_front() else { break };
+            self.tickets_done.fetch_add(1, Ordering::Relaxed);
             if t.epoch != epoch {
                 continue;
             }
@@ -332,14 +490,18 @@ impl ShardState {
                 self.full_sync_done.store(true, Ordering::Release);
             }
         }
-        if q.len() != before {
+        let changed = q.len() != before;
+        if changed {
             self.retired.send_replace(());
         }
+        changed
     }
 
-    /// Tickets not yet done (batches in queues or in flight).
+    /// Tickets not yet done (batches in queues or in flight); for a shard with legs, also those
+    /// of its live legs.
     pub fn open_tickets(&self) -> usize {
-        self.tickets.lock().map(|q| q.len()).unwrap_or(0)
+        let own = self.tickets.lock().map(|q| q.len()).unwrap_or(0);
+        own + self.live_legs().map(|l| l.open_tickets()).sum::<usize>()
     }
 
     /// Changes whenever tickets are retired (the applied offset may have moved).
@@ -400,5 +562,48 @@ mod tests {
             "a stale epoch never moves the offset"
         );
         assert!(e2 > e && !s.full_sync_done.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_shard_with_legs_moves_at_the_slowest_live_target() {
+        let s = ShardState::with_targets("s".into(), &["a".into(), "b".into()]);
+        let (a, b) = (s.legs()[0].clone(), s.legs()[1].clone());
+        assert_eq!(a.name, "s@a");
+        assert_eq!(a.shard_name(), "s");
+        let e = s.begin_epoch(100);
+        assert_eq!(
+            a.epoch.load(Ordering::Acquire),
+            e,
+            "legs follow the shard's epoch"
+        );
+        let ta = a.issue(e, Some(150), true, 1);
+        let tb = b.issue(e, Some(150), true, 1);
+        assert_eq!(s.open_tickets(), 2);
+        a.part_done(&ta);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 100, "b is behind");
+        assert!(!s.full_sync_done.load(Ordering::Acquire));
+        b.part_done(&tb);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 150);
+        assert!(s.full_sync_done.load(Ordering::Acquire));
+        // b stops acknowledging, then fails: a alone moves the shard.
+        let _stuck = b.issue(e, Some(200), false, 1);
+        let ta = a.issue(e, Some(200), false, 1);
+        a.part_done(&ta);
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 150);
+        b.mark_failed("gone");
+        assert_eq!(s.applied_offset.load(Ordering::Acquire), 200);
+        assert_eq!(
+            s.open_tickets(),
+            0,
+            "a failed leg's tickets no longer count"
+        );
+        assert!(!s.is_failed(), "one target left");
+        // A new epoch leaves the failed leg where it stopped.
+        s.begin_epoch(5);
+        assert_eq!(b.applied_offset.load(Ordering::Acquire), 150);
+        assert_eq!(a.applied_offset.load(Ordering::Acquire), 5);
+        assert_eq!(b.replid(), s.replid());
+        a.mark_failed("gone too");
+        assert!(s.is_failed(), "every target failed");
     }
 }

@@ -157,7 +157,11 @@ impl StatusBoard {
             RunState::Failed => OverallState::Failed,
             RunState::Syncing => {
                 let shards = self.shards();
-                if shards.iter().any(|s| s.phase() == Phase::Failed) {
+                // A failed target of a shard (one-to-many) needs a person too.
+                let failed = |s: &Arc<ShardState>| {
+                    s.phase() == Phase::Failed || s.legs().iter().any(|l| l.is_failed())
+                };
+                if shards.iter().any(failed) {
                     OverallState::Failed
                 } else if !shards.is_empty()
                     && shards
@@ -245,6 +249,37 @@ pub struct ShardStatus {
     #[serde(default)]
     pub key_repairs_failed: u64,
     pub last_error: Option<String>,
+    /// One-to-many: each target's progress for this shard (absent with one target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target of a shard in `/status` (one-to-many).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub name: String,
+    /// `syncing`, or `failed` (its writes are dropped until shardsync restarts).
+    pub state: String,
+    pub applied_offset: u64,
+    pub lag_bytes: u64,
+    pub full_sync_done: bool,
+    pub rejected_writes: u64,
+    pub dropped_writes: u64,
+    pub last_error: Option<String>,
+}
+
+fn target_status(leg: &ShardState, handed: u64) -> TargetStatus {
+    let applied = leg.applied_offset.load(Ordering::Acquire);
+    TargetStatus {
+        name: leg.target.clone().unwrap_or_default(),
+        state: if leg.is_failed() { "failed" } else { "syncing" }.to_string(),
+        applied_offset: applied,
+        lag_bytes: handed.saturating_sub(applied),
+        full_sync_done: leg.full_sync_done.load(Ordering::Acquire),
+        rejected_writes: leg.rejected_writes.load(Ordering::Relaxed),
+        dropped_writes: leg.dropped_writes.load(Ordering::Relaxed),
+        last_error: leg.last_error.lock().ok().and_then(|g| g.clone()),
+    }
 }
 
 /// RDB transfer of the current (or last) full sync.
@@ -283,11 +318,24 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
         lag_seconds,
         restarts: s.restarts.load(Ordering::Relaxed),
         full_resyncs: s.full_resyncs.load(Ordering::Relaxed),
-        rejected_writes: s.rejected_writes.load(Ordering::Relaxed),
+        rejected_writes: s.rejected_writes.load(Ordering::Relaxed)
+            + s.legs()
+                .iter()
+                .map(|l| l.rejected_writes.load(Ordering::Relaxed))
+                .sum::<u64>(),
         lossy_conversions: s.lossy_conversions.load(Ordering::Relaxed),
-        key_repairs: s.key_repairs.load(Ordering::Relaxed),
-        key_repairs_failed: s.key_repairs_failed.load(Ordering::Relaxed),
+        key_repairs: s.key_repairs.load(Ordering::Relaxed)
+            + s.legs()
+                .iter()
+                .map(|l| l.key_repairs.load(Ordering::Relaxed))
+                .sum::<u64>(),
+        key_repairs_failed: s.key_repairs_failed.load(Ordering::Relaxed)
+            + s.legs()
+                .iter()
+                .map(|l| l.key_repairs_failed.load(Ordering::Relaxed))
+                .sum::<u64>(),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
+        targets: s.legs().iter().map(|l| target_status(l, handed)).collect(),
     }
 }
 
@@ -310,6 +358,13 @@ pub fn publish(board: &StatusBoard) {
         metrics::gauge!(telemetry::LAG_SECONDS, "shard" => l())
             .set(sh.lag_seconds.unwrap_or(f64::NAN));
         metrics::gauge!(telemetry::RDB_RECEIVED, "shard" => l()).set(sh.rdb.bytes as f64);
+        for t in &sh.targets {
+            let failed = if t.state == "failed" { 1.0 } else { 0.0 };
+            metrics::gauge!(telemetry::TARGET_FAILED, "shard" => l(), "target" => t.name.clone())
+                .set(failed);
+            metrics::gauge!(telemetry::TARGET_APPLIED_OFFSET, "shard" => l(), "target" => t.name.clone())
+                .set(t.applied_offset as f64);
+        }
         metrics::gauge!(telemetry::RDB_SIZE, "shard" => l()).set(sh.rdb.size as f64);
         let progress = if sh.full_sync_done {
             1.0
@@ -560,6 +615,30 @@ pub fn render_table(st: &Status) -> String {
             s.restarts.to_string(),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
+        // One-to-many: a line per target under its shard.
+        for t in &s.targets {
+            let dropped = if t.dropped_writes > 0 {
+                format!("{} writes dropped; ", t.dropped_writes)
+            } else {
+                String::new()
+            };
+            rows.push(vec![
+                format!("  -> {}", t.name),
+                t.state.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                t.applied_offset.to_string(),
+                t.lag_bytes.to_string(),
+                "-".into(),
+                "-".into(),
+                match (&t.last_error, dropped.is_empty()) {
+                    (Some(e), _) => format!("{dropped}{e}"),
+                    (None, false) => dropped.trim_end_matches("; ").to_string(),
+                    (None, true) => "-".into(),
+                },
+            ]);
+        }
     }
     // Nothing from a peer reaches the terminal raw (errors are escaped when made; this is the
     // last guard for anything that was not).

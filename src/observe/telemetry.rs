@@ -46,6 +46,9 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const TARGET_FAILED: &str = "shardsync_target_failed";
+pub const TARGET_APPLIED_OFFSET: &str = "shardsync_target_applied_offset_bytes";
+pub const TARGET_DROPPED_WRITES: &str = "shardsync_target_dropped_writes_total";
 pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
 pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
 pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
@@ -81,6 +84,9 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    TARGET_FAILED,
+    TARGET_APPLIED_OFFSET,
+    TARGET_DROPPED_WRITES,
     FILTERED_COMMANDS,
     FILTERED_KEYS,
     LOSSY_CONVERSIONS,
@@ -277,6 +283,19 @@ fn describe() {
         LOG_SUPPRESSED,
         "repeated log lines left out by the rate limit, by kind"
     );
+    describe_gauge!(
+        TARGET_FAILED,
+        "one-to-many: 1 once a target failed for a shard (its writes are dropped until shardsync restarts), by shard and target"
+    );
+    describe_gauge!(
+        TARGET_APPLIED_OFFSET,
+        Unit::Bytes,
+        "one-to-many: source offset acknowledged by each target, by shard and target (the shard's applied offset is the slowest live target's)"
+    );
+    describe_counter!(
+        TARGET_DROPPED_WRITES,
+        "one-to-many: commands not sent to a failed target, by shard and target"
+    );
     describe_counter!(
         FILTERED_COMMANDS,
         "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
@@ -347,6 +366,14 @@ pub fn register_shard(shard: &str) {
     for kind in crate::convert::loss::KINDS {
         counter!(LOSSY_CONVERSIONS, "shard" => s.clone(), "kind" => *kind).increment(0);
     }
+}
+
+/// Registers the series of one target of a shard (one-to-many) with a zero value.
+pub fn register_leg(shard: &str, target: &str) {
+    let (s, t) = (shard.to_string(), target.to_string());
+    gauge!(TARGET_FAILED, "shard" => s.clone(), "target" => t.clone()).set(0.0);
+    gauge!(TARGET_APPLIED_OFFSET, "shard" => s.clone(), "target" => t.clone()).set(0.0);
+    counter!(TARGET_DROPPED_WRITES, "shard" => s, "target" => t).increment(0);
 }
 
 /// Registers every per-target-node series with a zero value (once per node; cheap to repeat).

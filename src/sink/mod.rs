@@ -1,11 +1,13 @@
-//! The target side: batches of commands, the [`Dispatcher`] that sends each command to the
-//! writer of the node that owns it, the [`Targets`] registry with its slot router, the
-//! [`TargetWriter`] actor that pipelines into one node, and the cross-slot fallback.
+//! The target side: batches of commands, the [`Fanout`] that hands a shard's commands to each
+//! target's [`Dispatcher`], which sends each command to the writer of the node that owns it,
+//! the [`Targets`] registry with its slot router, the [`TargetWriter`] actor that pipelines
+//! into one node, and the cross-slot fallback.
 
 pub mod clear;
 pub mod crossslot;
 pub mod dispatch;
 pub mod error;
+pub mod fanout;
 pub mod repair;
 pub mod selection;
 pub mod targets;
@@ -18,6 +20,7 @@ use crate::observe::progress::{ShardState, Ticket};
 
 pub use dispatch::Dispatcher;
 pub use error::SinkError;
+pub use fanout::Fanout;
 pub use targets::Targets;
 pub use writer::TargetWriter;
 

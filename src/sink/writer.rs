@@ -69,7 +69,8 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct WriterSettings {
     pub endpoint: Endpoint,
-    /// Prefix of the heartbeat keys: a `SET` of one carries the source time and gives the lag.
+    /// Base name of this instance's heartbeat keys: a `SET` of one carries the source time and
+    /// gives the lag (another instance's heartbeat keys are data, see [`crate::heartbeat`]).
     pub heartbeat_key: Bytes,
     /// A reply outstanding longer than this is a stall: report it and reconnect.
     pub reply_timeout: Duration,
@@ -711,13 +712,9 @@ fn count_refused(shard: &ShardState, n: u64) {
         .increment(n);
 }
 
-/// The source time carried by a heartbeat `SET <prefix…> <ms>`, if `cmd` is one.
-fn heartbeat_ms(prefix: &Bytes, cmd: &Cmd) -> Option<u64> {
-    if prefix.is_empty() || cmd.args.len() < 3 || !cmd.args[1].starts_with(prefix) || !cmd.is("SET")
-    {
-        return None;
-    }
-    std::str::from_utf8(&cmd.args[2]).ok()?.parse().ok()
+/// The source time carried by a `SET` of this instance's heartbeat key (see [`crate::heartbeat::own_ms`]).
+fn heartbeat_ms(base: &Bytes, cmd: &Cmd) -> Option<u64> {
+    crate::heartbeat::own_ms(base, cmd)
 }
 
 /// Counts and logs an error reply (also errors inside an `EXEC` result), naming the key.

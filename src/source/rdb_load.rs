@@ -13,7 +13,8 @@ use crate::cmd::DbCmd;
 use crate::convert::{ConvertOptions, Converter};
 use crate::observe::progress::ShardState;
 use crate::rdb::{Item, ParseOptions, RdbError, RdbParser};
-use crate::sink::dispatch::{Dispatcher, RunInfo, WriterGone};
+use crate::sink::Fanout;
+use crate::sink::dispatch::{RunInfo, WriterGone};
 
 /// How to load.
 #[derive(Clone, Debug)]
@@ -81,7 +82,7 @@ pub fn load<R: Read>(
     settings: &LoadSettings,
     shard: &Arc<ShardState>,
     epoch: u64,
-    out: &mut Dispatcher,
+    out: &mut Fanout,
 ) -> Result<LoadStats, LoadError> {
     let mut parser = RdbParser::new(reader, settings.parse.clone());
     let mut conv = Converter::new(settings.convert.clone());

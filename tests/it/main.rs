@@ -6,6 +6,7 @@ mod common;
 mod rdb_support;
 
 mod acl;
+mod cascade;
 mod cli_errors;
 mod command_table;
 mod convert_real;
@@ -23,6 +24,7 @@ mod hostile_peers;
 mod key_limits;
 mod lossy_field_ttl;
 mod observability;
+mod one_to_many;
 mod oracle;
 mod propagated_forms;
 mod rdb_corpus;

@@ -1,0 +1,322 @@
+//! The run's targets ([`Outputs`]): for each configured target (`[target]`, every `[[target]]`,
+//! every `--target`) its writers ([`Targets`]), repair queue, data-path settings and server
+//! info; and what one-to-many adds around the shards — a leg per target in each shard's state,
+//! a [`Fanout`] per link, per-target checkpoints and the resume rule, the failure watchdogs.
+//!
+//! With one target nothing changes from a plain run: the shard's own state is the progress and
+//! its checkpoint file is `checkpoint-<shard>.json`. With several, each target's progress of a
+//! shard is checkpointed as `checkpoint-<shard>@<target>.json`; at start a shard resumes from the
+//! oldest of its targets' checkpoints when they all exist and name the same replication ID
+//! (targets that were ahead get those writes again: at least once), else it full-syncs every
+//! target. The failure rule is in [`crate::sink::fanout`].
+
+use std::sync::{Arc, Mutex};
+
+use actix::ArbiterHandle;
+use bytes::Bytes;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::config::{Config, SyncSettings, TargetSpec};
+use crate::net::server_info::ServerInfo;
+use crate::net::topology::{Node, Topology};
+use crate::observe::progress::ShardState;
+use crate::sink::repair::{RepairContext, RepairQueue, Repairer};
+use crate::sink::writer::WriterSettings;
+use crate::sink::{Dispatcher, Fanout, Targets};
+use crate::source::handshake::ReplPosition;
+use crate::supervise::{Group, Tree};
+
+/// One target of the run.
+pub struct Output {
+    pub spec: TargetSpec,
+    pub targets: Arc<Targets>,
+    pub repairs: Arc<RepairQueue>,
+    pub sync: Arc<SyncSettings>,
+    pub topology: Topology,
+    /// Watches this target's writers: the run's tree with one target; with several, a tree of
+    /// its own, so that a failed target's writers are let go at the stop instead of waited for.
+    tree: Arc<Tree>,
+    /// This target's leg of every shard (one-to-many).
+    legs: Arc<Mutex<Vec<Arc<ShardState>>>>,
+}
+
+impl Output {
+    /// True when this target failed for some shard.
+    fn failed(&self) -> bool {
+        self.legs
+            .lock()
+            .map(|l| l.iter().any(|s| s.is_failed()))
+            .unwrap_or(false)
+    }
+}
+
+/// Every target of the run (see the module doc).
+pub struct Outputs {
+    pub list: Vec<Output>,
+}
+
+impl Outputs {
+    /// Prechecks the targets after the first (`first` is the first target's topology, checked
+    /// with the source by [`crate::precheck::run`]) and starts every target's writers on
+    /// `arbiter`. Err: the failed precheck's table, naming the target.
+    pub async fn start(
+        cfg: &Config,
+        first: &Topology,
+        arbiter: &ArbiterHandle,
+        run_tree: &Arc<Tree>,
+    ) -> Result<Outputs, String> {
+        let multi = cfg.targets.len() > 1;
+        let mut list = Vec::new();
+        for (i, spec) in cfg.targets.iter().enumerate() {
+            let topology = if i == 0 {
+                first.clone()
+            } else {
+                match precheck_target(cfg, spec).await {
+                    Ok(p) if p.passed() => {
+                        for w in p.checks.iter().filter(|c| c.warning) {
+                            tracing::warn!(target_name = %spec.name, check = w.name, "{}", w.detail);
+                        }
+                        p.target
+                    }
+                    Ok(p) => return Err(format!("target {}:\n{}", spec.name, p.table())),
+                    Err(checks) => {
+                        return Err(format!(
+                            "target {}:\n{}",
+                            spec.name,
+                            crate::precheck::render(&checks)
+                        ));
+                    }
+                }
+            };
+            let repairs = RepairQueue::new();
+            let legs: Arc<Mutex<Vec<Arc<ShardState>>>> = Arc::default();
+            let tree = if multi {
+                // A writer of this target that dies fails this target, not the run.
+                let t = Arc::new(Tree::new());
+                let l = legs.clone();
+                t.on_fatal(move |why| {
+                    if let Ok(l) = l.lock() {
+                        for leg in l.iter() {
+                            leg.mark_failed(why);
+                        }
+                    }
+                });
+                t
+            } else {
+                run_tree.clone()
+            };
+            let targets = Targets::start(
+                &topology,
+                &spec.endpoint,
+                WriterSettings {
+                    endpoint: spec.endpoint.clone(),
+                    heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
+                    reply_timeout: spec.reply_timeout,
+                    repairs: Some(repairs.clone()),
+                },
+                cfg.sync.queue_batches,
+                arbiter.clone(),
+                tree.clone(),
+            );
+            list.push(Output {
+                sync: Arc::new(spec.sync_settings(&cfg.sync)),
+                spec: spec.clone(),
+                targets,
+                repairs,
+                topology,
+                tree,
+                legs,
+            });
+        }
+        Ok(Outputs { list })
+    }
+
+    /// More than one target.
+    pub fn multi(&self) -> bool {
+        self.list.len() > 1
+    }
+
+    /// The first target's writers (`None` only without targets).
+    pub fn first(&self) -> Option<&Output> {
+        self.list.first()
+    }
+
+    /// True when no target holds a key.
+    pub fn all_empty(&self) -> bool {
+        self.list.iter().all(|o| {
+            o.topology
+                .masters()
+                .iter()
+                .all(|m| crate::net::client::keyspace_keys(&m.raw_info) == 0)
+        })
+    }
+
+    /// What the link converts commands for: with several targets the oldest (lowest RDB
+    /// version), so that every target reads what it is sent (`first` when there is none).
+    pub fn link_target_info(&self, first: &Topology) -> ServerInfo {
+        self.list
+            .iter()
+            .map(|o| o.topology.info())
+            .min_by_key(|i| i.rdb_version())
+            .unwrap_or_else(|| first.info())
+    }
+
+    /// The progress of a new shard: with several targets, one leg per target.
+    pub fn shard_state(&self, name: String) -> Arc<ShardState> {
+        if !self.multi() {
+            return Arc::new(ShardState::new(name));
+        }
+        let names: Vec<String> = self.list.iter().map(|o| o.spec.name.clone()).collect();
+        let s = ShardState::with_targets(name.clone(), &names);
+        for (t, (o, leg)) in names.iter().zip(self.list.iter().zip(s.legs())) {
+            crate::observe::telemetry::register_leg(&name, t);
+            if let Ok(mut l) = o.legs.lock() {
+                l.push(leg.clone());
+            }
+        }
+        s
+    }
+
+    /// The writer side of a shard's link.
+    pub fn fanout(&self, cfg: &Config, node: &Node, shard: &ShardState) -> Fanout {
+        let ds = self
+            .list
+            .iter()
+            .map(|o| {
+                Dispatcher::new(o.targets.clone(), o.sync.clone()).with_repair(Repairer::new(
+                    o.repairs.clone(),
+                    RepairContext {
+                        source: cfg.source.clone(),
+                        source_info: node.info.clone(),
+                        target_info: o.topology.info(),
+                        sync: o.sync.clone(),
+                        cluster_target: o.targets.cluster,
+                    },
+                ))
+            })
+            .collect();
+        Fanout::many(shard, ds)
+    }
+
+    /// Where a shard resumes (see the module doc). Err: a checkpoint file cannot be used.
+    pub fn resume(
+        &self,
+        dir: &std::path::Path,
+        shard: &ShardState,
+    ) -> Result<Option<ReplPosition>, CheckpointError> {
+        let r = self.resume_by_name(dir, &shard.name)?;
+        if r.is_none() && self.multi() {
+            tracing::info!(shard = %shard.name, "the targets' checkpoints are missing or from different histories: every target gets a full sync");
+        }
+        Ok(r)
+    }
+
+    /// [`Outputs::resume`] of the shard named `shard`.
+    pub fn resume_by_name(
+        &self,
+        dir: &std::path::Path,
+        shard: &str,
+    ) -> Result<Option<ReplPosition>, CheckpointError> {
+        if !self.multi() {
+            return checkpoint::load(dir, shard);
+        }
+        let mut all = Vec::new();
+        for o in &self.list {
+            all.push(checkpoint::load(dir, &format!("{shard}@{}", o.spec.name))?);
+        }
+        let Some(Some(first)) = all.first().cloned() else {
+            return Ok(None);
+        };
+        if all
+            .iter()
+            .any(|p| p.as_ref().is_none_or(|p| p.replid != first.replid))
+        {
+            return Ok(None);
+        }
+        let offset = all
+            .iter()
+            .flatten()
+            .map(|p| p.offset)
+            .min()
+            .unwrap_or(first.offset);
+        Ok(Some(ReplPosition {
+            replid: first.replid,
+            offset,
+        }))
+    }
+
+    /// Starts a failure watchdog per leg of `shards` (one-to-many only; see
+    /// [`crate::sink::fanout::watch_leg`]): a failed target acknowledged nothing for its
+    /// `fail_after_ms` while writes waited.
+    pub fn watchdogs(&self, shards: &[Arc<ShardState>]) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut out = Vec::new();
+        for s in shards {
+            for (leg, o) in s.legs().iter().zip(&self.list) {
+                let after = o.spec.fail_after;
+                out.push(tokio::spawn(crate::sink::fanout::watch_leg(
+                    leg.clone(),
+                    after,
+                )));
+            }
+        }
+        out
+    }
+
+    /// Stops taking work: the writers' queues close once the links are gone.
+    pub fn close(&self) {
+        for o in &self.list {
+            o.targets.close();
+        }
+    }
+
+    /// Resolves once the writers of every target that did not fail have drained and stopped.
+    pub async fn drained(&self, run_tree: &Tree) {
+        if !self.multi() {
+            return run_tree.join(Group::Writers).await;
+        }
+        for o in self.list.iter().filter(|o| !o.failed()) {
+            o.tree.join(Group::Writers).await;
+        }
+    }
+}
+
+/// The config as [`crate::precheck::run`] sees it for one target: that target and its settings.
+pub fn config_for(cfg: &Config, spec: &TargetSpec) -> Config {
+    let mut c = cfg.clone();
+    c.target = spec.endpoint.clone();
+    c.target_reply_timeout = spec.reply_timeout;
+    c.sync = spec.sync_settings(&cfg.sync);
+    c
+}
+
+/// The precheck of the source with the first target (the run's own precheck).
+pub async fn precheck_first(
+    cfg: &Config,
+) -> Result<crate::precheck::Prechecked, Vec<crate::precheck::Check>> {
+    match cfg.targets.first() {
+        Some(t) => precheck_target(cfg, t).await,
+        None => crate::precheck::run(cfg).await,
+    }
+}
+
+/// The precheck of the source with one target.
+pub async fn precheck_target(
+    cfg: &Config,
+    spec: &TargetSpec,
+) -> Result<crate::precheck::Prechecked, Vec<crate::precheck::Check>> {
+    crate::precheck::run(&config_for(cfg, spec)).await
+}
+
+/// What the checkpointer writes for a shard: the shard itself, or each live leg.
+pub fn checkpointed(shards: &[Arc<ShardState>]) -> Vec<Arc<ShardState>> {
+    shards
+        .iter()
+        .flat_map(|s| {
+            if s.legs().is_empty() {
+                vec![s.clone()]
+            } else {
+                s.legs().to_vec()
+            }
+        })
+        .collect()
+}
