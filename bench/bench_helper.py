@@ -5,6 +5,10 @@
   gen N MIX OUT                      write N keys as RESP commands for `redis-cli --pipe`
   replicate REPLICA SRC N TIMEOUT    REPLICAOF, then wait for link up + DBSIZE == N; prints seconds
   wait-dbsize PORT N T0 TIMEOUT      wait until DBSIZE == N; prints seconds since T0 (epoch float)
+  mset IN N OUT                      rewrite the `SET k v` commands of IN (as written by gen) as
+                                     MSETs of N keys into OUT (other commands are copied)
+  marker SRC TIMEOUT DST...           SET a marker key on SRC, then print for each DST the seconds
+                                     until it holds the marker (the lag of a follower)
   log-times LOG T0                   strips ANSI colours from shardsync's LOG in place; prints the
                                      seconds since T0 of "full sync started" and of "RDB received
                                      and handed to the writers", and the RDB size in bytes
@@ -162,6 +166,53 @@ def log_times(path, t0):
     print(at("full sync started"), at("RDB received and handed to the writers"), m.group(1) if m else 0)
 
 
+def mset(src, n, dst):
+    """Reads the RESP commands of `src` (only arrays of bulk strings, as `gen` writes them)."""
+    data = open(src, "rb").read()
+    pos, pairs, out = 0, [], []
+
+    def flush():
+        if pairs:
+            out.append(resp(b"MSET", *pairs))
+            pairs.clear()
+
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        argc = int(data[pos + 1:end])
+        pos = end + 2
+        args = []
+        for _ in range(argc):
+            end = data.index(b"\r\n", pos)
+            ln = int(data[pos + 1:end])
+            args.append(data[end + 2:end + 2 + ln])
+            pos = end + 4 + ln
+        if argc == 3 and args[0] == b"SET":
+            pairs += args[1:]
+            if len(pairs) >= 2 * n:
+                flush()
+        else:
+            flush()
+            out.append(resp(*args))
+    flush()
+    open(dst, "wb").write(b"".join(out))
+
+
+def marker(src, timeout, dsts):
+    value = b"%.6f" % time.time()
+    conns = [Conn(d) for d in dsts]
+    Conn(src).cmd("SET", "bench:marker", value)
+    t0 = time.time()
+    lag = [None] * len(dsts)
+    while any(x is None for x in lag):
+        for i, c in enumerate(conns):
+            if lag[i] is None and c.cmd("GET", "bench:marker") == value:
+                lag[i] = time.time() - t0
+        if time.time() - t0 > timeout:
+            sys.exit("timeout: marker not on every follower after %ds" % timeout)
+        time.sleep(0.001)
+    print(" ".join("%.3f" % x for x in lag))
+
+
 def main():
     a = sys.argv[1:]
     if a[0] == "free-port":
@@ -170,6 +221,10 @@ def main():
         gen(int(a[1]), a[2], a[3])
     elif a[0] == "replicate":
         replicate(int(a[1]), int(a[2]), int(a[3]), float(a[4]))
+    elif a[0] == "mset":
+        mset(a[1], int(a[2]), a[3])
+    elif a[0] == "marker":
+        marker(int(a[1]), float(a[2]), [int(x) for x in a[3:]])
     elif a[0] == "log-times":
         log_times(a[1], float(a[2]))
     elif a[0] == "wait-dbsize":

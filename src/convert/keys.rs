@@ -234,6 +234,24 @@ impl KeyState {
         opts: &ConvertOptions,
         out: &mut Vec<DbCmd>,
     ) -> Result<(), ConvertError> {
+        // The most common key, a one-part string without a TTL: its name moves into the `SET`
+        // (the general path below clones it twice).
+        if dump.is_none()
+            && self.header.kind == ValueKind::String
+            && self.string_parts <= 1
+            && self.header.expire_ms.is_none()
+            && self.unsupported.is_empty()
+        {
+            let v = self.string_first.take().unwrap_or_default();
+            let key = std::mem::take(&mut self.header.key);
+            out.push(DbCmd {
+                db: self.db,
+                cmd: Cmd {
+                    args: vec![Bytes::from_static(b"SET"), key, v],
+                },
+            });
+            return Ok(());
+        }
         let key = self.key();
         if let Some(payload) = dump {
             if self.chunks_seen {

@@ -360,6 +360,10 @@ impl Dispatcher {
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
+        // RDB batches only: plain SETs become MSETs, per slot on a cluster (see
+        // `super::coalesce`); an MSET of one slot is routed whole.
+        let cluster = self.targets.routing().table.is_some();
+        let cmds = super::coalesce::batch(cmds, cluster);
         tokio::runtime::Handle::current().block_on(self.send(shard, run, cmds))
     }
 }

@@ -4,6 +4,7 @@
 //! into one node, and the cross-slot fallback.
 
 pub mod clear;
+pub mod coalesce;
 pub mod crossslot;
 pub mod dispatch;
 pub mod error;

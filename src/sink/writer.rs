@@ -732,7 +732,8 @@ fn check_reply(node: &str, cmd: &Cmd, frame: &Frame) -> u64 {
     match frame {
         Frame::Error(e) => {
             report(e);
-            1
+            // A coalesced `MSET` of the full sync stands for one write per key.
+            super::coalesce::writes_in(cmd)
         }
         Frame::Array(items) if cmd.is("EXEC") => {
             let mut n = 0;

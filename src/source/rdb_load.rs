@@ -100,6 +100,11 @@ pub fn load<R: Read>(
     // Resolved once: the per-key path must not build label sets.
     let keys_total =
         metrics::counter!(crate::observe::telemetry::RDB_KEYS, "shard" => shard.name.clone());
+    let count_keys = |n: u64| {
+        shard.rdb_keys.fetch_add(n, Ordering::Relaxed);
+        keys_total.increment(n);
+    };
+    let mut counted = 0u64;
     let filtering = !filter.is_noop();
     let mut skipping = false;
     let mut skipped = [0u64; 2];
@@ -142,8 +147,6 @@ pub fn load<R: Read>(
         }
         if let Item::KeyStart(_) = &item {
             stats.keys += 1;
-            shard.rdb_keys.fetch_add(1, Ordering::Relaxed);
-            keys_total.increment(1);
         }
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {
@@ -170,6 +173,9 @@ pub fn load<R: Read>(
             .map(|c| c.cmd.encoded_len())
             .sum::<usize>();
         if cmds.len() >= settings.batch_max_commands || bytes >= settings.batch_max_bytes {
+            // Key counters move per batch, not per key (the per-key path stays free of them).
+            count_keys(stats.keys - counted);
+            counted = stats.keys;
             send(std::mem::replace(
                 &mut cmds,
                 Vec::with_capacity(settings.batch_max_commands),
@@ -178,6 +184,7 @@ pub fn load<R: Read>(
             bytes = 0;
         }
     }
+    count_keys(stats.keys - counted);
     if !cmds.is_empty() {
         send(cmds)?;
         shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);

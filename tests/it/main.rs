@@ -8,6 +8,7 @@ mod rdb_support;
 mod acl;
 mod cascade;
 mod cli_errors;
+mod coalesce;
 mod command_table;
 mod convert_real;
 mod corpus_sync;
