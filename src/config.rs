@@ -283,6 +283,7 @@ pub struct FileSync {
     pub max_aux_bytes: Option<usize>,
     pub max_element_bytes: Option<usize>,
     pub max_blob_bytes: Option<usize>,
+    pub max_stream_rebuild_bytes: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
     /// Source databases to sync (`dbs = [0, 3]`); all when absent.
@@ -367,6 +368,9 @@ pub struct SyncSettings {
     pub max_aux_bytes: usize,
     pub max_element_bytes: usize,
     pub max_blob_bytes: usize,
+    /// Entry bytes of one stream held back for an exact rebuild with plain commands (see
+    /// [`crate::convert::ConvertOptions::stream_hold_max_bytes`]).
+    pub max_stream_rebuild_bytes: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
@@ -427,6 +431,7 @@ impl Default for SyncSettings {
             max_aux_bytes: crate::rdb::DEFAULT_MAX_AUX_BYTES,
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
+            max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
             filter: Default::default(),
         }
@@ -726,6 +731,9 @@ impl Config {
                 d.max_element_bytes,
             )?,
             max_blob_bytes: positive("max_blob_bytes", f.max_blob_bytes, d.max_blob_bytes)?,
+            max_stream_rebuild_bytes: f
+                .max_stream_rebuild_bytes
+                .unwrap_or(d.max_stream_rebuild_bytes),
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {
