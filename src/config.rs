@@ -115,9 +115,9 @@ impl Endpoint {
                 "target"
             };
             let client = crate::net::tls::TlsClient::new(side, &host, &Default::default())
-                .map_err(|why| ConfigError::Invalid {
+                .map_err(|e| ConfigError::Invalid {
                     key: what.to_string(),
-                    why,
+                    why: e.to_string(),
                 })?;
             Some(client)
         } else {
@@ -153,10 +153,10 @@ impl Endpoint {
                 ),
             });
         }
-        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|why| {
+        let client = crate::net::tls::TlsClient::new(side, &self.host, &opts).map_err(|e| {
             ConfigError::Invalid {
                 key: format!("{side}.tls"),
-                why,
+                why: e.to_string(),
             }
         })?;
         self.tls = Some(client);
@@ -286,6 +286,7 @@ pub struct FileSync {
     pub exactly_once: Option<bool>,
     pub progress_prefix: Option<String>,
     pub instance: Option<String>,
+    pub max_stream_rebuild_bytes: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
     /// Source databases to sync (`dbs = [0, 3]`); all when absent.
@@ -370,6 +371,9 @@ pub struct SyncSettings {
     pub max_aux_bytes: usize,
     pub max_element_bytes: usize,
     pub max_blob_bytes: usize,
+    /// Entry bytes of one stream held back for an exact rebuild with plain commands (see
+    /// [`crate::convert::ConvertOptions::stream_hold_max_bytes`]).
+    pub max_stream_rebuild_bytes: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
@@ -436,6 +440,7 @@ impl Default for SyncSettings {
             max_aux_bytes: crate::rdb::DEFAULT_MAX_AUX_BYTES,
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
+            max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
             // Opt-in: the progress keys are visible in the target's keyspace (one per source
             // shard, in db 0) and the writers need CLIENT LIST/KILL; see README.
@@ -740,6 +745,9 @@ impl Config {
                 d.max_element_bytes,
             )?,
             max_blob_bytes: positive("max_blob_bytes", f.max_blob_bytes, d.max_blob_bytes)?,
+            max_stream_rebuild_bytes: f
+                .max_stream_rebuild_bytes
+                .unwrap_or(d.max_stream_rebuild_bytes),
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {

@@ -17,6 +17,12 @@ pub fn quoted(bytes: impl AsRef<[u8]>) -> String {
     Escaped::new(bytes.as_ref()).quoted().to_string()
 }
 
+/// The first argument of `cmd` (the key, for most commands), quoted for a log line; empty when
+/// it has none.
+pub fn quoted_key(cmd: &crate::cmd::Cmd) -> String {
+    cmd.args.get(1).map(quoted).unwrap_or_default()
+}
+
 /// `bytes` escaped without quotes, at most [`DEFAULT_LIMIT`] input bytes shown.
 pub fn text(bytes: impl AsRef<[u8]>) -> String {
     Escaped::new(bytes.as_ref()).to_string()

@@ -111,15 +111,9 @@ fn verify(args: VerifyArgs) -> ExitCode {
         ignore: shardsync::verify::IgnorePrefixes(ignore),
         filter: cfg.sync.filter.clone(),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(2) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shardsync: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(shardsync::verify::run(&cfg, &opts, &filter)) {
         Ok(report) => {
@@ -140,6 +134,18 @@ fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
+/// A single-threaded runtime for a command that is one request/response job; on failure the
+/// error is printed and the command exits with `code`.
+fn runtime(code: u8) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("shardsync: {e}");
+            ExitCode::from(code)
+        })
+}
+
 #[derive(Args)]
 struct StatusArgs {
     /// The running shardsync's --metrics-addr.
@@ -153,15 +159,9 @@ struct StatusArgs {
 /// `shardsync status`: exit 0 when the run is healthy enough to answer, 1 when it reports
 /// `failed`, 2 when it cannot be reached.
 fn status(args: StatusArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(1) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shardsync: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let addr = args
         .addr
@@ -215,31 +215,15 @@ struct LoadRdbArgs {
     target_password: Option<String>,
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// PEM file of the CA certificate(s) that signed a rediss:// target's certificate.
-    #[arg(long, value_name = "PEM")]
-    target_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate for a target that checks clients.
-    #[arg(long, value_name = "PEM")]
-    target_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of --target-tls-cert-file.
-    #[arg(long, value_name = "PEM")]
-    target_tls_key_file: Option<PathBuf>,
-    /// Name the target's certificates must be valid for (default: the URL's host).
-    #[arg(long, value_name = "NAME")]
-    target_tls_server_name: Option<String>,
+    #[command(flatten)]
+    target_tls: TargetTlsArgs,
     /// Do not verify the target's certificate.
     #[arg(long)]
     tls_insecure: bool,
 }
 
 fn load_rdb(args: LoadRdbArgs) -> ExitCode {
-    let tls = TlsOptions {
-        ca_file: args.target_tls_ca_file.clone(),
-        cert_file: args.target_tls_cert_file.clone(),
-        key_file: args.target_tls_key_file.clone(),
-        server_name: args.target_tls_server_name.clone(),
-        insecure: false,
-    };
+    let tls = args.target_tls.options();
     let parsed = shardsync::config::Endpoint::parse("--target", &args.target)
         .and_then(|t| t.with_tls("target", tls, args.tls_insecure));
     let mut target = match parsed {
@@ -364,7 +348,18 @@ struct TlsArgs {
     /// Name the source's certificates must be valid for (default: the URL's host).
     #[arg(long, value_name = "NAME")]
     source_tls_server_name: Option<String>,
-    /// PEM file of the CA certificate(s) that signed the target's certificate.
+    #[command(flatten)]
+    target: TargetTlsArgs,
+    /// Do not verify the certificates of rediss:// servers (encrypted but not authenticated).
+    #[arg(long)]
+    tls_insecure: bool,
+}
+
+/// TLS options of a `rediss://` target (`run`, `check`, `verify` and `load-rdb`).
+#[derive(Args)]
+struct TargetTlsArgs {
+    /// PEM file of the CA certificate(s) that signed the target's certificate (default: the
+    /// system's CAs).
     #[arg(long, value_name = "PEM")]
     target_tls_ca_file: Option<PathBuf>,
     /// PEM client certificate for a target that checks clients.
@@ -376,9 +371,18 @@ struct TlsArgs {
     /// Name the target's certificates must be valid for (default: the URL's host).
     #[arg(long, value_name = "NAME")]
     target_tls_server_name: Option<String>,
-    /// Do not verify the certificates of rediss:// servers (encrypted but not authenticated).
-    #[arg(long)]
-    tls_insecure: bool,
+}
+
+impl TargetTlsArgs {
+    fn options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.target_tls_ca_file.clone(),
+            cert_file: self.target_tls_cert_file.clone(),
+            key_file: self.target_tls_key_file.clone(),
+            server_name: self.target_tls_server_name.clone(),
+            insecure: false,
+        }
+    }
 }
 
 impl CommonArgs {
@@ -422,13 +426,7 @@ impl CommonArgs {
                     server_name: self.tls.source_tls_server_name,
                     insecure: false,
                 },
-                target_tls: TlsOptions {
-                    ca_file: self.tls.target_tls_ca_file,
-                    cert_file: self.tls.target_tls_cert_file,
-                    key_file: self.tls.target_tls_key_file,
-                    server_name: self.tls.target_tls_server_name,
-                    insecure: false,
-                },
+                target_tls: self.tls.target.options(),
                 tls_insecure: self.tls.tls_insecure,
             },
         )

@@ -131,6 +131,7 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.extend(crate::precheck_acl::checks(cfg, &source, &target).await);
     checks.push(filters_check(cfg, &source).await);
     checks.push(crate::precheck_functions::check(&source, &target).await);
+    checks.extend(crate::precheck_features::check(&source, &target));
 
     let (si, ti) = (source.info(), target.info());
     let restore = ti.accepts_dump(si.flavor, si.rdb_version());

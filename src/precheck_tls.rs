@@ -76,7 +76,7 @@ pub async fn check(side: &'static str, ep: &Endpoint) -> Option<Check> {
 }
 
 /// Sends `PING` and reads the start of any reply (`+PONG`, or `-NOAUTH` before the login).
-async fn ping(side: &str, s: &mut Stream) -> Result<(), String> {
+async fn ping(side: &str, s: &mut Stream) -> std::io::Result<()> {
     let io = async {
         s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
         let mut b = [0u8; 64];
@@ -91,7 +91,10 @@ async fn ping(side: &str, s: &mut Stream) -> Result<(), String> {
         }
     };
     match tokio::time::timeout(Duration::from_secs(10), io).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("no answer to PING within 10 s after the TLS handshake".into()),
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer to PING within 10 s after the TLS handshake",
+        )),
     }
 }

@@ -258,23 +258,18 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 
 fn report(g: Group, name: &str, why: &str, restarting: bool) {
     metrics::counter!(crate::observe::telemetry::TASK_FAILURES, "task" => g.name()).increment(1);
-    if restarting {
-        tracing::error!(
-            task = g.name(),
-            name,
-            error = why,
-            "a {} task failed; restarting it (this is a bug: please report it with this log)",
-            g.name()
-        );
+    let then = if restarting {
+        "restarting it"
     } else {
-        tracing::error!(
-            task = g.name(),
-            name,
-            error = why,
-            "a {} task failed and stays stopped (this is a bug: please report it with this log)",
-            g.name()
-        );
-    }
+        "it stays stopped"
+    };
+    tracing::error!(
+        task = g.name(),
+        name,
+        error = why,
+        "a {} task failed; {then} (this is a bug: please report it with this log)",
+        g.name()
+    );
 }
 
 #[cfg(test)]

@@ -81,14 +81,48 @@ impl PartialEq for TlsClient {
 }
 impl Eq for TlsClient {}
 
+/// Why a TLS client cannot be built from its options; each names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    /// A PEM file that cannot be used: `setting` is e.g. `target.tls.ca_file`.
+    #[error("{setting} {}: {why}", path.display())]
+    File {
+        setting: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{side}.tls.cert_file / key_file: the key does not fit the certificate ({why})")]
+    KeyMismatch { side: String, why: String },
+    #[error(
+        "{side}.tls: a client certificate needs both cert_file and key_file (--{side}-tls-cert-file and --{side}-tls-key-file)"
+    )]
+    HalfPair { side: String },
+    #[error("{side}.tls.server_name {name:?} is not a host name or an IP address")]
+    ServerName { side: String, name: String },
+}
+
+fn file_error(side: &str, key: &str, path: &Path, why: String) -> TlsSetupError {
+    TlsSetupError::File {
+        setting: format!("{side}.tls.{key}"),
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
 impl TlsClient {
     /// Builds the client of `side` ("source"/"target") for a deployment reached at `host`. Reads
     /// the certificate files now: a missing or unreadable file is an error naming it.
-    pub fn new(side: &'static str, host: &str, opts: &TlsOptions) -> Result<TlsClient, String> {
+    pub fn new(
+        side: &'static str,
+        host: &str,
+        opts: &TlsOptions,
+    ) -> Result<TlsClient, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?;
+            .map_err(|e| TlsSetupError::Setup(e.to_string()))?;
         let builder = if opts.insecure {
             builder
                 .dangerous()
@@ -101,25 +135,32 @@ impl TlsClient {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(side, "cert_file", cert)?;
                 let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    format!(
-                        "{side}.tls.key_file {}: no readable PEM private key ({e})",
-                        key.display()
+                    file_error(
+                        side,
+                        "key_file",
+                        key,
+                        format!("no readable PEM private key ({e})"),
                     )
                 })?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    format!("{side}.tls.cert_file / key_file: the key does not fit the certificate ({e})")
+                    TlsSetupError::KeyMismatch {
+                        side: side.to_string(),
+                        why: e.to_string(),
+                    }
                 })?
             }
             _ => {
-                return Err(format!(
-                    "{side}.tls: a client certificate needs both cert_file and key_file (--{side}-tls-cert-file and --{side}-tls-key-file)"
-                ));
+                return Err(TlsSetupError::HalfPair {
+                    side: side.to_string(),
+                });
             }
         };
         let name_text = opts.server_name.clone().unwrap_or_else(|| host.to_string());
-        let name = ServerName::try_from(name_text.clone()).map_err(|_| {
-            format!("{side}.tls.server_name {name_text:?} is not a host name or an IP address")
-        })?;
+        let name =
+            ServerName::try_from(name_text.clone()).map_err(|_| TlsSetupError::ServerName {
+                side: side.to_string(),
+                name: name_text.clone(),
+            })?;
         Ok(TlsClient(Arc::new(Inner {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             name,
@@ -206,15 +247,17 @@ pub fn explain(side: &str, name: &str, e: &std::io::Error) -> String {
 }
 
 /// The trusted CA certificates: those of `ca_file`, or the system's.
-fn roots(side: &str, ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+fn roots(side: &str, ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
     let mut store = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
             for cert in read_certs(side, "ca_file", path)? {
                 store.add(cert).map_err(|e| {
-                    format!(
-                        "{side}.tls.ca_file {}: not a usable CA certificate ({e})",
-                        path.display()
+                    file_error(
+                        side,
+                        "ca_file",
+                        path,
+                        format!("not a usable CA certificate ({e})"),
                     )
                 })?;
             }
@@ -230,14 +273,20 @@ fn roots(side: &str, ca_file: Option<&Path>) -> Result<rustls::RootCertStore, St
 }
 
 /// Every certificate of a PEM file; an error when it has none.
-fn read_certs(side: &str, key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certs(
+    side: &str,
+    key: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{side}.tls.{key} {}: {e}", path.display()))?;
+        .map_err(|e| file_error(side, key, path, e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "{side}.tls.{key} {}: no PEM certificate in the file",
-            path.display()
+        return Err(file_error(
+            side,
+            key,
+            path,
+            "no PEM certificate in the file".into(),
         ));
     }
     Ok(certs)
@@ -337,13 +386,17 @@ mod tests {
             cert_file: Some("/nonexistent/client.pem".into()),
             ..Default::default()
         };
-        let err = TlsClient::new("target", "h", &half).unwrap_err();
+        let err = TlsClient::new("target", "h", &half)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--target-tls-key-file"), "{err}");
         let missing = TlsOptions {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         };
-        let err = TlsClient::new("target", "h", &missing).unwrap_err();
+        let err = TlsClient::new("target", "h", &missing)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("target.tls.ca_file /nonexistent/ca.pem"),
             "{err}"
@@ -356,7 +409,8 @@ mod tests {
                 ..Default::default()
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("server_name"), "{err}");
     }
 

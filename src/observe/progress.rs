@@ -89,6 +89,8 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
+    /// Parts of the data the target cannot hold (see [`crate::observe::events::LossyConversion`]).
+    pub lossy_conversions: AtomicU64,
     /// Keys copied from the source after the target rejected a write ([`crate::sink::repair`]).
     pub key_repairs: AtomicU64,
     /// Keys whose repair failed (the target keeps what it has).
@@ -168,6 +170,7 @@ impl ShardState {
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
+            lossy_conversions: AtomicU64::new(0),
             key_repairs: AtomicU64::new(0),
             key_repairs_failed: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),

@@ -52,6 +52,7 @@ pub const TARGET_APPLIED_OFFSET: &str = "shardsync_target_applied_offset_bytes";
 pub const TARGET_DROPPED_WRITES: &str = "shardsync_target_dropped_writes_total";
 pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
 pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
+pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
 pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
@@ -90,6 +91,7 @@ pub const ALL: &[&str] = &[
     TARGET_DROPPED_WRITES,
     FILTERED_COMMANDS,
     FILTERED_KEYS,
+    LOSSY_CONVERSIONS,
     TASK_FAILURES,
 ];
 
@@ -309,6 +311,10 @@ fn describe() {
         "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
     );
     describe_counter!(
+        LOSSY_CONVERSIONS,
+        "parts of the source's data the target cannot hold, by shard and kind (hash_field_ttl: hash fields written without their TTL); each also logged as a warning with its key"
+    );
+    describe_counter!(
         TASK_FAILURES,
         "long-lived tasks (heartbeat, checkpointer, target writer, HTTP listener…) that ended unexpectedly (a panic), by task kind; each is logged"
     );
@@ -362,6 +368,9 @@ pub fn register_shard(shard: &str) {
     }
     for rule in ["db", "key"] {
         counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
+    }
+    for kind in crate::convert::loss::KINDS {
+        counter!(LOSSY_CONVERSIONS, "shard" => s.clone(), "kind" => *kind).increment(0);
     }
 }
 

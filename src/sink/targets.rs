@@ -314,12 +314,7 @@ pub(super) fn lost(addr: &str, batch: &Batch) {
         let Some(suppressed) = crate::observe::lograte::allow(addr, "redirect_lost") else {
             continue;
         };
-        let key = c
-            .cmd
-            .args
-            .get(1)
-            .map(crate::escape::quoted)
-            .unwrap_or_default();
+        let key = crate::escape::quoted_key(&c.cmd);
         tracing::error!(node = addr, command = %c.cmd.name_upper(), key = %key, suppressed, "a redirected write could not be delivered (shutting down or unknown node)");
     }
 }

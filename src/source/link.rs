@@ -107,7 +107,7 @@ pub enum LinkError {
     Sink(#[from] crate::sink::SinkError),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
-    #[error("the RDB from the source is corrupt: {error}; {aftermath}")]
+    #[error("the RDB from the source {}: {error}; {aftermath}", if matches!(.error.kind, crate::rdb::RdbErrorKind::TooLarge { .. }) { "holds a value over a configured limit" } else { "is corrupt" })]
     CorruptRdb {
         error: crate::rdb::RdbError,
         /// What happened to the keys already written from it.
@@ -319,7 +319,13 @@ async fn run(
             return Err(LinkError::NotMaster(endpoint.to_string()));
         }
     }
-    let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
+    let reply = handshake::handshake(
+        &mut conn,
+        settings.listening_port,
+        resume.as_ref(),
+        handshake::declares_version(&settings.source),
+    )
+    .await?;
     let epoch;
     // A master repeats no SELECT after +CONTINUE: the stream resumes in the saved database.
     let mut stream_db = 0;
@@ -511,6 +517,7 @@ async fn full_sync(
             use_restore,
             elements_per_command: settings.sync.elements_per_command,
             replace: true,
+            stream_hold_max_bytes: settings.sync.max_stream_rebuild_bytes,
         },
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,
@@ -680,7 +687,19 @@ async fn restore_off_loop(
         settings.sync.batch_max_commands,
         settings.sync.batch_max_bytes,
     );
+    let shard2 = shard.clone();
     let job = tokio::task::spawn_blocking(move || {
+        let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
+        if lost > 0 {
+            let key = cmd.args.get(1).cloned().unwrap_or_default();
+            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                shard: &shard2,
+                kind: crate::convert::loss::HASH_FIELD_TTL,
+                count: lost,
+                key: &key,
+                during: "live stream",
+            });
+        }
         let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
         let mut bytes = 0usize;
         let mut open = true;
@@ -774,7 +793,29 @@ async fn stream(
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
-                if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                let large = is_large_foreign_restore(&dc.cmd, &settings.target);
+                if !large {
+                    // (A large RESTORE is counted off the event loop, in `restore_off_loop`.)
+                    let lost =
+                        crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target)
+                            + crate::convert::loss::restore_field_ttls_dropped(
+                                &dc.cmd,
+                                &settings.target,
+                            );
+                    if lost > 0 {
+                        let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
+                        crate::observe::events::Emit::emit(
+                            crate::observe::events::LossyConversion {
+                                shard,
+                                kind: crate::convert::loss::HASH_FIELD_TTL,
+                                count: lost,
+                                key: &key,
+                                during: "live stream",
+                            },
+                        );
+                    }
+                }
+                if large {
                     // Decoded off the event loop; what came before it goes first, then its
                     // commands as they are produced (bounded), each run behind the last.
                     if let Some(last) = out.last() {

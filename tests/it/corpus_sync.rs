@@ -50,6 +50,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::compare::{CompareOptions, Difference, compare_servers_with};
+use common::status::{full_sync_done, status, status_addr_arg};
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -427,6 +428,7 @@ fn sync_run(file: &Path, kind: ServerKind, skip_load_rdb: bool, hb_config: &Path
         let state_dir = state.path().to_str().expect("utf-8 temp path");
         let cfg = hb_config.to_str().expect("utf-8 temp path");
         let (su, du) = (src.url(), dst.url());
+        let status_at = status_addr_arg();
         let mut ss = Shardsync::spawn(&[
             "run",
             "--config",
@@ -438,11 +440,14 @@ fn sync_run(file: &Path, kind: ServerKind, skip_load_rdb: bool, hb_config: &Path
             "--state-dir",
             state_dir,
             "--metrics-addr",
-            "off",
+            &status_at,
         ]);
-        if !ss.wait_for_log("RDB received", Duration::from_secs(60)) {
+        let applied = wait_until(Duration::from_secs(60), || {
+            status(&status_at).is_some_and(|st| full_sync_done(&st))
+        });
+        if !applied {
             return Err(format!(
-                "no \"RDB received\" within 60 s (exit {:?}); log tail:\n{}",
+                "the full sync was not applied within 60 s (exit {:?}); log tail:\n{}",
                 ss.poll(),
                 strip_ansi(&ss.log_tail(30))
             ));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::fake_peer::{
     FakeMaster, RDB_END, fullresync, peak_rss_kib, rdb_len, rdb_str, write_filler,
 };
+use crate::common::status::{full_sync_done, status_addr_arg};
 use crate::common::{RedisServer, ServerKind, Shardsync};
 
 /// The RDB header of a Redis 7.0 file (`REDIS0010`).
@@ -37,7 +38,7 @@ fn run(
         "--state-dir",
         state.to_str().expect("utf8"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
     ]);
     (p, dir)
 }
@@ -234,7 +235,7 @@ fn huge_key_name_is_refused_naming_the_limit() {
     let (mut p, _d) = run(&m, &target, "");
     expect_error_under(
         &mut p,
-        "key name of 134217728 bytes exceeds the limit of 67108864 bytes (ParseOptions::max_key_bytes)",
+        "of 134217728 bytes exceeds the limit of 67108864 bytes; raise sync.max_key_bytes",
         120,
     );
     let n: u64 = redis::cmd("DBSIZE")
@@ -263,7 +264,11 @@ fn huge_aux_field_is_skipped_and_the_sync_goes_on() {
         let _ = c.write_all(&tail);
     }));
     let (mut p, _d) = run(&m, &target, "");
-    p.expect_log("RDB received", Duration::from_secs(120));
+    p.wait_status(
+        Duration::from_secs(120),
+        "the full sync applied",
+        full_sync_done,
+    );
     let mut t = target.client();
     let v: Option<String> = redis::cmd("GET")
         .arg("after-aux")
@@ -309,7 +314,11 @@ fn giant_quicklist_node_is_decoded_in_bounded_chunks() {
         let _ = c.write_all(&rdb);
     }));
     let (mut p, _d) = run(&m, &target, "");
-    p.expect_log("RDB received", Duration::from_secs(240));
+    p.wait_status(
+        Duration::from_secs(240),
+        "the full sync applied",
+        full_sync_done,
+    );
     let mut t = target.client();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -386,7 +395,11 @@ fn large_foreign_restore_is_decoded_off_the_event_loop() {
         "--heartbeat-key",
         "",
     ]);
-    p.expect_log("RDB received", Duration::from_secs(60));
+    p.wait_status(
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
     let mut s = src.client();
     for b in 0..N / 10_000 {
         let vals: Vec<String> = (0..10_000)

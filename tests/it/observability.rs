@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::status::{full_sync_done, wait_status};
 use common::*;
 
 const SOURCE_PW: &str = "src-Pw-7f3a9c";
@@ -199,7 +200,13 @@ fn metrics_and_status_follow_a_real_sync_without_leaking_passwords() {
     );
 
     // Full sync: keys loaded equals the keys of the source.
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    wait_status(
+        &mut ss,
+        &addr,
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
     assert!(
         wait_until(Duration::from_secs(60), || dbsize(&mut dc) >= N as u64),
         "target has {} keys, want {N}",
@@ -520,7 +527,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     ]);
     let addr = metrics_addr(&mut ss);
     let prom = Prometheus::start(&addr);
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    wait_status(
+        &mut ss,
+        &addr,
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
 
     // Keep data flowing while Prometheus collects enough scrapes for rate() over 1m.
     let start = Instant::now();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::cluster::{RedisCluster, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
 use common::server::pick_free_port;
+use common::status::{full_sync_done, status_addr_arg};
 use common::tls::{TestPki, TlsServer, tls_url};
 use common::*;
 
@@ -74,9 +75,13 @@ fn standalone_full_and_incremental_over_tls() {
         "--state-dir",
         state.path().to_str().expect("utf-8 temp path"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
     ]);
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
 
     // A key the target holds with another type: the source's APPEND is refused there, and the
     // key is repaired by copying it from the source (a TLS connection of its own).
@@ -244,11 +249,13 @@ fn tls_cluster_to_tls_cluster_with_client_certificates() {
         "--state-dir",
         state.path().to_str().expect("utf-8 temp path"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
     ]);
-    for _ in 0..3 {
-        ss.expect_log("RDB received", Duration::from_secs(60));
-    }
+    ss.wait_status(
+        Duration::from_secs(60),
+        "every full sync applied",
+        full_sync_done,
+    );
     crate::e2e_cluster::workload_cluster(&src, &tags);
     let after = now_ms();
     let (mut sr, mut dr) = (src.reader(), dst.reader());
@@ -516,9 +523,13 @@ fn prefer_replica_on_a_tls_source() {
         "--state-dir",
         state.path().to_str().expect("utf-8 temp path"),
         "--metrics-addr",
-        "off",
+        &status_addr_arg(),
     ]);
-    ss.expect_log("RDB received", Duration::from_secs(60));
+    ss.wait_status(
+        Duration::from_secs(60),
+        "the full sync applied",
+        full_sync_done,
+    );
     let chosen = format!("replica=127.0.0.1:{}", replica.tls_port);
     assert!(
         ss.log()
