@@ -123,9 +123,11 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     // its writers and its repair queue (rejected writes are repaired by copying their keys from
     // the source, sink/repair.rs); with several targets each is prechecked here first.
     let writer_arbiter = Arbiter::new();
-    let outputs = Outputs::start(&cfg, &pre.target, &writer_arbiter.handle(), &tree)
+    let mut outputs = Outputs::start(&cfg, &pre.target, &writer_arbiter.handle(), &tree)
         .await
         .map_err(|e| board.failed(e))?;
+    // Exactly-once (sink/exact.rs): the target's progress keys are where each shard resumes.
+    outputs.read_progress(&pre.source).await;
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
         let target_was_empty = outputs.all_empty();
@@ -137,6 +139,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
                 .flatten()
                 .is_some()
         });
+        let ours = ours || crate::sink::exact::any_ours(&outputs.progress);
         cfg.sync.on_resync = Some(if target_was_empty || ours {
             crate::config::OnResync::Clear
         } else {
@@ -167,6 +170,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         if let Some(p) = &resume {
             tracing::info!(shard = %state.name, replid = %p.replid, offset = p.offset, "found checkpoint; will try to resume");
         }
+        let (resume, _) =
+            crate::sink::exact::resume_from(&state, resume, outputs.progress.get(&state.name));
         let from = if cfg.source_prefer_replica {
             let r = node.replicas.first().cloned().ok_or_else(|| {
                 board.failed(RunError::Precheck(format!(

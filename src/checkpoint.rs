@@ -82,6 +82,7 @@ mod tests {
         let p = ReplPosition {
             replid: "a".repeat(40),
             offset: 42,
+            db: 3,
         };
         store(d.path(), "127.0.0.1:7000", &p).unwrap();
         assert_eq!(load(d.path(), "127.0.0.1:7000").unwrap(), Some(p));

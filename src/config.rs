@@ -294,6 +294,10 @@ pub struct FileSync {
     pub max_aux_bytes: Option<usize>,
     pub max_element_bytes: Option<usize>,
     pub max_blob_bytes: Option<usize>,
+    pub exactly_once: Option<bool>,
+    pub progress_prefix: Option<String>,
+    pub instance: Option<String>,
+    pub max_stream_rebuild_bytes: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
     /// Source databases to sync (`dbs = [0, 3]`); all when absent.
@@ -378,9 +382,18 @@ pub struct SyncSettings {
     pub max_aux_bytes: usize,
     pub max_element_bytes: usize,
     pub max_blob_bytes: usize,
+    /// Entry bytes of one stream held back for an exact rebuild with plain commands (see
+    /// [`crate::convert::ConvertOptions::stream_hold_max_bytes`]).
+    pub max_stream_rebuild_bytes: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
+    /// Exactly-once delivery on a standalone target (see [`crate::sink::exact`]).
+    pub exactly_once: bool,
+    /// Prefix of the progress keys on the target (never copied on by a cascade).
+    pub progress_prefix: String,
+    /// This instance's name, part of its progress keys (one per shardsync writing a target).
+    pub instance: String,
     /// Database selection, key filters, command deny-list (see [`crate::router::filter`]).
     pub filter: crate::router::filter::Filter,
 }
@@ -438,7 +451,13 @@ impl Default for SyncSettings {
             max_aux_bytes: crate::rdb::DEFAULT_MAX_AUX_BYTES,
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
+            max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
+            // Opt-in: the progress keys are visible in the target's keyspace (one per source
+            // shard, in db 0) and the writers need CLIENT LIST/KILL; see README.
+            exactly_once: false,
+            progress_prefix: "__shardsync:progress:".into(),
+            instance: "default".into(),
             filter: Default::default(),
         }
     }
@@ -740,6 +759,9 @@ impl Config {
                 d.max_element_bytes,
             )?,
             max_blob_bytes: positive("max_blob_bytes", f.max_blob_bytes, d.max_blob_bytes)?,
+            max_stream_rebuild_bytes: f
+                .max_stream_rebuild_bytes
+                .unwrap_or(d.max_stream_rebuild_bytes),
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {
@@ -754,6 +776,27 @@ impl Config {
                     out
                 }
                 (None, None) => Default::default(),
+            },
+            exactly_once: f.exactly_once.unwrap_or(d.exactly_once),
+            progress_prefix: match f.progress_prefix {
+                Some(p) if p.is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        key: "sync.progress_prefix".into(),
+                        why: "must not be empty".into(),
+                    });
+                }
+                Some(p) => p,
+                None => d.progress_prefix,
+            },
+            instance: match f.instance {
+                Some(n) if n.is_empty() || n.contains(['{', '}']) => {
+                    return Err(ConfigError::Invalid {
+                        key: "sync.instance".into(),
+                        why: "must be a non-empty name without { or }".into(),
+                    });
+                }
+                Some(n) => n,
+                None => d.instance,
             },
             filter: Default::default(),
         };

@@ -29,6 +29,7 @@ pub mod observe;
 pub mod outputs;
 pub mod precheck;
 pub mod precheck_acl;
+pub mod precheck_features;
 pub mod precheck_functions;
 pub mod precheck_tls;
 pub mod rdb;

@@ -114,6 +114,7 @@ pub async fn run(
             use_restore,
             elements_per_command: sync.elements_per_command,
             replace: true,
+            stream_hold_max_bytes: sync.max_stream_rebuild_bytes,
         },
         batch_max_commands: sync.batch_max_commands,
         batch_max_bytes: sync.batch_max_bytes,

@@ -105,6 +105,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
     if !cfg.sync.heartbeat_key.is_empty() {
         ignore.push(cfg.sync.heartbeat_key.clone().into_bytes());
     }
+    // Exactly-once progress keys live only on the target.
+    ignore.push(cfg.sync.progress_prefix.clone().into_bytes());
     let filter = shardsync::verify::SyncFilter {
         ignore: shardsync::verify::IgnorePrefixes(ignore),
         filter: cfg.sync.filter.clone(),

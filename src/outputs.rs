@@ -39,6 +39,8 @@ pub struct Output {
     tree: Arc<Tree>,
     /// This target's leg of every shard (one-to-many).
     legs: Arc<Mutex<Vec<Arc<ShardState>>>>,
+    /// Exactly-once mode for this target (a single standalone target only).
+    pub exact: Option<Arc<crate::sink::exact::Exact>>,
 }
 
 impl Output {
@@ -54,6 +56,8 @@ impl Output {
 /// Every target of the run (see the module doc).
 pub struct Outputs {
     pub list: Vec<Output>,
+    /// Exactly-once: each shard's progress key as read at start (by shard name).
+    pub progress: std::collections::HashMap<String, Result<crate::sink::exact::Progress, String>>,
 }
 
 /// A failed precheck of one of the targets after the first.
@@ -107,6 +111,8 @@ impl Outputs {
             } else {
                 run_tree.clone()
             };
+            // Exactly-once needs the one target to hold the truth (not with several targets).
+            let exact = crate::sink::exact::for_target(&cfg.sync, topology.is_cluster() || multi);
             let targets = Targets::start(
                 &topology,
                 &spec.endpoint,
@@ -115,6 +121,7 @@ impl Outputs {
                     heartbeat_key: Bytes::from(cfg.sync.heartbeat_key.clone()),
                     reply_timeout: spec.reply_timeout,
                     repairs: Some(repairs.clone()),
+                    exact: exact.clone(),
                 },
                 cfg.sync.queue_batches,
                 arbiter.clone(),
@@ -128,9 +135,32 @@ impl Outputs {
                 topology,
                 tree,
                 legs,
+                exact,
             });
         }
-        Ok(Outputs { list })
+        Ok(Outputs {
+            list,
+            progress: Default::default(),
+        })
+    }
+
+    /// Exactly-once: closes a killed run's connections and reads every shard's progress key.
+    pub async fn read_progress(&mut self, source: &Topology) {
+        if let Some(o) = self.list.first() {
+            self.progress =
+                crate::sink::exact::read_all(o.exact.as_deref(), &o.spec.endpoint, source).await;
+        }
+    }
+
+    /// True when the target holds a copy of shard `name` that a full sync must clear first.
+    fn exact_dirty(&self, dir: &std::path::Path, name: &str) -> bool {
+        match self.progress.get(name) {
+            Some(Ok(crate::sink::exact::Progress::FullSync)) => true,
+            Some(Ok(crate::sink::exact::Progress::Absent)) => {
+                checkpoint::load(dir, name).ok().flatten().is_some()
+            }
+            _ => false,
+        }
     }
 
     /// More than one target.
@@ -185,16 +215,23 @@ impl Outputs {
             .list
             .iter()
             .map(|o| {
-                Dispatcher::new(o.targets.clone(), o.sync.clone()).with_repair(Repairer::new(
-                    o.repairs.clone(),
-                    RepairContext {
-                        source: cfg.source.clone(),
-                        source_info: node.info.clone(),
-                        target_info: o.topology.info(),
-                        sync: o.sync.clone(),
-                        cluster_target: o.targets.cluster,
-                    },
-                ))
+                let d =
+                    Dispatcher::new(o.targets.clone(), o.sync.clone()).with_repair(Repairer::new(
+                        o.repairs.clone(),
+                        RepairContext {
+                            source: cfg.source.clone(),
+                            source_info: node.info.clone(),
+                            target_info: o.topology.info(),
+                            sync: o.sync.clone(),
+                            cluster_target: o.targets.cluster,
+                        },
+                    ));
+                match &o.exact {
+                    Some(e) => {
+                        d.with_exact(e.clone(), self.exact_dirty(&cfg.state_dir, &shard.name))
+                    }
+                    None => d,
+                }
             })
             .collect();
         Fanout::many(shard, ds)
@@ -235,15 +272,17 @@ impl Outputs {
         {
             return Ok(None);
         }
-        let offset = all
+        // The earliest position, with the source database selected there.
+        let (offset, db) = all
             .iter()
             .flatten()
-            .map(|p| p.offset)
-            .min()
-            .unwrap_or(first.offset);
+            .map(|p| (p.offset, p.db))
+            .min_by_key(|p| p.0)
+            .unwrap_or((first.offset, first.db));
         Ok(Some(ReplPosition {
             replid: first.replid,
             offset,
+            db,
         }))
     }
 

@@ -131,6 +131,7 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
     checks.extend(crate::precheck_acl::checks(cfg, &source, &target).await);
     checks.push(filters_check(cfg, &source).await);
     checks.push(crate::precheck_functions::check(&source, &target).await);
+    checks.extend(crate::precheck_features::check(&source, &target));
 
     let (si, ti) = (source.info(), target.info());
     let restore = ti.accepts_dump(si.flavor, si.rdb_version());
@@ -185,6 +186,10 @@ pub async fn run(cfg: &Config) -> Result<Prechecked, Vec<Check>> {
         .iter()
         .map(|m| client::keyspace_keys(&m.raw_info))
         .sum();
+    // Progress keys (exactly-once) are shardsync's own bookkeeping, not data.
+    let target_keys = target_keys.saturating_sub(
+        crate::sink::exact::count_on(&target, &cfg.sync.progress_prefix, target_keys).await,
+    );
     checks.push(match (cfg.sync.target_has_data, target_keys) {
         (_, 0) => pass("target is empty", "no keys"),
         (TargetHasData::Block, n) => fail(

@@ -9,7 +9,8 @@
 //!
 //! Hash-field expiries have no equivalent on a target without field TTLs. They are dropped: the
 //! source propagates the deletion of each field when it expires (`HDEL`), so the target converges
-//! to the source's fields; only the field TTLs themselves are not kept.
+//! to the source's fields; only the field TTLs themselves are not kept. The replication link
+//! counts and warns about each field whose TTL is lost (see [`super::loss`]).
 
 use bytes::Bytes;
 
@@ -260,7 +261,7 @@ pub fn delifeq(cmd: Cmd, out: &mut Vec<Cmd>) {
 
 /// The fields after `FIELDS n` of a Valkey hash-field command, or `None` when malformed;
 /// `pairs` says whether each field is followed by a value.
-fn fields(args: &[Bytes], pairs: bool) -> Option<&[Bytes]> {
+pub(super) fn fields(args: &[Bytes], pairs: bool) -> Option<&[Bytes]> {
     let at = args
         .iter()
         .skip(2)
@@ -298,10 +299,6 @@ pub fn hgetdel(cmd: Cmd, out: &mut Vec<Cmd>) {
 }
 
 /// `HEXPIRE`/`HPEXPIRE`/`HEXPIREAT`/`HPEXPIREAT`/`HPERSIST`/`HGETEX`: only field TTLs change,
-/// which the target cannot hold (see the module doc); nothing is sent.
-pub fn field_ttl(cmd: Cmd) {
-    tracing::debug!(
-        command = %cmd.name_upper(),
-        "hash field TTL not kept on this target; the source propagates the field's deletion"
-    );
-}
+/// which the target cannot hold (see the module doc); nothing is sent. The loss is counted by
+/// the caller ([`super::loss::hash_field_ttls_dropped`]).
+pub fn field_ttl(_cmd: Cmd) {}

@@ -74,6 +74,27 @@ fn uses_server_api(code: &str) -> bool {
 /// (first argument); escaped (see [`crate::escape`]).
 pub fn log_subject(cmd: &Cmd) -> String {
     let arg = |i: usize| cmd.args.get(i).map(|a| a.as_ref()).unwrap_or(b"");
+    if [
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "EVALSHA_RO",
+        "FCALL",
+        "FCALL_RO",
+    ]
+    .iter()
+    .any(|n| cmd.is(n))
+    {
+        // `EVAL script numkeys key …`: the first key, not the script (rewrites of older
+        // targets are scripts; their rejections must name the key).
+        return match std::str::from_utf8(arg(2))
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) if n > 0 => crate::escape::text(arg(3)),
+            _ => "(no key)".into(),
+        };
+    }
     if !cmd.is("FUNCTION") {
         let k = arg(1);
         return crate::escape::text(k);
@@ -255,6 +276,11 @@ mod tests {
         assert_eq!(log_subject(&cmd!["FUNCTION", "FLUSH"]), "FUNCTION FLUSH");
         assert_eq!(log_subject(&cmd!["SET", "k", "v"]), "k");
         assert_eq!(log_subject(&cmd!["PING"]), "");
+        assert_eq!(
+            log_subject(&cmd!["EVAL", "return 1", "2", "k1", "k2", "a"]),
+            "k1"
+        );
+        assert_eq!(log_subject(&cmd!["evalsha", "abc", "0", "a"]), "(no key)");
     }
 
     fn payload(libs: &[&str], version: u16) -> Bytes {

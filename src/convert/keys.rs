@@ -65,6 +65,8 @@ pub(super) struct KeyState {
     stream: StreamState,
     /// Properties that could not be expressed; reported once at `KeyEnd`.
     unsupported: Vec<String>,
+    /// Hash fields whose TTL the target cannot hold (taken by [`super::Converter`]).
+    pub lost_field_ttls: u64,
 }
 
 /// Clamps an absolute expiry so that it is a valid, already-past time when the source's is ≤ 0.
@@ -73,7 +75,7 @@ pub(super) fn expire_at(ms: i64) -> i64 {
 }
 
 /// True when the target has per-field hash TTLs (`HPEXPIREAT`).
-pub(super) fn has_hash_field_ttl(t: &ServerInfo) -> bool {
+pub(crate) fn has_hash_field_ttl(t: &ServerInfo) -> bool {
     use crate::rdb::Flavor;
     match t.flavor {
         Flavor::Redis => (t.version.0, t.version.1) >= (7, 4),
@@ -102,6 +104,7 @@ impl KeyState {
             batch: None,
             stream: StreamState::default(),
             unsupported: Vec::new(),
+            lost_field_ttls: 0,
         }
     }
 
@@ -212,6 +215,7 @@ impl KeyState {
                     push_elem(&mut self.batch, &mut e, name, [field, value], ttl);
                 }
                 if lost > 0 {
+                    self.lost_field_ttls += lost as u64;
                     self.unsupported.push(format!(
                         "{lost} hash field TTLs dropped (target needs Redis >= 7.4 or Valkey >= 9)"
                     ));

@@ -16,6 +16,7 @@ pub mod compat;
 mod emulate;
 pub mod functions;
 mod keys;
+pub mod loss;
 pub mod score;
 mod stream;
 
@@ -49,7 +50,14 @@ pub struct ConvertOptions {
     pub elements_per_command: usize,
     /// Replace existing keys: `DEL` before collections and streams, `RESTORE … REPLACE`.
     pub replace: bool,
+    /// Entry bytes of one stream held back until its groups are known, so that pending entries
+    /// of deleted IDs can be recreated exactly (see [`stream`]); a larger stream is written as
+    /// it arrives (`sync.max_stream_rebuild_bytes`).
+    pub stream_hold_max_bytes: usize,
 }
+
+/// Default [`ConvertOptions::stream_hold_max_bytes`]: 32 MiB.
+pub const DEFAULT_STREAM_HOLD_MAX_BYTES: usize = stream::HOLD_MAX_BYTES;
 
 impl ConvertOptions {
     /// Options for `target` with defaults: Redis source at the target's RDB version, `RESTORE`
@@ -63,6 +71,7 @@ impl ConvertOptions {
             use_restore: true,
             elements_per_command: 512,
             replace: true,
+            stream_hold_max_bytes: DEFAULT_STREAM_HOLD_MAX_BYTES,
         }
     }
 }
@@ -106,6 +115,8 @@ pub struct Converter {
     opts: ConvertOptions,
     db: u32,
     key: Option<KeyState>,
+    /// Hash fields whose TTL was dropped since the last [`Converter::take_lost_field_ttls`].
+    lost_field_ttls: u64,
 }
 
 impl Converter {
@@ -115,7 +126,14 @@ impl Converter {
             opts,
             db: 0,
             key: None,
+            lost_field_ttls: 0,
         }
+    }
+
+    /// Hash fields whose TTL the target cannot hold (their values were written) since the last
+    /// call: the caller counts them (see [`loss`]).
+    pub fn take_lost_field_ttls(&mut self) -> u64 {
+        std::mem::take(&mut self.lost_field_ttls)
     }
 
     pub fn options(&self) -> &ConvertOptions {
@@ -159,7 +177,11 @@ impl Converter {
                 res
             }
             Item::Chunk(chunk) => match self.key.as_mut() {
-                Some(k) => k.chunk(chunk, &self.opts, out),
+                Some(k) => {
+                    let r = k.chunk(chunk, &self.opts, out);
+                    self.lost_field_ttls += std::mem::take(&mut k.lost_field_ttls);
+                    r
+                }
                 None => Err(ConvertError::Sequence {
                     key: None,
                     reason: "value chunk outside of a key".into(),

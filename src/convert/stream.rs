@@ -25,9 +25,15 @@
 //! Memory: the held entries (at most [`HOLD_MAX_BYTES`], counted as field bytes + 48 per entry)
 //! plus every group of the stream with its whole PEL (the parser already yields each group whole:
 //! about 40 bytes per pending entry plus consumer names). A stream whose entries exceed the hold
-//! limit is written as it arrives; its missing PEL IDs above the last written entry still get
-//! placeholders, and those below are claimed through a small script that counts the ones it
-//! cannot recreate and fails visibly (the writer logs and counts it with the key).
+//! limit (`sync.max_stream_rebuild_bytes`) is written as it arrives into a staging stream in the
+//! same slot (`{<tag>}__shardsync_stream_rebuild__<key>`); at the key's end, scripts move it into the
+//! key `elements_per_command` entries per call, inserting the placeholders for the pending IDs in
+//! ID order ([`MERGE_STEP`]; shardsync keeps only the first ID of each step), then the rebuild goes
+//! on as above and the placeholders are deleted by a script that checks each is one. Only when no
+//! staging name shares the key's slot (a key with a `}` but no hash tag) are the entries written
+//! to the key directly; pending IDs below the last entry are then claimed through a small script
+//! that counts the ones it cannot recreate and fails visibly (the writer logs and counts it with
+//! the key).
 //!
 //! Not expressible by commands: consumers' seen-time and active-time (the target's are the time
 //! of the rebuild).
@@ -48,7 +54,8 @@ pub const TEMP_GROUP: &str = "__shardsync_mkstream__";
 /// Field of the placeholder entries standing in for deleted IDs that are still pending.
 pub const PLACEHOLDER_FIELD: &str = "__shardsync_deleted__";
 
-/// Most entry bytes held back per stream before entries are written as they arrive.
+/// Most entry bytes held back per stream before entries are written as they arrive, by default
+/// ([`super::ConvertOptions::stream_hold_max_bytes`], `sync.max_stream_rebuild_bytes`).
 pub const HOLD_MAX_BYTES: usize = 32 << 20;
 
 /// Per-entry overhead counted against [`HOLD_MAX_BYTES`].
@@ -66,6 +73,55 @@ if n > 0 then return redis.error_reply('ERR shardsync: ' .. n .. \
 ' pending entries of deleted stream IDs not recreated (stream above the hold limit)') end \
 return 0";
 
+/// `EVAL` body, one step of the rebuild of a stream above the hold limit: moves the first
+/// `ARGV[1]` entries of the staging stream `KEYS[2]` into `KEYS[1]`, inserting in ID order a
+/// placeholder for each ID of `ARGV[2..]` (sorted) that is not among them. IDs compare exactly
+/// (as digit strings), not as Lua numbers.
+const MERGE_STEP: &str = "redis.replicate_commands() \
+local function lt(a, b) local am, as = string.match(a, '^(%d+)-(%d+)$') \
+local bm, bs = string.match(b, '^(%d+)-(%d+)$') \
+if #am ~= #bm then return #am < #bm end if am ~= bm then return am < bm end \
+if #as ~= #bs then return #as < #bs end return as < bs end \
+local k, t = KEYS[1], KEYS[2] local j = 2 \
+local function ph() redis.call('XADD', k, ARGV[j], '__shardsync_deleted__', '1') j = j + 1 end \
+for _, en in ipairs(redis.call('XRANGE', t, '-', '+', 'COUNT', ARGV[1])) do \
+while j <= #ARGV and lt(ARGV[j], en[1]) do ph() end \
+if j <= #ARGV and ARGV[j] == en[1] then j = j + 1 end \
+redis.call('XADD', k, en[1], unpack(en[2])) redis.call('XDEL', t, en[1]) end \
+while j <= #ARGV do ph() end return 0";
+
+/// `EVAL` body: `XDEL` of the IDs in `ARGV` whose entry in `KEYS[1]` is a placeholder.
+const DEL_PLACEHOLDERS: &str = "redis.replicate_commands() local n = 0 for i = 1, #ARGV do \
+local r = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) \
+if #r == 1 and r[1][2][1] == '__shardsync_deleted__' then redis.call('XDEL', KEYS[1], ARGV[i]) n = n + 1 end end \
+return n";
+
+/// Suffix of the staging stream of a stream above the hold limit.
+const STAGING_SUFFIX: &str = "__shardsync_stream_rebuild__";
+
+/// The staging key of `key`, in the same cluster slot: `{<tag>}__shardsync_stream_rebuild__<key>`
+/// where the tag is the key's hash tag, or a generated one of the same slot when that cannot be
+/// written between braces (empty, or holding a `}`). `None` only if no tag is found.
+fn staging_key(key: &[u8]) -> Option<Bytes> {
+    use crate::router::slot::{hash_tag, hashtag_in, key_slot};
+    let own = hash_tag(key);
+    let generated;
+    let tag = if own.is_empty() || own.contains(&b'}') {
+        let slot = key_slot(key);
+        generated = hashtag_in(|s| s == slot)?;
+        generated.as_bytes()
+    } else {
+        own
+    };
+    let mut name = Vec::with_capacity(tag.len() + STAGING_SUFFIX.len() + key.len() + 2);
+    name.push(b'{');
+    name.extend_from_slice(tag);
+    name.push(b'}');
+    name.extend_from_slice(STAGING_SUFFIX.as_bytes());
+    name.extend_from_slice(key);
+    (key_slot(&name) == key_slot(key)).then(|| Bytes::from(name))
+}
+
 /// Progress of one stream key.
 #[derive(Default)]
 pub(super) struct StreamState {
@@ -81,6 +137,13 @@ pub(super) struct StreamState {
     added: u64,
     meta: Option<StreamMeta>,
     groups: Vec<StreamGroup>,
+    /// Above the hold limit: entries go to this staging stream first, and are moved into the key
+    /// at the end with the placeholders the PEL needs (see [`MERGE_STEP`]).
+    staging: Option<Bytes>,
+    /// Entries written to the staging stream, and the ID of the first of every
+    /// `elements_per_command` of them (where each merge step starts).
+    staged: u64,
+    step_starts: Vec<StreamId>,
 }
 
 fn id_arg(id: StreamId) -> Bytes {
@@ -115,8 +178,12 @@ impl StreamState {
         }
         self.held_bytes += entries.iter().map(entry_bytes).sum::<usize>();
         self.held.extend(entries);
-        if self.held_bytes > HOLD_MAX_BYTES {
+        if self.held_bytes > e.opts.stream_hold_max_bytes {
             self.overflowed = true;
+            self.staging = staging_key(e.key);
+            if let Some(t) = &self.staging {
+                e.write(cmd!["DEL", t]);
+            }
             let held = std::mem::take(&mut self.held);
             self.held_bytes = 0;
             return self.write_entries(held, e);
@@ -133,7 +200,27 @@ impl StreamState {
         let mut empty = 0usize;
         for entry in entries {
             let id = entry.id;
-            if self.xadd(entry, e) {
+            if let Some(t) = self.staging.clone() {
+                if entry.fields.is_empty() {
+                    empty += 1;
+                    continue;
+                }
+                if self
+                    .staged
+                    .is_multiple_of(e.opts.elements_per_command as u64)
+                {
+                    self.step_starts.push(id);
+                }
+                self.staged += 1;
+                let mut c = cmd!["XADD", &t, id_arg(id)];
+                for (f, v) in entry.fields {
+                    c.args.push(f);
+                    c.args.push(v);
+                }
+                e.write(c);
+                self.first_written.get_or_insert(id);
+                self.last_written = Some(id);
+            } else if self.xadd(entry, e) {
                 self.first_written.get_or_insert(id);
                 self.last_written = Some(id);
             } else {
@@ -210,6 +297,28 @@ impl StreamState {
                 "{beyond_top} pending entries with IDs above the stream's last ID (or 0-0) cannot be recreated"
             ));
         }
+        // 0. Above the hold limit with a staging stream: its entries move into the key with the
+        // placeholders; every pending ID then exists and is claimed normally.
+        let mut staged_pending = Vec::new();
+        if let Some(t) = self.staging.take() {
+            staged_pending = unsure.drain().collect();
+            staged_pending.sort_unstable();
+            let step = e.opts.elements_per_command;
+            let mut ids = staged_pending.iter().peekable();
+            for (k, _) in self.step_starts.iter().enumerate() {
+                let mut c = cmd!["EVAL", MERGE_STEP, "2", e.key, &t, step];
+                let next = self.step_starts.get(k + 1).copied();
+                while let Some(&&id) = ids.peek()
+                    && next.is_none_or(|n| id < n)
+                {
+                    c.args.push(id_arg(id));
+                    ids.next();
+                }
+                e.write(c);
+            }
+            e.write(cmd!["DEL", &t]);
+            self.added += self.staged;
+        }
         // 1. Held entries merged with placeholders for the pending IDs they lack.
         let held = std::mem::take(&mut self.held);
         let mut placeholders = Vec::new();
@@ -273,8 +382,13 @@ impl StreamState {
             c.args.extend(ids.iter().map(|&id| id_arg(id)));
             e.write(c);
         }
+        for ids in staged_pending.chunks(e.opts.elements_per_command) {
+            let mut c = cmd!["EVAL", DEL_PLACEHOLDERS, "1", e.key];
+            c.args.extend(ids.iter().map(|&id| id_arg(id)));
+            e.write(c);
+        }
         if v7
-            && !placeholders.is_empty()
+            && !(placeholders.is_empty() && staged_pending.is_empty())
             && let Some(meta) = &self.meta
         {
             e.write(xsetid(e, meta, v7));
@@ -404,5 +518,29 @@ fn seq(e: &Emit<'_>, reason: &str) -> ConvertError {
     ConvertError::Sequence {
         key: Some(e.key.clone()),
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::*;
+    use crate::router::slot::key_slot;
+
+    #[test]
+    fn staging_key_shares_the_slot() {
+        for key in [
+            &b"plain"[..],
+            b"user:{42}:events",
+            b"a{b",
+            b"{}x",
+            b"",
+            b"a{}b",
+            b"x}{",
+            b"\xff{\x00}",
+        ] {
+            let t = staging_key(key).expect("a staging name");
+            assert_eq!(key_slot(&t), key_slot(key), "{key:?}");
+            assert!(t.ends_with(key) && t.len() > key.len(), "{t:?}");
+        }
     }
 }

@@ -148,7 +148,7 @@ fn empty_stream_with_only_deleted_pending_entries() {
 }
 
 #[test]
-fn stream_above_the_hold_limit_claims_old_ids_through_a_checking_script() {
+fn stream_above_the_hold_limit_is_staged_then_merged_with_placeholders() {
     // Entries big enough to overflow the hold limit at once.
     let big = Bytes::from(vec![b'x'; stream::HOLD_MAX_BYTES]);
     let items = key(
@@ -194,16 +194,31 @@ fn stream_above_the_hold_limit_claims_old_ids_through_a_checking_script() {
             }
         })
         .collect();
+    let t = "{s}__shardsync_stream_rebuild__s";
     assert_eq!(cmds[0], "DEL s");
-    assert_eq!(cmds[1], "XADD s 3-0 f xxxxxxx");
-    assert_eq!(cmds[2], "XADD s 5-0 f 5");
-    assert_eq!(cmds[3], "XADD s 7-0 __shardsync_deleted__ 1");
-    assert_eq!(cmds[5], "XGROUP CREATE s g 7-0 ENTRIESREAD 5");
-    assert!(cmds[6].starts_with("EVAL "), "{}", cmds[6]);
-    assert!(x.cmds[6].ends_with(" 1 s g c 5 1 1-0 5-0"), "{}", x.cmds[6]);
-    assert_eq!(
-        cmds[7],
-        "XCLAIM s g c 0 7-0 TIME 5 RETRYCOUNT 1 FORCE JUSTID"
+    assert_eq!(cmds[1], format!("DEL {t}"));
+    assert!(x.cmds[2].starts_with(&format!("XADD {t} 3-0 f xxx")));
+    assert_eq!(cmds[3], format!("XADD {t} 5-0 f 5"));
+    // The merge step: the staged entries into `s`, with placeholders for the pending IDs 1-0
+    // (deleted) and 5-0 (present, so no placeholder).
+    assert!(cmds[4].starts_with("EVAL "), "{}", cmds[4]);
+    assert!(
+        x.cmds[4].ends_with(&format!(" 2 s {t} 512 1-0 5-0")),
+        "{}",
+        x.cmds[4]
     );
-    assert_eq!(cmds[8], "XDEL s 7-0");
+    assert_eq!(cmds[5], format!("DEL {t}"));
+    assert_eq!(cmds[6], "XADD s 7-0 __shardsync_deleted__ 1");
+    assert_eq!(cmds[7], "XSETID s 7-0 ENTRIESADDED 5 MAXDELETEDID 7-0");
+    assert_eq!(cmds[8], "XGROUP CREATE s g 7-0 ENTRIESREAD 5");
+    // Every pending ID now exists: claimed normally.
+    assert_eq!(
+        cmds[9],
+        "XCLAIM s g c 0 1-0 5-0 7-0 TIME 5 RETRYCOUNT 1 FORCE JUSTID"
+    );
+    assert_eq!(cmds[10], "XDEL s 7-0");
+    // Placeholders among the staged IDs removed by a checking script.
+    assert!(x.cmds[11].ends_with(" 1 s 1-0 5-0"), "{}", x.cmds[11]);
+    assert_eq!(cmds[12], "XSETID s 7-0 ENTRIESADDED 5 MAXDELETEDID 7-0");
+    assert_eq!(cmds.len(), 13);
 }

@@ -7,7 +7,8 @@
 //!
 //! The happenings: a source link connected (partial resync accepted) or failed (retried or
 //! failed for good), a full sync started and handed over, a write refused, a key repaired (or
-//! not), a target stall.
+//! not), a target stall, a lossy conversion (data the target cannot hold, e.g. hash-field TTLs;
+//! see [`crate::convert::loss`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -243,5 +244,35 @@ impl Emit for TargetStall<'_> {
             "target {} stalled: no reply for {secs:.1} s ({waiting} commands waiting); reconnecting",
             self.node
         )
+    }
+}
+
+/// Part of the source's data that the target cannot hold was written without it (`kind`, one of
+/// [`crate::convert::loss::KINDS`]; `count` losses on `key`): counted in
+/// `shardsync_lossy_conversions_total{shard,kind}` and `/status` `lossy_conversions`, warned
+/// about (rate-limited per shard and kind). `during` says where: `full sync` or `live stream`.
+pub struct LossyConversion<'a> {
+    pub shard: &'a ShardState,
+    pub kind: &'static str,
+    pub count: u64,
+    pub key: &'a [u8],
+    pub during: &'static str,
+}
+
+impl Emit for LossyConversion<'_> {
+    type Output = ();
+    fn emit(self) {
+        let (shard, n) = (self.shard, self.count);
+        if n == 0 {
+            return;
+        }
+        shard.lossy_conversions.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(telemetry::LOSSY_CONVERSIONS, "shard" => shard.name.clone(), "kind" => self.kind)
+            .increment(n);
+        if let Some(suppressed) = lograte::allow(&shard.name, self.kind) {
+            tracing::warn!(shard = %shard.name, kind = self.kind, count = n, key = %crate::escape::quoted(self.key),
+                during = self.during, suppressed,
+                "the target cannot hold this (e.g. hash field TTLs need Valkey >= 9 or Redis >= 7.4): the values are written without it; counted in shardsync_lossy_conversions_total");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! holds it back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::source::handshake::ReplPosition;
@@ -69,6 +69,13 @@ pub struct ShardState {
     pub handed_offset: AtomicU64,
     /// Offset of the last command the target acknowledged.
     pub applied_offset: AtomicU64,
+    /// Source database selected at `handed_offset` / `applied_offset` (a resumed stream starts
+    /// there: masters do not repeat `SELECT` after a partial resync).
+    pub handed_db: AtomicU32,
+    pub applied_db: AtomicU32,
+    /// Source database at the end of the run about to be issued (set by the link before it
+    /// hands a run over; copied into the run's ticket).
+    pub run_db: AtomicU32,
     /// True once the current epoch's RDB was fully applied: only then is a checkpoint valid.
     pub full_sync_done: AtomicBool,
     pub rdb_bytes: AtomicU64,
@@ -82,6 +89,8 @@ pub struct ShardState {
     pub last_error: Mutex<Option<String>>,
     /// Writes of this shard that the target rejected (each also logged with its key).
     pub rejected_writes: AtomicU64,
+    /// Parts of the data the target cannot hold (see [`crate::observe::events::LossyConversion`]).
+    pub lossy_conversions: AtomicU64,
     /// Keys copied from the source after the target rejected a write ([`crate::sink::repair`]).
     pub key_repairs: AtomicU64,
     /// Keys whose repair failed (the target keeps what it has).
@@ -124,6 +133,8 @@ pub struct Ticket {
     pub offset: Option<u64>,
     /// The last run of a full sync: once done, the shard's position is resumable.
     pub completes_full_sync: bool,
+    /// Source database selected at `offset`.
+    pub source_db: u32,
     /// Parts not yet acknowledged.
     remaining: AtomicUsize,
 }
@@ -147,6 +158,9 @@ impl ShardState {
             master_addr: Mutex::new(addr),
             handed_offset: AtomicU64::new(0),
             applied_offset: AtomicU64::new(0),
+            handed_db: AtomicU32::new(0),
+            applied_db: AtomicU32::new(0),
+            run_db: AtomicU32::new(0),
             full_sync_done: AtomicBool::new(false),
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),
@@ -156,6 +170,7 @@ impl ShardState {
             full_resyncs: AtomicU64::new(0),
             last_error: Mutex::new(None),
             rejected_writes: AtomicU64::new(0),
+            lossy_conversions: AtomicU64::new(0),
             key_repairs: AtomicU64::new(0),
             key_repairs_failed: AtomicU64::new(0),
             heartbeat_applied_ms: AtomicU64::new(0),
@@ -381,6 +396,7 @@ impl ShardState {
         (!replid.is_empty()).then(|| ReplPosition {
             replid,
             offset: self.applied_offset.load(Ordering::Acquire),
+            db: self.applied_db.load(Ordering::Acquire),
         })
     }
 
@@ -393,6 +409,7 @@ impl ShardState {
         (!replid.is_empty()).then(|| ReplPosition {
             replid,
             offset: self.handed_offset.load(Ordering::Acquire),
+            db: self.handed_db.load(Ordering::Acquire),
         })
     }
 
@@ -415,6 +432,9 @@ impl ShardState {
         self.full_sync_done.store(false, Ordering::Release);
         self.applied_offset.store(offset, Ordering::Release);
         self.handed_offset.store(offset, Ordering::Release);
+        for db in [&self.handed_db, &self.applied_db, &self.run_db] {
+            db.store(0, Ordering::Release);
+        }
         self.retired.send_replace(());
     }
 
@@ -430,6 +450,7 @@ impl ShardState {
             epoch,
             offset,
             completes_full_sync,
+            source_db: self.run_db.load(Ordering::Acquire),
             remaining: AtomicUsize::new(parts),
         });
         let (moved, busy) = match self.tickets.lock() {
@@ -486,8 +507,10 @@ impl ShardState {
             if t.epoch != epoch {
                 continue;
             }
-            if let Some(o) = t.offset {
-                self.applied_offset.fetch_max(o, Ordering::AcqRel);
+            if let Some(o) = t.offset
+                && self.applied_offset.fetch_max(o, Ordering::AcqRel) <= o
+            {
+                self.applied_db.store(t.source_db, Ordering::Release);
             }
             if t.completes_full_sync {
                 self.full_sync_done.store(true, Ordering::Release);

@@ -239,6 +239,9 @@ pub struct ShardStatus {
     pub restarts: u64,
     pub full_resyncs: u64,
     pub rejected_writes: u64,
+    /// Parts of the data the target cannot hold (e.g. hash field TTLs), written without them.
+    #[serde(default)]
+    pub lossy_conversions: u64,
     /// Keys copied from the source after the target rejected a write to them.
     #[serde(default)]
     pub key_repairs: u64,
@@ -320,6 +323,7 @@ fn shard_status(s: &ShardState, lag_seconds: Option<f64>) -> ShardStatus {
                 .iter()
                 .map(|l| l.rejected_writes.load(Ordering::Relaxed))
                 .sum::<u64>(),
+        lossy_conversions: s.lossy_conversions.load(Ordering::Relaxed),
         key_repairs: s.key_repairs.load(Ordering::Relaxed)
             + s.legs()
                 .iter()

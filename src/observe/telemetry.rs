@@ -46,11 +46,13 @@ pub const DB_REFUSED_WRITES: &str = "shardsync_db_refused_writes_total";
 pub const KEY_REPAIRS: &str = "shardsync_key_repairs_total";
 pub const LINK_ERRORS: &str = "shardsync_link_errors_total";
 pub const LOG_SUPPRESSED: &str = "shardsync_log_suppressed_total";
+pub const EXEC_ABORTS: &str = "shardsync_exec_aborts_total";
 pub const TARGET_FAILED: &str = "shardsync_target_failed";
 pub const TARGET_APPLIED_OFFSET: &str = "shardsync_target_applied_offset_bytes";
 pub const TARGET_DROPPED_WRITES: &str = "shardsync_target_dropped_writes_total";
 pub const FILTERED_COMMANDS: &str = "shardsync_filtered_commands_total";
 pub const FILTERED_KEYS: &str = "shardsync_filtered_rdb_keys_total";
+pub const LOSSY_CONVERSIONS: &str = "shardsync_lossy_conversions_total";
 pub const TASK_FAILURES: &str = "shardsync_task_failures_total";
 
 /// Every metric name, for documentation and tests.
@@ -83,11 +85,13 @@ pub const ALL: &[&str] = &[
     KEY_REPAIRS,
     LINK_ERRORS,
     LOG_SUPPRESSED,
+    EXEC_ABORTS,
     TARGET_FAILED,
     TARGET_APPLIED_OFFSET,
     TARGET_DROPPED_WRITES,
     FILTERED_COMMANDS,
     FILTERED_KEYS,
+    LOSSY_CONVERSIONS,
     TASK_FAILURES,
 ];
 
@@ -295,12 +299,20 @@ fn describe() {
         "one-to-many: commands not sent to a failed target, by shard and target"
     );
     describe_counter!(
+        EXEC_ABORTS,
+        "exactly-once write transactions the target refused at queue time (EXECABORT), by node; each is retried without the refused commands"
+    );
+    describe_counter!(
         FILTERED_COMMANDS,
         "stream commands changed by sync.dbs / sync.filter, by rule: db, key, denied (dropped), split (reduced to its kept keys), repair (kept keys copied from the source instead), flushall_per_db, move_out (MOVE out of the selection sent as DEL), swapdb_refused"
     );
     describe_counter!(
         FILTERED_KEYS,
         "RDB keys skipped by sync.dbs / sync.filter, by rule (db, key)"
+    );
+    describe_counter!(
+        LOSSY_CONVERSIONS,
+        "parts of the source's data the target cannot hold, by shard and kind (hash_field_ttl: hash fields written without their TTL); each also logged as a warning with its key"
     );
     describe_counter!(
         TASK_FAILURES,
@@ -357,6 +369,9 @@ pub fn register_shard(shard: &str) {
     for rule in ["db", "key"] {
         counter!(FILTERED_KEYS, "shard" => s.clone(), "rule" => rule).increment(0);
     }
+    for kind in crate::convert::loss::KINDS {
+        counter!(LOSSY_CONVERSIONS, "shard" => s.clone(), "kind" => *kind).increment(0);
+    }
 }
 
 /// Registers the series of one target of a shard (one-to-many) with a zero value.
@@ -378,6 +393,7 @@ pub fn register_node(node: &str) {
     }
     counter!(TARGET_WRITES, "node" => node.to_string()).increment(0);
     counter!(TARGET_STALLS, "node" => node.to_string()).increment(0);
+    counter!(EXEC_ABORTS, "node" => node.to_string()).increment(0);
     for kind in PREREGISTERED_ERROR_KINDS {
         counter!(TARGET_ERRORS, "node" => node.to_string(), "kind" => *kind).increment(0);
     }

@@ -42,8 +42,11 @@ pub enum RdbErrorKind {
     /// it was emitted: calling `next_item` again continues with the next key.
     #[error("empty key (a collection with no elements; Redis discards these when loading)")]
     EmptyKey,
-    /// A string longer than a configured limit (the option named sets it).
-    #[error("{what} of {len} bytes exceeds the limit of {limit} bytes (ParseOptions::{option})")]
+    /// A string longer than a configured limit (the option named sets it: `ParseOptions::<option>`,
+    /// the `[sync]` setting of the same name).
+    #[error(
+        "{what} of {len} bytes exceeds the limit of {limit} bytes; raise sync.{option} (ParseOptions::{option}) to at least {len} if the source really holds one this large"
+    )]
     TooLarge {
         what: String,
         len: u64,

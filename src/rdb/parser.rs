@@ -16,6 +16,8 @@ use super::{ParseOptions, module};
 /// Redis Enterprise's RAM LRU hint (a length), found in some RDBs it writes.
 const OPCODE_RAM_LRU: u8 = 107;
 const OPCODE_SLOT_INFO: u8 = 244;
+/// Bytes of a key name over `max_key_bytes` that its error shows.
+const KEY_PREFIX_SHOWN: u64 = 64;
 const OPCODE_FUNCTION2: u8 = 245;
 const OPCODE_FUNCTION_PRE_GA: u8 = 246;
 const OPCODE_MODULE_AUX: u8 = 247;
@@ -305,9 +307,34 @@ impl<R: Read> RdbParser<R> {
 
     fn start_key(&mut self, t: u8, layout: Layout, kind: ValueKind) -> Result<()> {
         let max = self.opts.max_key_bytes as u64;
-        let name = self
-            .src
-            .read_string_limited("key name", "max_key_bytes", max)?;
+        let head = self.src.read_str_head()?;
+        let over = match head {
+            StrHead::Raw(n) if n > max => Some((n, None)),
+            StrHead::Lzf { clen, ulen } if ulen > max => Some((ulen, Some(clen))),
+            _ => None,
+        };
+        if let Some((n, compressed)) = over {
+            // Named by its first bytes (the whole name is over the limit by definition); an LZF
+            // name is inflated only that far, from a bounded read.
+            let mut err = self.src.too_large("key name", n, "max_key_bytes", max);
+            let prefix = match compressed {
+                None => self.src.read_vec(n.min(KEY_PREFIX_SHOWN)).ok(),
+                Some(clen) => self
+                    .src
+                    .read_vec(clen.min(2 * KEY_PREFIX_SHOWN))
+                    .ok()
+                    .map(|c| super::reader::lzf_prefix(&c, KEY_PREFIX_SHOWN as usize)),
+            };
+            if let (Some(prefix), RdbErrorKind::TooLarge { what, .. }) = (prefix, &mut err.kind) {
+                *what = format!("key name {}…", crate::escape::quoted(&prefix));
+            }
+            return Err(err);
+        }
+        let name =
+            Bytes::from(
+                self.src
+                    .read_head_limited(head, "key name", "max_key_bytes", max)?,
+            );
         let header = KeyHeader {
             db: self.db,
             key: name.clone(),
@@ -466,7 +493,7 @@ mod limit_tests {
         let e = e.expect("error").to_string();
         assert_eq!(
             e,
-            "RDB parse error at byte 35: key name of 4 bytes exceeds the limit of 3 bytes (ParseOptions::max_key_bytes)"
+            "RDB parse error at byte 35: key name \"long\"… of 4 bytes exceeds the limit of 3 bytes; raise sync.max_key_bytes (ParseOptions::max_key_bytes) to at least 4 if the source really holds one this large"
         );
     }
 }

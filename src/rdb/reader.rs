@@ -385,6 +385,51 @@ pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
+/// The first (up to) `n` bytes LZF data inflates to, from a prefix of it: what can be decoded
+/// before the data ends or turns invalid (for naming a value too large to inflate whole).
+pub(crate) fn lzf_prefix(compressed: &[u8], n: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(n);
+    let mut i = 0;
+    while out.len() < n {
+        let Some(&ctrl) = compressed.get(i) else {
+            break;
+        };
+        i += 1;
+        if ctrl < 32 {
+            let run = usize::from(ctrl) + 1;
+            let Some(lit) = compressed.get(i..i + run) else {
+                break;
+            };
+            out.extend_from_slice(lit);
+            i += run;
+        } else {
+            let mut len = usize::from(ctrl >> 5);
+            if len == 7 {
+                let Some(&extra) = compressed.get(i) else {
+                    break;
+                };
+                len += usize::from(extra);
+                i += 1;
+            }
+            let Some(&low) = compressed.get(i) else {
+                break;
+            };
+            i += 1;
+            let back = (usize::from(ctrl & 0x1f) << 8) + usize::from(low) + 1;
+            let Some(mut from) = out.len().checked_sub(back) else {
+                break;
+            };
+            for _ in 0..len + 2 {
+                let b = out[from];
+                out.push(b);
+                from += 1;
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}
+
 /// Inflate LZF data that must expand to exactly `ulen` bytes.
 pub(crate) fn decompress_lzf(compressed: &[u8], ulen: u64) -> std::result::Result<Vec<u8>, String> {
     // LZF cannot expand more than ~132x (a 2-byte back reference copies at most 264 bytes); a
@@ -423,6 +468,27 @@ mod tests {
 
     fn src(b: &[u8]) -> Source<&[u8]> {
         Source::new(b)
+    }
+
+    #[test]
+    fn lzf_prefix_matches_the_whole_inflation() {
+        let data: Vec<u8> = b"big\nkey:"
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(b'x', 500))
+            .collect();
+        let c = lzf::compress(&data).expect("compressible");
+        for n in [0, 1, 9, 64, 200, 509, 600] {
+            let want = &data[..n.min(data.len())];
+            assert_eq!(lzf_prefix(&c, n), want, "n = {n}");
+            // A prefix of the compressed bytes gives a prefix of the output.
+            let p = lzf_prefix(&c[..c.len().min(80)], n);
+            assert_eq!(p, &data[..p.len()]);
+        }
+        assert!(
+            lzf_prefix(&[0x20, 0x00], 8).is_empty(),
+            "back reference before any output"
+        );
     }
 
     #[test]

@@ -69,12 +69,17 @@ pub struct Dispatcher {
     crossslot: CrossSlot,
     /// Copies keys the target rejected writes to from the source (see [`super::repair`]).
     repair: Option<Repairer>,
+    /// Exactly-once mode (standalone target): `(settings, target holds a partial full sync)`.
+    exact: Option<(Arc<super::exact::Exact>, bool)>,
+    /// Exactly-once mode: the tail of a source transaction not yet closed by its `EXEC`.
+    hold: super::txn_hold::TxnHold,
 }
 
 impl Clone for Dispatcher {
     fn clone(&self) -> Dispatcher {
         let mut d = Dispatcher::new(self.targets.clone(), self.sync.clone());
         d.repair = self.repair.clone();
+        d.exact = self.exact.clone();
         d
     }
 }
@@ -88,6 +93,57 @@ impl Dispatcher {
             tx: None,
             crossslot,
             repair: None,
+            exact: None,
+            hold: Default::default(),
+        }
+    }
+
+    /// Enables exactly-once mode (see [`super::exact`]); `dirty`: the target holds a partial
+    /// full sync of this shard (a repeated full sync must clear it first).
+    pub fn with_exact(mut self, exact: Arc<super::exact::Exact>, dirty: bool) -> Dispatcher {
+        self.exact = Some((exact, dirty));
+        self
+    }
+
+    /// True when the target was found holding a partial full sync of this shard at start.
+    pub fn exact_dirty(&self) -> bool {
+        self.exact.as_ref().is_some_and(|e| e.1)
+    }
+
+    /// Exactly-once mode: writes the full-sync mark into the shard's progress key, before any
+    /// key of the RDB (a restart then knows the target holds a partial copy).
+    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), String> {
+        let Some((exact, _)) = &self.exact else {
+            return Ok(());
+        };
+        let key = exact.key(&shard.name);
+        for ep in self.targets.master_endpoints() {
+            super::exact::mark_full_sync(&ep, &key).await?;
+        }
+        Ok(())
+    }
+
+    /// While a source transaction is held (exactly-once mode): the offset before it.
+    pub fn handed_before_hold(&self) -> Option<(u64, u32)> {
+        self.hold.handed_before()
+    }
+
+    /// Drops writes of progress keys (some shardsync upstream of our source wrote them), with
+    /// their entries in `ends` when given.
+    fn drop_progress_writes(&self, cmds: &mut Vec<DbCmd>, ends: Option<&mut Vec<u64>>) {
+        let prefix = self.sync.progress_prefix.as_bytes();
+        let keep: Vec<bool> = cmds
+            .iter()
+            .map(|c| !super::exact::is_progress_write(prefix, &c.cmd))
+            .collect();
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        let mut it = keep.iter();
+        cmds.retain(|_| *it.next().unwrap_or(&true));
+        if let Some(e) = ends {
+            let mut it = keep.iter();
+            e.retain(|_| *it.next().unwrap_or(&true));
         }
     }
 
@@ -107,6 +163,27 @@ impl Dispatcher {
         cmds: Vec<DbCmd>,
         ends: &[u64],
     ) -> Result<(), WriterGone> {
+        let mut cmds = cmds;
+        let mut owned_ends = ends.to_vec();
+        self.drop_progress_writes(&mut cmds, Some(&mut owned_ends));
+        let (cmds, owned_ends, run) = if self.exact.is_some() && !self.targets.cluster {
+            let (c, e, offset) = self.hold.cut(cmds, &owned_ends, run.offset);
+            if offset != run.offset
+                && let Some(last) = c.last()
+            {
+                // Cut before a MULTI: the position is after `last`, in its database.
+                shard
+                    .run_db
+                    .store(last.db, std::sync::atomic::Ordering::Release);
+            }
+            (c, e, RunInfo { offset, ..run })
+        } else {
+            (cmds, owned_ends, run)
+        };
+        if cmds.is_empty() && run.offset.is_none() {
+            return Ok(());
+        }
+        let ends = &owned_ends[..];
         let cmds = match (&mut self.repair, run.offset) {
             (Some(r), Some(end)) if r.busy(shard) => {
                 r.process(shard, run.epoch, end, cmds, ends).await
@@ -157,7 +234,7 @@ impl Dispatcher {
 
     /// True while a `MULTI` block is open (its commands are held until `EXEC`).
     pub fn in_transaction(&self) -> bool {
-        self.tx.is_some()
+        self.tx.is_some() || self.hold.holding()
     }
 
     /// Reports a command that cannot be written (logged with its key, counted).
@@ -342,6 +419,15 @@ impl Dispatcher {
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
+        let mut cmds = cmds;
+        if run.completes_full_sync && cmds.is_empty() && self.exact.is_some() {
+            // Exactly-once: a batch of its own carries the first position to the target,
+            // behind every key of the RDB (the writer adds the progress `SET` around it).
+            cmds.push(DbCmd {
+                db: 0,
+                cmd: crate::cmd!["PING"],
+            });
+        }
         let routing = self.targets.routing();
         let plan = self.plan(shard, run, cmds, &routing);
         for step in steps(shard, plan, &routing) {
@@ -374,6 +460,8 @@ impl Dispatcher {
     ) -> Result<(), WriterGone> {
         match kind {
             Feed::Rdb => {
+                let mut cmds = cmds;
+                self.drop_progress_writes(&mut cmds, None);
                 // An MSET of one slot is routed whole.
                 let cluster = self.targets.routing().table.is_some();
                 let cmds = super::coalesce::batch(cmds, cluster);

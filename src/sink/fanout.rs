@@ -121,6 +121,26 @@ impl Fanout {
         first.dispatcher.filter_stream(shard, cmds, ends)
     }
 
+    /// Exactly-once (single target): the target holds a partial full sync of this shard.
+    pub fn exact_dirty(&self) -> bool {
+        self.legs.iter().any(|l| l.dispatcher.exact_dirty())
+    }
+
+    /// Exactly-once: marks a full sync as started in the progress key (see [`super::exact`]).
+    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), String> {
+        for l in &self.legs {
+            l.dispatcher.mark_full_sync(shard).await?;
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: the offset (and database) before a held source transaction.
+    pub fn handed_before_hold(&self) -> Option<(u64, u32)> {
+        self.legs
+            .first()
+            .and_then(|l| l.dispatcher.handed_before_hold())
+    }
+
     /// True while a `MULTI` block is open on some target (its commands are held until `EXEC`).
     pub fn in_transaction(&self) -> bool {
         self.legs.iter().any(|l| l.dispatcher.in_transaction())

@@ -8,10 +8,12 @@ pub mod coalesce;
 pub mod crossslot;
 pub mod dispatch;
 pub mod error;
+pub mod exact;
 pub mod fanout;
 pub mod repair;
 pub mod selection;
 pub mod targets;
+pub mod txn_hold;
 pub mod writer;
 
 use std::sync::Arc;

@@ -20,6 +20,11 @@
 //!
 //! Rejected writes that the source accepted are handed to [`super::repair`] (when enabled),
 //! which copies the affected keys from the source.
+//!
+//! Exactly-once mode (standalone target): each stream batch goes inside `MULTI`/`EXEC` with
+//! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
+
+mod txn;
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -76,6 +81,8 @@ pub struct WriterSettings {
     pub reply_timeout: Duration,
     /// Where rejected writes go to be repaired from the source (`None`: only reported).
     pub repairs: Option<Arc<RepairQueue>>,
+    /// Exactly-once mode (standalone targets): batches commit with their progress key.
+    pub exact: Option<Arc<super::exact::Exact>>,
 }
 
 impl WriterSettings {
@@ -86,6 +93,7 @@ impl WriterSettings {
             heartbeat_key,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             repairs: None,
+            exact: None,
         }
     }
 }
@@ -185,6 +193,8 @@ struct InFlight {
     /// Commands not to send (their database was refused), when any.
     skip: Option<Vec<bool>>,
     started: Instant,
+    /// Exactly-once mode: the batch's transaction (`None`: sent as plain pipelined commands).
+    txn: Option<txn::TxnState>,
 }
 
 impl InFlight {
@@ -197,6 +207,7 @@ impl InFlight {
             resume_at: 0,
             skip: None,
             started: Instant::now(),
+            txn: None,
         }
     }
 
@@ -395,6 +406,16 @@ impl Pipeline {
                     )));
                 }
             };
+        let mut conn = conn;
+        match tokio::time::timeout(timeout, self.skip_committed(&mut conn)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ConnEnd::Failed(format!(
+                    "reading the progress keys took more than {:.1} s",
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
         let RespConn {
             mut stream,
             buf: mut inbuf,
@@ -483,7 +504,9 @@ impl Pipeline {
     }
 
     fn take(&mut self, batch: Batch, out: &mut BytesMut) {
-        self.pending.push_back(InFlight::new(batch));
+        let mut f = InFlight::new(batch);
+        self.txn_init(&mut f);
+        self.pending.push_back(f);
         self.encode_pending(out);
         self.complete_front();
     }
@@ -504,6 +527,10 @@ impl Pipeline {
     /// where the database changes (and `ASKING` before each command of an ASK redirect), and
     /// records which reply belongs to which command. Stops after a probing `SELECT`.
     fn encode_one(&mut self, i: usize, out: &mut BytesMut) {
+        if self.pending[i].txn.is_some() {
+            self.encode_txn(i, out);
+            return;
+        }
         let f = &mut self.pending[i];
         while f.encoded < f.batch.cmds.len() {
             let at = f.encoded;
@@ -608,16 +635,21 @@ impl Pipeline {
                 Ok(None) => break,
                 Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),
             };
-            let Some(front) = self.pending.iter_mut().find(|f| f.seen < f.slots.len()) else {
+            let Some(fi) = self.pending.iter().position(|f| f.seen < f.slots.len()) else {
                 return Err(format!(
                     "target sent a reply nobody asked for: {}",
                     crate::escape::text(frame.to_text().as_bytes())
                 ));
             };
+            let front = &mut self.pending[fi];
             let slot = front.slots[front.seen];
             front.seen += 1;
             if slot == PROBE_SLOT {
                 self.on_probe(&frame, out);
+                continue;
+            }
+            if front.txn.is_some() {
+                self.txn_reply(fi, slot, frame, out)?;
                 continue;
             }
             if slot == INTERNAL_SLOT {
@@ -657,17 +689,7 @@ impl Pipeline {
                 self.held.extend(held);
                 continue;
             }
-            let rejected = check_reply(&self.node, &dc.cmd, &frame);
-            let shard = &front.batch.shard;
-            if rejected > 0 {
-                shard.rejected_writes.fetch_add(rejected, Ordering::Relaxed);
-                if let Some(q) = &self.settings.repairs {
-                    q.rejected(shard, &front.batch.cmds, slot as usize, &frame);
-                }
-            } else if let Some(ms) = heartbeat_ms(&self.settings.heartbeat_key, &dc.cmd) {
-                // Lag gauges are published by `status::publish` from the shard's state.
-                shard.heartbeat_applied(ms);
-            }
+            command_reply(&self.node, &self.settings, front, slot as usize, &frame);
         }
         self.complete_front();
         Ok(())
@@ -686,6 +708,25 @@ impl Pipeline {
             metrics::histogram!(crate::observe::telemetry::WRITE_BATCH_SECONDS)
                 .record(f.started.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// Checks the reply to `f.batch.cmds[at]`: counts and reports errors (handing the keys to the
+/// repairs), or takes the lag from an applied heartbeat.
+fn command_reply(node: &str, settings: &WriterSettings, f: &InFlight, at: usize, frame: &Frame) {
+    let Some(dc) = f.batch.cmds.get(at) else {
+        return;
+    };
+    let rejected = check_reply(node, &dc.cmd, frame);
+    let shard = &f.batch.shard;
+    if rejected > 0 {
+        shard.rejected_writes.fetch_add(rejected, Ordering::Relaxed);
+        if let Some(q) = &settings.repairs {
+            q.rejected(shard, &f.batch.cmds, at, frame);
+        }
+    } else if let Some(ms) = heartbeat_ms(&settings.heartbeat_key, &dc.cmd) {
+        // Lag gauges are published by `status::publish` from the shard's state.
+        shard.heartbeat_applied(ms);
     }
 }
 

@@ -55,6 +55,15 @@ pub fn classify(e: &LinkError) -> Class {
     match e {
         LinkError::Net(n) => classify_net(n),
         LinkError::Stream(_) => Class::ProtocolViolation,
+        // A value over a configured limit comes again with every full sync: only raising the
+        // setting helps (the error names it).
+        LinkError::Load(super::rdb_load::LoadError::Rdb(e)) | LinkError::CorruptRdb { error: e, .. }
+            if matches!(e.kind, crate::rdb::RdbErrorKind::TooLarge { .. }) =>
+        {
+            Class::Permanent(
+                "the RDB holds a value over a configured limit; raise the setting the error names and restart shardsync".into(),
+            )
+        }
         LinkError::Load(super::rdb_load::LoadError::Rdb(_)) | LinkError::CorruptRdb { .. } => {
             Class::ProtocolViolation
         }

@@ -12,6 +12,10 @@ use crate::resp::Frame;
 pub struct ReplPosition {
     pub replid: String,
     pub offset: u64,
+    /// The source database selected at `offset`: a master does not repeat its `SELECT` after
+    /// a partial resync, so a resumed stream starts in this database.
+    #[serde(default)]
+    pub db: u32,
 }
 
 /// The master's answer to `PSYNC`.
@@ -40,11 +44,27 @@ fn unexpected(conn: &RespConn, what: &str, reply: &Frame) -> NetError {
     }
 }
 
+/// The Valkey version shardsync declares as a replica (`REPLCONF version`): the newest whose RDB
+/// format the parser reads. Valkey 9+ sends a replica that declares no version (or an older one)
+/// an RDB in version 11 for compatibility, and that RDB cannot hold Valkey 9 data (hash fields
+/// with TTLs): the master's BGSAVE fails ("Can't store key … in RDB version 11") and the full
+/// sync never completes. Declared, the master sends its own format (`VALKEY080`).
+pub const VALKEY_REPLICA_VERSION: &str = "9.1.0";
+
+/// Whether to declare [`VALKEY_REPLICA_VERSION`] to `source` (Valkey 8.0+ knows `REPLCONF
+/// version`; Redis would refuse it).
+pub fn declares_version(source: &crate::net::server_info::ServerInfo) -> bool {
+    source.valkey_at_least(8, 0)
+}
+
 /// Runs the handshake after `RespConn::connect` (which authenticated) and sends `PSYNC`.
+/// `declare_version` sends `REPLCONF version` [`VALKEY_REPLICA_VERSION`] (see
+/// [`declares_version`]); a master that refuses it is still replicated from.
 pub async fn handshake(
     conn: &mut RespConn,
     listening_port: u16,
     resume: Option<&ReplPosition>,
+    declare_version: bool,
 ) -> Result<PsyncReply, NetError> {
     let ping = conn.request(&crate::cmd!["PING"]).await?;
     if ping.is_error() {
@@ -65,6 +85,15 @@ pub async fn handshake(
         .await?;
     if r.is_error() {
         return Err(unexpected(conn, "REPLCONF capa", &r));
+    }
+    if declare_version {
+        let r = conn
+            .request(&crate::cmd!["REPLCONF", "version", VALKEY_REPLICA_VERSION])
+            .await?;
+        if r.is_error() {
+            tracing::warn!(addr = %conn.addr, reply = %r.to_text(),
+                "the source refused REPLCONF version; it may send an RDB older than its own format");
+        }
     }
     let psync = match resume {
         Some(p) => Cmd::new([
@@ -92,9 +121,11 @@ pub async fn handshake(
                     ),
                     reply: text,
                 }),
-                Some(offset) if replid.len() == 40 => {
-                    Ok(PsyncReply::FullResync(ReplPosition { replid, offset }))
-                }
+                Some(offset) if replid.len() == 40 => Ok(PsyncReply::FullResync(ReplPosition {
+                    replid,
+                    offset,
+                    db: 0,
+                })),
                 _ => Err(NetError::Unexpected {
                     addr: conn.addr.clone(),
                     what: "PSYNC".into(),

@@ -108,7 +108,7 @@ pub enum LinkError {
     Sink(#[from] crate::sink::SinkError),
     #[error("{0} is no longer a master of the source cluster; looking for the shard's new master")]
     NotMaster(String),
-    #[error("the RDB from the source is corrupt: {error}; {aftermath}")]
+    #[error("the RDB from the source {}: {error}; {aftermath}", if matches!(.error.kind, crate::rdb::RdbErrorKind::TooLarge { .. }) { "holds a value over a configured limit" } else { "is corrupt" })]
     CorruptRdb {
         error: crate::rdb::RdbError,
         /// What happened to the keys already written from it.
@@ -320,17 +320,32 @@ async fn run(
             return Err(LinkError::NotMaster(endpoint.to_string()));
         }
     }
-    let reply = handshake::handshake(&mut conn, settings.listening_port, resume.as_ref()).await?;
+    let reply = handshake::handshake(
+        &mut conn,
+        settings.listening_port,
+        resume.as_ref(),
+        handshake::declares_version(&settings.source),
+    )
+    .await?;
     let epoch;
+    // A master repeats no SELECT after +CONTINUE: the stream resumes in the saved database.
+    let mut stream_db = 0;
     let stream_start = match reply {
         PsyncReply::FullResync(pos) => {
             // A repeated full sync (this process synced the shard before, or a checkpoint said
             // the target holds an earlier sync) first removes what it wrote, so that keys gone
             // from the source do not stay on the target.
-            let repeated = shard.full_resyncs.load(Ordering::Relaxed) > 0 || resume.is_some();
+            let repeated = shard.full_resyncs.load(Ordering::Relaxed) > 0
+                || resume.is_some()
+                || writer.exact_dirty();
             if repeated && settings.sync.on_resync == Some(crate::config::OnResync::Clear) {
                 clear_before_resync(&settings, &shard, &writer).await?;
             }
+            // Exactly-once: the target's progress key says "partial copy" until the RDB is applied.
+            writer
+                .mark_full_sync(&shard)
+                .await
+                .map_err(LinkError::Internal)?;
             epoch = shard.begin_epoch(pos.offset);
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
@@ -379,6 +394,9 @@ async fn run(
             // Resumed from a checkpoint: what it names was applied (on every target).
             shard.resumed_at(pos.offset);
             shard.handed_offset.store(pos.offset, Ordering::Release);
+            shard.handed_db.store(pos.db, Ordering::Release);
+            shard.applied_db.store(pos.db, Ordering::Release);
+            stream_db = pos.db;
             LinkResumed {
                 shard: &shard,
                 offset: pos.offset,
@@ -388,7 +406,15 @@ async fn run(
         }
     };
     LinkStreaming { shard: &shard }.emit();
-    stream(&settings, &shard, &mut writer, conn, stream_start, epoch).await
+    stream(
+        &settings,
+        &shard,
+        &mut writer,
+        conn,
+        (stream_start, stream_db),
+        epoch,
+    )
+    .await
 }
 
 /// Waits until the shard's earlier writes are applied (or 30 s).
@@ -492,6 +518,7 @@ async fn full_sync(
             use_restore,
             elements_per_command: settings.sync.elements_per_command,
             replace: true,
+            stream_hold_max_bytes: settings.sync.max_stream_rebuild_bytes,
         },
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,
@@ -661,7 +688,19 @@ async fn restore_off_loop(
         settings.sync.batch_max_commands,
         settings.sync.batch_max_bytes,
     );
+    let shard2 = shard.clone();
     let job = tokio::task::spawn_blocking(move || {
+        let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
+        if lost > 0 {
+            let key = cmd.args.get(1).cloned().unwrap_or_default();
+            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                shard: &shard2,
+                kind: crate::convert::loss::HASH_FIELD_TTL,
+                count: lost,
+                key: &key,
+                during: "live stream",
+            });
+        }
         let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
         let mut bytes = 0usize;
         let mut open = true;
@@ -701,7 +740,7 @@ async fn stream(
     shard: &Arc<ShardState>,
     writer: &mut Fanout,
     conn: RespConn,
-    start: u64,
+    (start, start_db): (u64, u32),
     epoch: u64,
 ) -> Result<(), LinkError> {
     let RespConn {
@@ -726,6 +765,7 @@ async fn stream(
             ..Default::default()
         },
     );
+    dec.db = start_db;
     let mut counters = std::collections::HashMap::new();
     let mut handed = start;
     loop {
@@ -750,14 +790,37 @@ async fn stream(
             // sync.dbs / sync.filter act on the source's commands, before any conversion.
             let (mut cmds, ends_in) = writer.filter_stream(shard, cmds, ends_in);
             let now = crate::now_ms() as i64;
-            let mut out = Vec::with_capacity(cmds.len());
+            let mut out: Vec<crate::cmd::DbCmd> = Vec::with_capacity(cmds.len());
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
-                if is_large_foreign_restore(&dc.cmd, &settings.target) {
+                let large = is_large_foreign_restore(&dc.cmd, &settings.target);
+                if !large {
+                    // (A large RESTORE is counted off the event loop, in `restore_off_loop`.)
+                    let lost =
+                        crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target)
+                            + crate::convert::loss::restore_field_ttls_dropped(
+                                &dc.cmd,
+                                &settings.target,
+                            );
+                    if lost > 0 {
+                        let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
+                        crate::observe::events::Emit::emit(
+                            crate::observe::events::LossyConversion {
+                                shard,
+                                kind: crate::convert::loss::HASH_FIELD_TTL,
+                                count: lost,
+                                key: &key,
+                                during: "live stream",
+                            },
+                        );
+                    }
+                }
+                if large {
                     // Decoded off the event loop; what came before it goes first, then its
                     // commands as they are produced (bounded), each run behind the last.
-                    if !out.is_empty() {
+                    if let Some(last) = out.last() {
+                        shard.run_db.store(last.db, Ordering::Release);
                         let run = RunInfo {
                             epoch,
                             offset: ends.last().copied(),
@@ -796,12 +859,17 @@ async fn stream(
                 offset: Some(dec.offset),
                 completes_full_sync: false,
             };
+            shard.run_db.store(dec.db, Ordering::Release);
             writer.send(shard, run, cmds, Feed::Stream(&ends)).await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.
             if !writer.in_transaction() {
                 shard.handed_offset.store(handed, Ordering::Release);
+                shard.handed_db.store(dec.db, Ordering::Release);
+            } else if let Some((before, db)) = writer.handed_before_hold() {
+                shard.handed_offset.store(before, Ordering::Release);
+                shard.handed_db.store(db, Ordering::Release);
             }
             metrics::gauge!(crate::observe::telemetry::SOURCE_OFFSET, "shard" => shard.name.clone())
                 .set(handed as f64);

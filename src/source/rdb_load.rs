@@ -150,6 +150,16 @@ pub fn load<R: Read>(
         }
         let before = cmds.len();
         if let Err(e) = conv.feed(item, &mut cmds) {
+            let lost = conv.take_lost_field_ttls();
+            if let Some(key) = e.key() {
+                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                    shard,
+                    kind: crate::convert::loss::HASH_FIELD_TTL,
+                    count: lost,
+                    key,
+                    during: "full sync",
+                });
+            }
             stats.convert_errors += 1;
             metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
                 .increment(1);

@@ -235,7 +235,7 @@ fn huge_key_name_is_refused_naming_the_limit() {
     let (mut p, _d) = run(&m, &target, "");
     expect_error_under(
         &mut p,
-        "key name of 134217728 bytes exceeds the limit of 67108864 bytes (ParseOptions::max_key_bytes)",
+        "of 134217728 bytes exceeds the limit of 67108864 bytes; raise sync.max_key_bytes",
         120,
     );
     let n: u64 = redis::cmd("DBSIZE")

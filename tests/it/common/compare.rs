@@ -195,11 +195,16 @@ fn diff(db: u32, key: &[u8], what: String) -> Difference {
     }
 }
 
+/// shardsync's exactly-once progress keys (default `sync.progress_prefix`): bookkeeping that
+/// exists on the target only, never data to compare.
+pub const PROGRESS_PREFIX: &[u8] = b"__shardsync:progress:";
+
 fn is_ignored(key: &[u8], ignore: &[&[u8]]) -> bool {
-    ignore.iter().any(|pat| match pat.strip_suffix(b"*") {
-        Some(prefix) => key.starts_with(prefix),
-        None => key == *pat,
-    })
+    key.starts_with(PROGRESS_PREFIX)
+        || ignore.iter().any(|pat| match pat.strip_suffix(b"*") {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == *pat,
+        })
 }
 
 /// All keys of the connection's current db (SCAN, binary-safe).

@@ -1,0 +1,390 @@
+//! Exactly-once delivery (`sync.exactly_once`): the *progress keys* that make the target the
+//! truth about what it applied. One key per (instance, source shard),
+//! `<sync.progress_prefix><sync.instance>:<shard name>`, in target database 0, holding
+//! `<replid>:<offset>` — written by the writer inside the same `MULTI`/`EXEC` as the batch it
+//! covers (see `writer/txn.rs`), so data and position commit together. During a full sync it
+//! holds [`FULL_SYNC_MARK`]: the target then holds a partial copy, which a restart must clear.
+//!
+//! This module owns the key's name and value format, reading it at start (the resume
+//! position), marking a full sync, counting and removing the keys (`shardsync reset`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+
+use crate::config::{Endpoint, SyncSettings};
+use crate::net::client;
+use crate::source::handshake::ReplPosition;
+
+/// Value of a progress key while a full sync is being applied.
+pub const FULL_SYNC_MARK: &str = "full-sync";
+
+/// What a progress key says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// No key: the target holds nothing of ours for this shard (or was emptied).
+    Absent,
+    /// A full sync was being applied: the target holds a partial copy.
+    FullSync,
+    /// Everything up to this position is applied, exactly once.
+    At(ReplPosition),
+}
+
+/// The exactly-once settings shared by the writers and the dispatchers.
+#[derive(Clone, Debug)]
+pub struct Exact {
+    pub prefix: String,
+    pub instance: String,
+}
+
+impl Exact {
+    /// `Some` when `sync.exactly_once` is on.
+    pub fn from_settings(s: &SyncSettings) -> Option<Arc<Exact>> {
+        s.exactly_once.then(|| {
+            Arc::new(Exact {
+                prefix: s.progress_prefix.clone(),
+                instance: s.instance.clone(),
+            })
+        })
+    }
+
+    /// The progress key of source shard `shard` (its stable name).
+    pub fn key(&self, shard: &str) -> Bytes {
+        Bytes::from(format!("{}{}:{}", self.prefix, self.instance, shard))
+    }
+
+    /// Name of this instance's writer connections on the target (`CLIENT SETNAME`), by which a
+    /// new process finds and closes those of a killed one (see [`fence`]).
+    pub fn client_name(&self) -> String {
+        let safe: String = self
+            .instance
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        format!("shardsync-exact-{safe}")
+    }
+
+    /// Prefix of this instance's keys (for `reset`).
+    pub fn instance_prefix(&self) -> String {
+        format!("{}{}:", self.prefix, self.instance)
+    }
+}
+
+/// The value written for a position: `<replid>:<offset>:<source db selected there>`.
+pub fn value(replid: &str, offset: u64, db: u32) -> Bytes {
+    Bytes::from(format!("{replid}:{offset}:{db}"))
+}
+
+/// Parses a progress key's value (`None`: the key is absent).
+pub fn parse(v: Option<&[u8]>) -> Result<Progress, String> {
+    let Some(v) = v else {
+        return Ok(Progress::Absent);
+    };
+    if v == FULL_SYNC_MARK.as_bytes() {
+        return Ok(Progress::FullSync);
+    }
+    let text = std::str::from_utf8(v).map_err(|_| "not UTF-8".to_string())?;
+    let bad = || format!("{} is not REPLID:OFFSET:DB", crate::escape::text(v));
+    let mut parts = text.split(':');
+    let (Some(replid), Some(off), db, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let offset = off.parse().map_err(|_| bad())?;
+    let db = match db {
+        Some(d) => d.parse().map_err(|_| bad())?,
+        None => 0,
+    };
+    if replid.is_empty() || replid.len() > 64 {
+        return Err(bad());
+    }
+    Ok(Progress::At(ReplPosition {
+        replid: replid.to_string(),
+        offset,
+        db,
+    }))
+}
+
+/// The offset a progress value names, if it names one (the writer's resend check).
+pub fn offset_of(v: Option<&[u8]>) -> Option<u64> {
+    match parse(v) {
+        Ok(Progress::At(p)) => Some(p.offset),
+        _ => None,
+    }
+}
+
+async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, String> {
+    let mut c = client::connect("target", ep)
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("SELECT")
+        .arg(0)
+        .query_async::<()>(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: SELECT 0: {}", client::describe(&e)))?;
+    Ok(c)
+}
+
+/// Reads the progress key `key` from the target.
+pub async fn read(ep: &Endpoint, key: &[u8]) -> Result<Progress, String> {
+    let mut c = conn_db0(ep).await?;
+    let v: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: GET progress key: {}", client::describe(&e)))?;
+    parse(v.as_deref()).map_err(|e| {
+        format!(
+            "target {ep}: progress key {} holds {e}; delete it (the shard then starts with a full sync)",
+            crate::escape::quoted(key)
+        )
+    })
+}
+
+/// Marks a full sync as started: from now until the first position is written, the target
+/// holds a partial copy of the shard.
+pub async fn mark_full_sync(ep: &Endpoint, key: &[u8]) -> Result<(), String> {
+    let mut c = conn_db0(ep).await?;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(FULL_SYNC_MARK)
+        .query_async::<()>(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: SET progress key: {}", client::describe(&e)))
+}
+
+/// The keys starting with `prefix` in database 0 of `ep`.
+pub async fn list(ep: &Endpoint, prefix: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut c = conn_db0(ep).await?;
+    let mut cursor = 0u64;
+    let mut out = Vec::new();
+    let pattern = format!("{}*", glob_escape(prefix));
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| format!("target {ep}: SCAN: {}", client::describe(&e)))?;
+        out.extend(keys);
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// How many progress keys (any instance) the target's masters hold; 0 without asking when the
+/// target holds no key at all (`total`), or on an error (the precheck then counts them as data).
+pub async fn count_on(target: &crate::net::topology::Topology, prefix: &str, total: u64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let mut n = 0u64;
+    for m in target.masters() {
+        if let Ok(keys) = list(&m.endpoint, prefix).await {
+            n += keys.len() as u64;
+        }
+    }
+    n
+}
+
+/// Removes the keys starting with `prefix` from database 0 of `ep`; returns how many.
+pub async fn remove(ep: &Endpoint, prefix: &str) -> Result<usize, String> {
+    let keys = list(ep, prefix).await?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let mut c = conn_db0(ep).await?;
+    let mut del = redis::cmd("DEL");
+    for k in &keys {
+        del.arg(k.as_slice());
+    }
+    del.query_async::<i64>(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: DEL: {}", client::describe(&e)))?;
+    Ok(keys.len())
+}
+
+/// Escapes glob characters so a prefix matches literally in `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// True when `cmd`'s first argument after the name starts with `prefix`: a progress key of some
+/// shardsync (a cascade's upstream instance writes them into our source); never copied on.
+pub fn is_progress_write(prefix: &[u8], cmd: &crate::cmd::Cmd) -> bool {
+    !prefix.is_empty() && cmd.args.get(1).is_some_and(|k| k.starts_with(prefix))
+}
+
+/// The exactly-once settings for a run: `None` when off, or on a cluster target (not supported
+/// there yet: logged, the run is at-least-once).
+pub fn for_target(s: &SyncSettings, cluster_target: bool) -> Option<Arc<Exact>> {
+    let e = Exact::from_settings(s)?;
+    if cluster_target {
+        tracing::warn!(
+            "sync.exactly_once is not available with a cluster target yet: delivery is at-least-once (a crash may apply the last writes twice)"
+        );
+        return None;
+    }
+    Some(e)
+}
+
+/// The ids of the clients named `name` in a `CLIENT LIST` reply.
+pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f.strip_prefix("name=") == Some(name)))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// Closes the writer connections an earlier process of this instance left on the target
+/// (`CLIENT KILL ID`), so none of their pipelined transactions can commit after the progress
+/// keys are read: a SIGKILLed process's last transactions may still sit in the target's socket
+/// buffer. After `CLIENT KILL`, the target runs no further command of that client.
+pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, String> {
+    let mut c = client::connect("target", ep)
+        .await
+        .map_err(|e| e.to_string())?;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("target {ep}: CLIENT LIST: {}", client::describe(&e)))?;
+    let ids = ids_named(&list, &exact.client_name());
+    for id in &ids {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(*id)
+            .query_async(&mut c)
+            .await;
+    }
+    Ok(ids.len())
+}
+
+/// Reads every source shard's progress key (by shard name) from a standalone target.
+pub async fn read_all(
+    exact: Option<&Exact>,
+    target: &Endpoint,
+    source: &crate::net::topology::Topology,
+) -> std::collections::HashMap<String, Result<Progress, String>> {
+    let mut out = std::collections::HashMap::new();
+    let Some(exact) = exact else {
+        return out;
+    };
+    match fence(target, exact).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            connections = n,
+            "closed the target connections a previous run of this instance left open"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not close the target connections of a previous run (CLIENT LIST/KILL); a transaction it left in flight could still commit")
+        }
+    }
+    for m in source.masters() {
+        let name = m.endpoint.to_string();
+        let p = read(target, &exact.key(&name)).await;
+        out.insert(name, p);
+    }
+    out
+}
+
+/// True when some progress key shows the target holds data of ours.
+pub fn any_ours(progress: &std::collections::HashMap<String, Result<Progress, String>>) -> bool {
+    progress
+        .values()
+        .any(|p| matches!(p, Ok(Progress::At(_)) | Ok(Progress::FullSync)))
+}
+
+/// Where a shard resumes in exactly-once mode, from its progress key (`progress`; `None` when
+/// the mode is off) and the local checkpoint (a hint). Returns the position and whether the
+/// target holds a copy of ours that a full sync must clear first.
+pub fn resume_from(
+    shard: &crate::observe::progress::ShardState,
+    checkpoint: Option<ReplPosition>,
+    progress: Option<&Result<Progress, String>>,
+) -> (Option<ReplPosition>, bool) {
+    let Some(progress) = progress else {
+        return (checkpoint, false);
+    };
+    match progress {
+        Ok(Progress::At(p)) => {
+            if checkpoint.as_ref().is_some_and(|c| c.offset != p.offset) {
+                tracing::info!(shard = %shard.name, checkpoint_offset = checkpoint.as_ref().map(|c| c.offset),
+                    "the local checkpoint differs from the target's progress key; the target is the truth");
+            }
+            tracing::info!(shard = %shard.name, replid = %p.replid, offset = p.offset,
+                "found the target's progress key; will resume exactly there");
+            (Some(p.clone()), false)
+        }
+        Ok(Progress::FullSync) => {
+            tracing::warn!(shard = %shard.name,
+                "the target holds an unfinished full sync of this shard (progress key); it is cleared and the full sync starts over");
+            (None, true)
+        }
+        Ok(Progress::Absent) => {
+            if checkpoint.is_some() {
+                tracing::warn!(shard = %shard.name,
+                    "a checkpoint exists but the target has no progress key (emptied, or written without exactly-once): starting with a full sync");
+            }
+            (None, checkpoint.is_some())
+        }
+        Err(e) => {
+            shard.mark_failed(e.clone());
+            (None, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let v = value(&"a".repeat(40), 1234, 2);
+        assert_eq!(
+            parse(Some(&v)).unwrap(),
+            Progress::At(ReplPosition {
+                replid: "a".repeat(40),
+                offset: 1234,
+                db: 2,
+            })
+        );
+        assert_eq!(parse(None).unwrap(), Progress::Absent);
+        assert_eq!(parse(Some(b"full-sync")).unwrap(), Progress::FullSync);
+        assert!(parse(Some(b"garbage")).is_err());
+        assert!(parse(Some(b":12")).is_err());
+        assert!(parse(Some(b"a:1:2:3")).is_err());
+        assert_eq!(offset_of(Some(b"abc:77")), Some(77));
+        let e = Exact {
+            prefix: "__shardsync:progress:".into(),
+            instance: "a".into(),
+        };
+        assert_eq!(
+            &e.key("10.0.0.1:6379")[..],
+            b"__shardsync:progress:a:10.0.0.1:6379"
+        );
+        assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+        let list = "id=3 addr=127.0.0.1:1 name=shardsync-exact-a age=1\nid=4 addr=x name= age=2\nid=9 name=shardsync-exact-a\n";
+        assert_eq!(ids_named(list, "shardsync-exact-a"), vec![3, 9]);
+    }
+}

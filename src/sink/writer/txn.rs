@@ -1,0 +1,407 @@
+//! The writer's exactly-once transactions (standalone target, `sync.exactly_once`): each batch
+//! of the command stream is sent as `MULTI`, its commands, `SET <progress key> <replid>:<offset>`,
+//! `EXEC` — pipelined like any batch (the next one goes out before this `EXEC` is answered).
+//! Data and position commit together, so a crash of shardsync (or of the target, restarted from
+//! its AOF) never leaves a write applied without its position or the reverse.
+//!
+//! - The source's own `MULTI`/`EXEC` are folded into the batch's transaction (never nested; the
+//!   dispatcher never cuts a source transaction between two batches, see
+//!   [`crate::sink::txn_hold`]).
+//! - A database probe (`SELECT n` not yet verified on the connection) is sent *before* `MULTI`:
+//!   refused inside a transaction it would only abort that transaction. A `SELECT` inside the
+//!   transaction moves the connection's database only if `EXEC` runs, so after an `EXEC` whose
+//!   body changed the database, the final database is selected again outside the transaction.
+//! - `EXECABORT` (a command refused at queue time, e.g. unknown to an older target): the refused
+//!   commands are reported like any rejected write (counted, handed to the repairs) and the
+//!   batch is sent again without them, counted in `shardsync_exec_aborts_total`. Batches
+//!   pipelined behind it were applied first: when any of them exists, the retried commands'
+//!   keys are also handed to the repairs (copied from the source), and the retry writes no
+//!   position (a later batch's is higher).
+//! - Runtime errors inside `EXEC` (`WRONGTYPE`…) are per-command replies in the `EXEC` array,
+//!   handled as the plain pipeline handles an error reply.
+//! - After a reconnect, the progress keys are read first: batches whose position the target
+//!   already holds were applied (their `EXEC` reply was lost) and are not sent again.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{INTERNAL_SLOT, InFlight, PROBE_SLOT, Pipeline, command_reply};
+use crate::cmd::DbCmd;
+use crate::net::RespConn;
+use crate::resp::Frame;
+use crate::sink::Batch;
+
+/// Reply slot of the transaction's `MULTI`.
+const MULTI_SLOT: u32 = u32::MAX - 2;
+/// Reply slot of the transaction's `EXEC`.
+const EXEC_SLOT: u32 = u32::MAX - 3;
+/// Reply slot of the progress `SET`.
+const PROGRESS_SLOT: u32 = u32::MAX - 4;
+/// A batch aborted this many times is sent without a transaction (it cannot be made to pass).
+const MAX_ATTEMPTS: u32 = 2;
+
+/// The transaction state of one batch on the current connection.
+#[derive(Debug, Default)]
+pub(super) struct TxnState {
+    /// Progress key, value and offset written with the batch (`None`: a retry behind later
+    /// batches, which carry a higher position).
+    progress: Option<(Bytes, Bytes, u64)>,
+    /// `MULTI` was encoded on this connection.
+    open: bool,
+    /// The connection's database when `MULTI` was encoded.
+    start_db: u32,
+    /// `EXEC` was answered (replies after it are outside the transaction).
+    exec_seen: bool,
+    /// Slots whose command was queued, in order: the `EXEC` array answers them one by one.
+    queued: Vec<u32>,
+    /// Slots refused at queue time, with the error.
+    refused: Vec<(u32, Bytes)>,
+    /// Transactions of this batch aborted so far.
+    attempt: u32,
+}
+
+impl TxnState {
+    fn reset_connection(&mut self) {
+        self.open = false;
+        self.exec_seen = false;
+        self.queued.clear();
+        self.refused.clear();
+    }
+}
+
+impl Pipeline {
+    /// Gives a new batch its transaction when exactly-once mode applies to it: a standalone
+    /// target, a batch of the current epoch that ends at a source position.
+    pub(super) fn txn_init(&self, f: &mut InFlight) {
+        let Some(exact) = &self.settings.exact else {
+            return;
+        };
+        let b = &f.batch;
+        let Some(offset) = b.ticket.offset else {
+            return;
+        };
+        if self.targets.is_some()
+            || b.ticket.epoch != b.shard.epoch.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let replid = b.shard.replid();
+        if replid.is_empty() {
+            return;
+        }
+        f.txn = Some(TxnState {
+            progress: Some((
+                exact.key(&b.shard.name),
+                crate::sink::exact::value(&replid, offset, b.ticket.source_db),
+                offset,
+            )),
+            ..Default::default()
+        });
+    }
+
+    /// Encodes batch `i` as one transaction (after a database probe when one is needed).
+    pub(super) fn encode_txn(&mut self, i: usize, out: &mut BytesMut) {
+        let Pipeline {
+            pending,
+            verified,
+            refused,
+            probing,
+            conn_db,
+            ..
+        } = self;
+        let f = &mut pending[i];
+        let Some(t) = f.txn.as_mut() else {
+            return;
+        };
+        if !t.open {
+            let unverified = (f.encoded..f.batch.cmds.len())
+                .filter(|&at| !f.skip.as_ref().is_some_and(|s| s[at]))
+                .map(|at| f.batch.cmds[at].db)
+                .find(|db| !verified.contains(db) && !refused.contains(db));
+            if let Some(db) = unverified {
+                crate::cmd!["SELECT", db].encode(out);
+                f.slots.push(PROBE_SLOT);
+                *probing = Some(db);
+                return;
+            }
+            crate::cmd!["MULTI"].encode(out);
+            f.slots.push(MULTI_SLOT);
+            t.open = true;
+            t.start_db = *conn_db;
+        }
+        while f.encoded < f.batch.cmds.len() {
+            let at = f.encoded;
+            f.encoded += 1;
+            if f.skip.as_ref().is_some_and(|s| s[at]) {
+                continue;
+            }
+            let DbCmd { db, cmd } = &f.batch.cmds[at];
+            if cmd.is("MULTI") || cmd.is("EXEC") {
+                continue; // folded into the batch's transaction
+            }
+            if *db != *conn_db {
+                if refused.contains(db) {
+                    let n = f.batch.cmds.len();
+                    f.skip.get_or_insert_with(|| vec![false; n])[at] = true;
+                    super::count_refused(&f.batch.shard, 1);
+                    continue;
+                }
+                crate::cmd!["SELECT", *db].encode(out);
+                f.slots.push(INTERNAL_SLOT);
+                *conn_db = *db;
+            }
+            cmd.encode(out);
+            f.slots.push(at as u32);
+        }
+        if let Some((key, value, _)) = &t.progress {
+            if *conn_db != 0 {
+                crate::cmd!["SELECT", 0u32].encode(out);
+                f.slots.push(INTERNAL_SLOT);
+                *conn_db = 0;
+            }
+            crate::cmd!["SET", key.clone(), value.clone()].encode(out);
+            f.slots.push(PROGRESS_SLOT);
+        }
+        crate::cmd!["EXEC"].encode(out);
+        f.slots.push(EXEC_SLOT);
+        if *conn_db != t.start_db {
+            // Whether EXEC runs or aborts, the connection is in `conn_db` after this.
+            crate::cmd!["SELECT", *conn_db].encode(out);
+            f.slots.push(INTERNAL_SLOT);
+        }
+    }
+
+    /// A reply to batch `fi`'s transaction.
+    pub(super) fn txn_reply(
+        &mut self,
+        fi: usize,
+        slot: u32,
+        frame: Frame,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let f = &mut self.pending[fi];
+        let Some(t) = f.txn.as_mut() else {
+            return Ok(());
+        };
+        match slot {
+            MULTI_SLOT => {
+                if let Frame::Error(e) = &frame {
+                    return Err(format!("MULTI failed: {}", crate::escape::text(e)));
+                }
+            }
+            EXEC_SLOT => {
+                t.exec_seen = true;
+                self.on_exec(fi, frame, out);
+            }
+            _ if t.exec_seen => {
+                // The SELECT after EXEC.
+                if let Frame::Error(e) = &frame {
+                    return Err(format!("SELECT failed: {}", crate::escape::text(e)));
+                }
+            }
+            _ => match frame {
+                Frame::Error(e) => t.refused.push((slot, e)),
+                _ => t.queued.push(slot),
+            },
+        }
+        Ok(())
+    }
+
+    fn on_exec(&mut self, fi: usize, frame: Frame, out: &mut BytesMut) {
+        let node = self.node.clone();
+        let f = &mut self.pending[fi];
+        let Some(t) = f.txn.as_mut() else {
+            return;
+        };
+        let items = match frame {
+            Frame::Array(items) => items,
+            other => {
+                let why = match &other {
+                    Frame::Error(e) => crate::escape::text(e),
+                    _ => "EXEC returned nil".to_string(),
+                };
+                self.on_abort(fi, why, out);
+                return;
+            }
+        };
+        let queued = std::mem::take(&mut t.queued);
+        f.resume_at = f.batch.cmds.len();
+        for (slot, item) in queued.iter().zip(items.iter()) {
+            if (*slot as usize) < f.batch.cmds.len() {
+                command_reply(&node, &self.settings, f, *slot as usize, item);
+            } else if let Frame::Error(e) = item {
+                // SELECT or the progress SET failed at run time: the batch's data is applied,
+                // its position not; a crash before the next batch would replay it.
+                tracing::error!(node = %node, error = %crate::escape::text(e), "the progress key write failed inside a transaction");
+            }
+        }
+    }
+
+    /// `EXEC` refused (`EXECABORT`): reports the refused commands, then sends the batch again
+    /// without them.
+    fn on_abort(&mut self, fi: usize, why: String, out: &mut BytesMut) {
+        metrics::counter!(crate::observe::telemetry::EXEC_ABORTS, "node" => self.node.clone())
+            .increment(1);
+        let node = self.node.clone();
+        let f = &mut self.pending[fi];
+        let Some(t) = f.txn.as_mut() else {
+            return;
+        };
+        let refused = std::mem::take(&mut t.refused);
+        let attempt = t.attempt + 1;
+        let progress = t.progress.clone();
+        f.resume_at = f.batch.cmds.len();
+        let len = f.batch.cmds.len();
+        let mut drop = vec![false; len];
+        for (slot, e) in &refused {
+            if (*slot as usize) < len {
+                command_reply(
+                    &node,
+                    &self.settings,
+                    f,
+                    *slot as usize,
+                    &Frame::Error(e.clone()),
+                );
+                drop[*slot as usize] = true;
+            }
+        }
+        let cmds: Vec<DbCmd> = f
+            .batch
+            .cmds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !drop[*i] && !f.skip.as_ref().is_some_and(|s| s[*i]))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let shard = f.batch.shard.clone();
+        let ticket = f.batch.ticket.clone();
+        let later = self
+            .pending
+            .iter()
+            .skip(fi + 1)
+            .any(|g| g.txn.is_some() && std::sync::Arc::ptr_eq(&g.batch.shard, &shard));
+        if let Some(suppressed) = crate::observe::lograte::allow(&node, "execabort") {
+            tracing::warn!(node = %node, shard = %shard.name, refused = refused.len(), commands = cmds.len(),
+                attempt, error = %why, suppressed, "target aborted a write transaction; sending it again without the refused commands");
+        }
+        if later && let Some(q) = &self.settings.repairs {
+            // Batches behind it were applied first: the keys of the retried commands are copied
+            // from the source, which undoes any reordering.
+            for c in &cmds {
+                q.request(
+                    &shard,
+                    c.db,
+                    &c.cmd,
+                    "applied after later writes (EXECABORT retry)",
+                );
+            }
+        }
+        ticket.add_part();
+        let mut retry = InFlight::new(Batch {
+            shard,
+            ticket,
+            cmds,
+            asking: false,
+        });
+        if attempt < MAX_ATTEMPTS && (!refused.is_empty() || later) {
+            retry.txn = Some(TxnState {
+                progress: if later { None } else { progress },
+                attempt,
+                ..Default::default()
+            });
+        } else {
+            tracing::error!(node = %node, "a write transaction cannot pass; its commands go without a transaction (a crash before the next batch may apply them twice)");
+        }
+        self.pending.push_back(retry);
+        self.encode_pending(out);
+    }
+
+    /// After connecting: reads the progress keys of the shards with transactions waiting, and
+    /// marks those the target already committed as done (their `EXEC` reply was lost).
+    pub(super) async fn skip_committed(
+        &mut self,
+        conn: &mut RespConn,
+    ) -> Result<(), super::ConnEnd> {
+        for f in self.pending.iter_mut() {
+            if let Some(t) = f.txn.as_mut() {
+                t.reset_connection();
+            }
+        }
+        let fail = |e: String| super::ConnEnd::Failed(format!("exactly-once fencing: {e}"));
+        if let Some(exact) = &self.settings.exact {
+            // Name this connection, then close any other of this instance (a previous
+            // connection's pipelined transactions must not commit after the keys are read).
+            let name = exact.client_name();
+            let ask = |r: Frame| match r {
+                Frame::Error(e) => Err(fail(crate::escape::text(&e))),
+                f => Ok(f),
+            };
+            ask(conn
+                .request(&crate::cmd!["CLIENT", "SETNAME", name.clone()])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let own = ask(conn
+                .request(&crate::cmd!["CLIENT", "ID"])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let own = match own {
+                Frame::Integer(i) => i as u64,
+                _ => 0,
+            };
+            let list = ask(conn
+                .request(&crate::cmd!["CLIENT", "LIST"])
+                .await
+                .map_err(|e| fail(e.to_string()))?)?;
+            let text = list
+                .as_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            for id in crate::sink::exact::ids_named(&text, &name) {
+                if id != own {
+                    let _ = conn
+                        .request(&crate::cmd!["CLIENT", "KILL", "ID", id])
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+            }
+        }
+        let mut keys: Vec<Bytes> = Vec::new();
+        for f in &self.pending {
+            if let Some((k, _, _)) = f.txn.as_ref().and_then(|t| t.progress.as_ref())
+                && !keys.contains(k)
+            {
+                keys.push(k.clone());
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in keys {
+            let reply = conn
+                .request(&crate::cmd!["GET", key.clone()])
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let stored = match &reply {
+                Frame::Error(e) => return Err(fail(crate::escape::text(e))),
+                f => crate::sink::exact::offset_of(f.as_bytes().map(|b| &b[..])),
+            };
+            let Some(stored) = stored else { continue };
+            let mut skipped = 0usize;
+            for f in self.pending.iter_mut() {
+                let applied = f
+                    .txn
+                    .as_ref()
+                    .and_then(|t| t.progress.as_ref())
+                    .is_some_and(|(k, _, off)| *k == key && *off <= stored);
+                if applied && f.resume_at < f.batch.cmds.len() {
+                    f.resume_at = f.batch.cmds.len();
+                    skipped += 1;
+                }
+            }
+            if skipped > 0 {
+                tracing::info!(node = %self.node, batches = skipped, offset = stored,
+                    "the target had committed batches whose reply was lost; not sending them again");
+            }
+        }
+        Ok(())
+    }
+}

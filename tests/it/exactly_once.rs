@@ -1,0 +1,422 @@
+//! Exactly-once delivery (`sync.exactly_once`, issue 12): shardsync is SIGKILLed again and again
+//! (during the full sync, during `MULTI`/`EXEC` bursts, under steady load) while a mixed,
+//! non-idempotent workload runs on the source (`INCR`, `RPUSH`, `APPEND`, `LPOP`, `RENAME`,
+//! `SPOP`, `XADD *`, `EVAL` that writes, `MULTI`/`EXEC`, two databases); the target must then
+//! equal the source key by key — no duplicate tolerance. A second test SIGKILLs the *target*
+//! (AOF, `appendfsync always`) under load and restarts it from its AOF.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::util::{DetRng, wait_until};
+use common::*;
+
+const KIND: ServerKind = ServerKind::Redis70;
+const HEARTBEAT: &str = "shardsync:heartbeat";
+const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
+#[derive(Clone)]
+struct Workload {
+    stop: Arc<AtomicBool>,
+    bursts: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+}
+
+impl Workload {
+    fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
+        let w = Workload {
+            stop: Arc::new(AtomicBool::new(false)),
+            bursts: Arc::new(AtomicBool::new(false)),
+            ops: Arc::new(AtomicU64::new(0)),
+        };
+        let w2 = w.clone();
+        let h = std::thread::spawn(move || w2.run(&url, seed));
+        (w, h)
+    }
+
+    fn run(&self, url: &str, seed: u64) {
+        let client = redis::Client::open(url).expect("client");
+        let mut c0 = client.get_connection().expect("connect db 0");
+        let mut c2 = client.get_connection().expect("connect db 2");
+        let _: () = redis::cmd("SELECT")
+            .arg(2)
+            .query(&mut c2)
+            .expect("SELECT 2");
+        let mut rng = DetRng::new(seed);
+        let mut n = 0u64;
+        let script = "redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1";
+        while !self.stop.load(Ordering::Acquire) {
+            let bursts = self.bursts.load(Ordering::Acquire);
+            let mut p = redis::pipe();
+            let use2 = rng.below(5) == 0;
+            for _ in 0..40 {
+                n += 1;
+                let k = rng.below(8);
+                let op = if bursts { 9 } else { rng.below(11) };
+                match op {
+                    0 => {
+                        p.cmd("INCR").arg(format!("ctr:{k}")).ignore();
+                    }
+                    1 => {
+                        p.cmd("RPUSH").arg(format!("list:{k}")).arg(n).ignore();
+                    }
+                    2 => {
+                        p.cmd("APPEND")
+                            .arg(format!("str:{k}"))
+                            .arg(format!("{n};"))
+                            .ignore();
+                    }
+                    3 => {
+                        p.cmd("LPOP").arg(format!("list:{k}")).ignore();
+                    }
+                    4 => {
+                        // RENAME: a key made and moved; replayed, it would fail or move twice.
+                        p.cmd("SET").arg(format!("tmp:{n}")).arg(n).ignore();
+                        p.cmd("RENAME")
+                            .arg(format!("tmp:{n}"))
+                            .arg(format!("moved:{k}"))
+                            .ignore();
+                    }
+                    5 => {
+                        p.cmd("SADD").arg(format!("set:{k}")).arg(n).ignore();
+                        p.cmd("SPOP").arg(format!("set:{}", (k + 1) % 8)).ignore();
+                    }
+                    6 => {
+                        p.cmd("XADD")
+                            .arg(format!("stream:{}", k % 4))
+                            .arg("*")
+                            .arg("n")
+                            .arg(n)
+                            .ignore();
+                    }
+                    7 => {
+                        p.cmd("EVAL")
+                            .arg(script)
+                            .arg(2)
+                            .arg(format!("ev:{k}"))
+                            .arg(format!("evl:{k}"))
+                            .arg(n)
+                            .ignore();
+                    }
+                    8 => {
+                        p.cmd("INCRBY").arg(format!("ctr:{k}")).arg(3).ignore();
+                        p.cmd("LPUSH").arg(format!("list:{k}")).arg(n).ignore();
+                    }
+                    _ => {
+                        // A MULTI/EXEC block (queued by the pipeline: MULTI … EXEC).
+                        p.cmd("MULTI").ignore();
+                        p.cmd("INCR").arg(format!("tx:ctr:{k}")).ignore();
+                        p.cmd("RPUSH").arg(format!("tx:list:{k}")).arg(n).ignore();
+                        p.cmd("APPEND").arg(format!("tx:str:{k}")).arg("x").ignore();
+                        p.cmd("LPOP").arg(format!("list:{k}")).ignore();
+                        p.cmd("EXEC").ignore();
+                    }
+                }
+            }
+            let conn = if use2 { &mut c2 } else { &mut c0 };
+            match p.query::<()>(conn) {
+                Ok(()) => {
+                    self.ops.fetch_add(40, Ordering::Relaxed);
+                }
+                Err(e) => panic!("workload: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("shardsync.toml");
+    std::fs::write(
+        &path,
+        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n",
+    )
+    .expect("write config");
+    path
+}
+
+fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> Shardsync {
+    Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--metrics-addr",
+        "off",
+    ])
+}
+
+fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
+    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
+    v.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|v| v >= ms)
+}
+
+/// Waits until a heartbeat written after now reached the target (everything written to the
+/// source before is then applied).
+fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
+    let after = now_ms();
+    let mut dc = loop {
+        if let Ok(c) = redis::Client::open(dst.url()).and_then(|c| c.get_connection()) {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        wait_until(timeout, || heartbeat_at_least(&mut dc, after)),
+        "target did not catch up within {timeout:?}; shardsync log:\n{}",
+        ss.log_tail(60)
+    );
+}
+
+fn assert_exact(src: &RedisServer, dst: &RedisServer) {
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0, 2],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+}
+
+fn assert_no_panic(ss: &Shardsync) {
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+}
+
+/// Twelve SIGKILLs of shardsync: two during the full sync, three during `MULTI`/`EXEC` bursts,
+/// the rest under the steady mix, at random moments. The target must equal the source exactly.
+#[test]
+fn sigkill_twelve_times_standalone_target_is_exact() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(
+        KIND,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-backlog-size",
+            "128mb",
+            "--repl-diskless-sync",
+            "yes",
+        ],
+    );
+    let dst = RedisServer::start(KIND);
+    // A full sync long enough to be interrupted.
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(20_000)
+        .arg("bulk")
+        .arg(4000)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path());
+    let (load, handle) = Workload::start(src.url(), 12);
+    let mut rng = DetRng::new(0x5eed);
+    let mut kills = 0;
+    let mut resumed = 0;
+    for round in 0..12 {
+        let mut ss = spawn(&src, &dst, state.path(), &config);
+        if round < 2 {
+            // During the full sync: the RDB is being applied.
+            ss.expect_log("full sync started", Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
+            assert!(
+                !ss.log().contains("RDB received"),
+                "round {round}: the full sync ended before the kill; log:\n{}",
+                ss.log_tail(30)
+            );
+        } else {
+            ss.expect_log("replication started", Duration::from_secs(30));
+            if !wait_until(Duration::from_secs(40), || {
+                let l = ss.log();
+                l.contains("partial resync accepted") || l.contains("RDB received")
+            }) {
+                panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
+            }
+            if ss.log().contains("partial resync accepted") {
+                resumed += 1;
+            }
+            load.bursts
+                .store((5..8).contains(&round), Ordering::Release);
+            std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+        }
+        assert_no_panic(&ss);
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "round {round}: shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        kills += 1;
+        println!(
+            "round {round} killed at {:.1?} ops {}",
+            t0.elapsed(),
+            load.ops.load(Ordering::Relaxed)
+        );
+        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(format!("{d}/round-{round}.log"), ss.log());
+        }
+    }
+    load.bursts.store(false, Ordering::Release);
+    // The last run: catch up, stop the load, catch up again, compare.
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_exact(&src, &dst);
+    let log = ss.log();
+    assert!(
+        log.contains("found the target's progress key"),
+        "the last run did not resume from the target:\n{log}"
+    );
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    assert!(
+        resumed >= 8,
+        "only {resumed} of the restarts resumed with +CONTINUE"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    println!(
+        "EXACTLY-ONCE standalone: {kills} SIGKILLs ({resumed} partial resyncs), {} source writes, target exact; {:.1?}",
+        load.ops.load(Ordering::Relaxed),
+        t0.elapsed()
+    );
+}
+
+/// The target is SIGKILLed under load and restarted from its AOF (`appendfsync always`):
+/// shardsync reconnects, reads its progress key, and sends again only what the target did not
+/// commit. Nothing lost, nothing doubled.
+#[test]
+fn target_sigkill_restarts_from_aof_exact() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
+    let mut dst =
+        RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path());
+    let (load, handle) = Workload::start(src.url(), 34);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    let mut rng = DetRng::new(7);
+    for round in 0..3 {
+        load.bursts.store(round == 1, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(500 + rng.below(800)));
+        dst.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        dst.restart();
+    }
+    load.bursts.store(false, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(800));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_exact(&src, &dst);
+    assert_no_panic(&ss);
+    assert!(ss.is_running(), "shardsync stopped:\n{}", ss.log_tail(40));
+    println!(
+        "EXACTLY-ONCE target kill: 3 target SIGKILLs + AOF restarts, {} source writes, target exact; {:.1?}",
+        load.ops.load(Ordering::Relaxed),
+        t0.elapsed()
+    );
+}
+
+/// A batch holding a command the older target refuses at queue time (`GEOSEARCHSTORE … BYBOX`
+/// into Redis 6.0): `EXECABORT`; the batch is sent again without it, so the other writes of the
+/// batch apply exactly once, and the refused command's key is repaired from the source.
+#[test]
+fn execabort_retries_without_the_refused_command() {
+    let src = RedisServer::start_with(KIND, &["--repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start(ServerKind::Redis60);
+    let mut sc = src.client();
+    let _: () = redis::cmd("GEOADD")
+        .arg("places")
+        .arg("13.361389")
+        .arg("38.115556")
+        .arg("Palermo")
+        .arg("15.087269")
+        .arg("37.502669")
+        .arg("Catania")
+        .query::<i64>(&mut sc)
+        .map(|_| ())
+        .expect("GEOADD");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path());
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst, Duration::from_secs(30));
+    // One pipeline: one batch on the target side.
+    let mut p = redis::pipe();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("a").ignore();
+    p.cmd("GEOSEARCHSTORE")
+        .arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC")
+        .ignore();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("b").ignore();
+    p.query::<()>(&mut sc).expect("pipeline");
+    ss.expect_log(
+        "target aborted a write transaction",
+        Duration::from_secs(20),
+    );
+    ss.expect_log("repairing the key", Duration::from_secs(20));
+    wait_caught_up(&ss, &dst, Duration::from_secs(30));
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    // And a kill right after still resumes exactly.
+    ss.kill();
+    let _: () = redis::cmd("INCR")
+        .arg("ctr")
+        .query::<i64>(&mut sc)
+        .map(|_| ())
+        .expect("INCR");
+    let ss2 = spawn(&src, &dst, state.path(), &config);
+    wait_caught_up(&ss2, &dst, Duration::from_secs(30));
+    let v: i64 = redis::cmd("GET")
+        .arg("ctr")
+        .query(&mut dst.client())
+        .expect("GET");
+    assert_eq!(v, 3, "ctr applied exactly once per INCR");
+    assert_no_panic(&ss2);
+}
