@@ -57,7 +57,10 @@ impl Output {
 pub struct Outputs {
     pub list: Vec<Output>,
     /// Exactly-once: each shard's progress key as read at start (by shard name).
-    pub progress: std::collections::HashMap<String, Result<crate::sink::exact::Progress, String>>,
+    pub progress: std::collections::HashMap<
+        String,
+        Result<crate::sink::exact::Progress, crate::sink::SinkError>,
+    >,
 }
 
 /// A failed precheck of one of the targets after the first.

@@ -112,7 +112,7 @@ impl Dispatcher {
 
     /// Exactly-once mode: writes the full-sync mark into the shard's progress key, before any
     /// key of the RDB (a restart then knows the target holds a partial copy).
-    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), String> {
+    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), super::SinkError> {
         let Some((exact, _)) = &self.exact else {
             return Ok(());
         };

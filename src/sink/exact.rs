@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 
+use super::SinkError;
 use crate::config::{Endpoint, SyncSettings};
 use crate::net::client;
 use crate::source::handshake::ReplPosition;
@@ -76,16 +77,26 @@ pub fn value(replid: &str, offset: u64, db: u32) -> Bytes {
     Bytes::from(format!("{replid}:{offset}:{db}"))
 }
 
+/// A progress key's value that is not shardsync's format (what it holds, shown escaped).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(String);
+
 /// Parses a progress key's value (`None`: the key is absent).
-pub fn parse(v: Option<&[u8]>) -> Result<Progress, String> {
+pub fn parse(v: Option<&[u8]>) -> Result<Progress, BadValue> {
     let Some(v) = v else {
         return Ok(Progress::Absent);
     };
     if v == FULL_SYNC_MARK.as_bytes() {
         return Ok(Progress::FullSync);
     }
-    let text = std::str::from_utf8(v).map_err(|_| "not UTF-8".to_string())?;
-    let bad = || format!("{} is not REPLID:OFFSET:DB", crate::escape::text(v));
+    let text = std::str::from_utf8(v).map_err(|_| BadValue("not UTF-8".to_string()))?;
+    let bad = || {
+        BadValue(format!(
+            "{} is not REPLID:OFFSET:DB",
+            crate::escape::text(v)
+        ))
+    };
     let mut parts = text.split(':');
     let (Some(replid), Some(off), db, None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -115,48 +126,45 @@ pub fn offset_of(v: Option<&[u8]>) -> Option<u64> {
     }
 }
 
-async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, String> {
-    let mut c = client::connect("target", ep)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, SinkError> {
+    let mut c = client::connect("target", ep).await?;
     redis::cmd("SELECT")
         .arg(0)
         .query_async::<()>(&mut c)
         .await
-        .map_err(|e| format!("target {ep}: SELECT 0: {}", client::describe(&e)))?;
+        .map_err(|e| SinkError::command(ep, "SELECT 0", &e))?;
     Ok(c)
 }
 
 /// Reads the progress key `key` from the target.
-pub async fn read(ep: &Endpoint, key: &[u8]) -> Result<Progress, String> {
+pub async fn read(ep: &Endpoint, key: &[u8]) -> Result<Progress, SinkError> {
     let mut c = conn_db0(ep).await?;
     let v: Option<Vec<u8>> = redis::cmd("GET")
         .arg(key)
         .query_async(&mut c)
         .await
-        .map_err(|e| format!("target {ep}: GET progress key: {}", client::describe(&e)))?;
-    parse(v.as_deref()).map_err(|e| {
-        format!(
-            "target {ep}: progress key {} holds {e}; delete it (the shard then starts with a full sync)",
-            crate::escape::quoted(key)
-        )
+        .map_err(|e| SinkError::command(ep, "GET progress key", &e))?;
+    parse(v.as_deref()).map_err(|e| SinkError::Command {
+        addr: ep.to_string(),
+        what: format!("progress key {}", crate::escape::quoted(key)),
+        why: format!("holds {e}; delete it (the shard then starts with a full sync)"),
     })
 }
 
 /// Marks a full sync as started: from now until the first position is written, the target
 /// holds a partial copy of the shard.
-pub async fn mark_full_sync(ep: &Endpoint, key: &[u8]) -> Result<(), String> {
+pub async fn mark_full_sync(ep: &Endpoint, key: &[u8]) -> Result<(), SinkError> {
     let mut c = conn_db0(ep).await?;
     redis::cmd("SET")
         .arg(key)
         .arg(FULL_SYNC_MARK)
         .query_async::<()>(&mut c)
         .await
-        .map_err(|e| format!("target {ep}: SET progress key: {}", client::describe(&e)))
+        .map_err(|e| SinkError::command(ep, "SET progress key", &e))
 }
 
 /// The keys starting with `prefix` in database 0 of `ep`.
-pub async fn list(ep: &Endpoint, prefix: &str) -> Result<Vec<Vec<u8>>, String> {
+pub async fn list(ep: &Endpoint, prefix: &str) -> Result<Vec<Vec<u8>>, SinkError> {
     let mut c = conn_db0(ep).await?;
     let mut cursor = 0u64;
     let mut out = Vec::new();
@@ -170,7 +178,7 @@ pub async fn list(ep: &Endpoint, prefix: &str) -> Result<Vec<Vec<u8>>, String> {
             .arg(1000)
             .query_async(&mut c)
             .await
-            .map_err(|e| format!("target {ep}: SCAN: {}", client::describe(&e)))?;
+            .map_err(|e| SinkError::command(ep, "SCAN", &e))?;
         out.extend(keys);
         if next == 0 {
             return Ok(out);
@@ -195,7 +203,7 @@ pub async fn count_on(target: &crate::net::topology::Topology, prefix: &str, tot
 }
 
 /// Removes the keys starting with `prefix` from database 0 of `ep`; returns how many.
-pub async fn remove(ep: &Endpoint, prefix: &str) -> Result<usize, String> {
+pub async fn remove(ep: &Endpoint, prefix: &str) -> Result<usize, SinkError> {
     let keys = list(ep, prefix).await?;
     if keys.is_empty() {
         return Ok(0);
@@ -207,7 +215,7 @@ pub async fn remove(ep: &Endpoint, prefix: &str) -> Result<usize, String> {
     }
     del.query_async::<i64>(&mut c)
         .await
-        .map_err(|e| format!("target {ep}: DEL: {}", client::describe(&e)))?;
+        .map_err(|e| SinkError::command(ep, "DEL", &e))?;
     Ok(keys.len())
 }
 
@@ -258,15 +266,13 @@ pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
 /// (`CLIENT KILL ID`), so none of their pipelined transactions can commit after the progress
 /// keys are read: a SIGKILLed process's last transactions may still sit in the target's socket
 /// buffer. After `CLIENT KILL`, the target runs no further command of that client.
-pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, String> {
-    let mut c = client::connect("target", ep)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, SinkError> {
+    let mut c = client::connect("target", ep).await?;
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut c)
         .await
-        .map_err(|e| format!("target {ep}: CLIENT LIST: {}", client::describe(&e)))?;
+        .map_err(|e| SinkError::command(ep, "CLIENT LIST", &e))?;
     let ids = ids_named(&list, &exact.client_name());
     for id in &ids {
         let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
@@ -284,7 +290,7 @@ pub async fn read_all(
     exact: Option<&Exact>,
     target: &Endpoint,
     source: &crate::net::topology::Topology,
-) -> std::collections::HashMap<String, Result<Progress, String>> {
+) -> std::collections::HashMap<String, Result<Progress, SinkError>> {
     let mut out = std::collections::HashMap::new();
     let Some(exact) = exact else {
         return out;
@@ -308,7 +314,7 @@ pub async fn read_all(
 }
 
 /// True when some progress key shows the target holds data of ours.
-pub fn any_ours(progress: &std::collections::HashMap<String, Result<Progress, String>>) -> bool {
+pub fn any_ours(progress: &std::collections::HashMap<String, Result<Progress, SinkError>>) -> bool {
     progress
         .values()
         .any(|p| matches!(p, Ok(Progress::At(_)) | Ok(Progress::FullSync)))
@@ -320,7 +326,7 @@ pub fn any_ours(progress: &std::collections::HashMap<String, Result<Progress, St
 pub fn resume_from(
     shard: &crate::observe::progress::ShardState,
     checkpoint: Option<ReplPosition>,
-    progress: Option<&Result<Progress, String>>,
+    progress: Option<&Result<Progress, SinkError>>,
 ) -> (Option<ReplPosition>, bool) {
     let Some(progress) = progress else {
         return (checkpoint, false);
@@ -348,7 +354,7 @@ pub fn resume_from(
             (None, checkpoint.is_some())
         }
         Err(e) => {
-            shard.mark_failed(e.clone());
+            shard.mark_failed(e.to_string());
             (None, false)
         }
     }

@@ -127,7 +127,7 @@ impl Fanout {
     }
 
     /// Exactly-once: marks a full sync as started in the progress key (see [`super::exact`]).
-    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), String> {
+    pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), SinkError> {
         for l in &self.legs {
             l.dispatcher.mark_full_sync(shard).await?;
         }

@@ -342,10 +342,7 @@ async fn run(
                 clear_before_resync(&settings, &shard, &writer).await?;
             }
             // Exactly-once: the target's progress key says "partial copy" until the RDB is applied.
-            writer
-                .mark_full_sync(&shard)
-                .await
-                .map_err(LinkError::Internal)?;
+            writer.mark_full_sync(&shard).await?;
             epoch = shard.begin_epoch(pos.offset);
             if let Ok(mut r) = shard.replid.lock() {
                 r.clone_from(&pos.replid);
