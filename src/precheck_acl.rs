@@ -126,7 +126,8 @@ fn is_noperm(e: &redis::RedisError) -> bool {
 
 fn reason(e: &redis::RedisError) -> String {
     // The server's text (never a password: these are replies to commands without secrets).
-    let s = e.to_string();
+    // A hostile peer's reply may carry control bytes: never let them reach a terminal or log.
+    let s = crate::escape::terminal_safe(&e.to_string());
     s.split_once(": ").map_or(s.clone(), |(_, r)| r.to_string())
 }
 

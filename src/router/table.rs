@@ -61,8 +61,6 @@ pub enum LineError {
     Range(String),
     #[error("node {0} owns slots but has no address")]
     NoAddress(String),
-    #[error("replica {0} without a master id")]
-    NoMaster(String),
     #[error("node {id} is neither master nor replica ({flags})")]
     Role { id: String, flags: String },
     #[error("too many nodes")]
@@ -148,7 +146,10 @@ impl SlotTable {
             Role::Master
         } else if has("slave") || has("replica") {
             if master_id == "-" {
-                return Err(LineError::NoMaster(id.to_string()));
+                // A replica whose master this node has not learned yet (it was just
+                // attached, or its master was forgotten): it serves nothing and cannot be
+                // used until the cluster agrees on its master, as with `handshake`.
+                return Ok(());
             }
             Role::Replica {
                 master_id: master_id.to_string(),
@@ -427,15 +428,18 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
                 "a 1.1.1.1:1@2 master - 0 0 1 connected 0-10\nb 1.1.1.2:1@2 master - 0 0 1 connected 10\n",
                 "slot 10 claimed by b and a",
             ),
-            (
-                "a 1.1.1.1:1@2 slave - 0 0 1 connected\n",
-                "without a master id",
-            ),
         ] {
             let e = SlotTable::from_cluster_nodes(text).unwrap_err().to_string();
             assert!(e.contains(want), "{e} should contain {want}");
         }
         let ok = "a 1.1.1.1:1@2 handshake - 0 0 0 disconnected\n\n";
         assert_eq!(SlotTable::from_cluster_nodes(ok).unwrap().nodes().len(), 0);
+        // A replica whose master is not known yet (seen while a replica is attached under
+        // load) is left out instead of failing the whole table.
+        let fresh = "a 1.1.1.1:1@2 master - 0 0 1 connected 0-16383\nb 1.1.1.2:1@2 slave - 0 0 0 disconnected\n";
+        assert_eq!(
+            SlotTable::from_cluster_nodes(fresh).unwrap().nodes().len(),
+            1
+        );
     }
 }

@@ -11,26 +11,7 @@ use std::time::Duration;
 use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences, compare_servers};
 use common::*;
-
-/// `calls` of `cmdstat_<name>` in the target's `INFO commandstats` (0 when never called).
-fn calls(conn: &mut redis::Connection, name: &str) -> u64 {
-    stat(conn, name, "calls")
-}
-
-/// A `field` (`calls`, `rejected_calls`…) of `cmdstat_<name>` in `INFO commandstats`.
-fn stat(conn: &mut redis::Connection, name: &str, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(conn)
-        .expect("INFO commandstats");
-    let prefix = format!("cmdstat_{name}:");
-    let want = format!("{field}=");
-    info.lines()
-        .filter_map(|l| l.trim_end().strip_prefix(&prefix))
-        .flat_map(|rest| rest.split(','))
-        .find_map(|kv| kv.strip_prefix(&want)?.parse().ok())
-        .unwrap_or(0)
-}
+use util::{calls, stat};
 
 /// Fills `conn`: in db 0 and db 2, runs of plain strings with other keys between them, strings
 /// with a TTL, a 40 KiB string and a 3 MiB string (several RDB parts).

@@ -128,3 +128,23 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .ok_or_else(|| format!("bad status line: {head:?}"))?;
     Ok((code, body.to_string()))
 }
+
+/// `calls` of `cmdstat_<name>` in the target's `INFO commandstats` (0 when never called).
+pub fn calls(conn: &mut redis::Connection, name: &str) -> u64 {
+    stat(conn, name, "calls")
+}
+
+/// A `field` (`calls`, `rejected_calls`…) of `cmdstat_<name>` in `INFO commandstats`.
+pub fn stat(conn: &mut redis::Connection, name: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{name}:");
+    let want = format!("{field}=");
+    info.lines()
+        .filter_map(|l| l.trim_end().strip_prefix(&prefix))
+        .flat_map(|rest| rest.split(','))
+        .find_map(|kv| kv.strip_prefix(&want)?.parse().ok())
+        .unwrap_or(0)
+}
