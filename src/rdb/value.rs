@@ -469,7 +469,7 @@ fn emit_blob(
     elems: &mut BlobElems,
     max_elems: usize,
     out: &mut Vec<Chunk>,
-) -> std::result::Result<(), String> {
+) -> super::cursor::DecodeResult<()> {
     let n = (elems.left() / group_size(layout)).min(max_elems as u64) as usize;
     if n == 0 {
         return Ok(());
