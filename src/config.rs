@@ -275,6 +275,36 @@ pub const DEFAULT_FAIL_AFTER: std::time::Duration = std::time::Duration::from_se
 /// minutes of a source that cannot be reached or keeps failing.
 pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
+/// `sync.exactly_once`: `"auto"` (the default) is exactly-once where it is supported (a single
+/// standalone target) and at-least-once elsewhere without a word; `true` asks for it and warns
+/// where it cannot be had; `false` turns it off (no progress keys on the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExactlyOnce {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for ExactlyOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(ExactlyOnce::On),
+            Raw::Bool(false) => Ok(ExactlyOnce::Off),
+            Raw::Word(w) if w == "auto" => Ok(ExactlyOnce::Auto),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "exactly_once must be true, false or \"auto\", not {w:?}"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSync {
@@ -294,7 +324,7 @@ pub struct FileSync {
     pub max_aux_bytes: Option<usize>,
     pub max_element_bytes: Option<usize>,
     pub max_blob_bytes: Option<usize>,
-    pub exactly_once: Option<bool>,
+    pub exactly_once: Option<ExactlyOnce>,
     pub progress_prefix: Option<String>,
     pub instance: Option<String>,
     pub max_stream_rebuild_bytes: Option<usize>,
@@ -388,8 +418,8 @@ pub struct SyncSettings {
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
-    /// Exactly-once delivery on a standalone target (see [`crate::sink::exact`]).
-    pub exactly_once: bool,
+    /// Exactly-once delivery (see [`crate::sink::exact`] and [`ExactlyOnce`]).
+    pub exactly_once: ExactlyOnce,
     /// Prefix of the progress keys on the target (never copied on by a cascade).
     pub progress_prefix: String,
     /// This instance's name, part of its progress keys (one per shardsync writing a target).
@@ -453,9 +483,8 @@ impl Default for SyncSettings {
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
-            // Opt-in: the progress keys are visible in the target's keyspace (one per source
-            // shard, in db 0) and the writers need CLIENT LIST/KILL; see README.
-            exactly_once: false,
+            // Opt-in for now (the next commit makes "auto" the default).
+            exactly_once: ExactlyOnce::Off,
             progress_prefix: "__shardsync:progress:".into(),
             instance: "default".into(),
             filter: Default::default(),
@@ -865,6 +894,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_once_is_auto_by_default_and_takes_true_false_or_auto() {
+        let sync = |t: &str| {
+            toml::from_str::<FileConfig>(&format!("[sync]\n{t}"))
+                .map(|f| f.sync.exactly_once)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(SyncSettings::default().exactly_once, ExactlyOnce::Off);
+        assert_eq!(sync(""), Ok(None));
+        assert_eq!(sync("exactly_once = true"), Ok(Some(ExactlyOnce::On)));
+        assert_eq!(sync("exactly_once = false"), Ok(Some(ExactlyOnce::Off)));
+        assert_eq!(sync("exactly_once = \"auto\""), Ok(Some(ExactlyOnce::Auto)));
+        let err = sync("exactly_once = \"yes\"").unwrap_err();
+        assert!(err.contains("\"auto\""), "{err}");
+    }
 
     #[test]
     fn parses_urls_without_leaking_passwords() {

@@ -115,7 +115,12 @@ impl Outputs {
                 run_tree.clone()
             };
             // Exactly-once needs the one target to hold the truth (not with several targets).
-            let exact = crate::sink::exact::for_target(&cfg.sync, topology.is_cluster() || multi);
+            let mut exact =
+                crate::sink::exact::for_target(&cfg.sync, topology.is_cluster() || multi);
+            if exact.is_some() && cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto {
+                exact =
+                    crate::sink::exact::if_permitted(cfg, &spec.endpoint, &topology, exact).await;
+            }
             let targets = Targets::start(
                 &topology,
                 &spec.endpoint,

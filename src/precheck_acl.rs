@@ -110,6 +110,11 @@ fn target_commands(cfg: &Config, cluster: bool) -> Vec<Vec<String>> {
     } else {
         v.push(words(&["SELECT", "0"]));
     }
+    if !cluster && cfg.sync.exactly_once == crate::config::ExactlyOnce::On {
+        // Asked for explicitly: a user who may not run them fails the check (with `auto` the
+        // run falls back to at-least-once instead, see `exact_denied`).
+        v.extend(exact_commands(cfg));
+    }
     if cfg.sync.on_resync != Some(OnResync::Keep) {
         v.push(if cfg.sync.filter.is_noop() {
             words(&["FLUSHALL"])
@@ -250,6 +255,39 @@ async fn verdicts(
         })
         .collect();
     Ok((v, true))
+}
+
+/// What exactly-once sends the target besides [`target_commands`]: the progress keys (`GET`,
+/// `SET`, in db 0) and the fencing of a killed run's connections (`CLIENT SETNAME/ID/LIST/KILL`).
+fn exact_commands(cfg: &Config) -> Vec<Vec<String>> {
+    let k = format!("{}{}:probe", cfg.sync.progress_prefix, cfg.sync.instance);
+    let k = k.as_str();
+    vec![
+        words(&["GET", k]),
+        words(&["SET", k, "v"]),
+        words(&["SELECT", "0"]),
+        words(&["CLIENT", "SETNAME", "n"]),
+        words(&["CLIENT", "ID"]),
+        words(&["CLIENT", "LIST"]),
+        words(&["CLIENT", "KILL", "ID", "1"]),
+    ]
+}
+
+/// The exactly-once commands the target user of `ep` may not run (empty: all allowed), as
+/// `ACL DRYRUN` or a discarded `MULTI` judge them. Err: the probe could not tell (connection).
+pub async fn exact_denied(
+    cfg: &Config,
+    ep: &crate::config::Endpoint,
+    seven: bool,
+) -> Result<Vec<String>, NetError> {
+    let cmds = exact_commands(cfg);
+    let (v, _) = verdicts("target", ep, seven, &cmds).await?;
+    Ok(cmds
+        .iter()
+        .zip(v)
+        .filter(|(_, v)| !matches!(v, Verdict::Allowed))
+        .map(|(c, _)| c[..c.len().min(2)].join(" "))
+        .collect())
 }
 
 /// One check per side: `source ACL` and `target ACL`.

@@ -40,9 +40,10 @@ pub struct Exact {
 }
 
 impl Exact {
-    /// `Some` when `sync.exactly_once` is on.
+    /// `Some` unless `sync.exactly_once = false` (whether the target supports it is
+    /// [`for_target`]'s question).
     pub fn from_settings(s: &SyncSettings) -> Option<Arc<Exact>> {
-        s.exactly_once.then(|| {
+        (s.exactly_once != crate::config::ExactlyOnce::Off).then(|| {
             Arc::new(Exact {
                 prefix: s.progress_prefix.clone(),
                 instance: s.instance.clone(),
@@ -237,17 +238,44 @@ pub fn is_progress_write(prefix: &[u8], cmd: &crate::cmd::Cmd) -> bool {
     !prefix.is_empty() && cmd.args.get(1).is_some_and(|k| k.starts_with(prefix))
 }
 
-/// The exactly-once settings for a run: `None` when off, or on a cluster target (not supported
-/// there yet: logged, the run is at-least-once).
-pub fn for_target(s: &SyncSettings, cluster_target: bool) -> Option<Arc<Exact>> {
+/// The exactly-once settings for a run: `None` when off, or when `unsupported` (a cluster target
+/// or several targets): then the run is at-least-once, with a warning only if the user asked for
+/// exactly-once explicitly (`true`); the default (`auto`) stays quiet.
+pub fn for_target(s: &SyncSettings, unsupported: bool) -> Option<Arc<Exact>> {
     let e = Exact::from_settings(s)?;
-    if cluster_target {
-        tracing::warn!(
-            "sync.exactly_once is not available with a cluster target yet: delivery is at-least-once (a crash may apply the last writes twice)"
-        );
+    if unsupported {
+        if s.exactly_once == crate::config::ExactlyOnce::On {
+            tracing::warn!(
+                "sync.exactly_once is not available with a cluster target or several targets yet: delivery is at-least-once (a crash may apply the last writes twice)"
+            );
+        }
         return None;
     }
     Some(e)
+}
+
+/// With `sync.exactly_once = "auto"`: `exact` unless the target user may not run what
+/// exactly-once needs (progress keys, `CLIENT …`); then the run is at-least-once, logged at info
+/// level with the denied commands (the default must keep working for a restricted user).
+pub async fn if_permitted(
+    cfg: &crate::config::Config,
+    ep: &Endpoint,
+    topology: &crate::net::topology::Topology,
+    exact: Option<Arc<Exact>>,
+) -> Option<Arc<Exact>> {
+    let seven = topology.masters().iter().any(|m| m.info.at_least(7, 0));
+    match crate::precheck_acl::exact_denied(cfg, ep, seven).await {
+        Ok(denied) if denied.is_empty() => exact,
+        Ok(denied) => {
+            tracing::info!(
+                denied = %denied.join(", "),
+                "exactly-once is off: the target user may not run these commands (delivery is at-least-once; grant them or set sync.exactly_once = false to silence this)"
+            );
+            None
+        }
+        // The writers' own connection reports an unreachable target.
+        Err(_) => exact,
+    }
 }
 
 /// The ids of the clients named `name` in a `CLIENT LIST` reply.
@@ -363,6 +391,20 @@ pub fn resume_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_is_on_for_one_standalone_target_only_and_false_is_off() {
+        use crate::config::ExactlyOnce;
+        let with = |e| SyncSettings {
+            exactly_once: e,
+            ..Default::default()
+        };
+        assert!(for_target(&with(ExactlyOnce::Auto), false).is_some());
+        assert!(for_target(&with(ExactlyOnce::Auto), true).is_none());
+        assert!(for_target(&with(ExactlyOnce::On), false).is_some());
+        assert!(for_target(&with(ExactlyOnce::On), true).is_none());
+        assert!(for_target(&with(ExactlyOnce::Off), false).is_none());
+    }
 
     #[test]
     fn values_round_trip() {

@@ -266,7 +266,7 @@ fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
 
 /// Keys per non-empty db, not counting the heartbeat key (db 0).
 fn keys_per_db(conn: &mut redis::Connection) -> BTreeMap<u32, u64> {
-    let mut sizes = dbsize_all(conn);
+    let mut sizes = target_dbsize_all(conn);
     let hb: i64 = redis::cmd("EXISTS")
         .arg(HEARTBEAT)
         .query(conn)
@@ -513,7 +513,7 @@ fn check_refused(file: &Path, needles: &[&str], target: &RedisServer) -> Result<
     if log.contains("panicked") {
         errs.push("panicked".into());
     }
-    let left = dbsize_all(&mut target.client());
+    let left = target_dbsize_all(&mut target.client());
     if !left.is_empty() {
         errs.push(format!("target not empty afterwards: {left:?}"));
     }

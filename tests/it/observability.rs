@@ -4,6 +4,7 @@
 //! deployment files (Prometheus config, docker-compose, dashboards, provisioning) are valid.
 
 use crate::common;
+use crate::common::compare::target_dbsize;
 use crate::common::util::http_get;
 
 use std::collections::BTreeSet;
@@ -208,9 +209,10 @@ fn metrics_and_status_follow_a_real_sync_without_leaking_passwords() {
         full_sync_done,
     );
     assert!(
-        wait_until(Duration::from_secs(60), || dbsize(&mut dc) >= N as u64),
+        wait_until(Duration::from_secs(60), || target_dbsize(&mut dc)
+            >= N as u64),
         "target has {} keys, want {N}",
-        dbsize(&mut dc)
+        target_dbsize(&mut dc)
     );
     let m = scrape(&addr);
     let keys = sample(&m, "shardsync_rdb_keys_total", &[("shard", &shard)]).expect("keys");
@@ -247,7 +249,7 @@ fn metrics_and_status_follow_a_real_sync_without_leaking_passwords() {
     });
     assert!(reached, "applied offset never reached {want}:\n{last}");
     assert_eq!(
-        dbsize(&mut dc),
+        target_dbsize(&mut dc),
         dbsize(&mut sc),
         "target and source key counts"
     );

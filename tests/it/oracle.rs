@@ -14,7 +14,7 @@ use crate::common::util::info_field;
 use crate::common::{RedisServer, ServerKind, Shardsync, wait_until};
 
 /// Keys written by shardsync or by the trio itself, ignored in comparisons.
-pub const IGNORED: &[&[u8]] = &[b"shardsync:*", b"oracle:*"];
+pub const IGNORED: &[&[u8]] = &[b"shardsync:*", b"oracle:*", b"__shardsync:progress:*"];
 const MARKER: &str = "oracle:marker";
 
 pub struct Trio {

@@ -226,6 +226,52 @@ pub fn scan_keys(conn: &mut Connection) -> BTreeSet<Vec<u8>> {
     }
 }
 
+/// Number of shardsync progress keys (exactly-once bookkeeping, [`PROGRESS_PREFIX`]) in the
+/// connection's current db.
+pub fn progress_keys(conn: &mut Connection) -> u64 {
+    let mut pattern = PROGRESS_PREFIX.to_vec();
+    pattern.push(b'*');
+    let mut n = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .expect("SCAN MATCH progress keys");
+        n += batch.len() as u64;
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+/// `DBSIZE` of a shardsync target's current db without the progress keys that exactly-once
+/// (on by default on a standalone target) keeps there: the keys the sync copied.
+pub fn target_dbsize(conn: &mut Connection) -> u64 {
+    let n: u64 = redis::cmd("DBSIZE").query(conn).expect("DBSIZE");
+    n - progress_keys(conn)
+}
+
+/// [`dbsize_all`] of a shardsync target without its progress keys (they live in db 0; the
+/// connection is left on db 0). Databases holding only progress keys are left out.
+pub fn target_dbsize_all(conn: &mut Connection) -> BTreeMap<u32, u64> {
+    let _: () = redis::cmd("SELECT").arg(0).query(conn).expect("SELECT 0");
+    let progress = progress_keys(conn);
+    let mut sizes = dbsize_all(conn);
+    if let Some(n) = sizes.get_mut(&0) {
+        *n -= progress;
+        if *n == 0 {
+            sizes.remove(&0);
+        }
+    }
+    sizes
+}
+
 /// Number of keys per non-empty database, from `INFO keyspace`.
 pub fn dbsize_all(conn: &mut Connection) -> BTreeMap<u32, u64> {
     let info: String = redis::cmd("INFO")

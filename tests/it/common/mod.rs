@@ -36,7 +36,10 @@ pub mod tls;
 pub mod util;
 pub mod workload;
 
-pub use compare::{Difference, assert_same, compare_servers, dbsize_all, wait_until};
+pub use compare::{
+    Difference, assert_same, compare_servers, dbsize_all, target_dbsize, target_dbsize_all,
+    wait_until,
+};
 pub use dataset::{DatasetOptions, DatasetSummary, populate_typed_dataset};
 pub use server::{RedisServer, ServerKind};
 pub use shardsync::Shardsync;
