@@ -275,9 +275,10 @@ pub const DEFAULT_FAIL_AFTER: std::time::Duration = std::time::Duration::from_se
 /// minutes of a source that cannot be reached or keeps failing.
 pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
-/// `sync.exactly_once`: `"auto"` (the default) is exactly-once where it is supported (a single
-/// standalone target) and at-least-once elsewhere without a word; `true` asks for it and warns
-/// where it cannot be had; `false` turns it off (no progress keys on the target).
+/// `sync.exactly_once`: `"auto"` is exactly-once where it is supported (a single standalone
+/// target) and at-least-once elsewhere without a word; `true` asks for it and warns where it
+/// cannot be had; `false` (the default for now: see the README's *Exactly once*) turns it off
+/// (no progress keys on the target).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ExactlyOnce {
     #[default]
@@ -896,7 +897,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exactly_once_is_auto_by_default_and_takes_true_false_or_auto() {
+    fn exactly_once_is_off_by_default_and_takes_true_false_or_auto() {
         let sync = |t: &str| {
             toml::from_str::<FileConfig>(&format!("[sync]\n{t}"))
                 .map(|f| f.sync.exactly_once)
