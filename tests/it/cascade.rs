@@ -13,6 +13,7 @@
 //! someone else writes its key, keeps its lag from its own values, and the data still matches.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::time::Duration;
 
@@ -27,13 +28,6 @@ use common::*;
 const HB1: &str = "shardsync:heartbeat:a-to-b";
 /// #2's heartbeat key (the default).
 const HB2: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn get_ms(conn: &mut redis::Connection, key: &str) -> Option<u64> {
     let v: Option<String> = redis::cmd("GET").arg(key).query(conn).ok()?;

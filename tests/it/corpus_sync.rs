@@ -40,6 +40,7 @@
 //! server binaries are absent.
 
 use crate::common;
+use crate::common::util::now_ms;
 use crate::rdb_support::corpus_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -250,13 +251,6 @@ fn refusal_reason(log: &str, status: &str) -> String {
 }
 
 // ---------------------------------------------------------------- helpers
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
     let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);

@@ -7,6 +7,7 @@
 //! uncovered slot fail the precheck with messages that name them, writing nothing.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::time::Duration;
 
@@ -16,13 +17,6 @@ use common::status::{full_sync_done, started, status_addr_arg};
 use common::*;
 
 const HEARTBEAT: &[u8] = b"shardsync:heartbeat*";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A hash tag whose slot the given master serves.
 fn tag_for(cluster: &RedisCluster, master: &RedisServer) -> String {

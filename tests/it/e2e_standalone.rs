@@ -4,6 +4,7 @@
 //! compared key by key (type, value, TTL).
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::time::Duration;
 
@@ -16,13 +17,6 @@ fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
     let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
     v.and_then(|s| s.parse::<u64>().ok())
         .is_some_and(|v| v >= ms)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Full sync of the typed dataset, a live workload, a key-by-key comparison, a clean stop.

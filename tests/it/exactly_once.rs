@@ -6,6 +6,7 @@
 //! (AOF, `appendfsync always`) under load and restarts it from its AOF.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,13 +21,6 @@ use common::*;
 const KIND: ServerKind = ServerKind::Redis70;
 const HEARTBEAT: &str = "shardsync:heartbeat";
 const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
 #[derive(Clone)]

@@ -13,6 +13,7 @@
 //! comparison. Each test prints its figures (`cargo test -- --nocapture` shows them).
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,13 +31,6 @@ const KIND: ServerKind = ServerKind::Redis70;
 const HEARTBEAT: &str = "shardsync:heartbeat";
 /// Counters (`INCR`) and lists (`RPUSH`) of the load: `ld:c:0..N`, `ld:l:0..N`.
 const TRACKED: u64 = 16;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Write load generator.

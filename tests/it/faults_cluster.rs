@@ -5,6 +5,7 @@
 //! old master's writes to the new one. A background writer keeps writing through every fault.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,13 +20,6 @@ use common::util::info_field;
 use common::*;
 
 const HEARTBEAT: &[u8] = b"shardsync:heartbeat*";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Slot → master port, asked of the first reachable node among `ports`.
 fn slot_map(ports: &[u16]) -> Option<Vec<u16>> {

@@ -5,6 +5,7 @@
 //! counted); a target without functions gets a counted failure per library, named.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -56,13 +57,6 @@ fn restore(c: &mut Connection, payload: &[u8], policy: Option<&str>) {
         cmd.arg(p);
     }
     let _: () = cmd.query(c).expect("FUNCTION RESTORE on the source");
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Waits until a heartbeat written after now reached the target.

@@ -4,29 +4,12 @@
 //! `/status` shows it, and the run exits 4 with the message.
 
 use crate::common;
+use crate::common::util::sample;
 
 use std::time::Duration;
 
 use common::util::http_get;
 use common::*;
-
-/// `name{labels…} value` of a Prometheus text page.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            if n != name {
-                return None;
-            }
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse::<f64>().ok())?
-        })
-}
 
 #[test]
 fn key_over_max_key_bytes_fails_the_shard_naming_key_and_setting() {

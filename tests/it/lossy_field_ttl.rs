@@ -7,6 +7,7 @@
 //! source's own `HTTL` replies.
 
 use crate::common;
+use crate::common::util::{now_ms, sample};
 
 use std::time::Duration;
 
@@ -16,13 +17,6 @@ use common::*;
 use redis::Connection;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
     let mut cmd = redis::cmd(args[0]);
@@ -43,24 +37,6 @@ fn fields_with_ttl(c: &mut Connection, key: &str) -> u64 {
     }
     let ttls: Vec<i64> = cmd.query(c).expect("HTTL");
     ttls.iter().filter(|&&t| t > 0).count() as u64
-}
-
-/// `name{labels…} value` of a Prometheus text page.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            if n != name {
-                return None;
-            }
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse::<f64>().ok())?
-        })
 }
 
 /// The address shardsync logged for its listener (started with `--metrics-addr 127.0.0.1:0`).

@@ -6,6 +6,7 @@
 use crate::common;
 use crate::common::compare::target_dbsize;
 use crate::common::util::http_get;
+use crate::common::util::sample;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -35,26 +36,6 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Value of the first sample of `name` whose labels include every `k="v"` of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse::<f64>().ok())?
-        })
-}
-
 /// The address shardsync logged for its listener (started with `--metrics-addr 127.0.0.1:0`).
 fn metrics_addr(ss: &mut Shardsync) -> String {
     ss.expect_log(

@@ -15,6 +15,7 @@
 //! - A cluster source (three shards) into a Redis 7.0 and a Redis 6.0 target.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -29,13 +30,6 @@ use common::*;
 use nix::sys::signal::Signal;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn opts() -> CompareOptions {
     CompareOptions {

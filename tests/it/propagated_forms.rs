@@ -22,16 +22,10 @@
 
 use crate::common::ServerKind;
 use crate::common::compare::assert_no_differences;
+use crate::common::util::now_ms;
 use crate::oracle::Trio;
 
 use ServerKind::*;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Splits on spaces (no argument here contains one, except scripts, given separately).
 fn c(s: &str) -> Vec<Vec<u8>> {

@@ -5,6 +5,7 @@
 //! although the source accepted them, repaired by copying the keys from the source.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,13 +19,6 @@ use common::status::{every_shard, started, status_addr_arg, sum_shards};
 use common::*;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// `GET path` → body (panics when shardsync does not answer).
 fn http_body(addr: &str, path: &str) -> String {

@@ -7,6 +7,7 @@
 //! PEL entries with owners, delivery counts and delivery times, and the metadata both sides have.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::time::Duration;
 
@@ -16,13 +17,6 @@ use common::*;
 use redis::Connection;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
     let mut cmd = redis::cmd(args[0]);

@@ -8,6 +8,7 @@
 //! shardsync gets only the TLS ports; the harness reads and writes through the plain ports.
 
 use crate::common;
+use crate::common::util::now_ms;
 
 use std::time::Duration;
 
@@ -19,13 +20,6 @@ use common::tls::{TestPki, TlsServer, tls_url};
 use common::*;
 
 const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
     let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
