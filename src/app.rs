@@ -201,9 +201,14 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             retry_budget: cfg.source_retry_budget,
         });
         let dispatcher = outputs.fanout(&cfg, node, &state);
-        let (st, stop) = (state.clone(), tree.token(Group::Links));
-        let link =
-            Supervisor::start(move |_| ShardLink::new(settings, st, dispatcher, resume, stop));
+        let (st, stop, work) = (
+            state.clone(),
+            tree.token(Group::Links),
+            tree.actor_work(Group::Links),
+        );
+        let link = Supervisor::start(move |_| {
+            ShardLink::new(settings, st, dispatcher, resume, stop, work)
+        });
         shards.push(Shard {
             state,
             node: node.clone(),

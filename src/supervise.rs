@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::net::backoff::Backoff;
 
@@ -67,6 +68,9 @@ pub enum Restart {
 struct Branch {
     token: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
+    /// Work that runs inside actors rather than as tasks of the tree (a link's replication
+    /// attempt): [`Tree::stop`] waits for it too.
+    actor_work: TaskTracker,
 }
 
 /// The root of a run's tasks. Shared as `Arc<Tree>`.
@@ -93,6 +97,7 @@ impl Tree {
             .map(|_| Branch {
                 token: root.child_token(),
                 tasks: Mutex::new(JoinSet::new()),
+                actor_work: TaskTracker::new(),
             })
             .collect();
         Tree {
@@ -121,6 +126,13 @@ impl Tree {
     /// The token a child of `g` watches: cancelled when the group (or the tree) stops.
     pub fn token(&self, g: Group) -> CancellationToken {
         self.branch(g).token.clone()
+    }
+
+    /// Where an actor child of `g` registers the work it runs (wrap it with
+    /// [`TaskTracker::track_future`]): stopping `g` waits until that work has ended or been
+    /// dropped, so a stopped group leaves nothing running (e.g. a link still writing).
+    pub fn actor_work(&self, g: Group) -> TaskTracker {
+        self.branch(g).actor_work.clone()
     }
 
     fn add(&self, g: Group, fut: impl Future<Output = ()> + Send + 'static) {
@@ -215,10 +227,25 @@ impl Tree {
         });
     }
 
-    /// Stops a group: cancels its token, then waits until every child of it has ended.
+    /// Stops a group: cancels its token, then waits until every child of it has ended, and
+    /// (for at most [`STOP_GRACE`]) until its actors' work has ended; work still running then
+    /// is logged (its actor did not see the token).
     pub async fn stop(&self, g: Group) {
-        self.branch(g).token.cancel();
+        let b = self.branch(g);
+        b.token.cancel();
         self.join(g).await;
+        b.actor_work.close();
+        if tokio::time::timeout(STOP_GRACE, b.actor_work.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                task = g.name(),
+                running = b.actor_work.len(),
+                "some {} work did not stop within {STOP_GRACE:?} of shutdown (this is a bug: please report it with this log)",
+                g.name()
+            );
+        }
     }
 
     /// Waits until every child of `g` has ended (without cancelling it: writers end when their
@@ -304,6 +331,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tree.stop(Group::Heartbeats))
             .await
             .expect("the group stops when cancelled");
+    }
+
+    #[tokio::test]
+    async fn stop_waits_for_tracked_actor_work() {
+        let tree = Tree::new();
+        let (token, work) = (tree.token(Group::Links), tree.actor_work(Group::Links));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let e = ended.clone();
+        // Work that takes a while to wind down after its token fires (as a link dropping its
+        // connection); it runs outside the tree's tasks, as inside an actor.
+        tokio::spawn(work.track_future(async move {
+            token.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            e.fetch_add(1, Ordering::SeqCst);
+        }));
+        tree.stop(Group::Links).await;
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            1,
+            "stop returned before the work ended"
+        );
     }
 
     #[tokio::test]

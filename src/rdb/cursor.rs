@@ -1,10 +1,58 @@
 //! Bounds-checked reading of in-memory encoded blobs (ziplist, listpack, intset, zipmap, stream
-//! node keys), and the element type those blobs decode to. Every accessor returns an error
-//! message instead of panicking on short or malformed data.
+//! node keys), the element type those blobs decode to, and [`BlobError`], why a blob is
+//! malformed. Every accessor returns an error instead of panicking on short or malformed data.
 
 use bytes::Bytes;
 
-pub(crate) type DecodeResult<T> = Result<T, String>;
+pub(crate) type DecodeResult<T> = Result<T, BlobError>;
+
+/// Why an in-memory encoded blob cannot be decoded; the parser reports it as
+/// [`super::RdbErrorKind::Corrupt`] at the blob's offset in the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlobError {
+    #[error("truncated: need {need} bytes at {at}")]
+    Truncated { need: usize, at: usize },
+    #[error("truncated at {0}")]
+    TruncatedAt(usize),
+    /// A fixed description of the fault.
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("bad {what} encoding {byte:#04x}")]
+    BadEncoding { what: &'static str, byte: u8 },
+    #[error("{what} header counts {header} entries, found {found}")]
+    CountMismatch {
+        what: &'static str,
+        header: u64,
+        found: u64,
+    },
+    /// A fault with numbers in its description (offsets, lengths).
+    #[error("{0}")]
+    Detail(String),
+    /// `source` found inside a whole blob of encoding `what`, `len` bytes long.
+    #[error("invalid {what} ({len} bytes): {source}")]
+    Invalid {
+        what: &'static str,
+        len: usize,
+        source: Box<BlobError>,
+    },
+}
+
+impl From<&'static str> for BlobError {
+    fn from(m: &'static str) -> Self {
+        BlobError::Malformed(m)
+    }
+}
+
+impl BlobError {
+    /// `self`, found inside the whole `blob` of encoding `what`.
+    pub(crate) fn within(self, what: &'static str, blob: &[u8]) -> Self {
+        BlobError::Invalid {
+            what,
+            len: blob.len(),
+            source: Box::new(self),
+        }
+    }
+}
 
 /// One element of a compact encoding: a byte string or an integer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +77,7 @@ impl Elem<'_> {
             Elem::Str(s) => std::str::from_utf8(s)
                 .ok()
                 .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| "expected an integer element".to_string()),
+                .ok_or(BlobError::Malformed("expected an integer element")),
         }
     }
 
@@ -41,7 +89,7 @@ impl Elem<'_> {
             Elem::Str(s) => std::str::from_utf8(s)
                 .ok()
                 .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| "expected an integer element".to_string()),
+                .ok_or(BlobError::Malformed("expected an integer element")),
         }
     }
 
@@ -50,7 +98,7 @@ impl Elem<'_> {
         match self {
             Elem::Int(i) => Ok(i as f64),
             Elem::Str(s) => {
-                super::reader::parse_f64(s).ok_or_else(|| "invalid score element".to_string())
+                super::reader::parse_f64(s).ok_or(BlobError::Malformed("invalid score element"))
             }
         }
     }
@@ -80,7 +128,10 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| format!("truncated: need {n} bytes at {}", self.pos))?;
+            .ok_or(BlobError::Truncated {
+                need: n,
+                at: self.pos,
+            })?;
         let s = self.data.get(self.pos..end).ok_or("truncated")?;
         self.pos = end;
         Ok(s)
@@ -101,7 +152,7 @@ impl<'a> Cursor<'a> {
         self.data
             .get(self.pos)
             .copied()
-            .ok_or_else(|| format!("truncated at {}", self.pos))
+            .ok_or(BlobError::TruncatedAt(self.pos))
     }
 
     pub(crate) fn u16_le(&mut self) -> DecodeResult<u16> {

@@ -1,6 +1,6 @@
 //! Intset decoding (RDB type 11): a sorted array of 16-, 32- or 64-bit little-endian integers.
 
-use super::cursor::{Cursor, DecodeResult};
+use super::cursor::{BlobError, Cursor, DecodeResult};
 
 /// Decode an intset blob into its integers (validated: width, length, strictly ascending).
 #[cfg(test)]
@@ -15,7 +15,7 @@ pub(crate) const FIRST: usize = 8;
 
 /// Validates the whole intset, handing each integer to `f`; returns the count.
 pub(crate) fn walk(blob: &[u8], f: impl FnMut(i64)) -> DecodeResult<u64> {
-    walk_inner(blob, f).map_err(|e| format!("invalid intset ({} bytes): {e}", blob.len()))
+    walk_inner(blob, f).map_err(|e| e.within("intset", blob))
 }
 
 fn walk_inner(blob: &[u8], mut f: impl FnMut(i64)) -> DecodeResult<u64> {
@@ -23,13 +23,15 @@ fn walk_inner(blob: &[u8], mut f: impl FnMut(i64)) -> DecodeResult<u64> {
     let width = c.u32_le()? as usize;
     let len = c.u32_le()? as usize;
     if !matches!(width, 2 | 4 | 8) {
-        return Err(format!("intset with invalid encoding {width}"));
+        return Err(BlobError::Detail(format!(
+            "intset with invalid encoding {width}"
+        )));
     }
     if len.checked_mul(width) != Some(c.remaining()) {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "intset of {len} x {width}-byte integers does not fit a {}-byte blob",
             blob.len()
-        ));
+        )));
     }
     let mut last = None;
     for i in 0..len {
@@ -52,7 +54,11 @@ pub(crate) fn at(blob: &[u8], pos: usize) -> DecodeResult<(i64, usize)> {
         2 => i64::from(i16::from_le_bytes(c.array()?)),
         4 => i64::from(i32::from_le_bytes(c.array()?)),
         8 => i64::from_le_bytes(c.array()?),
-        w => return Err(format!("intset with invalid encoding {w}")),
+        w => {
+            return Err(BlobError::Detail(format!(
+                "intset with invalid encoding {w}"
+            )));
+        }
     };
     Ok((v, c.pos()))
 }

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::cursor::{DecodeResult, Elem};
+use super::cursor::{BlobError, DecodeResult, Elem};
 use super::{intset, listpack, ziplist};
 
 /// The encoding of a blob.
@@ -68,7 +68,7 @@ impl BlobElems {
     pub(crate) fn next_bytes(&mut self) -> DecodeResult<Bytes> {
         self.next_elem()?
             .map(Elem::to_bytes)
-            .ok_or_else(|| "encoded value ends inside an entry".to_string())
+            .ok_or(BlobError::Malformed("encoded value ends inside an entry"))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Listpack decoding (hash/zset/set listpacks, quicklist v2 nodes, stream nodes): header,
 //! every integer and string encoding, and the per-entry back-length, which is validated.
 
-use super::cursor::{Cursor, DecodeResult, Elem};
+use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
 
 const LP_EOF: u8 = 0xff;
 
@@ -17,7 +17,7 @@ pub(crate) const FIRST: usize = 6;
 
 /// Validates the whole listpack, handing each element to `f`; returns the element count.
 pub(crate) fn walk<'a>(blob: &'a [u8], f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
-    walk_inner(blob, f).map_err(|e| format!("invalid listpack ({} bytes): {e}", blob.len()))
+    walk_inner(blob, f).map_err(|e| e.within("listpack", blob))
 }
 
 fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
@@ -25,10 +25,10 @@ fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u
     let total = c.u32_le()? as usize;
     let count = c.u16_le()?;
     if total != blob.len() {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "listpack header says {total} bytes, blob has {}",
             blob.len()
-        ));
+        )));
     }
     let mut n = 0u64;
     loop {
@@ -47,7 +47,11 @@ fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u
         return Err("listpack has bytes after its end marker".into());
     }
     if count != u16::MAX && u64::from(count) != n {
-        return Err(format!("listpack header counts {count} entries, found {n}"));
+        return Err(BlobError::CountMismatch {
+            what: "listpack",
+            header: count as u64,
+            found: n,
+        });
     }
     Ok(n)
 }
@@ -93,7 +97,10 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> DecodeResult<Elem<'a>> {
         }
         0xf3 => Ok(Elem::Int(i64::from(i32::from_le_bytes(c.array()?)))),
         0xf4 => Ok(Elem::Int(i64::from_le_bytes(c.array()?))),
-        other => Err(format!("bad listpack entry encoding {other:#04x}")),
+        other => Err(BlobError::BadEncoding {
+            what: "listpack entry",
+            byte: other,
+        }),
     }
 }
 
@@ -111,9 +118,9 @@ fn check_backlen(c: &mut Cursor<'_>, entry_len: usize) -> DecodeResult<()> {
         value = (value << 7) | usize::from(b & 0x7f);
     }
     if value != entry_len {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "listpack back-length {value}, entry is {entry_len} bytes"
-        ));
+        )));
     }
     Ok(())
 }

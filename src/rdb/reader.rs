@@ -3,6 +3,7 @@
 //! capture), and decodes RDB's primitive encodings: length encoding, strings (raw, int-encoded,
 //! LZF-compressed), binary and textual doubles, millisecond times.
 
+use super::cursor::BlobError;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -104,8 +105,8 @@ impl<R: Read> Source<R> {
         }
     }
 
-    pub(crate) fn corrupt(&self, msg: impl Into<String>) -> RdbError {
-        self.err(RdbErrorKind::Corrupt(msg.into()))
+    pub(crate) fn corrupt(&self, msg: impl std::fmt::Display) -> RdbError {
+        self.err(RdbErrorKind::Corrupt(msg.to_string()))
     }
 
     /// Start recording read bytes, seeded with `prefix`; recording silently stops (and the
@@ -431,7 +432,7 @@ pub(crate) fn lzf_prefix(compressed: &[u8], n: usize) -> Vec<u8> {
 }
 
 /// Inflate LZF data that must expand to exactly `ulen` bytes.
-pub(crate) fn decompress_lzf(compressed: &[u8], ulen: u64) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn decompress_lzf(compressed: &[u8], ulen: u64) -> super::cursor::DecodeResult<Vec<u8>> {
     // LZF cannot expand more than ~132x (a 2-byte back reference copies at most 264 bytes); a
     // larger claim is corrupt and must not drive the allocation below.
     if ulen
@@ -439,10 +440,10 @@ pub(crate) fn decompress_lzf(compressed: &[u8], ulen: u64) -> std::result::Resul
             .saturating_mul(140)
             .saturating_add(64)
     {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "LZF length {ulen} impossible for {} compressed bytes",
             compressed.len()
-        ));
+        )));
     }
     if ulen == 0 {
         return if compressed.is_empty() {
@@ -452,12 +453,12 @@ pub(crate) fn decompress_lzf(compressed: &[u8], ulen: u64) -> std::result::Resul
         };
     }
     let out = lzf::decompress(compressed, ulen as usize)
-        .map_err(|e| format!("LZF decompression failed: {e:?}"))?;
+        .map_err(|e| BlobError::Detail(format!("LZF decompression failed: {e:?}")))?;
     if out.len() as u64 != ulen {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "LZF data inflated to {} bytes, header says {ulen}",
             out.len()
-        ));
+        )));
     }
     Ok(out)
 }

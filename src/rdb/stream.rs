@@ -7,7 +7,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use super::cursor::{Cursor, DecodeResult, Elem};
+use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
 use super::listpack;
 use super::reader::{Result, Source};
 use super::types::{PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta};
@@ -23,7 +23,10 @@ pub(crate) struct StreamVersion(pub u8);
 /// A node key: the master entry ID, 16 bytes big-endian.
 pub(crate) fn parse_node_key(key: &[u8]) -> DecodeResult<StreamId> {
     if key.len() != 16 {
-        return Err(format!("stream node key is {} bytes, not 16", key.len()));
+        return Err(BlobError::Detail(format!(
+            "stream node key is {} bytes, not 16",
+            key.len()
+        )));
     }
     let mut c = Cursor::new(key);
     Ok(StreamId {
@@ -35,7 +38,7 @@ pub(crate) fn parse_node_key(key: &[u8]) -> DecodeResult<StreamId> {
 fn next<'a>(it: &mut std::slice::Iter<'_, Elem<'a>>) -> DecodeResult<Elem<'a>> {
     it.next()
         .copied()
-        .ok_or_else(|| "stream listpack ends inside an entry".to_string())
+        .ok_or(BlobError::Malformed("stream listpack ends inside an entry"))
 }
 
 /// Decode the live entries of one stream listpack node.
@@ -94,9 +97,9 @@ pub(crate) fn decode_node(master: StreamId, lp: &[u8]) -> DecodeResult<Vec<Strea
         }
     }
     if seen_live != count || seen_deleted != deleted {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "stream node counts {count} live/{deleted} deleted entries, found {seen_live}/{seen_deleted}"
-        ));
+        )));
     }
     Ok(out)
 }

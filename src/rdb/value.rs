@@ -108,6 +108,13 @@ enum State {
     Done,
 }
 
+impl State {
+    /// `more(left)` while `left` items remain, else [`State::Done`].
+    fn or_done(left: u64, more: impl FnOnce(u64) -> State) -> State {
+        if left == 0 { State::Done } else { more(left) }
+    }
+}
+
 /// Step-wise decoder of one value.
 pub(crate) struct ValueDecoder {
     layout: Layout,
@@ -154,11 +161,8 @@ impl ValueDecoder {
             } => {
                 emit_blob(self.layout, elems, max_elems, out).map_err(|m| src.corrupt(m))?;
                 if elems.left() == 0 {
-                    self.state = if then == 0 {
-                        State::Done
-                    } else {
-                        State::QuicklistNodes { remaining: then }
-                    };
+                    self.state =
+                        State::or_done(then, |remaining| State::QuicklistNodes { remaining });
                 }
                 Ok(())
             }
@@ -166,29 +170,17 @@ impl ValueDecoder {
                 let n = remaining.min(max_bytes as u64);
                 out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
                 let left = remaining - n;
-                self.state = if left == 0 {
-                    State::Done
-                } else {
-                    State::StringRaw { remaining: left }
-                };
+                self.state = State::or_done(left, |remaining| State::StringRaw { remaining });
                 Ok(())
             }
             State::Elements { remaining } => {
                 let left = self.read_elements(src, remaining, max_elems, max_bytes, out)?;
-                self.state = if left == 0 {
-                    State::Done
-                } else {
-                    State::Elements { remaining: left }
-                };
+                self.state = State::or_done(left, |remaining| State::Elements { remaining });
                 Ok(())
             }
             State::QuicklistNodes { remaining } => {
                 let then = remaining.saturating_sub(1);
-                self.state = if then == 0 {
-                    State::Done
-                } else {
-                    State::QuicklistNodes { remaining: then }
-                };
+                self.state = State::or_done(then, |remaining| State::QuicklistNodes { remaining });
                 if let Some(elems) = self.read_quicklist_node(src, out)? {
                     self.state = State::Blob { elems, then };
                     return self.step(src, opts, out);
@@ -212,11 +204,7 @@ impl ValueDecoder {
                 }
                 let (meta, groups) = stream::read_meta(src, ver)?;
                 out.push(Chunk::StreamMeta(meta));
-                self.state = if groups == 0 {
-                    State::Done
-                } else {
-                    State::StreamGroups { remaining: groups }
-                };
+                self.state = State::or_done(groups, |remaining| State::StreamGroups { remaining });
                 Ok(())
             }
             State::StreamGroups { remaining } => {
@@ -224,13 +212,9 @@ impl ValueDecoder {
                     return Err(src.corrupt("stream state for a non-stream value"));
                 };
                 out.push(Chunk::StreamGroup(stream::read_group(src, ver)?));
-                self.state = if remaining <= 1 {
-                    State::Done
-                } else {
-                    State::StreamGroups {
-                        remaining: remaining - 1,
-                    }
-                };
+                self.state = State::or_done(remaining.saturating_sub(1), |remaining| {
+                    State::StreamGroups { remaining }
+                });
                 Ok(())
             }
         }
@@ -469,7 +453,7 @@ fn emit_blob(
     elems: &mut BlobElems,
     max_elems: usize,
     out: &mut Vec<Chunk>,
-) -> std::result::Result<(), String> {
+) -> super::cursor::DecodeResult<()> {
     let n = (elems.left() / group_size(layout)).min(max_elems as u64) as usize;
     if n == 0 {
         return Ok(());

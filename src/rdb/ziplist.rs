@@ -1,7 +1,7 @@
 //! Ziplist decoding (RDB types 10, 12, 13 and quicklist v1 nodes): header, entries with their
 //! `prevlen` back-links (validated), string and integer encodings of every width.
 
-use super::cursor::{Cursor, DecodeResult, Elem};
+use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
 
 const ZIP_END: u8 = 0xff;
 
@@ -18,7 +18,7 @@ pub(crate) const FIRST: usize = 10;
 
 /// Validates the whole ziplist, handing each element to `f`; returns the element count.
 pub(crate) fn walk<'a>(blob: &'a [u8], f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
-    walk_inner(blob, f).map_err(|e| format!("invalid ziplist ({} bytes): {e}", blob.len()))
+    walk_inner(blob, f).map_err(|e| e.within("ziplist", blob))
 }
 
 fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u64> {
@@ -27,13 +27,15 @@ fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u
     let zltail = c.u32_le()? as usize;
     let zllen = c.u16_le()?;
     if zlbytes != blob.len() {
-        return Err(format!(
+        return Err(BlobError::Detail(format!(
             "ziplist header says {zlbytes} bytes, blob has {}",
             blob.len()
-        ));
+        )));
     }
     if zltail >= blob.len() || zltail < 10 {
-        return Err(format!("ziplist tail offset {zltail} out of range"));
+        return Err(BlobError::Detail(format!(
+            "ziplist tail offset {zltail} out of range"
+        )));
     }
     let mut n = 0u64;
     let mut prev_len = 0usize;
@@ -46,9 +48,9 @@ fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u
         }
         let prevlen = read_prevlen(&mut c)?;
         if prevlen != prev_len {
-            return Err(format!(
+            return Err(BlobError::Detail(format!(
                 "ziplist entry at {start} has prevlen {prevlen}, previous entry is {prev_len} bytes"
-            ));
+            )));
         }
         f(read_entry(&mut c)?);
         n += 1;
@@ -60,13 +62,19 @@ fn walk_inner<'a>(blob: &'a [u8], mut f: impl FnMut(Elem<'a>)) -> DecodeResult<u
     }
     match last_start {
         Some(s) if s != zltail => {
-            return Err(format!("ziplist tail offset {zltail} != last entry at {s}"));
+            return Err(BlobError::Detail(format!(
+                "ziplist tail offset {zltail} != last entry at {s}"
+            )));
         }
         None if zltail != 10 => return Err("empty ziplist with bad tail offset".into()),
         _ => {}
     }
     if zllen != u16::MAX && u64::from(zllen) != n {
-        return Err(format!("ziplist header counts {zllen} entries, found {n}"));
+        return Err(BlobError::CountMismatch {
+            what: "ziplist",
+            header: zllen as u64,
+            found: n,
+        });
     }
     Ok(n)
 }
@@ -102,7 +110,10 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> DecodeResult<Elem<'a>> {
         }
         2 => {
             if enc != 0x80 {
-                return Err(format!("bad ziplist string encoding {enc:#04x}"));
+                return Err(BlobError::BadEncoding {
+                    what: "ziplist string",
+                    byte: enc,
+                });
             }
             let len = u32::from_be_bytes(c.array()?) as usize;
             Ok(Elem::Str(c.take(len)?))
@@ -118,7 +129,10 @@ fn read_entry<'a>(c: &mut Cursor<'a>) -> DecodeResult<Elem<'a>> {
             }
             0xfe => Ok(Elem::Int(i64::from(c.u8()? as i8))),
             0xf1..=0xfd => Ok(Elem::Int(i64::from(enc & 0x0f) - 1)),
-            _ => Err(format!("bad ziplist entry encoding {enc:#04x}")),
+            _ => Err(BlobError::BadEncoding {
+                what: "ziplist entry",
+                byte: enc,
+            }),
         },
     }
 }

@@ -16,7 +16,7 @@ fn read_len(c: &mut Cursor<'_>) -> DecodeResult<Option<usize>> {
 
 /// Decode a zipmap blob into (field, value) pairs.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
-    decode_inner(blob).map_err(|e| format!("invalid zipmap ({} bytes): {e}", blob.len()))
+    decode_inner(blob).map_err(|e| e.within("zipmap", blob))
 }
 
 fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {

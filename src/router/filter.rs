@@ -337,9 +337,9 @@ impl Filter {
                 out.push(DbCmd { db, cmd });
             }
             Category::AllNodes => self.flush(db, cmd, out, fx),
-            _ if cmd.is("COPY") => self.copy(db, cmd, map, out, fx),
-            Category::Db if cmd.is("MOVE") => self.move_key(db, cmd, map, out, fx),
-            Category::Db if cmd.is("SWAPDB") => self.swapdb(db, cmd, map, out, fx),
+            _ if cmd.is("COPY") => self.copy(db, cmd, DbOut { map, out, fx }),
+            Category::Db if cmd.is("MOVE") => self.move_key(db, cmd, DbOut { map, out, fx }),
+            Category::Db if cmd.is("SWAPDB") => self.swapdb(db, cmd, DbOut { map, out, fx }),
             Category::Db => out.push(DbCmd { db, cmd }),
             _ => {
                 let n = spec.keys.len();
@@ -406,54 +406,40 @@ impl Filter {
     }
 
     /// `MOVE key db`.
-    fn move_key(
-        &self,
-        db: u32,
-        mut cmd: Cmd,
-        map: &dyn Fn(u32) -> Option<u32>,
-        out: &mut Vec<DbCmd>,
-        fx: &mut Effects,
-    ) {
+    fn move_key(&self, db: u32, mut cmd: Cmd, e: DbOut<'_>) {
         let (Some(key), Some(to)) = (cmd.args.get(1).cloned(), db_arg(&cmd, 2)) else {
-            out.push(DbCmd { db, cmd });
+            e.out.push(DbCmd { db, cmd });
             return;
         };
         match (self.keep_key(db, &key), self.keep_key(to, &key)) {
             // Both databases land in one target database: the key stays where it is.
             (true, true) => {
-                if let Some((_, t)) = land(map, db, to) {
+                if let Some((_, t)) = land(e.map, db, to) {
                     if let Some(b) = t {
                         cmd.args[2] = crate::cmd::arg(b);
                     }
-                    out.push(DbCmd { db, cmd });
+                    e.out.push(DbCmd { db, cmd });
                 }
             }
             (true, false) => {
-                fx.count(Rule::MoveOut);
-                out.push(DbCmd {
+                e.fx.count(Rule::MoveOut);
+                e.out.push(DbCmd {
                     db,
                     cmd: crate::cmd!["DEL", key],
                 });
             }
             (false, true) => {
-                fx.count(Rule::Repair);
-                fx.repairs.push((to, key));
+                e.fx.count(Rule::Repair);
+                e.fx.repairs.push((to, key));
             }
-            (false, false) => fx.count(self.dropped_by(&[db, to])),
+            (false, false) => e.fx.count(self.dropped_by(&[db, to])),
         }
     }
 
     /// `COPY src dst [DB n] [REPLACE]`.
-    fn copy(
-        &self,
-        db: u32,
-        mut cmd: Cmd,
-        map: &dyn Fn(u32) -> Option<u32>,
-        out: &mut Vec<DbCmd>,
-        fx: &mut Effects,
-    ) {
+    fn copy(&self, db: u32, mut cmd: Cmd, e: DbOut<'_>) {
         if cmd.args.len() < 3 {
-            out.push(DbCmd { db, cmd });
+            e.out.push(DbCmd { db, cmd });
             return;
         }
         let db_at = (3..cmd.args.len().saturating_sub(1))
@@ -462,7 +448,7 @@ impl Filter {
             Some(i) => match parse_db(&cmd.args[i + 1]) {
                 Some(d) => d,
                 None => {
-                    out.push(DbCmd { db, cmd });
+                    e.out.push(DbCmd { db, cmd });
                     return;
                 }
             },
@@ -471,16 +457,16 @@ impl Filter {
         let (src, dst) = (cmd.args[1].clone(), cmd.args[2].clone());
         // Only the destination changes: it decides.
         if !self.keep_key(to, &dst) {
-            fx.count(self.dropped_by(&[to]));
+            e.fx.count(self.dropped_by(&[to]));
             return;
         }
         if !self.keep_key(db, &src) {
-            fx.count(Rule::Repair);
-            fx.repairs.push((to, dst));
+            e.fx.count(Rule::Repair);
+            e.fx.repairs.push((to, dst));
             return;
         }
         if let Some(i) = db_at {
-            match land(map, db, to) {
+            match land(e.map, db, to) {
                 None => {
                     cmd.args.drain(i..i + 2);
                 }
@@ -488,41 +474,42 @@ impl Filter {
                 Some(_) => {}
             }
         }
-        out.push(DbCmd { db, cmd });
+        e.out.push(DbCmd { db, cmd });
     }
 
     /// `SWAPDB a b`.
-    fn swapdb(
-        &self,
-        db: u32,
-        mut cmd: Cmd,
-        map: &dyn Fn(u32) -> Option<u32>,
-        out: &mut Vec<DbCmd>,
-        fx: &mut Effects,
-    ) {
+    fn swapdb(&self, db: u32, mut cmd: Cmd, e: DbOut<'_>) {
         let (Some(a), Some(b)) = (db_arg(&cmd, 1), db_arg(&cmd, 2)) else {
-            out.push(DbCmd { db, cmd });
+            e.out.push(DbCmd { db, cmd });
             return;
         };
         match (self.db_selected(a), self.db_selected(b)) {
             (true, true) => {
-                if let Some(p) = land(map, a, b) {
+                if let Some(p) = land(e.map, a, b) {
                     if let (Some(x), Some(y)) = p {
                         cmd.args[1] = crate::cmd::arg(x);
                         cmd.args[2] = crate::cmd::arg(y);
                     }
-                    out.push(DbCmd { db, cmd });
+                    e.out.push(DbCmd { db, cmd });
                 }
             }
-            (false, false) => fx.count(Rule::Db),
+            (false, false) => e.fx.count(Rule::Db),
             _ => {
-                fx.count(Rule::SwapdbRefused);
-                fx.refused.push(format!(
+                e.fx.count(Rule::SwapdbRefused);
+                e.fx.refused.push(format!(
                     "SWAPDB {a} {b} swapped a selected and an unselected database (sync.dbs): the selected one now holds data shardsync never read; run a full sync (remove the checkpoint in the state directory and restart)"
                 ));
             }
         }
     }
+}
+
+/// What the database commands' filters (`MOVE`, `COPY`, `SWAPDB`) work with: the target
+/// database of a source database, where kept commands go, and the effects they count.
+struct DbOut<'a> {
+    map: &'a dyn Fn(u32) -> Option<u32>,
+    out: &'a mut Vec<DbCmd>,
+    fx: &'a mut Effects,
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@
 //! Exactly-once mode (standalone target): each stream batch goes inside `MULTI`/`EXEC` with
 //! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
 
+mod reply_error;
 mod txn;
+
+use reply_error::ReplyError;
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -464,7 +467,7 @@ impl Pipeline {
                             if !self.flagged.is_empty() {
                                 self.unflag_shards();
                             }
-                            self.on_replies(&mut inbuf, &mut replies, &mut out).map_err(ConnEnd::Failed)?
+                            self.on_replies(&mut inbuf, &mut replies, &mut out).map_err(|e| ConnEnd::Failed(e.to_string()))?
                         }
                     }
                 }
@@ -628,18 +631,17 @@ impl Pipeline {
         inbuf: &mut BytesMut,
         replies: &mut resp::Decoder,
         out: &mut BytesMut,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplyError> {
         loop {
             let frame = match replies.decode(inbuf) {
                 Ok(Some((f, _))) => f,
                 Ok(None) => break,
-                Err(e) => return Err(format!("target sent bytes that are not RESP: {e}")),
+                Err(e) => return Err(ReplyError::NotResp(e.to_string())),
             };
             let Some(fi) = self.pending.iter().position(|f| f.seen < f.slots.len()) else {
-                return Err(format!(
-                    "target sent a reply nobody asked for: {}",
-                    crate::escape::text(frame.to_text().as_bytes())
-                ));
+                return Err(ReplyError::Unasked(crate::escape::text(
+                    frame.to_text().as_bytes(),
+                )));
             };
             let front = &mut self.pending[fi];
             let slot = front.slots[front.seen];
@@ -654,7 +656,7 @@ impl Pipeline {
             }
             if slot == INTERNAL_SLOT {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("SELECT/ASKING failed: {}", crate::escape::text(e)));
+                    return Err(ReplyError::internal("SELECT/ASKING", e));
                 }
                 continue;
             }

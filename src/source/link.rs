@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
@@ -128,6 +129,9 @@ pub struct ShardLink {
     backoff: Backoff,
     /// The links' group token of the run's [`crate::supervise::Tree`]: cancelled at shutdown.
     shutdown: CancellationToken,
+    /// The links' group work tracker: each replication attempt is tracked so the shutdown can
+    /// wait for it to end.
+    work: TaskTracker,
     started_at: Instant,
     /// The node replicated from now (moves on a source failover).
     endpoint: Endpoint,
@@ -141,6 +145,7 @@ impl ShardLink {
         writer: Fanout,
         checkpoint: Option<ReplPosition>,
         shutdown: CancellationToken,
+        work: TaskTracker,
     ) -> ShardLink {
         ShardLink {
             endpoint: settings.endpoint.clone(),
@@ -149,6 +154,7 @@ impl ShardLink {
             checkpoint,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             shutdown,
+            work,
             started_at: Instant::now(),
             budget: RetryBudget::new(settings.retry_budget),
             settings,
@@ -200,6 +206,8 @@ impl ShardLink {
             };
             (r, ep)
         };
+        // Tracked: the shutdown waits until this attempt (and its handle on the writers) is gone.
+        let fut = self.work.track_future(fut);
         ctx.spawn(fut.into_actor(self).map(|(res, ep), act, ctx| {
             act.endpoint = ep;
             match res {

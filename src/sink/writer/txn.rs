@@ -177,7 +177,7 @@ impl Pipeline {
         slot: u32,
         frame: Frame,
         out: &mut BytesMut,
-    ) -> Result<(), String> {
+    ) -> Result<(), super::ReplyError> {
         let f = &mut self.pending[fi];
         let Some(t) = f.txn.as_mut() else {
             return Ok(());
@@ -185,7 +185,7 @@ impl Pipeline {
         match slot {
             MULTI_SLOT => {
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("MULTI failed: {}", crate::escape::text(e)));
+                    return Err(super::ReplyError::internal("MULTI", e));
                 }
             }
             EXEC_SLOT => {
@@ -195,7 +195,7 @@ impl Pipeline {
             _ if t.exec_seen => {
                 // The SELECT after EXEC.
                 if let Frame::Error(e) = &frame {
-                    return Err(format!("SELECT failed: {}", crate::escape::text(e)));
+                    return Err(super::ReplyError::internal("SELECT", e));
                 }
             }
             _ => match frame {
