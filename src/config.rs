@@ -484,8 +484,8 @@ impl Default for SyncSettings {
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
             db_map: Default::default(),
-            // Opt-in for now (the next commit makes "auto" the default).
-            exactly_once: ExactlyOnce::Off,
+            // On where supported (one standalone target, enough rights), else quietly off.
+            exactly_once: ExactlyOnce::Auto,
             progress_prefix: "__shardsync:progress:".into(),
             instance: "default".into(),
             filter: Default::default(),
@@ -903,7 +903,7 @@ mod tests {
                 .map(|f| f.sync.exactly_once)
                 .map_err(|e| e.to_string())
         };
-        assert_eq!(SyncSettings::default().exactly_once, ExactlyOnce::Off);
+        assert_eq!(SyncSettings::default().exactly_once, ExactlyOnce::Auto);
         assert_eq!(sync(""), Ok(None));
         assert_eq!(sync("exactly_once = true"), Ok(Some(ExactlyOnce::On)));
         assert_eq!(sync("exactly_once = false"), Ok(Some(ExactlyOnce::Off)));

@@ -166,8 +166,14 @@ fn endless_target_reply_hits_the_reply_cap() {
     });
     let fake_target = FakeMaster::start_on("SET", scenario(|_| {}), Some(endless));
     let dir = tempfile::tempdir().expect("tempdir");
+    // The fake target speaks only enough RESP for the data path: exactly-once (on by default)
+    // would stop at reading its progress key, before the reply under test.
+    let cfg = dir.path().join("shardsync.toml");
+    std::fs::write(&cfg, "[sync]\nexactly_once = false\n").expect("config");
     let mut p = Shardsync::spawn(&[
         "run",
+        "--config",
+        cfg.to_str().expect("utf8"),
         "--source",
         &src.url(),
         "--target",
