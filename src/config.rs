@@ -897,7 +897,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exactly_once_is_off_by_default_and_takes_true_false_or_auto() {
+    fn exactly_once_is_auto_by_default_and_takes_true_false_or_auto() {
         let sync = |t: &str| {
             toml::from_str::<FileConfig>(&format!("[sync]\n{t}"))
                 .map(|f| f.sync.exactly_once)

@@ -37,7 +37,13 @@ pub enum Progress {
 pub struct Exact {
     pub prefix: String,
     pub instance: String,
+    /// This process's run: a random nonce in the writers' connection names, so that the start-up
+    /// [`fence`] closes a killed run's connections and never this run's own.
+    pub run: String,
 }
+
+/// Start of every exactly-once writer connection's name.
+const CLIENT_NAME_PREFIX: &str = "shardsync-exact-";
 
 impl Exact {
     /// `Some` unless `sync.exactly_once = false` (whether the target supports it is
@@ -47,6 +53,7 @@ impl Exact {
             Arc::new(Exact {
                 prefix: s.progress_prefix.clone(),
                 instance: s.instance.clone(),
+                run: new_run_nonce(),
             })
         })
     }
@@ -56,21 +63,54 @@ impl Exact {
         Bytes::from(format!("{}{}:{}", self.prefix, self.instance, shard))
     }
 
-    /// Name of this instance's writer connections on the target (`CLIENT SETNAME`), by which a
-    /// new process finds and closes those of a killed one (see [`fence`]).
+    /// Name of this run's writer connections on the target (`CLIENT SETNAME`):
+    /// `shardsync-exact-<instance>-<run nonce>`, by which a new process finds and closes those
+    /// of a killed run of the same instance (see [`fence`]).
     pub fn client_name(&self) -> String {
+        format!("{}-{}", self.instance_client_name(), self.run)
+    }
+
+    /// The connection name without the run nonce (also what versions before the nonce used).
+    fn instance_client_name(&self) -> String {
         let safe: String = self
             .instance
             .chars()
             .map(|c| if c.is_ascii_graphic() { c } else { '_' })
             .collect();
-        format!("shardsync-exact-{safe}")
+        format!("{CLIENT_NAME_PREFIX}{safe}")
+    }
+
+    /// True when connection name `name` is a writer of this instance from *another* run (a
+    /// killed or still running earlier process; also the nonce-less name of older versions).
+    /// Another instance's names never match, even one whose name extends this one's
+    /// (`a` and `a-b`): the part after the instance must be exactly one nonce.
+    pub fn is_other_run(&self, name: &str) -> bool {
+        let base = self.instance_client_name();
+        let Some(rest) = name.strip_prefix(base.as_str()) else {
+            return false;
+        };
+        match rest.strip_prefix('-') {
+            None => rest.is_empty(),
+            Some(nonce) => is_run_nonce(nonce) && nonce != self.run,
+        }
     }
 
     /// Prefix of this instance's keys (for `reset`).
     pub fn instance_prefix(&self) -> String {
         format!("{}{}:", self.prefix, self.instance)
     }
+}
+
+/// Characters of a run nonce (hex digits of a random `u64`).
+const RUN_NONCE_LEN: usize = 16;
+
+/// A fresh run nonce.
+fn new_run_nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn is_run_nonce(s: &str) -> bool {
+    s.len() == RUN_NONCE_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The value written for a position: `<replid>:<offset>:<source db selected there>`.
@@ -278,10 +318,13 @@ pub async fn if_permitted(
     }
 }
 
-/// The ids of the clients named `name` in a `CLIENT LIST` reply.
-pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
+/// The ids of the clients in a `CLIENT LIST` reply whose name satisfies `pick`.
+pub fn ids_where(list: &str, pick: impl Fn(&str) -> bool) -> Vec<u64> {
     list.lines()
-        .filter(|l| l.split(' ').any(|f| f.strip_prefix("name=") == Some(name)))
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("name=").is_some_and(&pick))
+        })
         .filter_map(|l| {
             l.split(' ')
                 .find_map(|f| f.strip_prefix("id="))
@@ -290,10 +333,17 @@ pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The ids of the clients named `name` in a `CLIENT LIST` reply.
+pub fn ids_named(list: &str, name: &str) -> Vec<u64> {
+    ids_where(list, |n| n == name)
+}
+
 /// Closes the writer connections an earlier process of this instance left on the target
 /// (`CLIENT KILL ID`), so none of their pipelined transactions can commit after the progress
 /// keys are read: a SIGKILLed process's last transactions may still sit in the target's socket
-/// buffer. After `CLIENT KILL`, the target runs no further command of that client.
+/// buffer. After `CLIENT KILL`, the target runs no further command of that client. Only other
+/// runs' connections are closed ([`Exact::is_other_run`]): this run's writers connect while the
+/// fence runs and must survive it.
 pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, SinkError> {
     let mut c = client::connect("target", ep).await?;
     let list: String = redis::cmd("CLIENT")
@@ -301,7 +351,7 @@ pub async fn fence(ep: &Endpoint, exact: &Exact) -> Result<usize, SinkError> {
         .query_async(&mut c)
         .await
         .map_err(|e| SinkError::command(ep, "CLIENT LIST", &e))?;
-    let ids = ids_named(&list, &exact.client_name());
+    let ids = ids_where(&list, |n| exact.is_other_run(n));
     for id in &ids {
         let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
             .arg("KILL")
@@ -426,6 +476,7 @@ mod tests {
         let e = Exact {
             prefix: "__shardsync:progress:".into(),
             instance: "a".into(),
+            run: "0123456789abcdef".into(),
         };
         assert_eq!(
             &e.key("10.0.0.1:6379")[..],
@@ -434,5 +485,34 @@ mod tests {
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
         let list = "id=3 addr=127.0.0.1:1 name=shardsync-exact-a age=1\nid=4 addr=x name= age=2\nid=9 name=shardsync-exact-a\n";
         assert_eq!(ids_named(list, "shardsync-exact-a"), vec![3, 9]);
+    }
+
+    #[test]
+    fn the_fence_picks_other_runs_of_this_instance_only() {
+        let e = Exact {
+            prefix: "p:".into(),
+            instance: "a".into(),
+            run: "0123456789abcdef".into(),
+        };
+        assert_eq!(e.client_name(), "shardsync-exact-a-0123456789abcdef");
+        let list = "\
+id=1 name=shardsync-exact-a-0123456789abcdef
+id=2 name=shardsync-exact-a-fedcba9876543210
+id=3 name=shardsync-exact-a
+id=4 name=shardsync-exact-a-b-fedcba9876543210
+id=5 name=shardsync-exact-ab-fedcba9876543210
+id=6 name=shardsync-exact-a-fedcba987654321
+id=7 name=
+";
+        // Another run of `a` (2) and an older version's nonce-less name (3); never this run
+        // (1), instance `a-b` (4) or `ab` (5), or a name that is not `a` plus one nonce (6).
+        assert_eq!(ids_where(list, |n| e.is_other_run(n)), vec![2, 3]);
+        let fresh = Exact::from_settings(&SyncSettings {
+            exactly_once: crate::config::ExactlyOnce::On,
+            ..Default::default()
+        })
+        .expect("on");
+        assert!(is_run_nonce(&fresh.run));
+        assert!(!fresh.is_other_run(&fresh.client_name()));
     }
 }

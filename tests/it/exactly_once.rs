@@ -414,3 +414,98 @@ fn execabort_retries_without_the_refused_command() {
     assert_eq!(v, 3, "ctr applied exactly once per INCR");
     assert_no_panic(&ss2);
 }
+
+/// The start-up fence closes the writer connections of *another* run of this instance (a
+/// killed process whose connections the target still holds; also the nonce-less name of older
+/// versions) and never this run's own writers, which connect while it runs (before per-run
+/// names, it closed them in about half the starts: one target connection error at start).
+/// Another instance's connections — even one whose name extends this one's — stay.
+#[test]
+fn fence_closes_other_runs_connections_only() {
+    let src = RedisServer::start_with(KIND, &["--repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start(KIND);
+    let mut sc = src.client();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut sc)
+        .expect("SET");
+    let names = [
+        "shardsync-exact-default-fedcba9876543210", // another run of `default`: closed
+        "shardsync-exact-default",                  // an older version's run: closed
+        "shardsync-exact-default-x-fedcba9876543210", // instance `default-x`: stays
+    ];
+    let mut held: Vec<redis::Connection> = names
+        .iter()
+        .map(|n| {
+            let mut c = dst.client();
+            let _: () = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(*n)
+                .query(&mut c)
+                .expect("SETNAME");
+            c
+        })
+        .collect();
+    let state = tempfile::tempdir().expect("state dir");
+    // No config: exactly-once is on by default ("auto") on a standalone target.
+    let ss = Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.url(),
+        "--state-dir",
+        state.path().to_str().expect("utf-8 path"),
+        "--metrics-addr",
+        "off",
+    ]);
+    wait_caught_up(&ss, &dst, Duration::from_secs(30));
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut dst.client())
+        .expect("CLIENT LIST");
+    let named: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
+        .filter(|n| n.starts_with("shardsync-exact-"))
+        .collect();
+    let ours: Vec<&&str> = named
+        .iter()
+        .filter(|n| {
+            n.strip_prefix("shardsync-exact-default-")
+                .is_some_and(|r| r.len() == 16 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+                && **n != names[0]
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "this run's one writer connection: {named:?}");
+    assert!(
+        !named.contains(&names[0]) && !named.contains(&names[1]),
+        "another run's connections must be closed: {named:?}"
+    );
+    assert!(
+        named.contains(&names[2]),
+        "another instance's connection must stay: {named:?}"
+    );
+    let log = ss.log();
+    assert!(
+        log.contains(
+            "closed the target connections a previous run of this instance left open connections=2"
+        ),
+        "the fence reports the two it closed:\n{log}"
+    );
+    assert!(
+        !log.contains("target connection failed"),
+        "this run's writer was cut:\n{log}"
+    );
+    let v: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut dst.client())
+        .expect("GET");
+    assert_eq!(v.as_deref(), Some("v"));
+    assert!(
+        redis::cmd("PING").query::<String>(&mut held[2]).is_ok(),
+        "another instance's connection answers"
+    );
+    assert_no_panic(&ss);
+}

@@ -328,8 +328,9 @@ impl Pipeline {
         }
         let fail = |e: String| super::ConnEnd::Failed(format!("exactly-once fencing: {e}"));
         if let Some(exact) = &self.settings.exact {
-            // Name this connection, then close any other of this instance (a previous
-            // connection's pipelined transactions must not commit after the keys are read).
+            // Name this connection, then close any other of this run (a previous connection's
+            // pipelined transactions must not commit after the keys are read; other runs'
+            // connections were closed by the start-up fence, `exact::fence`).
             let name = exact.client_name();
             let ask = |r: Frame| match r {
                 Frame::Error(e) => Err(fail(crate::escape::text(&e))),
