@@ -307,11 +307,13 @@ pub fn compare_sources(
     ignore: &[&[u8]],
     opts: &CompareOptions,
 ) -> Vec<Difference> {
+    // Progress keys are the target's exactly-once bookkeeping, as in `compare::is_ignored`.
     let ignored = |k: &Vec<u8>| {
-        ignore.iter().any(|pat| match pat.strip_suffix(b"*") {
-            Some(prefix) => k.starts_with(prefix),
-            None => k.as_slice() == *pat,
-        })
+        k.starts_with(super::compare::PROGRESS_PREFIX)
+            || ignore.iter().any(|pat| match pat.strip_suffix(b"*") {
+                Some(prefix) => k.starts_with(prefix),
+                None => k.as_slice() == *pat,
+            })
     };
     let a: BTreeSet<Vec<u8>> = src.all_keys().into_iter().filter(|k| !ignored(k)).collect();
     let b: BTreeSet<Vec<u8>> = dst.all_keys().into_iter().filter(|k| !ignored(k)).collect();
