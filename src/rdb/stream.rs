@@ -176,13 +176,11 @@ pub(crate) fn read_group<R: Read>(
         let id = read_raw_id(src)?;
         let delivery_time_ms = src.read_ms()? as u64;
         let delivery_count = src.read_len()?;
-        if let Some(last) = pending.last() {
-            if id <= last.id {
-                return Err(src.corrupt(format!(
-                    "PEL entry {id} after {} (duplicated or out of ID order)",
-                    last.id
-                )));
-            }
+        if let Some(last) = pending.last().filter(|last| id <= last.id) {
+            return Err(src.corrupt(format!(
+                "PEL entry {id} after {} (duplicated or out of ID order)",
+                last.id
+            )));
         }
         pending.push(PendingEntry {
             id,
