@@ -76,6 +76,10 @@ pub struct ShardState {
     /// Source database at the end of the run about to be issued (set by the link before it
     /// hands a run over; copied into the run's ticket).
     pub run_db: AtomicU32,
+    /// Exactly-once position of the run about to be issued when it is a piece of one source
+    /// command (a large `RESTORE` decoded into several runs): `(offset before the command,
+    /// pieces so far)`; `None` for whole runs. Set by the link like `run_db`.
+    pub run_piece: Mutex<Option<(u64, u32)>>,
     /// True once the current epoch's RDB was fully applied: only then is a checkpoint valid.
     pub full_sync_done: AtomicBool,
     pub rdb_bytes: AtomicU64,
@@ -135,6 +139,8 @@ pub struct Ticket {
     pub completes_full_sync: bool,
     /// Source database selected at `offset`.
     pub source_db: u32,
+    /// A piece of one source command (see [`ShardState::run_piece`]); `offset` is then `None`.
+    pub piece: Option<(u64, u32)>,
     /// Parts not yet acknowledged.
     remaining: AtomicUsize,
 }
@@ -161,6 +167,7 @@ impl ShardState {
             handed_db: AtomicU32::new(0),
             applied_db: AtomicU32::new(0),
             run_db: AtomicU32::new(0),
+            run_piece: Mutex::new(None),
             full_sync_done: AtomicBool::new(false),
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),
@@ -451,6 +458,11 @@ impl ShardState {
             offset,
             completes_full_sync,
             source_db: self.run_db.load(Ordering::Acquire),
+            piece: if offset.is_none() {
+                self.run_piece.lock().ok().and_then(|p| *p)
+            } else {
+                None
+            },
             remaining: AtomicUsize::new(parts),
         });
         let (moved, busy) = match self.tickets.lock() {

@@ -113,9 +113,23 @@ fn is_run_nonce(s: &str) -> bool {
     s.len() == RUN_NONCE_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A position in a shard's command stream as the writers order it: `(offset, pieces)` — every
+/// command up to the source offset, plus the first `pieces` batches of the command after it
+/// when that command (a large `RESTORE` rewritten for an older target) is written as several
+/// batches; 0 for whole runs.
+pub type Pos = (u64, u32);
+
 /// The value written for a position: `<replid>:<offset>:<source db selected there>`.
 pub fn value(replid: &str, offset: u64, db: u32) -> Bytes {
     Bytes::from(format!("{replid}:{offset}:{db}"))
+}
+
+/// [`value`] for a [`Pos`]: `:<pieces>` is appended when pieces of the next command are in.
+pub fn value_at(replid: &str, (offset, pieces): Pos, db: u32) -> Bytes {
+    if pieces == 0 {
+        return value(replid, offset, db);
+    }
+    Bytes::from(format!("{replid}:{offset}:{db}:{pieces}"))
 }
 
 /// A progress key's value that is not shardsync's format (what it holds, shown escaped).
@@ -123,13 +137,20 @@ pub fn value(replid: &str, offset: u64, db: u32) -> Bytes {
 #[error("{0}")]
 pub struct BadValue(String);
 
-/// Parses a progress key's value (`None`: the key is absent).
+/// Parses a progress key's value (`None`: the key is absent). A position inside a command's
+/// pieces resumes before that command (its rewrite starts with `DEL`, so writing it whole again
+/// is exact).
 pub fn parse(v: Option<&[u8]>) -> Result<Progress, BadValue> {
+    parse_pieces(v).map(|(p, _)| p)
+}
+
+/// [`parse`], with the pieces of the next command the value counts (0 for a whole position).
+fn parse_pieces(v: Option<&[u8]>) -> Result<(Progress, u32), BadValue> {
     let Some(v) = v else {
-        return Ok(Progress::Absent);
+        return Ok((Progress::Absent, 0));
     };
     if v == FULL_SYNC_MARK.as_bytes() {
-        return Ok(Progress::FullSync);
+        return Ok((Progress::FullSync, 0));
     }
     let text = std::str::from_utf8(v).map_err(|_| BadValue("not UTF-8".to_string()))?;
     let bad = || {
@@ -139,9 +160,13 @@ pub fn parse(v: Option<&[u8]>) -> Result<Progress, BadValue> {
         ))
     };
     let mut parts = text.split(':');
-    let (Some(replid), Some(off), db, None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(replid), Some(off), db, pieces, None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(bad());
     };
     let offset = off.parse().map_err(|_| bad())?;
@@ -149,20 +174,27 @@ pub fn parse(v: Option<&[u8]>) -> Result<Progress, BadValue> {
         Some(d) => d.parse().map_err(|_| bad())?,
         None => 0,
     };
+    let pieces = match pieces {
+        Some(n) => n.parse().map_err(|_| bad())?,
+        None => 0,
+    };
     if replid.is_empty() || replid.len() > 64 {
         return Err(bad());
     }
-    Ok(Progress::At(ReplPosition {
-        replid: replid.to_string(),
-        offset,
-        db,
-    }))
+    Ok((
+        Progress::At(ReplPosition {
+            replid: replid.to_string(),
+            offset,
+            db,
+        }),
+        pieces,
+    ))
 }
 
-/// The offset a progress value names, if it names one (the writer's resend check).
-pub fn offset_of(v: Option<&[u8]>) -> Option<u64> {
-    match parse(v) {
-        Ok(Progress::At(p)) => Some(p.offset),
+/// The position a progress value names, if it names one (the writer's resend check).
+pub fn pos_of(v: Option<&[u8]>) -> Option<Pos> {
+    match parse_pieces(v) {
+        Ok((Progress::At(p), pieces)) => Some((p.offset, pieces)),
         _ => None,
     }
 }
@@ -177,7 +209,10 @@ async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, SinkError> {
     Ok(c)
 }
 
-/// Reads the progress key `key` from the target.
+/// Reads the progress key `key` from the target (after [`fence`]). A position inside a
+/// command's pieces is set back to the position before that command, where the shard resumes:
+/// this run writes the command whole again, and its writers must not take their own first
+/// pieces for ones the target already holds (see `writer/txn.rs`, `skip_committed`).
 pub async fn read(ep: &Endpoint, key: &[u8]) -> Result<Progress, SinkError> {
     let mut c = conn_db0(ep).await?;
     let v: Option<Vec<u8>> = redis::cmd("GET")
@@ -185,11 +220,20 @@ pub async fn read(ep: &Endpoint, key: &[u8]) -> Result<Progress, SinkError> {
         .query_async(&mut c)
         .await
         .map_err(|e| SinkError::command(ep, "GET progress key", &e))?;
-    parse(v.as_deref()).map_err(|e| SinkError::Command {
+    let (p, pieces) = parse_pieces(v.as_deref()).map_err(|e| SinkError::Command {
         addr: ep.to_string(),
         what: format!("progress key {}", crate::escape::quoted(key)),
         why: format!("holds {e}; delete it (the shard then starts with a full sync)"),
-    })
+    })?;
+    if let (Progress::At(at), true) = (&p, pieces > 0) {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(&value(&at.replid, at.offset, at.db)[..])
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| SinkError::command(ep, "SET progress key", &e))?;
+    }
+    Ok(p)
 }
 
 /// Marks a full sync as started: from now until the first position is written, the target
@@ -471,8 +515,23 @@ mod tests {
         assert_eq!(parse(Some(b"full-sync")).unwrap(), Progress::FullSync);
         assert!(parse(Some(b"garbage")).is_err());
         assert!(parse(Some(b":12")).is_err());
-        assert!(parse(Some(b"a:1:2:3")).is_err());
-        assert_eq!(offset_of(Some(b"abc:77")), Some(77));
+        assert!(parse(Some(b"a:1:2:3:4")).is_err());
+        assert!(parse(Some(b"a:1:2:x")).is_err());
+        assert_eq!(pos_of(Some(b"abc:77")), Some((77, 0)));
+        // Inside a command's pieces: resumes before the command, ordered after it.
+        let v = value_at("r", (77, 3), 1);
+        assert_eq!(&v[..], b"r:77:1:3");
+        assert_eq!(pos_of(Some(&v)), Some((77, 3)));
+        assert_eq!(
+            parse(Some(&v)).unwrap(),
+            Progress::At(ReplPosition {
+                replid: "r".into(),
+                offset: 77,
+                db: 1,
+            })
+        );
+        assert_eq!(&value_at("r", (77, 0), 1)[..], b"r:77:1");
+        assert!((77, 0) < (77, 1) && (77, 9) < (78, 0));
         let e = Exact {
             prefix: "__shardsync:progress:".into(),
             instance: "a".into(),

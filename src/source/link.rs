@@ -679,6 +679,13 @@ fn is_large_foreign_restore(
 /// writers in batches as they are produced (a bounded channel of 2 batches: memory stays at the
 /// payload plus a few batches, and `/healthz` keeps answering). Returns the command itself when
 /// it cannot be rewritten (it then goes to the target unchanged and is refused visibly).
+///
+/// `before`: the source offset just before the `RESTORE` (`None` inside an open source
+/// transaction). Exactly-once: batch `k` then commits with the position "`before`, plus `k`
+/// pieces" ([`ShardState::run_piece`]), so a writer that reconnects resends only the pieces
+/// the target did not commit; a restart resumes at `before` and rewrites the whole value again
+/// (its first piece is a `DEL`).
+#[allow(clippy::too_many_arguments)]
 async fn restore_off_loop(
     settings: &LinkSettings,
     shard: &Arc<ShardState>,
@@ -687,6 +694,7 @@ async fn restore_off_loop(
     db: u32,
     cmd: crate::cmd::Cmd,
     now: i64,
+    before: Option<u64>,
 ) -> Result<Option<crate::cmd::Cmd>, LinkError> {
     let (tx, mut rx) = mpsc::channel::<Vec<crate::cmd::Cmd>>(2);
     let target = settings.target.clone();
@@ -724,6 +732,12 @@ async fn restore_off_loop(
         }
         r.err()
     });
+    let mut pieces = 0u32;
+    let set_piece = |p: Option<(u64, u32)>| {
+        if let Ok(mut r) = shard.run_piece.lock() {
+            *r = p;
+        }
+    };
     while let Some(cmds) = rx.recv().await {
         let run = RunInfo {
             epoch,
@@ -734,7 +748,12 @@ async fn restore_off_loop(
             .into_iter()
             .map(|cmd| crate::cmd::DbCmd { db, cmd })
             .collect();
-        writer.send(shard, run, cmds, Feed::Plain).await?;
+        pieces = pieces.saturating_add(1);
+        shard.run_db.store(db, Ordering::Release);
+        set_piece(before.map(|b| (b, pieces)));
+        let sent = writer.send(shard, run, cmds, Feed::Plain).await;
+        set_piece(None);
+        sent?;
     }
     job.await
         .map_err(|e| LinkError::Internal(format!("RESTORE decoding thread: {e}")))
@@ -774,6 +793,8 @@ async fn stream(
     dec.db = start_db;
     let mut counters = std::collections::HashMap::new();
     let mut handed = start;
+    // Source offset after the last command taken from the decoder (a position to resume at).
+    let mut last_end = start;
     loop {
         loop {
             let mut cmds = Vec::new();
@@ -800,6 +821,9 @@ async fn stream(
             let mut ends = Vec::with_capacity(cmds.len());
             let mut rewritten = Vec::new();
             for (dc, end) in cmds.into_iter().zip(ends_in) {
+                // Filtered-out commands between `last_end` and this one are filtered again
+                // when replayed from there.
+                let start_of_cmd = std::mem::replace(&mut last_end, end).max(handed);
                 let large = is_large_foreign_restore(&dc.cmd, &settings.target);
                 if !large {
                     // (A large RESTORE is counted off the event loop, in `restore_off_loop`.)
@@ -837,8 +861,12 @@ async fn stream(
                             .await?;
                         ends.clear();
                     }
-                    let sent = restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
-                        .await?;
+                    // Inside a held source transaction there is no position to resume at.
+                    let before = (!writer.in_transaction()).then_some(start_of_cmd);
+                    let sent = restore_off_loop(
+                        settings, shard, writer, epoch, dc.db, dc.cmd, now, before,
+                    )
+                    .await?;
                     if let Some(cmd) = sent {
                         out.push(crate::cmd::DbCmd { db: dc.db, cmd });
                         ends.push(end);

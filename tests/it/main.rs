@@ -15,6 +15,7 @@ mod corpus_sync;
 mod diff_fuzz;
 mod e2e_cluster;
 mod e2e_standalone;
+mod exact_windows;
 mod exactly_once;
 mod failure_model;
 mod faults;

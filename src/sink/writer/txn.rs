@@ -42,9 +42,9 @@ const MAX_ATTEMPTS: u32 = 2;
 /// The transaction state of one batch on the current connection.
 #[derive(Debug, Default)]
 pub(super) struct TxnState {
-    /// Progress key, value and offset written with the batch (`None`: a retry behind later
+    /// Progress key, value and position written with the batch (`None`: a retry behind later
     /// batches, which carry a higher position).
-    progress: Option<(Bytes, Bytes, u64)>,
+    progress: Option<(Bytes, Bytes, crate::sink::exact::Pos)>,
     /// `MULTI` was encoded on this connection.
     open: bool,
     /// The connection's database when `MULTI` was encoded.
@@ -76,8 +76,12 @@ impl Pipeline {
             return;
         };
         let b = &f.batch;
-        let Some(offset) = b.ticket.offset else {
-            return;
+        // A whole run ends at a source offset; a piece of one command (a large `RESTORE`
+        // rewritten) at "the offset before it, plus k pieces".
+        let (offset, piece) = match (b.ticket.offset, b.ticket.piece) {
+            (Some(o), _) => (o, 0),
+            (None, Some((before, k))) => (before, k),
+            (None, None) => return,
         };
         if self.targets.is_some()
             || b.ticket.epoch != b.shard.epoch.load(std::sync::atomic::Ordering::Acquire)
@@ -91,8 +95,8 @@ impl Pipeline {
         f.txn = Some(TxnState {
             progress: Some((
                 exact.key(&b.shard.name),
-                crate::sink::exact::value(&replid, offset, b.ticket.source_db),
-                offset,
+                crate::sink::exact::value_at(&replid, (offset, piece), b.ticket.source_db),
+                (offset, piece),
             )),
             ..Default::default()
         });
@@ -383,7 +387,7 @@ impl Pipeline {
                 .map_err(|e| fail(e.to_string()))?;
             let stored = match &reply {
                 Frame::Error(e) => return Err(fail(crate::escape::text(e))),
-                f => crate::sink::exact::offset_of(f.as_bytes().map(|b| &b[..])),
+                f => crate::sink::exact::pos_of(f.as_bytes().map(|b| &b[..])),
             };
             let Some(stored) = stored else { continue };
             let mut skipped = 0usize;
@@ -399,7 +403,7 @@ impl Pipeline {
                 }
             }
             if skipped > 0 {
-                tracing::info!(node = %self.node, batches = skipped, offset = stored,
+                tracing::info!(node = %self.node, batches = skipped, offset = stored.0, piece = stored.1,
                     "the target had committed batches whose reply was lost; not sending them again");
             }
         }

@@ -1,0 +1,270 @@
+//! Exactly-once windows (issue 12): a large `RESTORE` that the target cannot read is rewritten
+//! into plain commands written as several batches (its *pieces*). The target (Redis 6.0) sits
+//! behind a TCP proxy that forwards every command but loses the replies from a given one on
+//! (a real network can do that: the target ran the commands, shardsync never hears of it), so
+//! the writer stalls and reconnects with pieces the target already applied; or shardsync is
+//! SIGKILLed in that state and restarted. Either way the target must equal the source key by
+//! key. Before pieces carried their own position, the reconnect resent the applied pieces and
+//! the list came out with duplicated elements.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::util::{now_ms, wait_until};
+use common::*;
+
+const HEARTBEAT: &str = "shardsync:heartbeat";
+const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*"];
+/// Elements of the list: 40 `RPUSH` of 512 when rewritten, 5 batches of 8 commands.
+const ELEMENTS: usize = 20_000;
+
+/// Forwards both ways; once armed, the first connection whose replies contain `pattern` loses
+/// every reply from there on (its commands still reach the target). Trips once.
+struct ReplyCutProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    tripped: Arc<AtomicBool>,
+}
+
+impl ReplyCutProxy {
+    fn start(upstream: u16, pattern: &'static [u8]) -> ReplyCutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let tripped = Arc::new(AtomicBool::new(false));
+        let (a, t) = (armed.clone(), tripped.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c1, mut u1) = (
+                    client.try_clone().expect("clone"),
+                    up.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c1.read(&mut buf) {
+                        if n == 0 || u1.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = u1.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut c2, mut u2) = (client, up);
+                let (a, t) = (a.clone(), t.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    let mut tail: Vec<u8> = Vec::new();
+                    let mut deaf = false;
+                    while let Ok(n) = u2.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if deaf {
+                            continue;
+                        }
+                        let mut window = std::mem::take(&mut tail);
+                        let old = window.len();
+                        window.extend_from_slice(&buf[..n]);
+                        let hit = a.load(Ordering::SeqCst) && !t.load(Ordering::SeqCst);
+                        let at = if hit {
+                            window.windows(pattern.len()).position(|w| w == pattern)
+                        } else {
+                            None
+                        };
+                        // `window[..old]` was sent already.
+                        let send = match at {
+                            Some(i) if !t.swap(true, Ordering::SeqCst) => {
+                                deaf = true;
+                                &window[old..i.max(old)]
+                            }
+                            _ => &window[old..],
+                        };
+                        if c2.write_all(send).is_err() {
+                            break;
+                        }
+                        let keep = pattern.len().min(window.len());
+                        tail = window[window.len() - keep..].to_vec();
+                    }
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        ReplyCutProxy {
+            port,
+            armed,
+            tripped,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("shardsync.toml");
+    std::fs::write(
+        &path,
+        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n",
+    )
+    .expect("write config");
+    path
+}
+
+fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shardsync {
+    let cfg = config(state);
+    Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        target_url,
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--config",
+        cfg.to_str().expect("utf-8 path"),
+        "--metrics-addr",
+        "off",
+    ])
+}
+
+fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
+    let after = now_ms();
+    let mut dc = dst.client();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(HEARTBEAT)
+                .query(&mut dc)
+                .unwrap_or(None);
+            v.and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|v| v >= after)
+        }),
+        "target did not catch up; shardsync log:\n{}",
+        ss.log_tail(60)
+    );
+}
+
+/// A source holding a list of [`ELEMENTS`] (Redis 7.0: its `DUMP` is RDB 10, which Redis 6.0
+/// cannot read), the target behind the proxy, shardsync caught up. Returns the `DUMP` payload.
+fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
+    let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start(ServerKind::Redis60);
+    let mut sc = src.client();
+    let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
+    for chunk in elems.chunks(1000) {
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("template")
+            .arg(chunk)
+            .query(&mut sc)
+            .expect("RPUSH");
+    }
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("template")
+        .query(&mut sc)
+        .expect("DUMP");
+    assert!(payload.len() > 64 << 10, "payload {} bytes", payload.len());
+    // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
+    let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
+    (src, dst, proxy, payload)
+}
+
+fn restore(src: &RedisServer, payload: &[u8]) {
+    let _: () = redis::cmd("RESTORE")
+        .arg("big")
+        .arg(0)
+        .arg(payload)
+        .query(&mut src.client())
+        .expect("RESTORE");
+}
+
+fn assert_exact(src: &RedisServer, dst: &RedisServer) {
+    let len: usize = redis::cmd("LLEN")
+        .arg("big")
+        .query(&mut dst.client())
+        .expect("LLEN");
+    assert_eq!(len, ELEMENTS, "the rewritten list on the target");
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+}
+
+/// The writer loses the replies of committed pieces, stalls, reconnects: it must not write
+/// those pieces again.
+#[test]
+fn restore_pieces_after_a_reconnect_are_exact() {
+    let (src, dst, proxy, payload) = setup();
+    let state = tempfile::tempdir().expect("state dir");
+    let mut ss = spawn(&src, &proxy.url(), state.path());
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    restore(&src, &payload);
+    assert!(
+        wait_until(Duration::from_secs(20), || proxy
+            .tripped
+            .load(Ordering::SeqCst)),
+        "the replies were never cut; log:\n{}",
+        ss.log_tail(40)
+    );
+    ss.expect_log("stalled", Duration::from_secs(20));
+    wait_caught_up(&ss, &dst);
+    assert_exact(&src, &dst);
+    assert!(
+        ss.log()
+            .contains("the target had committed batches whose reply was lost"),
+        "the reconnect found the committed pieces:
+{}",
+        ss.log_tail(40)
+    );
+    assert!(!ss.log().contains("panicked"));
+}
+
+/// shardsync is SIGKILLed while the target holds some pieces whose replies it never got; the
+/// restart (straight to the target) resumes before the `RESTORE` and writes it whole again.
+#[test]
+fn restore_pieces_after_a_crash_are_exact() {
+    let (src, dst, proxy, payload) = setup();
+    let state = tempfile::tempdir().expect("state dir");
+    let mut ss = spawn(&src, &proxy.url(), state.path());
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    restore(&src, &payload);
+    assert!(
+        wait_until(Duration::from_secs(20), || proxy
+            .tripped
+            .load(Ordering::SeqCst)),
+        "the replies were never cut; log:\n{}",
+        ss.log_tail(40)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    ss.kill();
+    let partial: usize = redis::cmd("LLEN")
+        .arg("big")
+        .query(&mut dst.client())
+        .expect("LLEN");
+    assert!(partial > 0, "the target holds pieces of the rewrite");
+    let _: i64 = redis::cmd("INCR")
+        .arg("after")
+        .query(&mut src.client())
+        .expect("INCR");
+    let ss2 = spawn(&src, &dst.url(), state.path());
+    wait_caught_up(&ss2, &dst);
+    assert_exact(&src, &dst);
+    assert!(!ss2.log().contains("panicked"));
+}
