@@ -24,6 +24,7 @@
 //! Exactly-once mode (standalone target): each stream batch goes inside `MULTI`/`EXEC` with
 //! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
 
+mod known;
 mod reply_error;
 mod txn;
 
@@ -172,6 +173,7 @@ impl Actor for TargetWriter {
             refused: BTreeSet::new(),
             probing: None,
             flagged: Vec::new(),
+            known: None,
         };
         ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
@@ -257,6 +259,8 @@ struct Pipeline {
     probing: Option<u32>,
     /// Shards whose `last_error` this writer set (stall / connection), with the text it set.
     flagged: Vec<(Arc<ShardState>, String)>,
+    /// Exactly-once: the target's command table, read at connect ([`known`]).
+    known: Option<known::KnownCommands>,
 }
 
 /// What a cluster error reply asks the writer to do.

@@ -268,3 +268,96 @@ fn restore_pieces_after_a_crash_are_exact() {
     assert_exact(&src, &dst);
     assert!(!ss2.log().contains("panicked"));
 }
+
+/// A batch holding a command Redis 6.0 refuses at queue time (`GEOSEARCHSTORE`), with later
+/// batches pipelined behind it, and shardsync SIGKILLed before it heard the transaction's
+/// outcome. Before the writer kept such commands out of its transactions, the target answered
+/// `EXECABORT`, the later batches committed a higher position, and the restart resumed after
+/// the aborted batch: its `INCR`s and `RPUSH`es were lost. Now the batch commits without the
+/// refused command and that key is copied from the source.
+#[test]
+fn queue_time_refusal_behind_pipelined_batches_is_exact() {
+    let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
+    let dst = RedisServer::start(ServerKind::Redis60);
+    let mut sc = src.client();
+    let _: i64 = redis::cmd("GEOADD")
+        .arg("places")
+        .arg("13.361389")
+        .arg("38.115556")
+        .arg("Palermo")
+        .arg("15.087269")
+        .arg("37.502669")
+        .arg("Catania")
+        .query(&mut sc)
+        .expect("GEOADD");
+    let proxy = ReplyCutProxy::start(dst.port(), b"-EXECABORT");
+    let state = tempfile::tempdir().expect("state dir");
+    let cfg = state.path().join("shardsync.toml");
+    // The default reply deadline (10 s): no reconnect before the kill.
+    std::fs::write(
+        &cfg,
+        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n",
+    )
+    .expect("write config");
+    let run = |target: &str| {
+        Shardsync::spawn(&[
+            "run",
+            "--source",
+            &src.url(),
+            "--target",
+            target,
+            "--state-dir",
+            state.path().to_str().expect("utf-8 path"),
+            "--config",
+            cfg.to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            "off",
+        ])
+    };
+    let mut ss = run(&proxy.url());
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    let mut p = redis::pipe();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("a").ignore();
+    p.cmd("GEOSEARCHSTORE")
+        .arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC")
+        .ignore();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("b").ignore();
+    p.query::<()>(&mut sc).expect("pipeline");
+    std::thread::sleep(Duration::from_millis(300));
+    // Later batches (and heartbeats) commit behind it.
+    let _: i64 = redis::cmd("INCR")
+        .arg("later")
+        .query(&mut sc)
+        .expect("INCR");
+    std::thread::sleep(Duration::from_millis(700));
+    ss.kill();
+    let ss2 = run(&dst.url());
+    wait_caught_up(&ss2, &dst);
+    let ctr: Option<i64> = redis::cmd("GET")
+        .arg("ctr")
+        .query(&mut dst.client())
+        .expect("GET");
+    assert_eq!(ctr, Some(2), "both INCRs of the batch, once each");
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    assert!(!ss2.log().contains("panicked"));
+}

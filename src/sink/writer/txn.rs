@@ -110,8 +110,13 @@ impl Pipeline {
             refused,
             probing,
             conn_db,
+            known,
+            node,
+            settings,
             ..
         } = self;
+        // Commands the target would refuse at queue time: not sent (see [`super::known`]).
+        let mut not_sent: Vec<(usize, Bytes)> = Vec::new();
         let f = &mut pending[i];
         let Some(t) = f.txn.as_mut() else {
             return;
@@ -142,6 +147,12 @@ impl Pipeline {
             if cmd.is("MULTI") || cmd.is("EXEC") {
                 continue; // folded into the batch's transaction
             }
+            if let Some(e) = known.as_ref().and_then(|k| k.refusal(cmd)) {
+                let n = f.batch.cmds.len();
+                f.skip.get_or_insert_with(|| vec![false; n])[at] = true;
+                not_sent.push((at, e));
+                continue;
+            }
             if *db != *conn_db {
                 if refused.contains(db) {
                     let n = f.batch.cmds.len();
@@ -171,6 +182,10 @@ impl Pipeline {
             // Whether EXEC runs or aborts, the connection is in `conn_db` after this.
             crate::cmd!["SELECT", *conn_db].encode(out);
             f.slots.push(INTERNAL_SLOT);
+        }
+        for (at, e) in not_sent {
+            // Reported and repaired like a refused write (the batch commits without it).
+            command_reply(node, settings, f, at, &Frame::Error(e));
         }
     }
 
@@ -352,6 +367,14 @@ impl Pipeline {
                 Frame::Integer(i) => i as u64,
                 _ => 0,
             };
+            // What the target refuses at queue time is kept out of transactions.
+            if self.known.is_none() {
+                let table = conn
+                    .request(&crate::cmd!["COMMAND"])
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                self.known = super::known::KnownCommands::parse(&table);
+            }
             let list = ask(conn
                 .request(&crate::cmd!["CLIENT", "LIST"])
                 .await
