@@ -100,6 +100,16 @@ pub fn run(conn: &mut redis::Connection, cmd: &redis::Cmd, what: &str) -> redis:
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// Runs the command `args` (name first) on `conn`; panics naming it on an error reply.
+pub fn exec(conn: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(conn)
+        .unwrap_or_else(|e| panic!("command {args:?} failed: {e}"))
+}
+
 /// `SELECT db` on `conn`.
 pub fn select(conn: &mut redis::Connection, db: u32) {
     redis::cmd("SELECT")
