@@ -9,38 +9,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::fake_peer::{
-    FakeMaster, RDB_END, fullresync, peak_rss_kib, rdb_len, rdb_str, write_filler,
+    FakeMaster, RDB_END, fullresync, peak_rss_kib, rdb_len, rdb_str, write_endless_array,
+    write_filler,
 };
-use crate::common::status::{full_sync_done, status_addr_arg};
+use crate::common::run::SyncRun;
+use crate::common::status::full_sync_done;
 use crate::common::{RedisServer, ServerKind, Shardsync};
 
 /// The RDB header of a Redis 7.0 file (`REDIS0010`).
 const MAGIC: &[u8] = b"REDIS0010";
 
-/// Starts `shardsync run` from the fake master into a real Redis 7.0, with extra `[sync]` TOML.
-fn run(
-    master: &FakeMaster,
-    target: &RedisServer,
-    sync_toml: &str,
-) -> (Shardsync, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("shardsync.toml");
-    std::fs::write(&cfg, format!("[sync]\nheartbeat_key = \"\"\n{sync_toml}\n")).expect("config");
-    let state = dir.path().join("state");
-    let p = Shardsync::spawn(&[
-        "run",
-        "--config",
-        cfg.to_str().expect("utf8"),
-        "--source",
-        &master.url(),
-        "--target",
-        &target.url(),
-        "--state-dir",
-        state.to_str().expect("utf8"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    (p, dir)
+/// A run without a heartbeat (a fake master cannot take one) and with extra `[sync]` TOML.
+fn no_heartbeat(sync_toml: &str) -> SyncRun {
+    SyncRun::new(Some(&format!(
+        "[sync]\nheartbeat_key = \"\"\n{sync_toml}\n"
+    )))
+}
+
+/// Starts `shardsync run` from the fake master into a real Redis 7.0 (see [`no_heartbeat`]).
+fn run(master: &FakeMaster, target: &RedisServer, sync_toml: &str) -> (Shardsync, SyncRun) {
+    let sync = no_heartbeat(sync_toml);
+    (sync.spawn_pair(&master.url(), &target.url(), &[]), sync)
 }
 
 /// Waits for `needle` in the log, then checks the peak RSS is below `max_mib` and stops.
@@ -103,14 +92,7 @@ fn endless_command_hits_the_frame_cap() {
     let m = FakeMaster::start(scenario(|c| {
         if stream_after_empty_rdb(c).is_ok() {
             // 1M elements of 100 bytes: legal counts, 107 MB in all, sent until refused.
-            let _ = c.write_all(b"*1000000\r\n");
-            let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-            let block = elem.repeat(1000);
-            for _ in 0..1000 {
-                if c.write_all(&block).is_err() {
-                    return;
-                }
-            }
+            write_endless_array(c, 1_000_000);
         }
     }));
     let (mut p, _d) = run(&m, &target, "max_frame_bytes = 16777216");
@@ -125,16 +107,7 @@ fn endless_command_hits_the_frame_cap() {
 #[test]
 fn endless_handshake_reply_hits_the_reply_cap() {
     let target = RedisServer::start(ServerKind::Redis70);
-    let endless = scenario(|c| {
-        let _ = c.write_all(b"*3000000\r\n");
-        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-        let block = elem.repeat(1000);
-        for _ in 0..3000 {
-            if c.write_all(&block).is_err() {
-                return;
-            }
-        }
-    });
+    let endless = scenario(|c| write_endless_array(c, 3_000_000));
     let m = FakeMaster::start_with(scenario(|_| {}), Some(endless));
     let (mut p, _d) = run(&m, &target, "");
     expect_error_under(
@@ -154,31 +127,10 @@ fn endless_target_reply_hits_the_reply_cap() {
         .arg("v")
         .query(&mut src.client())
         .expect("SET");
-    let endless = scenario(|c| {
-        let _ = c.write_all(b"*3000000\r\n");
-        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-        let block = elem.repeat(1000);
-        for _ in 0..3000 {
-            if c.write_all(&block).is_err() {
-                return;
-            }
-        }
-    });
+    let endless = scenario(|c| write_endless_array(c, 3_000_000));
     let fake_target = FakeMaster::start_on("SET", scenario(|_| {}), Some(endless));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &fake_target.url(),
-        "--state-dir",
-        dir.path().to_str().expect("utf8"),
-        "--metrics-addr",
-        "off",
-        "--heartbeat-key",
-        "",
-    ]);
+    let sync = no_heartbeat("");
+    let mut p = sync.spawn_pair(&src.url(), &fake_target.url(), &[]);
     expect_error_under(
         &mut p,
         "exceeds the limit of 67108864 bytes (max_frame_bytes)",
@@ -376,27 +328,9 @@ fn large_foreign_restore_is_decoded_off_the_event_loop() {
     const N: usize = 2_000_000;
     let src = RedisServer::start(ServerKind::Valkey91);
     let dst = RedisServer::start(ServerKind::Redis70);
-    let port = crate::common::server::pick_free_port(false);
-    let metrics = format!("127.0.0.1:{port}");
-    let state = tempfile::tempdir().expect("tempdir");
-    let mut p = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.url(),
-        "--state-dir",
-        state.path().to_str().expect("utf8"),
-        "--metrics-addr",
-        &metrics,
-        "--heartbeat-key",
-        "",
-    ]);
-    p.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = no_heartbeat("");
+    let mut p = sync.start(&["--source", &src.url(), "--target", &dst.url()], 1);
+    let metrics = sync.addr.clone();
     let mut s = src.client();
     for b in 0..N / 10_000 {
         let vals: Vec<String> = (0..10_000)

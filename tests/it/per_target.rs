@@ -320,12 +320,6 @@ fn a_new_and_an_old_target_each_get_their_own_conversion() {
     let after = now_ms();
     wait_caught_up(&mut new.client(), after, &ss, "new");
     wait_caught_up(&mut old.client(), after, &ss, "old");
-    let mut dbs = dataset.dbs.clone();
-    for d in wopts.dbs() {
-        if !dbs.contains(&d) {
-            dbs.push(d);
-        }
-    }
-    compare("incremental sync", &dbs);
+    compare("incremental sync", &wopts.dbs_with(&dataset.dbs));
     assert!(ss.terminate().success(), "{}", ss.log_tail(30));
 }

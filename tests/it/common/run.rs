@@ -2,7 +2,9 @@
 //! directory in a temp dir, `/status` on a free loopback port and, when given, a config file
 //! written there; [`SyncRun::start`] also waits for every shard's full sync. Then
 //! [`wait_caught_up`] waits for a target to hold everything written before a moment (the
-//! heartbeat written after it) and [`assert_clean_log`] checks the log reported no error.
+//! heartbeat written after it), [`assert_clean_log`] checks the log reported no error and
+//! [`stop`] ends the run, which must exit 0. Commands that run to their exit (`check`, a run
+//! that must fail) go through [`run_to_exit`] / [`pair_to_exit`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -106,6 +108,57 @@ pub fn wait_caught_up(target: &mut redis::Connection, after: u64, ss: &Shardsync
         "{what} did not catch up (no heartbeat of {after} or later); log:\n{}",
         ss.log_tail(40)
     );
+}
+
+/// `shardsync ARGS` run to its exit (60 s at most); panics if it panicked. Returns the exit code
+/// (-1 when a signal ended it) and its output.
+pub fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let (status, log) = Shardsync::run_to_exit(args, Duration::from_secs(60));
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    (status.code().unwrap_or(-1), log)
+}
+
+/// `shardsync COMMAND --source SOURCE --target TARGET --metrics-addr off` and `extra`, run to
+/// its exit ([`run_to_exit`]).
+pub fn pair_to_exit(command: &str, source: &str, target: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        command,
+        "--source",
+        source,
+        "--target",
+        target,
+        "--metrics-addr",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    run_to_exit(&args)
+}
+
+/// Stops `ss` with SIGTERM; panics unless it exits 0 without a panic in its log.
+pub fn stop(ss: &mut Shardsync) {
+    let status = ss.terminate();
+    assert!(
+        status.success(),
+        "shardsync did not exit 0 on SIGTERM: {status:?}\n{}",
+        ss.log_tail(40)
+    );
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+}
+
+/// Waits until `dst` holds everything written to `src` so far ([`wait_caught_up`]), then
+/// compares databases `dbs` key by key (the heartbeat aside) and checks the log
+/// ([`assert_clean_log`]).
+pub fn assert_synced(
+    (src, dst): (&mut redis::Connection, &mut redis::Connection),
+    dbs: &[u32],
+    ss: &Shardsync,
+    opts: &super::compare::CompareOptions,
+) {
+    wait_caught_up(dst, super::util::now_ms(), ss, "the target");
+    let diffs = super::compare::compare_servers_with(src, dst, dbs, &[HEARTBEAT.as_bytes()], opts);
+    super::compare::assert_no_differences(&diffs);
+    assert_clean_log(ss);
 }
 
 /// Panics when the log reports a refused or unconvertible write, or a panic.

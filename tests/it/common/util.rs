@@ -110,6 +110,18 @@ pub fn exec(conn: &mut redis::Connection, args: &[&str]) -> redis::Value {
         .unwrap_or_else(|e| panic!("command {args:?} failed: {e}"))
 }
 
+/// The server's own `RESTORE` of a key: `DUMP from` then `RESTORE to 0 payload` on `conn` (a
+/// live-stream `RESTORE` with the server's own payload version).
+pub fn restore_copy(conn: &mut redis::Connection, from: &str, to: &str) {
+    let payload: Vec<u8> = redis::cmd("DUMP").arg(from).query(conn).expect("DUMP");
+    let _: () = redis::cmd("RESTORE")
+        .arg(to)
+        .arg(0)
+        .arg(payload)
+        .query(conn)
+        .unwrap_or_else(|e| panic!("RESTORE {to} on the source: {e}"));
+}
+
 /// `SELECT db` on `conn`.
 pub fn select(conn: &mut redis::Connection, db: u32) {
     redis::cmd("SELECT")
