@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use common::cluster::{RedisCluster, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
-use common::run::{HEARTBEAT, SyncRun, pair_to_exit, run_to_exit, stop, wait_caught_up};
+use common::run::{
+    HEARTBEAT, SyncRun, assert_heartbeat_gone, pair_to_exit, run_to_exit, stop, wait_caught_up,
+};
 use common::server::pick_free_port;
 use common::tls::{TestPki, TlsServer, tls_url};
 use common::*;
@@ -115,13 +117,8 @@ fn standalone_full_and_incremental_over_tls() {
     assert!(status.success(), "verify over TLS: {status:?}\n{out}");
 
     stop(&mut ss);
-    for (name, conn) in [("source", &mut sc), ("target", &mut dc)] {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(HEARTBEAT)
-            .query(conn)
-            .expect("EXISTS");
-        assert_eq!(exists, 0, "heartbeat key left on the {name} after stop");
-    }
+    assert_heartbeat_gone(&mut sc, "source");
+    assert_heartbeat_gone(&mut dc, "target");
 }
 
 /// Starts a 3-master cluster with TLS on every node (`tls-cluster yes`: the bus is TLS and TLS

@@ -77,6 +77,14 @@ impl SyncRun {
         self.spawn(&a)
     }
 
+    /// [`SyncRun::start`] of one shard with `--source` and `--target`.
+    pub fn start_pair(&self, source: &str, target: &str, extra: &[&str]) -> Shardsync {
+        self.start(
+            &[&["--source", source, "--target", target][..], extra].concat(),
+            1,
+        )
+    }
+
     /// Starts `shardsync` and waits until `shards` shards have their full sync applied.
     pub fn start(&self, extra: &[&str], shards: usize) -> Shardsync {
         let mut ss = self.spawn(extra);
@@ -159,6 +167,15 @@ pub fn assert_synced(
     let diffs = super::compare::compare_servers_with(src, dst, dbs, &[HEARTBEAT.as_bytes()], opts);
     super::compare::assert_no_differences(&diffs);
     assert_clean_log(ss);
+}
+
+/// After a clean stop: the heartbeat key is gone from `conn` (`side`: "source" or "target").
+pub fn assert_heartbeat_gone(conn: &mut redis::Connection, side: &str) {
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(HEARTBEAT)
+        .query(conn)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "heartbeat key left on the {side} after the stop");
 }
 
 /// Panics when the log reports a refused or unconvertible write, or a panic.
