@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::cluster::{KeySource, RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::run::stop;
 use common::status::{full_sync_done, started, status_addr_arg};
 use common::*;
 
@@ -123,17 +124,6 @@ fn run_to_exit(source: &str, target: &str) -> (std::process::ExitStatus, String)
         ],
         Duration::from_secs(60),
     )
-}
-
-fn stop(ss: &mut Shardsync) {
-    let status = ss.terminate();
-    assert!(
-        status.success(),
-        "shardsync did not exit 0: {status:?}\n{}",
-        ss.log_tail(40)
-    );
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
 }
 
 /// One shard, one series: every `shard` label of `/metrics` is a source master's address (the
