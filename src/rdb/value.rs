@@ -2,7 +2,7 @@
 //! the source step by step, each step producing at most about one chunk's worth of output
 //! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
 //! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
-//! zipmaps (RDB < 4) and stream nodes are decoded at once).
+//! stream nodes the same way, see [`stream::NodeEntries`]; zipmaps (RDB < 4) are decoded at once).
 
 use std::io::Read;
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::lazy::{BlobElems, Format};
 use super::reader::{Result, Source, StrHead};
 use super::stream::{self, StreamVersion};
-use super::types::{Chunk, Flavor, HashField, ValueKind};
+use super::types::{Chunk, Flavor, HashField, StreamEntry, ValueKind};
 use super::{ParseOptions, module, zipmap};
 
 /// How a value is laid out in the file.
@@ -100,6 +100,11 @@ enum State {
         remaining: u64,
     },
     StreamNodes {
+        remaining: u64,
+    },
+    /// Handing out the entries of one stream node; `remaining` nodes follow it.
+    StreamNode {
+        node: stream::NodeEntries,
         remaining: u64,
     },
     StreamGroups {
@@ -195,16 +200,27 @@ impl ValueDecoder {
                     let key = src.read_string_vec()?;
                     let master = stream::parse_node_key(&key).map_err(|m| src.corrupt(m))?;
                     let lp = src.read_string_vec()?;
-                    let entries = stream::decode_node(master, &lp).map_err(|m| src.corrupt(m))?;
-                    split(out, entries, max_elems, Chunk::StreamEntries);
-                    self.state = State::StreamNodes {
+                    let node = stream::NodeEntries::new(master, lp).map_err(|m| src.corrupt(m))?;
+                    self.state = State::StreamNode {
+                        node,
                         remaining: remaining - 1,
                     };
-                    return Ok(());
+                    return self.step(src, opts, out);
                 }
                 let (meta, groups) = stream::read_meta(src, ver)?;
                 out.push(Chunk::StreamMeta(meta));
                 self.state = State::or_done(groups, |remaining| State::StreamGroups { remaining });
+                Ok(())
+            }
+            State::StreamNode {
+                ref mut node,
+                remaining,
+            } => {
+                match node.next_chunk(max_elems).map_err(|m| src.corrupt(m))? {
+                    Some(entries) if entries.is_empty() => {}
+                    Some(entries) => out.push(Chunk::StreamEntries(entries)),
+                    None => self.state = State::StreamNodes { remaining },
+                }
                 Ok(())
             }
             State::StreamGroups { remaining } => {
@@ -568,16 +584,7 @@ pub(crate) fn chunk_bytes(c: &Chunk) -> usize {
             .iter()
             .map(|f| f.field.len() + f.value.len() + 2 * OVERHEAD)
             .sum(),
-        Chunk::StreamEntries(v) => v
-            .iter()
-            .map(|e| {
-                16 + e
-                    .fields
-                    .iter()
-                    .map(|(a, b)| a.len() + b.len() + 2 * OVERHEAD)
-                    .sum::<usize>()
-            })
-            .sum(),
+        Chunk::StreamEntries(v) => v.iter().map(StreamEntry::mem_bytes).sum(),
         Chunk::StreamMeta(_) => 64,
         Chunk::StreamGroup(g) => {
             g.name.len()
