@@ -2,7 +2,7 @@
 //! the source step by step, each step producing at most about one chunk's worth of output
 //! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
 //! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
-//! stream nodes the same way, see [`stream::NodeEntries`]; zipmaps (RDB < 4) are decoded at once).
+//! stream nodes (see [`stream::NodeEntries`]) and zipmaps the same way).
 
 use std::io::Read;
 
@@ -101,6 +101,11 @@ enum State {
     },
     StreamNodes {
         remaining: u64,
+    },
+    /// Handing out the pairs of a validated zipmap from `pos`.
+    Zipmap {
+        blob: Vec<u8>,
+        pos: usize,
     },
     /// Handing out the entries of one stream node; `remaining` nodes follow it.
     StreamNode {
@@ -212,6 +217,31 @@ impl ValueDecoder {
                 self.state = State::or_done(groups, |remaining| State::StreamGroups { remaining });
                 Ok(())
             }
+            State::Zipmap { ref blob, pos } => {
+                let mut fields = Vec::new();
+                let mut at = pos;
+                while fields.len() < max_elems {
+                    let Some((f, v, next)) =
+                        zipmap::pair_at(blob, at).map_err(|m| src.corrupt(m))?
+                    else {
+                        self.state = State::Done;
+                        break;
+                    };
+                    fields.push(HashField {
+                        field: Bytes::copy_from_slice(f),
+                        value: Bytes::copy_from_slice(v),
+                        expire_ms: None,
+                    });
+                    at = next;
+                }
+                if let State::Zipmap { pos, .. } = &mut self.state {
+                    *pos = at;
+                }
+                if !fields.is_empty() {
+                    out.push(Chunk::HashFields(fields));
+                }
+                Ok(())
+            }
             State::StreamNode {
                 ref mut node,
                 remaining,
@@ -247,7 +277,6 @@ impl ValueDecoder {
         out: &mut Vec<Chunk>,
     ) -> Result<()> {
         let max_bytes = opts.chunk_bytes.max(1);
-        let max_elems = opts.chunk_elements.max(1);
         self.state = State::Done;
         match self.layout {
             Layout::String => match src.read_str_head()? {
@@ -298,16 +327,12 @@ impl ValueDecoder {
             }
             Layout::HashZipmap => {
                 let blob = src.read_string_vec()?;
-                let pairs = zipmap::decode(&blob).map_err(|m| src.corrupt(m))?;
-                let fields = pairs
-                    .into_iter()
-                    .map(|(f, v)| HashField {
-                        field: Bytes::copy_from_slice(f),
-                        value: Bytes::copy_from_slice(v),
-                        expire_ms: None,
-                    })
-                    .collect();
-                split(out, fields, max_elems, Chunk::HashFields);
+                zipmap::walk(&blob).map_err(|m| src.corrupt(m))?;
+                self.state = State::Zipmap {
+                    blob,
+                    pos: zipmap::FIRST,
+                };
+                return self.step(src, opts, out);
             }
             Layout::SetIntset
             | Layout::ListZiplist
@@ -541,24 +566,6 @@ fn string_parts(out: &mut Vec<Chunk>, data: Bytes, max: usize) {
         let end = (pos + max).min(data.len());
         out.push(Chunk::StringPart(data.slice(pos..end)));
         pos = end;
-    }
-}
-
-/// Append `items` to `out` as chunks of at most `n` elements.
-fn split<T>(out: &mut Vec<Chunk>, items: Vec<T>, n: usize, wrap: fn(Vec<T>) -> Chunk) {
-    if items.len() <= n {
-        if !items.is_empty() {
-            out.push(wrap(items));
-        }
-        return;
-    }
-    let mut it = items.into_iter();
-    loop {
-        let part: Vec<T> = it.by_ref().take(n).collect();
-        if part.is_empty() {
-            break;
-        }
-        out.push(wrap(part));
     }
 }
 
