@@ -284,6 +284,32 @@ fn huge_aux_field_is_skipped_and_the_sync_goes_on() {
     p.terminate();
 }
 
+/// Waits for the full sync, then for `len_cmd key` on the target to reach `n` (the RDB's elements
+/// are written after the sync is marked done).
+fn full_sync_then_len(
+    mut p: Shardsync,
+    target: &RedisServer,
+    len_cmd: &str,
+    key: &str,
+    n: u64,
+) -> (Shardsync, redis::Connection) {
+    p.wait_status(
+        Duration::from_secs(240),
+        "the full sync applied",
+        full_sync_done,
+    );
+    let mut t = target.client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got: u64 = redis::cmd(len_cmd).arg(key).query(&mut t).expect(len_cmd);
+        if got == n {
+            return (p, t);
+        }
+        assert!(Instant::now() < deadline, "{len_cmd} {got} of {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// One 8 MB quicklist node of 4M one-byte integers: every element arrives, memory stays a small
 /// multiple of the node.
 #[test]
@@ -310,25 +336,8 @@ fn giant_quicklist_node_is_decoded_in_bounded_chunks() {
         let _ = fullresync(c, 0, rdb.len() as u64);
         let _ = c.write_all(&rdb);
     }));
-    let (mut p, _d) = run(&m, &target, "");
-    p.wait_status(
-        Duration::from_secs(240),
-        "the full sync applied",
-        full_sync_done,
-    );
-    let mut t = target.client();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: usize = redis::cmd("LLEN")
-            .arg("biglist")
-            .query(&mut t)
-            .expect("LLEN");
-        if n == N {
-            break;
-        }
-        assert!(Instant::now() < deadline, "LLEN {n} of {N}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (p, _d) = run(&m, &target, "");
+    let (mut p, mut t) = full_sync_then_len(p, &target, "LLEN", "biglist", N as u64);
     let some: Vec<String> = redis::cmd("LRANGE")
         .arg("biglist")
         .arg(0)
@@ -397,25 +406,8 @@ fn giant_stream_node_is_decoded_in_bounded_chunks() {
         let _ = fullresync(c, 0, rdb.len() as u64);
         let _ = c.write_all(&rdb);
     }));
-    let (mut p, _d) = run(&m, &target, "");
-    p.wait_status(
-        Duration::from_secs(240),
-        "the full sync applied",
-        full_sync_done,
-    );
-    let mut t = target.client();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: u32 = redis::cmd("XLEN")
-            .arg("bigstream")
-            .query(&mut t)
-            .expect("XLEN");
-        if n == N {
-            break;
-        }
-        assert!(Instant::now() < deadline, "XLEN {n} of {N}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (p, _d) = run(&m, &target, "");
+    let (mut p, mut t) = full_sync_then_len(p, &target, "XLEN", "bigstream", N as u64);
     type Entries = Vec<(String, Vec<(String, String)>)>;
     let ends = |cmd: &str, from: &str, to: &str, t: &mut redis::Connection| -> Entries {
         redis::cmd(cmd)
