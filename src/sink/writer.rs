@@ -647,6 +647,11 @@ impl Pipeline {
                     frame.to_text().as_bytes(),
                 )));
             };
+            if let Frame::Error(e) = &frame
+                && reply_error::not_ready(e)
+            {
+                return Err(ReplyError::NotReady(crate::escape::text(e)));
+            }
             let front = &mut self.pending[fi];
             let slot = front.slots[front.seen];
             front.seen += 1;

@@ -12,6 +12,16 @@ pub(super) enum ReplyError {
     /// An internal command (`SELECT`, `ASKING`, `MULTI`) the pipeline relies on was refused.
     #[error("{what} failed: {why}")]
     Internal { what: &'static str, why: String },
+    /// The target refused a write because it is not ready yet (`LOADING`: restarted, reading
+    /// its AOF or RDB): nothing is wrong with the write, so it is sent again on a new
+    /// connection instead of being reported and dropped.
+    #[error("target not ready: {0}; reconnecting to send the writes again")]
+    NotReady(String),
+}
+
+/// True for an error reply that says the target is not ready yet (`LOADING …`).
+pub(super) fn not_ready(e: &[u8]) -> bool {
+    e.starts_with(b"LOADING")
 }
 
 impl ReplyError {
