@@ -507,6 +507,17 @@ impl Pipeline {
     }
 
     fn take(&mut self, batch: Batch, out: &mut BytesMut) {
+        if let (Some(_), Some(exact)) = (&self.targets, &self.settings.exact) {
+            // Exactly-once on a cluster: one transaction per slot (see `exact_slots`).
+            for part in super::exact_slots::split_batch(batch, exact) {
+                let mut f = InFlight::new(part.batch);
+                f.txn = part.progress.map(txn::TxnState::with_progress);
+                self.pending.push_back(f);
+            }
+            self.encode_pending(out);
+            self.complete_front();
+            return;
+        }
         let mut f = InFlight::new(batch);
         self.txn_init(&mut f);
         self.pending.push_back(f);
