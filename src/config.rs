@@ -329,6 +329,7 @@ pub struct FileSync {
     pub progress_prefix: Option<String>,
     pub instance: Option<String>,
     pub max_stream_rebuild_bytes: Option<usize>,
+    pub max_group_entries: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
     /// Source databases to sync (`dbs = [0, 3]`); all when absent.
@@ -416,6 +417,9 @@ pub struct SyncSettings {
     /// Entry bytes of one stream held back for an exact rebuild with plain commands (see
     /// [`crate::convert::ConvertOptions::stream_hold_max_bytes`]).
     pub max_stream_rebuild_bytes: usize,
+    /// Pending entries plus consumers of one stream consumer group held in memory (see
+    /// [`crate::rdb::ParseOptions::max_group_entries`]).
+    pub max_group_entries: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
@@ -483,6 +487,7 @@ impl Default for SyncSettings {
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
+            max_group_entries: crate::rdb::DEFAULT_MAX_GROUP_ENTRIES,
             db_map: Default::default(),
             // Opt-in for now (the next commit makes "auto" the default).
             exactly_once: ExactlyOnce::Off,
@@ -792,6 +797,11 @@ impl Config {
             max_stream_rebuild_bytes: f
                 .max_stream_rebuild_bytes
                 .unwrap_or(d.max_stream_rebuild_bytes),
+            max_group_entries: positive(
+                "max_group_entries",
+                f.max_group_entries,
+                d.max_group_entries,
+            )?,
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {

@@ -106,6 +106,7 @@ pub async fn run(
             max_aux_bytes: sync.max_aux_bytes,
             max_element_bytes: sync.max_element_bytes,
             max_blob_bytes: sync.max_blob_bytes,
+            max_group_entries: sync.max_group_entries,
         },
         convert: ConvertOptions {
             target: target_info,

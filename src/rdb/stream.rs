@@ -2,7 +2,6 @@
 //! delta-encoded IDs, deleted and same-fields flags), then the stream metadata and the consumer
 //! groups with their PEL and consumers.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -141,8 +140,15 @@ pub(crate) fn read_meta<R: Read>(
 /// as data arrives.
 const PREALLOC_MAX: u64 = 1024;
 
-/// One consumer group with its PEL and consumers.
-pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Result<StreamGroup> {
+/// One consumer group with its PEL and consumers. The PEL and the consumers together may hold at
+/// most `max_entries` (announced counts above it fail before anything is read). Redis writes
+/// both the group PEL and each consumer's PEL in ID order (they are rax trees), which this checks
+/// and uses: consumers find their entries by binary search, without an index beside the PEL.
+pub(crate) fn read_group<R: Read>(
+    src: &mut Source<R>,
+    ver: StreamVersion,
+    max_entries: usize,
+) -> Result<StreamGroup> {
     let name = src.read_string()?;
     let last_delivered_id = read_id(src)?;
     let entries_read = if ver >= StreamVersion(2) {
@@ -151,15 +157,30 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
     } else {
         None
     };
+    let max = max_entries as u64;
+    let too_many = |src: &Source<R>, n: u64| {
+        src.over_limit(
+            "consumer group (pending entries + consumers)",
+            n,
+            "entries",
+            "max_group_entries",
+            max,
+        )
+    };
     let pel_len = src.read_len()?;
-    let mut pending = Vec::with_capacity(pel_len.min(PREALLOC_MAX) as usize);
-    let mut index: HashMap<StreamId, usize> = HashMap::new();
+    if pel_len > max {
+        return Err(too_many(src, pel_len));
+    }
+    let mut pending: Vec<PendingEntry> = Vec::with_capacity(pel_len.min(PREALLOC_MAX) as usize);
     for _ in 0..pel_len {
         let id = read_raw_id(src)?;
         let delivery_time_ms = src.read_ms()? as u64;
         let delivery_count = src.read_len()?;
-        if index.insert(id, pending.len()).is_some() {
-            return Err(src.corrupt(format!("duplicated PEL entry {id}")));
+        if let Some(last) = pending.last().filter(|last| id <= last.id) {
+            return Err(src.corrupt(format!(
+                "PEL entry {id} after {} (duplicated or out of ID order)",
+                last.id
+            )));
         }
         pending.push(PendingEntry {
             id,
@@ -169,6 +190,9 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
         });
     }
     let nconsumers = src.read_len()?;
+    if nconsumers.saturating_add(pel_len) > max {
+        return Err(too_many(src, nconsumers.saturating_add(pel_len)));
+    }
     let mut consumers = Vec::with_capacity(nconsumers.min(PREALLOC_MAX) as usize);
     for _ in 0..nconsumers {
         let cname = src.read_string()?;
@@ -179,17 +203,23 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
             None
         };
         let n = src.read_len()?;
+        // The consumer's PEL is in ID order too: each search starts after the previous hit.
+        let mut from = 0;
         for _ in 0..n {
             let id = read_raw_id(src)?;
-            let slot = index
-                .get(&id)
-                .and_then(|&i| pending.get_mut(i))
-                .ok_or_else(|| {
-                    src.corrupt(format!(
-                        "consumer PEL entry {id} missing from the group PEL"
-                    ))
-                })?;
-            slot.consumer = cname.clone();
+            let found = pending
+                .get(from..)
+                .and_then(|rest| rest.binary_search_by(|p| p.id.cmp(&id)).ok())
+                .map(|i| from + i);
+            let Some(i) = found else {
+                return Err(src.corrupt(format!(
+                    "consumer PEL entry {id} missing from the group PEL (or out of ID order)"
+                )));
+            };
+            if let Some(slot) = pending.get_mut(i) {
+                slot.consumer = cname.clone();
+            }
+            from = i + 1;
         }
         consumers.push(StreamConsumer {
             name: cname,
@@ -260,5 +290,69 @@ mod tests {
         let mut bad = lp.clone();
         bad[6] = 3;
         assert!(decode_node(master, &bad).is_err());
+    }
+
+    /// A version-1 group: name "g", last id 0-0, the PEL ids (ms = the number, seq 0) and one
+    /// consumer "c" owning `owned`.
+    fn group_bytes(pel: &[u64], owned: &[u64]) -> Vec<u8> {
+        let raw = |ms: u64| {
+            let mut v = ms.to_be_bytes().to_vec();
+            v.extend_from_slice(&0u64.to_be_bytes());
+            v
+        };
+        let mut b = vec![1, b'g', 0, 0, pel.len() as u8];
+        for &ms in pel {
+            b.extend(raw(ms));
+            b.extend_from_slice(&7i64.to_le_bytes());
+            b.push(1);
+        }
+        b.extend_from_slice(&[1, 1, b'c']);
+        b.extend_from_slice(&9i64.to_le_bytes());
+        b.push(owned.len() as u8);
+        for &ms in owned {
+            b.extend(raw(ms));
+        }
+        b
+    }
+
+    fn group(bytes: &[u8], max: usize) -> Result<StreamGroup> {
+        let mut src = Source::new(bytes);
+        read_group(&mut src, StreamVersion(1), max)
+    }
+
+    #[test]
+    fn group_pel_is_owned_by_binary_search() {
+        let g = group(&group_bytes(&[1, 2, 5, 9], &[2, 9]), 100).unwrap();
+        let owners: Vec<&[u8]> = g.pending.iter().map(|p| &p.consumer[..]).collect();
+        assert_eq!(owners, vec![&b""[..], b"c", b"", b"c"]);
+        assert_eq!(g.consumers.len(), 1);
+    }
+
+    #[test]
+    fn group_over_the_limit_names_the_setting() {
+        // 4 pending entries alone exceed 3; 3 pending + 1 consumer exceed 3 as well.
+        for pel in [&[1u64, 2, 3, 4][..], &[1, 2, 3]] {
+            let e = group(&group_bytes(pel, &[]), 3).unwrap_err().to_string();
+            assert!(e.contains("max_group_entries"), "{e}");
+        }
+        assert!(group(&group_bytes(&[1, 2], &[]), 3).is_ok());
+    }
+
+    #[test]
+    fn group_pel_out_of_order_or_unknown_is_corrupt() {
+        for (pel, owned) in [
+            (&[2u64, 1][..], &[][..]),
+            (&[1, 1], &[]),
+            (&[1, 2], &[3]),
+            (&[1, 2], &[2, 1]),
+        ] {
+            let e = group(&group_bytes(pel, owned), 100)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("order") || e.contains("missing"),
+                "{pel:?} {owned:?}: {e}"
+            );
+        }
     }
 }

@@ -211,7 +211,11 @@ impl ValueDecoder {
                 let Layout::Stream(ver) = self.layout else {
                     return Err(src.corrupt("stream state for a non-stream value"));
                 };
-                out.push(Chunk::StreamGroup(stream::read_group(src, ver)?));
+                out.push(Chunk::StreamGroup(stream::read_group(
+                    src,
+                    ver,
+                    opts.max_group_entries,
+                )?));
                 self.state = State::or_done(remaining.saturating_sub(1), |remaining| {
                     State::StreamGroups { remaining }
                 });

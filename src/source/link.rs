@@ -515,6 +515,7 @@ async fn full_sync(
             max_aux_bytes: settings.sync.max_aux_bytes,
             max_element_bytes: settings.sync.max_element_bytes,
             max_blob_bytes: settings.sync.max_blob_bytes,
+            max_group_entries: settings.sync.max_group_entries,
         },
         convert: crate::convert::ConvertOptions {
             target: dst.clone(),

@@ -22,6 +22,7 @@ mod faults;
 mod faults_cluster;
 mod functions_xver;
 mod fuzz_gen;
+mod group_limits;
 mod harness_selftest;
 mod hostile_peers;
 mod key_limits;
