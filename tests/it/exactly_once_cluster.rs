@@ -185,3 +185,130 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
         t0.elapsed()
     );
 }
+
+/// Moves `slot` of the target cluster to another master as `redis-cli --cluster reshard` does
+/// (`SETSLOT IMPORTING/MIGRATING`, `MIGRATE` of every key, `SETSLOT NODE`). Returns the port of
+/// the new owner.
+fn migrate_slot(dst: &RedisCluster, slot: u16) -> u16 {
+    let from_port = dst.slot_map()[slot as usize];
+    let masters = dst.masters();
+    let from = masters
+        .iter()
+        .find(|m| m.port() == from_port)
+        .expect("slot owner");
+    let to = masters
+        .iter()
+        .find(|m| m.port() != from_port)
+        .expect("another master");
+    let (mut cf, mut ct) = (from.client(), to.client());
+    let id = |c: &mut redis::Connection| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(c)
+            .expect("CLUSTER MYID")
+    };
+    let (idf, idt) = (id(&mut cf), id(&mut ct));
+    let setslot = |c: &mut redis::Connection, what: &str, node: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(what)
+            .arg(node)
+            .query(c)
+            .expect("CLUSTER SETSLOT");
+    };
+    setslot(&mut ct, "IMPORTING", &idf);
+    setslot(&mut cf, "MIGRATING", &idt);
+    loop {
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut cf)
+            .expect("GETKEYSINSLOT");
+        if keys.is_empty() {
+            break;
+        }
+        let mut m = redis::cmd("MIGRATE");
+        m.arg("127.0.0.1")
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS");
+        for k in &keys {
+            m.arg(k.as_slice());
+        }
+        let _: () = m.query(&mut cf).expect("MIGRATE");
+        // Leave the slot half-moved a moment: writes meet ASK and TRYAGAIN.
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    setslot(&mut ct, "NODE", &idt);
+    setslot(&mut cf, "NODE", &idt);
+    for m in &masters {
+        if m.port() != from_port && m.port() != to.port() {
+            setslot(&mut m.client(), "NODE", &idt);
+        }
+    }
+    to.port()
+}
+
+/// Slots of the workload's hot keys are moved between masters while it runs (the writers meet
+/// `ASK`, `TRYAGAIN` and `MOVED` on their per-slot transactions), shardsync is SIGKILLed right
+/// after each move, and the cluster must still equal the source exactly — the slot's progress
+/// key moved with it (`MIGRATE`) and is found on the new owner.
+#[test]
+fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let (load, handle) = Workload::start_cluster(src.url(), 5);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut moved = Vec::new();
+    let mut redirected = false;
+    for key in ["ctr:1", "list:2", "str:3"] {
+        let slot = common::cluster::key_slot(key.as_bytes());
+        let to = migrate_slot(&dst, slot);
+        moved.push((slot, to));
+        std::thread::sleep(Duration::from_millis(300));
+        redirected |= ss.log().contains("write transaction was redirected");
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn(&src, &dst, state.path(), &config);
+        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_no_differences(&differences(&src, &dst));
+    for (slot, to) in moved {
+        let owner = dst
+            .masters()
+            .into_iter()
+            .find(|m| m.port() == to)
+            .expect("new owner");
+        let keys = common::compare::scan_keys(&mut owner.client());
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with(b"__shardsync:progress:")
+                    && common::cluster::key_slot(k) == slot),
+            "no progress key of slot {slot} on its new owner {to}"
+        );
+    }
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert!(
+        redirected,
+        "no slot transaction was redirected: the resharding did not meet the writers"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}

@@ -295,6 +295,10 @@ impl Pipeline {
             };
             metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => node.clone(), "kind" => kind)
                 .increment(1);
+            if let Some(suppressed) = crate::observe::lograte::allow(&node, "txn-redirect") {
+                tracing::info!(node = %node, kind, commands = again.cmds.len(), suppressed,
+                    "a slot's write transaction was redirected (the slot is moving); sent whole to the node that serves it");
+            }
             let held = match r {
                 super::Redirect::Moved(addr) => {
                     targets.request_refresh();
