@@ -55,8 +55,23 @@ def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
 
 
-def server(tmp, name, extra):
-    port = free_port()
+def free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(1000):
+        p = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        try:
+            for q in (p, p + 10000):
+                s = socket.socket()
+                s.bind(("127.0.0.1", q))
+                s.close()
+            return p
+        except OSError:
+            continue
+    raise SystemExit("no free cluster port")
+
+
+def server(tmp, name, extra, port=None):
+    port = port or free_port()
     d = os.path.join(tmp, name)
     os.makedirs(d)
     p = subprocess.Popen(
@@ -73,7 +88,7 @@ def server(tmp, name, extra):
 def cluster(tmp, tag):
     """Three cluster-enabled masters sharing the slots; returns (processes, ports)."""
     nodes = [server(tmp, f"{tag}-n{i}", ["--cluster-enabled", "yes", "--cluster-config-file",
-                                         "nodes.conf"]) for i in range(3)]
+                                         "nodes.conf"], free_cluster_port()) for i in range(3)]
     ports = [p for _, p in nodes]
     subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
                     "--cluster-yes"], capture_output=True, check=True)

@@ -117,8 +117,16 @@ impl Outputs {
                 run_tree.clone()
             };
             // Exactly-once needs the one target to hold the truth (not with several targets);
-            // on a cluster per slot (sink/exact_slots.rs).
-            let mut exact = crate::sink::exact::for_target(&cfg.sync, multi);
+            // on a cluster per slot (sink/exact_slots.rs), which costs about twice the target
+            // CPU (README, *Exactly once*): there only `true` turns it on, not `auto`.
+            let auto = cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto;
+            if auto && topology.is_cluster() && !multi {
+                tracing::info!(
+                    "exactly-once is off on a cluster target unless sync.exactly_once = true (its cost there: see the README)"
+                );
+            }
+            let mut exact =
+                crate::sink::exact::for_target(&cfg.sync, multi || (auto && topology.is_cluster()));
             if exact.is_some() && cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto {
                 exact =
                     crate::sink::exact::if_permitted(cfg, &spec.endpoint, &topology, exact).await;

@@ -203,10 +203,43 @@ impl Dispatcher {
         } else {
             (cmds, owned_ends, run)
         };
+        let (mut cmds, mut owned_ends) = (cmds, owned_ends);
+        if self.targets.cluster
+            && let Some((exact, _)) = self.exact.clone()
+        {
+            // Exactly-once on a cluster: a flush is a barrier (see `exact_slots::after_flush`).
+            while let Some(i) = super::exact_slots::flush_at(&cmds, &owned_ends) {
+                let rest = cmds.split_off(i + 1);
+                let rest_ends = owned_ends.split_off(i + 1);
+                let (end, db) = (owned_ends[i], cmds[i].db);
+                let run_db = shard.run_db.swap(db, std::sync::atomic::Ordering::AcqRel);
+                let head = RunInfo {
+                    offset: Some(end),
+                    completes_full_sync: false,
+                    ..run
+                };
+                self.send_piece(shard, head, cmds, &owned_ends).await?;
+                shard
+                    .run_db
+                    .store(run_db, std::sync::atomic::Ordering::Release);
+                super::exact_slots::after_flush(&self.targets, &exact, shard, end, db).await;
+                (cmds, owned_ends) = (rest, rest_ends);
+            }
+        }
+        self.send_piece(shard, run, cmds, &owned_ends).await
+    }
+
+    /// [`Dispatcher::send_stream`] after its cuts: queued repairs first, then the run.
+    async fn send_piece(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        ends: &[u64],
+    ) -> Result<(), WriterGone> {
         if cmds.is_empty() && run.offset.is_none() {
             return Ok(());
         }
-        let ends = &owned_ends[..];
         let cmds = match (&mut self.repair, run.offset) {
             (Some(r), Some(end)) if r.busy(shard) => {
                 r.process(shard, run.epoch, end, cmds, ends).await

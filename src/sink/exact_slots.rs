@@ -7,7 +7,8 @@
 //!
 //! Where a shard resumes: the shard key `<prefix><instance>:<shard>` holds
 //! [`super::exact::FULL_SYNC_MARK`] while an RDB is applied, then the position the full sync
-//! ended at (written once every node acknowledged the RDB, [`mark_synced`]). The resume point
+//! ended at (written once every node acknowledged the RDB, [`mark_synced`]), moved past each
+//! `FLUSHALL`/`FLUSHDB` of the stream (a barrier, [`after_flush`]). The resume point
 //! `W` is the later of that position and the local checkpoint (the checkpointer writes only
 //! offsets every node acknowledged, so everything up to `W` is applied everywhere). From `W`
 //! on, a replayed command ending at offset `o` in slot `s` is skipped when `o <=` the offset in
@@ -458,6 +459,44 @@ pub async fn mark_synced(
         .query_async::<()>(&mut c)
         .await
         .map_err(|e| SinkError::command(&ep, "SET progress key", &e))
+}
+
+/// The first `FLUSHALL`/`FLUSHDB` of a run outside a `MULTI` block (with a known end offset).
+pub fn flush_at(cmds: &[DbCmd], ends: &[u64]) -> Option<usize> {
+    let mut open = false;
+    for (i, c) in cmds.iter().enumerate() {
+        if c.cmd.is("MULTI") {
+            open = true;
+        } else if c.cmd.is("EXEC") || c.cmd.is("DISCARD") {
+            open = false;
+        } else if !open && (c.cmd.is("FLUSHALL") || c.cmd.is("FLUSHDB")) && i < ends.len() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// After a flush was handed to every node (cluster target): waits until every node applied it
+/// (with everything before it), then moves the shard key to the position after it. A flush
+/// carries no slot position and also removes the slot keys, so nothing after it may be sent
+/// before a restart would resume past it: a crash before the key moves replays the flush over a
+/// target that holds nothing written after it (harmless); after, the flush is not replayed.
+pub async fn after_flush(
+    targets: &Targets,
+    exact: &Exact,
+    shard: &crate::observe::progress::ShardState,
+    end: u64,
+    db: u32,
+) {
+    shard.drained().await;
+    let pos = ReplPosition {
+        replid: shard.replid(),
+        offset: end,
+        db,
+    };
+    if let Err(e) = mark_synced(targets, exact, &shard.name, &pos).await {
+        tracing::error!(shard = %shard.name, error = %e, "could not move the progress key past a FLUSHALL/FLUSHDB; a crash before the next checkpoint would replay the flush over later writes");
+    }
 }
 
 #[cfg(test)]

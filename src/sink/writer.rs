@@ -643,17 +643,27 @@ impl Pipeline {
         replies: &mut resp::Decoder,
         out: &mut BytesMut,
     ) -> Result<(), ReplyError> {
+        // Replies come in order: the batch of the next one is never before the last one's
+        // (batches are only popped after this loop), so the search resumes from there.
+        let mut from = 0;
         loop {
             let frame = match replies.decode(inbuf) {
                 Ok(Some((f, _))) => f,
                 Ok(None) => break,
                 Err(e) => return Err(ReplyError::NotResp(e.to_string())),
             };
-            let Some(fi) = self.pending.iter().position(|f| f.seen < f.slots.len()) else {
+            let Some(fi) = self
+                .pending
+                .iter()
+                .skip(from)
+                .position(|f| f.seen < f.slots.len())
+                .map(|i| i + from)
+            else {
                 return Err(ReplyError::Unasked(crate::escape::text(
                     frame.to_text().as_bytes(),
                 )));
             };
+            from = fi;
             let front = &mut self.pending[fi];
             let slot = front.slots[front.seen];
             front.seen += 1;

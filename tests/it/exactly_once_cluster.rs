@@ -312,3 +312,42 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
 }
+
+/// `FLUSHALL` on the source under load (it carries no slot position and removes the slot keys:
+/// a barrier moves the shard key past it), each followed by a SIGKILL of shardsync at a random
+/// moment; the cluster must equal the source exactly.
+#[test]
+fn flushall_then_sigkill_cluster_target_is_exact() {
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let (load, handle) = Workload::start_cluster(src.url(), 9);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    let mut rng = DetRng::new(99);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400 + rng.below(400)));
+        let _: () = redis::cmd("FLUSHALL")
+            .query(&mut src.client())
+            .expect("FLUSHALL");
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn(&src, &dst, state.path(), &config);
+        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_no_differences(&differences(&src, &dst));
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
