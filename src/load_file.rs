@@ -117,6 +117,7 @@ pub async fn run(
             replace: true,
             stream_hold_max_bytes: sync.max_stream_rebuild_bytes,
         },
+        group_convert: Vec::new(),
         batch_max_commands: sync.batch_max_commands,
         batch_max_bytes: sync.batch_max_bytes,
     };

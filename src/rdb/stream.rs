@@ -7,7 +7,7 @@ use std::io::Read;
 use bytes::Bytes;
 
 use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
-use super::listpack;
+use super::lazy::{BlobElems, Format};
 use super::reader::{Result, Source};
 use super::types::{PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta};
 
@@ -34,71 +34,145 @@ pub(crate) fn parse_node_key(key: &[u8]) -> DecodeResult<StreamId> {
     })
 }
 
-fn next<'a>(it: &mut std::slice::Iter<'_, Elem<'a>>) -> DecodeResult<Elem<'a>> {
-    it.next()
-        .copied()
+/// The live entries of one stream listpack node, handed out a chunk at a time. The listpack is
+/// validated whole once (like every blob, see [`BlobElems`]); entries are then decoded as they
+/// are asked for, and entries with the master's fields read those names again from the blob
+/// instead of holding copies, so a node costs its encoded size plus one chunk, whatever its
+/// entries look like (a node of millions of one-byte fields decoded at once took tens of times
+/// its size). The node's live/deleted counts are checked when its last entry is read.
+#[derive(Debug)]
+pub(crate) struct NodeEntries {
+    elems: BlobElems,
+    master: StreamId,
+    /// Where the master entry's field names start in the blob, and how many there are.
+    master_fields_at: usize,
+    master_fields: u64,
+    count: u64,
+    deleted: u64,
+    seen_live: u64,
+    seen_deleted: u64,
+}
+
+impl NodeEntries {
+    /// Validates the node's listpack and reads its header (counts and the master entry).
+    pub(crate) fn new(master: StreamId, lp: Vec<u8>) -> DecodeResult<NodeEntries> {
+        let mut elems = BlobElems::new(lp, Format::Listpack)?;
+        if elems.left() == 0 {
+            return Err("empty stream listpack".into());
+        }
+        let count = next(&mut elems)?.as_u64()?;
+        let deleted = next(&mut elems)?.as_u64()?;
+        let master_fields = next(&mut elems)?.as_u64()?;
+        if master_fields > elems.left() {
+            return Err("stream master entry has more fields than the listpack".into());
+        }
+        let master_fields_at = elems.position();
+        for _ in 0..master_fields {
+            next(&mut elems)?;
+        }
+        if next(&mut elems)?.as_int()? != 0 {
+            return Err("stream master entry not terminated by 0".into());
+        }
+        Ok(NodeEntries {
+            elems,
+            master,
+            master_fields_at,
+            master_fields,
+            count,
+            deleted,
+            seen_live: 0,
+            seen_deleted: 0,
+        })
+    }
+
+    /// The next live entries: at most `max` entries holding at most `max` fields together (one
+    /// entry with more fields is handed out alone); `None` after the last.
+    pub(crate) fn next_chunk(&mut self, max: usize) -> DecodeResult<Option<Vec<StreamEntry>>> {
+        if self.elems.left() == 0 {
+            if self.seen_live != self.count || self.seen_deleted != self.deleted {
+                return Err(BlobError::Detail(format!(
+                    "stream node counts {}/{} live/deleted entries, found {}/{}",
+                    self.count, self.deleted, self.seen_live, self.seen_deleted
+                )));
+            }
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut fields_out = 0usize;
+        while self.elems.left() > 0 && out.len() < max && fields_out < max {
+            if let Some(entry) = self.next_entry()? {
+                fields_out += entry.fields.len();
+                out.push(entry);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// One entry; `None` for a deleted one (its fields are stepped over, not copied).
+    fn next_entry(&mut self) -> DecodeResult<Option<StreamEntry>> {
+        let flags = next(&mut self.elems)?.as_int()?;
+        let ms = self
+            .master
+            .ms
+            .wrapping_add(next(&mut self.elems)?.as_int()? as u64);
+        let seq = self
+            .master
+            .seq
+            .wrapping_add(next(&mut self.elems)?.as_int()? as u64);
+        let live = flags & FLAG_DELETED == 0;
+        let mut fields = Vec::new();
+        if flags & FLAG_SAMEFIELDS != 0 {
+            let mut at = self.master_fields_at;
+            for _ in 0..self.master_fields {
+                let (name, after) = self.elems.elem_at(at)?;
+                let name = live.then(|| name.to_bytes());
+                at = after;
+                let value = next(&mut self.elems)?;
+                if let Some(name) = name {
+                    fields.push((name, value.to_bytes()));
+                }
+            }
+        } else {
+            let n = next(&mut self.elems)?.as_u64()?;
+            if n > self.elems.left() / 2 {
+                return Err("stream entry has more fields than the listpack".into());
+            }
+            for _ in 0..n {
+                let name = next(&mut self.elems)?;
+                let name = live.then(|| name.to_bytes());
+                let value = next(&mut self.elems)?;
+                if let Some(name) = name {
+                    fields.push((name, value.to_bytes()));
+                }
+            }
+        }
+        next(&mut self.elems)?; // lp-count of the entry
+        if !live {
+            self.seen_deleted += 1;
+            return Ok(None);
+        }
+        self.seen_live += 1;
+        Ok(Some(StreamEntry {
+            id: StreamId { ms, seq },
+            fields,
+        }))
+    }
+}
+
+/// The next element of a stream node; the node must not end inside an entry.
+fn next<'a>(elems: &'a mut BlobElems) -> DecodeResult<Elem<'a>> {
+    elems
+        .next_elem()?
         .ok_or(BlobError::Malformed("stream listpack ends inside an entry"))
 }
 
-/// Decode the live entries of one stream listpack node.
+/// Decode every live entry of one stream listpack node at once (tests and small nodes).
+#[cfg(test)]
 pub(crate) fn decode_node(master: StreamId, lp: &[u8]) -> DecodeResult<Vec<StreamEntry>> {
-    let elems = listpack::decode(lp)?;
-    if elems.is_empty() {
-        return Err("empty stream listpack".into());
-    }
-    let mut it = elems.iter();
-    let count = next(&mut it)?.as_u64()?;
-    let deleted = next(&mut it)?.as_u64()?;
-    let nfields = next(&mut it)?.as_u64()?;
-    if nfields > elems.len() as u64 {
-        return Err("stream master entry has more fields than the listpack".into());
-    }
-    let mut master_fields = Vec::with_capacity(nfields as usize);
-    for _ in 0..nfields {
-        master_fields.push(next(&mut it)?.to_bytes());
-    }
-    if next(&mut it)?.as_int()? != 0 {
-        return Err("stream master entry not terminated by 0".into());
-    }
+    let mut node = NodeEntries::new(master, lp.to_vec())?;
     let mut out = Vec::new();
-    let (mut seen_live, mut seen_deleted) = (0u64, 0u64);
-    while it.len() > 0 {
-        let flags = next(&mut it)?.as_int()?;
-        let ms = master.ms.wrapping_add(next(&mut it)?.as_int()? as u64);
-        let seq = master.seq.wrapping_add(next(&mut it)?.as_int()? as u64);
-        let fields = if flags & FLAG_SAMEFIELDS != 0 {
-            let mut f = Vec::with_capacity(master_fields.len());
-            for name in &master_fields {
-                f.push((name.clone(), next(&mut it)?.to_bytes()));
-            }
-            f
-        } else {
-            let n = next(&mut it)?.as_u64()?;
-            if n > it.len() as u64 {
-                return Err("stream entry has more fields than the listpack".into());
-            }
-            let mut f = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let name = next(&mut it)?.to_bytes();
-                f.push((name, next(&mut it)?.to_bytes()));
-            }
-            f
-        };
-        next(&mut it)?; // lp-count of the entry
-        if flags & FLAG_DELETED != 0 {
-            seen_deleted += 1;
-        } else {
-            seen_live += 1;
-            out.push(StreamEntry {
-                id: StreamId { ms, seq },
-                fields,
-            });
-        }
-    }
-    if seen_live != count || seen_deleted != deleted {
-        return Err(BlobError::Detail(format!(
-            "stream node counts {count} live/{deleted} deleted entries, found {seen_live}/{seen_deleted}"
-        )));
+    while let Some(mut chunk) = node.next_chunk(usize::MAX)? {
+        out.append(&mut chunk);
     }
     Ok(out)
 }

@@ -30,6 +30,7 @@ mod lossy_field_ttl;
 mod observability;
 mod one_to_many;
 mod oracle;
+mod per_target;
 mod propagated_forms;
 mod rdb_corpus;
 pub mod rdb_fuzz;
