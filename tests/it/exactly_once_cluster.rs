@@ -351,3 +351,122 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
 }
+
+/// A cluster source (3 masters, so 3 shards, each with its own shard key and slot keys) into a
+/// cluster target: INCR/RPUSH/APPEND/LPOP and `MULTI`/`EXEC` on every source master, six
+/// SIGKILLs of shardsync under that load; the target cluster must equal the source exactly.
+#[test]
+fn cluster_source_sigkill_six_times_is_exact() {
+    let src = RedisCluster::start_with(KIND, 3, 0, &["--repl-backlog-size", "64mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let map = src.slot_map();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loads = Vec::new();
+    for m in src.masters() {
+        // Tags whose slots this master owns, so that no write is redirected.
+        let tags: Vec<String> = (0..10_000)
+            .map(|i| format!("t{i}"))
+            .filter(|t| map[common::cluster::key_slot(t.as_bytes()) as usize] == m.port())
+            .take(6)
+            .collect();
+        let (url, stop) = (m.url(), stop.clone());
+        loads.push(std::thread::spawn(move || {
+            let mut c = redis::Client::open(url)
+                .and_then(|c| c.get_connection())
+                .expect("connect to a source master");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let mut p = redis::pipe();
+                for t in &tags {
+                    n += 1;
+                    p.cmd("INCR").arg(format!("{{{t}}}ctr")).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}list")).arg(n).ignore();
+                    p.cmd("APPEND")
+                        .arg(format!("{{{t}}}str"))
+                        .arg(format!("{n};"))
+                        .ignore();
+                    if n % 3 == 0 {
+                        p.cmd("LPOP").arg(format!("{{{t}}}list")).ignore();
+                    }
+                    p.cmd("MULTI").ignore();
+                    p.cmd("INCRBY").arg(format!("{{{t}}}tx")).arg(2).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}txl")).arg(n).ignore();
+                    p.cmd("EXEC").ignore();
+                }
+                p.query::<()>(&mut c).expect("source workload");
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }));
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let spawn_c = || {
+        Shardsync::spawn(&[
+            "run",
+            "--source",
+            &src.seed_url(),
+            "--target",
+            &dst.seed_url(),
+            "--state-dir",
+            state.path().to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            "off",
+        ])
+    };
+    let mut rng = DetRng::new(3);
+    let mut ss = spawn_c();
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn_c();
+        ss.expect_log("replication started", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    for l in loads {
+        l.join().expect("workload thread");
+    }
+    // Every shard's heartbeat key (one per source master) must be newer than the load's end.
+    let after = now_ms();
+    let ok = wait_until(Duration::from_secs(60), || {
+        let mut r = dst.reader();
+        let keys: Vec<Vec<u8>> = common::cluster::KeySource::all_keys(&mut r)
+            .into_iter()
+            .filter(|k| k.starts_with(HEARTBEAT.as_bytes()))
+            .collect();
+        keys.len() == 3
+            && keys.iter().all(|k| {
+                let v: Option<String> = redis::cmd("GET")
+                    .arg(k.as_slice())
+                    .query(common::cluster::KeySource::conn_for(&mut r, k))
+                    .unwrap_or(None);
+                v.and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|v| v >= after)
+            })
+    });
+    assert!(ok, "target did not catch up:\n{}", ss.log_tail(60));
+    let diffs = compare_sources(
+        &mut src.reader(),
+        &mut dst.reader(),
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_eq!(
+        log.matches("found the target's progress key").count(),
+        3,
+        "every shard resumed from the target:\n{log}"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
