@@ -385,7 +385,7 @@ fn cluster_source_sigkill_six_times_is_exact() {
                         .arg(format!("{{{t}}}str"))
                         .arg(format!("{n};"))
                         .ignore();
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         p.cmd("LPOP").arg(format!("{{{t}}}list")).ignore();
                     }
                     p.cmd("MULTI").ignore();
