@@ -273,7 +273,8 @@ impl Dispatcher {
     pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, super::SinkError> {
         let filter = &self.sync.filter;
         if filter.is_noop() {
-            return super::clear::clear_shard(&self.targets, slots).await;
+            let keep = self.sync.progress_prefix.as_bytes();
+            return super::clear::clear_shard(&self.targets, slots, keep).await;
         }
         let cluster = self.targets.cluster;
         let dbs = filter.dbs().map(|d| {
