@@ -9,6 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::compare::assert_same;
+use common::run::{HEARTBEAT, SyncRun, stop};
 use common::status::{every_shard, full_sync_done};
 use common::*;
 
@@ -55,25 +56,10 @@ fn source_with_pending() -> RedisServer {
     src
 }
 
-fn run(src: &RedisServer, dst: &RedisServer, limit: usize) -> (Shardsync, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("shardsync.toml");
-    std::fs::write(&config, format!("[sync]\nmax_group_entries = {limit}\n")).expect("config");
-    let (su, du) = (src.url(), dst.url());
-    let ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        dir.path().join("state").to_str().expect("utf-8"),
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--metrics-addr",
-        &common::status::status_addr_arg(),
-    ]);
-    (ss, dir)
+fn run(src: &RedisServer, dst: &RedisServer, limit: usize) -> (Shardsync, SyncRun) {
+    let run = SyncRun::new(Some(&format!("[sync]\nmax_group_entries = {limit}\n")));
+    let ss = run.spawn_pair(&src.url(), &dst.url(), &[]);
+    (ss, run)
 }
 
 #[test]
@@ -88,7 +74,7 @@ fn consumer_group_at_the_limit_is_copied_exactly() {
     );
     let (mut sc, mut dc) = (src.client(), dst.client());
     // The harness compares stream groups, consumers and every pending entry with its owner.
-    let ignore: &[&[u8]] = &[b"shardsync:heartbeat"];
+    let ignore: &[&[u8]] = &[HEARTBEAT.as_bytes()];
     assert!(
         wait_until(Duration::from_secs(20), || {
             common::compare::compare_servers(&mut sc, &mut dc, &[0], ignore).is_empty()
@@ -97,7 +83,7 @@ fn consumer_group_at_the_limit_is_copied_exactly() {
         ss.log_tail(30)
     );
     assert_same(&mut sc, &mut dc, &[0], ignore);
-    assert!(ss.terminate().success(), "{}", ss.log_tail(30));
+    stop(&mut ss);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::common;
 use crate::common::util::now_ms;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::run::{HEARTBEAT, SyncRun, assert_clean_log, wait_caught_up};
+use common::run::{HEARTBEAT, SyncRun, assert_clean_log, run_to_exit, wait_caught_up};
 use common::selection::{Expected, selected_differences};
 use common::util::{exec, select};
 use common::*;
@@ -227,6 +227,64 @@ fn each_target_gets_its_own_selection_and_filters() {
     }
     assert_each_target(&src, t, &[b"b:1"], &ss);
     assert_clean_log(&ss);
+
+    // `verify` with the same config checks each target under its own rules: a, c and d are
+    // equal; b holds the `b:1` its denied UNLINK left, in both of its databases.
+    let config = run
+        .config
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .expect("config path");
+    let (code, out) = run_to_exit(&[
+        "verify",
+        "--config",
+        config,
+        "--format",
+        "json",
+        "--rate",
+        "0",
+        "--recheck-ms",
+        "0",
+    ]);
+    assert_eq!(code, 1, "b differs by design:\n{out}");
+    let docs: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("one JSON report per line"))
+        .collect();
+    let summary: Vec<(String, String, u64)> = docs
+        .iter()
+        .map(|d| {
+            let name = d["target_name"].as_str().unwrap_or_default().to_string();
+            let result = d["result"].as_str().unwrap_or_default().to_string();
+            (name, result, d["totals"]["extra"].as_u64().unwrap_or(99))
+        })
+        .collect();
+    let want = |n: &str, r: &str, e: u64| (n.to_string(), r.to_string(), e);
+    assert_eq!(
+        summary,
+        [
+            want("a", "equal", 0),
+            want("b", "different", 2),
+            want("c", "equal", 0),
+            want("d", "equal", 0)
+        ],
+        "{out}"
+    );
+    let b_keys: Vec<(&str, u64)> = docs[1]["differences"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|d| {
+                    (
+                        d["key"].as_str().unwrap_or(""),
+                        d["target_db"].as_u64().unwrap_or(99),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(b_keys, [("\"b:1\"", 0), ("\"b:1\"", 1)], "{out}");
     assert!(ss.terminate().success(), "{}", ss.log_tail(30));
 }
 
