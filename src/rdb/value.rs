@@ -2,13 +2,15 @@
 //! the source step by step, each step producing at most about one chunk's worth of output
 //! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
 //! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
-//! zipmaps (RDB < 4) and stream nodes are decoded at once).
+//! zipmaps (RDB < 4) and stream nodes are decoded at once; strings, raw or LZF-compressed, come
+//! out in `chunk_bytes` parts, see [`LzfStream`]).
 
 use std::io::Read;
 
 use bytes::Bytes;
 
 use super::lazy::{BlobElems, Format};
+use super::lzf_stream::LzfStream;
 use super::reader::{Result, Source, StrHead};
 use super::stream::{self, StreamVersion};
 use super::types::{Chunk, Flavor, HashField, ValueKind};
@@ -93,6 +95,8 @@ enum State {
     StringRaw {
         remaining: u64,
     },
+    /// An LZF-compressed string larger than one part, inflated a part at a time.
+    StringLzf(Box<LzfStream>),
     Elements {
         remaining: u64,
     },
@@ -173,6 +177,13 @@ impl ValueDecoder {
                 self.state = State::or_done(left, |remaining| State::StringRaw { remaining });
                 Ok(())
             }
+            State::StringLzf(ref mut lzf) => {
+                out.push(Chunk::StringPart(lzf.next_part(src, max_bytes)?));
+                if lzf.left() == 0 {
+                    self.state = State::Done;
+                }
+                Ok(())
+            }
             State::Elements { remaining } => {
                 let left = self.read_elements(src, remaining, max_elems, max_bytes, out)?;
                 self.state = State::or_done(left, |remaining| State::Elements { remaining });
@@ -241,6 +252,10 @@ impl ValueDecoder {
                     Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes()),
                     max_bytes,
                 ),
+                StrHead::Lzf { clen, ulen } if ulen > max_bytes as u64 => {
+                    self.state = State::StringLzf(Box::new(LzfStream::new(src, clen, ulen)?));
+                    return self.step(src, opts, out);
+                }
                 StrHead::Lzf { clen, ulen } => {
                     string_parts(out, Bytes::from(src.read_lzf(clen, ulen)?), max_bytes);
                 }
