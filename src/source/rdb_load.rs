@@ -25,6 +25,12 @@ pub struct LoadSettings {
     pub batch_max_bytes: usize,
 }
 
+/// Memory an argument costs beyond its encoded bytes (its `Bytes` handle in the command's vector
+/// and its own allocation), counted against `batch_max_bytes` so that a queued batch of
+/// many-element commands (`HSET` of 512 small fields) holds about that much memory rather than
+/// ~4× it: the write queues (`queue_batches` × `batch_max_bytes`) are the memory bound.
+const ARG_MEMORY: usize = 48;
+
 /// What a load did.
 #[derive(Clone, Debug, Default)]
 pub struct LoadStats {
@@ -170,7 +176,7 @@ pub fn load<R: Read>(
         stats.commands += (cmds.len() - before) as u64;
         bytes += cmds[before..]
             .iter()
-            .map(|c| c.cmd.encoded_len())
+            .map(|c| c.cmd.encoded_len() + c.cmd.args.len() * ARG_MEMORY)
             .sum::<usize>();
         if cmds.len() >= settings.batch_max_commands || bytes >= settings.batch_max_bytes {
             // Key counters move per batch, not per key (the per-key path stays free of them).
