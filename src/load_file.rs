@@ -106,6 +106,7 @@ pub async fn run(
             max_aux_bytes: sync.max_aux_bytes,
             max_element_bytes: sync.max_element_bytes,
             max_blob_bytes: sync.max_blob_bytes,
+            max_group_entries: sync.max_group_entries,
         },
         convert: ConvertOptions {
             target: target_info,
@@ -116,6 +117,7 @@ pub async fn run(
             replace: true,
             stream_hold_max_bytes: sync.max_stream_rebuild_bytes,
         },
+        group_convert: Vec::new(),
         batch_max_commands: sync.batch_max_commands,
         batch_max_bytes: sync.batch_max_bytes,
     };
