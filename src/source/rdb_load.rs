@@ -36,6 +36,12 @@ pub struct LoadSettings {
 /// ~4× it: the write queues (`queue_batches` × `batch_max_bytes`) are the memory bound.
 const ARG_MEMORY: usize = 48;
 
+/// What a converted command counts against `batch_max_bytes`: its encoded size plus
+/// [`ARG_MEMORY`] per argument.
+fn batch_cost(c: &DbCmd) -> usize {
+    c.cmd.encoded_len() + c.cmd.args.len() * ARG_MEMORY
+}
+
 /// What a load did.
 #[derive(Clone, Debug, Default)]
 pub struct LoadStats {
@@ -151,10 +157,7 @@ impl GroupLoad {
             }
         }
         let added = self.cmds.len() - before;
-        self.bytes += self.cmds[before..]
-            .iter()
-            .map(|c| c.cmd.encoded_len() + c.cmd.args.len() * ARG_MEMORY)
-            .sum::<usize>();
+        self.bytes += self.cmds[before..].iter().map(batch_cost).sum::<usize>();
         added
     }
 }
@@ -271,4 +274,35 @@ pub fn load<R: Read>(
     }
     stats.bytes = parser.bytes_read();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::Cmd;
+
+    /// An `HSET` of 512 small fields is counted at no less than what it holds in memory: a
+    /// `Bytes` handle per argument plus the argument's own allocation (rounded up by malloc).
+    #[test]
+    fn many_small_arguments_count_their_memory() {
+        let mut args = vec![Bytes::from_static(b"HSET"), Bytes::from_static(b"bighash")];
+        for i in 0..512 {
+            args.push(Bytes::from(format!("field:{i:07}").into_bytes()));
+            args.push(Bytes::from(vec![b'v'; 16]));
+        }
+        let held: usize = args
+            .iter()
+            .map(|a| std::mem::size_of::<Bytes>() + a.len().div_ceil(16) * 16)
+            .sum();
+        let c = DbCmd {
+            db: 0,
+            cmd: Cmd { args },
+        };
+        assert!(
+            batch_cost(&c) >= held,
+            "cost {} < held {held}",
+            batch_cost(&c)
+        );
+        assert!(batch_cost(&c) >= 2 * c.cmd.encoded_len());
+    }
 }
