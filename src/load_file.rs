@@ -45,10 +45,12 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
         path: path_buf(),
         source,
     })?;
+    // Check-only: string values are read past, not copied (the pass only needs the errors).
     let mut p = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
-    );
+    )
+    .check_only();
     let mut keys = 0u64;
     let (mut db, mut dbs) = (0u32, Vec::new());
     while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {

@@ -301,6 +301,7 @@ impl Pipeline {
             ticket,
             cmds,
             asking: false,
+            wire: None,
         });
         if attempt < MAX_ATTEMPTS && (!refused.is_empty() || later) {
             retry.txn = Some(TxnState {
