@@ -113,7 +113,8 @@ impl<R: Read> Source<R> {
 
     /// Feeds `data` to the CRC, batching small pieces (see `crc_pending`).
     fn hash(&mut self, data: &[u8]) {
-        if self.crc_pending.len() + data.len() > CRC_BATCH {
+        // In order: whatever is pending goes before `data`.
+        if data.len() >= CRC_BATCH / 2 || self.crc_pending.len() + data.len() > CRC_BATCH {
             self.crc.update(&self.crc_pending);
             self.crc_pending.clear();
         }
@@ -587,6 +588,7 @@ mod tests {
         let mut s = src(b"123456789");
         s.skip(9).unwrap();
         assert_eq!(s.crc(), 0xe9c6d914c4b8d9ca);
+        assert_eq!(s.offset(), 9);
     }
 
     #[test]
@@ -594,14 +596,17 @@ mod tests {
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         let mut s = src(&data);
         let mut at = 0usize;
-        // Reads of 1, 2, … 2999 bytes: below, around and above the batch size.
-        for n in (1..3000).step_by(97) {
+        // Reads below, around and above the batch size, large ones right after small ones.
+        let sizes = [
+            3usize, 600, 5, 1000, 2, 513, 511, 4000, 1, 1, 700, 10, 300, 900,
+        ];
+        for n in sizes.into_iter().chain((1..3000).step_by(97)) {
             let n = n.min(data.len() - at);
             s.skip(n as u64).unwrap();
             at += n;
             assert_eq!(s.crc(), CRC64.checksum(&data[..at]), "after {at} bytes");
         }
-        assert_eq!(s.offset(), 9);
+        assert_eq!(s.offset(), at as u64);
     }
 
     #[test]
