@@ -262,6 +262,10 @@ pub struct FileEndpoint {
     pub name: Option<String>,
     /// Target only: replaces `sync.db_map` for this target.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
+    /// Target only: replaces `sync.dbs` for this target.
+    pub dbs: Option<Vec<u32>>,
+    /// Target only: lists that replace those of `[sync.filter]` for this target.
+    pub filter: Option<crate::router::filter::FilterOverride>,
     /// Target only (one-to-many): a target that acknowledges no write this long while writes
     /// wait for it fails alone (see [`DEFAULT_FAIL_AFTER`]).
     pub fail_after_ms: Option<u64>,
@@ -329,6 +333,7 @@ pub struct FileSync {
     pub progress_prefix: Option<String>,
     pub instance: Option<String>,
     pub max_stream_rebuild_bytes: Option<usize>,
+    pub max_group_entries: Option<usize>,
     /// Source database → target database, e.g. `db_map = { "3" = 0 }`.
     pub db_map: Option<std::collections::BTreeMap<String, u32>>,
     /// Source databases to sync (`dbs = [0, 3]`); all when absent.
@@ -370,6 +375,9 @@ pub struct TargetSpec {
     pub fail_after: std::time::Duration,
     /// Replaces `sync.db_map` for this target.
     pub db_map: Option<std::collections::BTreeMap<u32, u32>>,
+    /// This target's own database selection and filters (its `dbs` / `filter` settings over the
+    /// shared ones); `None`: the shared `sync.filter`.
+    pub filter: Option<crate::router::filter::Filter>,
 }
 
 impl TargetSpec {
@@ -379,8 +387,46 @@ impl TargetSpec {
         if let Some(m) = &self.db_map {
             s.db_map = m.clone();
         }
+        if let Some(f) = &self.filter {
+            s.filter = f.clone();
+        }
         s
     }
+}
+
+/// A target's own selection (`dbs`, `filter` table), compiled over the shared one: its `dbs`
+/// replaces `shared_dbs`, each list of its filter table replaces that list of `file_spec`
+/// (`[sync.filter]`), and the command-line filter flags `cli` are added to every target's.
+/// `None` when the target sets neither. `key`: the target's table, for errors.
+pub fn target_filter(
+    key: &str,
+    own: (
+        Option<Vec<u32>>,
+        Option<crate::router::filter::FilterOverride>,
+    ),
+    shared_dbs: &Option<Vec<u32>>,
+    (file_spec, cli): (
+        &crate::router::filter::FilterSpec,
+        &crate::router::filter::FilterSpec,
+    ),
+    heartbeat_key: &str,
+) -> Result<Option<crate::router::filter::Filter>, ConfigError> {
+    let (dbs, over) = own;
+    if dbs.is_none() && over.is_none() {
+        return Ok(None);
+    }
+    let mut spec = match over {
+        Some(o) => o.over(file_spec),
+        None => file_spec.clone(),
+    };
+    spec.extend(cli.clone());
+    let f = crate::router::filter::Filter::new(dbs.or_else(|| shared_dbs.clone()), &spec).map_err(
+        |e| ConfigError::Invalid {
+            key: format!("{key}.{}", e.key.trim_start_matches("sync.")),
+            why: e.why,
+        },
+    )?;
+    Ok(Some(f.always_keep(heartbeat_key.as_bytes())))
 }
 
 /// Tuning of the data path. Defaults are in [`SyncSettings::default`].
@@ -416,6 +462,9 @@ pub struct SyncSettings {
     /// Entry bytes of one stream held back for an exact rebuild with plain commands (see
     /// [`crate::convert::ConvertOptions::stream_hold_max_bytes`]).
     pub max_stream_rebuild_bytes: usize,
+    /// Pending entries plus consumers of one stream consumer group held in memory (see
+    /// [`crate::rdb::ParseOptions::max_group_entries`]).
+    pub max_group_entries: usize,
     /// Source database → target database. Unlisted databases keep their number on a standalone
     /// target; on a cluster target (db 0 only) db 0 maps to 0 and any other must be listed.
     pub db_map: std::collections::BTreeMap<u32, u32>,
@@ -483,6 +532,7 @@ impl Default for SyncSettings {
             max_element_bytes: crate::rdb::DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: crate::rdb::DEFAULT_MAX_BLOB_BYTES,
             max_stream_rebuild_bytes: crate::convert::DEFAULT_STREAM_HOLD_MAX_BYTES,
+            max_group_entries: crate::rdb::DEFAULT_MAX_GROUP_ENTRIES,
             db_map: Default::default(),
             // Opt-in for now (the next commit makes "auto" the default).
             exactly_once: ExactlyOnce::Off,
@@ -586,16 +636,23 @@ impl Config {
             Ok(ep)
         };
         let fs = file.source.unwrap_or_default();
-        if fs.name.is_some() || fs.db_map.is_some() || fs.fail_after_ms.is_some() {
+        if fs.name.is_some()
+            || fs.db_map.is_some()
+            || fs.fail_after_ms.is_some()
+            || fs.dbs.is_some()
+            || fs.filter.is_some()
+        {
             return Err(ConfigError::Invalid {
                 key: "source".into(),
-                why: "name, db_map and fail_after_ms are target settings ([target] / [[target]])"
+                why: "name, db_map, dbs, filter and fail_after_ms are target settings ([target] / [[target]])"
                     .into(),
             });
         }
         let more_file_targets = file.more_targets;
         let ft = file.target.unwrap_or_default();
         let (first_name, first_db_map) = (ft.name.clone(), ft.db_map.clone());
+        // Each target's own selection, compiled once the shared one is known.
+        let mut own_selection = vec![("target".to_string(), ft.dbs.clone(), ft.filter.clone())];
         let fail_after = |v: Option<u64>, reply: std::time::Duration| match v {
             None => Ok(DEFAULT_FAIL_AFTER.max(reply)),
             Some(n) if std::time::Duration::from_millis(n) < reply => Err(ConfigError::Invalid {
@@ -672,7 +729,11 @@ impl Config {
             } else {
                 file_db_map("target.db_map", first_db_map)?
             },
+            filter: None,
         }];
+        if cli_targets {
+            own_selection.clear();
+        }
         if cli_targets {
             for url in &o.more_targets {
                 let mut ep = Endpoint::parse("--target", url)?;
@@ -686,6 +747,7 @@ impl Config {
                     reply_timeout: target_reply_timeout,
                     fail_after: first_fail_after,
                     db_map: None,
+                    filter: None,
                 });
             }
         } else {
@@ -703,12 +765,14 @@ impl Config {
                     });
                 }
                 let reply = reply_timeout(t.reply_timeout_ms)?;
+                own_selection.push((key.clone(), t.dbs, t.filter));
                 targets.push(TargetSpec {
                     name: t.name.unwrap_or_else(|| ep.to_string()),
                     endpoint: ep,
                     reply_timeout: reply,
                     fail_after: fail_after(t.fail_after_ms, reply)?,
                     db_map: file_db_map(&format!("{key}.db_map"), t.db_map)?,
+                    filter: None,
                 });
             }
         }
@@ -792,6 +856,11 @@ impl Config {
             max_stream_rebuild_bytes: f
                 .max_stream_rebuild_bytes
                 .unwrap_or(d.max_stream_rebuild_bytes),
+            max_group_entries: positive(
+                "max_group_entries",
+                f.max_group_entries,
+                d.max_group_entries,
+            )?,
             db_map: match (o.db_map, f.db_map) {
                 (Some(text), _) => parse_db_map("--db-map", &text)?,
                 (None, Some(m)) => {
@@ -845,7 +914,17 @@ impl Config {
             ),
             None => f.dbs,
         };
-        let mut spec = f.filter.unwrap_or_default();
+        let file_spec = f.filter.unwrap_or_default();
+        for (t, (key, own_dbs, over)) in targets.iter_mut().zip(own_selection) {
+            t.filter = target_filter(
+                &key,
+                (own_dbs, over),
+                &dbs,
+                (&file_spec, &o.filter),
+                &sync.heartbeat_key,
+            )?;
+        }
+        let mut spec = file_spec;
         spec.extend(o.filter);
         let mut sync = sync;
         sync.filter = crate::router::filter::Filter::new(dbs, &spec)
@@ -993,6 +1072,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source.url") && e.contains("--source"), "{e}");
+    }
+
+    #[test]
+    fn a_target_may_carry_its_own_selection_and_filters() {
+        let text = "[source]\nurl = \"127.0.0.1:1\"\n\
+             [[target]]\nname = \"a\"\nurl = \"127.0.0.1:2\"\ndbs = [0]\n\
+             [target.filter]\ninclude_prefixes = [\"a:\"]\n\
+             [[target]]\nname = \"b\"\nurl = \"127.0.0.1:3\"\n\
+             [[target]]\nname = \"c\"\nurl = \"127.0.0.1:4\"\n\
+             [target.filter]\ndeny_commands = [\"FLUSHALL\"]\n\
+             [sync]\ndbs = [0, 1]\n[sync.filter]\nexclude_prefixes = [\"tmp:\"]\n";
+        let cli = Overrides {
+            filter: crate::router::filter::FilterSpec {
+                exclude_prefixes: vec!["cli:".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = Config::resolve(FileConfig::parse(text).unwrap(), cli).unwrap();
+        let f: Vec<_> = c
+            .targets
+            .iter()
+            .map(|t| t.sync_settings(&c.sync).filter)
+            .collect();
+        // a: its own dbs and include list; the shared exclusion and the flag's still apply.
+        assert!(f[0].keep_key(0, b"a:1") && !f[0].keep_key(1, b"a:1"));
+        assert!(!f[0].keep_key(0, b"b:1") && !f[0].keep_key(0, b"cli:1"));
+        assert!(
+            f[0].keep_key(0, b"shardsync:heartbeat"),
+            "the heartbeat is always kept"
+        );
+        // b: nothing of its own, the shared settings.
+        assert!(c.targets[1].filter.is_none());
+        assert!(f[1] == c.sync.filter && f[1].keep_key(1, b"b:1") && !f[1].keep_key(0, b"tmp:1"));
+        // c: its own deny-list, the shared dbs and key lists.
+        assert!(f[2].denied(&crate::cmd!["FLUSHALL"]) && !f[1].denied(&crate::cmd!["FLUSHALL"]));
+        assert!(!f[2].keep_key(0, b"tmp:1") && !f[2].keep_key(3, b"x"));
+        assert!(f[0] != f[1] && f[1] != f[2]);
+        // Errors name the target's table.
+        let bad = "[source]\nurl = \"127.0.0.1:1\"\n[[target]]\nurl = \"127.0.0.1:2\"\n\
+             [[target]]\nurl = \"127.0.0.1:3\"\ndbs = []\n";
+        let e = Config::resolve(FileConfig::parse(bad).unwrap(), Overrides::default());
+        assert!(e.unwrap_err().to_string().contains("target[2].dbs"));
+        let bad = "[source]\nurl = \"127.0.0.1:1\"\n[target]\nurl = \"127.0.0.1:2\"\n\
+             [target.filter]\ninclude_regex = [\"(\"]\n";
+        let e = Config::resolve(FileConfig::parse(bad).unwrap(), Overrides::default());
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("target.filter.include_regex")
+        );
+        let bad = "[source]\nurl = \"127.0.0.1:1\"\ndbs = [0]\n[target]\nurl = \"127.0.0.1:2\"\n";
+        let e = Config::resolve(FileConfig::parse(bad).unwrap(), Overrides::default());
+        assert!(e.unwrap_err().to_string().contains("target settings"));
     }
 
     #[test]

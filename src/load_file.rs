@@ -1,5 +1,7 @@
 //! The `load-rdb` job: writes the keys of an RDB file into a target. The file is read twice:
-//! first parsed whole (CRC64 included) so that a corrupt file writes nothing, then streamed
+//! first checked whole by a check-only parse ([`RdbParser::check_only`]: every structure,
+//! encoding, limit and the CRC64; plain string values are read past, not copied) so that a
+//! corrupt file writes nothing, then streamed
 //! through the same loader and writer as a full sync.
 
 use std::fs::File;
@@ -108,6 +110,7 @@ pub async fn run(
             max_aux_bytes: sync.max_aux_bytes,
             max_element_bytes: sync.max_element_bytes,
             max_blob_bytes: sync.max_blob_bytes,
+            max_group_entries: sync.max_group_entries,
         },
         convert: ConvertOptions {
             target: target_info,
@@ -118,6 +121,7 @@ pub async fn run(
             replace: true,
             stream_hold_max_bytes: sync.max_stream_rebuild_bytes,
         },
+        group_convert: Vec::new(),
         batch_max_commands: sync.batch_max_commands,
         batch_max_bytes: sync.batch_max_bytes,
     };

@@ -107,29 +107,59 @@ fn verify(args: VerifyArgs) -> ExitCode {
     }
     // Exactly-once progress keys live only on the target.
     ignore.push(cfg.sync.progress_prefix.clone().into_bytes());
-    let filter = shardsync::verify::SyncFilter {
-        ignore: shardsync::verify::IgnorePrefixes(ignore),
-        filter: cfg.sync.filter.clone(),
-    };
     let rt = match runtime(2) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(shardsync::verify::run(&cfg, &opts, &filter)) {
-        Ok(report) => {
-            match args.format {
-                VerifyFormat::Text => print!("{}", report.to_text()),
-                VerifyFormat::Json => println!("{}", report.to_json()),
+    // Each target is checked under its own selection, filters and db map (one-to-many); with
+    // several, each report names its target, and the worst result sets the exit code.
+    let several = cfg.targets.len() > 1;
+    let mut worst = 0u8;
+    for spec in &cfg.targets {
+        let mut one = cfg.clone();
+        one.target = spec.endpoint.clone();
+        one.sync = spec.sync_settings(&cfg.sync);
+        let filter = shardsync::verify::SyncFilter {
+            ignore: shardsync::verify::IgnorePrefixes(ignore.clone()),
+            filter: one.sync.filter.clone(),
+        };
+        let code = match rt.block_on(shardsync::verify::run(&one, &opts, &filter)) {
+            Ok(report) => {
+                print_verify_report(&report, args.format, several.then_some(&spec.name));
+                if report.is_equal() { 0 } else { 1 }
             }
-            if report.is_equal() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            Err(e) if several => {
+                eprintln!("shardsync: verify: target {}: {e}", spec.name);
+                2
             }
-        }
-        Err(e) => {
-            eprintln!("shardsync: verify: {e}");
-            ExitCode::from(2)
+            Err(e) => {
+                eprintln!("shardsync: verify: {e}");
+                2
+            }
+        };
+        worst = worst.max(code);
+    }
+    ExitCode::from(worst)
+}
+
+/// Prints one verify report; `target` names it when the run has several targets (a heading in
+/// text, a `target_name` field in JSON, one document per line).
+fn print_verify_report(
+    report: &shardsync::verify::Report,
+    format: VerifyFormat,
+    target: Option<&String>,
+) {
+    match (format, target) {
+        (VerifyFormat::Text, None) => print!("{}", report.to_text()),
+        (VerifyFormat::Text, Some(name)) => print!("== target {name}\n{}", report.to_text()),
+        (VerifyFormat::Json, None) => println!("{}", report.to_json()),
+        (VerifyFormat::Json, Some(name)) => {
+            let mut doc: serde_json::Value =
+                serde_json::from_str(&report.to_json()).unwrap_or_default();
+            if let Some(o) = doc.as_object_mut() {
+                o.insert("target_name".into(), name.clone().into());
+            }
+            println!("{doc}");
         }
     }
 }

@@ -191,8 +191,9 @@ impl Outputs {
         })
     }
 
-    /// What the link converts commands for: with several targets the oldest (lowest RDB
-    /// version), so that every target reads what it is sent (`first` when there is none).
+    /// The link's own target info: with several targets the oldest (lowest RDB version; `first`
+    /// when there is none). Commands are converted for each target's own server (see
+    /// [`crate::sink::fanout`]); this one is what the link falls back to.
     pub fn link_target_info(&self, first: &Topology) -> ServerInfo {
         self.list
             .iter()
@@ -234,15 +235,21 @@ impl Outputs {
                             cluster_target: o.targets.cluster,
                         },
                     ));
-                match &o.exact {
+                let d = match &o.exact {
                     Some(e) => {
                         d.with_exact(e.clone(), self.exact_dirty(&cfg.state_dir, &shard.name))
                     }
                     None => d,
-                }
+                };
+                (d, o.topology.info())
             })
             .collect();
-        Fanout::many(shard, ds)
+        let f = Fanout::many(shard, ds);
+        if self.multi() {
+            tracing::info!(shard = %shard.name, targets = self.list.len(), conversions = f.groups(),
+                "each target gets commands filtered and converted for its own settings and server, once per group of targets that share them");
+        }
+        f
     }
 
     /// Where a shard resumes (see the module doc). Err: a checkpoint file cannot be used.

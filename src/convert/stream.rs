@@ -58,9 +58,6 @@ pub const PLACEHOLDER_FIELD: &str = "__shardsync_deleted__";
 /// ([`super::ConvertOptions::stream_hold_max_bytes`], `sync.max_stream_rebuild_bytes`).
 pub const HOLD_MAX_BYTES: usize = 32 << 20;
 
-/// Per-entry overhead counted against [`HOLD_MAX_BYTES`].
-const ENTRY_OVERHEAD: usize = 48;
-
 /// `EVAL` body: `XCLAIM … FORCE JUSTID` of the IDs in `ARGV[5..]` that exist in stream `KEYS[1]`
 /// (group `ARGV[1]`, consumer `ARGV[2]`, time `ARGV[3]`, count `ARGV[4]`); an error reply counts
 /// the IDs that do not exist.
@@ -156,14 +153,6 @@ fn signed(n: u64) -> Option<i64> {
     i64::try_from(n).ok()
 }
 
-fn entry_bytes(e: &StreamEntry) -> usize {
-    ENTRY_OVERHEAD
-        + e.fields
-            .iter()
-            .map(|(f, v)| f.len() + v.len())
-            .sum::<usize>()
-}
-
 impl StreamState {
     pub fn entries(
         &mut self,
@@ -176,7 +165,7 @@ impl StreamState {
         if self.overflowed {
             return self.write_entries(entries, e);
         }
-        self.held_bytes += entries.iter().map(entry_bytes).sum::<usize>();
+        self.held_bytes += entries.iter().map(StreamEntry::mem_bytes).sum::<usize>();
         self.held.extend(entries);
         if self.held_bytes > e.opts.stream_hold_max_bytes {
             self.overflowed = true;

@@ -364,16 +364,22 @@ impl ShardState {
         }
     }
 
-    /// `host:port` of the shard's current master.
+    /// `host:port` of the shard's current master (a leg's: its shard's).
     pub fn master_addr(&self) -> String {
+        if let Some(p) = self.parent.upgrade() {
+            return p.master_addr();
+        }
         self.master_addr
             .lock()
             .map(|g| g.clone())
             .unwrap_or_default()
     }
 
-    /// `host:port` of the current source node.
+    /// `host:port` of the current source node (a leg's: its shard's).
     pub fn source_addr(&self) -> String {
+        if let Some(p) = self.parent.upgrade() {
+            return p.source_addr();
+        }
         self.source_addr
             .lock()
             .map(|g| g.clone())

@@ -45,11 +45,13 @@ pub enum RdbErrorKind {
     /// A string longer than a configured limit (the option named sets it: `ParseOptions::<option>`,
     /// the `[sync]` setting of the same name).
     #[error(
-        "{what} of {len} bytes exceeds the limit of {limit} bytes; raise sync.{option} (ParseOptions::{option}) to at least {len} if the source really holds one this large"
+        "{what} of {len} {unit} exceeds the limit of {limit} {unit}; raise sync.{option} (ParseOptions::{option}) to at least {len} if the source really holds one this large"
     )]
     TooLarge {
         what: String,
         len: u64,
+        /// What `len` and `limit` count: `bytes`, or `entries`.
+        unit: &'static str,
         option: String,
         limit: u64,
     },

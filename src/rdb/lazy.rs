@@ -46,19 +46,23 @@ impl BlobElems {
         self.left
     }
 
+    /// Where the next element starts, to read again from there with [`Self::elem_at`].
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The element at `pos` (a [`Self::position`] seen earlier) and where the one after it
+    /// starts; the blob was validated whole, so this re-reads without allocating.
+    pub(crate) fn elem_at(&self, pos: usize) -> DecodeResult<(Elem<'_>, usize)> {
+        elem_in(&self.blob, self.format, pos)
+    }
+
     /// The next element, `None` after the last.
     pub(crate) fn next_elem(&mut self) -> DecodeResult<Option<Elem<'_>>> {
         if self.left == 0 {
             return Ok(None);
         }
-        let (elem, next) = match self.format {
-            Format::Ziplist => ziplist::at(&self.blob, self.pos)?,
-            Format::Listpack => listpack::at(&self.blob, self.pos)?,
-            Format::Intset => {
-                let (v, next) = intset::at(&self.blob, self.pos)?;
-                (Elem::Int(v), next)
-            }
-        };
+        let (elem, next) = elem_in(&self.blob, self.format, self.pos)?;
         self.left -= 1;
         self.pos = next;
         Ok(Some(elem))
@@ -69,6 +73,18 @@ impl BlobElems {
         self.next_elem()?
             .map(Elem::to_bytes)
             .ok_or(BlobError::Malformed("encoded value ends inside an entry"))
+    }
+}
+
+/// The element of `blob` (in `format`) at `pos`, and where the next one starts.
+fn elem_in(blob: &[u8], format: Format, pos: usize) -> DecodeResult<(Elem<'_>, usize)> {
+    match format {
+        Format::Ziplist => ziplist::at(blob, pos),
+        Format::Listpack => listpack::at(blob, pos),
+        Format::Intset => {
+            let (v, next) = intset::at(blob, pos)?;
+            Ok((Elem::Int(v), next))
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
 
 const LP_EOF: u8 = 0xff;
 
+#[cfg(test)]
 /// Decode a whole listpack blob into its elements, validating the structure.
 pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<Elem<'_>>> {
     let mut out = Vec::new();

@@ -56,6 +56,10 @@ pub struct ParseOptions {
     /// Longest encoded blob held whole (ziplist, listpack, intset, zipmap, quicklist node, stream
     /// node); its elements are then decoded lazily, one chunk at a time.
     pub max_blob_bytes: usize,
+    /// Most pending entries plus consumers of one stream consumer group held in memory: a
+    /// group's PEL must be held whole until its consumers (stored after it) say who owns each
+    /// entry. About 64 bytes per entry, so the default holds at most ~512 MiB.
+    pub max_group_entries: usize,
 }
 
 /// Default [`ParseOptions::max_key_bytes`]: 64 MiB.
@@ -66,6 +70,8 @@ pub const DEFAULT_MAX_AUX_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_ELEMENT_BYTES: usize = 512 << 20;
 /// Default [`ParseOptions::max_blob_bytes`]: 512 MiB.
 pub const DEFAULT_MAX_BLOB_BYTES: usize = 512 << 20;
+/// Default [`ParseOptions::max_group_entries`]: 8 Mi (pending entries + consumers).
+pub const DEFAULT_MAX_GROUP_ENTRIES: usize = 8 << 20;
 
 impl Default for ParseOptions {
     fn default() -> Self {
@@ -78,6 +84,7 @@ impl Default for ParseOptions {
             max_aux_bytes: DEFAULT_MAX_AUX_BYTES,
             max_element_bytes: DEFAULT_MAX_ELEMENT_BYTES,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            max_group_entries: DEFAULT_MAX_GROUP_ENTRIES,
         }
     }
 }

@@ -557,4 +557,46 @@ mod limit_tests {
             );
         }
     }
+
+    #[test]
+    fn zipmap_pairs_come_a_chunk_at_a_time() {
+        let opts = ParseOptions {
+            chunk_elements: 2,
+            ..ParseOptions::default()
+        };
+        let mut zm = vec![5u8];
+        for (k, v) in [
+            (b'a', b'1'),
+            (b'b', b'2'),
+            (b'c', b'3'),
+            (b'd', b'4'),
+            (b'e', b'5'),
+        ] {
+            zm.extend_from_slice(&[1, k, 1, 0, v]);
+        }
+        zm.push(0xff);
+        let mut rdb = b"REDIS0003".to_vec();
+        rdb.extend_from_slice(&[9, 1, b'h', zm.len() as u8]);
+        rdb.extend_from_slice(&zm);
+        rdb.push(0xff);
+        let (v, e) = items(&rdb, opts);
+        assert!(e.is_none(), "{e:?}");
+        let sizes: Vec<usize> = v
+            .iter()
+            .filter_map(|i| match i {
+                Item::Chunk(crate::rdb::Chunk::HashFields(f)) => Some(f.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        // A zipmap cut anywhere is an error, never a panic or a partial key.
+        for cut in 1..zm.len() {
+            let mut bad = b"REDIS0003".to_vec();
+            bad.extend_from_slice(&[9, 1, b'h', cut as u8]);
+            bad.extend_from_slice(&zm[..cut]);
+            bad.push(0xff);
+            let (_, e) = items(&bad, ParseOptions::default());
+            assert!(e.is_some(), "cut at {cut}");
+        }
+    }
 }

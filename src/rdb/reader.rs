@@ -96,9 +96,22 @@ impl<R: Read> Source<R> {
 
     /// The error for a string longer than a configured limit.
     pub(crate) fn too_large(&self, what: &str, len: u64, option: &str, limit: u64) -> RdbError {
+        self.over_limit(what, len, "bytes", option, limit)
+    }
+
+    /// The error for a value holding more `unit`s (e.g. `entries`) than a configured limit.
+    pub(crate) fn over_limit(
+        &self,
+        what: &str,
+        len: u64,
+        unit: &'static str,
+        option: &str,
+        limit: u64,
+    ) -> RdbError {
         self.err(RdbErrorKind::TooLarge {
             what: what.to_string(),
             len,
+            unit,
             option: option.to_string(),
             limit,
         })

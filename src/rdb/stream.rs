@@ -2,13 +2,12 @@
 //! delta-encoded IDs, deleted and same-fields flags), then the stream metadata and the consumer
 //! groups with their PEL and consumers.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use bytes::Bytes;
 
 use super::cursor::{BlobError, Cursor, DecodeResult, Elem};
-use super::listpack;
+use super::lazy::{BlobElems, Format};
 use super::reader::{Result, Source};
 use super::types::{PendingEntry, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta};
 
@@ -35,71 +34,145 @@ pub(crate) fn parse_node_key(key: &[u8]) -> DecodeResult<StreamId> {
     })
 }
 
-fn next<'a>(it: &mut std::slice::Iter<'_, Elem<'a>>) -> DecodeResult<Elem<'a>> {
-    it.next()
-        .copied()
+/// The live entries of one stream listpack node, handed out a chunk at a time. The listpack is
+/// validated whole once (like every blob, see [`BlobElems`]); entries are then decoded as they
+/// are asked for, and entries with the master's fields read those names again from the blob
+/// instead of holding copies, so a node costs its encoded size plus one chunk, whatever its
+/// entries look like (a node of millions of one-byte fields decoded at once took tens of times
+/// its size). The node's live/deleted counts are checked when its last entry is read.
+#[derive(Debug)]
+pub(crate) struct NodeEntries {
+    elems: BlobElems,
+    master: StreamId,
+    /// Where the master entry's field names start in the blob, and how many there are.
+    master_fields_at: usize,
+    master_fields: u64,
+    count: u64,
+    deleted: u64,
+    seen_live: u64,
+    seen_deleted: u64,
+}
+
+impl NodeEntries {
+    /// Validates the node's listpack and reads its header (counts and the master entry).
+    pub(crate) fn new(master: StreamId, lp: Vec<u8>) -> DecodeResult<NodeEntries> {
+        let mut elems = BlobElems::new(lp, Format::Listpack)?;
+        if elems.left() == 0 {
+            return Err("empty stream listpack".into());
+        }
+        let count = next(&mut elems)?.as_u64()?;
+        let deleted = next(&mut elems)?.as_u64()?;
+        let master_fields = next(&mut elems)?.as_u64()?;
+        if master_fields > elems.left() {
+            return Err("stream master entry has more fields than the listpack".into());
+        }
+        let master_fields_at = elems.position();
+        for _ in 0..master_fields {
+            next(&mut elems)?;
+        }
+        if next(&mut elems)?.as_int()? != 0 {
+            return Err("stream master entry not terminated by 0".into());
+        }
+        Ok(NodeEntries {
+            elems,
+            master,
+            master_fields_at,
+            master_fields,
+            count,
+            deleted,
+            seen_live: 0,
+            seen_deleted: 0,
+        })
+    }
+
+    /// The next live entries: at most `max` entries holding at most `max` fields together (one
+    /// entry with more fields is handed out alone); `None` after the last.
+    pub(crate) fn next_chunk(&mut self, max: usize) -> DecodeResult<Option<Vec<StreamEntry>>> {
+        if self.elems.left() == 0 {
+            if self.seen_live != self.count || self.seen_deleted != self.deleted {
+                return Err(BlobError::Detail(format!(
+                    "stream node counts {}/{} live/deleted entries, found {}/{}",
+                    self.count, self.deleted, self.seen_live, self.seen_deleted
+                )));
+            }
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut fields_out = 0usize;
+        while self.elems.left() > 0 && out.len() < max && fields_out < max {
+            if let Some(entry) = self.next_entry()? {
+                fields_out += entry.fields.len();
+                out.push(entry);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// One entry; `None` for a deleted one (its fields are stepped over, not copied).
+    fn next_entry(&mut self) -> DecodeResult<Option<StreamEntry>> {
+        let flags = next(&mut self.elems)?.as_int()?;
+        let ms = self
+            .master
+            .ms
+            .wrapping_add(next(&mut self.elems)?.as_int()? as u64);
+        let seq = self
+            .master
+            .seq
+            .wrapping_add(next(&mut self.elems)?.as_int()? as u64);
+        let live = flags & FLAG_DELETED == 0;
+        let mut fields = Vec::new();
+        if flags & FLAG_SAMEFIELDS != 0 {
+            let mut at = self.master_fields_at;
+            for _ in 0..self.master_fields {
+                let (name, after) = self.elems.elem_at(at)?;
+                let name = live.then(|| name.to_bytes());
+                at = after;
+                let value = next(&mut self.elems)?;
+                if let Some(name) = name {
+                    fields.push((name, value.to_bytes()));
+                }
+            }
+        } else {
+            let n = next(&mut self.elems)?.as_u64()?;
+            if n > self.elems.left() / 2 {
+                return Err("stream entry has more fields than the listpack".into());
+            }
+            for _ in 0..n {
+                let name = next(&mut self.elems)?;
+                let name = live.then(|| name.to_bytes());
+                let value = next(&mut self.elems)?;
+                if let Some(name) = name {
+                    fields.push((name, value.to_bytes()));
+                }
+            }
+        }
+        next(&mut self.elems)?; // lp-count of the entry
+        if !live {
+            self.seen_deleted += 1;
+            return Ok(None);
+        }
+        self.seen_live += 1;
+        Ok(Some(StreamEntry {
+            id: StreamId { ms, seq },
+            fields,
+        }))
+    }
+}
+
+/// The next element of a stream node; the node must not end inside an entry.
+fn next<'a>(elems: &'a mut BlobElems) -> DecodeResult<Elem<'a>> {
+    elems
+        .next_elem()?
         .ok_or(BlobError::Malformed("stream listpack ends inside an entry"))
 }
 
-/// Decode the live entries of one stream listpack node.
+/// Decode every live entry of one stream listpack node at once (tests and small nodes).
+#[cfg(test)]
 pub(crate) fn decode_node(master: StreamId, lp: &[u8]) -> DecodeResult<Vec<StreamEntry>> {
-    let elems = listpack::decode(lp)?;
-    if elems.is_empty() {
-        return Err("empty stream listpack".into());
-    }
-    let mut it = elems.iter();
-    let count = next(&mut it)?.as_u64()?;
-    let deleted = next(&mut it)?.as_u64()?;
-    let nfields = next(&mut it)?.as_u64()?;
-    if nfields > elems.len() as u64 {
-        return Err("stream master entry has more fields than the listpack".into());
-    }
-    let mut master_fields = Vec::with_capacity(nfields as usize);
-    for _ in 0..nfields {
-        master_fields.push(next(&mut it)?.to_bytes());
-    }
-    if next(&mut it)?.as_int()? != 0 {
-        return Err("stream master entry not terminated by 0".into());
-    }
+    let mut node = NodeEntries::new(master, lp.to_vec())?;
     let mut out = Vec::new();
-    let (mut seen_live, mut seen_deleted) = (0u64, 0u64);
-    while it.len() > 0 {
-        let flags = next(&mut it)?.as_int()?;
-        let ms = master.ms.wrapping_add(next(&mut it)?.as_int()? as u64);
-        let seq = master.seq.wrapping_add(next(&mut it)?.as_int()? as u64);
-        let fields = if flags & FLAG_SAMEFIELDS != 0 {
-            let mut f = Vec::with_capacity(master_fields.len());
-            for name in &master_fields {
-                f.push((name.clone(), next(&mut it)?.to_bytes()));
-            }
-            f
-        } else {
-            let n = next(&mut it)?.as_u64()?;
-            if n > it.len() as u64 {
-                return Err("stream entry has more fields than the listpack".into());
-            }
-            let mut f = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let name = next(&mut it)?.to_bytes();
-                f.push((name, next(&mut it)?.to_bytes()));
-            }
-            f
-        };
-        next(&mut it)?; // lp-count of the entry
-        if flags & FLAG_DELETED != 0 {
-            seen_deleted += 1;
-        } else {
-            seen_live += 1;
-            out.push(StreamEntry {
-                id: StreamId { ms, seq },
-                fields,
-            });
-        }
-    }
-    if seen_live != count || seen_deleted != deleted {
-        return Err(BlobError::Detail(format!(
-            "stream node counts {count} live/{deleted} deleted entries, found {seen_live}/{seen_deleted}"
-        )));
+    while let Some(mut chunk) = node.next_chunk(usize::MAX)? {
+        out.append(&mut chunk);
     }
     Ok(out)
 }
@@ -141,8 +214,15 @@ pub(crate) fn read_meta<R: Read>(
 /// as data arrives.
 const PREALLOC_MAX: u64 = 1024;
 
-/// One consumer group with its PEL and consumers.
-pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Result<StreamGroup> {
+/// One consumer group with its PEL and consumers. The PEL and the consumers together may hold at
+/// most `max_entries` (announced counts above it fail before anything is read). Redis writes
+/// both the group PEL and each consumer's PEL in ID order (they are rax trees), which this checks
+/// and uses: consumers find their entries by binary search, without an index beside the PEL.
+pub(crate) fn read_group<R: Read>(
+    src: &mut Source<R>,
+    ver: StreamVersion,
+    max_entries: usize,
+) -> Result<StreamGroup> {
     let name = src.read_string()?;
     let last_delivered_id = read_id(src)?;
     let entries_read = if ver >= StreamVersion(2) {
@@ -151,15 +231,30 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
     } else {
         None
     };
+    let max = max_entries as u64;
+    let too_many = |src: &Source<R>, n: u64| {
+        src.over_limit(
+            "consumer group (pending entries + consumers)",
+            n,
+            "entries",
+            "max_group_entries",
+            max,
+        )
+    };
     let pel_len = src.read_len()?;
-    let mut pending = Vec::with_capacity(pel_len.min(PREALLOC_MAX) as usize);
-    let mut index: HashMap<StreamId, usize> = HashMap::new();
+    if pel_len > max {
+        return Err(too_many(src, pel_len));
+    }
+    let mut pending: Vec<PendingEntry> = Vec::with_capacity(pel_len.min(PREALLOC_MAX) as usize);
     for _ in 0..pel_len {
         let id = read_raw_id(src)?;
         let delivery_time_ms = src.read_ms()? as u64;
         let delivery_count = src.read_len()?;
-        if index.insert(id, pending.len()).is_some() {
-            return Err(src.corrupt(format!("duplicated PEL entry {id}")));
+        if let Some(last) = pending.last().filter(|last| id <= last.id) {
+            return Err(src.corrupt(format!(
+                "PEL entry {id} after {} (duplicated or out of ID order)",
+                last.id
+            )));
         }
         pending.push(PendingEntry {
             id,
@@ -169,6 +264,9 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
         });
     }
     let nconsumers = src.read_len()?;
+    if nconsumers.saturating_add(pel_len) > max {
+        return Err(too_many(src, nconsumers.saturating_add(pel_len)));
+    }
     let mut consumers = Vec::with_capacity(nconsumers.min(PREALLOC_MAX) as usize);
     for _ in 0..nconsumers {
         let cname = src.read_string()?;
@@ -179,17 +277,23 @@ pub(crate) fn read_group<R: Read>(src: &mut Source<R>, ver: StreamVersion) -> Re
             None
         };
         let n = src.read_len()?;
+        // The consumer's PEL is in ID order too: each search starts after the previous hit.
+        let mut from = 0;
         for _ in 0..n {
             let id = read_raw_id(src)?;
-            let slot = index
-                .get(&id)
-                .and_then(|&i| pending.get_mut(i))
-                .ok_or_else(|| {
-                    src.corrupt(format!(
-                        "consumer PEL entry {id} missing from the group PEL"
-                    ))
-                })?;
-            slot.consumer = cname.clone();
+            let found = pending
+                .get(from..)
+                .and_then(|rest| rest.binary_search_by(|p| p.id.cmp(&id)).ok())
+                .map(|i| from + i);
+            let Some(i) = found else {
+                return Err(src.corrupt(format!(
+                    "consumer PEL entry {id} missing from the group PEL (or out of ID order)"
+                )));
+            };
+            if let Some(slot) = pending.get_mut(i) {
+                slot.consumer = cname.clone();
+            }
+            from = i + 1;
         }
         consumers.push(StreamConsumer {
             name: cname,
@@ -260,5 +364,69 @@ mod tests {
         let mut bad = lp.clone();
         bad[6] = 3;
         assert!(decode_node(master, &bad).is_err());
+    }
+
+    /// A version-1 group: name "g", last id 0-0, the PEL ids (ms = the number, seq 0) and one
+    /// consumer "c" owning `owned`.
+    fn group_bytes(pel: &[u64], owned: &[u64]) -> Vec<u8> {
+        let raw = |ms: u64| {
+            let mut v = ms.to_be_bytes().to_vec();
+            v.extend_from_slice(&0u64.to_be_bytes());
+            v
+        };
+        let mut b = vec![1, b'g', 0, 0, pel.len() as u8];
+        for &ms in pel {
+            b.extend(raw(ms));
+            b.extend_from_slice(&7i64.to_le_bytes());
+            b.push(1);
+        }
+        b.extend_from_slice(&[1, 1, b'c']);
+        b.extend_from_slice(&9i64.to_le_bytes());
+        b.push(owned.len() as u8);
+        for &ms in owned {
+            b.extend(raw(ms));
+        }
+        b
+    }
+
+    fn group(bytes: &[u8], max: usize) -> Result<StreamGroup> {
+        let mut src = Source::new(bytes);
+        read_group(&mut src, StreamVersion(1), max)
+    }
+
+    #[test]
+    fn group_pel_is_owned_by_binary_search() {
+        let g = group(&group_bytes(&[1, 2, 5, 9], &[2, 9]), 100).unwrap();
+        let owners: Vec<&[u8]> = g.pending.iter().map(|p| &p.consumer[..]).collect();
+        assert_eq!(owners, vec![&b""[..], b"c", b"", b"c"]);
+        assert_eq!(g.consumers.len(), 1);
+    }
+
+    #[test]
+    fn group_over_the_limit_names_the_setting() {
+        // 4 pending entries alone exceed 3; 3 pending + 1 consumer exceed 3 as well.
+        for pel in [&[1u64, 2, 3, 4][..], &[1, 2, 3]] {
+            let e = group(&group_bytes(pel, &[]), 3).unwrap_err().to_string();
+            assert!(e.contains("max_group_entries"), "{e}");
+        }
+        assert!(group(&group_bytes(&[1, 2], &[]), 3).is_ok());
+    }
+
+    #[test]
+    fn group_pel_out_of_order_or_unknown_is_corrupt() {
+        for (pel, owned) in [
+            (&[2u64, 1][..], &[][..]),
+            (&[1, 1], &[]),
+            (&[1, 2], &[3]),
+            (&[1, 2], &[2, 1]),
+        ] {
+            let e = group(&group_bytes(pel, owned), 100)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("order") || e.contains("missing"),
+                "{pel:?} {owned:?}: {e}"
+            );
+        }
     }
 }

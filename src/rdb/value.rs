@@ -2,7 +2,7 @@
 //! the source step by step, each step producing at most about one chunk's worth of output
 //! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
 //! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
-//! zipmaps (RDB < 4) and stream nodes are decoded at once).
+//! stream nodes (see [`stream::NodeEntries`]) and zipmaps the same way).
 
 use std::io::Read;
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::lazy::{BlobElems, Format};
 use super::reader::{Result, Source, StrHead};
 use super::stream::{self, StreamVersion};
-use super::types::{Chunk, Flavor, HashField, ValueKind};
+use super::types::{Chunk, Flavor, HashField, StreamEntry, ValueKind};
 use super::{ParseOptions, module, zipmap};
 
 /// How a value is laid out in the file.
@@ -100,6 +100,16 @@ enum State {
         remaining: u64,
     },
     StreamNodes {
+        remaining: u64,
+    },
+    /// Handing out the pairs of a validated zipmap from `pos`.
+    Zipmap {
+        blob: Vec<u8>,
+        pos: usize,
+    },
+    /// Handing out the entries of one stream node; `remaining` nodes follow it.
+    StreamNode {
+        node: stream::NodeEntries,
         remaining: u64,
     },
     StreamGroups {
@@ -195,23 +205,63 @@ impl ValueDecoder {
                     let key = src.read_string_vec()?;
                     let master = stream::parse_node_key(&key).map_err(|m| src.corrupt(m))?;
                     let lp = src.read_string_vec()?;
-                    let entries = stream::decode_node(master, &lp).map_err(|m| src.corrupt(m))?;
-                    split(out, entries, max_elems, Chunk::StreamEntries);
-                    self.state = State::StreamNodes {
+                    let node = stream::NodeEntries::new(master, lp).map_err(|m| src.corrupt(m))?;
+                    self.state = State::StreamNode {
+                        node,
                         remaining: remaining - 1,
                     };
-                    return Ok(());
+                    return self.step(src, opts, out);
                 }
                 let (meta, groups) = stream::read_meta(src, ver)?;
                 out.push(Chunk::StreamMeta(meta));
                 self.state = State::or_done(groups, |remaining| State::StreamGroups { remaining });
                 Ok(())
             }
+            State::Zipmap { ref blob, pos } => {
+                let mut fields = Vec::new();
+                let mut at = pos;
+                while fields.len() < max_elems {
+                    let Some((f, v, next)) =
+                        zipmap::pair_at(blob, at).map_err(|m| src.corrupt(m))?
+                    else {
+                        self.state = State::Done;
+                        break;
+                    };
+                    fields.push(HashField {
+                        field: Bytes::copy_from_slice(f),
+                        value: Bytes::copy_from_slice(v),
+                        expire_ms: None,
+                    });
+                    at = next;
+                }
+                if let State::Zipmap { pos, .. } = &mut self.state {
+                    *pos = at;
+                }
+                if !fields.is_empty() {
+                    out.push(Chunk::HashFields(fields));
+                }
+                Ok(())
+            }
+            State::StreamNode {
+                ref mut node,
+                remaining,
+            } => {
+                match node.next_chunk(max_elems).map_err(|m| src.corrupt(m))? {
+                    Some(entries) if entries.is_empty() => {}
+                    Some(entries) => out.push(Chunk::StreamEntries(entries)),
+                    None => self.state = State::StreamNodes { remaining },
+                }
+                Ok(())
+            }
             State::StreamGroups { remaining } => {
                 let Layout::Stream(ver) = self.layout else {
                     return Err(src.corrupt("stream state for a non-stream value"));
                 };
-                out.push(Chunk::StreamGroup(stream::read_group(src, ver)?));
+                out.push(Chunk::StreamGroup(stream::read_group(
+                    src,
+                    ver,
+                    opts.max_group_entries,
+                )?));
                 self.state = State::or_done(remaining.saturating_sub(1), |remaining| {
                     State::StreamGroups { remaining }
                 });
@@ -227,7 +277,6 @@ impl ValueDecoder {
         out: &mut Vec<Chunk>,
     ) -> Result<()> {
         let max_bytes = opts.chunk_bytes.max(1);
-        let max_elems = opts.chunk_elements.max(1);
         self.state = State::Done;
         match self.layout {
             Layout::String => match src.read_str_head()? {
@@ -283,16 +332,12 @@ impl ValueDecoder {
             }
             Layout::HashZipmap => {
                 let blob = src.read_string_vec()?;
-                let pairs = zipmap::decode(&blob).map_err(|m| src.corrupt(m))?;
-                let fields = pairs
-                    .into_iter()
-                    .map(|(f, v)| HashField {
-                        field: Bytes::copy_from_slice(f),
-                        value: Bytes::copy_from_slice(v),
-                        expire_ms: None,
-                    })
-                    .collect();
-                split(out, fields, max_elems, Chunk::HashFields);
+                zipmap::walk(&blob).map_err(|m| src.corrupt(m))?;
+                self.state = State::Zipmap {
+                    blob,
+                    pos: zipmap::FIRST,
+                };
+                return self.step(src, opts, out);
             }
             Layout::SetIntset
             | Layout::ListZiplist
@@ -529,24 +574,6 @@ fn string_parts(out: &mut Vec<Chunk>, data: Bytes, max: usize) {
     }
 }
 
-/// Append `items` to `out` as chunks of at most `n` elements.
-fn split<T>(out: &mut Vec<Chunk>, items: Vec<T>, n: usize, wrap: fn(Vec<T>) -> Chunk) {
-    if items.len() <= n {
-        if !items.is_empty() {
-            out.push(wrap(items));
-        }
-        return;
-    }
-    let mut it = items.into_iter();
-    loop {
-        let part: Vec<T> = it.by_ref().take(n).collect();
-        if part.is_empty() {
-            break;
-        }
-        out.push(wrap(part));
-    }
-}
-
 /// Number of elements (list items, members, fields, entries) in a chunk; 0 for strings/meta.
 pub(crate) fn chunk_elements(c: &Chunk) -> usize {
     match c {
@@ -569,16 +596,7 @@ pub(crate) fn chunk_bytes(c: &Chunk) -> usize {
             .iter()
             .map(|f| f.field.len() + f.value.len() + 2 * OVERHEAD)
             .sum(),
-        Chunk::StreamEntries(v) => v
-            .iter()
-            .map(|e| {
-                16 + e
-                    .fields
-                    .iter()
-                    .map(|(a, b)| a.len() + b.len() + 2 * OVERHEAD)
-                    .sum::<usize>()
-            })
-            .sum(),
+        Chunk::StreamEntries(v) => v.iter().map(StreamEntry::mem_bytes).sum(),
         Chunk::StreamMeta(_) => 64,
         Chunk::StreamGroup(g) => {
             g.name.len()

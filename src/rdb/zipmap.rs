@@ -14,25 +14,57 @@ fn read_len(c: &mut Cursor<'_>) -> DecodeResult<Option<usize>> {
     }
 }
 
-/// Decode a zipmap blob into (field, value) pairs.
-pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
-    decode_inner(blob).map_err(|e| e.within("zipmap", blob))
+/// Where the first pair of a zipmap starts (after `zmlen`).
+pub(crate) const FIRST: usize = 1;
+
+/// Validates a whole zipmap without allocating per pair; returns its number of pairs.
+pub(crate) fn walk(blob: &[u8]) -> DecodeResult<u64> {
+    let mut pos = FIRST;
+    let mut n = 0u64;
+    let checked = (|| {
+        if blob.is_empty() {
+            return Err("empty zipmap".into());
+        }
+        while let Some((_, _, next)) = pair_at(blob, pos)? {
+            pos = next;
+            n += 1;
+        }
+        Ok(n)
+    })();
+    checked.map_err(|e: super::cursor::BlobError| e.within("zipmap", blob))
 }
 
-fn decode_inner(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
+/// A field, its value, and where the next pair starts.
+pub(crate) type Pair<'a> = (&'a [u8], &'a [u8], usize);
+
+/// The (field, value) pair at `pos` and where the next one starts; `None` at the end marker
+/// (which must be the blob's last byte).
+pub(crate) fn pair_at(blob: &[u8], pos: usize) -> DecodeResult<Option<Pair<'_>>> {
     let mut c = Cursor::new(blob);
-    let _zmlen = c.u8()?;
+    c.take(pos)?;
+    let Some(klen) = read_len(&mut c)? else {
+        if c.remaining() != 0 {
+            return Err("zipmap has bytes after its end marker".into());
+        }
+        return Ok(None);
+    };
+    let key = c.take(klen)?;
+    let vlen = read_len(&mut c)?.ok_or("zipmap ends between a field and its value")?;
+    let free = usize::from(c.u8()?);
+    let value = c.take(vlen)?;
+    c.take(free)?;
+    Ok(Some((key, value, c.pos())))
+}
+
+/// Decode a zipmap blob into (field, value) pairs at once (tests).
+#[cfg(test)]
+pub(crate) fn decode(blob: &[u8]) -> DecodeResult<Vec<(&[u8], &[u8])>> {
+    walk(blob)?;
     let mut out = Vec::new();
-    while let Some(klen) = read_len(&mut c)? {
-        let key = c.take(klen)?;
-        let vlen = read_len(&mut c)?.ok_or("zipmap ends between a field and its value")?;
-        let free = usize::from(c.u8()?);
-        let value = c.take(vlen)?;
-        c.take(free)?;
-        out.push((key, value));
-    }
-    if c.remaining() != 0 {
-        return Err("zipmap has bytes after its end marker".into());
+    let mut pos = FIRST;
+    while let Some((k, v, next)) = pair_at(blob, pos)? {
+        out.push((k, v));
+        pos = next;
     }
     Ok(out)
 }

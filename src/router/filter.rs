@@ -64,6 +64,34 @@ impl FilterSpec {
     }
 }
 
+/// A target's own `filter` table (`[[target]]` … `[target.filter]`): each list it sets replaces
+/// that list of `[sync.filter]` for this target; the lists it leaves out are the shared ones.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterOverride {
+    pub include_prefixes: Option<Vec<String>>,
+    pub exclude_prefixes: Option<Vec<String>>,
+    pub include_regex: Option<Vec<String>>,
+    pub exclude_regex: Option<Vec<String>>,
+    pub deny_commands: Option<Vec<String>>,
+}
+
+impl FilterOverride {
+    /// `base` with this table's lists in place of its own.
+    pub fn over(&self, base: &FilterSpec) -> FilterSpec {
+        let pick = |own: &Option<Vec<String>>, shared: &Vec<String>| {
+            own.clone().unwrap_or_else(|| shared.clone())
+        };
+        FilterSpec {
+            include_prefixes: pick(&self.include_prefixes, &base.include_prefixes),
+            exclude_prefixes: pick(&self.exclude_prefixes, &base.exclude_prefixes),
+            include_regex: pick(&self.include_regex, &base.include_regex),
+            exclude_regex: pick(&self.exclude_regex, &base.exclude_regex),
+            deny_commands: pick(&self.deny_commands, &base.deny_commands),
+        }
+    }
+}
+
 /// The compiled selection and filters. The default keeps everything.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -76,6 +104,21 @@ pub struct Filter {
     deny: Vec<String>,
     /// Key prefixes kept whatever the rules (shardsync's own keys).
     always: Vec<Bytes>,
+}
+
+/// Two filters are equal when they select and filter alike (regexes by their patterns): targets
+/// with equal filters share one filtered and converted stream (see [`crate::sink::fanout`]).
+impl PartialEq for Filter {
+    fn eq(&self, o: &Filter) -> bool {
+        let pats = |r: &Option<RegexSet>| r.as_ref().map(|r| r.patterns().to_vec());
+        self.dbs == o.dbs
+            && self.include_prefixes == o.include_prefixes
+            && self.exclude_prefixes == o.exclude_prefixes
+            && pats(&self.include_regex) == pats(&o.include_regex)
+            && pats(&self.exclude_regex) == pats(&o.exclude_regex)
+            && self.deny == o.deny
+            && self.always == o.always
+    }
 }
 
 /// What [`Filter::apply`] did, counted per rule; see the module documentation.

@@ -4,6 +4,11 @@
 //! target's own leg ([`ShardState::legs`]) as the progress it moves; the shard's applied offset
 //! (the `REPLCONF ACK` and the resume point) is the slowest live leg's.
 //!
+//! Each target gets what its own settings ask for: the link filters (database selection, key
+//! filters, deny-list, `db_map` arguments) and converts (for the target's server version and
+//! flavor) once per *group* of targets that share all of these ([`Fanout::groups`]), not once
+//! per target, and sends the group's result to each target of the group.
+//!
 //! Failure rule (one-to-many only): a target that acknowledges nothing for `fail_after_ms` while
 //! writes wait for it (unreachable, stalled past its reply deadline, refusing connections) is
 //! marked failed for that shard ([`watch_leg`]): from then on its writes are dropped and counted
@@ -20,6 +25,7 @@ use super::SinkError;
 use super::dispatch::{Dispatcher, Feed, RunInfo, WriterGone};
 use crate::cmd::DbCmd;
 use crate::config::SyncSettings;
+use crate::net::server_info::ServerInfo;
 use crate::observe::progress::ShardState;
 
 /// Settings of a fan-out without targets (never built by a run).
@@ -33,9 +39,20 @@ struct Leg {
     dispatcher: Dispatcher,
 }
 
+/// Targets that get the same commands: equal server identity (version, flavor, cluster mode),
+/// selection, filters and `db_map`. The link filters and converts once per group.
+#[derive(Clone)]
+struct Group {
+    /// What the group's commands are converted for (`None`: the link's own target).
+    target: Option<ServerInfo>,
+    /// Indexes into [`Fanout::legs`]; the first one's filter result is the group's.
+    legs: Vec<usize>,
+}
+
 /// The writer side of one source shard (see the module doc).
 pub struct Fanout {
     legs: Vec<Leg>,
+    groups: Vec<Group>,
 }
 
 impl Clone for Fanout {
@@ -50,29 +67,62 @@ impl Clone for Fanout {
                     dispatcher: l.dispatcher.clone(),
                 })
                 .collect(),
+            groups: self.groups.clone(),
         }
     }
 }
 
+/// True when two targets get the same commands (see [`Group`]).
+fn same_commands(a: (&Dispatcher, &ServerInfo), b: (&Dispatcher, &ServerInfo)) -> bool {
+    let (sa, sb) = (a.0.sync(), b.0.sync());
+    a.1 == b.1 && sa.filter == sb.filter && sa.db_map == sb.db_map
+}
+
 impl Fanout {
-    /// A single target.
+    /// A single target; its commands are converted for the link's own target.
     pub fn one(dispatcher: Dispatcher) -> Fanout {
         Fanout {
             legs: vec![Leg {
                 state: None,
                 dispatcher,
             }],
+            groups: vec![Group {
+                target: None,
+                legs: vec![0],
+            }],
         }
     }
 
-    /// Several targets: `dispatchers[i]` writes for `shard.legs()[i]`.
-    pub fn many(shard: &ShardState, dispatchers: Vec<Dispatcher>) -> Fanout {
+    /// Several targets: `dispatchers[i]` (converting for its server) writes for
+    /// `shard.legs()[i]`; the targets are grouped (see [`Group`]).
+    pub fn many(shard: &ShardState, dispatchers: Vec<(Dispatcher, ServerInfo)>) -> Fanout {
         if shard.legs().is_empty() {
             let mut d = dispatchers;
             return match d.pop() {
-                Some(one) => Fanout::one(one),
-                None => Fanout { legs: Vec::new() },
+                Some((one, info)) => {
+                    let mut f = Fanout::one(one);
+                    f.groups[0].target = Some(info);
+                    f
+                }
+                None => Fanout {
+                    legs: Vec::new(),
+                    groups: Vec::new(),
+                },
             };
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, (d, info)) in dispatchers.iter().enumerate() {
+            let found = groups.iter_mut().find(|g| {
+                let (lead, lead_info) = &dispatchers[g.legs[0]];
+                same_commands((lead, lead_info), (d, info))
+            });
+            match found {
+                Some(g) => g.legs.push(i),
+                None => groups.push(Group {
+                    target: Some(info.clone()),
+                    legs: vec![i],
+                }),
+            }
         }
         Fanout {
             legs: shard
@@ -80,45 +130,75 @@ impl Fanout {
                 .iter()
                 .cloned()
                 .zip(dispatchers)
-                .map(|(leg, dispatcher)| Leg {
+                .map(|(leg, (dispatcher, _))| Leg {
                     state: Some(leg),
                     dispatcher,
                 })
                 .collect(),
+            groups,
         }
     }
 
-    /// The sync settings the RDB loader reads (database selection and filters: the same for
-    /// every target; only `db_map` differs per target, and it is applied per target).
-    pub fn sync(&self) -> &SyncSettings {
-        match self.legs.first() {
+    /// How many groups of targets get their own filtered and converted commands (see the
+    /// module doc); groups are numbered `0..groups()`.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// What group `g`'s commands are converted for (`None`: the link's own target).
+    pub fn group_target(&self, g: usize) -> Option<&ServerInfo> {
+        self.groups.get(g).and_then(|g| g.target.as_ref())
+    }
+
+    /// The first leg of group `g`.
+    fn lead(&self, g: usize) -> Option<&Leg> {
+        self.groups
+            .get(g)
+            .and_then(|g| g.legs.first())
+            .and_then(|&i| self.legs.get(i))
+    }
+
+    /// The sync settings of group `g` (the RDB loader reads its database selection and
+    /// filters; the group's targets share them).
+    pub fn group_sync(&self, g: usize) -> &SyncSettings {
+        match self.lead(g) {
             Some(l) => l.dispatcher.sync(),
             None => &NO_SETTINGS,
         }
     }
 
-    /// `sync.dbs` / `sync.filter` on a run of source commands (see
-    /// [`Dispatcher::filter_stream`]): the first target's result is what every target gets
-    /// (the selection and filters are shared); with filters on, each other live target also
-    /// runs them, for its own key copies (its repair queue and `db_map`) and counts (labelled
-    /// with its leg).
-    pub fn filter_stream(
+    /// What group `g`'s counts are labelled with: its first leg (one-to-many) or the shard.
+    pub fn group_label<'a>(&'a self, g: usize, shard: &'a ShardState) -> &'a str {
+        match self.lead(g).and_then(|l| l.state.as_deref()) {
+            Some(leg) => &leg.name,
+            None => &shard.name,
+        }
+    }
+
+    /// `sync.dbs` / `sync.filter` of group `g` on a run of source commands (see
+    /// [`Dispatcher::filter_stream`]): the group's first target's result is what each of its
+    /// targets gets; with filters on, each other live target of the group also runs them, for
+    /// its own key copies (its repair queue) and counts (labelled with its leg).
+    pub fn filter_group(
         &self,
+        g: usize,
         shard: &ShardState,
         cmds: Vec<DbCmd>,
         ends: Vec<u64>,
     ) -> (Vec<DbCmd>, Vec<u64>) {
-        let Some((first, rest)) = self.legs.split_first() else {
+        let Some((&first, rest)) = self.groups.get(g).and_then(|g| g.legs.split_first()) else {
             return (cmds, ends);
         };
-        if !first.dispatcher.sync().filter.is_noop() {
-            for l in rest {
+        let lead = &self.legs[first];
+        if !lead.dispatcher.sync().filter.is_noop() {
+            for l in rest.iter().map(|&i| &self.legs[i]) {
                 if let Some(st) = l.state.as_ref().filter(|s| !s.is_failed()) {
                     let _ = l.dispatcher.filter_stream(st, cmds.clone(), ends.clone());
                 }
             }
         }
-        first.dispatcher.filter_stream(shard, cmds, ends)
+        let st = lead.state.as_deref().unwrap_or(shard);
+        lead.dispatcher.filter_stream(st, cmds, ends)
     }
 
     /// Exactly-once (single target): the target holds a partial full sync of this shard.
@@ -199,17 +279,45 @@ impl Fanout {
         }
     }
 
-    /// [`Fanout::send`] of RDB batches from the RDB loader's thread (a blocking-pool thread of
-    /// the link's runtime, not one of its workers): parks it while a queue is full
-    /// (back-pressure); with several targets, one failing while its queue is full releases it.
-    pub fn blocking_send(
+    /// Sends a run of `kind`, filtered and converted for group `g`, to each target of the group.
+    pub async fn send_group(
         &mut self,
+        g: usize,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        kind: Feed<'_>,
+    ) -> Result<(), WriterGone> {
+        if let Some(d) = self.single() {
+            return d.feed(shard, run, cmds, kind).await;
+        }
+        let idx = match self.groups.get(g) {
+            Some(group) => group.legs.clone(),
+            None => return Ok(()),
+        };
+        let n = idx.len();
+        let mut cmds = Some(cmds);
+        for (j, i) in idx.into_iter().enumerate() {
+            let mine = take_or_clone(&mut cmds, j + 1 == n);
+            if let Some(leg) = self.legs.get_mut(i) {
+                leg.send(run, mine, kind).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Fanout::send_group`] of RDB batches from the RDB loader's thread (a blocking-pool
+    /// thread of the link's runtime, not one of its workers): parks it while a queue is full
+    /// (back-pressure); with several targets, one failing while its queue is full releases it.
+    pub fn blocking_send_group(
+        &mut self,
+        g: usize,
         shard: &Arc<ShardState>,
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => h.block_on(self.send(shard, run, cmds, Feed::Rdb)),
+            Ok(h) => h.block_on(self.send_group(g, shard, run, cmds, Feed::Rdb)),
             Err(_) => Err(WriterGone),
         }
     }

@@ -24,7 +24,6 @@ use super::handshake::{self, PsyncReply, RdbFraming, ReplPosition};
 use super::rdb_load::{self, ChannelReader, LoadError, LoadSettings};
 use super::stream::{StreamDecoder, StreamError};
 use crate::config::{Endpoint, SyncSettings};
-use crate::convert::rewrite_between;
 use crate::net::backoff::Backoff;
 use crate::net::server_info::ServerInfo;
 use crate::net::{NetError, RespConn};
@@ -499,8 +498,26 @@ async fn full_sync(
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (src, dst) = (&settings.source, &settings.target);
-    let use_restore =
-        settings.sync.restore_max_bytes > 0 && dst.accepts_dump(src.flavor, src.rdb_version());
+    let convert_for = |dst: &ServerInfo| crate::convert::ConvertOptions {
+        target: dst.clone(),
+        source_flavor: src.flavor,
+        source_rdb_version: src.rdb_version(),
+        use_restore: settings.sync.restore_max_bytes > 0
+            && dst.accepts_dump(src.flavor, src.rdb_version()),
+        elements_per_command: settings.sync.elements_per_command,
+        replace: true,
+        stream_hold_max_bytes: settings.sync.max_stream_rebuild_bytes,
+    };
+    // One conversion per group of targets (see `sink::fanout`), each for its targets' server.
+    let group_convert: Vec<_> = (0..writer.groups())
+        .map(|g| convert_for(writer.group_target(g).unwrap_or(dst)))
+        .collect();
+    let convert = convert_for(dst);
+    // DUMP payloads are captured when some group can RESTORE them (the others decode them).
+    let use_restore = match group_convert.is_empty() {
+        true => convert.use_restore,
+        false => group_convert.iter().any(|c| c.use_restore),
+    };
     let load_settings = LoadSettings {
         parse: crate::rdb::ParseOptions {
             chunk_elements: settings.sync.elements_per_command,
@@ -515,16 +532,10 @@ async fn full_sync(
             max_aux_bytes: settings.sync.max_aux_bytes,
             max_element_bytes: settings.sync.max_element_bytes,
             max_blob_bytes: settings.sync.max_blob_bytes,
+            max_group_entries: settings.sync.max_group_entries,
         },
-        convert: crate::convert::ConvertOptions {
-            target: dst.clone(),
-            source_flavor: src.flavor,
-            source_rdb_version: src.rdb_version(),
-            use_restore,
-            elements_per_command: settings.sync.elements_per_command,
-            replace: true,
-            stream_hold_max_bytes: settings.sync.max_stream_rebuild_bytes,
-        },
+        convert,
+        group_convert,
         batch_max_commands: settings.sync.batch_max_commands,
         batch_max_bytes: settings.sync.batch_max_bytes,
     };
@@ -658,87 +669,6 @@ fn command_counter<'a>(
     })
 }
 
-/// `RESTORE` payloads above this size whose version the target cannot read are decoded on a
-/// blocking thread ([`restore_off_loop`]); smaller ones inline.
-const RESTORE_OFFLOAD_MIN: usize = 64 << 10;
-
-fn is_large_foreign_restore(
-    cmd: &crate::cmd::Cmd,
-    target: &crate::net::server_info::ServerInfo,
-) -> bool {
-    cmd.is("RESTORE")
-        && cmd
-            .args
-            .get(3)
-            .is_some_and(|p| p.len() > RESTORE_OFFLOAD_MIN)
-        && crate::convert::compat::restore_needs_decode(cmd, target)
-}
-
-/// Rewrites a large `RESTORE` into plain commands on a blocking thread, sending them to the
-/// writers in batches as they are produced (a bounded channel of 2 batches: memory stays at the
-/// payload plus a few batches, and `/healthz` keeps answering). Returns the command itself when
-/// it cannot be rewritten (it then goes to the target unchanged and is refused visibly).
-async fn restore_off_loop(
-    settings: &LinkSettings,
-    shard: &Arc<ShardState>,
-    writer: &mut Fanout,
-    epoch: u64,
-    db: u32,
-    cmd: crate::cmd::Cmd,
-    now: i64,
-) -> Result<Option<crate::cmd::Cmd>, LinkError> {
-    let (tx, mut rx) = mpsc::channel::<Vec<crate::cmd::Cmd>>(2);
-    let target = settings.target.clone();
-    let (max_cmds, max_bytes) = (
-        settings.sync.batch_max_commands,
-        settings.sync.batch_max_bytes,
-    );
-    let shard2 = shard.clone();
-    let job = tokio::task::spawn_blocking(move || {
-        let lost = crate::convert::loss::restore_field_ttls_dropped(&cmd, &target);
-        if lost > 0 {
-            let key = cmd.args.get(1).cloned().unwrap_or_default();
-            crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
-                shard: &shard2,
-                kind: crate::convert::loss::HASH_FIELD_TTL,
-                count: lost,
-                key: &key,
-                during: "live stream",
-            });
-        }
-        let mut batch: Vec<crate::cmd::Cmd> = Vec::new();
-        let mut bytes = 0usize;
-        let mut open = true;
-        let mut emit = |cmds: Vec<crate::cmd::Cmd>| {
-            bytes += cmds.iter().map(|c| c.encoded_len()).sum::<usize>();
-            batch.extend(cmds);
-            if open && (batch.len() >= max_cmds || bytes >= max_bytes) {
-                bytes = 0;
-                open = tx.blocking_send(std::mem::take(&mut batch)).is_ok();
-            }
-        };
-        let r = crate::convert::compat::restore_as_commands_chunked(cmd, &target, now, &mut emit);
-        if open && !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
-        }
-        r.err()
-    });
-    while let Some(cmds) = rx.recv().await {
-        let run = RunInfo {
-            epoch,
-            offset: None,
-            completes_full_sync: false,
-        };
-        let cmds = cmds
-            .into_iter()
-            .map(|cmd| crate::cmd::DbCmd { db, cmd })
-            .collect();
-        writer.send(shard, run, cmds, Feed::Plain).await?;
-    }
-    job.await
-        .map_err(|e| LinkError::Internal(format!("RESTORE decoding thread: {e}")))
-}
-
 /// Decodes the command stream into batches until the connection fails.
 async fn stream(
     settings: &LinkSettings,
@@ -792,80 +722,17 @@ async fn stream(
             // accepts (see `convert::compat`). The source offset after each command goes along:
             // repairs skip commands up to a fence.
             let ends_in = std::mem::take(&mut dec.ends);
-            // sync.dbs / sync.filter act on the source's commands, before any conversion.
-            let (mut cmds, ends_in) = writer.filter_stream(shard, cmds, ends_in);
-            let now = crate::now_ms() as i64;
-            let mut out: Vec<crate::cmd::DbCmd> = Vec::with_capacity(cmds.len());
-            let mut ends = Vec::with_capacity(cmds.len());
-            let mut rewritten = Vec::new();
-            for (dc, end) in cmds.into_iter().zip(ends_in) {
-                let large = is_large_foreign_restore(&dc.cmd, &settings.target);
-                if !large {
-                    // (A large RESTORE is counted off the event loop, in `restore_off_loop`.)
-                    let lost =
-                        crate::convert::loss::hash_field_ttls_dropped(&dc.cmd, &settings.target)
-                            + crate::convert::loss::restore_field_ttls_dropped(
-                                &dc.cmd,
-                                &settings.target,
-                            );
-                    if lost > 0 {
-                        let key = dc.cmd.args.get(1).cloned().unwrap_or_default();
-                        crate::observe::events::Emit::emit(
-                            crate::observe::events::LossyConversion {
-                                shard,
-                                kind: crate::convert::loss::HASH_FIELD_TTL,
-                                count: lost,
-                                key: &key,
-                                during: "live stream",
-                            },
-                        );
-                    }
-                }
-                if large {
-                    // Decoded off the event loop; what came before it goes first, then its
-                    // commands as they are produced (bounded), each run behind the last.
-                    if let Some(last) = out.last() {
-                        shard.run_db.store(last.db, Ordering::Release);
-                        let run = RunInfo {
-                            epoch,
-                            offset: ends.last().copied(),
-                            completes_full_sync: false,
-                        };
-                        writer
-                            .send(shard, run, std::mem::take(&mut out), Feed::Stream(&ends))
-                            .await?;
-                        ends.clear();
-                    }
-                    let sent = restore_off_loop(settings, shard, writer, epoch, dc.db, dc.cmd, now)
-                        .await?;
-                    if let Some(cmd) = sent {
-                        out.push(crate::cmd::DbCmd { db: dc.db, cmd });
-                        ends.push(end);
-                    }
-                    continue;
-                }
-                rewrite_between(
-                    dc.cmd,
-                    &settings.source,
-                    &settings.target,
-                    now,
-                    &mut rewritten,
-                );
-                ends.extend(std::iter::repeat_n(end, rewritten.len()));
-                out.extend(
-                    rewritten
-                        .drain(..)
-                        .map(|cmd| crate::cmd::DbCmd { db: dc.db, cmd }),
-                );
-            }
-            cmds = out;
-            let run = RunInfo {
+            // Filtered (sync.dbs / sync.filter act on the source's commands, before any
+            // conversion) and converted once per group of targets (see `sink::fanout`).
+            super::convert_run::each_group(
+                settings,
+                shard,
+                writer,
+                (cmds, ends_in),
                 epoch,
-                offset: Some(dec.offset),
-                completes_full_sync: false,
-            };
-            shard.run_db.store(dec.db, Ordering::Release);
-            writer.send(shard, run, cmds, Feed::Stream(&ends)).await?;
+                (dec.offset, dec.db),
+            )
+            .await?;
             handed = dec.offset;
             // Inside an open MULTI block the dispatcher still holds commands: a reconnect must
             // resume before them, so the handed-out position waits for the EXEC.

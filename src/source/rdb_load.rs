@@ -1,6 +1,8 @@
 //! Loading an RDB into the writers: runs the streaming parser and the converter on a blocking
 //! thread (decode on one core while the network runs on the other), cuts the commands into
-//! batches and hands them to the writer queue, blocking when it is full (back-pressure).
+//! batches and hands them to the writer queue, blocking when it is full (back-pressure). With
+//! several targets the RDB is parsed once and filtered and converted once per group of targets
+//! that get the same commands ([`Fanout::groups`]).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -21,6 +23,9 @@ use crate::sink::dispatch::{RunInfo, WriterGone};
 pub struct LoadSettings {
     pub parse: ParseOptions,
     pub convert: ConvertOptions,
+    /// One-to-many: group `g`'s conversion (for its targets' server) at index `g` (see
+    /// [`Fanout::groups`]); a group without an entry uses `convert`.
+    pub group_convert: Vec<ConvertOptions>,
     pub batch_max_commands: usize,
     pub batch_max_bytes: usize,
 }
@@ -74,9 +79,84 @@ impl Read for ChannelReader {
     }
 }
 
-/// Parses the whole RDB from `reader` and sends its keys as command batches into `tx`. Must run
-/// on a blocking thread. A conversion error is counted and logged with its key; a parse error
-/// ends the load.
+/// One group of targets' share of a load (see [`Fanout::groups`]): its selection and filters,
+/// its converter (for its targets' server) and its batch.
+struct GroupLoad {
+    filter: crate::router::filter::Filter,
+    filtering: bool,
+    conv: Converter,
+    cmds: Vec<DbCmd>,
+    bytes: usize,
+    /// Inside a key this group's filter skips.
+    skipping: bool,
+    /// Keys skipped by the database selection (`[0]`) and by the key filters (`[1]`).
+    skipped: [u64; 2],
+    /// The label of its counts.
+    label: String,
+}
+
+impl GroupLoad {
+    /// False when this group's selection or filters skip `item` (a skipped key's items are not
+    /// converted at all).
+    fn admits(&mut self, item: &Item) -> bool {
+        if !self.filtering {
+            return true;
+        }
+        match item {
+            Item::KeyStart(h) if !self.filter.keep_key(h.db, &h.key) => {
+                self.skipping = true;
+                self.skipped[usize::from(self.filter.db_selected(h.db))] += 1;
+                false
+            }
+            Item::KeyStart(_) => {
+                self.skipping = false;
+                true
+            }
+            Item::Chunk(_) if self.skipping => false,
+            Item::KeyEnd { .. } if self.skipping => {
+                self.skipping = false;
+                false
+            }
+            Item::Function { .. } => !self.filter.denied(&crate::cmd!["FUNCTION", "LOAD"]),
+            _ => true,
+        }
+    }
+
+    /// Converts one item into this group's batch (a conversion error is logged and counted in
+    /// `errors`). Returns the number of commands it added.
+    fn convert(&mut self, item: Item, shard: &ShardState, errors: &mut u64) -> usize {
+        let before = self.cmds.len();
+        if let Err(e) = self.conv.feed(item, &mut self.cmds) {
+            let lost = self.conv.take_lost_field_ttls();
+            if let Some(key) = e.key() {
+                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
+                    shard,
+                    kind: crate::convert::loss::HASH_FIELD_TTL,
+                    count: lost,
+                    key,
+                    during: "full sync",
+                });
+            }
+            *errors += 1;
+            metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
+                .increment(1);
+            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "convert_error") {
+                tracing::error!(shard = %shard.name, target = %self.label, error = %e, suppressed, "a key of the RDB could not be written to the target");
+            }
+        }
+        let added = self.cmds.len() - before;
+        self.bytes += self.cmds[before..]
+            .iter()
+            .map(|c| c.cmd.encoded_len())
+            .sum::<usize>();
+        added
+    }
+}
+
+/// Parses the whole RDB from `reader` and sends its keys as command batches to `out`: parsed
+/// once, then filtered and converted once per group of targets ([`LoadSettings::group_convert`],
+/// see [`Fanout::groups`]). Must run on a blocking thread. A conversion error is counted
+/// and logged with its key; a parse error ends the load.
 pub fn load<R: Read>(
     reader: R,
     settings: &LoadSettings,
@@ -85,18 +165,33 @@ pub fn load<R: Read>(
     out: &mut Fanout,
 ) -> Result<LoadStats, LoadError> {
     let mut parser = RdbParser::new(reader, settings.parse.clone());
-    let mut conv = Converter::new(settings.convert.clone());
     let mut stats = LoadStats::default();
-    let mut cmds: Vec<DbCmd> = Vec::with_capacity(settings.batch_max_commands);
-    let mut bytes = 0usize;
     let run = RunInfo {
         epoch,
         offset: None,
         completes_full_sync: false,
     };
-    // sync.dbs / sync.filter: a skipped key's items are not converted at all.
-    let filter = out.sync().filter.clone();
-    let mut send = |cmds: Vec<DbCmd>| out.blocking_send(shard, run, cmds);
+    // sync.dbs / sync.filter, per group: a skipped key's items are not converted at all.
+    let mut groups: Vec<GroupLoad> = (0..out.groups().max(1))
+        .map(|g| {
+            let filter = out.group_sync(g).filter.clone();
+            let opts = settings
+                .group_convert
+                .get(g)
+                .unwrap_or(&settings.convert)
+                .clone();
+            GroupLoad {
+                filtering: !filter.is_noop(),
+                filter,
+                conv: Converter::new(opts),
+                cmds: Vec::with_capacity(settings.batch_max_commands),
+                bytes: 0,
+                skipping: false,
+                skipped: [0; 2],
+                label: out.group_label(g, shard).to_string(),
+            }
+        })
+        .collect();
     // Resolved once: the per-key path must not build label sets.
     let keys_total =
         metrics::counter!(crate::observe::telemetry::RDB_KEYS, "shard" => shard.name.clone());
@@ -105,9 +200,7 @@ pub fn load<R: Read>(
         keys_total.increment(n);
     };
     let mut counted = 0u64;
-    let filtering = !filter.is_noop();
-    let mut skipping = false;
-    let mut skipped = [0u64; 2];
+    let last = groups.len() - 1;
     loop {
         let item = match parser.next_item() {
             Ok(Some(item)) => item,
@@ -126,73 +219,48 @@ pub fn load<R: Read>(
             tracing::warn!(shard = %shard.name, aux = %String::from_utf8_lossy(&key[..key.len().min(64)]).escape_debug(), len,
                 limit = settings.parse.max_aux_bytes, "RDB AUX field longer than sync.max_aux_bytes skipped (AUX fields are informational)");
         }
-        if filtering {
-            match &item {
-                Item::KeyStart(h) if !filter.keep_key(h.db, &h.key) => {
-                    skipping = true;
-                    skipped[usize::from(filter.db_selected(h.db))] += 1;
-                    continue;
-                }
-                Item::KeyStart(_) => skipping = false,
-                Item::Chunk(_) if skipping => continue,
-                Item::KeyEnd { .. } if skipping => {
-                    skipping = false;
-                    continue;
-                }
-                Item::Function { .. } if filter.denied(&crate::cmd!["FUNCTION", "LOAD"]) => {
-                    continue;
-                }
-                _ => {}
+        let mut kept = false;
+        let mut item = Some(item);
+        for (g, gl) in groups.iter_mut().enumerate() {
+            // The last group takes the item itself, the others a copy.
+            let mine = if g == last { item.take() } else { item.clone() };
+            let Some(mine) = mine else { break };
+            if !gl.admits(&mine) {
+                continue;
+            }
+            kept |= matches!(mine, Item::KeyStart(_));
+            stats.commands += gl.convert(mine, shard, &mut stats.convert_errors) as u64;
+            if gl.cmds.len() >= settings.batch_max_commands || gl.bytes >= settings.batch_max_bytes
+            {
+                let batch = std::mem::replace(
+                    &mut gl.cmds,
+                    Vec::with_capacity(settings.batch_max_commands),
+                );
+                gl.bytes = 0;
+                // Key counters move per batch, not per key (the per-key path stays free of them).
+                count_keys(stats.keys + u64::from(kept) - counted);
+                counted = stats.keys + u64::from(kept);
+                out.blocking_send_group(g, shard, run, batch)?;
+                shard.rdb_keys_handed.store(counted, Ordering::Relaxed);
             }
         }
-        if let Item::KeyStart(_) = &item {
+        if kept {
             stats.keys += 1;
-        }
-        let before = cmds.len();
-        if let Err(e) = conv.feed(item, &mut cmds) {
-            let lost = conv.take_lost_field_ttls();
-            if let Some(key) = e.key() {
-                crate::observe::events::Emit::emit(crate::observe::events::LossyConversion {
-                    shard,
-                    kind: crate::convert::loss::HASH_FIELD_TTL,
-                    count: lost,
-                    key,
-                    during: "full sync",
-                });
-            }
-            stats.convert_errors += 1;
-            metrics::counter!(crate::observe::telemetry::CONVERT_ERRORS, "shard" => shard.name.clone())
-                .increment(1);
-            if let Some(suppressed) = crate::observe::lograte::allow(&shard.name, "convert_error") {
-                tracing::error!(shard = %shard.name, error = %e, suppressed, "a key of the RDB could not be written to the target");
-            }
-        }
-        stats.commands += (cmds.len() - before) as u64;
-        bytes += cmds[before..]
-            .iter()
-            .map(|c| c.cmd.encoded_len())
-            .sum::<usize>();
-        if cmds.len() >= settings.batch_max_commands || bytes >= settings.batch_max_bytes {
-            // Key counters move per batch, not per key (the per-key path stays free of them).
-            count_keys(stats.keys - counted);
-            counted = stats.keys;
-            send(std::mem::replace(
-                &mut cmds,
-                Vec::with_capacity(settings.batch_max_commands),
-            ))?;
-            shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
-            bytes = 0;
         }
     }
     count_keys(stats.keys - counted);
-    if !cmds.is_empty() {
-        send(cmds)?;
-        shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
+    for (g, gl) in groups.iter_mut().enumerate() {
+        if !gl.cmds.is_empty() {
+            out.blocking_send_group(g, shard, run, std::mem::take(&mut gl.cmds))?;
+        }
     }
-    for (n, rule) in skipped.into_iter().zip(["db", "key"]) {
-        if n > 0 {
-            metrics::counter!(crate::observe::telemetry::FILTERED_KEYS, "shard" => shard.name.clone(), "rule" => rule)
-                .increment(n);
+    shard.rdb_keys_handed.store(stats.keys, Ordering::Relaxed);
+    for gl in &groups {
+        for (n, rule) in gl.skipped.into_iter().zip(["db", "key"]) {
+            if n > 0 {
+                metrics::counter!(crate::observe::telemetry::FILTERED_KEYS, "shard" => gl.label.clone(), "rule" => rule)
+                    .increment(n);
+            }
         }
     }
     stats.bytes = parser.bytes_read();

@@ -284,7 +284,8 @@ pub async fn compare_batch(
     }
     for (i, ty, n) in big {
         let k = &keys[i];
-        if let Some(o) = compare_big(src, sdb, tgt, tdb, k, &ty, n, lim).await? {
+        let at = KeyAt::new(src, sdb, tgt, tdb, k);
+        if let Some(o) = compare_big(at, k, &ty, n, lim).await? {
             verdicts[i] = Some(o);
         }
     }
@@ -293,7 +294,8 @@ pub async fn compare_batch(
             continue;
         };
         if verdicts[i].is_none() && ty == "stream" {
-            verdicts[i] = super::stream::compare(src, sdb, tgt, tdb, &keys[i], lim).await?;
+            let at = KeyAt::new(src, sdb, tgt, tdb, &keys[i]);
+            verdicts[i] = super::stream::compare(at, &keys[i], lim).await?;
         }
         if verdicts[i].is_none()
             && let Some(d) = ttl_diff
@@ -465,18 +467,13 @@ fn map_diff(
 
 /// One big key, chunk by chunk; `None` when equal. `n` is its length (bytes or elements), equal on
 /// both sides.
-#[allow(clippy::too_many_arguments)]
 async fn compare_big(
-    src: &mut Side,
-    sdb: u32,
-    tgt: &mut Side,
-    tdb: u32,
+    mut at: KeyAt<'_>,
     key: &Bytes,
     ty: &str,
     n: i64,
     lim: &Limits,
 ) -> Result<Option<Outcome>, VerifyError> {
-    let (sn, tn) = (src.node_of(key), tgt.node_of(key));
     let chunk = lim.chunk.max(1).to_string();
     match ty {
         "string" | "list" => {
@@ -486,31 +483,30 @@ async fn compare_big(
                 lim.chunk
             }
             .max(1) as i64;
-            let mut at = 0i64;
-            while at < n {
-                let (a, b) = (at.to_string(), (at + step - 1).to_string());
+            let mut pos = 0i64;
+            while pos < n {
+                let (a, b) = (pos.to_string(), (pos + step - 1).to_string());
                 let c = if ty == "string" {
                     cmd([b"GETRANGE", key, a.as_bytes(), b.as_bytes()])
                 } else {
                     cmd([b"LRANGE", key, a.as_bytes(), b.as_bytes()])
                 };
-                let (s, t) = two(src, sn, sdb, tgt, tn, tdb, c).await?;
-                if check(src, &s, "GETRANGE/LRANGE")? | check(tgt, &t, "GETRANGE/LRANGE")? {
+                let Some((s, t)) = at.read(c, "GETRANGE/LRANGE").await? else {
                     return Ok(Some(changed()));
-                }
+                };
                 if s != t {
                     let d = if ty == "string" {
                         let mut d = string_detail(Some(&s), Some(&t));
-                        d.push_str(&format!(" (in the window from byte {at})"));
+                        d.push_str(&format!(" (in the window from byte {pos})"));
                         d
                     } else {
                         let mut d = diff_whole("list", &s, &t).unwrap_or_default();
-                        d.push_str(&format!(" (in the window from element {at})"));
+                        d.push_str(&format!(" (in the window from element {pos})"));
                         d
                     };
                     return Ok(Some(Outcome::Different(Reason::Value, d)));
                 }
-                at += step;
+                pos += step;
             }
             Ok(None)
         }
@@ -520,13 +516,13 @@ async fn compare_big(
                 "set" => b"SSCAN",
                 _ => b"ZSCAN",
             };
-            let new_cmds = tgt.min_version() >= (6, 2, 0);
+            let new_cmds = at.tgt.min_version() >= (6, 2, 0);
             let mut cursor = Bytes::from_static(b"0");
             loop {
                 let c = cmd([scan, key, &cursor, b"COUNT", chunk.as_bytes()]);
-                let mut r = src.exec_on(sn, sdb, &[c]).await?;
-                let f = r.pop().ok_or_else(|| short(src))?;
-                if check(src, &f, "xSCAN")? {
+                let mut r = at.src.exec_on(at.sn, at.sdb, &[c]).await?;
+                let f = r.pop().ok_or_else(|| short(at.src))?;
+                if check(at.src, &f, "xSCAN")? {
                     return Ok(Some(changed()));
                 }
                 let Frame::Array(mut parts) = f else {
@@ -537,7 +533,7 @@ async fn compare_big(
                     .pop()
                     .and_then(|f| f.as_bytes().cloned())
                     .unwrap_or_default();
-                if let Some(d) = check_members(tgt, tn, tdb, key, ty, elems, new_cmds).await? {
+                if let Some(d) = check_members(&mut at, key, ty, elems, new_cmds).await? {
                     return Ok(Some(d));
                 }
                 if cursor.as_ref() == b"0" || cursor.is_empty() {
@@ -551,9 +547,7 @@ async fn compare_big(
 
 /// Checks one scanned chunk of source elements against the target.
 async fn check_members(
-    tgt: &mut Side,
-    tn: usize,
-    tdb: u32,
+    at: &mut KeyAt<'_>,
     key: &Bytes,
     ty: &str,
     elems: Vec<Bytes>,
@@ -581,10 +575,10 @@ async fn check_members(
         _ => names.iter().map(|m| cmd([b"ZSCORE", key, m])).collect(),
     };
     let single = cmds.len() == 1;
-    let replies = tgt.exec_on(tn, tdb, &cmds).await?;
+    let replies = at.tgt.exec_on(at.tn, at.tdb, &cmds).await?;
     let mut got: Vec<Frame> = Vec::with_capacity(names.len());
     for f in replies {
-        if check(tgt, &f, "reading members")? {
+        if check(at.tgt, &f, "reading members")? {
             return Ok(Some(changed()));
         }
         match f {
@@ -638,19 +632,54 @@ fn short(side: &Side) -> VerifyError {
     }
 }
 
-/// Runs `c` on both sides at once; one reply each.
-pub(super) async fn two(
-    src: &mut Side,
-    sn: usize,
-    sdb: u32,
-    tgt: &mut Side,
-    tn: usize,
-    tdb: u32,
-    c: Cmd,
-) -> Result<(Frame, Frame), VerifyError> {
-    let cs = [c];
-    let (mut s, mut t) = tokio::try_join!(src.exec_on(sn, sdb, &cs), tgt.exec_on(tn, tdb, &cs))?;
-    let s = s.pop().ok_or_else(|| short(src))?;
-    let t = t.pop().ok_or_else(|| short(tgt))?;
-    Ok((s, t))
+/// One key's place on both sides: each side, the node that holds the key there and the
+/// database it is read in.
+pub(super) struct KeyAt<'a> {
+    pub src: &'a mut Side,
+    pub sn: usize,
+    pub sdb: u32,
+    pub tgt: &'a mut Side,
+    pub tn: usize,
+    pub tdb: u32,
+}
+
+impl<'a> KeyAt<'a> {
+    /// `key` in source database `sdb` and target database `tdb`.
+    pub fn new(src: &'a mut Side, sdb: u32, tgt: &'a mut Side, tdb: u32, key: &[u8]) -> Self {
+        let (sn, tn) = (src.node_of(key), tgt.node_of(key));
+        KeyAt {
+            src,
+            sn,
+            sdb,
+            tgt,
+            tn,
+            tdb,
+        }
+    }
+
+    /// Runs `c` on both sides at once; one reply each.
+    pub async fn two(&mut self, c: Cmd) -> Result<(Frame, Frame), VerifyError> {
+        let cs = [c];
+        let (mut s, mut t) = tokio::try_join!(
+            self.src.exec_on(self.sn, self.sdb, &cs),
+            self.tgt.exec_on(self.tn, self.tdb, &cs)
+        )?;
+        let s = s.pop().ok_or_else(|| short(self.src))?;
+        let t = t.pop().ok_or_else(|| short(self.tgt))?;
+        Ok((s, t))
+    }
+
+    /// [`KeyAt::two`] and [`check`] of both replies (`what` names the command): `None` when
+    /// the key changed meanwhile on either side (the caller reports [`changed`]).
+    pub async fn read(
+        &mut self,
+        c: Cmd,
+        what: &str,
+    ) -> Result<Option<(Frame, Frame)>, VerifyError> {
+        let (s, t) = self.two(c).await?;
+        if check(self.src, &s, what)? | check(self.tgt, &t, what)? {
+            return Ok(None);
+        }
+        Ok(Some((s, t)))
+    }
 }

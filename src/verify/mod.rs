@@ -30,7 +30,8 @@ use crate::config::Config;
 use crate::resp::Frame;
 
 use compare::{Limits, Outcome, cmd, compare_batch, int};
-use report::{Difference, Kind, Reason, Report, Totals, quote};
+pub use report::Report;
+use report::{Difference, Kind, Reason, Totals, quote};
 use side::Side;
 
 /// Why a verification could not be completed (exit code 2). Never contains a password.

@@ -9,9 +9,8 @@ use bytes::Bytes;
 use crate::resp::Frame;
 
 use super::VerifyError;
-use super::compare::{Limits, Outcome, changed, check, cmd, int, two};
+use super::compare::{KeyAt, Limits, Outcome, changed, cmd, int};
 use super::report::{Reason, quote_short};
-use super::side::Side;
 
 /// A flat `[name, value, name, value…]` reply as pairs.
 fn fields(f: &Frame) -> Vec<(String, Frame)> {
@@ -61,19 +60,17 @@ fn diff(reason: Reason, d: String) -> Option<Outcome> {
 }
 
 /// Compares stream `key`; `None` when equal.
-pub async fn compare(
-    src: &mut Side,
-    sdb: u32,
-    tgt: &mut Side,
-    tdb: u32,
+pub(super) async fn compare(
+    mut at: KeyAt<'_>,
     key: &Bytes,
     lim: &Limits,
 ) -> Result<Option<Outcome>, VerifyError> {
-    let (sn, tn) = (src.node_of(key), tgt.node_of(key));
-    let (s, t) = two(src, sn, sdb, tgt, tn, tdb, cmd([b"XINFO", b"STREAM", key])).await?;
-    if check(src, &s, "XINFO STREAM")? | check(tgt, &t, "XINFO STREAM")? {
+    let Some((s, t)) = at
+        .read(cmd([b"XINFO", b"STREAM", key]), "XINFO STREAM")
+        .await?
+    else {
         return Ok(Some(changed()));
-    }
+    };
     let (si, ti) = (fields(&s), fields(&t));
     for name in ["length", "last-generated-id"] {
         if get(&si, name) != get(&ti, name) {
@@ -114,10 +111,9 @@ pub async fn compare(
             b"COUNT",
             chunk.as_bytes(),
         ]);
-        let (s, t) = two(src, sn, sdb, tgt, tn, tdb, c).await?;
-        if check(src, &s, "XRANGE")? | check(tgt, &t, "XRANGE")? {
+        let Some((s, t)) = at.read(c, "XRANGE").await? else {
             return Ok(Some(changed()));
-        }
+        };
         if s != t {
             return Ok(diff(Reason::Value, entries_detail(&s, &t)));
         }
@@ -139,10 +135,12 @@ pub async fn compare(
     }
 
     // Groups.
-    let (s, t) = two(src, sn, sdb, tgt, tn, tdb, cmd([b"XINFO", b"GROUPS", key])).await?;
-    if check(src, &s, "XINFO GROUPS")? | check(tgt, &t, "XINFO GROUPS")? {
+    let Some((s, t)) = at
+        .read(cmd([b"XINFO", b"GROUPS", key]), "XINFO GROUPS")
+        .await?
+    else {
         return Ok(Some(changed()));
-    }
+    };
     let list = |f: &Frame| -> Vec<Vec<(String, Frame)>> {
         let mut v: Vec<Vec<(String, Frame)>> = match f {
             Frame::Array(v) => v.iter().map(fields).collect(),
@@ -192,7 +190,7 @@ pub async fn compare(
         let g = get(a, "name")
             .and_then(|f| f.as_bytes().cloned())
             .unwrap_or_default();
-        if let Some(o) = compare_group(src, sn, sdb, tgt, tn, tdb, key, &g, lim).await? {
+        if let Some(o) = compare_group(&mut at, key, &g, lim).await? {
             return Ok(Some(o));
         }
     }
@@ -222,24 +220,17 @@ fn entries_detail(s: &Frame, t: &Frame) -> String {
 }
 
 /// Consumers (name, pending) and the pending entries (id, owner, delivery count) of one group.
-#[allow(clippy::too_many_arguments)]
 async fn compare_group(
-    src: &mut Side,
-    sn: usize,
-    sdb: u32,
-    tgt: &mut Side,
-    tn: usize,
-    tdb: u32,
+    at: &mut KeyAt<'_>,
     key: &Bytes,
     group: &Bytes,
     lim: &Limits,
 ) -> Result<Option<Outcome>, VerifyError> {
     let gname = quote_short(group);
     let c = cmd([b"XINFO", b"CONSUMERS", key, group]);
-    let (s, t) = two(src, sn, sdb, tgt, tn, tdb, c).await?;
-    if check(src, &s, "XINFO CONSUMERS")? | check(tgt, &t, "XINFO CONSUMERS")? {
+    let Some((s, t)) = at.read(c, "XINFO CONSUMERS").await? else {
         return Ok(Some(changed()));
-    }
+    };
     let consumers = |f: &Frame| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = match f {
             Frame::Array(v) => v
@@ -286,10 +277,9 @@ async fn compare_group(
             b"+",
             chunk.as_bytes(),
         ]);
-        let (s, t) = two(src, sn, sdb, tgt, tn, tdb, c).await?;
-        if check(src, &s, "XPENDING")? | check(tgt, &t, "XPENDING")? {
+        let Some((s, t)) = at.read(c, "XPENDING").await? else {
             return Ok(Some(changed()));
-        }
+        };
         // [id, consumer, idle, deliveries]: idle time is not compared.
         let pel = |f: &Frame| -> Vec<(Frame, Frame, Option<i64>)> {
             match f {

@@ -10,6 +10,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::compare::{CompareOptions, assert_no_differences};
+use common::run::{SyncRun, pair_to_exit};
 use common::*;
 
 const HEARTBEAT: &[u8] = b"shardsync:heartbeat";
@@ -72,25 +73,14 @@ fn scenario(kind: ServerKind) {
         ..DatasetOptions::small()
     };
     populate_typed_dataset(&mut src.client(), kind, &opts);
-    let state = tempfile::tempdir().expect("state dir");
-    let state = state.path().to_str().expect("utf-8").to_string();
+    let sync = SyncRun::new(None);
+    let state = sync.state.to_str().expect("utf-8").to_string();
 
     // Missing rights: named, exit 3, nothing written.
     let bad_src = format!("redis://repl-bad:pw1@{}", src.addr());
     let bad_dst = format!("redis://writer-bad:pw2@{}", dst.addr());
-    let (status, out) = Shardsync::run_to_exit(
-        &[
-            "check",
-            "--source",
-            &bad_src,
-            "--target",
-            &bad_dst,
-            "--state-dir",
-            &state,
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(status.code(), Some(3), "{out}");
+    let (code, out) = pair_to_exit("check", &bad_src, &bad_dst, &["--state-dir", &state]);
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("source user \"repl-bad\" may not run PSYNC"),
         "{kind:?}: {out}"
@@ -103,21 +93,9 @@ fn scenario(kind: ServerKind) {
         !out.contains("pw1") && !out.contains("pw2"),
         "password shown"
     );
-    let (status, out) = Shardsync::run_to_exit(
-        &[
-            "check",
-            "--source",
-            &bad_src,
-            "--target",
-            &bad_dst,
-            "--state-dir",
-            &state,
-            "--format",
-            "json",
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(status.code(), Some(3), "{out}");
+    let json_args = ["--state-dir", &state, "--format", "json"];
+    let (code, out) = pair_to_exit("check", &bad_src, &bad_dst, &json_args);
+    assert_eq!(code, 3, "{out}");
     let json: serde_json::Value = serde_json::from_str(out.trim()).expect("check JSON");
     assert_eq!(json["schema"], "shardsync.check/1");
     assert_eq!(json["result"], "failed");
@@ -134,36 +112,15 @@ fn scenario(kind: ServerKind) {
     // Enough rights: the check passes, the sync works.
     let good_src = format!("redis://repl:pw3@{}", src.addr());
     let good_dst = format!("redis://writer:pw4@{}", dst.addr());
-    let (status, out) = Shardsync::run_to_exit(
-        &[
-            "check",
-            "--source",
-            &good_src,
-            "--target",
-            &good_dst,
-            "--state-dir",
-            &state,
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(status.code(), Some(0), "{kind:?}: {out}");
+    let (code, out) = pair_to_exit("check", &good_src, &good_dst, &["--state-dir", &state]);
+    assert_eq!(code, 0, "{kind:?}: {out}");
     assert!(
         out.lines()
             .filter(|l| l.contains(" ACL "))
             .all(|l| l.starts_with("ok")),
         "{kind:?}: ACL rows not all ok:\n{out}"
     );
-    let mut run = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &good_src,
-        "--target",
-        &good_dst,
-        "--state-dir",
-        &state,
-        "--metrics-addr",
-        "off",
-    ]);
+    let mut run = sync.spawn_pair(&good_src, &good_dst, &[]);
     let mut c = src.client();
     for i in 0..200 {
         let _: () = redis::cmd("SET")
@@ -241,24 +198,11 @@ fn acl_clusters() {
         format!("redis://{who}@{}", m.addr())
     };
     let (su, du) = (seed(&src, "repl:pw3"), seed(&dst, "writer:pw4"));
-    let state = tempfile::tempdir().expect("state dir");
-    let state = state.path().to_str().expect("utf-8").to_string();
-    let check = |du: &str| {
-        Shardsync::run_to_exit(
-            &[
-                "check",
-                "--source",
-                &su,
-                "--target",
-                du,
-                "--state-dir",
-                &state,
-            ],
-            Duration::from_secs(60),
-        )
-    };
-    let (status, out) = check(&du);
-    assert_eq!(status.code(), Some(3), "{out}");
+    let sync = SyncRun::new(None);
+    let state = sync.state.to_str().expect("utf-8").to_string();
+    let check = |du: &str| pair_to_exit("check", &su, du, &["--state-dir", &state]);
+    let (code, out) = check(&du);
+    assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("target user \"writer\" may not run DUMP"),
         "{out}"
@@ -266,8 +210,8 @@ fn acl_clusters() {
     for n in dst.nodes() {
         setuser(n, &user("writer", "pw4", &["+dump"]));
     }
-    let (status, out) = check(&du);
-    assert_eq!(status.code(), Some(0), "{out}");
+    let (code, out) = check(&du);
+    assert_eq!(code, 0, "{out}");
     // Writes go to the slot owner of each key.
     let write = |args: &[String]| {
         let node = src.node_for_key(args[1].as_bytes());
@@ -278,17 +222,7 @@ fn acl_clusters() {
     for i in 0..100 {
         write(&[String::from("SET"), format!("k{i}"), i.to_string()]);
     }
-    let mut run = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        &state,
-        "--metrics-addr",
-        "off",
-    ]);
+    let mut run = sync.spawn_pair(&su, &du, &[]);
     for i in 0..100 {
         write(&[
             String::from("HSET"),

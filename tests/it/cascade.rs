@@ -18,7 +18,7 @@ use crate::common::util::now_ms;
 use std::time::Duration;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::server::pick_free_port;
+use common::run::SyncRun;
 use common::status::status;
 use common::util::wait_until;
 use common::workload::{WorkloadOptions, run_workload};
@@ -39,23 +39,9 @@ fn lag_seconds(addr: &str) -> Option<f64> {
     status(addr)?["shards"][0]["lag_seconds"].as_f64()
 }
 
-fn spawn(src: &RedisServer, dst: &RedisServer, hb: &str, addr: &str, state: &str) -> Shardsync {
-    let (su, du) = (src.url(), dst.url());
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state,
-        "--metrics-addr",
-        addr,
-        "--heartbeat-key",
-        hb,
-        "--log-level",
-        "info",
-    ])
+fn spawn(src: &RedisServer, dst: &RedisServer, hb: &str, run: &SyncRun) -> Shardsync {
+    let extra = ["--heartbeat-key", hb, "--log-level", "info"];
+    run.spawn_pair(&src.url(), &dst.url(), &extra)
 }
 
 fn compare(
@@ -101,14 +87,9 @@ fn cascade(hb1: &str, hb2: &str) {
     let summary = populate_typed_dataset(&mut ac, kind, &dataset);
     assert!(summary.total_keys() > 50, "dataset too small: {summary:?}");
 
-    let state = tempfile::tempdir().expect("state dir");
-    let (s1, s2) = (
-        state.path().join("one").display().to_string(),
-        state.path().join("two").display().to_string(),
-    );
-    let addr1 = format!("127.0.0.1:{}", pick_free_port(false));
-    let addr2 = format!("127.0.0.1:{}", pick_free_port(false));
-    let mut one = spawn(&a, &b, hb1, &addr1, &s1);
+    let (run1, run2) = (SyncRun::new(None), SyncRun::new(None));
+    let (addr1, addr2) = (run1.addr.clone(), run2.addr.clone());
+    let mut one = spawn(&a, &b, hb1, &run1);
     one.wait_status(
         Duration::from_secs(60),
         "A's full sync applied on B",
@@ -116,7 +97,7 @@ fn cascade(hb1: &str, hb2: &str) {
     );
     // #2 starts once B holds the dataset: its full sync (B's RDB) carries it to C, the rest
     // arrives incrementally through both hops.
-    let mut two = spawn(&b, &c, hb2, &addr2, &s2);
+    let mut two = spawn(&b, &c, hb2, &run2);
     two.wait_status(
         Duration::from_secs(60),
         "B's full sync applied on C",

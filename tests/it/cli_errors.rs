@@ -5,29 +5,14 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::run::{pair_to_exit, run_to_exit as run};
 use common::*;
 
 const SECRET: &str = "s3cret-Pa55";
 
-fn run(args: &[&str]) -> (i32, String) {
-    let (status, log) = Shardsync::run_to_exit(args, Duration::from_secs(60));
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
-    (status.code().unwrap_or(-1), log)
-}
-
 /// `shardsync run --source SOURCE --target TARGET --metrics-addr off` plus `extra`, to exit.
 fn run_sync(source: &str, target: &str, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "run",
-        "--source",
-        source,
-        "--target",
-        target,
-        "--metrics-addr",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+    pair_to_exit("run", source, target, extra)
 }
 
 fn assert_target_empty(dst: &RedisServer) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::cluster::{KeySource, RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::run::{pair_to_exit, stop};
 use common::status::{full_sync_done, started, status_addr_arg};
 use common::*;
 
@@ -107,33 +108,6 @@ fn wait_full_syncs(ss: &mut Shardsync) {
         "every full sync applied",
         full_sync_done,
     );
-}
-
-/// `shardsync run` from `source` to `target` (metrics off) until it exits, within 60 s.
-fn run_to_exit(source: &str, target: &str) -> (std::process::ExitStatus, String) {
-    Shardsync::run_to_exit(
-        &[
-            "run",
-            "--source",
-            source,
-            "--target",
-            target,
-            "--metrics-addr",
-            "off",
-        ],
-        Duration::from_secs(60),
-    )
-}
-
-fn stop(ss: &mut Shardsync) {
-    let status = ss.terminate();
-    assert!(
-        status.success(),
-        "shardsync did not exit 0: {status:?}\n{}",
-        ss.log_tail(40)
-    );
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
 }
 
 /// One shard, one series: every `shard` label of `/metrics` is a source master's address (the
@@ -258,8 +232,8 @@ fn standalone_with_databases_to_cluster_needs_db_map() {
         .arg("v")
         .query(&mut sc)
         .expect("SET");
-    let (status, log) = run_to_exit(&src.url(), &dst.seed_url());
-    assert_eq!(status.code(), Some(3), "{log}");
+    let (code, log) = pair_to_exit("run", &src.url(), &dst.seed_url(), &[]);
+    assert_eq!(code, 3, "{log}");
     assert!(
         log.contains("database(s) [3]") && log.contains("db_map"),
         "{log}"
@@ -305,8 +279,8 @@ fn master_with_another_password_is_named() {
             .expect("CONFIG SET requirepass");
     }
     let url = format!("redis://:shared-secret@{}", masters[0].addr());
-    let (status, log) = run_to_exit(&url, &dst.url());
-    assert_eq!(status.code(), Some(3), "{log}");
+    let (code, log) = pair_to_exit("run", &url, &dst.url(), &[]);
+    assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&format!("source master {}", masters[2].addr()))
             && log.contains("rejected the password"),
@@ -337,8 +311,8 @@ fn uncovered_slot_is_a_clear_error() {
         .arg(slot)
         .query(&mut owner.client())
         .expect("DELSLOTS");
-    let (status, log) = run_to_exit(&src.seed_url(), &dst.url());
-    assert_eq!(status.code(), Some(3), "{log}");
+    let (code, log) = pair_to_exit("run", &src.seed_url(), &dst.url(), &[]);
+    assert_eq!(code, 3, "{log}");
     assert!(
         log.contains(&format!("slots {slot} are not served by any master")),
         "{log}"

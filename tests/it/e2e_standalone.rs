@@ -6,18 +6,8 @@
 use crate::common;
 use crate::common::util::now_ms;
 
-use std::time::Duration;
-
-use common::status::{full_sync_done, status_addr_arg};
+use common::run::{HEARTBEAT, SyncRun, assert_heartbeat_gone, stop, wait_caught_up};
 use common::*;
-
-const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|v| v >= ms)
-}
 
 /// Full sync of the typed dataset, a live workload, a key-by-key comparison, a clean stop.
 fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
@@ -34,44 +24,12 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
     let summary = populate_typed_dataset(&mut sc, src_kind, &dataset);
     assert!(summary.total_keys() > 50, "dataset too small: {summary:?}");
 
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().to_str().expect("utf-8 temp path");
-    let (su, du) = (src.url(), dst.url());
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state_dir,
-        "--metrics-addr",
-        &status_addr_arg(),
-        "--log-level",
-        "info",
-    ]);
-    ss.wait_status(
-        Duration::from_secs(120),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = SyncRun::new(None);
+    let mut ss = sync.start_pair(&src.url(), &dst.url(), &["--log-level", "info"]);
 
     let wopts = WorkloadOptions::default();
     run_workload(&mut sc, src_kind, &wopts);
-    let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(
-            &mut dc, after
-        )),
-        "heartbeat written after the workload never reached the target; shardsync log:\n{}",
-        ss.log_tail(40)
-    );
-    let mut dbs = dataset.dbs.clone();
-    for d in wopts.dbs() {
-        if !dbs.contains(&d) {
-            dbs.push(d);
-        }
-    }
+    wait_caught_up(&mut dc, now_ms(), &ss, "the target (after the workload)");
     let opts = common::compare::CompareOptions {
         compare_functions: src_kind.has_functions() && dst_kind.has_functions(),
         ..Default::default()
@@ -79,35 +37,16 @@ fn sync_pair(src_kind: ServerKind, dst_kind: ServerKind, diskless: bool) {
     let diffs = common::compare::compare_servers_with(
         &mut sc,
         &mut dc,
-        &dbs,
+        &wopts.dbs_with(&dataset.dbs),
         &[HEARTBEAT.as_bytes()],
         &opts,
     );
     common::compare::assert_no_differences(&diffs);
-
-    let status = ss.terminate();
-    assert!(
-        status.success(),
-        "shardsync did not exit 0 on SIGTERM: {status:?}\n{}",
-        ss.log_tail(40)
-    );
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(HEARTBEAT)
-        .query(&mut sc)
-        .expect("EXISTS");
-    assert_eq!(exists, 0, "heartbeat key left on the source after stop");
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(HEARTBEAT)
-        .query(&mut dc)
-        .expect("EXISTS");
-    assert_eq!(
-        exists, 0,
-        "heartbeat key deletion did not reach the target before stop"
-    );
-    assert!(
-        !ss.log().contains("panicked"),
-        "shardsync panicked:\n{}",
-        ss.log()
+    stop(&mut ss);
+    assert_heartbeat_gone(&mut sc, "source");
+    assert_heartbeat_gone(
+        &mut dc,
+        "target (its deletion did not arrive before the stop)",
     );
 }
 

@@ -23,7 +23,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::status::{applied, full_sync_done, status_addr_arg, streaming, sum_shards};
+use common::run::SyncRun;
+use common::status::{applied, full_sync_done, streaming, sum_shards};
 use common::util::info_field;
 use common::*;
 
@@ -363,41 +364,16 @@ fn kill_replicas(conn: &mut redis::Connection) -> i64 {
         .expect("CLIENT KILL TYPE replica")
 }
 
-/// A config file with a fast heartbeat (quicker catch-up checks) plus `extra` `[sync]` lines.
-fn write_config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("shardsync.toml");
-    std::fs::write(
-        &path,
-        format!("[sync]\nheartbeat_interval_ms = 200\n{extra}"),
-    )
-    .expect("write config");
-    path
+/// A run whose config has a fast heartbeat (quicker catch-up checks) plus `extra` `[sync]`
+/// lines.
+fn run_with_config(extra: &str) -> SyncRun {
+    SyncRun::new(Some(&format!(
+        "[sync]\nheartbeat_interval_ms = 200\n{extra}"
+    )))
 }
 
-fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> Shardsync {
-    let (su, du) = (src.url(), dst.url());
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        &status_addr_arg(),
-        "--log-level",
-        "info",
-    ])
-}
-
-/// A fresh state dir holding the config written by [`write_config`] with `extra`.
-fn state_with_config(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), extra);
-    (state, config)
+fn spawn(src: &RedisServer, dst: &RedisServer, run: &SyncRun) -> Shardsync {
+    run.spawn_pair(&src.url(), &dst.url(), &["--log-level", "info"])
 }
 
 /// A source whose full sync takes long enough to be interrupted: `keys` 32-byte `bulk:*` keys
@@ -448,8 +424,8 @@ fn source_kills_replica_during_full_sync_and_stream() {
     let src = bulk_source(BULK, &["--repl-backlog-size", "64mb"]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    let (state, config) = state_with_config("");
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("");
+    let mut ss = spawn(&src, &dst, &run);
     let load = Load::start(src.url(), LoadOptions::default());
 
     // Kill 1: during the full sync, once the target holds part of the dataset.
@@ -576,8 +552,8 @@ fn target_down(src_extra: &[&str], label: &str, expect_drop: bool) {
     let mut dst =
         RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
     let mut sc = src.client();
-    let (state, config) = state_with_config("queue_batches = 4\nbatch_max_bytes = 262144\n");
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("queue_batches = 4\nbatch_max_bytes = 262144\n");
+    let mut ss = spawn(&src, &dst, &run);
     ss.wait_status(
         Duration::from_secs(20),
         "the full sync applied",
@@ -666,8 +642,8 @@ fn sigkill_under_load_resumes_from_checkpoint() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    let (state, config) = state_with_config("");
-    let mut ss1 = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("");
+    let mut ss1 = spawn(&src, &dst, &run);
     ss1.wait_status(
         Duration::from_secs(20),
         "the full sync applied",
@@ -678,7 +654,7 @@ fn sigkill_under_load_resumes_from_checkpoint() {
     // Under load, past a checkpoint of the stream.
     ss1.wait_stream_flows(64 << 10, Duration::from_secs(20));
     assert!(
-        wait_until(Duration::from_secs(10), || checkpoint_files(state.path())
+        wait_until(Duration::from_secs(10), || checkpoint_files(&run.state)
             .len()
             == 1),
         "no checkpoint written"
@@ -690,14 +666,14 @@ fn sigkill_under_load_resumes_from_checkpoint() {
         "{status:?}"
     );
     assert_eq!(
-        checkpoint_files(state.path()).len(),
+        checkpoint_files(&run.state).len(),
         1,
         "no checkpoint after the kill"
     );
     assert_no_panic(&ss1);
     wait_replica_gone(&src);
 
-    let mut ss2 = spawn(&src, &dst, state.path(), &config);
+    let mut ss2 = spawn(&src, &dst, &run);
     ss2.wait_status(
         Duration::from_secs(20),
         "the stream resumed from the checkpoint without a full sync (+CONTINUE)",
@@ -755,8 +731,8 @@ fn sigterm_under_load_then_resume() {
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
     let mut dc = dst.client();
-    let (state, config) = state_with_config("");
-    let mut ss1 = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("");
+    let mut ss1 = spawn(&src, &dst, &run);
     ss1.wait_status(
         Duration::from_secs(20),
         "the full sync applied",
@@ -773,7 +749,7 @@ fn sigterm_under_load_then_resume() {
         ss1.log_tail(30)
     );
     assert_eq!(
-        checkpoint_files(state.path()).len(),
+        checkpoint_files(&run.state).len(),
         1,
         "no checkpoint after SIGTERM"
     );
@@ -787,7 +763,7 @@ fn sigterm_under_load_then_resume() {
     assert_no_panic(&ss1);
     wait_replica_gone(&src);
 
-    let mut ss2 = spawn(&src, &dst, state.path(), &config);
+    let mut ss2 = spawn(&src, &dst, &run);
     ss2.wait_status(
         Duration::from_secs(20),
         "the stream resumed from the checkpoint without a full sync (+CONTINUE)",
@@ -830,8 +806,8 @@ fn source_restart_forces_full_resync() {
         ..DatasetOptions::default()
     };
     populate_typed_dataset(&mut src.client(), KIND, &dataset);
-    let (state, config) = state_with_config("");
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("");
+    let mut ss = spawn(&src, &dst, &run);
     ss.wait_status(
         Duration::from_secs(30),
         "the full sync applied",
@@ -884,8 +860,8 @@ fn keys_deleted_during_interrupted_full_sync_do_not_stay_on_target() {
     let src = bulk_source(300_000, &[]);
     let dst = RedisServer::start(KIND);
     let mut sc = src.client();
-    let (state, config) = state_with_config("");
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let run = run_with_config("");
+    let mut ss = spawn(&src, &dst, &run);
     ss.wait_status(Duration::from_secs(20), "a full sync", |st| {
         sum_shards(st, "full_resyncs") >= 1
     });

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::compare::{
     CompareOptions, assert_no_differences, compare_functions, compare_servers_with,
 };
-use common::status::{full_sync_done, status_addr_arg};
+use common::run::SyncRun;
 use common::*;
 use redis::Connection;
 
@@ -91,26 +91,8 @@ fn metric(ss: &mut Shardsync, name: &str) -> f64 {
         .sum()
 }
 
-fn spawn(src: &RedisServer, dst: &RedisServer, state: &tempfile::TempDir) -> Shardsync {
-    let (su, du) = (src.url(), dst.url());
-    let dir = state.path().join("state");
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        dir.to_str().expect("utf-8 temp path"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    ss.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
-    ss
+fn spawn(src: &RedisServer, dst: &RedisServer, run: &SyncRun) -> Shardsync {
+    run.start_pair(&src.url(), &dst.url(), &[])
 }
 
 fn precheck(src: &RedisServer, dst: &RedisServer) -> String {
@@ -148,8 +130,8 @@ fn valkey_to_redis70() {
     );
     assert!(!line.contains("lib1"), "portable library flagged: {line}");
 
-    let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn(&src, &dst, &state);
+    let run = SyncRun::new(None);
+    let mut ss = spawn(&src, &dst, &run);
     load(&mut sc, &lib("lib2"));
     restore(
         &mut sc,
@@ -194,8 +176,8 @@ fn redis70_to_redis70() {
     load(&mut sc, &lib("lib1"));
     let line = precheck_line(&precheck(&src, &dst));
     assert!(line.starts_with("ok"), "{line}");
-    let state = tempfile::tempdir().expect("state dir");
-    let ss = spawn(&src, &dst, &state);
+    let run = SyncRun::new(None);
+    let ss = spawn(&src, &dst, &run);
     restore(&mut sc, &dump_of(ServerKind::Redis70, &["lib2"]), None);
     restore(
         &mut sc,
@@ -237,8 +219,8 @@ fn redis70_to_6x(dst_kind: ServerKind) {
         line.starts_with("WARN") && line.contains("lib1") && line.contains("no functions"),
         "{line}"
     );
-    let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn(&src, &dst, &state);
+    let run = SyncRun::new(None);
+    let mut ss = spawn(&src, &dst, &run);
     load(&mut sc, &lib("lib2"));
     restore(&mut sc, &dump_of(ServerKind::Redis70, &["lib3"]), None);
     let _: () = redis::cmd("SET")

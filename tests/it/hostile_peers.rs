@@ -1,6 +1,6 @@
 //! Hostile masters a real server cannot imitate (a fake master from `common::fake_peer`): a huge
 //! array announce, a command that never ends, an absurd RDB size or offset, a huge AUX field or
-//! key name, a giant quicklist node. shardsync must stay under a stated RSS, say which limit was
+//! key name, a giant quicklist node or stream node. shardsync must stay under a stated RSS, say which limit was
 //! hit, and — where the input is legal but large — still write the right data into a real target.
 
 use std::io::Write;
@@ -9,38 +9,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::fake_peer::{
-    FakeMaster, RDB_END, fullresync, peak_rss_kib, rdb_len, rdb_str, write_filler,
+    FakeMaster, RDB_END, fullresync, peak_rss_kib, rdb_len, rdb_str, write_endless_array,
+    write_filler,
 };
-use crate::common::status::{full_sync_done, status_addr_arg};
+use crate::common::run::SyncRun;
+use crate::common::status::full_sync_done;
 use crate::common::{RedisServer, ServerKind, Shardsync};
 
 /// The RDB header of a Redis 7.0 file (`REDIS0010`).
 const MAGIC: &[u8] = b"REDIS0010";
 
-/// Starts `shardsync run` from the fake master into a real Redis 7.0, with extra `[sync]` TOML.
-fn run(
-    master: &FakeMaster,
-    target: &RedisServer,
-    sync_toml: &str,
-) -> (Shardsync, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("shardsync.toml");
-    std::fs::write(&cfg, format!("[sync]\nheartbeat_key = \"\"\n{sync_toml}\n")).expect("config");
-    let state = dir.path().join("state");
-    let p = Shardsync::spawn(&[
-        "run",
-        "--config",
-        cfg.to_str().expect("utf8"),
-        "--source",
-        &master.url(),
-        "--target",
-        &target.url(),
-        "--state-dir",
-        state.to_str().expect("utf8"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    (p, dir)
+/// A run without a heartbeat (a fake master cannot take one) and with extra `[sync]` TOML.
+fn no_heartbeat(sync_toml: &str) -> SyncRun {
+    SyncRun::new(Some(&format!(
+        "[sync]\nheartbeat_key = \"\"\n{sync_toml}\n"
+    )))
+}
+
+/// Starts `shardsync run` from the fake master into a real Redis 7.0 (see [`no_heartbeat`]).
+fn run(master: &FakeMaster, target: &RedisServer, sync_toml: &str) -> (Shardsync, SyncRun) {
+    let sync = no_heartbeat(sync_toml);
+    (sync.spawn_pair(&master.url(), &target.url(), &[]), sync)
 }
 
 /// Waits for `needle` in the log, then checks the peak RSS is below `max_mib` and stops.
@@ -103,14 +92,7 @@ fn endless_command_hits_the_frame_cap() {
     let m = FakeMaster::start(scenario(|c| {
         if stream_after_empty_rdb(c).is_ok() {
             // 1M elements of 100 bytes: legal counts, 107 MB in all, sent until refused.
-            let _ = c.write_all(b"*1000000\r\n");
-            let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-            let block = elem.repeat(1000);
-            for _ in 0..1000 {
-                if c.write_all(&block).is_err() {
-                    return;
-                }
-            }
+            write_endless_array(c, 1_000_000);
         }
     }));
     let (mut p, _d) = run(&m, &target, "max_frame_bytes = 16777216");
@@ -125,16 +107,7 @@ fn endless_command_hits_the_frame_cap() {
 #[test]
 fn endless_handshake_reply_hits_the_reply_cap() {
     let target = RedisServer::start(ServerKind::Redis70);
-    let endless = scenario(|c| {
-        let _ = c.write_all(b"*3000000\r\n");
-        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-        let block = elem.repeat(1000);
-        for _ in 0..3000 {
-            if c.write_all(&block).is_err() {
-                return;
-            }
-        }
-    });
+    let endless = scenario(|c| write_endless_array(c, 3_000_000));
     let m = FakeMaster::start_with(scenario(|_| {}), Some(endless));
     let (mut p, _d) = run(&m, &target, "");
     expect_error_under(
@@ -154,31 +127,10 @@ fn endless_target_reply_hits_the_reply_cap() {
         .arg("v")
         .query(&mut src.client())
         .expect("SET");
-    let endless = scenario(|c| {
-        let _ = c.write_all(b"*3000000\r\n");
-        let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
-        let block = elem.repeat(1000);
-        for _ in 0..3000 {
-            if c.write_all(&block).is_err() {
-                return;
-            }
-        }
-    });
+    let endless = scenario(|c| write_endless_array(c, 3_000_000));
     let fake_target = FakeMaster::start_on("SET", scenario(|_| {}), Some(endless));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &fake_target.url(),
-        "--state-dir",
-        dir.path().to_str().expect("utf8"),
-        "--metrics-addr",
-        "off",
-        "--heartbeat-key",
-        "",
-    ]);
+    let sync = no_heartbeat("");
+    let mut p = sync.spawn_pair(&src.url(), &fake_target.url(), &[]);
     expect_error_under(
         &mut p,
         "exceeds the limit of 67108864 bytes (max_frame_bytes)",
@@ -284,6 +236,32 @@ fn huge_aux_field_is_skipped_and_the_sync_goes_on() {
     p.terminate();
 }
 
+/// Waits for the full sync, then for `len_cmd key` on the target to reach `n` (the RDB's elements
+/// are written after the sync is marked done).
+fn full_sync_then_len(
+    mut p: Shardsync,
+    target: &RedisServer,
+    len_cmd: &str,
+    key: &str,
+    n: u64,
+) -> (Shardsync, redis::Connection) {
+    p.wait_status(
+        Duration::from_secs(240),
+        "the full sync applied",
+        full_sync_done,
+    );
+    let mut t = target.client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got: u64 = redis::cmd(len_cmd).arg(key).query(&mut t).expect(len_cmd);
+        if got == n {
+            return (p, t);
+        }
+        assert!(Instant::now() < deadline, "{len_cmd} {got} of {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// One 8 MB quicklist node of 4M one-byte integers: every element arrives, memory stays a small
 /// multiple of the node.
 #[test]
@@ -310,25 +288,8 @@ fn giant_quicklist_node_is_decoded_in_bounded_chunks() {
         let _ = fullresync(c, 0, rdb.len() as u64);
         let _ = c.write_all(&rdb);
     }));
-    let (mut p, _d) = run(&m, &target, "");
-    p.wait_status(
-        Duration::from_secs(240),
-        "the full sync applied",
-        full_sync_done,
-    );
-    let mut t = target.client();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: usize = redis::cmd("LLEN")
-            .arg("biglist")
-            .query(&mut t)
-            .expect("LLEN");
-        if n == N {
-            break;
-        }
-        assert!(Instant::now() < deadline, "LLEN {n} of {N}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (p, _d) = run(&m, &target, "");
+    let (mut p, mut t) = full_sync_then_len(p, &target, "LLEN", "biglist", N as u64);
     let some: Vec<String> = redis::cmd("LRANGE")
         .arg("biglist")
         .arg(0)
@@ -345,6 +306,84 @@ fn giant_quicklist_node_is_decoded_in_bounded_chunks() {
     assert_eq!(last, [((N - 1) % 100).to_string()]);
     let peak = peak_rss_kib(p.pid().expect("running")) / 1024;
     eprintln!("peak RSS {peak} MiB for an 8 MB node of {N} elements");
+    assert!(peak < 150, "peak RSS {peak} MiB\n{}", p.log_tail(20));
+    p.terminate();
+}
+
+/// One 8 MB stream node of 600k small entries sharing the master's fields: every entry arrives,
+/// memory stays a small multiple of the node (decoded at once, the node's entries took about
+/// 30 times its size).
+#[test]
+fn giant_stream_node_is_decoded_in_bounded_chunks() {
+    let target = RedisServer::start(ServerKind::Redis70);
+    const N: u32 = 600_000;
+    let m = FakeMaster::start(scenario(|c| {
+        let int7 = |v: u8| [v, 1];
+        let int24 = |v: u32| {
+            let b = v.to_le_bytes();
+            [0xf2, b[0], b[1], b[2], 4]
+        };
+        let mut body = Vec::with_capacity(13 * N as usize + 32);
+        body.extend_from_slice(&int24(N)); // live entries
+        body.extend_from_slice(&int7(0)); // deleted entries
+        body.extend_from_slice(&int7(1)); // master fields
+        body.extend_from_slice(&[0x81, b'f', 2]); // "f"
+        body.extend_from_slice(&int7(0)); // end of the master entry
+        for i in 0..N {
+            body.extend_from_slice(&int7(2)); // flags: same fields
+            body.extend_from_slice(&int7(0)); // ms delta
+            body.extend_from_slice(&int24(i)); // seq delta
+            body.extend_from_slice(&int7((i % 100) as u8)); // value of "f"
+            body.extend_from_slice(&int7(4)); // lp-count
+        }
+        let total = 6 + body.len() + 1;
+        let mut lp = Vec::with_capacity(total);
+        lp.extend_from_slice(&(total as u32).to_le_bytes());
+        lp.extend_from_slice(&u16::MAX.to_le_bytes());
+        lp.extend(body);
+        lp.push(0xff);
+        let mut node_key = 1u64.to_be_bytes().to_vec();
+        node_key.extend_from_slice(&0u64.to_be_bytes());
+        let mut rdb = MAGIC.to_vec();
+        rdb.extend_from_slice(&[0xfe, 0, 15]); // SELECTDB 0, STREAM_LISTPACKS
+        rdb.extend(rdb_str(b"bigstream"));
+        rdb.extend(rdb_len(1)); // one node
+        rdb.extend(rdb_str(&node_key));
+        rdb.extend(rdb_str(&lp));
+        rdb.extend(rdb_len(N as u64)); // length
+        rdb.extend(rdb_len(1)); // last id ms
+        rdb.extend(rdb_len(N as u64 - 1)); // last id seq
+        rdb.extend(rdb_len(0)); // no groups
+        rdb.extend_from_slice(&RDB_END);
+        let _ = fullresync(c, 0, rdb.len() as u64);
+        let _ = c.write_all(&rdb);
+    }));
+    let (p, _d) = run(&m, &target, "");
+    let (mut p, mut t) = full_sync_then_len(p, &target, "XLEN", "bigstream", N as u64);
+    type Entries = Vec<(String, Vec<(String, String)>)>;
+    let ends = |cmd: &str, from: &str, to: &str, t: &mut redis::Connection| -> Entries {
+        redis::cmd(cmd)
+            .arg("bigstream")
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(1)
+            .query(t)
+            .expect(cmd)
+    };
+    let first = ends("XRANGE", "-", "+", &mut t);
+    assert_eq!(
+        first,
+        vec![("1-0".to_string(), vec![("f".into(), "0".into())])]
+    );
+    let last = ends("XREVRANGE", "+", "-", &mut t);
+    let want = ((N - 1) % 100).to_string();
+    assert_eq!(
+        last,
+        vec![(format!("1-{}", N - 1), vec![("f".into(), want)])]
+    );
+    let peak = peak_rss_kib(p.pid().expect("running")) / 1024;
+    eprintln!("peak RSS {peak} MiB for an 8 MB stream node of {N} entries");
     assert!(peak < 150, "peak RSS {peak} MiB\n{}", p.log_tail(20));
     p.terminate();
 }
@@ -376,27 +415,9 @@ fn large_foreign_restore_is_decoded_off_the_event_loop() {
     const N: usize = 2_000_000;
     let src = RedisServer::start(ServerKind::Valkey91);
     let dst = RedisServer::start(ServerKind::Redis70);
-    let port = crate::common::server::pick_free_port(false);
-    let metrics = format!("127.0.0.1:{port}");
-    let state = tempfile::tempdir().expect("tempdir");
-    let mut p = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.url(),
-        "--state-dir",
-        state.path().to_str().expect("utf8"),
-        "--metrics-addr",
-        &metrics,
-        "--heartbeat-key",
-        "",
-    ]);
-    p.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = no_heartbeat("");
+    let mut p = sync.start(&["--source", &src.url(), "--target", &dst.url()], 1);
+    let metrics = sync.addr.clone();
     let mut s = src.client();
     for b in 0..N / 10_000 {
         let vals: Vec<String> = (0..10_000)

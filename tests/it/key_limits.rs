@@ -8,6 +8,7 @@ use crate::common::util::sample;
 
 use std::time::Duration;
 
+use common::run::SyncRun;
 use common::util::http_get;
 use common::*;
 
@@ -32,33 +33,10 @@ fn key_over_max_key_bytes_fails_the_shard_naming_key_and_setting() {
         .query(&mut sc)
         .expect("SET");
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("shardsync.toml");
-    std::fs::write(&config, "[sync]\nmax_key_bytes = 100\n").expect("write config");
-    let (su, du) = (src.url(), dst.url());
+    let sync = SyncRun::new(Some("[sync]\nmax_key_bytes = 100\n"));
     let started = std::time::Instant::now();
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        dir.path().join("state").to_str().expect("utf-8"),
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
-    const LINE: &str = "serving /metrics and /status on http://";
-    ss.expect_log(LINE, Duration::from_secs(20));
-    let log = ss.log();
-    let at = log.find(LINE).expect("line present");
-    let addr = log[at + LINE.len()..]
-        .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-        .next()
-        .expect("address")
-        .to_string();
+    let mut ss = sync.spawn_pair(&src.url(), &dst.url(), &[]);
+    let addr = sync.addr.clone();
 
     // The shard fails at once (no retry loop over the same RDB) with the actionable message.
     let expected = format!(

@@ -12,20 +12,10 @@ use crate::common::util::{now_ms, sample};
 use std::time::Duration;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::util::http_get;
+use common::run::{HEARTBEAT, SyncRun, wait_caught_up};
+use common::util::{exec, http_get, restore_copy};
 use common::*;
 use redis::Connection;
-
-const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("source command {args:?} failed: {e}"))
-}
 
 /// Fields of `key` with a TTL, as the source itself reports them (`HTTL`).
 fn fields_with_ttl(c: &mut Connection, key: &str) -> u64 {
@@ -37,19 +27,6 @@ fn fields_with_ttl(c: &mut Connection, key: &str) -> u64 {
     }
     let ttls: Vec<i64> = cmd.query(c).expect("HTTL");
     ttls.iter().filter(|&&t| t > 0).count() as u64
-}
-
-/// The address shardsync logged for its listener (started with `--metrics-addr 127.0.0.1:0`).
-fn metrics_addr(ss: &mut Shardsync) -> String {
-    const LINE: &str = "serving /metrics and /status on http://";
-    ss.expect_log(LINE, Duration::from_secs(20));
-    let log = ss.log();
-    let at = log.find(LINE).expect("line present");
-    log[at + LINE.len()..]
-        .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-        .next()
-        .expect("address")
-        .to_string()
 }
 
 fn lost(addr: &str, shard: &str) -> (f64, u64) {
@@ -78,41 +55,30 @@ fn valkey91_field_ttls_to_redis70_are_counted() {
     let mut dc = dst.client();
 
     // Full sync: 3 of 5 fields of h1 and all 4 of h2 carry a TTL; `plain` has none.
-    run(
+    exec(
         &mut sc,
         &[
             "HSET", "h1", "f0", "0", "f1", "1", "f2", "2", "f3", "3", "f4", "4",
         ],
     );
-    run(
+    exec(
         &mut sc,
         &["HEXPIRE", "h1", "1000", "FIELDS", "3", "f0", "f1", "f2"],
     );
-    run(
+    exec(
         &mut sc,
         &[
             "HSETEX", "h2", "EX", "900", "FIELDS", "4", "a", "1", "b", "2", "c", "3", "d", "4",
         ],
     );
-    run(&mut sc, &["HSET", "plain", "x", "1", "y", "2"]);
-    run(&mut sc, &["PEXPIRE", "h2", "800000"]);
+    exec(&mut sc, &["HSET", "plain", "x", "1", "y", "2"]);
+    exec(&mut sc, &["PEXPIRE", "h2", "800000"]);
     let rdb_lost = fields_with_ttl(&mut sc, "h1") + fields_with_ttl(&mut sc, "h2");
     assert_eq!(rdb_lost, 7, "source state");
 
-    let state = tempfile::tempdir().expect("state dir");
-    let (su, du) = (src.url(), dst.url());
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state.path().to_str().expect("utf-8"),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
-    let addr = metrics_addr(&mut ss);
+    let sync = SyncRun::new(None);
+    let mut ss = sync.spawn_pair(&src.url(), &dst.url(), &[]);
+    let addr = sync.addr.clone();
     let shard = src.addr();
     ss.expect_log("RDB received", Duration::from_secs(30));
     assert!(
@@ -148,34 +114,17 @@ fn valkey91_field_ttls_to_redis70_are_counted() {
     ];
     let mut expected = rdb_lost;
     for (args, n) in live {
-        run(&mut sc, args);
+        exec(&mut sc, args);
         expected += n;
     }
     // The source's own RESTORE of a hash with field TTLs: decoded for the 7.0 target, which
     // gets the fields without their TTLs.
     let in_payload = fields_with_ttl(&mut sc, "h1");
     assert!(in_payload >= 3, "h1 keeps field TTLs: {in_payload}");
-    let payload: Vec<u8> = redis::cmd("DUMP").arg("h1").query(&mut sc).expect("DUMP");
-    let _: () = redis::cmd("RESTORE")
-        .arg("restored")
-        .arg(0)
-        .arg(payload)
-        .query(&mut sc)
-        .expect("RESTORE on the source");
+    restore_copy(&mut sc, "h1", "restored");
     expected += in_payload;
     let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(HEARTBEAT)
-                .query(&mut dc)
-                .unwrap_or(None);
-            v.and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|v| v >= after)
-        }),
-        "target never caught up; log:\n{}",
-        ss.log_tail(30)
-    );
+    wait_caught_up(&mut dc, after, &ss, "the target");
     assert!(
         wait_until(Duration::from_secs(10), || lost(&addr, &shard)
             == (expected as f64, expected)),
@@ -229,44 +178,22 @@ fn valkey91_field_ttls_to_valkey91_are_kept() {
     let dst = RedisServer::start(ServerKind::Valkey91);
     let mut sc = src.client();
     let mut dc = dst.client();
-    run(&mut sc, &["HSET", "h1", "f0", "0", "f1", "1", "f2", "2"]);
-    run(
+    exec(&mut sc, &["HSET", "h1", "f0", "0", "f1", "1", "f2", "2"]);
+    exec(
         &mut sc,
         &["HEXPIRE", "h1", "1000", "FIELDS", "2", "f0", "f1"],
     );
-    let state = tempfile::tempdir().expect("state dir");
-    let (su, du) = (src.url(), dst.url());
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state.path().to_str().expect("utf-8"),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
-    let addr = metrics_addr(&mut ss);
+    let sync = SyncRun::new(None);
+    let mut ss = sync.spawn_pair(&src.url(), &dst.url(), &[]);
+    let addr = sync.addr.clone();
     let shard = src.addr();
     ss.expect_log("RDB received", Duration::from_secs(20));
-    run(
+    exec(
         &mut sc,
         &["HSETEX", "l1", "PX", "900000", "FIELDS", "1", "a", "1"],
     );
     let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(HEARTBEAT)
-                .query(&mut dc)
-                .unwrap_or(None);
-            v.and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|v| v >= after)
-        }),
-        "target never caught up; log:\n{}",
-        ss.log_tail(30)
-    );
+    wait_caught_up(&mut dc, after, &ss, "the target");
     for key in ["h1", "l1"] {
         let (s, d) = (field_pttls(&mut sc, key), field_pttls(&mut dc, key));
         assert_eq!(s.len(), d.len(), "{key}: fields {s:?} vs {d:?}");

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::compare::{CompareOptions, Difference, compare_servers_with};
-use crate::common::status::{full_sync_done, status_addr_arg};
+use crate::common::run::SyncRun;
 use crate::common::util::info_field;
 use crate::common::{RedisServer, ServerKind, Shardsync, wait_until};
 
@@ -22,7 +22,7 @@ pub struct Trio {
     pub replica: RedisServer,
     pub dst: RedisServer,
     pub ss: Shardsync,
-    _state: tempfile::TempDir,
+    _run: SyncRun,
     marker: u64,
 }
 
@@ -39,36 +39,15 @@ impl Trio {
         let dst = RedisServer::start(dst_kind);
         replica.replicaof(&src);
         replica.wait_replica_synced(&src, Duration::from_secs(30));
-        let state = tempfile::tempdir().expect("state dir");
-        let state_dir = state.path().to_str().expect("utf-8 temp path").to_string();
-        let (su, du) = (src.url(), dst.url());
-        let status_addr = status_addr_arg();
-        let mut args = vec![
-            "run",
-            "--source",
-            &su,
-            "--target",
-            &du,
-            "--state-dir",
-            &state_dir,
-            "--metrics-addr",
-            &status_addr,
-            "--log-level",
-            "info",
-        ];
-        args.extend_from_slice(extra);
-        let mut ss = Shardsync::spawn(&args);
-        ss.wait_status(
-            Duration::from_secs(60),
-            "the full sync applied",
-            full_sync_done,
-        );
+        let run = SyncRun::new(None);
+        let args = [&["--log-level", "info"][..], extra].concat();
+        let ss = run.start_pair(&src.url(), &dst.url(), &args);
         let mut t = Trio {
             src,
             replica,
             dst,
             ss,
-            _state: state,
+            _run: run,
             marker: 0,
         };
         t.catch_up();

@@ -57,42 +57,14 @@ fn cmd(c: &mut redis::Connection, args: &[&str]) {
 
 /// Every source key of databases 0–4 checked against the target (see the module doc).
 fn assert_filtered_copy(src: &mut redis::Connection, dst: &mut redis::Connection) -> usize {
-    let mut diffs = Vec::new();
-    let mut expected: std::collections::BTreeMap<u32, BTreeSet<Vec<u8>>> = Default::default();
-    let mut checked = 0;
-    for db in 0..5u32 {
-        select(src, db);
-        let keys = scan_keys(src);
-        let tdb = target_db(db);
-        select(dst, tdb);
-        for k in keys.iter().filter(|k| k.as_slice() != HEARTBEAT.as_bytes()) {
-            if kept(db, k) {
-                checked += 1;
-                diffs.extend(compare_key(db, k, src, dst, &CompareOptions::default()));
-                expected.entry(tdb).or_default().insert(k.clone());
-            }
-        }
-    }
-    for tdb in 0..5u32 {
-        select(dst, tdb);
-        let want = expected.remove(&tdb).unwrap_or_default();
-        for k in scan_keys(dst) {
-            if k != HEARTBEAT.as_bytes()
-                && !k.starts_with(common::compare::PROGRESS_PREFIX)
-                && !want.contains(&k)
-            {
-                diffs.push(Difference {
-                    db: Some(tdb),
-                    key: k,
-                    what: "on the target but filtered out (or absent) on the source".into(),
-                });
-            }
-        }
-    }
-    select(src, 0);
-    select(dst, 0);
-    assert_no_differences(&diffs);
-    checked
+    let expected = common::selection::Expected {
+        dbs: 0..5,
+        kept: &kept,
+        target_db: &target_db,
+        ignore: &[],
+        opts: CompareOptions::default(),
+    };
+    common::selection::assert_selected_copy(src, dst, &expected)
 }
 
 /// Writes keys of every kind of verdict into `db`.

@@ -6,27 +6,17 @@
 //! metadata, groups, consumers, PEL (owners, delivery counts and times).
 
 use crate::common;
-use crate::common::util::now_ms;
 
 use std::time::Duration;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::compare::CompareOptions;
+use common::run::{SyncRun, assert_synced};
+use common::util::{exec, restore_copy};
 use common::*;
 use redis::Connection;
 
-const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("source command {args:?} failed: {e}"))
-}
-
 fn read(c: &mut Connection, key: &str, g: &str, who: &str, count: usize) {
-    run(
+    exec(
         c,
         &[
             "XREADGROUP",
@@ -47,7 +37,7 @@ fn read(c: &mut Connection, key: &str, g: &str, who: &str, count: usize) {
 fn build(c: &mut Connection, key: &str, n: usize, deleted_pending: usize) {
     let pad = "p".repeat(80);
     for i in 1..=n {
-        run(
+        exec(
             c,
             &[
                 "XADD",
@@ -60,27 +50,27 @@ fn build(c: &mut Connection, key: &str, n: usize, deleted_pending: usize) {
             ],
         );
     }
-    run(c, &["XGROUP", "CREATE", key, "g1", "0"]);
-    run(c, &["XGROUP", "CREATE", key, "g2", "0"]);
-    run(c, &["XGROUP", "CREATE", key, "g3", "$"]);
+    exec(c, &["XGROUP", "CREATE", key, "g1", "0"]);
+    exec(c, &["XGROUP", "CREATE", key, "g2", "0"]);
+    exec(c, &["XGROUP", "CREATE", key, "g3", "$"]);
     read(c, key, "g1", "alice", 40); // 1..40
     read(c, key, "g1", "bob", 40); // 41..80
     read(c, key, "g2", "carol", 150); // 1..150
     read(c, key, "g3", "idle", 1); // nothing after $: a consumer without pending entries
-    run(c, &["XACK", key, "g1", "2-1", "3-1", "50-1"]);
-    run(c, &["XACK", key, "g2", "100-1"]);
+    exec(c, &["XACK", key, "g1", "2-1", "3-1", "50-1"]);
+    exec(c, &["XACK", key, "g2", "100-1"]);
     // Deleted while pending (g1 and/or g2): 10, 45, 120; deleted and not pending: 2, 3, 200, 250.
     let deleted = ["10-1", "45-1", "120-1", "2-1", "3-1", "200-1", "250-1"];
     for id in deleted {
-        run(c, &["XDEL", key, id]);
+        exec(c, &["XDEL", key, id]);
     }
     // Guard against a vacuous pass: deleted IDs really are still pending.
     let mut still_pending = 0;
     for id in ["10-1", "45-1", "120-1"] {
-        let entries = run(c, &["XRANGE", key, id, id]);
+        let entries = exec(c, &["XRANGE", key, id, id]);
         assert_eq!(entries, redis::Value::Array(vec![]), "{id} deleted");
         for g in ["g1", "g2"] {
-            if let redis::Value::Array(p) = run(c, &["XPENDING", key, g, id, id, "1"]) {
+            if let redis::Value::Array(p) = exec(c, &["XPENDING", key, g, id, id, "1"]) {
                 still_pending += p.len();
             }
         }
@@ -89,12 +79,6 @@ fn build(c: &mut Connection, key: &str, n: usize, deleted_pending: usize) {
         still_pending, deleted_pending,
         "pending entries of deleted IDs on the source"
     );
-}
-
-fn heartbeat_at_least(conn: &mut Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|v| v >= ms)
 }
 
 fn stream_fallback(src_kind: ServerKind, dst_kind: ServerKind) {
@@ -107,59 +91,18 @@ fn stream_fallback(src_kind: ServerKind, dst_kind: ServerKind) {
     build(&mut sc, "rdb:small", 50, 4);
     std::thread::sleep(Duration::from_millis(500));
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("shardsync.toml");
-    std::fs::write(&config, "[sync]\nmax_stream_rebuild_bytes = 8192\n").expect("write config");
-    let (su, du) = (src.url(), dst.url());
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        dir.path().join("state").to_str().expect("utf-8"),
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--metrics-addr",
-        "off",
-    ]);
+    let sync = SyncRun::new(Some("[sync]\nmax_stream_rebuild_bytes = 8192\n"));
+    let mut ss = sync.spawn_pair(&src.url(), &dst.url(), &[]);
     ss.expect_log("RDB received", Duration::from_secs(20));
     // The live stream: the source's own RESTORE payload, which the 6.2 target cannot read.
-    let payload: Vec<u8> = redis::cmd("DUMP")
-        .arg("rdb:big")
-        .query(&mut sc)
-        .expect("DUMP");
-    let _: () = redis::cmd("RESTORE")
-        .arg("live:big")
-        .arg(0)
-        .arg(payload)
-        .query(&mut sc)
-        .expect("RESTORE on the source");
-    let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(20), || heartbeat_at_least(
-            &mut dc, after
-        )),
-        "target never caught up; log:\n{}",
-        ss.log_tail(40)
-    );
+    restore_copy(&mut sc, "rdb:big", "live:big");
     let opts = CompareOptions {
         compare_functions: false,
         pending_idle_tolerance_ms: Some(1000),
         strict_stream_meta: false,
         ..Default::default()
     };
-    let diffs = compare_servers_with(&mut sc, &mut dc, &[0], &[HEARTBEAT.as_bytes()], &opts);
-    let log = ss.log();
-    assert_no_differences(&diffs);
-    assert!(
-        !log.contains("target rejected a write")
-            && !log.contains("could not be written")
-            && !log.contains("could not be rewritten"),
-        "shardsync reported errors:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_synced((&mut sc, &mut dc), &[0], &ss, &opts);
     ss.terminate();
 }
 

@@ -7,28 +7,17 @@
 //! PEL entries with owners, delivery counts and delivery times, and the metadata both sides have.
 
 use crate::common;
-use crate::common::util::now_ms;
 
 use std::time::Duration;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::status::{full_sync_done, status_addr_arg};
+use common::compare::CompareOptions;
+use common::run::{SyncRun, assert_synced};
+use common::util::{exec, restore_copy};
 use common::*;
 use redis::Connection;
 
-const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn run(c: &mut Connection, args: &[&str]) -> redis::Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-        .unwrap_or_else(|e| panic!("source command {args:?} failed: {e}"))
-}
-
 fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    match run(c, args) {
+    match exec(c, args) {
         redis::Value::Int(n) => n,
         other => panic!("{args:?}: expected an integer, got {other:?}"),
     }
@@ -40,13 +29,13 @@ fn build_streams(c: &mut Connection, p: &str) {
     let empty = format!("{p}empty");
     let plain = format!("{p}plain");
     for i in 1..=20 {
-        run(c, &["XADD", &trim, &format!("{i}-1"), "n", &i.to_string()]);
+        exec(c, &["XADD", &trim, &format!("{i}-1"), "n", &i.to_string()]);
     }
-    run(c, &["XGROUP", "CREATE", &trim, "g1", "0"]);
-    run(c, &["XGROUP", "CREATE", &trim, "g2", "0"]);
-    run(c, &["XGROUP", "CREATE", &trim, "g3", "$"]);
+    exec(c, &["XGROUP", "CREATE", &trim, "g1", "0"]);
+    exec(c, &["XGROUP", "CREATE", &trim, "g2", "0"]);
+    exec(c, &["XGROUP", "CREATE", &trim, "g3", "$"]);
     let read = |c: &mut Connection, g: &str, who: &str, count: &str, from: &str| {
-        run(
+        exec(
             c,
             &[
                 "XREADGROUP",
@@ -72,10 +61,10 @@ fn build_streams(c: &mut Connection, p: &str) {
     // 18 live entries; keeping 12 trims 1-1 … 6-1, all of them pending.
     assert_eq!(int(c, &["XTRIM", &trim, "MAXLEN", "12"]), 6);
 
-    run(c, &["XADD", &empty, "1-1", "a", "1"]);
-    run(c, &["XADD", &empty, "2-1", "a", "2"]);
-    run(c, &["XGROUP", "CREATE", &empty, "g", "0"]);
-    run(
+    exec(c, &["XADD", &empty, "1-1", "a", "1"]);
+    exec(c, &["XADD", &empty, "2-1", "a", "2"]);
+    exec(c, &["XGROUP", "CREATE", &empty, "g", "0"]);
+    exec(
         c,
         &[
             "XREADGROUP",
@@ -91,8 +80,8 @@ fn build_streams(c: &mut Connection, p: &str) {
     );
     assert_eq!(int(c, &["XDEL", &empty, "1-1", "2-1"]), 2);
 
-    run(c, &["XADD", &plain, "5-5", "f", "v"]);
-    run(c, &["XADD", &plain, "6-0", "f", "w"]);
+    exec(c, &["XADD", &plain, "5-5", "f", "v"]);
+    exec(c, &["XADD", &plain, "6-0", "f", "w"]);
     assert_eq!(int(c, &["XDEL", &plain, "6-0"]), 1);
 }
 
@@ -100,7 +89,7 @@ fn build_streams(c: &mut Connection, p: &str) {
 fn assert_source_state(c: &mut Connection, p: &str) {
     let trim = format!("{p}trim");
     let pending = |c: &mut Connection, k: &str, g: &str| -> i64 {
-        match run(c, &["XPENDING", k, g]) {
+        match exec(c, &["XPENDING", k, g]) {
             redis::Value::Array(v) => match v.first() {
                 Some(redis::Value::Int(n)) => *n,
                 other => panic!("XPENDING summary: {other:?}"),
@@ -112,12 +101,6 @@ fn assert_source_state(c: &mut Connection, p: &str) {
     assert_eq!(pending(c, &trim, "g2"), 10);
     assert_eq!(pending(c, &format!("{p}empty"), "g"), 2);
     assert_eq!(int(c, &["XLEN", &trim]), 12);
-}
-
-fn heartbeat_at_least(conn: &mut Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|v| v >= ms)
 }
 
 /// Builds the streams, syncs `src_kind` → `dst_kind` (with an optional config file body), copies
@@ -132,70 +115,20 @@ fn stream_state(src_kind: ServerKind, dst_kind: ServerKind, config: Option<&str>
     // Delivery times a second old: a rebuild that lost them (idle ≈ 0) is caught below.
     std::thread::sleep(Duration::from_millis(1000));
 
-    let state = tempfile::tempdir().expect("state dir");
-    let state_dir = state.path().join("state");
-    let config_path = state.path().join("shardsync.toml");
-    let (su, du) = (src.url(), dst.url());
-    let status_addr = status_addr_arg();
-    let mut args = vec![
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--state-dir",
-        state_dir.to_str().expect("utf-8 temp path"),
-        "--metrics-addr",
-        &status_addr,
-    ];
-    if let Some(body) = config {
-        std::fs::write(&config_path, body).expect("write config");
-        args.extend(["--config", config_path.to_str().expect("utf-8 temp path")]);
-    }
-    let mut ss = Shardsync::spawn(&args);
-    ss.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = SyncRun::new(config);
+    let mut ss = sync.start(&["--source", &src.url(), "--target", &dst.url()], 1);
 
     // The live stream: the source's own RESTORE payloads (its RDB version).
     for k in ["trim", "empty", "plain"] {
-        let payload: Vec<u8> = redis::cmd("DUMP")
-            .arg(format!("rdb:{k}"))
-            .query(&mut sc)
-            .expect("DUMP");
-        let _: () = redis::cmd("RESTORE")
-            .arg(format!("live:{k}"))
-            .arg(0)
-            .arg(payload)
-            .query(&mut sc)
-            .expect("RESTORE on the source");
+        restore_copy(&mut sc, &format!("rdb:{k}"), &format!("live:{k}"));
     }
     assert_source_state(&mut sc, "live:");
-    let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(
-            &mut dc, after
-        )),
-        "target never caught up; shardsync log:\n{}",
-        ss.log_tail(40)
-    );
     let opts = CompareOptions {
         compare_functions: false,
         pending_idle_tolerance_ms: Some(300),
         ..Default::default()
     };
-    let diffs = compare_servers_with(&mut sc, &mut dc, &[0], &[HEARTBEAT.as_bytes()], &opts);
-    let log = ss.log();
-    assert_no_differences(&diffs);
-    assert!(
-        !log.contains("target rejected a write")
-            && !log.contains("could not be written")
-            && !log.contains("could not be rewritten"),
-        "shardsync reported errors:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_synced((&mut sc, &mut dc), &[0], &ss, &opts);
     ss.terminate();
 }
 

@@ -14,29 +14,12 @@ use std::time::Duration;
 
 use common::cluster::{RedisCluster, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::run::{
+    HEARTBEAT, SyncRun, assert_heartbeat_gone, pair_to_exit, run_to_exit, stop, wait_caught_up,
+};
 use common::server::pick_free_port;
-use common::status::{full_sync_done, status_addr_arg};
 use common::tls::{TestPki, TlsServer, tls_url};
 use common::*;
-
-const HEARTBEAT: &str = "shardsync:heartbeat";
-
-fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|v| v >= ms)
-}
-
-fn stop(ss: &mut Shardsync) {
-    let status = ss.terminate();
-    assert!(
-        status.success(),
-        "shardsync did not exit 0 on SIGTERM: {status:?}\n{}",
-        ss.log_tail(40)
-    );
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
-}
 
 /// Standalone → standalone over TLS, the CA given by flag, a source password: full sync of the
 /// typed dataset, a live workload, a key repair (read from the source over TLS), key-by-key
@@ -54,28 +37,10 @@ fn standalone_full_and_incremental_over_tls() {
     let summary = populate_typed_dataset(&mut sc, kind, &dataset);
     assert!(summary.total_keys() > 20, "dataset too small: {summary:?}");
 
-    let state = tempfile::tempdir().expect("state dir");
     let (su, du, ca) = (src.url(), dst.url(), pki.arg("ca.pem"));
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--source-tls-ca-file",
-        &ca,
-        "--target-tls-ca-file",
-        &ca,
-        "--state-dir",
-        state.path().to_str().expect("utf-8 temp path"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    ss.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = SyncRun::new(None);
+    let tls = ["--source-tls-ca-file", &ca, "--target-tls-ca-file", &ca];
+    let mut ss = sync.start(&[&["--source", &su, "--target", &du][..], &tls].concat(), 1);
 
     // A key the target holds with another type: the source's APPEND is refused there, and the
     // key is repaired by copying it from the source (a TLS connection of its own).
@@ -111,19 +76,8 @@ fn standalone_full_and_incremental_over_tls() {
     };
     run_workload(&mut sc, kind, &wopts);
     let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(
-            &mut dc, after
-        )),
-        "heartbeat written after the workload never reached the target; log:\n{}",
-        ss.log_tail(40)
-    );
-    let mut dbs = dataset.dbs.clone();
-    for d in wopts.dbs() {
-        if !dbs.contains(&d) {
-            dbs.push(d);
-        }
-    }
+    wait_caught_up(&mut dc, after, &ss, "the target");
+    let dbs = wopts.dbs_with(&dataset.dbs);
     let opts = CompareOptions {
         compare_functions: true,
         ..Default::default()
@@ -163,13 +117,8 @@ fn standalone_full_and_incremental_over_tls() {
     assert!(status.success(), "verify over TLS: {status:?}\n{out}");
 
     stop(&mut ss);
-    for (name, conn) in [("source", &mut sc), ("target", &mut dc)] {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(HEARTBEAT)
-            .query(conn)
-            .expect("EXISTS");
-        assert_eq!(exists, 0, "heartbeat key left on the {name} after stop");
-    }
+    assert_heartbeat_gone(&mut sc, "source");
+    assert_heartbeat_gone(&mut dc, "target");
 }
 
 /// Starts a 3-master cluster with TLS on every node (`tls-cluster yes`: the bus is TLS and TLS
@@ -212,7 +161,6 @@ fn tls_cluster_to_tls_cluster_with_client_certificates() {
     let (dst, dst_tls) = tls_cluster(&pki);
     let (src_tls, dst_tls) = (src_tls, dst_tls[0]);
     let tags = crate::e2e_cluster::populate_cluster(&src);
-    let state = tempfile::tempdir().expect("state dir");
     let su = format!("rediss://localhost:{}", src_tls[0]);
     let du = tls_url(None, dst_tls);
     let (ca, cert, key) = (
@@ -220,35 +168,29 @@ fn tls_cluster_to_tls_cluster_with_client_certificates() {
         pki.arg("client.pem"),
         pki.arg("client.key"),
     );
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--source-tls-ca-file",
-        &ca,
-        "--source-tls-cert-file",
-        &cert,
-        "--source-tls-key-file",
-        &key,
-        "--target-tls-ca-file",
-        &ca,
-        "--target-tls-cert-file",
-        &cert,
-        "--target-tls-key-file",
-        &key,
-        "--target-tls-server-name",
-        "localhost",
-        "--state-dir",
-        state.path().to_str().expect("utf-8 temp path"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    ss.wait_status(
-        Duration::from_secs(60),
-        "every full sync applied",
-        full_sync_done,
+    let sync = SyncRun::new(None);
+    let mut ss = sync.start(
+        &[
+            "--source",
+            &su,
+            "--target",
+            &du,
+            "--source-tls-ca-file",
+            &ca,
+            "--source-tls-cert-file",
+            &cert,
+            "--source-tls-key-file",
+            &key,
+            "--target-tls-ca-file",
+            &ca,
+            "--target-tls-cert-file",
+            &cert,
+            "--target-tls-key-file",
+            &key,
+            "--target-tls-server-name",
+            "localhost",
+        ],
+        3,
     );
     crate::e2e_cluster::workload_cluster(&src, &tags);
     let after = now_ms();
@@ -287,19 +229,28 @@ fn tls_cluster_to_tls_cluster_with_client_certificates() {
 
 /// `shardsync check` against `source` (a TLS server) into a plain target; returns exit code and
 /// output.
-fn check(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let mut args = vec![
-        "check",
-        "--source",
-        source,
-        "--target",
-        target,
-        "--metrics-addr",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    let (status, out) = Shardsync::run_to_exit(&args, Duration::from_secs(60));
-    (status.code(), out)
+fn check(source: &str, target: &str, extra: &[&str]) -> (i32, String) {
+    pair_to_exit("check", source, target, extra)
+}
+
+/// [`check`] with `args` (`client`'s added) must exit `code` with a `source TLS` row of status
+/// `row` (`ok`, `WARN`, `FAIL`) that contains every one of `needles`; `what` names the case.
+fn expect_tls_row(
+    (source, target): (&str, &str),
+    (args, client): (&[&str], &[&str]),
+    (code, row): (i32, &str),
+    needles: &[&str],
+    what: &str,
+) {
+    let all = [args, client].concat();
+    let (got, out) = check(source, target, &all);
+    assert_eq!(got, code, "{what}:\n{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with(row)
+            && l.contains("source TLS")
+            && needles.iter().all(|n| l.contains(n))),
+        "{what}:\n{out}"
+    );
 }
 
 /// The precheck's TLS row: passes with the right settings and names the fix for an unknown CA, a
@@ -324,116 +275,95 @@ fn precheck_tls_messages_say_what_to_do() {
         "--source-tls-key-file",
         key.as_str(),
     ];
+    let pair = (su.as_str(), du.as_str());
+    let with_ca = ["--source-tls-ca-file", ca.as_str()];
 
-    // Right CA and client certificate: a passing row that says what was verified.
-    let mut ok_args = vec!["--source-tls-ca-file", ca.as_str()];
-    ok_args.extend_from_slice(&client);
-    let (code, out) = check(&su, &du, &ok_args);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("ok")
-            && l.contains("source TLS")
-            && l.contains("certificate valid for \"127.0.0.1\"")
-            && l.contains("client certificate sent")),
-        "{out}"
+    expect_tls_row(
+        pair,
+        (&with_ca, &client),
+        (0, "ok"),
+        &[
+            "certificate valid for \"127.0.0.1\"",
+            "client certificate sent",
+        ],
+        "right CA and client certificate: a passing row that says what was verified",
     );
-
-    // A CA that did not sign the server's certificate.
-    let mut args = vec!["--source-tls-ca-file", other_ca.as_str()];
-    args.extend_from_slice(&client);
-    let (code, out) = check(&su, &du, &args);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("FAIL")
-            && l.contains("source TLS")
-            && l.contains("not signed by a CA shardsync trusts")
-            && l.contains("--source-tls-ca-file")),
-        "unknown CA:\n{out}"
+    expect_tls_row(
+        pair,
+        (&["--source-tls-ca-file", other_ca.as_str()], &client),
+        (3, "FAIL"),
+        &[
+            "not signed by a CA shardsync trusts",
+            "--source-tls-ca-file",
+        ],
+        "a CA that did not sign the server's certificate",
     );
-
-    // A name the certificate does not list.
-    let mut args = vec![
-        "--source-tls-ca-file",
-        ca.as_str(),
-        "--source-tls-server-name",
-        "wrong.example",
-    ];
-    args.extend_from_slice(&client);
-    let (code, out) = check(&su, &du, &args);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("FAIL")
-            && l.contains("source TLS")
-            && l.contains("not valid for the name \"wrong.example\"")
-            && l.contains("--source-tls-server-name")),
-        "wrong name:\n{out}"
+    let wrong_name = [&with_ca[..], &["--source-tls-server-name", "wrong.example"]].concat();
+    expect_tls_row(
+        pair,
+        (&wrong_name, &client),
+        (3, "FAIL"),
+        &[
+            "not valid for the name \"wrong.example\"",
+            "--source-tls-server-name",
+        ],
+        "a name the certificate does not list",
     );
-
-    // No client certificate for a server that requires one.
-    let (code, out) = check(&su, &du, &["--source-tls-ca-file", ca.as_str()]);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("FAIL")
-            && l.contains("source TLS")
-            && l.contains("--source-tls-cert-file")),
-        "missing client certificate:\n{out}"
+    expect_tls_row(
+        pair,
+        (&with_ca, &[]),
+        (3, "FAIL"),
+        &["--source-tls-cert-file"],
+        "no client certificate for a server that requires one",
     );
-
-    // rediss:// to a port without TLS.
     let plain_as_tls = tls_url(None, dst.port());
-    let (code, out) = check(&plain_as_tls, &du, &["--source-tls-ca-file", ca.as_str()]);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("FAIL")
-            && l.contains("source TLS")
-            && l.contains("tls-port")
-            && l.contains("use redis://")),
-        "plain port:\n{out}"
+    expect_tls_row(
+        (&plain_as_tls, &du),
+        (&with_ca, &[]),
+        (3, "FAIL"),
+        &["tls-port", "use redis://"],
+        "rediss:// to a port without TLS",
     );
 
     // The config file's [source.tls], and --tls-insecure with an untrusted CA: a warning.
-    let conf_dir = tempfile::tempdir().expect("config dir");
-    let conf = conf_dir.path().join("shardsync.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[source]\nurl = \"{su}\"\n[source.tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n[target]\nurl = \"{du}\"\n"
-        ),
-    )
-    .expect("write config");
-    let conf = conf.to_str().expect("utf-8 path").to_string();
-    let (status, out) = Shardsync::run_to_exit(
-        &["check", "--config", &conf, "--metrics-addr", "off"],
-        Duration::from_secs(60),
+    let config = format!(
+        "[source]\nurl = \"{su}\"\n[source.tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n[target]\nurl = \"{du}\"\n"
     );
-    assert_eq!(status.code(), Some(0), "config file [source.tls]:\n{out}");
-    let mut args = vec!["--source-tls-ca-file", other_ca.as_str(), "--tls-insecure"];
-    args.extend_from_slice(&client);
-    let (code, out) = check(&su, &du, &args);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.lines().any(|l| l.starts_with("WARN")
-            && l.contains("source TLS")
-            && l.contains("NOT verified")),
-        "--tls-insecure:\n{out}"
+    let conf = SyncRun::new(Some(&config));
+    let conf_path = conf
+        .config
+        .as_deref()
+        .and_then(|p| p.to_str())
+        .expect("utf-8 path");
+    let (code, out) = run_to_exit(&["check", "--config", conf_path, "--metrics-addr", "off"]);
+    assert_eq!(code, 0, "config file [source.tls]:\n{out}");
+    expect_tls_row(
+        pair,
+        (
+            &["--source-tls-ca-file", other_ca.as_str(), "--tls-insecure"],
+            &client,
+        ),
+        (0, "WARN"),
+        &["NOT verified"],
+        "--tls-insecure",
     );
 
     // TLS options on a redis:// URL: a configuration error (exit 2) that says to use rediss://.
-    let (code, out) = check(&du, &du, &["--source-tls-ca-file", ca.as_str()]);
-    assert_eq!(code, Some(2), "{out}");
+    let (code, out) = check(&du, &du, &with_ca);
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("rediss://"), "{out}");
     // A CA file that does not exist, and a certificate without its key: named, exit 2.
     let (code, out) = check(&su, &du, &["--source-tls-ca-file", "/nonexistent/ca.pem"]);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("source.tls.ca_file /nonexistent/ca.pem"),
         "{out}"
     );
     let (code, out) = check(&su, &du, &["--target-tls-cert-file", cert.as_str()]);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("rediss://"), "target is redis://: {out}");
     let (code, out) = check(&su, &su, &["--target-tls-cert-file", cert.as_str()]);
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("--target-tls-key-file"), "{out}");
 }
 
@@ -501,29 +431,15 @@ fn prefer_replica_on_a_tls_source() {
     let dataset = DatasetOptions::small();
     populate_typed_dataset(&mut sc, kind, &dataset);
 
-    let state = tempfile::tempdir().expect("state dir");
     let (su, du, ca) = (src.url(), dst.url(), pki.arg("ca.pem"));
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &su,
-        "--target",
-        &du,
-        "--prefer-replica",
-        "--source-tls-ca-file",
-        &ca,
-        "--target-tls-ca-file",
-        &ca,
-        "--state-dir",
-        state.path().to_str().expect("utf-8 temp path"),
-        "--metrics-addr",
-        &status_addr_arg(),
-    ]);
-    ss.wait_status(
-        Duration::from_secs(60),
-        "the full sync applied",
-        full_sync_done,
-    );
+    let sync = SyncRun::new(None);
+    let tls = ["--source-tls-ca-file", &ca, "--target-tls-ca-file", &ca];
+    let args = [
+        &["--source", &su, "--target", &du, "--prefer-replica"][..],
+        &tls,
+    ]
+    .concat();
+    let mut ss = sync.start(&args, 1);
     let chosen = format!("replica=127.0.0.1:{}", replica.tls_port);
     assert!(
         ss.log()
@@ -538,19 +454,8 @@ fn prefer_replica_on_a_tls_source() {
     };
     run_workload(&mut sc, kind, &wopts);
     let after = now_ms();
-    assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(
-            &mut dc, after
-        )),
-        "heartbeat never reached the target; log:\n{}",
-        ss.log_tail(40)
-    );
-    let mut dbs = dataset.dbs.clone();
-    for d in wopts.dbs() {
-        if !dbs.contains(&d) {
-            dbs.push(d);
-        }
-    }
+    wait_caught_up(&mut dc, after, &ss, "the target");
+    let dbs = wopts.dbs_with(&dataset.dbs);
     let diffs = common::compare::compare_servers_with(
         &mut sc,
         &mut dc,

@@ -215,6 +215,25 @@ pub fn write_filler(conn: &mut TcpStream, mut n: u64) {
     }
 }
 
+/// Announces an array of `elements` bulk strings of 100 bytes and writes them in blocks of 1000
+/// until done or the peer hangs up: a command or reply legal element by element that never
+/// ends in practice.
+pub fn write_endless_array(conn: &mut TcpStream, elements: usize) {
+    if conn
+        .write_all(format!("*{elements}\r\n").as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    let elem = [b"$100\r\n".as_slice(), &[b'x'; 100], b"\r\n"].concat();
+    let block = elem.repeat(1000);
+    for _ in 0..elements / 1000 {
+        if conn.write_all(&block).is_err() {
+            return;
+        }
+    }
+}
+
 /// Peak resident memory (`VmHWM`, KiB) of a process.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

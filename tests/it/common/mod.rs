@@ -29,6 +29,8 @@ pub mod cluster;
 pub mod compare;
 pub mod dataset;
 pub mod fake_peer;
+pub mod run;
+pub mod selection;
 pub mod server;
 pub mod shardsync;
 pub mod status;

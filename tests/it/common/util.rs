@@ -100,6 +100,28 @@ pub fn run(conn: &mut redis::Connection, cmd: &redis::Cmd, what: &str) -> redis:
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// Runs the command `args` (name first) on `conn`; panics naming it on an error reply.
+pub fn exec(conn: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(conn)
+        .unwrap_or_else(|e| panic!("command {args:?} failed: {e}"))
+}
+
+/// The server's own `RESTORE` of a key: `DUMP from` then `RESTORE to 0 payload` on `conn` (a
+/// live-stream `RESTORE` with the server's own payload version).
+pub fn restore_copy(conn: &mut redis::Connection, from: &str, to: &str) {
+    let payload: Vec<u8> = redis::cmd("DUMP").arg(from).query(conn).expect("DUMP");
+    let _: () = redis::cmd("RESTORE")
+        .arg(to)
+        .arg(0)
+        .arg(payload)
+        .query(conn)
+        .unwrap_or_else(|e| panic!("RESTORE {to} on the source: {e}"));
+}
+
 /// `SELECT db` on `conn`.
 pub fn select(conn: &mut redis::Connection, db: u32) {
     redis::cmd("SELECT")

@@ -78,6 +78,18 @@ impl WorkloadOptions {
         }
     }
 
+    /// `dataset`'s databases (in order) followed by those of [`WorkloadOptions::dbs`] it lacks:
+    /// every database to compare after a dataset and this workload.
+    pub fn dbs_with(&self, dataset: &[u32]) -> Vec<u32> {
+        let mut dbs = dataset.to_vec();
+        for d in self.dbs() {
+            if !dbs.contains(&d) {
+                dbs.push(d);
+            }
+        }
+        dbs
+    }
+
     pub fn key(&self, name: &str) -> Vec<u8> {
         let mut k = self.key_prefix.as_bytes().to_vec();
         k.extend_from_slice(name.as_bytes());
