@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Incremental-path cost of exactly-once delivery (sync.exactly_once) on a standalone target.
+"""Incremental-path cost of exactly-once delivery (sync.exactly_once) on a standalone and on a
+cluster target.
 
     python3 bench/exactly_once.py                 # 4,000,000-write burst, both modes, 2 runs each
     WRITES=1000000 RUNS=1 python3 bench/exactly_once.py
+    TARGETS=cluster python3 bench/exactly_once.py # only the 3-master cluster target
+
+TARGETS (default "standalone,cluster"): a standalone Redis 7.0 target, and/or a cluster of three
+Redis 7.0 masters (created with redis-cli --cluster create; target CPU = the sum of the three).
 
 For each mode (exactly_once = false / true) it starts a fresh Redis 7.0 source and target on free
 loopback ports, starts shardsync (target/release/shardsync, build it first) and waits for the
@@ -50,8 +55,23 @@ def cli(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
 
 
-def server(tmp, name, extra):
-    port = free_port()
+def free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(1000):
+        p = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        try:
+            for q in (p, p + 10000):
+                s = socket.socket()
+                s.bind(("127.0.0.1", q))
+                s.close()
+            return p
+        except OSError:
+            continue
+    raise SystemExit("no free cluster port")
+
+
+def server(tmp, name, extra, port=None):
+    port = port or free_port()
     d = os.path.join(tmp, name)
     os.makedirs(d)
     p = subprocess.Popen(
@@ -65,16 +85,35 @@ def server(tmp, name, extra):
     raise SystemExit(f"{name} did not start")
 
 
+def cluster(tmp, tag):
+    """Three cluster-enabled masters sharing the slots; returns (processes, ports)."""
+    nodes = [server(tmp, f"{tag}-n{i}", ["--cluster-enabled", "yes", "--cluster-config-file",
+                                         "nodes.conf"], free_cluster_port()) for i in range(3)]
+    ports = [p for _, p in nodes]
+    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                    "--cluster-yes"], capture_output=True, check=True)
+    for _ in range(200):
+        if all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") for p in ports):
+            return [n for n, _ in nodes], ports
+        time.sleep(0.05)
+    raise SystemExit("the target cluster did not become ok")
+
+
 def status(addr):
     with urllib.request.urlopen(f"http://{addr}/status", timeout=5) as r:
         return json.load(r)
 
 
-def one(exact, tmp):
+def one(exact, tmp, target="standalone"):
     src, sp = server(tmp, f"src-{exact}-{time.time()}", [
         "--repl-diskless-sync-delay", "0", "--repl-backlog-size", "1gb",
         "--client-output-buffer-limit", "replica 0 0 0"])
-    dst, dp = server(tmp, f"dst-{exact}-{time.time()}", [])
+    if target == "cluster":
+        dsts, dports = cluster(tmp, f"dst-{exact}-{time.time()}")
+    else:
+        dst, dp = server(tmp, f"dst-{exact}-{time.time()}", [])
+        dsts, dports = [dst], [dp]
+    dp = dports[0]
     cfg = os.path.join(tmp, f"ss-{exact}.toml")
     with open(cfg, "w") as f:
         f.write(f"[sync]\nexactly_once = {'true' if exact else 'false'}\n")
@@ -93,7 +132,7 @@ def one(exact, tmp):
             except Exception:
                 pass
             time.sleep(0.05)
-        c0 = (cpu_s(ss.pid), cpu_s(dst.pid))
+        c0 = (cpu_s(ss.pid), sum(cpu_s(d.pid) for d in dsts))
         t0 = time.monotonic()
         half = WRITES // 2
         subprocess.run(["redis-benchmark", "-p", str(sp), "-P", "16", "-c", "50", "-r", "1000000",
@@ -110,14 +149,14 @@ def one(exact, tmp):
                 raise SystemExit("no catch-up within 600 s")
             time.sleep(0.01)
         t2 = time.monotonic()
-        c1 = (cpu_s(ss.pid), cpu_s(dst.pid))
+        c1 = (cpu_s(ss.pid), sum(cpu_s(d.pid) for d in dsts))
         return {
             "burst": t1 - t0, "catch_up": t2 - t1, "rate": WRITES / (t2 - t0),
             "ss_cpu": c1[0] - c0[0], "dst_cpu": c1[1] - c0[1],
-            "keys": int(cli(dp, "DBSIZE").strip() or 0),
+            "keys": sum(int(cli(p, "DBSIZE").strip() or 0) for p in dports),
         }
     finally:
-        for p in (ss, src, dst):
+        for p in (ss, src, *dsts):
             p.kill()
             p.wait()
 
@@ -128,12 +167,14 @@ def main():
     tmp = tempfile.mkdtemp(prefix="shardsync-exact-bench-")
     try:
         rows = []
-        for run in range(RUNS):
-            for exact in (False, True):
-                r = one(exact, tmp)
-                r["mode"] = "exactly_once" if exact else "at-least-once"
-                print(json.dumps(r), file=sys.stderr)
-                rows.append(r)
+        targets = os.environ.get("TARGETS", "standalone,cluster").split(",")
+        for target in targets:
+            for run in range(RUNS):
+                for exact in (False, True):
+                    r = one(exact, tmp, target)
+                    r["mode"] = ("exactly_once" if exact else "at-least-once") + f" ({target})"
+                    print(json.dumps(r), file=sys.stderr)
+                    rows.append(r)
         print(f"| mode | burst ({WRITES:,} writes) | catch-up after the burst | applied writes/s | shardsync CPU-s | target CPU-s |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows:

@@ -127,7 +127,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         .await
         .map_err(|e| board.failed(e))?;
     // Exactly-once (sink/exact.rs): the target's progress keys are where each shard resumes.
-    outputs.read_progress(&pre.source).await;
+    outputs.read_progress(&pre.source, &cfg.state_dir).await;
     let mut cfg = cfg;
     if cfg.sync.on_resync.is_none() {
         let target_was_empty = outputs.all_empty();

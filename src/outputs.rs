@@ -61,6 +61,8 @@ pub struct Outputs {
         String,
         Result<crate::sink::exact::Progress, crate::sink::SinkError>,
     >,
+    /// Exactly-once on a cluster target: each shard's replay filter (by shard name).
+    pub replays: std::collections::HashMap<String, crate::sink::exact_slots::SharedReplay>,
 }
 
 /// A failed precheck of one of the targets after the first.
@@ -114,9 +116,17 @@ impl Outputs {
             } else {
                 run_tree.clone()
             };
-            // Exactly-once needs the one target to hold the truth (not with several targets).
+            // Exactly-once needs the one target to hold the truth (not with several targets);
+            // on a cluster per slot (sink/exact_slots.rs), which costs about twice the target
+            // CPU (README, *Exactly once*): there only `true` turns it on, not `auto`.
+            let auto = cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto;
+            if auto && topology.is_cluster() && !multi {
+                tracing::info!(
+                    "exactly-once is off on a cluster target unless sync.exactly_once = true (its cost there: see the README)"
+                );
+            }
             let mut exact =
-                crate::sink::exact::for_target(&cfg.sync, topology.is_cluster() || multi);
+                crate::sink::exact::for_target(&cfg.sync, multi || (auto && topology.is_cluster()));
             if exact.is_some() && cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto {
                 exact =
                     crate::sink::exact::if_permitted(cfg, &spec.endpoint, &topology, exact).await;
@@ -149,11 +159,20 @@ impl Outputs {
         Ok(Outputs {
             list,
             progress: Default::default(),
+            replays: Default::default(),
         })
     }
 
     /// Exactly-once: closes a killed run's connections and reads every shard's progress key.
-    pub async fn read_progress(&mut self, source: &Topology) {
+    pub async fn read_progress(&mut self, source: &Topology, state_dir: &std::path::Path) {
+        if let Some(o) = self.list.first()
+            && let Some(e) = o.exact.as_deref()
+            && o.targets.cluster
+        {
+            (self.progress, self.replays) =
+                crate::sink::exact_slots::read_all(e, &o.targets, source, state_dir).await;
+            return;
+        }
         if let Some(o) = self.list.first() {
             self.progress =
                 crate::sink::exact::read_all(o.exact.as_deref(), &o.spec.endpoint, source).await;
@@ -235,6 +254,10 @@ impl Outputs {
                             cluster_target: o.targets.cluster,
                         },
                     ));
+                let d = match self.replays.get(&shard.name) {
+                    Some(r) if o.targets.cluster => d.with_replay(r.clone()),
+                    _ => d,
+                };
                 let d = match &o.exact {
                     Some(e) => {
                         d.with_exact(e.clone(), self.exact_dirty(&cfg.state_dir, &shard.name))

@@ -38,10 +38,15 @@ async fn unlink(
 
 /// Removes the keys of a shard from the target: every key for a standalone source (`slots` is
 /// `None`), else the keys in `slots`. Returns how many keys were removed (`FLUSHALL`: unknown, 0).
+///
+/// Keys starting with `keep` (exactly-once progress keys: other shards' may hash into this
+/// shard's slots; this shard's own are reset by its full-sync mark) stay.
 pub async fn clear_shard(
     targets: &Targets,
     slots: Option<&[(u16, u16)]>,
+    keep: &[u8],
 ) -> Result<u64, SinkError> {
+    let kept = |k: &[u8]| !keep.is_empty() && k.starts_with(keep);
     let masters = targets.master_endpoints();
     let mut removed = 0u64;
     for ep in masters {
@@ -68,6 +73,8 @@ pub async fn clear_shard(
                                 .query_async(&mut conn)
                                 .await
                                 .map_err(|e| SinkError::command(&ep, "GETKEYSINSLOT", &e))?;
+                            let keys: Vec<Vec<u8>> =
+                                keys.into_iter().filter(|k| !kept(k)).collect();
                             if keys.is_empty() {
                                 break;
                             }
@@ -78,8 +85,10 @@ pub async fn clear_shard(
                 }
             }
             Some(ranges) => {
-                removed +=
-                    unlink_scanned(&mut conn, &ep, |k| in_ranges(ranges, key_slot(k))).await?;
+                removed += unlink_scanned(&mut conn, &ep, |k| {
+                    in_ranges(ranges, key_slot(k)) && !kept(k)
+                })
+                .await?;
             }
         }
     }

@@ -73,6 +73,9 @@ pub struct Dispatcher {
     exact: Option<(Arc<super::exact::Exact>, bool)>,
     /// Exactly-once mode: the tail of a source transaction not yet closed by its `EXEC`.
     hold: super::txn_hold::TxnHold,
+    /// Exactly-once on a cluster: skips replayed commands the target committed (see
+    /// [`super::exact_slots`]).
+    replay: Option<super::exact_slots::SharedReplay>,
 }
 
 impl Clone for Dispatcher {
@@ -80,6 +83,7 @@ impl Clone for Dispatcher {
         let mut d = Dispatcher::new(self.targets.clone(), self.sync.clone());
         d.repair = self.repair.clone();
         d.exact = self.exact.clone();
+        d.replay = self.replay.clone();
         d
     }
 }
@@ -95,6 +99,7 @@ impl Dispatcher {
             repair: None,
             exact: None,
             hold: Default::default(),
+            replay: None,
         }
     }
 
@@ -102,6 +107,12 @@ impl Dispatcher {
     /// full sync of this shard (a repeated full sync must clear it first).
     pub fn with_exact(mut self, exact: Arc<super::exact::Exact>, dirty: bool) -> Dispatcher {
         self.exact = Some((exact, dirty));
+        self
+    }
+
+    /// Exactly-once on a cluster target: the shard's replay filter.
+    pub fn with_replay(mut self, replay: super::exact_slots::SharedReplay) -> Dispatcher {
+        self.replay = Some(replay);
         self
     }
 
@@ -116,6 +127,15 @@ impl Dispatcher {
         let Some((exact, _)) = &self.exact else {
             return Ok(());
         };
+        if self.targets.cluster {
+            return super::exact_slots::mark_full_sync(
+                &self.targets,
+                exact,
+                &shard.name,
+                self.replay.as_ref(),
+            )
+            .await;
+        }
         let key = exact.key(&shard.name);
         for ep in self.targets.master_endpoints() {
             super::exact::mark_full_sync(&ep, &key).await?;
@@ -166,7 +186,10 @@ impl Dispatcher {
         let mut cmds = cmds;
         let mut owned_ends = ends.to_vec();
         self.drop_progress_writes(&mut cmds, Some(&mut owned_ends));
-        let (cmds, owned_ends, run) = if self.exact.is_some() && !self.targets.cluster {
+        if let Some(r) = &self.replay {
+            super::exact_slots::filter_replay(r, &mut cmds, &mut owned_ends);
+        }
+        let (cmds, owned_ends, run) = if self.exact.is_some() {
             let (c, e, offset) = self.hold.cut(cmds, &owned_ends, run.offset);
             if offset != run.offset
                 && let Some(last) = c.last()
@@ -180,10 +203,43 @@ impl Dispatcher {
         } else {
             (cmds, owned_ends, run)
         };
+        let (mut cmds, mut owned_ends) = (cmds, owned_ends);
+        if self.targets.cluster
+            && let Some((exact, _)) = self.exact.clone()
+        {
+            // Exactly-once on a cluster: a flush is a barrier (see `exact_slots::after_flush`).
+            while let Some(i) = super::exact_slots::flush_at(&cmds, &owned_ends) {
+                let rest = cmds.split_off(i + 1);
+                let rest_ends = owned_ends.split_off(i + 1);
+                let (end, db) = (owned_ends[i], cmds[i].db);
+                let run_db = shard.run_db.swap(db, std::sync::atomic::Ordering::AcqRel);
+                let head = RunInfo {
+                    offset: Some(end),
+                    completes_full_sync: false,
+                    ..run
+                };
+                self.send_piece(shard, head, cmds, &owned_ends).await?;
+                shard
+                    .run_db
+                    .store(run_db, std::sync::atomic::Ordering::Release);
+                super::exact_slots::after_flush(&self.targets, &exact, shard, end, db).await;
+                (cmds, owned_ends) = (rest, rest_ends);
+            }
+        }
+        self.send_piece(shard, run, cmds, &owned_ends).await
+    }
+
+    /// [`Dispatcher::send_stream`] after its cuts: queued repairs first, then the run.
+    async fn send_piece(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        ends: &[u64],
+    ) -> Result<(), WriterGone> {
         if cmds.is_empty() && run.offset.is_none() {
             return Ok(());
         }
-        let ends = &owned_ends[..];
         let cmds = match (&mut self.repair, run.offset) {
             (Some(r), Some(end)) if r.busy(shard) => {
                 r.process(shard, run.epoch, end, cmds, ends).await
@@ -217,7 +273,8 @@ impl Dispatcher {
     pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, super::SinkError> {
         let filter = &self.sync.filter;
         if filter.is_noop() {
-            return super::clear::clear_shard(&self.targets, slots).await;
+            let keep = self.sync.progress_prefix.as_bytes();
+            return super::clear::clear_shard(&self.targets, slots, keep).await;
         }
         let cluster = self.targets.cluster;
         let dbs = filter.dbs().map(|d| {
@@ -463,6 +520,24 @@ impl Dispatcher {
                     }
                     shard.issue(this.epoch, this.offset, this.completes_full_sync, 0);
                 }
+            }
+        }
+        if run.completes_full_sync
+            && self.targets.cluster
+            && let (Some((exact, _)), Some(offset)) = (&self.exact, run.offset)
+        {
+            // Exactly-once on a cluster: once every node has the RDB, the shard key holds the
+            // position the stream starts at (until then a restart repeats the full sync).
+            shard.drained().await;
+            let pos = crate::source::handshake::ReplPosition {
+                replid: shard.replid(),
+                offset,
+                db: shard.run_db.load(std::sync::atomic::Ordering::Acquire),
+            };
+            if let Err(e) =
+                super::exact_slots::mark_synced(&self.targets, exact, &shard.name, &pos).await
+            {
+                tracing::warn!(shard = %shard.name, error = %e, "could not write the progress key after the full sync; a restart will repeat the full sync");
             }
         }
         Ok(())

@@ -508,6 +508,17 @@ impl Pipeline {
     }
 
     fn take(&mut self, batch: Batch, out: &mut BytesMut) {
+        if let (Some(_), Some(exact)) = (&self.targets, &self.settings.exact) {
+            // Exactly-once on a cluster: one transaction per slot (see `exact_slots`).
+            for part in super::exact_slots::split_batch(batch, exact) {
+                let mut f = InFlight::new(part.batch);
+                f.txn = part.progress.map(txn::TxnState::with_progress);
+                self.pending.push_back(f);
+            }
+            self.encode_pending(out);
+            self.complete_front();
+            return;
+        }
         let mut f = InFlight::new(batch);
         self.txn_init(&mut f);
         self.pending.push_back(f);
@@ -633,17 +644,27 @@ impl Pipeline {
         replies: &mut resp::Decoder,
         out: &mut BytesMut,
     ) -> Result<(), ReplyError> {
+        // Replies come in order: the batch of the next one is never before the last one's
+        // (batches are only popped after this loop), so the search resumes from there.
+        let mut from = 0;
         loop {
             let frame = match replies.decode(inbuf) {
                 Ok(Some((f, _))) => f,
                 Ok(None) => break,
                 Err(e) => return Err(ReplyError::NotResp(e.to_string())),
             };
-            let Some(fi) = self.pending.iter().position(|f| f.seen < f.slots.len()) else {
+            let Some(fi) = self
+                .pending
+                .iter()
+                .skip(from)
+                .position(|f| f.seen < f.slots.len())
+                .map(|i| i + from)
+            else {
                 return Err(ReplyError::Unasked(crate::escape::text(
                     frame.to_text().as_bytes(),
                 )));
             };
+            from = fi;
             let front = &mut self.pending[fi];
             let slot = front.slots[front.seen];
             front.seen += 1;

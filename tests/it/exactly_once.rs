@@ -24,18 +24,31 @@ const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
 #[derive(Clone)]
-struct Workload {
-    stop: Arc<AtomicBool>,
-    bursts: Arc<AtomicBool>,
-    ops: Arc<AtomicU64>,
+pub(crate) struct Workload {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) bursts: Arc<AtomicBool>,
+    pub(crate) ops: Arc<AtomicU64>,
+    /// For a cluster target: database 0 only, and the keys a command links share a hash tag
+    /// (`RENAME`, the script's two keys) so that each stays in one slot.
+    cluster: bool,
 }
 
 impl Workload {
     fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
+        Self::start_with(url, seed, false)
+    }
+
+    /// The workload for a cluster target (see `cluster`).
+    pub(crate) fn start_cluster(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
+        Self::start_with(url, seed, true)
+    }
+
+    fn start_with(url: String, seed: u64, cluster: bool) -> (Workload, JoinHandle<()>) {
         let w = Workload {
             stop: Arc::new(AtomicBool::new(false)),
             bursts: Arc::new(AtomicBool::new(false)),
             ops: Arc::new(AtomicU64::new(0)),
+            cluster,
         };
         let w2 = w.clone();
         let h = std::thread::spawn(move || w2.run(&url, seed));
@@ -56,7 +69,13 @@ impl Workload {
         while !self.stop.load(Ordering::Acquire) {
             let bursts = self.bursts.load(Ordering::Acquire);
             let mut p = redis::pipe();
-            let use2 = rng.below(5) == 0;
+            let use2 = !self.cluster && rng.below(5) == 0;
+            // Keys a command links: one hash tag on a cluster target.
+            let (tmp, moved, ev, evl) = if self.cluster {
+                ("{r}tmp:", "{r}moved:", "{ev}a:", "{ev}l:")
+            } else {
+                ("tmp:", "moved:", "ev:", "evl:")
+            };
             for _ in 0..40 {
                 n += 1;
                 let k = rng.below(8);
@@ -79,10 +98,10 @@ impl Workload {
                     }
                     4 => {
                         // RENAME: a key made and moved; replayed, it would fail or move twice.
-                        p.cmd("SET").arg(format!("tmp:{n}")).arg(n).ignore();
+                        p.cmd("SET").arg(format!("{tmp}{n}")).arg(n).ignore();
                         p.cmd("RENAME")
-                            .arg(format!("tmp:{n}"))
-                            .arg(format!("moved:{k}"))
+                            .arg(format!("{tmp}{n}"))
+                            .arg(format!("{moved}{k}"))
                             .ignore();
                     }
                     5 => {
@@ -101,8 +120,8 @@ impl Workload {
                         p.cmd("EVAL")
                             .arg(script)
                             .arg(2)
-                            .arg(format!("ev:{k}"))
-                            .arg(format!("evl:{k}"))
+                            .arg(format!("{ev}{k}"))
+                            .arg(format!("{evl}{k}"))
                             .arg(n)
                             .ignore();
                     }

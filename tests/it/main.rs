@@ -16,6 +16,7 @@ mod diff_fuzz;
 mod e2e_cluster;
 mod e2e_standalone;
 mod exactly_once;
+mod exactly_once_cluster;
 mod failure_model;
 mod faults;
 mod faults_cluster;

@@ -36,6 +36,9 @@ const MULTI_SLOT: u32 = u32::MAX - 2;
 const EXEC_SLOT: u32 = u32::MAX - 3;
 /// Reply slot of the progress `SET`.
 const PROGRESS_SLOT: u32 = u32::MAX - 4;
+/// Reply slot of an `ASKING` sent before `MULTI` (a group redirected by `ASK`; the flag holds
+/// for the whole transaction).
+const ASKING_SLOT: u32 = u32::MAX - 5;
 /// A batch aborted this many times is sent without a transaction (it cannot be made to pass).
 const MAX_ATTEMPTS: u32 = 2;
 
@@ -60,6 +63,15 @@ pub(super) struct TxnState {
 }
 
 impl TxnState {
+    /// A transaction writing `(key, value, offset)` (a cluster slot group, see
+    /// [`crate::sink::exact_slots`]).
+    pub(in crate::sink) fn with_progress(progress: (Bytes, Bytes, u64)) -> TxnState {
+        TxnState {
+            progress: Some(progress),
+            ..Default::default()
+        }
+    }
+
     fn reset_connection(&mut self) {
         self.open = false;
         self.exec_seen = false;
@@ -123,6 +135,10 @@ impl Pipeline {
                 *probing = Some(db);
                 return;
             }
+            if f.batch.asking {
+                crate::cmd!["ASKING"].encode(out);
+                f.slots.push(ASKING_SLOT);
+            }
             crate::cmd!["MULTI"].encode(out);
             f.slots.push(MULTI_SLOT);
             t.open = true;
@@ -183,6 +199,11 @@ impl Pipeline {
             return Ok(());
         };
         match slot {
+            ASKING_SLOT => {
+                if let Frame::Error(e) = &frame {
+                    return Err(super::ReplyError::internal("ASKING", e));
+                }
+            }
             MULTI_SLOT => {
                 if let Frame::Error(e) = &frame {
                     return Err(super::ReplyError::internal("MULTI", e));
@@ -251,6 +272,47 @@ impl Pipeline {
         let progress = t.progress.clone();
         f.resume_at = f.batch.cmds.len();
         let len = f.batch.cmds.len();
+        if let Some(targets) = self.targets.clone()
+            && let Some(r) = refused.iter().find_map(|(_, e)| super::parse_redirect(e))
+        {
+            // Cluster: the slot moved (or is moving). The whole group, with its progress key
+            // (which lives in that slot), goes to the node that serves it now.
+            let cmds: Vec<DbCmd> = (0..len)
+                .filter(|i| !f.skipped(*i))
+                .map(|i| f.batch.cmds[i].clone())
+                .collect();
+            let again = Batch {
+                shard: f.batch.shard.clone(),
+                ticket: f.batch.ticket.clone(),
+                cmds,
+                asking: matches!(r, super::Redirect::Ask(_)),
+                wire: None,
+            };
+            again.ticket.add_part();
+            let kind = match &r {
+                super::Redirect::Moved(_) => "moved",
+                super::Redirect::Ask(_) => "ask",
+                super::Redirect::Retry => "tryagain",
+            };
+            metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => node.clone(), "kind" => kind)
+                .increment(1);
+            if let Some(suppressed) = crate::observe::lograte::allow(&node, "txn-redirect") {
+                tracing::info!(node = %node, kind, commands = again.cmds.len(), suppressed,
+                    "a slot's write transaction was redirected (the slot is moving); sent whole to the node that serves it");
+            }
+            let held = match r {
+                super::Redirect::Moved(addr) => {
+                    targets.request_refresh();
+                    targets.redirect(&addr, again, None)
+                }
+                super::Redirect::Ask(addr) => targets.redirect(&addr, again, None),
+                super::Redirect::Retry => {
+                    targets.redirect(&self.node, again, Some(super::RETRY_PAUSE))
+                }
+            };
+            self.held.extend(held);
+            return;
+        }
         let mut drop = vec![false; len];
         for (slot, e) in &refused {
             if (*slot as usize) < len {
@@ -274,11 +336,15 @@ impl Pipeline {
             .collect();
         let shard = f.batch.shard.clone();
         let ticket = f.batch.ticket.clone();
-        let later = self
-            .pending
-            .iter()
-            .skip(fi + 1)
-            .any(|g| g.txn.is_some() && std::sync::Arc::ptr_eq(&g.batch.shard, &shard));
+        // Later transactions writing the same progress key (one per shard on a standalone
+        // target, one per slot of a shard on a cluster).
+        let key = progress.as_ref().map(|p| p.0.clone());
+        let later = self.pending.iter().skip(fi + 1).any(|g| {
+            g.txn
+                .as_ref()
+                .and_then(|t| t.progress.as_ref())
+                .is_some_and(|p| Some(&p.0) == key.as_ref())
+        });
         if let Some(suppressed) = crate::observe::lograte::allow(&node, "execabort") {
             tracing::warn!(node = %node, shard = %shard.name, refused = refused.len(), commands = cmds.len(),
                 attempt, error = %why, suppressed, "target aborted a write transaction; sending it again without the refused commands");
@@ -382,6 +448,8 @@ impl Pipeline {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let stored = match &reply {
+                // Cluster: the slot moved; its groups are redirected when they are refused.
+                Frame::Error(e) if super::parse_redirect(e).is_some() => continue,
                 Frame::Error(e) => return Err(fail(crate::escape::text(e))),
                 f => crate::sink::exact::offset_of(f.as_bytes().map(|b| &b[..])),
             };

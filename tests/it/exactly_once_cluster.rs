@@ -1,0 +1,479 @@
+//! Exactly-once delivery into a **cluster target** (3 masters; per-slot transactions with
+//! per-slot progress keys, `src/sink/exact_slots.rs`): shardsync is SIGKILLed twelve times at
+//! random moments (during the full sync, during `MULTI`/`EXEC` bursts whose keys span slots,
+//! under the steady non-idempotent mix of `exactly_once.rs`), then the cluster must equal the
+//! source key by key — no duplicate tolerance.
+
+use crate::common;
+use crate::exactly_once::Workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
+use common::compare::{CompareOptions, assert_no_differences};
+use common::util::{DetRng, now_ms, wait_until};
+use common::*;
+
+const KIND: ServerKind = ServerKind::Redis70;
+const HEARTBEAT: &str = "shardsync:heartbeat";
+const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
+
+fn write_config(dir: &Path, exact: bool) -> PathBuf {
+    let path = dir.join("shardsync.toml");
+    std::fs::write(
+        &path,
+        format!("[sync]\nheartbeat_interval_ms = 100\nexactly_once = {exact}\n"),
+    )
+    .expect("write config");
+    path
+}
+
+fn spawn(src: &RedisServer, dst: &RedisCluster, state: &Path, config: &Path) -> Shardsync {
+    Shardsync::spawn(&[
+        "run",
+        "--source",
+        &src.url(),
+        "--target",
+        &dst.seed_url(),
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--metrics-addr",
+        "off",
+    ])
+}
+
+/// Waits until a heartbeat written after now reached the cluster.
+fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
+    let after = now_ms();
+    let mut c = dst.node_for_key(HEARTBEAT.as_bytes()).client();
+    let ok = wait_until(timeout, || {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(HEARTBEAT)
+            .query(&mut c)
+            .unwrap_or(None);
+        v.and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|v| v >= after)
+    });
+    assert!(
+        ok,
+        "cluster did not catch up within {timeout:?}; shardsync log:\n{}",
+        ss.log_tail(60)
+    );
+}
+
+fn differences(src: &RedisServer, dst: &RedisCluster) -> Vec<common::compare::Difference> {
+    let mut sc = src.client();
+    compare_sources(
+        &mut StandaloneReader(&mut sc),
+        &mut dst.reader(),
+        IGNORE,
+        &CompareOptions::default(),
+    )
+}
+
+/// Twelve SIGKILLs of shardsync into a 3-master cluster target: two during the full sync,
+/// three during `MULTI`/`EXEC` bursts, seven under the steady mix. The cluster must equal the
+/// source exactly, and the per-slot progress keys must be spread over every master.
+#[test]
+fn sigkill_twelve_times_cluster_target_is_exact() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(
+        KIND,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-backlog-size",
+            "128mb",
+            "--repl-diskless-sync",
+            "yes",
+        ],
+    );
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(20_000)
+        .arg("bulk")
+        .arg(4000)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let (load, handle) = Workload::start_cluster(src.url(), 21);
+    let mut rng = DetRng::new(0xc1u64);
+    let mut resumed = 0;
+    for round in 0..12 {
+        let mut ss = spawn(&src, &dst, state.path(), &config);
+        if round < 2 {
+            ss.expect_log("full sync started", Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
+            assert!(
+                !ss.log().contains("RDB received"),
+                "round {round}: the full sync ended before the kill; log:\n{}",
+                ss.log_tail(30)
+            );
+        } else {
+            ss.expect_log("replication started", Duration::from_secs(30));
+            if !wait_until(Duration::from_secs(60), || {
+                let l = ss.log();
+                l.contains("partial resync accepted") || l.contains("RDB received")
+            }) {
+                panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
+            }
+            if ss.log().contains("partial resync accepted") {
+                resumed += 1;
+            }
+            load.bursts
+                .store((5..8).contains(&round), Ordering::Release);
+            std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+        }
+        let log = ss.log();
+        assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "round {round}: shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        println!(
+            "round {round} killed at {:.1?} ops {}",
+            t0.elapsed(),
+            load.ops.load(Ordering::Relaxed)
+        );
+        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(format!("{d}/cluster-round-{round}.log"), ss.log());
+        }
+    }
+    load.bursts.store(false, Ordering::Release);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(90));
+    assert_no_differences(&differences(&src, &dst));
+    let log = ss.log();
+    assert!(
+        log.contains("found the target's progress key"),
+        "the last run did not resume from the target:\n{log}"
+    );
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    assert!(
+        resumed >= 8,
+        "only {resumed} of the restarts resumed with +CONTINUE"
+    );
+    // The per-slot keys live on the masters that own their slots.
+    for m in dst.masters() {
+        assert!(
+            common::compare::progress_keys(&mut m.client()) > 0,
+            "master {} holds no progress key",
+            m.port()
+        );
+    }
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    println!(
+        "EXACTLY-ONCE cluster: 12 SIGKILLs ({resumed} partial resyncs), {} source writes, cluster exact; {:.1?}",
+        load.ops.load(Ordering::Relaxed),
+        t0.elapsed()
+    );
+}
+
+/// Moves `slot` of the target cluster to another master as `redis-cli --cluster reshard` does
+/// (`SETSLOT IMPORTING/MIGRATING`, `MIGRATE` of every key, `SETSLOT NODE`). Returns the port of
+/// the new owner.
+fn migrate_slot(dst: &RedisCluster, slot: u16) -> u16 {
+    let from_port = dst.slot_map()[slot as usize];
+    let masters = dst.masters();
+    let from = masters
+        .iter()
+        .find(|m| m.port() == from_port)
+        .expect("slot owner");
+    let to = masters
+        .iter()
+        .find(|m| m.port() != from_port)
+        .expect("another master");
+    let (mut cf, mut ct) = (from.client(), to.client());
+    let id = |c: &mut redis::Connection| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(c)
+            .expect("CLUSTER MYID")
+    };
+    let (idf, idt) = (id(&mut cf), id(&mut ct));
+    let setslot = |c: &mut redis::Connection, what: &str, node: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(what)
+            .arg(node)
+            .query(c)
+            .expect("CLUSTER SETSLOT");
+    };
+    setslot(&mut ct, "IMPORTING", &idf);
+    setslot(&mut cf, "MIGRATING", &idt);
+    loop {
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut cf)
+            .expect("GETKEYSINSLOT");
+        if keys.is_empty() {
+            break;
+        }
+        let mut m = redis::cmd("MIGRATE");
+        m.arg("127.0.0.1")
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS");
+        for k in &keys {
+            m.arg(k.as_slice());
+        }
+        let _: () = m.query(&mut cf).expect("MIGRATE");
+        // Leave the slot half-moved a moment: writes meet ASK and TRYAGAIN.
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    setslot(&mut ct, "NODE", &idt);
+    setslot(&mut cf, "NODE", &idt);
+    for m in &masters {
+        if m.port() != from_port && m.port() != to.port() {
+            setslot(&mut m.client(), "NODE", &idt);
+        }
+    }
+    to.port()
+}
+
+/// Slots of the workload's hot keys are moved between masters while it runs (the writers meet
+/// `ASK`, `TRYAGAIN` and `MOVED` on their per-slot transactions), shardsync is SIGKILLed right
+/// after each move, and the cluster must still equal the source exactly — the slot's progress
+/// key moved with it (`MIGRATE`) and is found on the new owner.
+#[test]
+fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let (load, handle) = Workload::start_cluster(src.url(), 5);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut moved = Vec::new();
+    let mut redirected = false;
+    for key in ["ctr:1", "list:2", "str:3"] {
+        let slot = common::cluster::key_slot(key.as_bytes());
+        let to = migrate_slot(&dst, slot);
+        moved.push((slot, to));
+        std::thread::sleep(Duration::from_millis(300));
+        redirected |= ss.log().contains("write transaction was redirected");
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn(&src, &dst, state.path(), &config);
+        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_no_differences(&differences(&src, &dst));
+    for (slot, to) in moved {
+        let owner = dst
+            .masters()
+            .into_iter()
+            .find(|m| m.port() == to)
+            .expect("new owner");
+        let keys = common::compare::scan_keys(&mut owner.client());
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with(b"__shardsync:progress:")
+                    && common::cluster::key_slot(k) == slot),
+            "no progress key of slot {slot} on its new owner {to}"
+        );
+    }
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert!(
+        redirected,
+        "no slot transaction was redirected: the resharding did not meet the writers"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
+
+/// `FLUSHALL` on the source under load (it carries no slot position and removes the slot keys:
+/// a barrier moves the shard key past it), each followed by a SIGKILL of shardsync at a random
+/// moment; the cluster must equal the source exactly.
+#[test]
+fn flushall_then_sigkill_cluster_target_is_exact() {
+    let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let (load, handle) = Workload::start_cluster(src.url(), 9);
+    let mut ss = spawn(&src, &dst, state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    let mut rng = DetRng::new(99);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400 + rng.below(400)));
+        let _: () = redis::cmd("FLUSHALL")
+            .query(&mut src.client())
+            .expect("FLUSHALL");
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn(&src, &dst, state.path(), &config);
+        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    assert_no_differences(&differences(&src, &dst));
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
+
+/// A cluster source (3 masters, so 3 shards, each with its own shard key and slot keys) into a
+/// cluster target: INCR/RPUSH/APPEND/LPOP and `MULTI`/`EXEC` on every source master, six
+/// SIGKILLs of shardsync under that load; the target cluster must equal the source exactly.
+#[test]
+fn cluster_source_sigkill_six_times_is_exact() {
+    let src = RedisCluster::start_with(KIND, 3, 0, &["--repl-backlog-size", "64mb"]);
+    let dst = RedisCluster::start(KIND, 3, 0);
+    let map = src.slot_map();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loads = Vec::new();
+    for m in src.masters() {
+        // Tags whose slots this master owns, so that no write is redirected.
+        let tags: Vec<String> = (0..10_000)
+            .map(|i| format!("t{i}"))
+            .filter(|t| map[common::cluster::key_slot(t.as_bytes()) as usize] == m.port())
+            .take(6)
+            .collect();
+        let (url, stop) = (m.url(), stop.clone());
+        loads.push(std::thread::spawn(move || {
+            let mut c = redis::Client::open(url)
+                .and_then(|c| c.get_connection())
+                .expect("connect to a source master");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let mut p = redis::pipe();
+                for t in &tags {
+                    n += 1;
+                    p.cmd("INCR").arg(format!("{{{t}}}ctr")).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}list")).arg(n).ignore();
+                    p.cmd("APPEND")
+                        .arg(format!("{{{t}}}str"))
+                        .arg(format!("{n};"))
+                        .ignore();
+                    if n.is_multiple_of(3) {
+                        p.cmd("LPOP").arg(format!("{{{t}}}list")).ignore();
+                    }
+                    p.cmd("MULTI").ignore();
+                    p.cmd("INCRBY").arg(format!("{{{t}}}tx")).arg(2).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}txl")).arg(n).ignore();
+                    p.cmd("EXEC").ignore();
+                }
+                p.query::<()>(&mut c).expect("source workload");
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }));
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(state.path(), true);
+    let spawn_c = || {
+        Shardsync::spawn(&[
+            "run",
+            "--source",
+            &src.seed_url(),
+            "--target",
+            &dst.seed_url(),
+            "--state-dir",
+            state.path().to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            "off",
+        ])
+    };
+    let mut rng = DetRng::new(3);
+    let mut ss = spawn_c();
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        ss = spawn_c();
+        ss.expect_log("replication started", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    for l in loads {
+        l.join().expect("workload thread");
+    }
+    // Every shard's heartbeat key (one per source master) must be newer than the load's end.
+    let after = now_ms();
+    let ok = wait_until(Duration::from_secs(60), || {
+        let mut r = dst.reader();
+        let keys: Vec<Vec<u8>> = common::cluster::KeySource::all_keys(&mut r)
+            .into_iter()
+            .filter(|k| k.starts_with(HEARTBEAT.as_bytes()))
+            .collect();
+        keys.len() == 3
+            && keys.iter().all(|k| {
+                let v: Option<String> = redis::cmd("GET")
+                    .arg(k.as_slice())
+                    .query(common::cluster::KeySource::conn_for(&mut r, k))
+                    .unwrap_or(None);
+                v.and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|v| v >= after)
+            })
+    });
+    assert!(ok, "target did not catch up:\n{}", ss.log_tail(60));
+    let diffs = compare_sources(
+        &mut src.reader(),
+        &mut dst.reader(),
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    assert_no_differences(&diffs);
+    let log = ss.log();
+    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    // Each shard resumed from its progress key, or repeated a full sync the last kill cut;
+    // none lost its key (another shard's clear must not remove it).
+    assert_eq!(
+        log.matches("found the target's progress key").count()
+            + log.matches("holds an unfinished full sync").count(),
+        3,
+        "a shard neither resumed from the target nor repeated a cut full sync:\n{log}"
+    );
+    assert!(
+        !log.contains("the target has no progress key"),
+        "a shard's progress key was lost:\n{log}"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
