@@ -295,6 +295,11 @@ impl ValueDecoder {
                     self.state = State::StringRaw { remaining: n };
                     return self.step(src, opts, out);
                 }
+                StrHead::Raw(n) if !src.keep_values => {
+                    // Check-only pass: raw bytes have no structure to check; no copy is kept.
+                    src.skip(n)?;
+                    out.push(Chunk::StringPart(Bytes::new()));
+                }
                 StrHead::Raw(n) => string_parts(out, Bytes::from(src.read_vec(n)?), max_bytes),
                 StrHead::Int(v) => string_parts(
                     out,

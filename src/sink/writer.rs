@@ -372,6 +372,7 @@ impl Pipeline {
                 .map(|(_, c)| c)
                 .collect();
             batch.cmds = keep;
+            batch.wire = None;
             moved += batch.cmds.len();
             targets.reroute(batch);
         }
@@ -575,7 +576,7 @@ impl Pipeline {
                 crate::cmd!["ASKING"].encode(out);
                 f.slots.push(INTERNAL_SLOT);
             }
-            f.batch.cmds[at].cmd.encode(out);
+            f.batch.encode_cmd(at, out);
             f.slots.push(at as u32);
             f.encoded += 1;
         }
@@ -692,6 +693,7 @@ impl Pipeline {
                     ticket: b.ticket.clone(),
                     cmds: vec![dc.clone()],
                     asking: matches!(r, Redirect::Ask(_)),
+                    wire: None,
                 };
                 b.ticket.add_part();
                 let kind = match &r {

@@ -286,6 +286,7 @@ impl Pipeline {
                 ticket: f.batch.ticket.clone(),
                 cmds,
                 asking: matches!(r, super::Redirect::Ask(_)),
+                wire: None,
             };
             again.ticket.add_part();
             let kind = match &r {
@@ -366,6 +367,7 @@ impl Pipeline {
             ticket,
             cmds,
             asking: false,
+            wire: None,
         });
         if attempt < MAX_ATTEMPTS && (!refused.is_empty() || later) {
             retry.txn = Some(TxnState {
