@@ -30,16 +30,12 @@ pub struct LoadSettings {
     pub batch_max_bytes: usize,
 }
 
-/// Memory an argument costs beyond its encoded bytes (its `Bytes` handle in the command's vector
-/// and its own allocation), counted against `batch_max_bytes` so that a queued batch of
-/// many-element commands (`HSET` of 512 small fields) holds about that much memory rather than
-/// ~4× it: the write queues (`queue_batches` × `batch_max_bytes`) are the memory bound.
-const ARG_MEMORY: usize = 48;
-
-/// What a converted command counts against `batch_max_bytes`: its encoded size plus
-/// [`ARG_MEMORY`] per argument.
+/// What a converted command counts against `batch_max_bytes`: the memory it holds
+/// ([`DbCmd::mem_bytes`]), so that a queued batch of many-element commands (`HSET` of 512 small
+/// fields) holds about `batch_max_bytes` rather than ~4× it: the write queues
+/// (`queue_batches` × `batch_max_bytes`) are the memory bound.
 fn batch_cost(c: &DbCmd) -> usize {
-    c.cmd.encoded_len() + c.cmd.args.len() * ARG_MEMORY
+    c.mem_bytes()
 }
 
 /// What a load did.

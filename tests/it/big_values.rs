@@ -134,3 +134,81 @@ fn compressible_string_larger_than_the_queues_keeps_rss_bounded() {
     );
     p.terminate();
 }
+
+/// A target that reads but does not answer (`CLIENT PAUSE WRITE`) while a 1.5M-field hash is
+/// copied: the writer keeps what it sent for a resend, so the unacknowledged commands must be
+/// bounded by memory (`MAX_INFLIGHT_BYTES`), not only by count (32k `HSET`s of 512 fields held
+/// ~290 MiB). After the pause the hash arrives whole.
+#[test]
+fn target_that_reads_but_does_not_answer_keeps_rss_bounded() {
+    const FIELDS: usize = 1_500_000;
+    let source = RedisServer::start(ServerKind::Redis70);
+    let target = RedisServer::start(ServerKind::Redis70);
+    let mut s = source.client();
+    for start in (0..FIELDS).step_by(10_000) {
+        let mut c = redis::cmd("HSET");
+        c.arg("big:hash");
+        for i in start..start + 10_000 {
+            c.arg(format!("f{i}")).arg(i);
+        }
+        let _: usize = c.query(&mut s).expect("HSET");
+    }
+    let mut t = target.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(25_000)
+        .arg("WRITE")
+        .query(&mut t)
+        .expect("CLIENT PAUSE");
+    let paused = Instant::now();
+    let (mut p, _d) = run(&source, &target);
+    let pid = p.pid().expect("running");
+    // While paused, everything shardsync sends stays unanswered.
+    while paused.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let peak_paused = peak_rss_kib(pid) / 1024;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut t)
+        .expect("CLIENT UNPAUSE");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: usize = redis::cmd("HLEN")
+            .arg("big:hash")
+            .query(&mut t)
+            .expect("HLEN");
+        if n == FIELDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HLEN {n} of {FIELDS}\n{}",
+            p.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sample: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg("big:hash")
+        .arg("f0")
+        .arg("f777777")
+        .arg(format!("f{}", FIELDS - 1))
+        .query(&mut t)
+        .expect("HMGET");
+    assert_eq!(
+        sample,
+        [
+            Some("0".into()),
+            Some("777777".into()),
+            Some((FIELDS - 1).to_string())
+        ]
+    );
+    let peak = peak_rss_kib(pid) / 1024;
+    eprintln!("peak RSS {peak_paused} MiB while the target did not answer, {peak} MiB in all");
+    assert!(
+        peak < 150,
+        "peak RSS {peak} MiB ({peak_paused} MiB while paused)\n{}",
+        p.log_tail(20)
+    );
+    p.terminate();
+}

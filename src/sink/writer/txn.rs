@@ -378,7 +378,7 @@ impl Pipeline {
         } else {
             tracing::error!(node = %node, "a write transaction cannot pass; its commands go without a transaction (a crash before the next batch may apply them twice)");
         }
-        self.pending.push_back(retry);
+        self.push_pending(retry);
         self.encode_pending(out);
     }
 
