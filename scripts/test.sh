@@ -14,4 +14,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # Integration tests start many servers; two test threads keep the 2-core machine responsive.
 cargo test --quiet -- --test-threads="${SHARDSYNC_TEST_THREADS:-2}"
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  echo "== bench/run.sh --quick"
+  bash bench/run.sh --quick
+fi
 echo "== all tests passed in $(( $(date +%s) - start )) s"

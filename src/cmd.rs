@@ -79,6 +79,18 @@ pub struct DbCmd {
     pub cmd: Cmd,
 }
 
+/// Memory an argument holds beyond its encoded bytes: its `Bytes` handle in the command's vector
+/// and its own allocation. A `HSET` of 512 small fields holds about 4× its encoded size.
+pub const ARG_MEMORY: usize = 48;
+
+impl DbCmd {
+    /// The memory this command holds, estimated: its encoded size plus [`ARG_MEMORY`] per
+    /// argument. Every byte bound on queued or unacknowledged commands counts this.
+    pub fn mem_bytes(&self) -> usize {
+        self.cmd.encoded_len() + self.cmd.args.len() * ARG_MEMORY
+    }
+}
+
 /// Builds a [`Cmd`] from a list of expressions convertible to [`Bytes`]-like arguments:
 /// `cmd!["SET", key.clone(), value]`. String literals and `Bytes` both work.
 #[macro_export]

@@ -1,5 +1,7 @@
 //! The `load-rdb` job: writes the keys of an RDB file into a target. The file is read twice:
-//! first parsed whole (CRC64 included) so that a corrupt file writes nothing, then streamed
+//! first checked whole by a check-only parse ([`RdbParser::check_only`]: every structure,
+//! encoding, limit and the CRC64; plain string values are read past, not copied) so that a
+//! corrupt file writes nothing, then streamed
 //! through the same loader and writer as a full sync.
 
 use std::fs::File;
@@ -45,10 +47,12 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
         path: path_buf(),
         source,
     })?;
+    // Check-only: string values are read past, not copied (the pass only needs the errors).
     let mut p = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
-    );
+    )
+    .check_only();
     let mut keys = 0u64;
     let (mut db, mut dbs) = (0u32, Vec::new());
     while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {

@@ -14,6 +14,7 @@ mod function_payload;
 mod intset;
 mod lazy;
 mod listpack;
+mod lzf_stream;
 mod module;
 mod parser;
 mod reader;

@@ -121,6 +121,14 @@ impl<R: Read> RdbParser<R> {
         }
     }
 
+    /// A check-only parser (a validation pass): everything is parsed and checked as usual
+    /// (structure, encodings, limits, CRC64), but the value of a plain string key is read past
+    /// and comes out as one empty [`Chunk::StringPart`] instead of its bytes.
+    pub fn check_only(mut self) -> Self {
+        self.src.keep_values = false;
+        self
+    }
+
     /// Bytes consumed from the reader so far.
     pub fn bytes_read(&self) -> u64 {
         self.src.offset()
@@ -495,6 +503,59 @@ mod limit_tests {
             e,
             "RDB parse error at byte 35: key name \"long\"… of 4 bytes exceeds the limit of 3 bytes; raise sync.max_key_bytes (ParseOptions::max_key_bytes) to at least 4 if the source really holds one this large"
         );
+    }
+
+    #[test]
+    fn check_only_reads_past_string_values_and_keeps_every_check() {
+        let mut rdb = b"REDIS0009".to_vec();
+        rdb.extend_from_slice(&[0xfe, 2]);
+        rdb.extend_from_slice(&[0, 1, b'k', 3, b'v', b'a', b'l']);
+        // An int-encoded string and a list (structure still decoded).
+        rdb.extend_from_slice(&[0, 1, b'n', 0xc0, 7]);
+        rdb.extend_from_slice(&[1, 1, b'l', 2, 1, b'a', 1, b'b']);
+        rdb.push(0xff);
+        let crc = CRC64.checksum(&rdb);
+        let mut good = rdb.clone();
+        good.extend_from_slice(&crc.to_le_bytes());
+        let (full, e) = items(&good, ParseOptions::default());
+        assert!(e.is_none(), "{e:?}");
+        let mut p = RdbParser::new(&good[..], ParseOptions::default()).check_only();
+        let mut checked = Vec::new();
+        while let Some(i) = p.next_item().expect("valid") {
+            checked.push(i);
+        }
+        assert_eq!(full.len(), checked.len());
+        let part = |i: &Item| match i {
+            Item::Chunk(crate::rdb::Chunk::StringPart(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let full_parts: Vec<_> = full.iter().filter_map(part).collect();
+        let checked_parts: Vec<_> = checked.iter().filter_map(part).collect();
+        assert_eq!(
+            full_parts,
+            [Bytes::from_static(b"val"), Bytes::from_static(b"7")]
+        );
+        // The raw value is read past; the int-encoded one costs nothing to keep.
+        assert_eq!(checked_parts, [Bytes::new(), Bytes::from_static(b"7")]);
+        // A wrong checksum and a truncated file: the same errors either way.
+        let mut bad = rdb.clone();
+        bad.extend_from_slice(&(crc ^ 1).to_le_bytes());
+        for data in [&bad[..], &good[..20]] {
+            let (_, e1) = items(data, ParseOptions::default());
+            let mut p = RdbParser::new(data, ParseOptions::default()).check_only();
+            let e2 = loop {
+                match p.next_item() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            assert_eq!(
+                e1.map(|e| e.to_string()),
+                e2.map(|e| e.to_string()),
+                "same error"
+            );
+        }
     }
 
     #[test]

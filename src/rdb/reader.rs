@@ -23,6 +23,9 @@ pub(crate) const MAX_STRING_LEN: u64 = 1 << 32;
 /// EOF before it can cause a large allocation.
 const READ_STEP: usize = 64 * 1024;
 
+/// Small reads are hashed in runs of up to this many bytes (see `Source::crc_pending`).
+const CRC_BATCH: usize = 1024;
+
 pub(crate) type Result<T> = std::result::Result<T, RdbError>;
 
 /// An RDB length field: a plain length, or the marker of a specially encoded string.
@@ -53,6 +56,14 @@ pub(crate) struct Source<R> {
     max_blob: u64,
     offset: u64,
     crc: Digest<'static, u64, Table<16>>,
+    /// Hashed bytes not yet fed to `crc`: most reads are a few bytes (a type, a length, a short
+    /// key), and the table CRC costs ~100 instructions per call on top of its per-byte cost,
+    /// so small reads are hashed in [`CRC_BATCH`]-byte runs (measured: the CRC went from 14 %
+    /// of a `load-rdb` of small keys to a few).
+    crc_pending: Vec<u8>,
+    /// `false` in a check-only pass ([`super::RdbParser::check_only`]): raw string values are
+    /// read past (hashed, counted) instead of being returned.
+    pub(crate) keep_values: bool,
     /// Raw bytes read since capture started; `None` when not capturing.
     capture: Option<Vec<u8>>,
     capture_limit: usize,
@@ -66,6 +77,8 @@ impl<R: Read> Source<R> {
             max_blob: MAX_STRING_LEN,
             offset: 0,
             crc: CRC64.digest(),
+            crc_pending: Vec::with_capacity(CRC_BATCH),
+            keep_values: true,
             capture: None,
             capture_limit: 0,
         }
@@ -106,7 +119,23 @@ impl<R: Read> Source<R> {
 
     /// CRC64 of everything read so far (excluding bytes read with [`Self::read_unhashed`]).
     pub(crate) fn crc(&self) -> u64 {
-        self.crc.clone().finalize()
+        let mut d = self.crc.clone();
+        d.update(&self.crc_pending);
+        d.finalize()
+    }
+
+    /// Feeds `data` to the CRC, batching small pieces (see `crc_pending`).
+    fn hash(&mut self, data: &[u8]) {
+        // In order: whatever is pending goes before `data`.
+        if data.len() >= CRC_BATCH / 2 || self.crc_pending.len() + data.len() > CRC_BATCH {
+            self.crc.update(&self.crc_pending);
+            self.crc_pending.clear();
+        }
+        if data.len() >= CRC_BATCH / 2 {
+            self.crc.update(data);
+        } else {
+            self.crc_pending.extend_from_slice(data);
+        }
     }
 
     /// An error at the current offset (the parser adds the key).
@@ -162,7 +191,7 @@ impl<R: Read> Source<R> {
 
     fn account(&mut self, data: &[u8]) {
         self.offset += data.len() as u64;
-        self.crc.update(data);
+        self.hash(data);
         if let Some(cap) = &mut self.capture {
             if cap.len() + data.len() > self.capture_limit {
                 self.capture = None;
@@ -232,6 +261,11 @@ impl<R: Read> Source<R> {
 
     /// Skip `n` bytes (still hashed and captured).
     pub(crate) fn skip(&mut self, n: u64) -> Result<()> {
+        if n <= 256 {
+            // The common case (a small value in a check-only pass): no 4 KiB buffer to zero.
+            let mut buf = [0u8; 256];
+            return self.read_exact(&mut buf[..n as usize]);
+        }
         let mut buf = [0u8; 4096];
         let mut left = n;
         while left > 0 {
@@ -568,6 +602,24 @@ mod tests {
         s.skip(9).unwrap();
         assert_eq!(s.crc(), 0xe9c6d914c4b8d9ca);
         assert_eq!(s.offset(), 9);
+    }
+
+    #[test]
+    fn crc_of_batched_small_and_large_reads_is_the_crc_of_the_bytes() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let mut s = src(&data);
+        let mut at = 0usize;
+        // Reads below, around and above the batch size, large ones right after small ones.
+        let sizes = [
+            3usize, 600, 5, 1000, 2, 513, 511, 4000, 1, 1, 700, 10, 300, 900,
+        ];
+        for n in sizes.into_iter().chain((1..3000).step_by(97)) {
+            let n = n.min(data.len() - at);
+            s.skip(n as u64).unwrap();
+            at += n;
+            assert_eq!(s.crc(), CRC64.checksum(&data[..at]), "after {at} bytes");
+        }
+        assert_eq!(s.offset(), at as u64);
     }
 
     #[test]

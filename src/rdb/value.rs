@@ -2,13 +2,15 @@
 //! the source step by step, each step producing at most about one chunk's worth of output
 //! (an encoded blob — ziplist, listpack, intset, quicklist node — is read whole, since it is a
 //! single string in the file, validated, then decoded one chunk at a time by [`BlobElems`];
-//! stream nodes (see [`stream::NodeEntries`]) and zipmaps the same way).
+//! stream nodes (see [`stream::NodeEntries`]) and zipmaps the same way; strings, raw or
+//! LZF-compressed, come out in `chunk_bytes` parts, see [`LzfStream`]).
 
 use std::io::Read;
 
 use bytes::Bytes;
 
 use super::lazy::{BlobElems, Format};
+use super::lzf_stream::LzfStream;
 use super::reader::{Result, Source, StrHead};
 use super::stream::{self, StreamVersion};
 use super::types::{Chunk, Flavor, HashField, StreamEntry, ValueKind};
@@ -93,6 +95,8 @@ enum State {
     StringRaw {
         remaining: u64,
     },
+    /// An LZF-compressed string larger than one part, inflated a part at a time.
+    StringLzf(Box<LzfStream>),
     Elements {
         remaining: u64,
     },
@@ -181,6 +185,13 @@ impl ValueDecoder {
                 out.push(Chunk::StringPart(Bytes::from(src.read_vec(n)?)));
                 let left = remaining - n;
                 self.state = State::or_done(left, |remaining| State::StringRaw { remaining });
+                Ok(())
+            }
+            State::StringLzf(ref mut lzf) => {
+                out.push(Chunk::StringPart(lzf.next_part(src, max_bytes)?));
+                if lzf.left() == 0 {
+                    self.state = State::Done;
+                }
                 Ok(())
             }
             State::Elements { remaining } => {
@@ -284,12 +295,21 @@ impl ValueDecoder {
                     self.state = State::StringRaw { remaining: n };
                     return self.step(src, opts, out);
                 }
+                StrHead::Raw(n) if !src.keep_values => {
+                    // Check-only pass: raw bytes have no structure to check; no copy is kept.
+                    src.skip(n)?;
+                    out.push(Chunk::StringPart(Bytes::new()));
+                }
                 StrHead::Raw(n) => string_parts(out, Bytes::from(src.read_vec(n)?), max_bytes),
                 StrHead::Int(v) => string_parts(
                     out,
                     Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes()),
                     max_bytes,
                 ),
+                StrHead::Lzf { clen, ulen } if ulen > max_bytes as u64 => {
+                    self.state = State::StringLzf(Box::new(LzfStream::new(src, clen, ulen)?));
+                    return self.step(src, opts, out);
+                }
                 StrHead::Lzf { clen, ulen } => {
                     string_parts(out, Bytes::from(src.read_lzf(clen, ulen)?), max_bytes);
                 }

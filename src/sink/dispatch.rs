@@ -434,6 +434,7 @@ impl Dispatcher {
                         ticket: ticket.clone(),
                         cmds,
                         asking: false,
+                        wire: None,
                     },
                 )
             })
@@ -476,6 +477,18 @@ impl Dispatcher {
         run: RunInfo,
         cmds: Vec<DbCmd>,
     ) -> Result<(), WriterGone> {
+        self.send_as(shard, run, cmds, false).await
+    }
+
+    /// [`Dispatcher::send`]; `pack`: each batch is encoded here, on the caller's thread (see
+    /// [`super::wire`]).
+    async fn send_as(
+        &mut self,
+        shard: &Arc<ShardState>,
+        run: RunInfo,
+        cmds: Vec<DbCmd>,
+        pack: bool,
+    ) -> Result<(), WriterGone> {
         let mut cmds = cmds;
         if run.completes_full_sync && cmds.is_empty() && self.exact.is_some() {
             // Exactly-once: a batch of its own carries the first position to the target,
@@ -489,7 +502,12 @@ impl Dispatcher {
         let plan = self.plan(shard, run, cmds, &routing);
         for step in steps(shard, plan, &routing) {
             match step {
-                Step::Write(tx, b) => tx.send(b).await.map_err(|e| undelivered(e.0))?,
+                Step::Write(tx, mut b) => {
+                    if pack {
+                        b.wire = super::wire::pack(&mut b.cmds);
+                    }
+                    tx.send(b).await.map_err(|e| undelivered(e.0))?
+                }
                 Step::CrossSlot(cmd, this) => {
                     // Everything before it must be on the target: the fallback reads it.
                     shard.drained().await;
@@ -540,7 +558,7 @@ impl Dispatcher {
                 // An MSET of one slot is routed whole.
                 let cluster = self.targets.routing().table.is_some();
                 let cmds = super::coalesce::batch(cmds, cluster);
-                self.send(shard, run, cmds).await
+                self.send_as(shard, run, cmds, true).await
             }
             Feed::Stream(ends) => self.send_stream(shard, run, cmds, ends).await,
             Feed::Plain => self.send(shard, run, cmds).await,

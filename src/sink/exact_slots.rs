@@ -118,6 +118,7 @@ pub fn split_batch(batch: Batch, exact: &Exact) -> Vec<Part> {
         ticket,
         cmds,
         asking,
+        ..
     } = batch;
     // Groups in order of first appearance; a keyless command closes the current segment.
     let mut out: Vec<(Option<u16>, Vec<DbCmd>)> = Vec::new();
@@ -181,6 +182,7 @@ pub fn split_batch(batch: Batch, exact: &Exact) -> Vec<Part> {
                 ticket: ticket.clone(),
                 cmds,
                 asking,
+                wire: None,
             },
         })
         .collect()

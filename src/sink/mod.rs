@@ -15,6 +15,7 @@ pub mod repair;
 pub mod selection;
 pub mod targets;
 pub mod txn_hold;
+pub mod wire;
 pub mod writer;
 
 use std::sync::Arc;
@@ -37,4 +38,22 @@ pub struct Batch {
     pub cmds: Vec<DbCmd>,
     /// Send `ASKING` before each command (the slot is being imported by this node).
     pub asking: bool,
+    /// The commands already encoded (RDB batches, see [`wire`]); `None` after any change of
+    /// `cmds`.
+    pub wire: Option<wire::Wire>,
+}
+
+impl Batch {
+    /// Appends the RESP encoding of `cmds[i]` to `out`: a copy of its pre-encoded bytes when
+    /// the batch has them.
+    pub fn encode_cmd(&self, i: usize, out: &mut bytes::BytesMut) {
+        if let Some(w) = &self.wire
+            && w.len() == self.cmds.len()
+            && let Some(b) = w.command(i)
+        {
+            out.extend_from_slice(b);
+        } else if let Some(c) = self.cmds.get(i) {
+            c.cmd.encode(out);
+        }
+    }
 }

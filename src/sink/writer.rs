@@ -56,8 +56,13 @@ const INTERNAL_SLOT: u32 = u32::MAX;
 const PROBE_SLOT: u32 = u32::MAX - 1;
 /// Stop taking new batches while this many bytes are waiting to be written…
 const OUT_HIGH_WATER: usize = 4 << 20;
-/// …or this many commands are awaiting replies.
+/// …or this many commands are awaiting replies…
 const MAX_INFLIGHT_CMDS: usize = 32 * 1024;
+/// …or the commands awaiting replies hold this much memory ([`DbCmd::mem_bytes`]; they are kept
+/// for a resend). Without it a target that reads but does not answer let a writer hold up to
+/// 32k many-element commands (a 1.5M-field hash: 290 MiB). One batch is always taken when none
+/// is in flight, whatever its size.
+const MAX_INFLIGHT_BYTES: usize = 32 << 20;
 /// Pause before retrying a command the cluster answered `TRYAGAIN`/`CLUSTERDOWN` to.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Capacity of a writer's redirect queue, in batches (a redirected batch is one command).
@@ -165,6 +170,7 @@ impl Actor for TargetWriter {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
             pending: VecDeque::new(),
+            pending_mem: 0,
             targets: self.targets.take(),
             redirects_closed: false,
             held: VecDeque::new(),
@@ -200,12 +206,13 @@ struct InFlight {
     started: Instant,
     /// Exactly-once mode: the batch's transaction (`None`: sent as plain pipelined commands).
     txn: Option<txn::TxnState>,
+    /// The memory the batch's commands hold, counted in [`Pipeline::pending_mem`].
+    mem: usize,
 }
 
 impl InFlight {
     fn new(batch: Batch) -> InFlight {
         InFlight {
-            batch,
             slots: Vec::new(),
             seen: 0,
             encoded: 0,
@@ -213,6 +220,8 @@ impl InFlight {
             skip: None,
             started: Instant::now(),
             txn: None,
+            mem: batch.cmds.iter().map(DbCmd::mem_bytes).sum(),
+            batch,
         }
     }
 
@@ -244,6 +253,8 @@ struct Pipeline {
     settings: WriterSettings,
     node: String,
     pending: VecDeque<InFlight>,
+    /// The memory held by `pending` (see [`MAX_INFLIGHT_BYTES`]).
+    pending_mem: usize,
     targets: Option<Arc<Targets>>,
     redirects_closed: bool,
     /// Redirected batches waiting for room in another writer's redirect queue (see
@@ -361,6 +372,7 @@ impl Pipeline {
     ) {
         targets.forget(&self.node);
         let mut moved = 0usize;
+        self.pending_mem = 0;
         for f in self.pending.drain(..) {
             let InFlight {
                 mut batch,
@@ -376,6 +388,7 @@ impl Pipeline {
                 .map(|(_, c)| c)
                 .collect();
             batch.cmds = keep;
+            batch.wire = None;
             moved += batch.cmds.len();
             targets.reroute(batch);
         }
@@ -458,7 +471,8 @@ impl Pipeline {
             let deadline = waiting_since.map(|t| t + timeout);
             let can_take = self.probing.is_none()
                 && out.len() < OUT_HIGH_WATER
-                && outstanding < MAX_INFLIGHT_CMDS;
+                && outstanding < MAX_INFLIGHT_CMDS
+                && (self.pending.is_empty() || self.pending_mem < MAX_INFLIGHT_BYTES);
             let held_to = self.held.front().map(|h| h.to.redirect.clone());
             tokio::select! {
                 biased;
@@ -516,7 +530,7 @@ impl Pipeline {
             for part in super::exact_slots::split_batch(batch, exact) {
                 let mut f = InFlight::new(part.batch);
                 f.txn = part.progress.map(txn::TxnState::with_progress);
-                self.pending.push_back(f);
+                self.push_pending(f);
             }
             self.encode_pending(out);
             self.complete_front();
@@ -524,7 +538,7 @@ impl Pipeline {
         }
         let mut f = InFlight::new(batch);
         self.txn_init(&mut f);
-        self.pending.push_back(f);
+        self.push_pending(f);
         self.encode_pending(out);
         self.complete_front();
     }
@@ -579,7 +593,7 @@ impl Pipeline {
                 crate::cmd!["ASKING"].encode(out);
                 f.slots.push(INTERNAL_SLOT);
             }
-            f.batch.cmds[at].cmd.encode(out);
+            f.batch.encode_cmd(at, out);
             f.slots.push(at as u32);
             f.encoded += 1;
         }
@@ -701,6 +715,7 @@ impl Pipeline {
                     ticket: b.ticket.clone(),
                     cmds: vec![dc.clone()],
                     asking: matches!(r, Redirect::Ask(_)),
+                    wire: None,
                 };
                 b.ticket.add_part();
                 let kind = match &r {
@@ -727,12 +742,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Queues `f` to be sent and acknowledged, counting its memory.
+    fn push_pending(&mut self, f: InFlight) {
+        self.pending_mem += f.mem;
+        self.pending.push_back(f);
+    }
+
     /// Pops fully acknowledged batches from the front, in order, marking their ticket parts done.
     fn complete_front(&mut self) {
         while self.pending.front().is_some_and(InFlight::done) {
             let Some(f) = self.pending.pop_front() else {
                 break;
             };
+            self.pending_mem = self.pending_mem.saturating_sub(f.mem);
             let b = &f.batch;
             b.shard.part_done(&b.ticket);
             metrics::counter!(crate::observe::telemetry::TARGET_WRITES, "node" => self.node.clone())

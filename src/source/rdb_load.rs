@@ -30,6 +30,14 @@ pub struct LoadSettings {
     pub batch_max_bytes: usize,
 }
 
+/// What a converted command counts against `batch_max_bytes`: the memory it holds
+/// ([`DbCmd::mem_bytes`]), so that a queued batch of many-element commands (`HSET` of 512 small
+/// fields) holds about `batch_max_bytes` rather than ~4× it: the write queues
+/// (`queue_batches` × `batch_max_bytes`) are the memory bound.
+fn batch_cost(c: &DbCmd) -> usize {
+    c.mem_bytes()
+}
+
 /// What a load did.
 #[derive(Clone, Debug, Default)]
 pub struct LoadStats {
@@ -145,10 +153,7 @@ impl GroupLoad {
             }
         }
         let added = self.cmds.len() - before;
-        self.bytes += self.cmds[before..]
-            .iter()
-            .map(|c| c.cmd.encoded_len())
-            .sum::<usize>();
+        self.bytes += self.cmds[before..].iter().map(batch_cost).sum::<usize>();
         added
     }
 }
@@ -265,4 +270,35 @@ pub fn load<R: Read>(
     }
     stats.bytes = parser.bytes_read();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::Cmd;
+
+    /// An `HSET` of 512 small fields is counted at no less than what it holds in memory: a
+    /// `Bytes` handle per argument plus the argument's own allocation (rounded up by malloc).
+    #[test]
+    fn many_small_arguments_count_their_memory() {
+        let mut args = vec![Bytes::from_static(b"HSET"), Bytes::from_static(b"bighash")];
+        for i in 0..512 {
+            args.push(Bytes::from(format!("field:{i:07}").into_bytes()));
+            args.push(Bytes::from(vec![b'v'; 16]));
+        }
+        let held: usize = args
+            .iter()
+            .map(|a| std::mem::size_of::<Bytes>() + a.len().div_ceil(16) * 16)
+            .sum();
+        let c = DbCmd {
+            db: 0,
+            cmd: Cmd { args },
+        };
+        assert!(
+            batch_cost(&c) >= held,
+            "cost {} < held {held}",
+            batch_cost(&c)
+        );
+        assert!(batch_cost(&c) >= 2 * c.cmd.encoded_len());
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 mod rdb_support;
 
 mod acl;
+mod big_values;
 mod cascade;
 mod cli_errors;
 mod coalesce;

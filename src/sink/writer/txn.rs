@@ -305,6 +305,7 @@ impl Pipeline {
                 ticket: f.batch.ticket.clone(),
                 cmds,
                 asking: matches!(r, super::Redirect::Ask(_)),
+                wire: None,
             };
             again.ticket.add_part();
             let kind = match &r {
@@ -385,6 +386,7 @@ impl Pipeline {
             ticket,
             cmds,
             asking: false,
+            wire: None,
         });
         if attempt < MAX_ATTEMPTS && (!refused.is_empty() || later) {
             retry.txn = Some(TxnState {
@@ -395,7 +397,7 @@ impl Pipeline {
         } else {
             tracing::error!(node = %node, "a write transaction cannot pass; its commands go without a transaction (a crash before the next batch may apply them twice)");
         }
-        self.pending.push_back(retry);
+        self.push_pending(retry);
         self.encode_pending(out);
     }
 
