@@ -212,9 +212,64 @@ fn assert_exact(src: &RedisServer, dst: &RedisServer) {
     assert_no_differences(&diffs);
 }
 
-fn assert_no_panic(ss: &Shardsync) {
+pub(crate) fn assert_no_panic(ss: &Shardsync) {
     let log = ss.log();
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+}
+
+/// One round of a kill test on the running `ss`: rounds 0 and 1 are killed during the full sync,
+/// the others once the stream flows (with `MULTI`/`EXEC` bursts in rounds 5–7), after a random
+/// pause. Returns whether the round resumed with a partial resync. Keeps each round's log in
+/// `$EXACT_KEEP_LOGS/<name>-<round>.log` when that is set.
+pub(crate) fn kill_at_a_random_moment(
+    mut ss: Shardsync,
+    round: usize,
+    rng: &mut DetRng,
+    load: &Workload,
+    stream_timeout: Duration,
+    t0: Instant,
+    name: &str,
+) -> bool {
+    let mut resumed = false;
+    if round < 2 {
+        // During the full sync: the RDB is being applied.
+        ss.expect_log("full sync started", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
+        assert!(
+            !ss.log().contains("RDB received"),
+            "round {round}: the full sync ended before the kill; log:\n{}",
+            ss.log_tail(30)
+        );
+    } else {
+        ss.expect_log("replication started", Duration::from_secs(30));
+        if !wait_until(stream_timeout, || {
+            let l = ss.log();
+            l.contains("partial resync accepted") || l.contains("RDB received")
+        }) {
+            panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
+        }
+        resumed = ss.log().contains("partial resync accepted");
+        load.bursts
+            .store((5..8).contains(&round), Ordering::Release);
+        std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+    }
+    assert_no_panic(&ss);
+    let status = ss.kill();
+    assert!(
+        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+        "round {round}: shardsync exited by itself ({status:?}):\n{}",
+        ss.log_tail(40)
+    );
+    println!(
+        "round {round} killed at {:.1?} ops {}",
+        t0.elapsed(),
+        load.ops.load(Ordering::Relaxed)
+    );
+    if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
+        let _ = std::fs::create_dir_all(&d);
+        let _ = std::fs::write(format!("{d}/{name}-{round}.log"), ss.log());
+    }
+    resumed
 }
 
 /// Twelve SIGKILLs of shardsync: two during the full sync, three during `MULTI`/`EXEC` bursts,
@@ -249,48 +304,19 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
     let mut kills = 0;
     let mut resumed = 0;
     for round in 0..12 {
-        let mut ss = spawn(&src, &dst, state.path(), &config);
-        if round < 2 {
-            // During the full sync: the RDB is being applied.
-            ss.expect_log("full sync started", Duration::from_secs(30));
-            std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
-            assert!(
-                !ss.log().contains("RDB received"),
-                "round {round}: the full sync ended before the kill; log:\n{}",
-                ss.log_tail(30)
-            );
-        } else {
-            ss.expect_log("replication started", Duration::from_secs(30));
-            if !wait_until(Duration::from_secs(40), || {
-                let l = ss.log();
-                l.contains("partial resync accepted") || l.contains("RDB received")
-            }) {
-                panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
-            }
-            if ss.log().contains("partial resync accepted") {
-                resumed += 1;
-            }
-            load.bursts
-                .store((5..8).contains(&round), Ordering::Release);
-            std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+        let ss = spawn(&src, &dst, state.path(), &config);
+        if kill_at_a_random_moment(
+            ss,
+            round,
+            &mut rng,
+            &load,
+            Duration::from_secs(40),
+            t0,
+            "round",
+        ) {
+            resumed += 1;
         }
-        assert_no_panic(&ss);
-        let status = ss.kill();
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "round {round}: shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
         kills += 1;
-        println!(
-            "round {round} killed at {:.1?} ops {}",
-            t0.elapsed(),
-            load.ops.load(Ordering::Relaxed)
-        );
-        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
-            let _ = std::fs::create_dir_all(&d);
-            let _ = std::fs::write(format!("{d}/round-{round}.log"), ss.log());
-        }
     }
     load.bursts.store(false, Ordering::Release);
     // The last run: catch up, stop the load, catch up again, compare.

@@ -5,7 +5,7 @@
 //! source key by key — no duplicate tolerance.
 
 use crate::common;
-use crate::exactly_once::Workload;
+use crate::exactly_once::{Workload, kill_at_a_random_moment};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -106,46 +106,17 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
     let mut rng = DetRng::new(0xc1u64);
     let mut resumed = 0;
     for round in 0..12 {
-        let mut ss = spawn(&src, &dst, state.path(), &config);
-        if round < 2 {
-            ss.expect_log("full sync started", Duration::from_secs(30));
-            std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
-            assert!(
-                !ss.log().contains("RDB received"),
-                "round {round}: the full sync ended before the kill; log:\n{}",
-                ss.log_tail(30)
-            );
-        } else {
-            ss.expect_log("replication started", Duration::from_secs(30));
-            if !wait_until(Duration::from_secs(60), || {
-                let l = ss.log();
-                l.contains("partial resync accepted") || l.contains("RDB received")
-            }) {
-                panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
-            }
-            if ss.log().contains("partial resync accepted") {
-                resumed += 1;
-            }
-            load.bursts
-                .store((5..8).contains(&round), Ordering::Release);
-            std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
-        }
-        let log = ss.log();
-        assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
-        let status = ss.kill();
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "round {round}: shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
-        println!(
-            "round {round} killed at {:.1?} ops {}",
-            t0.elapsed(),
-            load.ops.load(Ordering::Relaxed)
-        );
-        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
-            let _ = std::fs::create_dir_all(&d);
-            let _ = std::fs::write(format!("{d}/cluster-round-{round}.log"), ss.log());
+        let ss = spawn(&src, &dst, state.path(), &config);
+        if kill_at_a_random_moment(
+            ss,
+            round,
+            &mut rng,
+            &load,
+            Duration::from_secs(60),
+            t0,
+            "cluster-round",
+        ) {
+            resumed += 1;
         }
     }
     load.bursts.store(false, Ordering::Release);
