@@ -25,6 +25,7 @@
 //! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
 
 mod known;
+mod ready;
 mod reply_error;
 mod txn;
 

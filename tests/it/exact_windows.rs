@@ -26,14 +26,15 @@ const ELEMENTS: usize = 20_000;
 
 /// Forwards both ways; once armed, the first connection whose replies contain `pattern` loses
 /// every reply from there on (its commands still reach the target). Trips once.
-struct ReplyCutProxy {
+/// (Also used by `exact_loading`.)
+pub(crate) struct ReplyCutProxy {
     port: u16,
-    armed: Arc<AtomicBool>,
-    tripped: Arc<AtomicBool>,
+    pub(crate) armed: Arc<AtomicBool>,
+    pub(crate) tripped: Arc<AtomicBool>,
 }
 
 impl ReplyCutProxy {
-    fn start(upstream: u16, pattern: &'static [u8]) -> ReplyCutProxy {
+    pub(crate) fn start(upstream: u16, pattern: &'static [u8]) -> ReplyCutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let armed = Arc::new(AtomicBool::new(false));
@@ -105,7 +106,7 @@ impl ReplyCutProxy {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }

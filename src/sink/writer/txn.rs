@@ -458,6 +458,17 @@ impl Pipeline {
                         .map_err(|e| fail(e.to_string()))?;
                 }
             }
+            // Nothing is pipelined into a target still loading its data (see [`super::ready`]).
+            let key = super::ready::probe_key(exact, self.targets.as_deref(), &self.node);
+            match super::ready::check(conn, key).await.map_err(fail)? {
+                super::ready::Readiness::Ready => {}
+                super::ready::Readiness::Loading(e) => {
+                    return Err(super::ConnEnd::Failed(format!(
+                        "target not ready: {e}; reconnecting before sending any write"
+                    )));
+                }
+                super::ready::Readiness::Refused(e) => return Err(fail(e)),
+            }
         }
         let mut keys: Vec<Bytes> = Vec::new();
         for f in &self.pending {
