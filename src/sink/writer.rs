@@ -26,6 +26,7 @@
 
 mod known;
 mod ready;
+mod refusals;
 mod reply_error;
 mod txn;
 
@@ -181,6 +182,7 @@ impl Actor for TargetWriter {
             probing: None,
             flagged: Vec::new(),
             known: None,
+            serial: false,
         };
         ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
@@ -273,6 +275,9 @@ struct Pipeline {
     flagged: Vec<(Arc<ShardState>, String)>,
     /// Exactly-once: the target's command table, read at connect ([`known`]).
     known: Option<known::KnownCommands>,
+    /// Exactly-once: one transaction at a time, because the target may refuse queued writes
+    /// unpredictably ([`refusals`]); set at connect or by an `EXECABORT`, kept for good.
+    serial: bool,
 }
 
 /// What a cluster error reply asks the writer to do.
@@ -550,6 +555,9 @@ impl Pipeline {
         let mut i = 0;
         while i < self.pending.len() && self.probing.is_none() {
             if self.pending[i].encoded < self.pending[i].batch.cmds.len() {
+                if self.txn_must_wait(i) {
+                    break;
+                }
                 self.encode_one(i, out);
             }
             i += 1;
@@ -740,6 +748,10 @@ impl Pipeline {
             command_reply(&self.node, &self.settings, front, slot as usize, &frame);
         }
         self.complete_front();
+        if self.serial {
+            // The next transaction waited for these replies.
+            self.encode_pending(out);
+        }
         Ok(())
     }
 

@@ -17,6 +17,7 @@ mod diff_fuzz;
 mod e2e_cluster;
 mod e2e_standalone;
 mod exact_loading;
+mod exact_refusals;
 mod exact_windows;
 mod exactly_once;
 mod exactly_once_cluster;

@@ -114,6 +114,14 @@ impl Pipeline {
         });
     }
 
+    /// True when batch `i` is a transaction not yet started that must wait for every earlier
+    /// batch's replies (serial mode, see [`super::refusals`]).
+    pub(super) fn txn_must_wait(&self, i: usize) -> bool {
+        self.serial
+            && self.pending[i].txn.as_ref().is_some_and(|t| !t.open)
+            && self.pending.iter().take(i).any(|f| !f.done())
+    }
+
     /// Encodes batch `i` as one transaction (after a database probe when one is needed).
     pub(super) fn encode_txn(&mut self, i: usize, out: &mut BytesMut) {
         let Pipeline {
@@ -332,6 +340,13 @@ impl Pipeline {
             self.held.extend(held);
             return;
         }
+        if !self.serial {
+            // A refusal the command table did not predict: nothing more is pipelined past an
+            // unanswered transaction (see [`super::refusals`]).
+            tracing::info!(node = %node, "a write transaction was refused at queue time; sending one write transaction at a time from now on");
+            self.serial = true;
+        }
+        let f = &mut self.pending[fi];
         let mut drop = vec![false; len];
         for (slot, e) in &refused {
             if (*slot as usize) < len {
@@ -468,6 +483,13 @@ impl Pipeline {
                     )));
                 }
                 super::ready::Readiness::Refused(e) => return Err(fail(e)),
+            }
+            if !self.serial
+                && let Some(why) = super::refusals::unpredictable(conn).await.map_err(fail)?
+            {
+                tracing::info!(node = %self.node, reason = %why,
+                    "the target may refuse queued writes unpredictably; sending one write transaction at a time");
+                self.serial = true;
             }
         }
         let mut keys: Vec<Bytes> = Vec::new();
