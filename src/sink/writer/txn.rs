@@ -494,7 +494,7 @@ impl Pipeline {
             match super::ready::check(conn, key).await.map_err(fail)? {
                 super::ready::Readiness::Ready => {}
                 super::ready::Readiness::Loading(e) => {
-                    return Err(super::ConnEnd::Failed(format!(
+                    return Err(super::ConnEnd::NotReady(format!(
                         "target not ready: {e}; reconnecting before sending any write"
                     )));
                 }
