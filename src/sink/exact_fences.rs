@@ -117,15 +117,29 @@ impl Records {
         !self.cluster
     }
 
-    /// `HSET <fences key> <db>:<key> <offset>` (`None`: the key is too long to record).
-    pub fn record_fence(&self, shard: &str, db: u32, key: &[u8], offset: u64) -> Option<DbCmd> {
-        let Some(f) = field(db, key) else {
-            tracing::warn!(
-                shard,
-                db,
-                key_bytes = key.len(),
-                "a repaired key is too long to record its fence on the target; a crash before the position passes it may apply its commands twice"
-            );
+    /// `HSET <fences key> <db>:<key> <offset>`; `None` when the key is too long to record, or
+    /// when the shard holds `fences` fences, more than [`MAX_LOADED`] (logged: a crash before
+    /// the position passes that fence may apply the key's commands twice).
+    pub fn record_fence(
+        &self,
+        shard: &str,
+        db: u32,
+        key: &[u8],
+        offset: u64,
+        fences: usize,
+    ) -> Option<DbCmd> {
+        let f = field(db, key).filter(|_| fences <= MAX_LOADED);
+        let Some(f) = f else {
+            if let Some(suppressed) = crate::observe::lograte::allow(shard, "fence-unrecorded") {
+                tracing::warn!(
+                    shard,
+                    db,
+                    key_bytes = key.len(),
+                    fences,
+                    suppressed,
+                    "a repair's fence is not recorded on the target (key longer than 4096 bytes, or more than 10000 fences at once); a crash before the position passes it may apply the key's commands twice"
+                );
+            }
             return None;
         };
         Some(DbCmd {

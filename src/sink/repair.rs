@@ -688,11 +688,12 @@ impl Repairer {
         let Some((db, copy)) = found else {
             return Outcome::Written;
         };
-        let mut fence = copy.offset;
+        let (mut fence, mut fences) = (copy.offset, 0);
         if let Ok(mut f) = self.fences.lock() {
             let e = f.map.entry((db, key.clone())).or_insert((epoch, 0));
             *e = (epoch, e.1.max(copy.offset));
             fence = e.1;
+            fences = f.map.len();
         }
         let now = crate::now_ms() as i64;
         let cmd = match &copy.payload {
@@ -706,7 +707,7 @@ impl Repairer {
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
         if let Some(r) = self.queue.records() {
-            out.extend(r.record_fence(&shard.name, db, key, fence));
+            out.extend(r.record_fence(&shard.name, db, key, fence, fences));
         }
         KeyRepaired {
             shard,

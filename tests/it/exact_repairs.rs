@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
+use common::compare::{CompareOptions, Difference, assert_no_differences, compare_servers_with};
 use common::util::wait_until;
 use common::*;
 
@@ -177,23 +178,23 @@ fn setup(
 }
 
 /// shardsync with a heartbeat every 10 minutes: the stream carries only the test's writes.
-fn spawn_quiet(proxy: &StopProxy, dst: &RedisServer, dir: &std::path::Path) -> Shardsync {
+fn spawn_quiet(proxy: &StopProxy, dst: &impl Target, dir: &std::path::Path) -> Shardsync {
     spawn_with(
         &proxy.url(),
-        &dst.url(),
+        &dst.target_url(),
         dir,
         "heartbeat_interval_ms = 600000\n",
     )
 }
 
 /// Writes a marker on the source and waits until the target has it.
-fn wait_marker(ss: &Shardsync, src: &RedisServer, dst: &RedisServer, value: &str) {
+fn wait_marker(ss: &Shardsync, src: &RedisServer, dst: &impl Target, value: &str) {
     exec(&mut src.client(), &["SET", "marker", value]);
     assert!(
         wait_until(Duration::from_secs(30), || {
             redis::cmd("GET")
                 .arg("marker")
-                .query::<Option<String>>(&mut dst.client())
+                .query::<Option<String>>(&mut dst.conn("marker"))
                 .ok()
                 .flatten()
                 .as_deref()
@@ -221,37 +222,84 @@ fn exec(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
     common::util::exec(c, args)
 }
 
-fn llen(s: &RedisServer, key: &str) -> Option<i64> {
-    let mut c = s.client();
-    let t: String = redis::cmd("TYPE").arg(key).query(&mut c).ok()?;
+fn llen(c: &mut redis::Connection, key: &str) -> Option<i64> {
+    let t: String = redis::cmd("TYPE").arg(key).query(c).ok()?;
     if t != "list" {
         return None;
     }
-    redis::cmd("LLEN").arg(key).query(&mut c).ok()
+    redis::cmd("LLEN").arg(key).query(c).ok()
 }
 
-/// The one key of `dst` db 0 whose name starts with the progress prefix and ends with `suffix`.
-fn record_key(dst: &RedisServer, suffix: &str) -> Option<String> {
+/// The target of a scenario: a standalone server or a cluster.
+trait Target {
+    fn target_url(&self) -> String;
+    /// A connection to the node that holds `key`.
+    fn conn(&self, key: &str) -> redis::Connection;
+    fn differences(&self, src: &RedisServer) -> Vec<Difference>;
+}
+
+impl Target for RedisServer {
+    fn target_url(&self) -> String {
+        self.url()
+    }
+    fn conn(&self, _key: &str) -> redis::Connection {
+        self.client()
+    }
+    fn differences(&self, src: &RedisServer) -> Vec<Difference> {
+        compare_servers_with(
+            &mut src.client(),
+            &mut self.client(),
+            &[0],
+            IGNORE,
+            &CompareOptions::default(),
+        )
+    }
+}
+
+impl Target for RedisCluster {
+    fn target_url(&self) -> String {
+        self.seed_url()
+    }
+    fn conn(&self, key: &str) -> redis::Connection {
+        self.node_for_key(key.as_bytes()).client()
+    }
+    fn differences(&self, src: &RedisServer) -> Vec<Difference> {
+        let mut sc = src.client();
+        compare_sources(
+            &mut StandaloneReader(&mut sc),
+            &mut self.reader(),
+            IGNORE,
+            &CompareOptions::default(),
+        )
+    }
+}
+
+/// The first key on `c` (db 0) whose name starts with the progress prefix and ends with
+/// `suffix`.
+fn record_key(c: &mut redis::Connection, suffix: &str) -> Option<String> {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("__shardsync:progress:*{suffix}"))
-        .query(&mut dst.client())
+        .query(c)
         .unwrap_or_default();
     keys.into_iter().next()
 }
 
-/// The offset in the shard's progress key.
-fn progress_offset(dst: &RedisServer) -> u64 {
+/// The offset in the progress key on `c` that covers `key` (the shard key on a standalone
+/// target, the key's slot key on a cluster).
+fn progress_offset(c: &mut redis::Connection, key: &str) -> u64 {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("__shardsync:progress:*")
-        .query(&mut dst.client())
+        .query(c)
         .expect("KEYS");
-    let key = keys
+    let mut keys: Vec<&String> = keys
         .iter()
-        .find(|k| !k.ends_with(":fences") && !k.ends_with(":repairs"))
-        .expect("a progress key");
+        .filter(|k| !k.contains(":fences") && !k.ends_with(":repairs"))
+        .collect();
+    let slot = common::cluster::key_slot(key.as_bytes());
+    keys.sort_by_key(|k| common::cluster::key_slot(k.as_bytes()) != slot);
     let v: String = redis::cmd("GET")
-        .arg(key)
-        .query(&mut dst.client())
+        .arg(keys.first().expect("a progress key").as_str())
+        .query(c)
         .expect("GET");
     v.split(':')
         .nth(1)
@@ -259,15 +307,8 @@ fn progress_offset(dst: &RedisServer) -> u64 {
         .expect("REPLID:OFFSET:DB")
 }
 
-fn assert_exact(src: &RedisServer, dst: &RedisServer) {
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        IGNORE,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
+fn assert_exact(src: &RedisServer, dst: &impl Target) {
+    assert_no_differences(&dst.differences(src));
 }
 
 fn kill(ss: &mut Shardsync) {
@@ -282,12 +323,15 @@ fn kill(ss: &mut Shardsync) {
 /// The repair's copy of `lst` (read at source offset F, holding `elem-1..5`) commits with a
 /// position before those `RPUSH`es; shardsync is SIGKILLed there. The restart replays them:
 /// without the fence on the target they were appended a second time (11 elements).
-#[test]
-fn fenced_repair_survives_a_sigkill_before_the_position_passes_it() {
+fn fence_window(dst: &impl Target) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (src, dst, proxy, mut ss) = setup(&[b"elem-0\r\n", b"go-repair\r\n"], dir.path());
-    let (mut sc, mut dc) = (src.client(), dst.client());
-    exec(&mut dc, &["SET", "lst", "diverged"]);
+    let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
+    let proxy = StopProxy::start(src.port(), &[b"elem-0\r\n", b"go-repair\r\n"]);
+    let mut sc = src.client();
+    exec(&mut sc, &["SET", "plain", "v"]);
+    let mut ss = spawn_quiet(&proxy, dst, dir.path());
+    wait_marker(&ss, &src, dst, "ready");
+    exec(&mut dst.conn("lst"), &["SET", "lst", "diverged"]);
     // Rejected on the target (WRONGTYPE); the stream is held right after it.
     exec(&mut sc, &["RPUSH", "lst", "elem-0"]);
     proxy.wait_reached(1, &ss);
@@ -301,38 +345,61 @@ fn fenced_repair_survives_a_sigkill_before_the_position_passes_it() {
     proxy.release(1);
     proxy.wait_reached(2, &ss);
     assert!(
-        wait_until(Duration::from_secs(30), || llen(&dst, "lst") == Some(6)),
+        wait_until(Duration::from_secs(30), || llen(
+            &mut dst.conn("lst"),
+            "lst"
+        ) == Some(6)),
         "the repair's copy never reached the target; log:\n{}",
         ss.log_tail(40)
     );
     kill(&mut ss);
     // The window: the copy and its fence committed, the position before the fence.
-    let fences = record_key(&dst, ":fences").expect("the fence is recorded on the target");
+    let mut dc = dst.conn("lst");
+    let fences = record_key(&mut dc, ":fences*").expect("the fence is recorded on the target");
     let fence: u64 = redis::cmd("HGET")
         .arg(&fences)
         .arg("0:lst")
         .query(&mut dc)
         .expect("HGET fence");
-    let at = progress_offset(&dst);
+    let at = progress_offset(&mut dc, "lst");
     assert!(fence > at, "fence {fence} not ahead of the position {at}");
-    println!("killed with the position at {at}, the fence of lst at {fence}");
+    println!("killed with the position at {at}, the fence of lst at {fence} ({fences})");
     proxy.release(usize::MAX);
-    let mut ss = spawn_urls(&proxy.url(), &dst.url(), dir.path());
-    exec(&mut sc, &["SET", "after", "restart"]);
-    wait_caught_up(&ss, &dst);
-    assert_eq!(llen(&dst, "lst"), Some(6), "lst on the target");
-    assert_exact(&src, &dst);
+    let mut ss = spawn_quiet(&proxy, dst, dir.path());
+    wait_marker(&ss, &src, dst, "after-restart");
+    assert_eq!(
+        llen(&mut dst.conn("lst"), "lst"),
+        Some(6),
+        "lst on the target"
+    );
+    assert_exact(&src, dst);
     ss.expect_log(
         "found key repairs of a previous run",
         Duration::from_secs(5),
     );
     // The position passed the fence: its record is gone.
     assert!(
-        wait_until(Duration::from_secs(10), || record_key(&dst, ":fences")
-            .is_none()),
+        wait_until(Duration::from_secs(10), || record_key(
+            &mut dst.conn("lst"),
+            ":fences*"
+        )
+        .is_none()),
         "the fence record stayed"
     );
     ss.terminate();
+}
+
+#[test]
+fn fenced_repair_survives_a_sigkill_before_the_position_passes_it() {
+    fence_window(&RedisServer::start(ServerKind::Redis70));
+}
+
+/// The same on a cluster target (`exactly_once = true`): the fence hash is in `lst`'s slot.
+#[test]
+fn fenced_repair_survives_a_sigkill_cluster_target() {
+    let dst = RedisCluster::start(ServerKind::Redis70, 3, 0);
+    dst.wait_ok(Duration::from_secs(30));
+    fence_window(&dst);
 }
 
 /// A rejected write whose repair could not read the source (the proxy closes connections that
@@ -350,7 +417,7 @@ fn pending_repair_survives_a_sigkill() {
     ss.expect_log("cannot repair the key", Duration::from_secs(30));
     assert!(
         wait_until(Duration::from_secs(30), || {
-            record_key(&dst, ":repairs").is_some_and(|k| {
+            record_key(&mut dst.client(), ":repairs").is_some_and(|k| {
                 redis::cmd("HEXISTS")
                     .arg(k)
                     .arg("0:lst")
@@ -367,14 +434,18 @@ fn pending_repair_survives_a_sigkill() {
     exec(&mut sc, &["RPUSH", "lst2", "after-restart"]);
     wait_caught_up(&ss, &dst);
     assert!(
-        wait_until(Duration::from_secs(30), || llen(&dst, "lst") == Some(1)),
+        wait_until(Duration::from_secs(30), || llen(&mut dst.client(), "lst")
+            == Some(1)),
         "lst was not repaired after the restart; log:\n{}",
         ss.log_tail(40)
     );
     assert_exact(&src, &dst);
     assert!(
-        wait_until(Duration::from_secs(10), || record_key(&dst, ":repairs")
-            .is_none()),
+        wait_until(Duration::from_secs(10), || record_key(
+            &mut dst.client(),
+            ":repairs"
+        )
+        .is_none()),
         "the pending record stayed"
     );
     ss.terminate();
@@ -414,7 +485,7 @@ fn pending_repairs_beyond_one_run_survive_a_sigkill() {
     proxy.release(1);
     proxy.wait_reached(2, &ss);
     let pending = |dst: &RedisServer| -> usize {
-        record_key(dst, ":repairs").map_or(0, |k| {
+        record_key(&mut dst.client(), ":repairs").map_or(0, |k| {
             redis::cmd("HLEN")
                 .arg(k)
                 .query::<usize>(&mut dst.client())
