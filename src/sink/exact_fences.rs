@@ -49,7 +49,7 @@ pub const MAX_RECORD_KEY: usize = 4096;
 /// Fence fields deleted per run at most.
 pub const MAX_DELETES_PER_RUN: usize = 256;
 /// Pending repairs recorded per writer transaction at most.
-pub const MAX_PENDING_PER_TXN: usize = 256;
+pub const MAX_PENDING_PER_TXN: usize = 1024;
 /// Records read back per shard and kind at start at most (the repair queue's bound).
 pub const MAX_LOADED: usize = 10_000;
 /// Bytes of a pending record's value (the reason, for a person reading the target).
@@ -323,8 +323,11 @@ pub async fn clear(queue: &RepairQueue, targets: &Targets, shard: &str) {
     let pending = rec.pending_key(shard);
     for ep in targets.master_endpoints() {
         let r = async {
+            // The keys listed on this master live there (on a cluster, in its slots).
             let mut keys = super::exact::list(&ep, &base).await?;
-            keys.push(pending.to_vec());
+            if rec.records_pending() {
+                keys.push(pending.to_vec());
+            }
             let mut c = conn_db0(&ep).await?;
             for k in keys {
                 // One key per DEL: on a cluster the keys are in different slots.

@@ -249,7 +249,7 @@ impl RepairQueue {
     /// The writer's hook: an `HSET` recording up to [`super::exact_fences::MAX_PENDING_PER_TXN`]
     /// of `shard`'s queued keys not recorded yet, for the transaction being encoded.
     pub fn pending_record(&self, shard: &ShardState) -> Option<Cmd> {
-        let rec = self.records()?;
+        let rec = self.records().filter(|r| r.records_pending())?;
         let items: Vec<(u32, Bytes, String)> = {
             let mut m = self.wanted.lock().ok()?;
             let q = m.get_mut(&shard.name)?;
