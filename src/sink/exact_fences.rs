@@ -210,16 +210,6 @@ pub struct Loaded {
     pub pending: Vec<(u32, Bytes)>,
 }
 
-async fn conn_db0(ep: &Endpoint) -> Result<redis::aio::MultiplexedConnection, SinkError> {
-    let mut c = crate::net::client::connect("target", ep).await?;
-    redis::cmd("SELECT")
-        .arg(0)
-        .query_async::<()>(&mut c)
-        .await
-        .map_err(|e| SinkError::command(ep, "SELECT 0", &e))?;
-    Ok(c)
-}
-
 /// Up to `max` field/value pairs of hash `key` (`HSCAN`).
 async fn hscan(
     c: &mut redis::aio::MultiplexedConnection,
@@ -262,7 +252,7 @@ pub async fn load(
     let base = rec.fences_base(shard);
     let pending = rec.pending_key(shard);
     for ep in targets.master_endpoints() {
-        let mut c = conn_db0(&ep).await?;
+        let mut c = super::exact::conn_db0(&ep).await?;
         for key in super::exact::list(&ep, &base).await? {
             for (f, v) in hscan(&mut c, &ep, &key, MAX_LOADED).await? {
                 let Some((db, k)) = parse_field(&f) else {
@@ -328,7 +318,7 @@ pub async fn clear(queue: &RepairQueue, targets: &Targets, shard: &str) {
             if rec.records_pending() {
                 keys.push(pending.to_vec());
             }
-            let mut c = conn_db0(&ep).await?;
+            let mut c = super::exact::conn_db0(&ep).await?;
             for k in keys {
                 // One key per DEL: on a cluster the keys are in different slots.
                 let _: i64 = redis::cmd("DEL")

@@ -844,6 +844,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pending_records_are_drained_once_and_follow_the_keys() {
+        let q = RepairQueue::new();
+        let s = ShardState::new("s".into());
+        let cmd = crate::cmd!["RPUSH", "k1", "x"];
+        // Records off: nothing to record.
+        q.request(&s, 0, &cmd, "why");
+        assert!(q.pending_record(&s).is_none());
+        assert_eq!(q.take("s", 10)[0].recorded, None);
+        q.enable_records(crate::sink::exact_fences::Records {
+            exact: Arc::new(crate::sink::exact::Exact {
+                prefix: "p:".into(),
+                instance: "i".into(),
+                run: "0123456789abcdef".into(),
+            }),
+            cluster: false,
+        });
+        q.request(&s, 0, &cmd, "why");
+        q.request(&s, 3, &crate::cmd!["SET", "k2", "v"], "why");
+        let rec = q.pending_record(&s).expect("two keys to record");
+        assert_eq!(
+            rec.args,
+            vec![
+                Bytes::from_static(b"HSET"),
+                Bytes::from_static(b"p:i:s:repairs"),
+                Bytes::from_static(b"0:k1"),
+                Bytes::from_static(b"why"),
+                Bytes::from_static(b"3:k2"),
+                Bytes::from_static(b"why"),
+            ]
+        );
+        assert!(q.pending_record(&s).is_none(), "recorded once");
+        // Taken before the writer recorded it: the repair deletes no record.
+        q.request(&s, 0, &crate::cmd!["SET", "k3", "v"], "why");
+        let taken: Vec<Option<bool>> = q.take("s", 10).iter().map(|w| w.recorded).collect();
+        assert_eq!(taken, vec![Some(true), Some(true), Some(false)]);
+        assert!(q.pending_record(&s).is_none());
+        // Read back at start: queued again, already recorded.
+        q.preload(
+            "s",
+            crate::sink::exact_fences::Loaded {
+                pending: vec![(1, Bytes::from_static(b"k4"))],
+                ..Default::default()
+            },
+        );
+        assert!(q.has("s"));
+        assert!(q.take_loaded("s").is_some() && q.take_loaded("s").is_none());
+        let w = q.take("s", 10);
+        assert_eq!((w[0].target_db, w[0].recorded), (1, Some(true)));
+    }
+
+    #[test]
     fn queues_keys_of_rejected_commands_and_transactions() {
         let q = RepairQueue::new();
         let s = ShardState::new("s".into());
