@@ -18,6 +18,7 @@ mod e2e_cluster;
 mod e2e_standalone;
 mod exact_loading;
 mod exact_refusals;
+mod exact_repairs;
 mod exact_windows;
 mod exactly_once;
 mod exactly_once_cluster;
