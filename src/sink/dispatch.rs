@@ -127,6 +127,11 @@ impl Dispatcher {
         let Some((exact, _)) = &self.exact else {
             return Ok(());
         };
+        if let Some(r) = &self.replay
+            && let Ok(mut g) = r.lock()
+        {
+            *g = None; // offsets of an earlier history filter nothing of the new one
+        }
         if self.targets.cluster {
             return super::exact_slots::mark_full_sync(
                 &self.targets,

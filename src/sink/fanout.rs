@@ -206,10 +206,12 @@ impl Fanout {
         self.legs.iter().any(|l| l.dispatcher.exact_dirty())
     }
 
-    /// Exactly-once: marks a full sync as started in the progress key (see [`super::exact`]).
+    /// Exactly-once: marks a full sync as started in the progress key of each live target
+    /// (its leg's key with several targets, see [`super::exact_many`]).
     pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), SinkError> {
-        for l in &self.legs {
-            l.dispatcher.mark_full_sync(shard).await?;
+        for l in self.live() {
+            let st = l.state.as_deref().unwrap_or(shard);
+            l.dispatcher.mark_full_sync(st).await?;
         }
         Ok(())
     }
@@ -252,6 +254,7 @@ impl Fanout {
     /// Sends a run to every target in turn (a copy each, the original to the last).
     async fn each(
         &mut self,
+        shard: &ShardState,
         run: RunInfo,
         cmds: Vec<DbCmd>,
         kind: Feed<'_>,
@@ -260,6 +263,7 @@ impl Fanout {
         let mut cmds = Some(cmds);
         for (i, leg) in self.legs.iter_mut().enumerate() {
             let mine = take_or_clone(&mut cmds, i + 1 == n);
+            leg.follow(shard);
             leg.send(run, mine, kind).await?;
         }
         Ok(())
@@ -275,7 +279,7 @@ impl Fanout {
     ) -> Result<(), WriterGone> {
         match self.single() {
             Some(d) => d.feed(shard, run, cmds, kind).await,
-            None => self.each(run, cmds, kind).await,
+            None => self.each(shard, run, cmds, kind).await,
         }
     }
 
@@ -300,6 +304,7 @@ impl Fanout {
         for (j, i) in idx.into_iter().enumerate() {
             let mine = take_or_clone(&mut cmds, j + 1 == n);
             if let Some(leg) = self.legs.get_mut(i) {
+                leg.follow(shard);
                 leg.send(run, mine, kind).await?;
             }
         }
@@ -332,6 +337,18 @@ fn take_or_clone(cmds: &mut Option<Vec<DbCmd>>, last: bool) -> Vec<DbCmd> {
 }
 
 impl Leg {
+    /// Takes the shard's source database and piece of the run being sent (set by the link on
+    /// the shard): the leg's tickets carry them into its checkpoint and progress key.
+    fn follow(&self, shard: &ShardState) {
+        let Some(state) = &self.state else { return };
+        state
+            .run_db
+            .store(shard.run_db.load(Ordering::Acquire), Ordering::Release);
+        if let (Ok(mut mine), Ok(theirs)) = (state.run_piece.lock(), shard.run_piece.lock()) {
+            *mine = *theirs;
+        }
+    }
+
     /// Sends a run to this target unless it failed; a send waiting on a full queue gives up
     /// (dropping the run) when the target fails meanwhile.
     async fn send(

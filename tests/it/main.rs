@@ -19,6 +19,7 @@ mod e2e_standalone;
 mod exact_windows;
 mod exactly_once;
 mod exactly_once_cluster;
+mod exactly_once_fanout;
 mod failure_model;
 mod faults;
 mod faults_cluster;
