@@ -216,11 +216,13 @@ impl Fanout {
         Ok(())
     }
 
-    /// Exactly-once: the offset (and database) before a held source transaction.
+    /// Exactly-once: the offset (and database) before a held source transaction (the earliest
+    /// among the targets: one ahead may have filtered a replayed block the others hold).
     pub fn handed_before_hold(&self) -> Option<(u64, u32)> {
         self.legs
-            .first()
-            .and_then(|l| l.dispatcher.handed_before_hold())
+            .iter()
+            .filter_map(|l| l.dispatcher.handed_before_hold())
+            .min_by_key(|p| p.0)
     }
 
     /// True while a `MULTI` block is open on some target (its commands are held until `EXEC`).

@@ -47,7 +47,7 @@ fn spawn(src: &RedisServer, dst: &RedisCluster, state: &Path, config: &Path) -> 
 }
 
 /// Waits until a heartbeat written after now reached the cluster.
-fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
     let after = now_ms();
     let mut c = dst.node_for_key(HEARTBEAT.as_bytes()).client();
     let ok = wait_until(timeout, || {
@@ -65,7 +65,10 @@ fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
     );
 }
 
-fn differences(src: &RedisServer, dst: &RedisCluster) -> Vec<common::compare::Difference> {
+pub(crate) fn differences(
+    src: &RedisServer,
+    dst: &RedisCluster,
+) -> Vec<common::compare::Difference> {
     let mut sc = src.client();
     compare_sources(
         &mut StandaloneReader(&mut sc),
