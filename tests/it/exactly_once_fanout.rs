@@ -28,10 +28,21 @@ use common::*;
 
 /// A config with `[[target]]` tables `(name, url)`.
 fn write_config(dir: &Path, source: &str, targets: &[(&str, String)], exact: bool) -> PathBuf {
+    let t: Vec<(&str, String, &str)> = targets.iter().map(|(n, u)| (*n, u.clone(), "")).collect();
+    write_config_with(dir, source, &t, exact)
+}
+
+/// [`write_config`] with extra lines in each `[[target]]` table `(name, url, extra)`.
+fn write_config_with(
+    dir: &Path,
+    source: &str,
+    targets: &[(&str, String, &str)],
+    exact: bool,
+) -> PathBuf {
     let mut text = format!("[source]\nurl = \"{source}\"\n\n");
-    for (name, url) in targets {
+    for (name, url, extra) in targets {
         text.push_str(&format!(
-            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n\n"
+            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n\n"
         ));
     }
     text.push_str(&format!(
@@ -366,6 +377,99 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
     println!(
         "EXACTLY-ONCE fan-out standalone + cluster: 12 SIGKILLs ({resumed} partial resyncs; targets at different positions after {apart}), {} source writes, both exact; {:.1?}",
+        load.ops.load(Ordering::Relaxed),
+        t0.elapsed()
+    );
+}
+
+/// The failure rule with exactly-once: a target frozen (SIGSTOP) past its `fail_after_ms` fails
+/// alone while the other goes on under the mixed workload; shardsync is then SIGKILLed, the
+/// target thawed, and shardsync restarted (then SIGKILLed twice more at random moments): the
+/// restart resumes at the failed target's (much older) position, the other skips what it
+/// holds, and both equal the source key by key.
+#[test]
+fn failed_target_rejoins_at_restart_and_both_are_exact() {
+    let t0 = Instant::now();
+    let src = RedisServer::start_with(
+        ServerKind::Redis70,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-backlog-size",
+            "128mb",
+        ],
+    );
+    let good = RedisServer::start(ServerKind::Redis70);
+    let frozen = RedisServer::start(ServerKind::Redis62);
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(2_000)
+        .arg("bulk")
+        .arg(100)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    let state = tempfile::tempdir().expect("state dir");
+    let fast = "reply_timeout_ms = 500\nfail_after_ms = 2000";
+    let config = write_config_with(
+        state.path(),
+        &src.url(),
+        &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
+        true,
+    );
+    let (load, handle) = Workload::start(src.url(), 44);
+    let mut ss = spawn(state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    wait_caught_up(&ss, &good, Duration::from_secs(60));
+    wait_caught_up(&ss, &frozen, Duration::from_secs(60));
+    frozen.signal(nix::sys::signal::Signal::SIGSTOP);
+    ss.expect_log("target failed for this shard", Duration::from_secs(30));
+    // The live target goes on alone for a while.
+    wait_caught_up(&ss, &good, Duration::from_secs(60));
+    let status = ss.kill();
+    assert!(
+        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+        "{status:?}"
+    );
+    frozen.signal(nix::sys::signal::Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (g, f) = (progress_offset(&good), progress_offset(&frozen));
+    println!("after the kill: progress good {g:?} frozen {f:?}");
+    assert!(
+        matches!((g, f), (Some(g), Some(f)) if g > f),
+        "the live target is not ahead of the failed one: {g:?} {f:?}"
+    );
+    let mut rng = DetRng::new(0xfa11);
+    for round in 2..4 {
+        let ss = spawn(state.path(), &config);
+        kill_at_a_random_moment(
+            ss,
+            round,
+            &mut rng,
+            &load,
+            Duration::from_secs(60),
+            t0,
+            "fanout-failed",
+        );
+    }
+    let mut ss = spawn(state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop.store(true, Ordering::Release);
+    handle.join().expect("workload thread");
+    wait_caught_up(&ss, &good, Duration::from_secs(90));
+    wait_caught_up(&ss, &frozen, Duration::from_secs(90));
+    assert_exact(&src, &good);
+    assert_exact(&src, &frozen);
+    let log = ss.log();
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    println!(
+        "EXACTLY-ONCE fan-out, failed target: good ahead of frozen by {} bytes at the kill, {} source writes, both exact; {:.1?}",
+        g.unwrap_or(0).saturating_sub(f.unwrap_or(0)),
         load.ops.load(Ordering::Relaxed),
         t0.elapsed()
     );
