@@ -8,7 +8,9 @@
 //! shard is checkpointed as `checkpoint-<shard>@<target>.json`; at start a shard resumes from the
 //! oldest of its targets' checkpoints when they all exist and name the same replication ID
 //! (targets that were ahead get those writes again: at least once), else it full-syncs every
-//! target. The failure rule is in [`crate::sink::fanout`].
+//! target. With exactly-once the targets' progress keys decide instead, and a target ahead
+//! skips what it holds ([`crate::sink::exact_many`]). The failure rule is in
+//! [`crate::sink::fanout`].
 
 use std::sync::{Arc, Mutex};
 

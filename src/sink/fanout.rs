@@ -15,7 +15,9 @@
 //! (`shardsync_target_dropped_writes_total`), `/status` shows it `failed` with the reason, its
 //! checkpoint stays at what it acknowledged, and the other targets go on. It comes back when
 //! shardsync restarts: the shard resumes from the oldest target checkpoint (the failed target's)
-//! when the source still holds that point, else with a full sync of every target.
+//! when the source still holds that point, else with a full sync of every target (with
+//! exactly-once: from the lowest progress key, the others skipping what they hold, see
+//! [`super::exact_many`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
