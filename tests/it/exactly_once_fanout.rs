@@ -27,7 +27,7 @@ use common::util::DetRng;
 use common::*;
 
 /// A config with `[[target]]` tables `(name, url)`.
-fn write_config(dir: &Path, source: &str, targets: &[(&str, String)], exact: bool) -> PathBuf {
+fn write_config(dir: &Path, source: &str, targets: &[(&str, String)], exact: &str) -> PathBuf {
     let t: Vec<(&str, String, &str)> = targets.iter().map(|(n, u)| (*n, u.clone(), "")).collect();
     write_config_with(dir, source, &t, exact)
 }
@@ -37,7 +37,7 @@ fn write_config_with(
     dir: &Path,
     source: &str,
     targets: &[(&str, String, &str)],
-    exact: bool,
+    exact: &str,
 ) -> PathBuf {
     let mut text = format!("[source]\nurl = \"{source}\"\n\n");
     for (name, url, extra) in targets {
@@ -118,8 +118,8 @@ fn differing(src: &RedisServer, dst: &RedisServer) -> usize {
     .len()
 }
 
-/// Twelve SIGKILLs with two standalone targets (7.0 and 6.2), the 6.2 one paused now and then.
-/// Returns the keys differing on each target (always 0 with `exact`: asserted).
+/// Twelve SIGKILLs with two standalone targets (7.0 and 6.2), the 6.2 one paused now and then;
+/// `exact`: the default `exactly_once = "auto"`, else `false`. Returns the keys differing on each target (always 0 with `exact`: asserted).
 fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     let t0 = Instant::now();
     let src = RedisServer::start_with(
@@ -147,7 +147,8 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
         state.path(),
         &src.url(),
         &[("fast", fast.url()), ("slow", slow.url())],
-        exact,
+        // The default ("auto") is exactly-once on standalone targets, one or several.
+        if exact { "\"auto\"" } else { "false" },
     );
     let (load, handle) = Workload::start(src.url(), 21);
     let (pause_on, pause_stop) = (
@@ -297,7 +298,7 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
         state.path(),
         &src.url(),
         &[("one", one.url()), ("cluster", cluster.seed_url())],
-        true,
+        "true",
     );
     let (load, handle) = Workload::start_cluster(src.url(), 33);
     let stop = Arc::new(AtomicBool::new(false));
@@ -414,7 +415,7 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
         state.path(),
         &src.url(),
         &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
-        true,
+        "true",
     );
     let (load, handle) = Workload::start(src.url(), 44);
     let mut ss = spawn(state.path(), &config);
