@@ -6,14 +6,17 @@
 //! comes (checked on their progress keys), the restart resumes at the lower one and the target
 //! ahead skips what it already holds. Each target must then equal the source key by key, no
 //! tolerance. The same with a standalone and a 3-master cluster target (`exactly_once = true`),
-//! pausing one and then the other, so that each is ahead in turn.
+//! pausing one and then the other, so that each is ahead in turn; a cluster source (three
+//! shards, a leg per shard and target) into two standalone targets; and a target that fails
+//! alone, then rejoins at the restart.
 
 use crate::common;
 use crate::exactly_once::{
-    IGNORE, Workload, assert_exact, kill_at_a_random_moment, wait_caught_up,
+    IGNORE, Workload, assert_exact, assert_no_panic, kill_at_a_random_moment, wait_caught_up,
 };
 use crate::exactly_once_cluster::{
-    differences as cluster_differences, wait_caught_up as cluster_caught_up,
+    cluster_source_load, differences as cluster_differences, heartbeats_at_least,
+    wait_caught_up as cluster_caught_up,
 };
 
 use std::path::{Path, PathBuf};
@@ -473,5 +476,117 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
         g.unwrap_or(0).saturating_sub(f.unwrap_or(0)),
         load.ops.load(Ordering::Relaxed),
         t0.elapsed()
+    );
+}
+
+/// Each source shard's offset in `dst`'s progress keys (`…:<shard>@<target>` → offset).
+fn offsets_by_shard(dst: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    let mut c = dst.client();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("__shardsync:progress:*")
+        .query(&mut c)
+        .unwrap_or_default();
+    keys.into_iter()
+        .filter_map(|k| {
+            let v: Option<String> = redis::cmd("GET").arg(&k).query(&mut c).unwrap_or(None);
+            let o = v?.split(':').nth(1)?.parse().ok()?;
+            let shard = k.rsplit_once('@')?.0.to_string();
+            Some((shard, o))
+        })
+        .collect()
+}
+
+/// A 3-master cluster source (three shards, each with a leg per target) into a Redis 7.0 and a
+/// Redis 6.2 standalone target (the default `"auto"`), the 6.2 one paused now and then: six
+/// SIGKILLs under `INCR`/`RPUSH`/`APPEND`/`LPOP`/`MULTI`/`EXEC` on every source master, then
+/// each target equals the source key by key.
+#[test]
+fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
+    let src = RedisCluster::start_with(ServerKind::Redis70, 3, 0, &["--repl-backlog-size", "64mb"]);
+    let one = RedisServer::start(ServerKind::Redis70);
+    let old = RedisServer::start(ServerKind::Redis62);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads = cluster_source_load(&src, &stop);
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(
+        state.path(),
+        &src.seed_url(),
+        &[("one", one.url()), ("old", old.url())],
+        "\"auto\"",
+    );
+    let (pause_on, pause_stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let pausing = pauser(&old, pause_on.clone(), pause_stop.clone());
+    let mut rng = DetRng::new(0xc5);
+    let mut ss = spawn(state.path(), &config);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    let mut apart = 0;
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+        let status = ss.kill();
+        assert!(
+            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+            "round {round}: shardsync exited by itself ({status:?}):\n{}",
+            ss.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (a, b) = (offsets_by_shard(&one), offsets_by_shard(&old));
+        println!("round {round}: one {a:?} old {b:?}");
+        apart += a
+            .iter()
+            .filter(|(s, o)| b.get(*s).is_some_and(|p| p != *o))
+            .count();
+        ss = spawn(state.path(), &config);
+        ss.expect_log("replication started", Duration::from_secs(30));
+    }
+    pause_stop.store(true, Ordering::Release);
+    pausing.join().expect("pauser thread");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Release);
+    for l in loads {
+        l.join().expect("workload thread");
+    }
+    let after = common::util::now_ms();
+    for t in [&one, &old] {
+        let mut c = t.client();
+        let ok = common::util::wait_until(Duration::from_secs(90), || {
+            heartbeats_at_least(&mut common::cluster::StandaloneReader(&mut c), 3, after)
+        });
+        assert!(
+            ok,
+            "target {} did not catch up:\n{}",
+            t.port(),
+            ss.log_tail(60)
+        );
+    }
+    for t in [&one, &old] {
+        let mut c = t.client();
+        let diffs = common::cluster::compare_sources(
+            &mut src.reader(),
+            &mut common::cluster::StandaloneReader(&mut c),
+            IGNORE,
+            &CompareOptions::default(),
+        );
+        assert_no_differences(&diffs);
+    }
+    let log = ss.log();
+    assert_no_panic(&ss);
+    assert_eq!(
+        log.matches("every target holds a position: resuming at the lowest")
+            .count()
+            + log.matches("gets a full sync on every target").count(),
+        3,
+        "every shard decides from its targets' keys:\n{log}"
+    );
+    assert!(
+        apart >= 3,
+        "the targets' shard positions differed only {apart} times: the replay filter was not exercised"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    println!(
+        "EXACTLY-ONCE fan-out, cluster source: 6 SIGKILLs, 3 shards x 2 targets, shard positions apart {apart} times, both exact"
     );
 }
