@@ -566,7 +566,17 @@ impl Dispatcher {
                 self.send_as(shard, run, cmds, true).await
             }
             Feed::Stream(ends) => self.send_stream(shard, run, cmds, ends).await,
-            Feed::Plain => self.send(shard, run, cmds).await,
+            Feed::Plain => {
+                // A piece of a large `RESTORE` the target already committed (a target ahead
+                // of the resume point, see `exact_many`): skipped like its stream command.
+                let piece = shard.run_piece.lock().ok().and_then(|p| *p);
+                if let (Some(r), Some((before, _))) = (&self.replay, piece)
+                    && super::exact_slots::replayed_piece(r, before)
+                {
+                    return Ok(());
+                }
+                self.send(shard, run, cmds).await
+            }
         }
     }
 }

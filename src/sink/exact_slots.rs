@@ -290,6 +290,16 @@ impl Replay {
     }
 }
 
+/// True when the command that starts after source offset `before` (a large `RESTORE` written
+/// in pieces) is committed: the replay filter's floor is past it (positions are whole commands
+/// or `before` plus pieces, so a floor above `before` is at or after the command's end).
+pub fn replayed_piece(replay: &SharedReplay, before: u64) -> bool {
+    replay
+        .lock()
+        .ok()
+        .is_some_and(|g| g.as_ref().is_some_and(|r| before < r.floor))
+}
+
 /// Applies the shard's replay filter (when one is active) to a run of stream commands.
 pub fn filter_replay(replay: &SharedReplay, cmds: &mut Vec<DbCmd>, ends: &mut Vec<u64>) {
     let Ok(mut g) = replay.lock() else {

@@ -590,3 +590,116 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
         "EXACTLY-ONCE fan-out, cluster source: 6 SIGKILLs, 3 shards x 2 targets, shard positions apart {apart} times, both exact"
     );
 }
+
+/// A large `RESTORE` (a Redis 7.0 `DUMP` above 64 KiB, which a Redis 6.2 target cannot read:
+/// rewritten into pieces of plain commands for it) followed by an `RPUSH` on the same key,
+/// replayed at a restart to the 6.2 target that had already committed both (the 7.0 target was
+/// paused behind it): the pieces must be skipped like their stream command, or the key is
+/// rewritten to its state before the `RPUSH`, which is then skipped.
+#[test]
+fn large_restore_replayed_on_the_target_ahead_is_skipped() {
+    const ELEMENTS: usize = 20_000;
+    let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-backlog-size", "64mb"]);
+    let new = RedisServer::start(ServerKind::Redis70);
+    let old = RedisServer::start(ServerKind::Redis62);
+    let mut sc = src.client();
+    let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
+    for chunk in elems.chunks(1000) {
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("template")
+            .arg(chunk)
+            .query(&mut sc)
+            .expect("RPUSH");
+    }
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("template")
+        .query(&mut sc)
+        .expect("DUMP");
+    assert!(payload.len() > 64 << 10, "payload {} bytes", payload.len());
+    let state = tempfile::tempdir().expect("state dir");
+    let config = write_config(
+        state.path(),
+        &src.url(),
+        &[("new", new.url()), ("old", old.url())],
+        "\"auto\"",
+    );
+    let mut ss = spawn(state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    wait_caught_up(&ss, &new, Duration::from_secs(60));
+    wait_caught_up(&ss, &old, Duration::from_secs(60));
+    let mut pc = new.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query(&mut pc)
+        .expect("CLIENT PAUSE");
+    let _: () = redis::cmd("RESTORE")
+        .arg("big")
+        .arg(0)
+        .arg(&payload)
+        .query(&mut sc)
+        .expect("RESTORE");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("big")
+        .arg("after")
+        .query(&mut sc)
+        .expect("RPUSH");
+    let _: () = redis::cmd("SET")
+        .arg("marker")
+        .arg(1)
+        .query(&mut sc)
+        .expect("SET");
+    let mut oc = old.client();
+    assert!(
+        common::util::wait_until(Duration::from_secs(30), || {
+            redis::cmd("EXISTS")
+                .arg("marker")
+                .query::<i64>(&mut oc)
+                .unwrap_or(0)
+                == 1
+        }),
+        "the 6.2 target never got past the RESTORE; log:\n{}",
+        ss.log_tail(40)
+    );
+    let status = ss.kill();
+    assert!(
+        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+        "{status:?}"
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut pc)
+        .expect("CLIENT UNPAUSE");
+    std::thread::sleep(Duration::from_millis(300));
+    let (n, o) = (progress_offset(&new), progress_offset(&old));
+    assert!(
+        matches!((n, o), (Some(n), Some(o)) if o > n),
+        "the 6.2 target is not ahead: new {n:?} old {o:?}"
+    );
+    let mut ss = spawn(state.path(), &config);
+    ss.expect_log("replication started", Duration::from_secs(30));
+    wait_caught_up(&ss, &new, Duration::from_secs(60));
+    wait_caught_up(&ss, &old, Duration::from_secs(60));
+    for t in [&new, &old] {
+        let len: usize = redis::cmd("LLEN")
+            .arg("big")
+            .query(&mut t.client())
+            .expect("LLEN");
+        assert_eq!(len, ELEMENTS + 1, "target {}: the list", t.port());
+        assert_no_differences(&compare_servers_with(
+            &mut src.client(),
+            &mut t.client(),
+            &[0],
+            IGNORE,
+            &CompareOptions::default(),
+        ));
+    }
+    let log = ss.log();
+    assert!(
+        log.contains("ahead=1"),
+        "the 6.2 target was not ahead:\n{log}"
+    );
+    let status = ss.terminate();
+    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
