@@ -569,8 +569,8 @@ impl Dispatcher {
             Feed::Plain => {
                 // A piece of a large `RESTORE` the target already committed (a target ahead
                 // of the resume point, see `exact_many`): skipped like its stream command.
-                let piece = shard.run_piece.lock().ok().and_then(|p| *p);
-                if let (Some(r), Some((before, _))) = (&self.replay, piece)
+                let piece = shard.piece_of.lock().ok().and_then(|p| *p);
+                if let (Some(r), Some(before)) = (&self.replay, piece)
                     && super::exact_slots::replayed_piece(r, before)
                 {
                     return Ok(());

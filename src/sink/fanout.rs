@@ -232,6 +232,18 @@ impl Fanout {
         self.legs.iter().any(|l| l.dispatcher.in_transaction())
     }
 
+    /// [`Fanout::in_transaction`] for the targets of group `g` only (the groups are converted
+    /// one after the other: another group may already hold the next run's open block).
+    pub fn group_in_transaction(&self, g: usize) -> bool {
+        self.groups.get(g).is_some_and(|group| {
+            group
+                .legs
+                .iter()
+                .filter_map(|&i| self.legs.get(i))
+                .any(|l| l.dispatcher.in_transaction())
+        })
+    }
+
     /// Removes the keys of a shard from every live target (see [`super::clear`]).
     pub async fn clear_shard(&self, slots: Option<&[(u16, u16)]>) -> Result<u64, SinkError> {
         let mut removed = 0;
@@ -349,6 +361,9 @@ impl Leg {
             .run_db
             .store(shard.run_db.load(Ordering::Acquire), Ordering::Release);
         if let (Ok(mut mine), Ok(theirs)) = (state.run_piece.lock(), shard.run_piece.lock()) {
+            *mine = *theirs;
+        }
+        if let (Ok(mut mine), Ok(theirs)) = (state.piece_of.lock(), shard.piece_of.lock()) {
             *mine = *theirs;
         }
     }

@@ -593,15 +593,17 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
 
 /// A large `RESTORE` (a Redis 7.0 `DUMP` above 64 KiB, which a Redis 6.2 target cannot read:
 /// rewritten into pieces of plain commands for it) followed by an `RPUSH` on the same key,
-/// replayed at a restart to the 6.2 target that had already committed both (the 7.0 target was
-/// paused behind it): the pieces must be skipped like their stream command, or the key is
-/// rewritten to its state before the `RPUSH`, which is then skipped.
+/// replayed at a restart to a 6.2 target that had already committed both (the other 6.2 target,
+/// same conversion group, was paused behind it): the pieces must be skipped like their stream
+/// command, or the key is rewritten to its state before the `RPUSH`, which is then skipped.
+/// Once alone, once inside a source `MULTI`/`EXEC` block (which the target behind holds open
+/// while the pieces are written).
 #[test]
 fn large_restore_replayed_on_the_target_ahead_is_skipped() {
     const ELEMENTS: usize = 20_000;
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-backlog-size", "64mb"]);
-    let new = RedisServer::start(ServerKind::Redis70);
-    let old = RedisServer::start(ServerKind::Redis62);
+    let behind = RedisServer::start(ServerKind::Redis62);
+    let ahead = RedisServer::start(ServerKind::Redis62);
     let mut sc = src.client();
     let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
     for chunk in elems.chunks(1000) {
@@ -620,14 +622,14 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
     let config = write_config(
         state.path(),
         &src.url(),
-        &[("new", new.url()), ("old", old.url())],
+        &[("behind", behind.url()), ("ahead", ahead.url())],
         "\"auto\"",
     );
     let mut ss = spawn(state.path(), &config);
     ss.expect_log("replication started", Duration::from_secs(30));
-    wait_caught_up(&ss, &new, Duration::from_secs(60));
-    wait_caught_up(&ss, &old, Duration::from_secs(60));
-    let mut pc = new.client();
+    wait_caught_up(&ss, &behind, Duration::from_secs(60));
+    wait_caught_up(&ss, &ahead, Duration::from_secs(60));
+    let mut pc = behind.client();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(30_000)
@@ -645,12 +647,26 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
         .arg("after")
         .query(&mut sc)
         .expect("RPUSH");
+    // The same inside a source transaction (its pieces carry no position).
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("RESTORE")
+        .arg("big2")
+        .arg(0)
+        .arg(&payload)
+        .ignore()
+        .cmd("RPUSH")
+        .arg("big2")
+        .arg("after")
+        .ignore()
+        .query(&mut sc)
+        .expect("MULTI RESTORE RPUSH EXEC");
     let _: () = redis::cmd("SET")
         .arg("marker")
         .arg(1)
         .query(&mut sc)
         .expect("SET");
-    let mut oc = old.client();
+    let mut oc = ahead.client();
     assert!(
         common::util::wait_until(Duration::from_secs(30), || {
             redis::cmd("EXISTS")
@@ -659,7 +675,7 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
                 .unwrap_or(0)
                 == 1
         }),
-        "the 6.2 target never got past the RESTORE; log:\n{}",
+        "the target ahead never got past the RESTORE; log:\n{}",
         ss.log_tail(40)
     );
     let status = ss.kill();
@@ -672,21 +688,23 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
         .query(&mut pc)
         .expect("CLIENT UNPAUSE");
     std::thread::sleep(Duration::from_millis(300));
-    let (n, o) = (progress_offset(&new), progress_offset(&old));
+    let (n, o) = (progress_offset(&behind), progress_offset(&ahead));
     assert!(
         matches!((n, o), (Some(n), Some(o)) if o > n),
-        "the 6.2 target is not ahead: new {n:?} old {o:?}"
+        "the target is not ahead: behind {n:?} ahead {o:?}"
     );
     let mut ss = spawn(state.path(), &config);
     ss.expect_log("replication started", Duration::from_secs(30));
-    wait_caught_up(&ss, &new, Duration::from_secs(60));
-    wait_caught_up(&ss, &old, Duration::from_secs(60));
-    for t in [&new, &old] {
-        let len: usize = redis::cmd("LLEN")
-            .arg("big")
-            .query(&mut t.client())
-            .expect("LLEN");
-        assert_eq!(len, ELEMENTS + 1, "target {}: the list", t.port());
+    wait_caught_up(&ss, &behind, Duration::from_secs(60));
+    wait_caught_up(&ss, &ahead, Duration::from_secs(60));
+    for t in [&behind, &ahead] {
+        for key in ["big", "big2"] {
+            let len: usize = redis::cmd("LLEN")
+                .arg(key)
+                .query(&mut t.client())
+                .expect("LLEN");
+            assert_eq!(len, ELEMENTS + 1, "target {}: list {key}", t.port());
+        }
         assert_no_differences(&compare_servers_with(
             &mut src.client(),
             &mut t.client(),
@@ -696,10 +714,7 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
         ));
     }
     let log = ss.log();
-    assert!(
-        log.contains("ahead=1"),
-        "the 6.2 target was not ahead:\n{log}"
-    );
+    assert!(log.contains("ahead=1"), "no target was ahead:\n{log}");
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
 }
