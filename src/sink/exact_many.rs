@@ -267,6 +267,8 @@ pub async fn read(
             _ => {}
         }
         for (i, (dirty, replay)) in d.parts.into_iter().enumerate() {
+            let name = names.get(i).copied().unwrap_or_default();
+            let replay = replay.map(|r| r.labelled(leg_name(&shard, name)));
             many.parts.insert(
                 (i, shard.clone()),
                 Part {

@@ -202,6 +202,8 @@ pub struct Replay {
     until: u64,
     /// Commands skipped so far (logged when the replay ends).
     skipped: u64,
+    /// Whose filter this is in the log (a one-to-many leg `shard@target`; empty otherwise).
+    label: String,
 }
 
 /// A shard's replay filter, shared by its dispatchers; `None` once past (or after a full sync).
@@ -222,7 +224,14 @@ impl Replay {
             floor,
             until,
             skipped: 0,
+            label: String::new(),
         })
+    }
+
+    /// Names the filter in its log line (see `label`).
+    pub fn labelled(mut self, label: String) -> Replay {
+        self.label = label;
+        self
     }
 
     fn done(&self, o: u64, slot: u16) -> bool {
@@ -283,6 +292,7 @@ impl Replay {
             tracing::info!(
                 skipped = self.skipped,
                 up_to = self.until,
+                leg = %self.label,
                 "replay after restart done: commands the target had committed were not sent again"
             );
         }
