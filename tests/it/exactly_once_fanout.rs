@@ -109,6 +109,29 @@ fn pauser(
     })
 }
 
+/// A Redis 7.0 source (128 MB backlog, diskless sync) holding `keys` keys of `bytes` bytes.
+fn populated_source(keys: u64, bytes: u64) -> RedisServer {
+    let src = RedisServer::start_with(
+        ServerKind::Redis70,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-backlog-size",
+            "128mb",
+            "--repl-diskless-sync",
+            "yes",
+        ],
+    );
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .arg("bulk")
+        .arg(bytes)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    src
+}
+
 /// Keys of the source that differ on `dst` (databases 0 and 2, progress keys left out).
 fn differing(src: &RedisServer, dst: &RedisServer) -> usize {
     compare_servers_with(
@@ -121,30 +144,35 @@ fn differing(src: &RedisServer, dst: &RedisServer) -> usize {
     .len()
 }
 
+/// The last run of a 12-kill test (`log`) resumed from the targets' keys without a full sync;
+/// at least 8 of the restarts resumed with `+CONTINUE` and the targets' keys named different
+/// positions after at least 3 kills (else the per-target replay filter was not exercised).
+fn assert_resumed_apart(log: &str, resumed: usize, apart: usize) {
+    assert!(
+        log.contains("every target holds a position: resuming at the lowest"),
+        "the last run did not resume from the targets' keys:\n{log}"
+    );
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    assert!(
+        resumed >= 8,
+        "only {resumed} of the restarts resumed with +CONTINUE"
+    );
+    assert!(
+        apart >= 3,
+        "the targets were at different positions after only {apart} kills: the per-target replay filter was not exercised"
+    );
+}
+
 /// Twelve SIGKILLs with two standalone targets (7.0 and 6.2), the 6.2 one paused now and then;
 /// `exact`: the default `exactly_once = "auto"`, else `false`. Returns the keys differing on each target (always 0 with `exact`: asserted).
 fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        ServerKind::Redis70,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
+    let src = populated_source(20_000, 4000);
     let fast = RedisServer::start(ServerKind::Redis70);
     let slow = RedisServer::start(ServerKind::Redis62);
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(20_000)
-        .arg("bulk")
-        .arg(4000)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
     let state = tempfile::tempdir().expect("state dir");
     let config = write_config(
         state.path(),
@@ -212,22 +240,7 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     if exact {
         assert_exact(&src, &fast);
         assert_exact(&src, &slow);
-        assert!(
-            log.contains("every target holds a position: resuming at the lowest"),
-            "the last run did not resume from the targets' keys:\n{log}"
-        );
-        assert!(
-            !log.contains("full sync started"),
-            "the last run did a full sync:\n{log}"
-        );
-        assert!(
-            resumed >= 8,
-            "only {resumed} of the restarts resumed with +CONTINUE"
-        );
-        assert!(
-            apart >= 3,
-            "the targets were at different positions after only {apart} kills: the test does not exercise the per-target replay filter"
-        );
+        assert_resumed_apart(&log, resumed, apart);
     }
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
@@ -276,26 +289,9 @@ fn cluster_progress_offset(dst: &RedisCluster) -> Option<u64> {
 #[test]
 fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        ServerKind::Redis70,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
+    let src = populated_source(20_000, 4000);
     let one = RedisServer::start(ServerKind::Redis70);
     let cluster = RedisCluster::start(ServerKind::Redis70, 3, 0);
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(20_000)
-        .arg("bulk")
-        .arg(4000)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
     let state = tempfile::tempdir().expect("state dir");
     let config = write_config(
         state.path(),
@@ -360,23 +356,7 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
     assert_exact(&src, &one);
     assert_no_differences(&cluster_differences(&src, &cluster));
     let log = ss.log();
-    assert!(
-        log.contains("every target holds a position: resuming at the lowest"),
-        "the last run did not resume from the targets' keys:\n{log}"
-    );
-    assert!(
-        !log.contains("full sync started"),
-        "the last run did a full sync:\n{log}"
-    );
-    assert!(
-        resumed >= 8,
-        "only {resumed} of the restarts resumed with +CONTINUE"
-    );
-    assert!(
-        apart >= 3,
-        "the targets were at different positions after only {apart} kills"
-    );
-
+    assert_resumed_apart(&log, resumed, apart);
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
     println!(
@@ -394,24 +374,9 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
 #[test]
 fn failed_target_rejoins_at_restart_and_both_are_exact() {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        ServerKind::Redis70,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-        ],
-    );
+    let src = populated_source(2_000, 100);
     let good = RedisServer::start(ServerKind::Redis70);
     let frozen = RedisServer::start(ServerKind::Redis62);
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(2_000)
-        .arg("bulk")
-        .arg(100)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
     let state = tempfile::tempdir().expect("state dir");
     let fast = "reply_timeout_ms = 500\nfail_after_ms = 2000";
     let config = write_config_with(
@@ -600,24 +565,12 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
 /// while the pieces are written).
 #[test]
 fn large_restore_replayed_on_the_target_ahead_is_skipped() {
-    const ELEMENTS: usize = 20_000;
+    use crate::exact_windows::{ELEMENTS, big_list_dump};
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-backlog-size", "64mb"]);
     let behind = RedisServer::start(ServerKind::Redis62);
     let ahead = RedisServer::start(ServerKind::Redis62);
+    let payload = big_list_dump(&src);
     let mut sc = src.client();
-    let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
-    for chunk in elems.chunks(1000) {
-        let _: i64 = redis::cmd("RPUSH")
-            .arg("template")
-            .arg(chunk)
-            .query(&mut sc)
-            .expect("RPUSH");
-    }
-    let payload: Vec<u8> = redis::cmd("DUMP")
-        .arg("template")
-        .query(&mut sc)
-        .expect("DUMP");
-    assert!(payload.len() > 64 << 10, "payload {} bytes", payload.len());
     let state = tempfile::tempdir().expect("state dir");
     let config = write_config(
         state.path(),
