@@ -138,6 +138,12 @@ impl Outputs {
                 exact =
                     crate::sink::exact::if_permitted(cfg, &spec.endpoint, &topology, exact).await;
             }
+            if let Some(e) = &exact {
+                repairs.enable_records(crate::sink::exact_fences::Records {
+                    exact: e.clone(),
+                    cluster: topology.is_cluster(),
+                });
+            }
             let targets = Targets::start(
                 &topology,
                 &spec.endpoint,
@@ -186,6 +192,11 @@ impl Outputs {
                 .collect();
             (self.progress, self.many) =
                 crate::sink::exact_many::read(&views, source, state_dir).await;
+            // Each target's key repair records, from its own position of each leg.
+            for (i, o) in self.list.iter().enumerate() {
+                let own = self.many.own_positions(i);
+                crate::sink::exact_fences::load_all(&o.repairs, &o.targets, &own).await;
+            }
             return;
         }
         if let Some(o) = self.list.first()
@@ -194,11 +205,12 @@ impl Outputs {
         {
             (self.progress, self.replays) =
                 crate::sink::exact_slots::read_all(e, &o.targets, source, state_dir).await;
-            return;
-        }
-        if let Some(o) = self.list.first() {
+        } else if let Some(o) = self.list.first() {
             self.progress =
                 crate::sink::exact::read_all(o.exact.as_deref(), &o.spec.endpoint, source).await;
+        }
+        if let Some(o) = self.list.first() {
+            crate::sink::exact_fences::load_all(&o.repairs, &o.targets, &self.progress).await;
         }
     }
 

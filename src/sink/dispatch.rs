@@ -135,6 +135,9 @@ impl Dispatcher {
         {
             *g = None; // offsets of an earlier history filter nothing of the new one
         }
+        if let Some(r) = &self.repair {
+            super::exact_fences::clear(r.queue(), &self.targets, &shard.name).await;
+        }
         if self.targets.cluster {
             return super::exact_slots::mark_full_sync(
                 &self.targets,
@@ -370,7 +373,7 @@ impl Dispatcher {
         let cluster = routing.table.is_some();
         let fallback = routing.writer_index(None).unwrap_or(0);
         for DbCmd { db, cmd } in cmds {
-            let Some(db) = self.sync.target_db(db, cluster) else {
+            let Some(db) = super::exact_fences::target_db(&self.sync, db, cluster) else {
                 Self::refuse(
                     shard,
                     &cmd,

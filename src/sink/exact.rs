@@ -204,7 +204,8 @@ pub fn pos_of(v: Option<&[u8]>) -> Option<Pos> {
     }
 }
 
-async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, SinkError> {
+/// A connection to database 0 of `ep` (where the progress keys and the repair records live).
+pub(super) async fn conn_db0(ep: &Endpoint) -> Result<MultiplexedConnection, SinkError> {
     let mut c = client::connect("target", ep).await?;
     redis::cmd("SELECT")
         .arg(0)

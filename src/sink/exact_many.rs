@@ -82,9 +82,20 @@ struct Part {
 pub struct Many {
     /// By (target index, source shard name).
     parts: HashMap<(usize, String), Part>,
+    /// Per target: its own position of each leg it resumes (by leg name), where its key repair
+    /// records are read back from ([`super::exact_fences::load_all`]).
+    own: Vec<HashMap<String, Progress>>,
 }
 
 impl Many {
+    /// Target `i`'s own position of each leg that resumes (see `own`).
+    pub fn own_positions(&self, i: usize) -> HashMap<String, Result<Progress, SinkError>> {
+        self.own
+            .get(i)
+            .map(|m| m.iter().map(|(k, p)| (k.clone(), Ok(p.clone()))).collect())
+            .unwrap_or_default()
+    }
+
     /// Gives target `i`'s dispatcher of `shard` its exactly-once settings and replay filter.
     pub fn dispatcher(
         &self,
@@ -245,6 +256,7 @@ pub async fn read(
         }
     }
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    many.own = targets.iter().map(|_| HashMap::new()).collect();
     'shards: for m in source.masters() {
         let shard = m.endpoint.to_string();
         let mut all = Vec::new();
@@ -257,7 +269,21 @@ pub async fn read(
                 }
             }
         }
+        let own: Vec<Option<ReplPosition>> = all
+            .iter()
+            .map(|s| match s {
+                Said::Exact(Progress::At(p), _) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
         let d = decide(&names, all);
+        if matches!(d.progress, Progress::At(_)) {
+            for (i, p) in own.into_iter().enumerate() {
+                if let (Some(p), Some(m), Some(n)) = (p, many.own.get_mut(i), names.get(i)) {
+                    m.insert(leg_name(&shard, n), Progress::At(p));
+                }
+            }
+        }
         match (&d.progress, &d.why) {
             (Progress::At(p), _) => tracing::info!(shard = %shard, offset = p.offset,
                 ahead = d.parts.iter().filter(|p| p.1.is_some()).count(),

@@ -110,22 +110,43 @@ impl ReplyCutProxy {
     }
 }
 
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
+/// The tests' config, with `sync` lines (e.g. the heartbeat interval).
+fn config_with(dir: &std::path::Path, sync: &str) -> std::path::PathBuf {
     let path = dir.join("shardsync.toml");
     std::fs::write(
         &path,
-        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n",
+        format!("[sync]\n{sync}exactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n"),
     )
     .expect("write config");
     path
 }
 
 fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shardsync {
-    let cfg = config(state);
+    spawn_urls(&src.url(), target_url, state)
+}
+
+/// shardsync from `source_url` (e.g. a proxy in front of the source) into `target_url`.
+pub(crate) fn spawn_urls(source_url: &str, target_url: &str, state: &std::path::Path) -> Shardsync {
+    spawn_with(
+        source_url,
+        target_url,
+        state,
+        "heartbeat_interval_ms = 100\n",
+    )
+}
+
+/// [`spawn_urls`] with other `sync` lines in the config.
+pub(crate) fn spawn_with(
+    source_url: &str,
+    target_url: &str,
+    state: &std::path::Path,
+    sync: &str,
+) -> Shardsync {
+    let cfg = config_with(state, sync);
     Shardsync::spawn(&[
         "run",
         "--source",
-        &src.url(),
+        source_url,
         "--target",
         target_url,
         "--state-dir",
@@ -137,7 +158,7 @@ fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shards
     ])
 }
 
-fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
     let after = now_ms();
     let mut dc = dst.client();
     assert!(

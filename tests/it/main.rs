@@ -16,6 +16,7 @@ mod corpus_sync;
 mod diff_fuzz;
 mod e2e_cluster;
 mod e2e_standalone;
+mod exact_repairs;
 mod exact_windows;
 mod exactly_once;
 mod exactly_once_cluster;
