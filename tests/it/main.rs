@@ -22,6 +22,7 @@ mod exact_repairs;
 mod exact_windows;
 mod exactly_once;
 mod exactly_once_cluster;
+mod exactly_once_fanout;
 mod failure_model;
 mod faults;
 mod faults_cluster;
