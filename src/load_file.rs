@@ -47,32 +47,21 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
         path: path_buf(),
         source,
     })?;
-    // Check-only: string values are read past, not copied (the pass only needs the errors).
-    let mut p = RdbParser::new(
+    // A validation walk: string keys are walked by their lengths (the pass only needs the
+    // errors and the counts).
+    let sum = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
     )
-    .check_only();
-    let mut keys = 0u64;
-    let (mut db, mut dbs) = (0u32, Vec::new());
-    while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {
+    .check_all()
+    .map_err(|source| FileError::Rdb {
         path: path_buf(),
         source: Box::new(source),
-    })? {
-        match item {
-            crate::rdb::Item::KeyStart(_) => {
-                keys += 1;
-                if !dbs.contains(&db) {
-                    dbs.push(db);
-                }
-            }
-            crate::rdb::Item::SelectDb(d) => db = d,
-            _ => {}
-        }
-    }
-    let (flavor, version) = p
-        .header()
+    })?;
+    let (flavor, version) = sum
+        .header
         .ok_or_else(|| FileError::NoHeader { path: path_buf() })?;
+    let (keys, dbs) = (sum.keys, sum.dbs);
     Ok((flavor, version, keys, dbs))
 }
 
