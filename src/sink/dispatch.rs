@@ -249,6 +249,11 @@ impl Dispatcher {
         self.send(shard, run, cmds).await
     }
 
+    /// True when the target is a cluster.
+    pub fn cluster(&self) -> bool {
+        self.targets.cluster
+    }
+
     /// The sync settings (the RDB loader reads the database selection and filters).
     pub fn sync(&self) -> &SyncSettings {
         &self.sync
