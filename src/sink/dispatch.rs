@@ -76,6 +76,8 @@ pub struct Dispatcher {
     /// Exactly-once on a cluster: skips replayed commands the target committed (see
     /// [`super::exact_slots`]).
     replay: Option<super::exact_slots::SharedReplay>,
+    /// The routing snapshot the previous run was split with (see [`Dispatcher::routing`]).
+    routed_with: Option<Arc<super::targets::Routing>>,
 }
 
 impl Clone for Dispatcher {
@@ -100,6 +102,7 @@ impl Dispatcher {
             exact: None,
             hold: Default::default(),
             replay: None,
+            routed_with: None,
         }
     }
 
@@ -207,22 +210,53 @@ impl Dispatcher {
         if self.targets.cluster
             && let Some((exact, _)) = self.exact.clone()
         {
-            // Exactly-once on a cluster: a flush is a barrier (see `exact_slots::after_flush`).
+            // Exactly-once on a cluster: a flush is a barrier (see `exact_slots::apply_flush`).
             while let Some(i) = super::exact_slots::flush_at(&cmds, &owned_ends) {
                 let rest = cmds.split_off(i + 1);
                 let rest_ends = owned_ends.split_off(i + 1);
                 let (end, db) = (owned_ends[i], cmds[i].db);
-                let run_db = shard.run_db.swap(db, std::sync::atomic::Ordering::AcqRel);
-                let head = RunInfo {
-                    offset: Some(end),
-                    completes_full_sync: false,
-                    ..run
-                };
-                self.send_piece(shard, head, cmds, &owned_ends).await?;
-                shard
-                    .run_db
-                    .store(run_db, std::sync::atomic::Ordering::Release);
-                super::exact_slots::after_flush(&self.targets, &exact, shard, end, db).await;
+                let flush = cmds.pop().map(|c| c.cmd);
+                owned_ends.pop();
+                if let Some(&before) = owned_ends.last() {
+                    let db_before = cmds.last().map_or(db, |c| c.db);
+                    let run_db = shard
+                        .run_db
+                        .swap(db_before, std::sync::atomic::Ordering::AcqRel);
+                    let head = RunInfo {
+                        offset: Some(before),
+                        completes_full_sync: false,
+                        ..run
+                    };
+                    self.send_piece(shard, head, cmds, &owned_ends).await?;
+                    shard
+                        .run_db
+                        .store(run_db, std::sync::atomic::Ordering::Release);
+                }
+                if let Some(flush) = flush {
+                    let after = crate::source::handshake::ReplPosition {
+                        replid: shard.replid(),
+                        offset: end,
+                        db,
+                    };
+                    let applied = super::exact_slots::apply_flush(
+                        &self.targets,
+                        &exact,
+                        shard,
+                        &flush,
+                        &after,
+                    )
+                    .await;
+                    if let Err(e) = applied {
+                        Self::refuse(shard, &flush, &format!("the flush failed: {e}"));
+                    }
+                    // The flush's position, in its database, once everything before it is
+                    // retired (a ticket of no parts).
+                    let run_db = shard.run_db.swap(db, std::sync::atomic::Ordering::AcqRel);
+                    shard.issue(run.epoch, Some(end), false, 0);
+                    shard
+                        .run_db
+                        .store(run_db, std::sync::atomic::Ordering::Release);
+                }
                 (cmds, owned_ends) = (rest, rest_ends);
             }
         }
@@ -252,6 +286,27 @@ impl Dispatcher {
     /// True when the target is a cluster.
     pub fn cluster(&self) -> bool {
         self.targets.cluster
+    }
+
+    /// The routing snapshot for the next run. When the cluster's slot table changed since the
+    /// previous run (a `MOVED` during a resharding or a failover), it first waits until every
+    /// earlier write of the shard is applied: a write sent to the old owner and redirected from
+    /// there must land before later writes of its slot that now go to the new owner directly,
+    /// or the two would apply out of order (`APPEND`s in another order, a `SET` undone by an
+    /// older one). One wait per table change.
+    async fn routing(&mut self, shard: &ShardState) -> Arc<super::targets::Routing> {
+        let mut routing = self.targets.routing();
+        while let Some(prev) = &self.routed_with
+            && prev.table.is_some()
+            && !Arc::ptr_eq(prev, &routing)
+        {
+            shard.drained().await;
+            // The table may have changed again meanwhile: wait until it holds still.
+            self.routed_with = Some(routing);
+            routing = self.targets.routing();
+        }
+        self.routed_with = Some(routing.clone());
+        routing
     }
 
     /// The sync settings (the RDB loader reads the database selection and filters).
@@ -503,7 +558,7 @@ impl Dispatcher {
                 cmd: crate::cmd!["PING"],
             });
         }
-        let routing = self.targets.routing();
+        let routing = self.routing(shard).await;
         let plan = self.plan(shard, run, cmds, &routing);
         for step in steps(shard, plan, &routing) {
             match step {

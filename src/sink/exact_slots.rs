@@ -8,7 +8,7 @@
 //! Where a shard resumes: the shard key `<prefix><instance>:<shard>` holds
 //! [`super::exact::FULL_SYNC_MARK`] while an RDB is applied, then the position the full sync
 //! ended at (written once every node acknowledged the RDB, [`mark_synced`]), moved past each
-//! `FLUSHALL`/`FLUSHDB` of the stream (a barrier, [`after_flush`]). The resume point
+//! `FLUSHALL`/`FLUSHDB` of the stream (a barrier, [`apply_flush`]). The resume point
 //! `W` is the later of that position and the local checkpoint (the checkpointer writes only
 //! offsets every node acknowledged, so everything up to `W` is applied everywhere). From `W`
 //! on, a replayed command ending at offset `o` in slot `s` is skipped when `o <=` the offset in
@@ -478,27 +478,79 @@ pub fn flush_at(cmds: &[DbCmd], ends: &[u64]) -> Option<usize> {
     None
 }
 
-/// After a flush was handed to every node (cluster target): waits until every node applied it
-/// (with everything before it), then moves the shard key to the position after it. A flush
-/// carries no slot position and also removes the slot keys, so nothing after it may be sent
-/// before a restart would resume past it: a crash before the key moves replays the flush over a
-/// target that holds nothing written after it (harmless); after, the flush is not replayed.
-pub async fn after_flush(
+/// Runs a stream `FLUSHALL`/`FLUSHDB` on a cluster target, after every earlier write of the
+/// shard was applied: first on every master but the one holding the shard key, then on that one
+/// as `MULTI`, the flush, `SET <shard key> <position after it>`, `EXEC`. A flush carries no slot
+/// position and removes every progress key, so it is a barrier: a crash before the last step
+/// leaves the shard key (at an earlier position) and a restart replays the flush over a target
+/// holding nothing written after it; after, the flush is done everywhere and not replayed.
+/// There is no moment without a shard key (which would force a full sync). Each node is tried
+/// three times; the error names the node that refused.
+pub async fn apply_flush(
     targets: &Targets,
     exact: &Exact,
     shard: &crate::observe::progress::ShardState,
-    end: u64,
-    db: u32,
-) {
+    flush: &Cmd,
+    after: &ReplPosition,
+) -> Result<(), SinkError> {
     shard.drained().await;
-    let pos = ReplPosition {
-        replid: shard.replid(),
-        offset: end,
-        db,
+    let key = exact.key(&shard.name);
+    let keeper = owner(targets, &key).await?;
+    let name = flush.name_upper();
+    let as_redis = || {
+        let mut c = redis::cmd(&name);
+        for a in flush.args.iter().skip(1) {
+            c.arg(&a[..]);
+        }
+        c
     };
-    if let Err(e) = mark_synced(targets, exact, &shard.name, &pos).await {
-        tracing::error!(shard = %shard.name, error = %e, "could not move the progress key past a FLUSHALL/FLUSHDB; a crash before the next checkpoint would replay the flush over later writes");
+    let mut masters = targets.master_endpoints();
+    masters.retain(|m| m.to_string() != keeper.to_string());
+    for ep in masters {
+        retry(|| async {
+            let mut c = conn(&ep).await?;
+            as_redis()
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| SinkError::command(&ep, &name, &e))
+        })
+        .await?;
     }
+    let value = super::exact::value(&after.replid, after.offset, after.db);
+    retry(|| async {
+        let mut c = conn(&keeper).await?;
+        redis::pipe()
+            .atomic()
+            .add_command(as_redis())
+            .ignore()
+            .cmd("SET")
+            .arg(&key[..])
+            .arg(&value[..])
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| SinkError::command(&keeper, &name, &e))
+    })
+    .await
+}
+
+/// Runs `op` up to three times, 200 ms apart; the last error if none succeeds.
+async fn retry<F, Fut>(op: F) -> Result<(), SinkError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), SinkError>>,
+{
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        match op().await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(SinkError::NoOwner { slot: 0 }))
 }
 
 #[cfg(test)]

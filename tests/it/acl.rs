@@ -44,6 +44,13 @@ const TARGET_RULES: &[&str] = &[
     "-@all", "+@write", "+select", "+multi", "+exec", "+ping", "+info", "+scan", "+eval", "~*",
 ];
 
+// Distinctive passwords, so a match in the output is a leak, never a coincidence (the 3-letter
+// "pw1" could appear inside a random temp path or nonce).
+const BAD_SRC_PW: &str = "Bad-Src-Secret-71";
+const BAD_DST_PW: &str = "Bad-Dst-Secret-72";
+const SRC_PW: &str = "Src-Secret-73";
+const DST_PW: &str = "Dst-Secret-74";
+
 fn user(name: &str, pw: &str, rules: &[&str]) -> Vec<String> {
     let mut v = vec![name.to_string(), "on".into(), format!(">{pw}")];
     v.extend(rules.iter().map(|s| s.to_string()));
@@ -68,10 +75,13 @@ fn assert_no_password(out: &str, passwords: &[&str]) {
 fn scenario(kind: ServerKind) {
     let src = RedisServer::start(kind);
     let dst = RedisServer::start(kind);
-    setuser(&src, &user("repl-bad", "pw1", &["~*", "+@all", "-psync"]));
+    setuser(
+        &src,
+        &user("repl-bad", BAD_SRC_PW, &["~*", "+@all", "-psync"]),
+    );
     setuser(
         &dst,
-        &user("writer-bad", "pw2", &["~*", "+@all", "-restore"]),
+        &user("writer-bad", BAD_DST_PW, &["~*", "+@all", "-restore"]),
     );
     // On 7.0+ `PSYNC` can only be checked by `ACL DRYRUN` (it cannot be queued in a MULTI):
     // the source user may run it; the target user is checked by the MULTI probe.
@@ -79,8 +89,8 @@ fn scenario(kind: ServerKind) {
     if kind.at_least(7, 0) {
         source_rules.push("+acl|dryrun");
     }
-    setuser(&src, &user("repl", "pw3", &source_rules));
-    setuser(&dst, &user("writer", "pw4", TARGET_RULES));
+    setuser(&src, &user("repl", SRC_PW, &source_rules));
+    setuser(&dst, &user("writer", DST_PW, TARGET_RULES));
     let opts = DatasetOptions {
         dbs: vec![0, 2],
         big_value_bytes: 64 * 1024,
@@ -92,8 +102,8 @@ fn scenario(kind: ServerKind) {
     let state = sync.state.to_str().expect("utf-8").to_string();
 
     // Missing rights: named, exit 3, nothing written.
-    let bad_src = format!("redis://repl-bad:pw1@{}", src.addr());
-    let bad_dst = format!("redis://writer-bad:pw2@{}", dst.addr());
+    let bad_src = format!("redis://repl-bad:{BAD_SRC_PW}@{}", src.addr());
+    let bad_dst = format!("redis://writer-bad:{BAD_DST_PW}@{}", dst.addr());
     let (code, out) = pair_to_exit("check", &bad_src, &bad_dst, &["--state-dir", &state]);
     assert_eq!(code, 3, "{out}");
     assert!(
@@ -104,7 +114,7 @@ fn scenario(kind: ServerKind) {
         out.contains("target user \"writer-bad\" may not run RESTORE"),
         "{kind:?}: {out}"
     );
-    assert_no_password(&out, &["pw1", "pw2"]);
+    assert_no_password(&out, &[BAD_SRC_PW, BAD_DST_PW]);
     let json_args = ["--state-dir", &state, "--format", "json"];
     let (code, out) = pair_to_exit("check", &bad_src, &bad_dst, &json_args);
     assert_eq!(code, 3, "{out}");
@@ -122,10 +132,11 @@ fn scenario(kind: ServerKind) {
     assert!(dbsize_all(&mut dst.client()).is_empty(), "check wrote");
 
     // Enough rights: the check passes, the sync works.
-    let good_src = format!("redis://repl:pw3@{}", src.addr());
-    let good_dst = format!("redis://writer:pw4@{}", dst.addr());
+    let good_src = format!("redis://repl:{SRC_PW}@{}", src.addr());
+    let good_dst = format!("redis://writer:{DST_PW}@{}", dst.addr());
     let (code, out) = pair_to_exit("check", &good_src, &good_dst, &["--state-dir", &state]);
     assert_eq!(code, 0, "{kind:?}: {out}");
+    assert_no_password(&out, &[SRC_PW, DST_PW]);
     assert!(
         out.lines()
             .filter(|l| l.contains(" ACL "))
@@ -200,27 +211,31 @@ fn acl_clusters() {
         "+pttl",
     ]);
     for n in src.nodes() {
-        setuser(n, &user("repl", "pw3", &source_rules));
+        setuser(n, &user("repl", SRC_PW, &source_rules));
     }
     for n in dst.nodes() {
-        setuser(n, &user("writer", "pw4", &target_rules));
+        setuser(n, &user("writer", DST_PW, &target_rules));
     }
     let seed = |c: &RedisCluster, who: &str| {
         let m = &c.masters()[0];
         format!("redis://{who}@{}", m.addr())
     };
-    let (su, du) = (seed(&src, "repl:pw3"), seed(&dst, "writer:pw4"));
+    let (su, du) = (
+        seed(&src, &format!("repl:{SRC_PW}")),
+        seed(&dst, &format!("writer:{DST_PW}")),
+    );
     let sync = SyncRun::new(None);
     let state = sync.state.to_str().expect("utf-8").to_string();
     let check = |du: &str| pair_to_exit("check", &su, du, &["--state-dir", &state]);
     let (code, out) = check(&du);
     assert_eq!(code, 3, "{out}");
+    assert_no_password(&out, &[SRC_PW, DST_PW]);
     assert!(
         out.contains("target user \"writer\" may not run DUMP"),
         "{out}"
     );
     for n in dst.nodes() {
-        setuser(n, &user("writer", "pw4", &["+dump"]));
+        setuser(n, &user("writer", DST_PW, &["+dump"]));
     }
     let (code, out) = check(&du);
     assert_eq!(code, 0, "{out}");

@@ -30,6 +30,21 @@ fn write_config(dir: &Path, exact: bool) -> PathBuf {
     path
 }
 
+/// The cluster equals the source key by key; on a difference the panic also shows the warnings
+/// and errors of the last run's log (a failure under load must say why).
+fn assert_exact(src: &RedisServer, dst: &RedisCluster, ss: &Shardsync) {
+    let diffs = differences(src, dst);
+    if !diffs.is_empty() {
+        let log = ss.log();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("replay"))
+            .collect();
+        eprintln!("last run's warnings and errors:\n{}", notable.join("\n"));
+    }
+    assert_no_differences(&diffs);
+}
+
 fn spawn(src: &RedisServer, dst: &RedisCluster, state: &Path, config: &Path) -> Shardsync {
     Shardsync::spawn(&[
         "run",
@@ -126,7 +141,7 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
     wait_caught_up(&ss, &dst, Duration::from_secs(90));
-    assert_no_differences(&differences(&src, &dst));
+    assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(
         log.contains("found the target's progress key"),
@@ -259,7 +274,7 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
-    assert_no_differences(&differences(&src, &dst));
+    assert_exact(&src, &dst, &ss);
     for (slot, to) in moved {
         let owner = dst
             .masters()
@@ -316,7 +331,7 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
-    assert_no_differences(&differences(&src, &dst));
+    assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
     let status = ss.terminate();
