@@ -1,7 +1,7 @@
 //! The `load-rdb` job: writes the keys of an RDB file into a target. The file is read twice:
-//! first checked whole by a check-only parse ([`RdbParser::check_only`]: every structure,
-//! encoding, limit and the CRC64; plain string values are read past, not copied) so that a
-//! corrupt file writes nothing, then streamed
+//! first checked whole by a validation walk ([`RdbParser::check_all`]: every structure,
+//! encoding, limit and the CRC64; plain string keys are walked by their lengths, not decoded)
+//! so that a corrupt file writes nothing, then streamed
 //! through the same loader and writer as a full sync.
 
 use std::fs::File;
