@@ -53,12 +53,17 @@ pub struct Wanted {
     /// Asked for by the filters ([`crate::router::filter`]): a legitimate copy each time, not
     /// a failure, so the give-up rule (5 attempts a minute) does not apply.
     pub filtered: bool,
+    /// Its record on the target (see [`super::exact_fences`]): `None` not recorded (records
+    /// off, key too long), `Some(false)` to be recorded, `Some(true)` recorded (or on its way).
+    pub recorded: Option<bool>,
 }
 
 /// Keys to repair, per shard name. Filled by writers, drained by each shard's [`Repairer`].
 #[derive(Debug, Default)]
 pub struct RepairQueue {
     wanted: Mutex<HashMap<String, ShardQueue>>,
+    /// Exactly-once: fences and pending repairs are recorded on the target.
+    records: std::sync::OnceLock<super::exact_fences::Records>,
 }
 
 /// One shard's keys waiting for repair, in arrival order, with a set to drop duplicates.
@@ -66,6 +71,10 @@ pub struct RepairQueue {
 struct ShardQueue {
     order: std::collections::VecDeque<Wanted>,
     queued: std::collections::HashSet<(u32, Bytes)>,
+    /// Keys in `order` whose record is due (`recorded == Some(false)`).
+    unrecorded: usize,
+    /// Fences read from the target at start, for the shard's repairer.
+    loaded: Option<super::exact_fences::Loaded>,
 }
 
 /// Error replies that say nothing about the command (the target is full, read-only, busy…):
@@ -184,6 +193,10 @@ impl RepairQueue {
 
     fn push_key(&self, shard: &ShardState, target_db: u32, key: Bytes, why: &str, filtered: bool) {
         let why = why.to_string();
+        let recorded = self
+            .records()
+            .filter(|r| r.records_pending() && key.len() <= super::exact_fences::MAX_RECORD_KEY)
+            .map(|_| false);
         self.push(
             shard,
             Wanted {
@@ -191,8 +204,72 @@ impl RepairQueue {
                 key,
                 why,
                 filtered,
+                recorded,
             },
         );
+    }
+
+    /// Exactly-once: records fences and pending repairs on the target from now on.
+    pub fn enable_records(&self, records: super::exact_fences::Records) {
+        let _ = self.records.set(records);
+    }
+
+    /// The target's records, when they are kept.
+    pub fn records(&self) -> Option<&super::exact_fences::Records> {
+        self.records.get()
+    }
+
+    /// At start: what the target recorded for `shard` (its pending repairs are queued again,
+    /// its fences wait for the shard's repairer).
+    pub fn preload(&self, shard: &str, mut loaded: super::exact_fences::Loaded) {
+        let state = ShardState::new(shard.to_string());
+        for (target_db, key) in std::mem::take(&mut loaded.pending) {
+            self.push(
+                &state,
+                Wanted {
+                    target_db,
+                    key,
+                    why: "pending when the previous run stopped".into(),
+                    filtered: false,
+                    recorded: Some(true),
+                },
+            );
+        }
+        if let Ok(mut m) = self.wanted.lock() {
+            m.entry(shard.to_string()).or_default().loaded = Some(loaded);
+        }
+    }
+
+    /// The fences loaded at start for `shard` (once).
+    fn take_loaded(&self, shard: &str) -> Option<super::exact_fences::Loaded> {
+        let mut m = self.wanted.lock().ok()?;
+        m.get_mut(shard)?.loaded.take()
+    }
+
+    /// The writer's hook: an `HSET` recording up to [`super::exact_fences::MAX_PENDING_PER_TXN`]
+    /// of `shard`'s queued keys not recorded yet, for the transaction being encoded.
+    pub fn pending_record(&self, shard: &ShardState) -> Option<Cmd> {
+        let rec = self.records().filter(|r| r.records_pending())?;
+        let items: Vec<(u32, Bytes, String)> = {
+            let mut m = self.wanted.lock().ok()?;
+            let q = m.get_mut(&shard.name)?;
+            if q.unrecorded == 0 {
+                return None;
+            }
+            let mut items = Vec::new();
+            for w in q.order.iter_mut() {
+                if items.len() >= super::exact_fences::MAX_PENDING_PER_TXN {
+                    break;
+                }
+                if w.recorded == Some(false) {
+                    w.recorded = Some(true);
+                    items.push((w.target_db, w.key.clone(), w.why.clone()));
+                }
+            }
+            q.unrecorded = q.unrecorded.saturating_sub(items.len());
+            items
+        };
+        rec.record_pending(&shard.name, &items)
     }
 
     fn push(&self, shard: &ShardState, w: Wanted) {
@@ -216,13 +293,19 @@ impl RepairQueue {
             return;
         }
         q.queued.insert((w.target_db, w.key.clone()));
+        if w.recorded == Some(false) {
+            q.unrecorded += 1;
+        }
         q.order.push_back(w);
     }
 
     fn has(&self, shard: &str) -> bool {
         self.wanted
             .lock()
-            .map(|m| m.get(shard).is_some_and(|q| !q.order.is_empty()))
+            .map(|m| {
+                m.get(shard)
+                    .is_some_and(|q| !q.order.is_empty() || q.loaded.is_some())
+            })
             .unwrap_or(false)
     }
 
@@ -238,6 +321,9 @@ impl RepairQueue {
         let out: Vec<Wanted> = q.order.drain(..n).collect();
         for w in &out {
             q.queued.remove(&(w.target_db, w.key.clone()));
+            if w.recorded == Some(false) {
+                q.unrecorded = q.unrecorded.saturating_sub(1);
+            }
         }
         out
     }
@@ -255,6 +341,17 @@ pub struct RepairContext {
     pub cluster_target: bool,
 }
 
+/// What became of one key's repair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Its copy (or its `DEL`) is in the run; or there is nothing to copy.
+    Written,
+    /// Given up on (too many attempts).
+    GaveUp,
+    /// The source could not be read now.
+    Failed,
+}
+
 /// A key's copy read from the source with the offset it is valid at.
 struct Copy {
     payload: Option<Bytes>,
@@ -268,6 +365,9 @@ struct Fences {
     map: HashMap<(u32, Bytes), (u64, u64)>,
     /// (source db, key) → repairs in the current window.
     attempts: HashMap<(u32, Bytes), (u32, Instant)>,
+    /// Fences passed whose record on the target is still to delete (see
+    /// [`super::exact_fences`]).
+    to_delete: std::collections::VecDeque<(u32, Bytes)>,
 }
 
 /// One shard's repair side (see the module doc). Clones share the fences (a restarted link
@@ -314,7 +414,7 @@ impl Repairer {
             || self
                 .fences
                 .lock()
-                .map(|f| !f.map.is_empty())
+                .map(|f| !f.map.is_empty() || !f.to_delete.is_empty())
                 .unwrap_or(false)
     }
 
@@ -349,6 +449,17 @@ impl Repairer {
         ends: &[u64],
     ) -> Vec<DbCmd> {
         let mut out = Vec::new();
+        let rec = self.queue.records().cloned();
+        if let Some(l) = self.queue.take_loaded(&shard.name)
+            && let Ok(mut f) = self.fences.lock()
+        {
+            // Read at start, where the shard resumed: epoch 0 until its first full sync.
+            for (db, key, o) in l.fences {
+                let e = f.map.entry((db, key)).or_insert((0, 0));
+                e.1 = e.1.max(o);
+            }
+            f.to_delete.extend(l.stale);
+        }
         let wanted = self.queue.take(&shard.name, MAX_PER_RUN);
         // One source round trip per database for the whole lot (a storm of rejections must not
         // become a round trip per key); a failed prefetch falls back to reading key by key.
@@ -368,13 +479,26 @@ impl Repairer {
                 Err(_) => self.conn = None,
             }
         }
+        // Pending records: deleted with the copy (or when given up), written when the copy
+        // could not be read now (a restart then repairs the key).
+        let (mut done, mut keep) = (Vec::new(), Vec::new());
         for w in wanted {
             let dbs = self.source_dbs(w.target_db);
-            if dbs.is_empty() {
-                continue;
+            let outcome = if dbs.is_empty() {
+                Outcome::Written
+            } else {
+                self.repair_key(shard, epoch, &dbs, &w.key, &w.why, !w.filtered, &mut out)
+                    .await
+            };
+            match (outcome, w.recorded) {
+                (Outcome::Failed, Some(false)) => keep.push((w.target_db, w.key, w.why)),
+                (Outcome::Written | Outcome::GaveUp, Some(true)) => done.push((w.target_db, w.key)),
+                _ => {}
             }
-            self.repair_key(shard, epoch, &dbs, &w.key, &w.why, !w.filtered, &mut out)
-                .await;
+        }
+        if let Some(r) = &rec {
+            out.extend(r.delete_pending(&shard.name, &done));
+            out.extend(r.record_pending_run(&shard.name, &keep));
         }
         self.prefetched.clear();
         // Filter the run by the fences.
@@ -458,8 +582,18 @@ impl Repairer {
                 }
                 out.push(dc);
             }
-            // Every later command comes after `run_end`: fences at or below it are done.
-            f.map.retain(|_, (_, o)| *o > run_end);
+            // Every later command comes after `run_end`: fences at or below it are done (their
+            // records are deleted in this run's transaction, which moves the position past).
+            let track = rec.is_some();
+            let mut passed = Vec::new();
+            f.map.retain(|k, (_, o)| {
+                let keep = *o > run_end;
+                if !keep && track {
+                    passed.push(k.clone());
+                }
+                keep
+            });
+            f.to_delete.extend(passed);
         }
         if dropped > 0 {
             tracing::debug!(shard = %shard.name, dropped, "stream commands skipped: their keys were copied from the source at a later offset");
@@ -471,12 +605,28 @@ impl Repairer {
             self.repair_key(shard, epoch, &dbs, &key, &why, false, &mut out)
                 .await;
         }
+        if let Some(r) = &rec
+            && let Ok(mut f) = self.fences.lock()
+        {
+            let n = f
+                .to_delete
+                .len()
+                .min(super::exact_fences::MAX_DELETES_PER_RUN);
+            let gone: Vec<(u32, Bytes)> = f.to_delete.drain(..n).collect();
+            // A key fenced again (in this run or since) keeps its record: its HSET is newer.
+            let gone: Vec<(u32, Bytes)> = gone
+                .into_iter()
+                .filter(|k| !f.map.contains_key(k))
+                .collect();
+            out.extend(r.delete_fences(&shard.name, &gone));
+        }
         out
     }
 
     /// Copies one key from the first of `dbs` where it exists (or deletes it on the target
-    /// when it exists in none), installs its fence and appends the writes to `out`. `limited`:
-    /// the give-up rule applies (not to copies the filters ask for).
+    /// when it exists in none), installs its fence (recorded on the target in the same run,
+    /// see [`super::exact_fences`]) and appends the writes to `out`. `limited`: the give-up
+    /// rule applies (not to copies the filters ask for).
     #[allow(clippy::too_many_arguments)]
     async fn repair_key(
         &mut self,
@@ -487,8 +637,10 @@ impl Repairer {
         why: &str,
         limited: bool,
         out: &mut Vec<DbCmd>,
-    ) {
-        let Some(&first_db) = dbs.first() else { return };
+    ) -> Outcome {
+        let Some(&first_db) = dbs.first() else {
+            return Outcome::Written;
+        };
         if limited && !self.allow_attempt(first_db, key) {
             KeyRepairFailed {
                 shard: &shard.name,
@@ -502,7 +654,7 @@ impl Repairer {
                 },
             }
             .emit();
-            return;
+            return Outcome::GaveUp;
         }
         let mut found: Option<(u32, Copy)> = None;
         for &db in dbs {
@@ -529,14 +681,19 @@ impl Repairer {
                         cause: RepairFailure::ReadFailed(&e.to_string()),
                     }
                     .emit();
-                    return;
+                    return Outcome::Failed;
                 }
             }
         }
-        let Some((db, copy)) = found else { return };
+        let Some((db, copy)) = found else {
+            return Outcome::Written;
+        };
+        let (mut fence, mut fences) = (copy.offset, 0);
         if let Ok(mut f) = self.fences.lock() {
             let e = f.map.entry((db, key.clone())).or_insert((epoch, 0));
             *e = (epoch, e.1.max(copy.offset));
+            fence = e.1;
+            fences = f.map.len();
         }
         let now = crate::now_ms() as i64;
         let cmd = match &copy.payload {
@@ -549,6 +706,9 @@ impl Repairer {
         let mut cmds = Vec::new();
         crate::convert::rewrite_for_target(cmd, &self.ctx.target_info, now, &mut cmds);
         out.extend(cmds.into_iter().map(|cmd| DbCmd { db, cmd }));
+        if let Some(r) = self.queue.records() {
+            out.extend(r.record_fence(&shard.name, db, key, fence, fences));
+        }
         KeyRepaired {
             shard,
             key,
@@ -558,6 +718,7 @@ impl Repairer {
             exists: copy.payload.is_some(),
         }
         .emit();
+        Outcome::Written
     }
 
     fn allow_attempt(&self, db: u32, key: &Bytes) -> bool {
@@ -681,6 +842,57 @@ impl Repairer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_records_are_drained_once_and_follow_the_keys() {
+        let q = RepairQueue::new();
+        let s = ShardState::new("s".into());
+        let cmd = crate::cmd!["RPUSH", "k1", "x"];
+        // Records off: nothing to record.
+        q.request(&s, 0, &cmd, "why");
+        assert!(q.pending_record(&s).is_none());
+        assert_eq!(q.take("s", 10)[0].recorded, None);
+        q.enable_records(crate::sink::exact_fences::Records {
+            exact: Arc::new(crate::sink::exact::Exact {
+                prefix: "p:".into(),
+                instance: "i".into(),
+                run: "0123456789abcdef".into(),
+            }),
+            cluster: false,
+        });
+        q.request(&s, 0, &cmd, "why");
+        q.request(&s, 3, &crate::cmd!["SET", "k2", "v"], "why");
+        let rec = q.pending_record(&s).expect("two keys to record");
+        assert_eq!(
+            rec.args,
+            vec![
+                Bytes::from_static(b"HSET"),
+                Bytes::from_static(b"p:i:s:repairs"),
+                Bytes::from_static(b"0:k1"),
+                Bytes::from_static(b"why"),
+                Bytes::from_static(b"3:k2"),
+                Bytes::from_static(b"why"),
+            ]
+        );
+        assert!(q.pending_record(&s).is_none(), "recorded once");
+        // Taken before the writer recorded it: the repair deletes no record.
+        q.request(&s, 0, &crate::cmd!["SET", "k3", "v"], "why");
+        let taken: Vec<Option<bool>> = q.take("s", 10).iter().map(|w| w.recorded).collect();
+        assert_eq!(taken, vec![Some(true), Some(true), Some(false)]);
+        assert!(q.pending_record(&s).is_none());
+        // Read back at start: queued again, already recorded.
+        q.preload(
+            "s",
+            crate::sink::exact_fences::Loaded {
+                pending: vec![(1, Bytes::from_static(b"k4"))],
+                ..Default::default()
+            },
+        );
+        assert!(q.has("s"));
+        assert!(q.take_loaded("s").is_some() && q.take_loaded("s").is_none());
+        let w = q.take("s", 10);
+        assert_eq!((w[0].target_db, w[0].recorded), (1, Some(true)));
+    }
 
     #[test]
     fn queues_keys_of_rejected_commands_and_transactions() {

@@ -22,7 +22,7 @@ use common::*;
 const HEARTBEAT: &str = "shardsync:heartbeat";
 const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*"];
 /// Elements of the list: 40 `RPUSH` of 512 when rewritten, 5 batches of 8 commands.
-const ELEMENTS: usize = 20_000;
+pub(crate) const ELEMENTS: usize = 20_000;
 
 /// Forwards both ways; once armed, the first connection whose replies contain `pattern` loses
 /// every reply from there on (its commands still reach the target). Trips once.
@@ -110,22 +110,43 @@ impl ReplyCutProxy {
     }
 }
 
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
+/// The tests' config, with `sync` lines (e.g. the heartbeat interval).
+fn config_with(dir: &std::path::Path, sync: &str) -> std::path::PathBuf {
     let path = dir.join("shardsync.toml");
     std::fs::write(
         &path,
-        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n",
+        format!("[sync]\n{sync}exactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n"),
     )
     .expect("write config");
     path
 }
 
 fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shardsync {
-    let cfg = config(state);
+    spawn_urls(&src.url(), target_url, state)
+}
+
+/// shardsync from `source_url` (e.g. a proxy in front of the source) into `target_url`.
+pub(crate) fn spawn_urls(source_url: &str, target_url: &str, state: &std::path::Path) -> Shardsync {
+    spawn_with(
+        source_url,
+        target_url,
+        state,
+        "heartbeat_interval_ms = 100\n",
+    )
+}
+
+/// [`spawn_urls`] with other `sync` lines in the config.
+pub(crate) fn spawn_with(
+    source_url: &str,
+    target_url: &str,
+    state: &std::path::Path,
+    sync: &str,
+) -> Shardsync {
+    let cfg = config_with(state, sync);
     Shardsync::spawn(&[
         "run",
         "--source",
-        &src.url(),
+        source_url,
         "--target",
         target_url,
         "--state-dir",
@@ -137,7 +158,7 @@ fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shards
     ])
 }
 
-fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
     let after = now_ms();
     let mut dc = dst.client();
     assert!(
@@ -159,6 +180,15 @@ fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
 fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis60);
+    let payload = big_list_dump(&src);
+    // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
+    let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
+    (src, dst, proxy, payload)
+}
+
+/// Makes a list `template` of [`ELEMENTS`] on `src` (a Redis 7.0) and returns its `DUMP`
+/// payload (RDB 10, above 64 KiB: rewritten in pieces for an older target).
+pub(crate) fn big_list_dump(src: &RedisServer) -> Vec<u8> {
     let mut sc = src.client();
     let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
     for chunk in elems.chunks(1000) {
@@ -173,9 +203,7 @@ fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
         .query(&mut sc)
         .expect("DUMP");
     assert!(payload.len() > 64 << 10, "payload {} bytes", payload.len());
-    // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
-    let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
-    (src, dst, proxy, payload)
+    payload
 }
 
 fn restore(src: &RedisServer, payload: &[u8]) {

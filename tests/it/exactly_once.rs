@@ -20,7 +20,7 @@ use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
 const HEARTBEAT: &str = "shardsync:heartbeat";
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
+pub(crate) const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
 #[derive(Clone)]
@@ -34,7 +34,7 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
-    fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
+    pub(crate) fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
         Self::start_with(url, seed, false)
     }
 
@@ -186,7 +186,7 @@ fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
 
 /// Waits until a heartbeat written after now reached the target (everything written to the
 /// source before is then applied).
-fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
     let after = now_ms();
     let mut dc = loop {
         if let Ok(c) = redis::Client::open(dst.url()).and_then(|c| c.get_connection()) {
@@ -201,7 +201,7 @@ fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
     );
 }
 
-fn assert_exact(src: &RedisServer, dst: &RedisServer) {
+pub(crate) fn assert_exact(src: &RedisServer, dst: &RedisServer) {
     let diffs = compare_servers_with(
         &mut src.client(),
         &mut dst.client(),

@@ -183,7 +183,34 @@ impl Pipeline {
             cmd.encode(out);
             f.slots.push(at as u32);
         }
-        if let Some((key, value, _)) = &t.progress {
+        let (progress, start_db) = (t.progress.clone(), t.start_db);
+        // Keys handed to the repairs (by earlier replies, or refused just above) are recorded
+        // on the target in this transaction (see `exact_fences`): a crash before their repair
+        // then still repairs them.
+        for (at, e) in not_sent.drain(..) {
+            command_reply(node, settings, f, at, &Frame::Error(e));
+        }
+        if let Some(cmd) = settings
+            .repairs
+            .as_ref()
+            .and_then(|q| q.pending_record(&f.batch.shard))
+        {
+            let at = f.batch.cmds.len();
+            f.batch.cmds.push(DbCmd { db: 0, cmd });
+            f.batch.wire = None;
+            if let Some(s) = f.skip.as_mut() {
+                s.push(false);
+            }
+            if *conn_db != 0 {
+                crate::cmd!["SELECT", 0u32].encode(out);
+                f.slots.push(INTERNAL_SLOT);
+                *conn_db = 0;
+            }
+            f.batch.cmds[at].cmd.encode(out);
+            f.slots.push(at as u32);
+            f.encoded += 1;
+        }
+        if let Some((key, value, _)) = &progress {
             if *conn_db != 0 {
                 crate::cmd!["SELECT", 0u32].encode(out);
                 f.slots.push(INTERNAL_SLOT);
@@ -194,14 +221,10 @@ impl Pipeline {
         }
         crate::cmd!["EXEC"].encode(out);
         f.slots.push(EXEC_SLOT);
-        if *conn_db != t.start_db {
+        if *conn_db != start_db {
             // Whether EXEC runs or aborts, the connection is in `conn_db` after this.
             crate::cmd!["SELECT", *conn_db].encode(out);
             f.slots.push(INTERNAL_SLOT);
-        }
-        for (at, e) in not_sent {
-            // Reported and repaired like a refused write (the batch commits without it).
-            command_reply(node, settings, f, at, &Frame::Error(e));
         }
     }
 
