@@ -1,7 +1,7 @@
 //! The `load-rdb` job: writes the keys of an RDB file into a target. The file is read twice:
-//! first checked whole by a check-only parse ([`RdbParser::check_only`]: every structure,
-//! encoding, limit and the CRC64; plain string values are read past, not copied) so that a
-//! corrupt file writes nothing, then streamed
+//! first checked whole by a validation walk ([`RdbParser::check_all`]: every structure,
+//! encoding, limit and the CRC64; plain string keys are walked by their lengths, not decoded)
+//! so that a corrupt file writes nothing, then streamed
 //! through the same loader and writer as a full sync.
 
 use std::fs::File;
@@ -47,32 +47,21 @@ fn validate(path: &Path) -> Result<(Flavor, u32, u64, Vec<u32>), FileError> {
         path: path_buf(),
         source,
     })?;
-    // Check-only: string values are read past, not copied (the pass only needs the errors).
-    let mut p = RdbParser::new(
+    // A validation walk: string keys are walked by their lengths (the pass only needs the
+    // errors and the counts).
+    let sum = RdbParser::new(
         BufReader::with_capacity(1 << 20, f),
         ParseOptions::default(),
     )
-    .check_only();
-    let mut keys = 0u64;
-    let (mut db, mut dbs) = (0u32, Vec::new());
-    while let Some(item) = p.next_item().map_err(|source| FileError::Rdb {
+    .check_all()
+    .map_err(|source| FileError::Rdb {
         path: path_buf(),
         source: Box::new(source),
-    })? {
-        match item {
-            crate::rdb::Item::KeyStart(_) => {
-                keys += 1;
-                if !dbs.contains(&db) {
-                    dbs.push(db);
-                }
-            }
-            crate::rdb::Item::SelectDb(d) => db = d,
-            _ => {}
-        }
-    }
-    let (flavor, version) = p
-        .header()
+    })?;
+    let (flavor, version) = sum
+        .header
         .ok_or_else(|| FileError::NoHeader { path: path_buf() })?;
+    let (keys, dbs) = (sum.keys, sum.dbs);
     Ok((flavor, version, keys, dbs))
 }
 

@@ -228,10 +228,12 @@ impl KeyState {
         }
     }
 
+    /// `merge`: see [`super::Converter::merge_sets`].
     pub fn end(
         mut self,
         dump: Option<Bytes>,
         opts: &ConvertOptions,
+        merge: Option<&[u8]>,
         out: &mut Vec<DbCmd>,
     ) -> Result<(), ConvertError> {
         // The most common key, a one-part string without a TTL: its name moves into the `SET`
@@ -244,12 +246,7 @@ impl KeyState {
         {
             let v = self.string_first.take().unwrap_or_default();
             let key = std::mem::take(&mut self.header.key);
-            out.push(DbCmd {
-                db: self.db,
-                cmd: Cmd {
-                    args: vec![Bytes::from_static(b"SET"), key, v],
-                },
-            });
+            crate::sink::coalesce::push_set(out, self.db, key, v, merge);
             return Ok(());
         }
         let key = self.key();
@@ -356,7 +353,7 @@ impl KeyState {
             for chunk in value.chunks {
                 self.chunk(chunk, opts, out)?;
             }
-            return self.end(None, opts, out);
+            return self.end(None, opts, None, out);
         }
         let abs = opts.target.at_least(5, 0);
         let expire = self.header.expire_ms.map(expire_at);

@@ -117,6 +117,9 @@ pub struct Converter {
     key: Option<KeyState>,
     /// Hash fields whose TTL was dropped since the last [`Converter::take_lost_field_ttls`].
     lost_field_ttls: u64,
+    /// Plain string keys merged into `MSET`s as they are converted (see
+    /// [`Converter::merge_sets`]): `Some(progress_prefix)`.
+    merge_sets: Option<Vec<u8>>,
 }
 
 impl Converter {
@@ -127,7 +130,17 @@ impl Converter {
             db: 0,
             key: None,
             lost_field_ttls: 0,
+            merge_sets: None,
         }
+    }
+
+    /// Writes runs of plain string keys (no TTL) of one database as `MSET`s directly
+    /// ([`crate::sink::coalesce::push_set`]) instead of one `SET` each for the full sync's
+    /// coalescing to merge: for a standalone target only (a cluster target's `MSET`s are made
+    /// per slot by [`crate::sink::coalesce::batch`]). Keys starting with `progress_prefix` stay
+    /// `SET`s. Why: a `SET`'s own argument vector was an allocation and a free per key.
+    pub fn merge_sets(&mut self, progress_prefix: &[u8]) {
+        self.merge_sets = Some(progress_prefix.to_vec());
     }
 
     /// Hash fields whose TTL the target cannot hold (their values were written) since the last
@@ -188,7 +201,7 @@ impl Converter {
                 }),
             },
             Item::KeyEnd { dump } => match self.key.take() {
-                Some(k) => k.end(dump, &self.opts, out),
+                Some(k) => k.end(dump, &self.opts, self.merge_sets.as_deref(), out),
                 None => Err(ConvertError::Sequence {
                     key: None,
                     reason: "KeyEnd without KeyStart".into(),

@@ -21,6 +21,7 @@ mod reader;
 mod stream;
 mod types;
 mod value;
+mod walk;
 mod ziplist;
 mod zipmap;
 
@@ -29,6 +30,7 @@ pub use error::{RdbError, RdbErrorKind};
 pub use function_payload::{FunctionPayload, parse_function_payload};
 pub use parser::RdbParser;
 pub use types::*;
+pub use walk::CheckSummary;
 
 /// Tuning of the parser's output; none of it changes what is parsed.
 #[derive(Clone, Debug)]

@@ -63,17 +63,19 @@ struct KeyCtx {
 
 /// Streaming RDB parser: see the [module documentation](super).
 pub struct RdbParser<R: Read> {
-    src: Source<BufReader<R>>,
-    opts: ParseOptions,
+    pub(super) src: Source<BufReader<R>>,
+    pub(super) opts: ParseOptions,
     header: Option<(Flavor, u32)>,
     phase: Phase,
-    db: u32,
+    pub(super) db: u32,
     out: VecDeque<Item>,
-    expire_ms: Option<i64>,
-    idle_secs: Option<u64>,
-    freq: Option<u8>,
+    pub(super) expire_ms: Option<i64>,
+    pub(super) idle_secs: Option<u64>,
+    pub(super) freq: Option<u8>,
     key: Option<KeyCtx>,
     scratch: Vec<Chunk>,
+    /// A validation walk's counts ([`RdbParser::check_all`]); `None` otherwise.
+    pub(super) walk: Option<super::walk::Walked>,
 }
 
 /// Parse `REDIS0011` / `VALKEY080` magic.
@@ -118,6 +120,7 @@ impl<R: Read> RdbParser<R> {
             freq: None,
             key: None,
             scratch: Vec::new(),
+            walk: None,
         }
     }
 
@@ -313,9 +316,22 @@ impl<R: Read> RdbParser<R> {
         Ok(())
     }
 
+    /// Whether a key of `layout`/`kind` is captured as a `DUMP` payload.
+    fn captures(&self, layout: Layout, kind: ValueKind) -> bool {
+        let wanted = kind != ValueKind::String || self.opts.capture_strings;
+        layout == Layout::Module || (self.opts.capture_dump_max > DUMP_FOOTER && wanted)
+    }
+
     fn start_key(&mut self, t: u8, layout: Layout, kind: ValueKind) -> Result<()> {
         let max = self.opts.max_key_bytes as u64;
         let head = self.src.read_str_head()?;
+        if layout == Layout::String
+            && self.walk.is_some()
+            && !self.captures(layout, kind)
+            && self.walk_string_key(head)?
+        {
+            return Ok(());
+        }
         let over = match head {
             StrHead::Raw(n) if n > max => Some((n, None)),
             StrHead::Lzf { clen, ulen } if ulen > max => Some((ulen, Some(clen))),
@@ -338,11 +354,9 @@ impl<R: Read> RdbParser<R> {
             }
             return Err(err);
         }
-        let name =
-            Bytes::from(
-                self.src
-                    .read_head_limited(head, "key name", "max_key_bytes", max)?,
-            );
+        let name = self
+            .src
+            .read_head_bytes(head, "key name", "max_key_bytes", max)?;
         let header = KeyHeader {
             db: self.db,
             key: name.clone(),
@@ -358,9 +372,7 @@ impl<R: Read> RdbParser<R> {
         } else {
             self.opts.capture_dump_max.saturating_sub(DUMP_FOOTER)
         };
-        let wanted = kind != ValueKind::String || self.opts.capture_strings;
-        let capture =
-            layout == Layout::Module || (self.opts.capture_dump_max > DUMP_FOOTER && wanted);
+        let capture = self.captures(layout, kind);
         if capture {
             self.src.start_capture(&[t], limit);
         }

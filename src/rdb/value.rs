@@ -300,7 +300,7 @@ impl ValueDecoder {
                     src.skip(n)?;
                     out.push(Chunk::StringPart(Bytes::new()));
                 }
-                StrHead::Raw(n) => string_parts(out, Bytes::from(src.read_vec(n)?), max_bytes),
+                StrHead::Raw(n) => string_parts(out, src.read_bytes(n)?, max_bytes),
                 StrHead::Int(v) => string_parts(
                     out,
                     Bytes::copy_from_slice(itoa::Buffer::new().format(v).as_bytes()),

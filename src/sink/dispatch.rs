@@ -291,6 +291,11 @@ impl Dispatcher {
         self.send(shard, run, cmds).await
     }
 
+    /// True when the target is a cluster.
+    pub fn cluster(&self) -> bool {
+        self.targets.cluster
+    }
+
     /// The routing snapshot for the next run. When the cluster's slot table changed since the
     /// previous run (a `MOVED` during a resharding or a failover), it first waits until every
     /// earlier write of the shard is applied: a write sent to the old owner and redirected from

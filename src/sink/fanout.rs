@@ -160,6 +160,15 @@ impl Fanout {
             .and_then(|&i| self.legs.get(i))
     }
 
+    /// True when every target of group `g` is standalone (not a cluster).
+    pub fn group_standalone(&self, g: usize) -> bool {
+        self.groups.get(g).is_some_and(|grp| {
+            grp.legs
+                .iter()
+                .all(|&i| self.legs.get(i).is_some_and(|l| !l.dispatcher.cluster()))
+        })
+    }
+
     /// The sync settings of group `g` (the RDB loader reads its database selection and
     /// filters; the group's targets share them).
     pub fn group_sync(&self, g: usize) -> &SyncSettings {

@@ -38,6 +38,12 @@ fn batch_cost(c: &DbCmd) -> usize {
     c.mem_bytes()
 }
 
+/// [`batch_cost`] of one argument added to a command (its encoding, at most 5 digits of
+/// length for the merged small values, and [`crate::cmd::ARG_MEMORY`]).
+fn arg_cost(a: &[u8]) -> usize {
+    a.len() + 10 + crate::cmd::ARG_MEMORY
+}
+
 /// What a load did.
 #[derive(Clone, Debug, Default)]
 pub struct LoadStats {
@@ -95,6 +101,9 @@ struct GroupLoad {
     conv: Converter,
     cmds: Vec<DbCmd>,
     bytes: usize,
+    /// Writes in `cmds`: commands, plus the keys merged into an `MSET` beyond its first
+    /// (see [`Converter::merge_sets`]); the batch is cut at `batch_max_commands` of them.
+    writes: usize,
     /// Inside a key this group's filter skips.
     skipping: bool,
     /// Keys skipped by the database selection (`[0]`) and by the key filters (`[1]`).
@@ -131,9 +140,10 @@ impl GroupLoad {
     }
 
     /// Converts one item into this group's batch (a conversion error is logged and counted in
-    /// `errors`). Returns the number of commands it added.
+    /// `errors`). Returns the number of writes it added (see `writes`).
     fn convert(&mut self, item: Item, shard: &ShardState, errors: &mut u64) -> usize {
         let before = self.cmds.len();
+        let last_args = self.cmds.last().map_or(0, |c| c.cmd.args.len());
         if let Err(e) = self.conv.feed(item, &mut self.cmds) {
             let lost = self.conv.take_lost_field_ttls();
             if let Some(key) = e.key() {
@@ -152,8 +162,15 @@ impl GroupLoad {
                 tracing::error!(shard = %shard.name, target = %self.label, error = %e, suppressed, "a key of the RDB could not be written to the target");
             }
         }
-        let added = self.cmds.len() - before;
+        let mut added = self.cmds.len() - before;
         self.bytes += self.cmds[before..].iter().map(batch_cost).sum::<usize>();
+        // Pairs merged into the command that was last (an `MSET` grows in place).
+        if let Some(last) = before.checked_sub(1).and_then(|i| self.cmds.get(i)) {
+            let grown = &last.cmd.args[last_args.min(last.cmd.args.len())..];
+            added += grown.len() / 2;
+            self.bytes += grown.iter().map(|a| arg_cost(a)).sum::<usize>();
+        }
+        self.writes += added;
         added
     }
 }
@@ -185,12 +202,17 @@ pub fn load<R: Read>(
                 .get(g)
                 .unwrap_or(&settings.convert)
                 .clone();
+            let mut conv = Converter::new(opts);
+            if out.group_standalone(g) {
+                conv.merge_sets(out.group_sync(g).progress_prefix.as_bytes());
+            }
             GroupLoad {
                 filtering: !filter.is_noop(),
                 filter,
-                conv: Converter::new(opts),
+                conv,
                 cmds: Vec::with_capacity(settings.batch_max_commands),
                 bytes: 0,
+                writes: 0,
                 skipping: false,
                 skipped: [0; 2],
                 label: out.group_label(g, shard).to_string(),
@@ -235,13 +257,13 @@ pub fn load<R: Read>(
             }
             kept |= matches!(mine, Item::KeyStart(_));
             stats.commands += gl.convert(mine, shard, &mut stats.convert_errors) as u64;
-            if gl.cmds.len() >= settings.batch_max_commands || gl.bytes >= settings.batch_max_bytes
-            {
+            if gl.writes >= settings.batch_max_commands || gl.bytes >= settings.batch_max_bytes {
                 let batch = std::mem::replace(
                     &mut gl.cmds,
                     Vec::with_capacity(settings.batch_max_commands),
                 );
                 gl.bytes = 0;
+                gl.writes = 0;
                 // Key counters move per batch, not per key (the per-key path stays free of them).
                 count_keys(stats.keys + u64::from(kept) - counted);
                 counted = stats.keys + u64::from(kept);
