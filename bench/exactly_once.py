@@ -31,7 +31,9 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SHARDSYNC_BIN_DIR", os.path.join(ROOT, ".deps", "bin"))
-SS = os.path.join(ROOT, "target", "release", "shardsync")
+SS = os.environ.get("SS", os.path.join(ROOT, "target", "release", "shardsync"))
+# Extra target server arguments, e.g. DST_ARGS="--maxmemory 4gb" (one transaction at a time).
+DST_ARGS = os.environ.get("DST_ARGS", "").split()
 WRITES = int(os.environ.get("WRITES", "4000000"))
 RUNS = int(os.environ.get("RUNS", "2"))
 CLK = os.sysconf("SC_CLK_TCK")
@@ -111,7 +113,7 @@ def one(exact, tmp, target="standalone"):
     if target == "cluster":
         dsts, dports = cluster(tmp, f"dst-{exact}-{time.time()}")
     else:
-        dst, dp = server(tmp, f"dst-{exact}-{time.time()}", [])
+        dst, dp = server(tmp, f"dst-{exact}-{time.time()}", DST_ARGS)
         dsts, dports = [dst], [dp]
     dp = dports[0]
     cfg = os.path.join(tmp, f"ss-{exact}.toml")

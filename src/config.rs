@@ -279,10 +279,10 @@ pub const DEFAULT_FAIL_AFTER: std::time::Duration = std::time::Duration::from_se
 /// minutes of a source that cannot be reached or keeps failing.
 pub const DEFAULT_RETRY_BUDGET: u32 = 60;
 
-/// `sync.exactly_once`: `"auto"` is exactly-once where it is supported (a single standalone
-/// target) and at-least-once elsewhere without a word; `true` asks for it and warns where it
-/// cannot be had; `false` (the default for now: see the README's *Exactly once*) turns it off
-/// (no progress keys on the target).
+/// `sync.exactly_once`: `"auto"` (the default) is exactly-once on every standalone target (one,
+/// or several in one-to-many) whose user may run what it needs, at-least-once on a cluster
+/// target, without a word; `true` turns it on for every target (per slot on a cluster);
+/// `false` turns it off (no progress keys on the target). See the README's *Exactly once*.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ExactlyOnce {
     #[default]

@@ -8,7 +8,9 @@
 //! shard is checkpointed as `checkpoint-<shard>@<target>.json`; at start a shard resumes from the
 //! oldest of its targets' checkpoints when they all exist and name the same replication ID
 //! (targets that were ahead get those writes again: at least once), else it full-syncs every
-//! target. The failure rule is in [`crate::sink::fanout`].
+//! target. With exactly-once the targets' progress keys decide instead, and a target ahead
+//! skips what it holds ([`crate::sink::exact_many`]). The failure rule is in
+//! [`crate::sink::fanout`].
 
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +41,7 @@ pub struct Output {
     tree: Arc<Tree>,
     /// This target's leg of every shard (one-to-many).
     legs: Arc<Mutex<Vec<Arc<ShardState>>>>,
-    /// Exactly-once mode for this target (a single standalone target only).
+    /// Exactly-once mode for this target.
     pub exact: Option<Arc<crate::sink::exact::Exact>>,
 }
 
@@ -63,6 +65,8 @@ pub struct Outputs {
     >,
     /// Exactly-once on a cluster target: each shard's replay filter (by shard name).
     pub replays: std::collections::HashMap<String, crate::sink::exact_slots::SharedReplay>,
+    /// Exactly-once with several targets: each target's part of each shard.
+    many: crate::sink::exact_many::Many,
 }
 
 /// A failed precheck of one of the targets after the first.
@@ -81,6 +85,7 @@ impl Outputs {
         run_tree: &Arc<Tree>,
     ) -> Result<Outputs, RunError> {
         let multi = cfg.targets.len() > 1;
+        let run_exact = crate::sink::exact::Exact::from_settings(&cfg.sync);
         let mut list = Vec::new();
         for (i, spec) in cfg.targets.iter().enumerate() {
             let topology = if i == 0 {
@@ -116,17 +121,19 @@ impl Outputs {
             } else {
                 run_tree.clone()
             };
-            // Exactly-once needs the one target to hold the truth (not with several targets);
-            // on a cluster per slot (sink/exact_slots.rs), which costs about twice the target
-            // CPU (README, *Exactly once*): there only `true` turns it on, not `auto`.
+            // Exactly-once: each target holds the truth about what it applied (several
+            // targets: sink/exact_many.rs); on a cluster per slot (sink/exact_slots.rs), which
+            // costs about twice the target CPU (README, *Exactly once*): there only `true`
+            // turns it on, not `auto`. One run nonce for every target (the fences).
             let auto = cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto;
-            if auto && topology.is_cluster() && !multi {
-                tracing::info!(
+            if auto && topology.is_cluster() {
+                tracing::info!(target_name = %spec.name,
                     "exactly-once is off on a cluster target unless sync.exactly_once = true (its cost there: see the README)"
                 );
             }
             let mut exact =
-                crate::sink::exact::for_target(&cfg.sync, multi || (auto && topology.is_cluster()));
+                crate::sink::exact::for_target(&cfg.sync, auto && topology.is_cluster())
+                    .and(run_exact.clone());
             if exact.is_some() && cfg.sync.exactly_once == crate::config::ExactlyOnce::Auto {
                 exact =
                     crate::sink::exact::if_permitted(cfg, &spec.endpoint, &topology, exact).await;
@@ -166,11 +173,32 @@ impl Outputs {
             list,
             progress: Default::default(),
             replays: Default::default(),
+            many: Default::default(),
         })
     }
 
     /// Exactly-once: closes a killed run's connections and reads every shard's progress key.
     pub async fn read_progress(&mut self, source: &Topology, state_dir: &std::path::Path) {
+        if self.multi() {
+            let views: Vec<_> = self
+                .list
+                .iter()
+                .map(|o| crate::sink::exact_many::TargetView {
+                    name: &o.spec.name,
+                    endpoint: &o.spec.endpoint,
+                    targets: &o.targets,
+                    exact: o.exact.as_ref(),
+                })
+                .collect();
+            (self.progress, self.many) =
+                crate::sink::exact_many::read(&views, source, state_dir).await;
+            // Each target's key repair records, from its own position of each leg.
+            for (i, o) in self.list.iter().enumerate() {
+                let own = self.many.own_positions(i);
+                crate::sink::exact_fences::load_all(&o.repairs, &o.targets, &own).await;
+            }
+            return;
+        }
         if let Some(o) = self.list.first()
             && let Some(e) = o.exact.as_deref()
             && o.targets.cluster
@@ -249,7 +277,8 @@ impl Outputs {
         let ds = self
             .list
             .iter()
-            .map(|o| {
+            .enumerate()
+            .map(|(i, o)| {
                 let d =
                     Dispatcher::new(o.targets.clone(), o.sync.clone()).with_repair(Repairer::new(
                         o.repairs.clone(),
@@ -261,6 +290,10 @@ impl Outputs {
                             cluster_target: o.targets.cluster,
                         },
                     ));
+                if self.multi() {
+                    let d = self.many.dispatcher(i, &shard.name, o.exact.as_ref(), d);
+                    return (d, o.topology.info());
+                }
                 let d = match self.replays.get(&shard.name) {
                     Some(r) if o.targets.cluster => d.with_replay(r.clone()),
                     _ => d,
@@ -289,7 +322,7 @@ impl Outputs {
         shard: &ShardState,
     ) -> Result<Option<ReplPosition>, CheckpointError> {
         let r = self.resume_by_name(dir, &shard.name)?;
-        if r.is_none() && self.multi() {
+        if r.is_none() && self.multi() && !self.progress.contains_key(&shard.name) {
             tracing::info!(shard = %shard.name, "the targets' checkpoints are missing or from different histories: every target gets a full sync");
         }
         Ok(r)

@@ -80,6 +80,10 @@ pub struct ShardState {
     /// command (a large `RESTORE` decoded into several runs): `(offset before the command,
     /// pieces so far)`; `None` for whole runs. Set by the link like `run_db`.
     pub run_piece: Mutex<Option<(u64, u32)>>,
+    /// While a command is sent in pieces: the source offset just before it, also inside a
+    /// source transaction (where the pieces carry no position). A target ahead of the resume
+    /// point skips the pieces when its replay filter is past it (see `sink::exact_many`).
+    pub piece_of: Mutex<Option<u64>>,
     /// True once the current epoch's RDB was fully applied: only then is a checkpoint valid.
     pub full_sync_done: AtomicBool,
     pub rdb_bytes: AtomicU64,
@@ -168,6 +172,7 @@ impl ShardState {
             applied_db: AtomicU32::new(0),
             run_db: AtomicU32::new(0),
             run_piece: Mutex::new(None),
+            piece_of: Mutex::new(None),
             full_sync_done: AtomicBool::new(false),
             rdb_bytes: AtomicU64::new(0),
             rdb_size: AtomicU64::new(0),

@@ -130,6 +130,11 @@ impl Dispatcher {
         let Some((exact, _)) = &self.exact else {
             return Ok(());
         };
+        if let Some(r) = &self.replay
+            && let Ok(mut g) = r.lock()
+        {
+            *g = None; // offsets of an earlier history filter nothing of the new one
+        }
         if let Some(r) = &self.repair {
             super::exact_fences::clear(r.queue(), &self.targets, &shard.name).await;
         }
@@ -619,7 +624,17 @@ impl Dispatcher {
                 self.send_as(shard, run, cmds, true).await
             }
             Feed::Stream(ends) => self.send_stream(shard, run, cmds, ends).await,
-            Feed::Plain => self.send(shard, run, cmds).await,
+            Feed::Plain => {
+                // A piece of a large `RESTORE` the target already committed (a target ahead
+                // of the resume point, see `exact_many`): skipped like its stream command.
+                let piece = shard.piece_of.lock().ok().and_then(|p| *p);
+                if let (Some(r), Some(before)) = (&self.replay, piece)
+                    && super::exact_slots::replayed_piece(r, before)
+                {
+                    return Ok(());
+                }
+                self.send(shard, run, cmds).await
+            }
         }
     }
 }

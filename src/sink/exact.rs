@@ -328,15 +328,16 @@ pub fn is_progress_write(prefix: &[u8], cmd: &crate::cmd::Cmd) -> bool {
     !prefix.is_empty() && cmd.args.get(1).is_some_and(|k| k.starts_with(prefix))
 }
 
-/// The exactly-once settings for a run: `None` when off, or when `unsupported` (several
-/// targets; a cluster target is served per slot, see [`super::exact_slots`]): then the run is at-least-once, with a warning only if the user asked for
-/// exactly-once explicitly (`true`); the default (`auto`) stays quiet.
+/// The exactly-once settings for a target: `None` when off, or when `unsupported` (`auto` on a
+/// cluster target, served per slot only with `true`, see [`super::exact_slots`]): then the
+/// target is at-least-once, with a warning only if the user asked for exactly-once explicitly
+/// (`true`); the default (`auto`) stays quiet. Several targets: [`super::exact_many`].
 pub fn for_target(s: &SyncSettings, unsupported: bool) -> Option<Arc<Exact>> {
     let e = Exact::from_settings(s)?;
     if unsupported {
         if s.exactly_once == crate::config::ExactlyOnce::On {
             tracing::warn!(
-                "sync.exactly_once is not available with several targets yet: delivery is at-least-once (a crash may apply the last writes twice)"
+                "sync.exactly_once is not available for this target: delivery is at-least-once (a crash may apply the last writes twice)"
             );
         }
         return None;

@@ -194,10 +194,16 @@ pub fn split_batch(batch: Batch, exact: &Exact) -> Vec<Part> {
 pub struct Replay {
     /// Committed offset per slot (0: nothing of ours).
     applied: Vec<u64>,
+    /// Every command ending at or below it is committed, whatever its slot (keyless and
+    /// cross-slot ones included): the resume point of a target that is ahead of the `PSYNC`
+    /// (one-to-many, see [`super::exact_many`]); 0 otherwise.
+    floor: u64,
     /// Highest offset in `applied`: commands ending after it are all new.
     until: u64,
     /// Commands skipped so far (logged when the replay ends).
     skipped: u64,
+    /// Whose filter this is in the log (a one-to-many leg `shard@target`; empty otherwise).
+    label: String,
 }
 
 /// A shard's replay filter, shared by its dispatchers; `None` once past (or after a full sync).
@@ -206,12 +212,26 @@ pub type SharedReplay = Arc<Mutex<Option<Replay>>>;
 impl Replay {
     /// From the per-slot offsets (`None` when nothing is committed beyond `from`).
     pub fn new(applied: Vec<u64>, from: u64) -> Option<Replay> {
-        let until = applied.iter().copied().max().unwrap_or(0);
+        Replay::with_floor(applied, 0, from)
+    }
+
+    /// [`Replay::new`] that also skips every command ending at or below `floor` (a target
+    /// that committed everything up to `floor`; `applied` may be empty: a standalone target).
+    pub fn with_floor(applied: Vec<u64>, floor: u64, from: u64) -> Option<Replay> {
+        let until = applied.iter().copied().max().unwrap_or(0).max(floor);
         (until > from).then_some(Replay {
             applied,
+            floor,
             until,
             skipped: 0,
+            label: String::new(),
         })
+    }
+
+    /// Names the filter in its log line (see `label`).
+    pub fn labelled(mut self, label: String) -> Replay {
+        self.label = label;
+        self
     }
 
     fn done(&self, o: u64, slot: u16) -> bool {
@@ -231,6 +251,10 @@ impl Replay {
             if o > self.until {
                 out_c.push(dc);
                 out_e.push(o);
+                continue;
+            }
+            if o <= self.floor {
+                self.skipped += 1;
                 continue;
             }
             let DbCmd { db, cmd } = dc;
@@ -268,11 +292,22 @@ impl Replay {
             tracing::info!(
                 skipped = self.skipped,
                 up_to = self.until,
+                leg = %self.label,
                 "replay after restart done: commands the target had committed were not sent again"
             );
         }
         finished
     }
+}
+
+/// True when the command that starts after source offset `before` (a large `RESTORE` written
+/// in pieces) is committed: the replay filter's floor is past it (positions are whole commands
+/// or `before` plus pieces, so a floor above `before` is at or after the command's end).
+pub fn replayed_piece(replay: &SharedReplay, before: u64) -> bool {
+    replay
+        .lock()
+        .ok()
+        .is_some_and(|g| g.as_ref().is_some_and(|r| before < r.floor))
 }
 
 /// Applies the shard's replay filter (when one is active) to a run of stream commands.
@@ -378,6 +413,31 @@ pub async fn read_all(
     HashMap<String, Result<Progress, SinkError>>,
     HashMap<String, SharedReplay>,
 ) {
+    fence_all(exact, targets).await;
+    let mut progress = HashMap::new();
+    let mut replays = HashMap::new();
+    for m in source.masters() {
+        let name = m.endpoint.to_string();
+        let replay: SharedReplay = Arc::default();
+        let p = match read_shard(exact, targets, &name, state_dir).await {
+            Ok((Progress::At(w), applied)) => {
+                if let Ok(mut g) = replay.lock() {
+                    *g = Replay::new(applied, w.offset);
+                }
+                Ok(Progress::At(w))
+            }
+            Ok((other, _)) => Ok(other),
+            Err(e) => Err(e),
+        };
+        progress.insert(name.clone(), p);
+        replays.insert(name, replay);
+    }
+    (progress, replays)
+}
+
+/// Closes a killed run's connections on every master of a cluster target (see
+/// [`super::exact::fence`]).
+pub async fn fence_all(exact: &Exact, targets: &Targets) {
     for ep in targets.master_endpoints() {
         match super::exact::fence(&ep, exact).await {
             Ok(0) => {}
@@ -388,34 +448,29 @@ pub async fn read_all(
             }
         }
     }
-    let mut progress = HashMap::new();
-    let mut replays = HashMap::new();
-    for m in source.masters() {
-        let name = m.endpoint.to_string();
-        let replay: SharedReplay = Arc::default();
-        let p = match read_shard_key(targets, exact, &name).await {
-            Ok(Progress::At(synced)) => {
-                let cp = crate::checkpoint::load(state_dir, &name).ok().flatten();
-                let w = match cp {
-                    Some(c) if c.offset >= synced.offset => c,
-                    _ => synced,
-                };
-                match read_slots(targets, exact, &name).await {
-                    Ok(applied) => {
-                        if let Ok(mut g) = replay.lock() {
-                            *g = Replay::new(applied, w.offset);
-                        }
-                        Ok(Progress::At(w))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            other => other,
-        };
-        progress.insert(name.clone(), p);
-        replays.insert(name, replay);
+}
+
+/// One shard's progress on a cluster target, by its key name `name` (a source shard, or a
+/// one-to-many leg `shard@target`): its resume point `W` (the later of the shard key and the
+/// local checkpoint `name`) and, when it has one, the per-slot offsets.
+pub async fn read_shard(
+    exact: &Exact,
+    targets: &Targets,
+    name: &str,
+    state_dir: &std::path::Path,
+) -> Result<(Progress, Vec<u64>), SinkError> {
+    match read_shard_key(targets, exact, name).await? {
+        Progress::At(synced) => {
+            let cp = crate::checkpoint::load(state_dir, name).ok().flatten();
+            let w = match cp {
+                Some(c) if c.offset >= synced.offset && c.replid == synced.replid => c,
+                _ => synced,
+            };
+            let applied = read_slots(targets, exact, name).await?;
+            Ok((Progress::At(w), applied))
+        }
+        other => Ok((other, Vec::new())),
     }
-    (progress, replays)
 }
 
 /// Before a full sync's first key (cluster target): the shard key says "partial copy" and the

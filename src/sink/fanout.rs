@@ -15,7 +15,9 @@
 //! (`shardsync_target_dropped_writes_total`), `/status` shows it `failed` with the reason, its
 //! checkpoint stays at what it acknowledged, and the other targets go on. It comes back when
 //! shardsync restarts: the shard resumes from the oldest target checkpoint (the failed target's)
-//! when the source still holds that point, else with a full sync of every target.
+//! when the source still holds that point, else with a full sync of every target (with
+//! exactly-once: from the lowest progress key, the others skipping what they hold, see
+//! [`super::exact_many`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -206,24 +208,40 @@ impl Fanout {
         self.legs.iter().any(|l| l.dispatcher.exact_dirty())
     }
 
-    /// Exactly-once: marks a full sync as started in the progress key (see [`super::exact`]).
+    /// Exactly-once: marks a full sync as started in the progress key of each live target
+    /// (its leg's key with several targets, see [`super::exact_many`]).
     pub async fn mark_full_sync(&self, shard: &ShardState) -> Result<(), SinkError> {
-        for l in &self.legs {
-            l.dispatcher.mark_full_sync(shard).await?;
+        for l in self.live() {
+            let st = l.state.as_deref().unwrap_or(shard);
+            l.dispatcher.mark_full_sync(st).await?;
         }
         Ok(())
     }
 
-    /// Exactly-once: the offset (and database) before a held source transaction.
+    /// Exactly-once: the offset (and database) before a held source transaction (the earliest
+    /// among the targets: one ahead may have filtered a replayed block the others hold).
     pub fn handed_before_hold(&self) -> Option<(u64, u32)> {
         self.legs
-            .first()
-            .and_then(|l| l.dispatcher.handed_before_hold())
+            .iter()
+            .filter_map(|l| l.dispatcher.handed_before_hold())
+            .min_by_key(|p| p.0)
     }
 
     /// True while a `MULTI` block is open on some target (its commands are held until `EXEC`).
     pub fn in_transaction(&self) -> bool {
         self.legs.iter().any(|l| l.dispatcher.in_transaction())
+    }
+
+    /// [`Fanout::in_transaction`] for the targets of group `g` only (the groups are converted
+    /// one after the other: another group may already hold the next run's open block).
+    pub fn group_in_transaction(&self, g: usize) -> bool {
+        self.groups.get(g).is_some_and(|group| {
+            group
+                .legs
+                .iter()
+                .filter_map(|&i| self.legs.get(i))
+                .any(|l| l.dispatcher.in_transaction())
+        })
     }
 
     /// Removes the keys of a shard from every live target (see [`super::clear`]).
@@ -252,6 +270,7 @@ impl Fanout {
     /// Sends a run to every target in turn (a copy each, the original to the last).
     async fn each(
         &mut self,
+        shard: &ShardState,
         run: RunInfo,
         cmds: Vec<DbCmd>,
         kind: Feed<'_>,
@@ -260,6 +279,7 @@ impl Fanout {
         let mut cmds = Some(cmds);
         for (i, leg) in self.legs.iter_mut().enumerate() {
             let mine = take_or_clone(&mut cmds, i + 1 == n);
+            leg.follow(shard);
             leg.send(run, mine, kind).await?;
         }
         Ok(())
@@ -275,7 +295,7 @@ impl Fanout {
     ) -> Result<(), WriterGone> {
         match self.single() {
             Some(d) => d.feed(shard, run, cmds, kind).await,
-            None => self.each(run, cmds, kind).await,
+            None => self.each(shard, run, cmds, kind).await,
         }
     }
 
@@ -300,6 +320,7 @@ impl Fanout {
         for (j, i) in idx.into_iter().enumerate() {
             let mine = take_or_clone(&mut cmds, j + 1 == n);
             if let Some(leg) = self.legs.get_mut(i) {
+                leg.follow(shard);
                 leg.send(run, mine, kind).await?;
             }
         }
@@ -332,6 +353,21 @@ fn take_or_clone(cmds: &mut Option<Vec<DbCmd>>, last: bool) -> Vec<DbCmd> {
 }
 
 impl Leg {
+    /// Takes the shard's source database and piece of the run being sent (set by the link on
+    /// the shard): the leg's tickets carry them into its checkpoint and progress key.
+    fn follow(&self, shard: &ShardState) {
+        let Some(state) = &self.state else { return };
+        state
+            .run_db
+            .store(shard.run_db.load(Ordering::Acquire), Ordering::Release);
+        if let (Ok(mut mine), Ok(theirs)) = (state.run_piece.lock(), shard.run_piece.lock()) {
+            *mine = *theirs;
+        }
+        if let (Ok(mut mine), Ok(theirs)) = (state.piece_of.lock(), shard.piece_of.lock()) {
+            *mine = *theirs;
+        }
+    }
+
     /// Sends a run to this target unless it failed; a send waiting on a full queue gives up
     /// (dropping the run) when the target fails meanwhile.
     async fn send(

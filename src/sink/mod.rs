@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod error;
 pub mod exact;
 pub mod exact_fences;
+pub mod exact_many;
 pub mod exact_slots;
 pub mod fanout;
 pub mod repair;

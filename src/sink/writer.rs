@@ -25,6 +25,8 @@
 //! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
 
 mod known;
+mod ready;
+mod refusals;
 mod reply_error;
 mod txn;
 
@@ -76,6 +78,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// links through the primary queues. `held` grows only from replies to commands in flight
 /// (at most [`MAX_INFLIGHT_CMDS`] while no new batch is taken).
 pub const REDIRECT_QUEUE: usize = 1024;
+/// Pause before reconnecting to a target that is still loading its data (no growing backoff:
+/// writes resume soon after the load, however long it took).
+const NOT_READY_PAUSE: Duration = Duration::from_millis(250);
 /// Default of `target.reply_timeout_ms`.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -180,6 +185,8 @@ impl Actor for TargetWriter {
             probing: None,
             flagged: Vec::new(),
             known: None,
+            serial: false,
+            answered: false,
         };
         ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
             if let Some(d) = act.done.take() {
@@ -242,6 +249,8 @@ impl InFlight {
 /// Why a connection ended.
 enum ConnEnd {
     Failed(String),
+    /// The target is still loading its data (`LOADING`): retried after [`NOT_READY_PAUSE`].
+    NotReady(String),
     /// No reply for the deadline while `waiting` replies were outstanding.
     Stalled {
         waiting: usize,
@@ -272,6 +281,11 @@ struct Pipeline {
     flagged: Vec<(Arc<ShardState>, String)>,
     /// Exactly-once: the target's command table, read at connect ([`known`]).
     known: Option<known::KnownCommands>,
+    /// Exactly-once: one transaction at a time, because the target may refuse queued writes
+    /// unpredictably ([`refusals`]); set at connect or by an `EXECABORT`, kept for good.
+    serial: bool,
+    /// The current connection got replies (the reconnect backoff starts over after it fails).
+    answered: bool,
 }
 
 /// What a cluster error reply asks the writer to do.
@@ -301,17 +315,23 @@ impl Pipeline {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut closed = false;
         loop {
-            let why = match self.connection(&mut rx, &mut rrx, &mut closed).await {
+            let (why, not_ready) = match self.connection(&mut rx, &mut rrx, &mut closed).await {
                 Ok(()) => return,
-                Err(ConnEnd::Failed(why)) => why,
-                Err(ConnEnd::Stalled { waiting }) => {
+                Err(ConnEnd::Failed(why)) => (why, false),
+                Err(ConnEnd::NotReady(why)) => (why, true),
+                Err(ConnEnd::Stalled { waiting }) => (
                     crate::observe::events::Emit::emit(crate::observe::events::TargetStall {
                         node: &self.node,
                         waiting,
                         timeout: self.settings.reply_timeout,
-                    })
-                }
+                    }),
+                    false,
+                ),
             };
+            if std::mem::take(&mut self.answered) {
+                // The connection worked: the next failure is a new one.
+                backoff.reset();
+            }
             if let Some(targets) = self.targets.clone() {
                 // On a cluster, a node that stays unreachable may have been replaced
                 // by a failover: once the slot table no longer lists it as a master,
@@ -323,11 +343,17 @@ impl Pipeline {
                 }
             }
             self.flag_shards(&why);
-            let delay = backoff.next_delay();
+            let delay = if not_ready {
+                NOT_READY_PAUSE
+            } else {
+                backoff.next_delay()
+            };
             metrics::counter!(crate::observe::telemetry::TARGET_ERRORS, "node" => self.node.clone(), "kind" => "connection")
                 .increment(1);
-            tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
-                unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
+            if !not_ready || crate::observe::lograte::allow(&self.node, "not-ready").is_some() {
+                tracing::warn!(node = %self.node, error = %why, retry_in_ms = delay.as_millis() as u64,
+                    unacked_batches = self.pending.len(), "target connection failed; will reconnect and resend unacknowledged writes");
+            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -482,6 +508,7 @@ impl Pipeline {
                         Err(e) => return Err(ConnEnd::Failed(e.to_string())),
                         Ok(_) => {
                             waiting_since = Some(tokio::time::Instant::now());
+                            self.answered = true;
                             if !self.flagged.is_empty() {
                                 self.unflag_shards();
                             }
@@ -549,6 +576,9 @@ impl Pipeline {
         let mut i = 0;
         while i < self.pending.len() && self.probing.is_none() {
             if self.pending[i].encoded < self.pending[i].batch.cmds.len() {
+                if self.txn_must_wait(i) {
+                    break;
+                }
                 self.encode_one(i, out);
             }
             i += 1;
@@ -739,6 +769,10 @@ impl Pipeline {
             command_reply(&self.node, &self.settings, front, slot as usize, &frame);
         }
         self.complete_front();
+        if self.serial {
+            // The next transaction waited for these replies.
+            self.encode_pending(out);
+        }
         Ok(())
     }
 

@@ -119,7 +119,8 @@ async fn convert_and_send(
                 db: dc.db,
                 now,
                 // Inside a held source transaction there is no position to resume at.
-                before: (!writer.in_transaction()).then_some(start_of_cmd),
+                before: (!writer.group_in_transaction(g)).then_some(start_of_cmd),
+                start: start_of_cmd,
             };
             if let Some(cmd) = restore_off_loop(job, shard, writer, dc.cmd).await? {
                 out.push(DbCmd { db: dc.db, cmd });
@@ -167,6 +168,9 @@ struct Offload<'a> {
     /// target did not commit; a restart resumes at `before` and rewrites the whole value again
     /// (its first piece is a `DEL`).
     before: Option<u64>,
+    /// The source offset just before the `RESTORE`, inside a transaction too (see
+    /// [`ShardState::piece_of`]).
+    start: u64,
 }
 
 /// Rewrites a large `RESTORE` into plain commands on a blocking thread, sending them to the
@@ -221,6 +225,11 @@ async fn restore_off_loop(
             *r = p;
         }
     };
+    let set_piece_of = |p: Option<u64>| {
+        if let Ok(mut r) = shard.piece_of.lock() {
+            *r = p;
+        }
+    };
     while let Some(cmds) = rx.recv().await {
         let run = RunInfo {
             epoch: job.epoch,
@@ -234,10 +243,12 @@ async fn restore_off_loop(
         pieces = pieces.saturating_add(1);
         shard.run_db.store(job.db, Ordering::Release);
         set_piece(job.before.map(|b| (b, pieces)));
+        set_piece_of(Some(job.start));
         let sent = writer
             .send_group(job.g, shard, run, cmds, Feed::Plain)
             .await;
         set_piece(None);
+        set_piece_of(None);
         sent?;
     }
     decode

@@ -22,18 +22,19 @@ use common::*;
 const HEARTBEAT: &str = "shardsync:heartbeat";
 const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*"];
 /// Elements of the list: 40 `RPUSH` of 512 when rewritten, 5 batches of 8 commands.
-const ELEMENTS: usize = 20_000;
+pub(crate) const ELEMENTS: usize = 20_000;
 
 /// Forwards both ways; once armed, the first connection whose replies contain `pattern` loses
 /// every reply from there on (its commands still reach the target). Trips once.
-struct ReplyCutProxy {
+/// (Also used by `exact_loading`.)
+pub(crate) struct ReplyCutProxy {
     port: u16,
-    armed: Arc<AtomicBool>,
-    tripped: Arc<AtomicBool>,
+    pub(crate) armed: Arc<AtomicBool>,
+    pub(crate) tripped: Arc<AtomicBool>,
 }
 
 impl ReplyCutProxy {
-    fn start(upstream: u16, pattern: &'static [u8]) -> ReplyCutProxy {
+    pub(crate) fn start(upstream: u16, pattern: &'static [u8]) -> ReplyCutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let armed = Arc::new(AtomicBool::new(false));
@@ -105,7 +106,7 @@ impl ReplyCutProxy {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
@@ -180,6 +181,15 @@ pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
 fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis60);
+    let payload = big_list_dump(&src);
+    // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
+    let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
+    (src, dst, proxy, payload)
+}
+
+/// Makes a list `template` of [`ELEMENTS`] on `src` (a Redis 7.0) and returns its `DUMP`
+/// payload (RDB 10, above 64 KiB: rewritten in pieces for an older target).
+pub(crate) fn big_list_dump(src: &RedisServer) -> Vec<u8> {
     let mut sc = src.client();
     let elems: Vec<String> = (0..ELEMENTS).map(|i| format!("element-{i:06}")).collect();
     for chunk in elems.chunks(1000) {
@@ -194,9 +204,7 @@ fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
         .query(&mut sc)
         .expect("DUMP");
     assert!(payload.len() > 64 << 10, "payload {} bytes", payload.len());
-    // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
-    let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
-    (src, dst, proxy, payload)
+    payload
 }
 
 fn restore(src: &RedisServer, payload: &[u8]) {

@@ -20,7 +20,7 @@ use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
 const HEARTBEAT: &str = "shardsync:heartbeat";
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
+pub(crate) const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
 #[derive(Clone)]
@@ -34,7 +34,7 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
-    fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
+    pub(crate) fn start(url: String, seed: u64) -> (Workload, JoinHandle<()>) {
         Self::start_with(url, seed, false)
     }
 
@@ -154,9 +154,15 @@ impl Workload {
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("shardsync.toml");
+    // With `$EXACT_KEEP_LOGS` set, debug logs (kept there when a comparison fails).
+    let level = if std::env::var_os("EXACT_KEEP_LOGS").is_some() {
+        "log_level = \"shardsync=debug,info\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &path,
-        "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n",
+        format!("{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n"),
     )
     .expect("write config");
     path
@@ -186,7 +192,7 @@ fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
 
 /// Waits until a heartbeat written after now reached the target (everything written to the
 /// source before is then applied).
-fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
     let after = now_ms();
     let mut dc = loop {
         if let Ok(c) = redis::Client::open(dst.url()).and_then(|c| c.get_connection()) {
@@ -201,7 +207,7 @@ fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
     );
 }
 
-fn assert_exact(src: &RedisServer, dst: &RedisServer) {
+pub(crate) fn assert_exact(src: &RedisServer, dst: &RedisServer) {
     let diffs = compare_servers_with(
         &mut src.client(),
         &mut dst.client(),
@@ -210,6 +216,34 @@ fn assert_exact(src: &RedisServer, dst: &RedisServer) {
         &CompareOptions::default(),
     );
     assert_no_differences(&diffs);
+}
+
+/// With `$EXACT_KEEP_LOGS` set and the copy different: keeps shardsync's log, the target's log
+/// and its AOF directory there (`<name>-<pid>.*`), for the post-mortem.
+fn keep_logs_if_different(src: &RedisServer, dst: &RedisServer, ss: &Shardsync, name: &str) {
+    let Ok(d) = std::env::var("EXACT_KEEP_LOGS") else {
+        return;
+    };
+    let diffs = compare_servers_with(
+        &mut src.client(),
+        &mut dst.client(),
+        &[0, 2],
+        IGNORE,
+        &CompareOptions::default(),
+    );
+    if diffs.is_empty() {
+        return;
+    }
+    let base = format!("{d}/{name}-{}", std::process::id());
+    let _ = std::fs::create_dir_all(&base);
+    let _ = std::fs::write(format!("{base}/diffs.txt"), format!("{diffs:#?}"));
+    let _ = std::fs::copy(ss.log_path(), format!("{base}/shardsync.log"));
+    let _ = std::fs::copy(dst.log_path(), format!("{base}/target.log"));
+    let _ = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dst.dir())
+        .arg(format!("{base}/target-dir"))
+        .status();
 }
 
 pub(crate) fn assert_no_panic(ss: &Shardsync) {
@@ -376,6 +410,7 @@ fn target_sigkill_restarts_from_aof_exact() {
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    keep_logs_if_different(&src, &dst, &ss, "target-aof");
     assert_exact(&src, &dst);
     assert_no_panic(&ss);
     assert!(ss.is_running(), "shardsync stopped:\n{}", ss.log_tail(40));

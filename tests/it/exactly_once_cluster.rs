@@ -61,19 +61,8 @@ fn spawn(src: &RedisServer, dst: &RedisCluster, state: &Path, config: &Path) -> 
     ])
 }
 
-/// Waits until the cluster holds everything the source wrote until now: a heartbeat written
-/// after now reached the cluster, then the local checkpoint (which only holds offsets *every*
-/// master acknowledged) reached the source's offset. The heartbeat alone is not enough on a
-/// cluster: its slot's master can be ahead of the others (each master has its own writer), and
-/// under load the compare then saw the other masters' last writes still arriving (keys
-/// "missing" or "vanished while comparing", counters a few short).
-fn wait_caught_up(
-    ss: &Shardsync,
-    src: &RedisServer,
-    dst: &RedisCluster,
-    state: &Path,
-    timeout: Duration,
-) {
+/// Waits until a heartbeat written after now reached the cluster.
+pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
     let after = now_ms();
     let mut c = dst.node_for_key(HEARTBEAT.as_bytes()).client();
     let ok = wait_until(timeout, || {
@@ -89,6 +78,22 @@ fn wait_caught_up(
         "cluster did not catch up within {timeout:?}; shardsync log:\n{}",
         ss.log_tail(60)
     );
+}
+
+/// Waits until the cluster holds everything the source wrote until now: a heartbeat written
+/// after now reached the cluster ([`wait_caught_up`]), then the local checkpoint (which only
+/// holds offsets *every* master acknowledged) reached the source's offset. The heartbeat alone
+/// is not enough on a cluster: its slot's master can be ahead of the others (each master has
+/// its own writer), and under load the compare then saw the other masters' last writes still
+/// arriving (keys "missing" or "vanished while comparing", counters a few short: issue 12).
+fn wait_all_applied(
+    ss: &Shardsync,
+    src: &RedisServer,
+    dst: &RedisCluster,
+    state: &Path,
+    timeout: Duration,
+) {
+    wait_caught_up(ss, dst, timeout);
     let info: String = redis::cmd("INFO")
         .arg("replication")
         .query(&mut src.client())
@@ -113,7 +118,10 @@ fn wait_caught_up(
     );
 }
 
-fn differences(src: &RedisServer, dst: &RedisCluster) -> Vec<common::compare::Difference> {
+pub(crate) fn differences(
+    src: &RedisServer,
+    dst: &RedisCluster,
+) -> Vec<common::compare::Difference> {
     let mut sc = src.client();
     compare_sources(
         &mut StandaloneReader(&mut sc),
@@ -173,7 +181,7 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
     std::thread::sleep(Duration::from_millis(1000));
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &src, &dst, state.path(), Duration::from_secs(90));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(90));
     assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(
@@ -306,7 +314,7 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
     }
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &src, &dst, state.path(), Duration::from_secs(60));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
     for (slot, to) in moved {
         let owner = dst
@@ -363,7 +371,7 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
     std::thread::sleep(Duration::from_millis(500));
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &src, &dst, state.path(), Duration::from_secs(60));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
@@ -378,45 +386,8 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
 fn cluster_source_sigkill_six_times_is_exact() {
     let src = RedisCluster::start_with(KIND, 3, 0, &["--repl-backlog-size", "64mb"]);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let map = src.slot_map();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut loads = Vec::new();
-    for m in src.masters() {
-        // Tags whose slots this master owns, so that no write is redirected.
-        let tags: Vec<String> = (0..10_000)
-            .map(|i| format!("t{i}"))
-            .filter(|t| map[common::cluster::key_slot(t.as_bytes()) as usize] == m.port())
-            .take(6)
-            .collect();
-        let (url, stop) = (m.url(), stop.clone());
-        loads.push(std::thread::spawn(move || {
-            let mut c = redis::Client::open(url)
-                .and_then(|c| c.get_connection())
-                .expect("connect to a source master");
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                let mut p = redis::pipe();
-                for t in &tags {
-                    n += 1;
-                    p.cmd("INCR").arg(format!("{{{t}}}ctr")).ignore();
-                    p.cmd("RPUSH").arg(format!("{{{t}}}list")).arg(n).ignore();
-                    p.cmd("APPEND")
-                        .arg(format!("{{{t}}}str"))
-                        .arg(format!("{n};"))
-                        .ignore();
-                    if n.is_multiple_of(3) {
-                        p.cmd("LPOP").arg(format!("{{{t}}}list")).ignore();
-                    }
-                    p.cmd("MULTI").ignore();
-                    p.cmd("INCRBY").arg(format!("{{{t}}}tx")).arg(2).ignore();
-                    p.cmd("RPUSH").arg(format!("{{{t}}}txl")).arg(n).ignore();
-                    p.cmd("EXEC").ignore();
-                }
-                p.query::<()>(&mut c).expect("source workload");
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        }));
-    }
+    let loads = cluster_source_load(&src, &stop);
     let state = tempfile::tempdir().expect("state dir");
     let config = write_config(state.path(), true);
     let spawn_c = || {
@@ -456,20 +427,7 @@ fn cluster_source_sigkill_six_times_is_exact() {
     // Every shard's heartbeat key (one per source master) must be newer than the load's end.
     let after = now_ms();
     let ok = wait_until(Duration::from_secs(60), || {
-        let mut r = dst.reader();
-        let keys: Vec<Vec<u8>> = common::cluster::KeySource::all_keys(&mut r)
-            .into_iter()
-            .filter(|k| k.starts_with(HEARTBEAT.as_bytes()))
-            .collect();
-        keys.len() == 3
-            && keys.iter().all(|k| {
-                let v: Option<String> = redis::cmd("GET")
-                    .arg(k.as_slice())
-                    .query(common::cluster::KeySource::conn_for(&mut r, k))
-                    .unwrap_or(None);
-                v.and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|v| v >= after)
-            })
+        heartbeats_at_least(&mut dst.reader(), 3, after)
     });
     assert!(ok, "target did not catch up:\n{}", ss.log_tail(60));
     let diffs = compare_sources(
@@ -495,4 +453,74 @@ fn cluster_source_sigkill_six_times_is_exact() {
     );
     let status = ss.terminate();
     assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+}
+
+/// The workload of a cluster source: on each master, `INCR`/`RPUSH`/`APPEND`/`LPOP` and
+/// `MULTI`/`EXEC` blocks on keys of six hash tags that master owns (no write is redirected),
+/// until `stop`.
+pub(crate) fn cluster_source_load(
+    src: &RedisCluster,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let map = src.slot_map();
+    let mut loads = Vec::new();
+    for m in src.masters() {
+        // Tags whose slots this master owns, so that no write is redirected.
+        let tags: Vec<String> = (0..10_000)
+            .map(|i| format!("t{i}"))
+            .filter(|t| map[common::cluster::key_slot(t.as_bytes()) as usize] == m.port())
+            .take(6)
+            .collect();
+        let (url, stop) = (m.url(), stop.clone());
+        loads.push(std::thread::spawn(move || {
+            let mut c = redis::Client::open(url)
+                .and_then(|c| c.get_connection())
+                .expect("connect to a source master");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let mut p = redis::pipe();
+                for t in &tags {
+                    n += 1;
+                    p.cmd("INCR").arg(format!("{{{t}}}ctr")).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}list")).arg(n).ignore();
+                    p.cmd("APPEND")
+                        .arg(format!("{{{t}}}str"))
+                        .arg(format!("{n};"))
+                        .ignore();
+                    if n.is_multiple_of(3) {
+                        p.cmd("LPOP").arg(format!("{{{t}}}list")).ignore();
+                    }
+                    p.cmd("MULTI").ignore();
+                    p.cmd("INCRBY").arg(format!("{{{t}}}tx")).arg(2).ignore();
+                    p.cmd("RPUSH").arg(format!("{{{t}}}txl")).arg(n).ignore();
+                    p.cmd("EXEC").ignore();
+                }
+                p.query::<()>(&mut c).expect("source workload");
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }));
+    }
+    loads
+}
+
+/// True when `target` holds `shards` heartbeat keys (one per source shard), each at least `ms`.
+pub(crate) fn heartbeats_at_least(
+    target: &mut impl common::cluster::KeySource,
+    shards: usize,
+    ms: u64,
+) -> bool {
+    let keys: Vec<Vec<u8>> = target
+        .all_keys()
+        .into_iter()
+        .filter(|k| k.starts_with(HEARTBEAT.as_bytes()))
+        .collect();
+    keys.len() == shards
+        && keys.iter().all(|k| {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(k.as_slice())
+                .query(target.conn_for(k))
+                .unwrap_or(None);
+            v.and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|v| v >= ms)
+        })
 }

@@ -114,6 +114,21 @@ impl Pipeline {
         });
     }
 
+    /// True when batch `i`, not started, must wait for replies (serial mode, see
+    /// [`super::refusals`]): nothing goes behind an unanswered transaction, and a transaction
+    /// goes behind nothing unanswered. Plain batches (the full sync's) still pipeline.
+    pub(super) fn txn_must_wait(&self, i: usize) -> bool {
+        let f = &self.pending[i];
+        if !self.serial || f.txn.as_ref().is_some_and(|t| t.open) || f.encoded > f.resume_at {
+            return false;
+        }
+        let is_txn = f.txn.is_some();
+        self.pending
+            .iter()
+            .take(i)
+            .any(|f| !f.done() && (is_txn || f.txn.is_some()))
+    }
+
     /// Encodes batch `i` as one transaction (after a database probe when one is needed).
     pub(super) fn encode_txn(&mut self, i: usize, out: &mut BytesMut) {
         let Pipeline {
@@ -355,6 +370,13 @@ impl Pipeline {
             self.held.extend(held);
             return;
         }
+        if !self.serial {
+            // A refusal the command table did not predict: nothing more is pipelined past an
+            // unanswered transaction (see [`super::refusals`]).
+            tracing::info!(node = %node, "a write transaction was refused at queue time; sending one write transaction at a time from now on");
+            self.serial = true;
+        }
+        let f = &mut self.pending[fi];
         let mut drop = vec![false; len];
         for (slot, e) in &refused {
             if (*slot as usize) < len {
@@ -378,15 +400,19 @@ impl Pipeline {
             .collect();
         let shard = f.batch.shard.clone();
         let ticket = f.batch.ticket.clone();
-        // Later transactions writing the same progress key (one per shard on a standalone
-        // target, one per slot of a shard on a cluster).
+        // Nothing sent behind it (one transaction at a time, see [`super::refusals`]): the
+        // retry takes its place, with its position. Else it goes last, and `later` says whether
+        // transactions writing the same progress key (one per shard on a standalone target, one
+        // per slot of a shard on a cluster) run before it.
+        let in_place = self.pending.iter().skip(fi + 1).all(|g| g.slots.is_empty());
         let key = progress.as_ref().map(|p| p.0.clone());
-        let later = self.pending.iter().skip(fi + 1).any(|g| {
-            g.txn
-                .as_ref()
-                .and_then(|t| t.progress.as_ref())
-                .is_some_and(|p| Some(&p.0) == key.as_ref())
-        });
+        let later = !in_place
+            && self.pending.iter().skip(fi + 1).any(|g| {
+                g.txn
+                    .as_ref()
+                    .and_then(|t| t.progress.as_ref())
+                    .is_some_and(|p| Some(&p.0) == key.as_ref())
+            });
         if let Some(suppressed) = crate::observe::lograte::allow(&node, "execabort") {
             tracing::warn!(node = %node, shard = %shard.name, refused = refused.len(), commands = cmds.len(),
                 attempt, error = %why, suppressed, "target aborted a write transaction; sending it again without the refused commands");
@@ -420,7 +446,12 @@ impl Pipeline {
         } else {
             tracing::error!(node = %node, "a write transaction cannot pass; its commands go without a transaction (a crash before the next batch may apply them twice)");
         }
-        self.push_pending(retry);
+        if in_place {
+            self.pending_mem += retry.mem;
+            self.pending.insert(fi + 1, retry);
+        } else {
+            self.push_pending(retry);
+        }
         self.encode_pending(out);
     }
 
@@ -480,6 +511,24 @@ impl Pipeline {
                         .await
                         .map_err(|e| fail(e.to_string()))?;
                 }
+            }
+            // Nothing is pipelined into a target still loading its data (see [`super::ready`]).
+            let key = super::ready::probe_key(exact, self.targets.as_deref(), &self.node);
+            match super::ready::check(conn, key).await.map_err(fail)? {
+                super::ready::Readiness::Ready => {}
+                super::ready::Readiness::Loading(e) => {
+                    return Err(super::ConnEnd::NotReady(format!(
+                        "target not ready: {e}; reconnecting before sending any write"
+                    )));
+                }
+                super::ready::Readiness::Refused(e) => return Err(fail(e)),
+            }
+            if !self.serial
+                && let Some(why) = super::refusals::unpredictable(conn).await.map_err(fail)?
+            {
+                tracing::info!(node = %self.node, reason = %why,
+                    "the target may refuse queued writes unpredictably; sending one write transaction at a time");
+                self.serial = true;
             }
         }
         let mut keys: Vec<Bytes> = Vec::new();
