@@ -80,6 +80,44 @@ pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Durati
     );
 }
 
+/// Waits until the cluster holds everything the source wrote until now: a heartbeat written
+/// after now reached the cluster ([`wait_caught_up`]), then the local checkpoint (which only
+/// holds offsets *every* master acknowledged) reached the source's offset. The heartbeat alone
+/// is not enough on a cluster: its slot's master can be ahead of the others (each master has
+/// its own writer), and under load the compare then saw the other masters' last writes still
+/// arriving (keys "missing" or "vanished while comparing", counters a few short: issue 12).
+fn wait_all_applied(
+    ss: &Shardsync,
+    src: &RedisServer,
+    dst: &RedisCluster,
+    state: &Path,
+    timeout: Duration,
+) {
+    wait_caught_up(ss, dst, timeout);
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut src.client())
+        .expect("INFO replication of the source");
+    let offset: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("master_repl_offset in the source's INFO");
+    let shard = format!("127.0.0.1:{}", src.port());
+    let ok = wait_until(timeout, || {
+        ::shardsync::checkpoint::load(state, &shard)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.offset >= offset)
+    });
+    assert!(
+        ok,
+        "the checkpoint did not reach the source offset {offset} within {timeout:?} (a write \
+         every master should have acknowledged is still pending); shardsync log:\n{}",
+        ss.log_tail(60)
+    );
+}
+
 pub(crate) fn differences(
     src: &RedisServer,
     dst: &RedisCluster,
@@ -143,7 +181,7 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
     std::thread::sleep(Duration::from_millis(1000));
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &dst, Duration::from_secs(90));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(90));
     assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(
@@ -276,7 +314,7 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
     }
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
     for (slot, to) in moved {
         let owner = dst
@@ -333,7 +371,7 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
     std::thread::sleep(Duration::from_millis(500));
     load.stop.store(true, Ordering::Release);
     handle.join().expect("workload thread");
-    wait_caught_up(&ss, &dst, Duration::from_secs(60));
+    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
     let log = ss.log();
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
