@@ -330,7 +330,13 @@ impl Pipeline {
         f.resume_at = f.batch.cmds.len();
         let len = f.batch.cmds.len();
         if let Some(targets) = self.targets.clone()
-            && let Some(r) = refused.iter().find_map(|(_, e)| super::parse_redirect(e))
+            && let Some(r) = refused
+                .iter()
+                .find_map(|(_, e)| super::parse_redirect(e))
+                // `EXEC` itself redirected: the keys moved between queueing and `EXEC` (the
+                // transaction was discarded). Before, this took the `EXECABORT` path and the
+                // group was sent again without its slot key (issue 12).
+                .or_else(|| super::parse_redirect(why.as_bytes()))
         {
             // Cluster: the slot moved (or is moving). The whole group, with its progress key
             // (which lives in that slot), goes to the node that serves it now.
