@@ -52,7 +52,7 @@ fn writer_connected(port: u16) -> bool {
 
 /// Sets `marker` on the source and waits until the target has it (everything before it was
 /// applied).
-fn wait_marker(src: &RedisServer, dst: &RedisServer, ss: &Shardsync) {
+pub(crate) fn wait_marker(src: &RedisServer, dst: &RedisServer, ss: &Shardsync) {
     let v = now_ms().to_string();
     let _: () = redis::cmd("SET")
         .arg("marker")

@@ -11,10 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common;
+use crate::exact_loading::wait_marker;
 use crate::exact_windows::ReplyCutProxy;
 
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::util::{now_ms, wait_until};
+use common::util::wait_until;
 use common::*;
 
 const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
@@ -40,29 +41,6 @@ fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shards
         "--metrics-addr",
         "off",
     ])
-}
-
-/// Sets `marker` on the source and waits until the target has it.
-fn wait_marker(src: &RedisServer, dst: &RedisServer, ss: &Shardsync) {
-    let v = now_ms().to_string();
-    let _: () = redis::cmd("SET")
-        .arg("marker")
-        .arg(&v)
-        .query(&mut src.client())
-        .expect("SET marker");
-    let mut dc = dst.client();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            redis::cmd("GET")
-                .arg("marker")
-                .query::<Option<String>>(&mut dc)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m == v)
-        }),
-        "the marker never reached the target; shardsync log:\n{}",
-        ss.log_tail(40)
-    );
 }
 
 fn incr(src: &RedisServer) {

@@ -347,24 +347,7 @@ fn queue_time_refusal_behind_pipelined_batches_is_exact() {
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_caught_up(&ss, &dst);
     proxy.armed.store(true, Ordering::SeqCst);
-    let mut p = redis::pipe();
-    p.cmd("INCR").arg("ctr").ignore();
-    p.cmd("RPUSH").arg("list").arg("a").ignore();
-    p.cmd("GEOSEARCHSTORE")
-        .arg("near")
-        .arg("places")
-        .arg("FROMLONLAT")
-        .arg("15")
-        .arg("37")
-        .arg("BYBOX")
-        .arg("400")
-        .arg("400")
-        .arg("km")
-        .arg("ASC")
-        .ignore();
-    p.cmd("INCR").arg("ctr").ignore();
-    p.cmd("RPUSH").arg("list").arg("b").ignore();
-    p.query::<()>(&mut sc).expect("pipeline");
+    crate::exactly_once::write_batch_with_a_refused_command(&mut sc);
     std::thread::sleep(Duration::from_millis(300));
     // Later batches (and heartbeats) commit behind it.
     let _: i64 = redis::cmd("INCR")

@@ -383,6 +383,30 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
     );
 }
 
+/// Writes one pipeline (one batch on the target side) around a `GEOSEARCHSTORE`, which a Redis
+/// 6.0 target refuses at queue time: `INCR ctr`, `RPUSH list a`, the refused command, `INCR ctr`,
+/// `RPUSH list b` (`places` must hold Palermo and Catania).
+pub(crate) fn write_batch_with_a_refused_command(sc: &mut redis::Connection) {
+    let mut p = redis::pipe();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("a").ignore();
+    p.cmd("GEOSEARCHSTORE")
+        .arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC")
+        .ignore();
+    p.cmd("INCR").arg("ctr").ignore();
+    p.cmd("RPUSH").arg("list").arg("b").ignore();
+    p.query::<()>(sc).expect("pipeline");
+}
+
 /// The target is SIGKILLed under load and restarted from its AOF (`appendfsync always`):
 /// shardsync reconnects, reads its progress key, and sends again only what the target did not
 /// commit. Nothing lost, nothing doubled.
@@ -447,24 +471,7 @@ fn refused_command_stays_out_of_the_transaction() {
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_caught_up(&ss, &dst, Duration::from_secs(30));
     // One pipeline: one batch on the target side.
-    let mut p = redis::pipe();
-    p.cmd("INCR").arg("ctr").ignore();
-    p.cmd("RPUSH").arg("list").arg("a").ignore();
-    p.cmd("GEOSEARCHSTORE")
-        .arg("near")
-        .arg("places")
-        .arg("FROMLONLAT")
-        .arg("15")
-        .arg("37")
-        .arg("BYBOX")
-        .arg("400")
-        .arg("400")
-        .arg("km")
-        .arg("ASC")
-        .ignore();
-    p.cmd("INCR").arg("ctr").ignore();
-    p.cmd("RPUSH").arg("list").arg("b").ignore();
-    p.query::<()>(&mut sc).expect("pipeline");
+    write_batch_with_a_refused_command(&mut sc);
     ss.expect_log("not in the target's COMMAND table", Duration::from_secs(20));
     ss.expect_log("repairing the key", Duration::from_secs(20));
     assert!(
