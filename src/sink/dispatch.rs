@@ -503,6 +503,7 @@ impl Dispatcher {
                         cmds,
                         asking: false,
                         wire: None,
+                        detour: None,
                     },
                 )
             })

@@ -183,6 +183,7 @@ pub fn split_batch(batch: Batch, exact: &Exact) -> Vec<Part> {
                 cmds,
                 asking,
                 wire: None,
+                detour: None,
             },
         })
         .collect()
@@ -360,16 +361,60 @@ async fn per_slot<T: redis::FromRedisValue + Default + Clone>(
             for &s in chunk {
                 p.add_command(make(s));
             }
-            let replies: Vec<T> = p
-                .query_async(&mut c)
-                .await
-                .map_err(|e| SinkError::command(&ep, what, &e))?;
+            let replies: Vec<redis::RedisResult<T>> =
+                p.ignore_errors()
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| SinkError::command(&ep, what, &e))?;
             for (&s, r) in chunk.iter().zip(replies) {
-                out[s as usize] = r;
+                out[s as usize] = match r {
+                    Ok(v) => v,
+                    // A slot moving (a resharding under way): asked where it is now.
+                    Err(e) => match e.redirect_node() {
+                        Some((addr, _)) => {
+                            let ask =
+                                e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Ask);
+                            redirected(&ep, addr, ask, make(s))
+                                .await
+                                .map_err(|e| SinkError::command(&ep, what, &e))?
+                        }
+                        None => return Err(SinkError::command(&ep, what, &e)),
+                    },
+                };
             }
         }
     }
     Ok(out)
+}
+
+/// Runs `cmd` on the node `addr` (`host:port`) named by a redirect, after `ASKING` for `ASK`.
+async fn redirected<T: redis::FromRedisValue>(
+    like: &Endpoint,
+    addr: &str,
+    ask: bool,
+    cmd: redis::Cmd,
+) -> redis::RedisResult<T> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(|c| c == '[' || c == ']'), p.parse().ok()?)))
+        .ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unreadable redirect address",
+                addr.to_string(),
+            ))
+        })?;
+    let ep = crate::net::topology::endpoint_like(like, host, port);
+    let mut c = conn(&ep)
+        .await
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "connect", e.to_string())))?;
+    let mut p = redis::pipe();
+    if ask {
+        p.cmd("ASKING").ignore();
+    }
+    p.add_command(cmd);
+    let (v,): (T,) = p.query_async(&mut c).await?;
+    Ok(v)
 }
 
 /// Reads a shard's per-slot offsets (0 where absent or unreadable as a position).

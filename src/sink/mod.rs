@@ -43,6 +43,9 @@ pub struct Batch {
     /// The commands already encoded (RDB batches, see [`wire`]); `None` after any change of
     /// `cmds`.
     pub wire: Option<wire::Wire>,
+    /// Exactly-once on a cluster: this group is the head of its slot's detour (see
+    /// `writer::detour`); dropping it lets the slot's next group go.
+    pub detour: Option<writer::DetourToken>,
 }
 
 impl Batch {

@@ -24,12 +24,14 @@
 //! Exactly-once mode (standalone target): each stream batch goes inside `MULTI`/`EXEC` with
 //! the `SET` of its shard's progress key (see [`txn`] and [`super::exact`]).
 
+mod detour;
 mod known;
 mod ready;
 mod refusals;
 mod reply_error;
 mod txn;
 
+pub use detour::DetourToken;
 use reply_error::ReplyError;
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -171,6 +173,7 @@ impl Actor for TargetWriter {
         };
         // observability: the node's series exist (at 0) from the writer's start.
         crate::observe::telemetry::register_node(&self.settings.endpoint.to_string());
+        let (detours, drx) = detour::Detours::new();
         let pipeline = Pipeline {
             settings: self.settings.clone(),
             node: self.settings.endpoint.to_string(),
@@ -187,13 +190,21 @@ impl Actor for TargetWriter {
             known: None,
             serial: false,
             answered: false,
+            detours,
+            open_slots: detour::OpenSlots::default(),
+            touch_blocked: false,
         };
-        ctx.spawn(pipeline.run(rx, rrx).into_actor(self).map(|_, act, ctx| {
-            if let Some(d) = act.done.take() {
-                let _ = d.send(());
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            pipeline
+                .run(rx, rrx, drx)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    if let Some(d) = act.done.take() {
+                        let _ = d.send(());
+                    }
+                    ctx.stop();
+                }),
+        );
     }
 }
 
@@ -286,6 +297,14 @@ struct Pipeline {
     serial: bool,
     /// The current connection got replies (the reconnect backoff starts over after it fails).
     answered: bool,
+    /// Exactly-once on a cluster: slots whose groups wait for a head sent elsewhere
+    /// ([`detour`]).
+    detours: detour::Detours,
+    /// Exactly-once on a cluster: the unanswered transactions per slot on this connection.
+    open_slots: detour::OpenSlots,
+    /// A transaction waits for its slot's earlier ones to be answered ([`detour`]): encoding
+    /// resumes after replies.
+    touch_blocked: bool,
 }
 
 /// What a cluster error reply asks the writer to do.
@@ -311,11 +330,19 @@ impl Pipeline {
         self.pending.iter().map(|f| f.slots.len() - f.seen).sum()
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>, mut rrx: mpsc::Receiver<Batch>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Batch>,
+        mut rrx: mpsc::Receiver<Batch>,
+        mut drx: mpsc::UnboundedReceiver<u16>,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut closed = false;
         loop {
-            let (why, not_ready) = match self.connection(&mut rx, &mut rrx, &mut closed).await {
+            let (why, not_ready) = match self
+                .connection(&mut rx, &mut rrx, &mut drx, &mut closed)
+                .await
+            {
                 Ok(()) => return,
                 Err(ConnEnd::Failed(why)) => (why, false),
                 Err(ConnEnd::NotReady(why)) => (why, true),
@@ -418,6 +445,10 @@ impl Pipeline {
             moved += batch.cmds.len();
             targets.reroute(batch);
         }
+        for f in self.detours.drain() {
+            moved += f.batch.cmds.len();
+            targets.reroute(f.batch);
+        }
         for h in self.held.drain(..) {
             moved += h.batch.cmds.len();
             targets.deliver_later(h);
@@ -439,6 +470,7 @@ impl Pipeline {
         &mut self,
         rx: &mut mpsc::Receiver<Batch>,
         rrx: &mut mpsc::Receiver<Batch>,
+        drx: &mut mpsc::UnboundedReceiver<u16>,
         closed: &mut bool,
     ) -> Result<(), ConnEnd> {
         let timeout = self.settings.reply_timeout;
@@ -472,6 +504,7 @@ impl Pipeline {
         self.verified.clear();
         self.verified.insert(0);
         self.probing = None;
+        self.open_slots.clear();
         let mut out = BytesMut::with_capacity(1 << 20);
         for f in self.pending.iter_mut() {
             f.slots.clear();
@@ -479,11 +512,20 @@ impl Pipeline {
             f.encoded = f.resume_at;
         }
         self.encode_pending(&mut out);
+        // Nothing is unanswered any more: detours that waited for this connection's replies go.
+        for slot in self.detours.deferred() {
+            self.detour_undefer(slot, &mut out);
+        }
         let (mut rh, mut wh) = stream.split();
         // Since when a reply has been awaited without any byte from the target.
         let mut waiting_since: Option<tokio::time::Instant> = None;
         loop {
-            if *closed && self.pending.is_empty() && out.is_empty() && self.held.is_empty() {
+            if *closed
+                && self.pending.is_empty()
+                && out.is_empty()
+                && self.held.is_empty()
+                && self.detours.is_empty()
+            {
                 let _ = wh.flush().await;
                 tracing::debug!(node = %self.node, "writer drained and stopped");
                 return Ok(());
@@ -498,7 +540,8 @@ impl Pipeline {
             let can_take = self.probing.is_none()
                 && out.len() < OUT_HIGH_WATER
                 && outstanding < MAX_INFLIGHT_CMDS
-                && (self.pending.is_empty() || self.pending_mem < MAX_INFLIGHT_BYTES);
+                && ((self.pending.is_empty() && self.detours.mem == 0)
+                    || self.pending_mem + self.detours.mem < MAX_INFLIGHT_BYTES);
             let held_to = self.held.front().map(|h| h.to.redirect.clone());
             tokio::select! {
                 biased;
@@ -523,6 +566,11 @@ impl Pipeline {
                 }
                 _ = sleep_until_opt(deadline) => {
                     return Err(ConnEnd::Stalled { waiting: self.pending_cmds().max(1) });
+                }
+                s = drx.recv() => {
+                    if let Some(slot) = s {
+                        self.detour_back(slot, &mut out);
+                    }
                 }
                 b = rrx.recv(), if can_take && !self.redirects_closed => match b {
                     // Closed redirect channel: stop polling it (it would be ready forever).
@@ -551,12 +599,20 @@ impl Pipeline {
         }
     }
 
-    fn take(&mut self, batch: Batch, out: &mut BytesMut) {
+    fn take(&mut self, mut batch: Batch, out: &mut BytesMut) {
         if let (Some(_), Some(exact)) = (&self.targets, &self.settings.exact) {
-            // Exactly-once on a cluster: one transaction per slot (see `exact_slots`).
-            for part in super::exact_slots::split_batch(batch, exact) {
+            // Exactly-once on a cluster: one transaction per slot (see `exact_slots`). The
+            // head of a slot's detour keeps its token; other groups of a slot on a detour wait
+            // behind it (see `detour`).
+            let mut token = batch.detour.take();
+            let parts = super::exact_slots::split_batch(batch, exact);
+            let last = parts.len().saturating_sub(1);
+            for (k, part) in parts.into_iter().enumerate() {
                 let mut f = InFlight::new(part.batch);
                 f.txn = part.progress.map(txn::TxnState::with_progress);
+                if k == last {
+                    f.batch.detour = token.take();
+                }
                 self.push_pending(f);
             }
             self.encode_pending(out);
@@ -570,12 +626,59 @@ impl Pipeline {
         self.complete_front();
     }
 
+    /// The head of `slot`'s detour was acknowledged (or lost): the slot's next group goes, as
+    /// the new head (see [`detour`]).
+    fn detour_back(&mut self, slot: u16, out: &mut BytesMut) {
+        if self.open_slots.has(slot) {
+            // Groups of the slot sent before the detour are still unanswered here: refused,
+            // they go before the waiting ones; released once they are answered.
+            self.detours.defer(slot);
+            return;
+        }
+        if let Some(f) = self.detours.release(slot) {
+            tracing::debug!(node = %self.node, slot, "the slot's detour head was acknowledged; its next group goes");
+            self.push_pending(f);
+            self.encode_pending(out);
+        }
+    }
+
+    /// After the last unanswered transaction of `slot` here was answered: the release that
+    /// waited for it (see [`Pipeline::detour_back`]).
+    fn detour_undefer(&mut self, slot: u16, out: &mut BytesMut) {
+        if !self.open_slots.has(slot) && self.detours.undefer(slot) {
+            self.detour_back(slot, out);
+        }
+    }
+
+    /// Group `i`, not sent yet, belongs to a slot on a detour: it leaves the pipeline and waits
+    /// its turn (see [`detour`]). Returns whether it left.
+    fn divert(&mut self, i: usize) -> bool {
+        let f = &self.pending[i];
+        let Some(slot) = f.txn.as_ref().filter(|t| !t.is_open()).and_then(|t| t.slot) else {
+            return false;
+        };
+        if f.batch.detour.is_some() || f.encoded > f.resume_at || !self.detours.busy(slot) {
+            return false;
+        }
+        let Some(f) = self.pending.remove(i) else {
+            return false;
+        };
+        self.pending_mem = self.pending_mem.saturating_sub(f.mem);
+        tracing::debug!(node = %self.node, slot, offset = ?f.txn.as_ref().and_then(|t| t.position()),
+            "a slot group waits behind its slot's detour head");
+        self.detours.wait(slot, f);
+        true
+    }
+
     /// Encodes every pending command not yet encoded on this connection, in order, until a
     /// database must be probed first.
     fn encode_pending(&mut self, out: &mut BytesMut) {
         let mut i = 0;
         while i < self.pending.len() && self.probing.is_none() {
             if self.pending[i].encoded < self.pending[i].batch.cmds.len() {
+                if self.divert(i) {
+                    continue;
+                }
                 if self.txn_must_wait(i) {
                     break;
                 }
@@ -746,6 +849,7 @@ impl Pipeline {
                     cmds: vec![dc.clone()],
                     asking: matches!(r, Redirect::Ask(_)),
                     wire: None,
+                    detour: None,
                 };
                 b.ticket.add_part();
                 let kind = match &r {
@@ -769,7 +873,7 @@ impl Pipeline {
             command_reply(&self.node, &self.settings, front, slot as usize, &frame);
         }
         self.complete_front();
-        if self.serial {
+        if self.serial || std::mem::take(&mut self.touch_blocked) {
             // The next transaction waited for these replies.
             self.encode_pending(out);
         }

@@ -39,6 +39,9 @@ const PROGRESS_SLOT: u32 = u32::MAX - 4;
 /// Reply slot of an `ASKING` sent before `MULTI` (a group redirected by `ASK`; the flag holds
 /// for the whole transaction).
 const ASKING_SLOT: u32 = u32::MAX - 5;
+/// Reply slot of the `EXISTS` that reads the keys of the slot's unanswered transactions (see
+/// [`super::detour`]).
+const TOUCH_SLOT: u32 = u32::MAX - 6;
 /// A batch aborted this many times is sent without a transaction (it cannot be made to pass).
 const MAX_ATTEMPTS: u32 = 2;
 
@@ -60,6 +63,8 @@ pub(super) struct TxnState {
     refused: Vec<(u32, Bytes)>,
     /// Transactions of this batch aborted so far.
     attempt: u32,
+    /// Cluster: the slot of the group (the slot of its progress key).
+    pub(super) slot: Option<u16>,
 }
 
 impl TxnState {
@@ -67,9 +72,20 @@ impl TxnState {
     /// [`crate::sink::exact_slots`]).
     pub(in crate::sink) fn with_progress((key, value, offset): (Bytes, Bytes, u64)) -> TxnState {
         TxnState {
+            slot: Some(crate::router::key_slot(&key)),
             progress: Some((key, value, (offset, 0))),
             ..Default::default()
         }
+    }
+
+    /// `MULTI` was sent on this connection.
+    pub(super) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Where the batch ends in the source stream, when it writes its position.
+    pub(super) fn position(&self) -> Option<crate::sink::exact::Pos> {
+        self.progress.as_ref().map(|p| p.2)
     }
 
     fn reset_connection(&mut self) {
@@ -117,9 +133,20 @@ impl Pipeline {
     /// True when batch `i`, not started, must wait for replies (serial mode, see
     /// [`super::refusals`]): nothing goes behind an unanswered transaction, and a transaction
     /// goes behind nothing unanswered. Plain batches (the full sync's) still pipeline.
-    pub(super) fn txn_must_wait(&self, i: usize) -> bool {
+    pub(super) fn txn_must_wait(&mut self, i: usize) -> bool {
         let f = &self.pending[i];
-        if !self.serial || f.txn.as_ref().is_some_and(|t| t.open) || f.encoded > f.resume_at {
+        if f.txn.as_ref().is_some_and(|t| t.open) || f.encoded > f.resume_at {
+            return false;
+        }
+        if let Some(slot) = f.txn.as_ref().and_then(|t| t.slot)
+            && self.targets.is_some()
+            && self.open_slots.must_wait(slot)
+        {
+            // Too many keys to touch: the slot's earlier transactions are answered first.
+            self.touch_blocked = true;
+            return true;
+        }
+        if !self.serial {
             return false;
         }
         let is_txn = f.txn.is_some();
@@ -140,6 +167,8 @@ impl Pipeline {
             known,
             node,
             settings,
+            targets,
+            open_slots,
             ..
         } = self;
         // Commands the target would refuse at queue time: not sent (see [`super::known`]).
@@ -167,6 +196,21 @@ impl Pipeline {
             f.slots.push(MULTI_SLOT);
             t.open = true;
             t.start_db = *conn_db;
+            if let Some(slot) = t.slot
+                && targets.is_some()
+            {
+                // Keys of the slot's unanswered transactions: refused with them (see
+                // [`super::detour`]).
+                let keys = open_slots.touch(slot);
+                if !keys.is_empty() && *conn_db == 0 {
+                    crate::cmd::Cmd::new(
+                        std::iter::once(Bytes::from_static(b"EXISTS")).chain(keys),
+                    )
+                    .encode(out);
+                    f.slots.push(TOUCH_SLOT);
+                }
+                open_slots.opened(slot, &f.batch.cmds[f.encoded..]);
+            }
         }
         while f.encoded < f.batch.cmds.len() {
             let at = f.encoded;
@@ -268,7 +312,15 @@ impl Pipeline {
             }
             EXEC_SLOT => {
                 t.exec_seen = true;
+                let slot = t.slot;
+                if let Some(slot) = slot {
+                    self.open_slots.answered(slot);
+                }
                 self.on_exec(fi, frame, out);
+                if let Some(slot) = slot {
+                    // After a refusal was queued behind the slot's detour, not before.
+                    self.detour_undefer(slot, out);
+                }
             }
             _ if t.exec_seen => {
                 // The SELECT after EXEC.
@@ -306,6 +358,8 @@ impl Pipeline {
         for (slot, item) in queued.iter().zip(items.iter()) {
             if (*slot as usize) < f.batch.cmds.len() {
                 command_reply(&node, &self.settings, f, *slot as usize, item);
+            } else if *slot == TOUCH_SLOT {
+                // The read of the slot's keys (see [`super::detour`]).
             } else if let Frame::Error(e) = item {
                 // SELECT or the progress SET failed at run time: the batch's data is applied,
                 // its position not; a crash before the next batch would replay it.
@@ -327,6 +381,7 @@ impl Pipeline {
         let refused = std::mem::take(&mut t.refused);
         let attempt = t.attempt + 1;
         let progress = t.progress.clone();
+        let slot = t.slot;
         f.resume_at = f.batch.cmds.len();
         let len = f.batch.cmds.len();
         if let Some(targets) = self.targets.clone()
@@ -344,12 +399,14 @@ impl Pipeline {
                 .filter(|i| !f.skipped(*i))
                 .map(|i| f.batch.cmds[i].clone())
                 .collect();
-            let again = Batch {
+            let mut again = Batch {
                 shard: f.batch.shard.clone(),
                 ticket: f.batch.ticket.clone(),
                 cmds,
                 asking: matches!(r, super::Redirect::Ask(_)),
                 wire: None,
+                // The head of the slot's detour stays the head wherever it goes.
+                detour: f.batch.detour.take(),
             };
             again.ticket.add_part();
             let kind = match &r {
@@ -363,6 +420,31 @@ impl Pipeline {
                 tracing::info!(node = %node, kind, commands = again.cmds.len(), suppressed,
                     "a slot's write transaction was redirected (the slot is moving); sent whole to the node that serves it");
             }
+            if again.detour.is_none()
+                && let Some(slot) = slot
+            {
+                if self.detours.busy(slot) {
+                    // A later group of a slot whose head is away: it goes after the head (see
+                    // [`super::detour`]), from this writer.
+                    if matches!(r, super::Redirect::Moved(_)) {
+                        targets.request_refresh();
+                    }
+                    again.asking = false;
+                    tracing::debug!(node = %node, slot, offset = ?progress.as_ref().map(|p| p.2), kind,
+                        "a slot group refused behind its slot's detour head waits its turn");
+                    let mut wait = InFlight::new(again);
+                    wait.txn = Some(TxnState {
+                        progress,
+                        slot: Some(slot),
+                        ..Default::default()
+                    });
+                    self.detours.wait(slot, wait);
+                    return;
+                }
+                again.detour = Some(self.detours.start(slot));
+            }
+            tracing::debug!(node = %node, slot = ?slot, offset = ?progress.as_ref().map(|p| p.2), kind,
+                head = again.detour.is_some(), "a slot group goes where the cluster says");
             let held = match r {
                 super::Redirect::Moved(addr) => {
                     targets.request_refresh();
@@ -436,17 +518,20 @@ impl Pipeline {
             }
         }
         ticket.add_part();
+        let detour = self.pending[fi].batch.detour.take();
         let mut retry = InFlight::new(Batch {
             shard,
             ticket,
             cmds,
             asking: false,
             wire: None,
+            detour,
         });
         if attempt < MAX_ATTEMPTS && (!refused.is_empty() || later) {
             retry.txn = Some(TxnState {
                 progress: if later { None } else { progress },
                 attempt,
+                slot,
                 ..Default::default()
             });
         } else {

@@ -618,12 +618,17 @@ fn diff_values(a: &KeyValue, b: &KeyValue, opts: &CompareOptions) -> Option<Stri
             if x == y {
                 None
             } else {
+                // Where they part: long values differ far from their (printed) start.
+                let at = x.iter().zip(y.iter()).take_while(|(p, q)| p == q).count();
+                let from = at.saturating_sub(24);
                 Some(format!(
-                    "string value differs: source={} ({} bytes) destination={} ({} bytes)",
+                    "string value differs: source={} ({} bytes) destination={} ({} bytes); from byte {at}: source …{} destination …{}",
                     printable(x),
                     x.len(),
                     printable(y),
-                    y.len()
+                    y.len(),
+                    super::util::printable_limited(&x[from..x.len().min(at + 64)], 96),
+                    super::util::printable_limited(&y[from..y.len().min(at + 64)], 96),
                 ))
             }
         }

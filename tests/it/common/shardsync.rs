@@ -17,9 +17,14 @@ use tempfile::TempDir;
 
 use super::util::{file_tail, wait_until};
 
-/// Path of the product binary.
+/// Path of the product binary: `$SHARDSYNC_TEST_BIN` when set (a copy, for an A/B loop of a
+/// test against two builds while the tree is rebuilt), else the one cargo built.
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_shardsync")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SHARDSYNC_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardsync").into())
+    })
 }
 
 pub struct Shardsync {
