@@ -320,6 +320,22 @@ mod tests {
         }
     }
 
+    /// The replay filter of the first target of `d` (it must have one).
+    fn first_filter(d: Decision) -> Replay {
+        d.parts
+            .into_iter()
+            .next()
+            .and_then(|p| p.1)
+            .expect("filter")
+    }
+
+    /// `cmds` in database 0.
+    fn in_db0(cmds: Vec<crate::cmd::Cmd>) -> Vec<crate::cmd::DbCmd> {
+        cmds.into_iter()
+            .map(|cmd| crate::cmd::DbCmd { db: 0, cmd })
+            .collect()
+    }
+
     #[test]
     fn resumes_at_the_lowest_and_filters_the_targets_ahead() {
         let d = decide(
@@ -340,30 +356,13 @@ mod tests {
             "an at-least-once target is not filtered"
         );
         // a skips what it committed, whatever the command, and nothing after.
-        let mut r = d
-            .parts
-            .into_iter()
-            .next()
-            .and_then(|p| p.1)
-            .expect("filter");
-        let mut cmds = vec![
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "x"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["FLUSHALL"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["RENAME", "a", "b"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "x"],
-            },
-        ];
+        let mut r = first_filter(d);
+        let mut cmds = in_db0(vec![
+            crate::cmd!["INCR", "x"],
+            crate::cmd!["FLUSHALL"],
+            crate::cmd!["RENAME", "a", "b"],
+            crate::cmd!["INCR", "x"],
+        ]);
         let mut ends = vec![350, 420, 500, 510];
         assert!(r.filter(&mut cmds, &mut ends));
         assert_eq!(ends, vec![510]);
@@ -426,30 +425,13 @@ mod tests {
                 Said::Exact(Progress::At(at("r", 300, 0)), Vec::new()),
             ],
         );
-        let mut r = d
-            .parts
-            .into_iter()
-            .next()
-            .and_then(|p| p.1)
-            .expect("filter");
-        let mut cmds = vec![
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["PUBLISH", "ch", "m"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "b"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "a"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "a"],
-            },
-        ];
+        let mut r = first_filter(d);
+        let mut cmds = in_db0(vec![
+            crate::cmd!["PUBLISH", "ch", "m"],
+            crate::cmd!["INCR", "b"],
+            crate::cmd!["INCR", "a"],
+            crate::cmd!["INCR", "a"],
+        ]);
         let mut ends = vec![400, 600, 650, 800];
         assert!(r.filter(&mut cmds, &mut ends));
         // Under the floor: skipped even keyless; above it: per slot.

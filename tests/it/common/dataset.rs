@@ -607,3 +607,33 @@ fn secondary_dataset(conn: &mut Connection, o: &DatasetOptions, db: u32) {
         "PEXPIRE secondary",
     );
 }
+
+/// `GEOADD places` of Palermo and Catania: the geo set [`geosearchstore_near`] reads.
+pub fn geoadd_places() -> redis::Cmd {
+    let mut cmd = redis::cmd("GEOADD");
+    cmd.arg("places")
+        .arg("13.361389")
+        .arg("38.115556")
+        .arg("Palermo")
+        .arg("15.087269")
+        .arg("37.502669")
+        .arg("Catania");
+    cmd
+}
+
+/// `GEOSEARCHSTORE near places … BYBOX`: a 6.2+ command with no 6.0 form (a Redis 6.0 target
+/// refuses it at queue time; shardsync copies `near` from the source instead).
+pub fn geosearchstore_near() -> redis::Cmd {
+    let mut cmd = redis::cmd("GEOSEARCHSTORE");
+    cmd.arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC");
+    cmd
+}
