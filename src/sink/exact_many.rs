@@ -320,6 +320,16 @@ mod tests {
         }
     }
 
+    /// What an exactly-once target without slot offsets says.
+    fn exact(p: Progress) -> Said {
+        Said::Exact(p, Vec::new())
+    }
+
+    /// [`decide`] for targets `a` and `b`.
+    fn decide_ab(a: Said, b: Said) -> Decision {
+        decide(&["a", "b"], vec![a, b])
+    }
+
     /// The replay filter of the first target of `d` (it must have one).
     fn first_filter(d: Decision) -> Replay {
         d.parts
@@ -341,8 +351,8 @@ mod tests {
         let d = decide(
             &["a", "b", "c"],
             vec![
-                Said::Exact(Progress::At(at("r", 500, 2)), Vec::new()),
-                Said::Exact(Progress::At(at("r", 300, 1)), Vec::new()),
+                exact(Progress::At(at("r", 500, 2))),
+                exact(Progress::At(at("r", 300, 1))),
                 Said::Plain(Some(at("r", 400, 0))),
             ],
         );
@@ -371,44 +381,29 @@ mod tests {
 
     #[test]
     fn a_missing_key_or_another_history_full_syncs_every_target() {
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::Absent, Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::Absent),
         );
         assert_eq!(d.progress, Progress::FullSync);
         assert!(d.why.as_deref().is_some_and(|w| w.contains("target b")));
         assert!(d.parts.iter().all(|p| p.0 && p.1.is_none()), "all dirty");
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::At(at("s", 900, 0)), Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::At(at("s", 900, 0))),
         );
         assert_eq!(d.progress, Progress::FullSync);
         assert!(d.why.as_deref().is_some_and(|w| w.contains("histories")));
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::FullSync, Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::FullSync),
         );
         assert_eq!(d.progress, Progress::FullSync);
-        let d = decide(
-            &["a", "b"],
-            vec![Said::Exact(Progress::Absent, Vec::new()), Said::Stale],
-        );
+        let d = decide_ab(exact(Progress::Absent), Said::Stale);
         assert_eq!(d.progress, Progress::FullSync, "b holds an older copy");
         assert!(d.parts.iter().all(|p| p.0));
         // Nothing of ours anywhere: a first full sync, nothing to clear.
-        let d = decide(
-            &["a", "b"],
-            vec![Said::Exact(Progress::Absent, Vec::new()), Said::Plain(None)],
-        );
+        let d = decide_ab(exact(Progress::Absent), Said::Plain(None));
         assert_eq!(d.progress, Progress::Absent);
         assert!(d.parts.iter().all(|p| !p.0));
     }
@@ -422,7 +417,7 @@ mod tests {
             &["c", "s"],
             vec![
                 Said::Exact(Progress::At(at("r", 500, 0)), applied),
-                Said::Exact(Progress::At(at("r", 300, 0)), Vec::new()),
+                exact(Progress::At(at("r", 300, 0))),
             ],
         );
         let mut r = first_filter(d);

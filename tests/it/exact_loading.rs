@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use crate::common;
 use crate::exact_windows::ReplyCutProxy;
+use crate::exactly_once::IGNORE;
 
 use common::run::{SyncRun, assert_no_panic};
 use common::util::{info_field, now_ms, wait_until};
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 fn raw(port: u16) -> Option<redis::Connection> {
     let c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;

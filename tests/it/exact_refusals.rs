@@ -12,12 +12,11 @@ use std::time::Duration;
 use crate::common;
 use crate::exact_loading::{ctr, wait_marker};
 use crate::exact_windows::ReplyCutProxy;
+use crate::exactly_once::IGNORE;
 
 use common::run::{SyncRun, assert_no_panic};
 use common::util::wait_until;
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 fn incr(src: &RedisServer) {
     let _: i64 = redis::cmd("INCR")

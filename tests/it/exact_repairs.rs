@@ -11,6 +11,7 @@
 
 use crate::common;
 use crate::exact_windows::{exact_run, exact_run_with, wait_caught_up};
+use crate::exactly_once::IGNORE;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,13 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
+use common::cluster::RedisCluster;
 use common::compare::{CompareOptions, Difference, assert_no_differences, compare_servers_with};
 use common::run::{SyncRun, sigkill};
 use common::util::wait_until;
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// See the module doc.
 struct StopProxy {
@@ -277,13 +276,7 @@ impl Target for RedisCluster {
         self.node_for_key(key.as_bytes()).client()
     }
     fn differences(&self, src: &RedisServer) -> Vec<Difference> {
-        let mut sc = src.client();
-        compare_sources(
-            &mut StandaloneReader(&mut sc),
-            &mut self.reader(),
-            IGNORE,
-            &CompareOptions::default(),
-        )
+        crate::exactly_once_cluster::differences(src, self)
     }
 }
 

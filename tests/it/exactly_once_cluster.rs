@@ -5,7 +5,7 @@
 //! source key by key — no duplicate tolerance.
 
 use crate::common;
-use crate::exactly_once::{Kills, Workload, assert_last_run_resumed, populated_source};
+use crate::exactly_once::{IGNORE, Kills, Workload, assert_last_run_resumed, populated_source};
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -18,7 +18,6 @@ use common::util::{DetRng, now_ms, wait_until};
 use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// The run of these tests (exactly-once on the cluster target, a heartbeat every 100 ms, no
 /// `/status`: restarted again and again).

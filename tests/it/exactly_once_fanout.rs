@@ -68,6 +68,11 @@ fn progress_offset(dst: &RedisServer) -> Option<u64> {
     v?.split(':').nth(1)?.parse().ok()
 }
 
+/// Both targets hold a position and the two differ.
+fn positions_differ(a: Option<u64>, b: Option<u64>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
 /// Pauses `dst`'s writes for 250 ms every ~600 ms while `on` (its writers fall behind).
 fn pauser(
     dst: &RedisServer,
@@ -152,11 +157,7 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
         if exact && round >= 2 {
             let (f, s) = (progress_offset(&fast), progress_offset(&slow));
             println!("round {round}: progress fast {f:?} slow {s:?}");
-            if let (Some(f), Some(s)) = (f, s)
-                && f != s
-            {
-                apart += 1;
-            }
+            apart += usize::from(positions_differ(f, s));
         }
     }
     load.bursts.store(false, Ordering::Release);
@@ -265,11 +266,7 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
         if round >= 2 {
             let (o, c) = (progress_offset(&one), cluster_progress_offset(&cluster));
             println!("round {round}: progress standalone {o:?} cluster {c:?}");
-            if let (Some(o), Some(c)) = (o, c)
-                && o != c
-            {
-                apart += 1;
-            }
+            apart += usize::from(positions_differ(o, c));
         }
     }
     load.bursts.store(false, Ordering::Release);
