@@ -6,7 +6,9 @@
 //! entries, consumer groups and pending entries, an empty stream with a group,
 //! HyperLogLogs (sparse and dense), bitmaps, geo, TTLs, several databases, one big value
 //! and (7.0+/Valkey) a function library. Key names carry an optional prefix/suffix (e.g.
-//! a `{tag}` hash tag) so cluster tests can reuse it.
+//! a `{tag}` hash tag) so cluster tests can reuse it. [`geoadd_places`] and
+//! [`geosearchstore_near`] are the small geo set and the 6.2+ command an older target refuses
+//! (tests of repairs and of exactly-once batches).
 
 use std::collections::BTreeMap;
 
