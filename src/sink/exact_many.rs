@@ -320,13 +320,39 @@ mod tests {
         }
     }
 
+    /// What an exactly-once target without slot offsets says.
+    fn exact(p: Progress) -> Said {
+        Said::Exact(p, Vec::new())
+    }
+
+    /// [`decide`] for targets `a` and `b`.
+    fn decide_ab(a: Said, b: Said) -> Decision {
+        decide(&["a", "b"], vec![a, b])
+    }
+
+    /// The replay filter of the first target of `d` (it must have one).
+    fn first_filter(d: Decision) -> Replay {
+        d.parts
+            .into_iter()
+            .next()
+            .and_then(|p| p.1)
+            .expect("filter")
+    }
+
+    /// `cmds` in database 0.
+    fn in_db0(cmds: Vec<crate::cmd::Cmd>) -> Vec<crate::cmd::DbCmd> {
+        cmds.into_iter()
+            .map(|cmd| crate::cmd::DbCmd { db: 0, cmd })
+            .collect()
+    }
+
     #[test]
     fn resumes_at_the_lowest_and_filters_the_targets_ahead() {
         let d = decide(
             &["a", "b", "c"],
             vec![
-                Said::Exact(Progress::At(at("r", 500, 2)), Vec::new()),
-                Said::Exact(Progress::At(at("r", 300, 1)), Vec::new()),
+                exact(Progress::At(at("r", 500, 2))),
+                exact(Progress::At(at("r", 300, 1))),
                 Said::Plain(Some(at("r", 400, 0))),
             ],
         );
@@ -340,30 +366,13 @@ mod tests {
             "an at-least-once target is not filtered"
         );
         // a skips what it committed, whatever the command, and nothing after.
-        let mut r = d
-            .parts
-            .into_iter()
-            .next()
-            .and_then(|p| p.1)
-            .expect("filter");
-        let mut cmds = vec![
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "x"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["FLUSHALL"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["RENAME", "a", "b"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "x"],
-            },
-        ];
+        let mut r = first_filter(d);
+        let mut cmds = in_db0(vec![
+            crate::cmd!["INCR", "x"],
+            crate::cmd!["FLUSHALL"],
+            crate::cmd!["RENAME", "a", "b"],
+            crate::cmd!["INCR", "x"],
+        ]);
         let mut ends = vec![350, 420, 500, 510];
         assert!(r.filter(&mut cmds, &mut ends));
         assert_eq!(ends, vec![510]);
@@ -372,44 +381,29 @@ mod tests {
 
     #[test]
     fn a_missing_key_or_another_history_full_syncs_every_target() {
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::Absent, Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::Absent),
         );
         assert_eq!(d.progress, Progress::FullSync);
         assert!(d.why.as_deref().is_some_and(|w| w.contains("target b")));
         assert!(d.parts.iter().all(|p| p.0 && p.1.is_none()), "all dirty");
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::At(at("s", 900, 0)), Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::At(at("s", 900, 0))),
         );
         assert_eq!(d.progress, Progress::FullSync);
         assert!(d.why.as_deref().is_some_and(|w| w.contains("histories")));
-        let d = decide(
-            &["a", "b"],
-            vec![
-                Said::Exact(Progress::At(at("r", 500, 0)), Vec::new()),
-                Said::Exact(Progress::FullSync, Vec::new()),
-            ],
+        let d = decide_ab(
+            exact(Progress::At(at("r", 500, 0))),
+            exact(Progress::FullSync),
         );
         assert_eq!(d.progress, Progress::FullSync);
-        let d = decide(
-            &["a", "b"],
-            vec![Said::Exact(Progress::Absent, Vec::new()), Said::Stale],
-        );
+        let d = decide_ab(exact(Progress::Absent), Said::Stale);
         assert_eq!(d.progress, Progress::FullSync, "b holds an older copy");
         assert!(d.parts.iter().all(|p| p.0));
         // Nothing of ours anywhere: a first full sync, nothing to clear.
-        let d = decide(
-            &["a", "b"],
-            vec![Said::Exact(Progress::Absent, Vec::new()), Said::Plain(None)],
-        );
+        let d = decide_ab(exact(Progress::Absent), Said::Plain(None));
         assert_eq!(d.progress, Progress::Absent);
         assert!(d.parts.iter().all(|p| !p.0));
     }
@@ -423,33 +417,16 @@ mod tests {
             &["c", "s"],
             vec![
                 Said::Exact(Progress::At(at("r", 500, 0)), applied),
-                Said::Exact(Progress::At(at("r", 300, 0)), Vec::new()),
+                exact(Progress::At(at("r", 300, 0))),
             ],
         );
-        let mut r = d
-            .parts
-            .into_iter()
-            .next()
-            .and_then(|p| p.1)
-            .expect("filter");
-        let mut cmds = vec![
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["PUBLISH", "ch", "m"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "b"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "a"],
-            },
-            crate::cmd::DbCmd {
-                db: 0,
-                cmd: crate::cmd!["INCR", "a"],
-            },
-        ];
+        let mut r = first_filter(d);
+        let mut cmds = in_db0(vec![
+            crate::cmd!["PUBLISH", "ch", "m"],
+            crate::cmd!["INCR", "b"],
+            crate::cmd!["INCR", "a"],
+            crate::cmd!["INCR", "a"],
+        ]);
         let mut ends = vec![400, 600, 650, 800];
         assert!(r.filter(&mut cmds, &mut ends));
         // Under the floor: skipped even keyless; above it: per slot.

@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use crate::common;
 use crate::exact_windows::ReplyCutProxy;
+use crate::exactly_once::IGNORE;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::run::{SyncRun, assert_no_panic};
 use common::util::{info_field, now_ms, wait_until};
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 fn raw(port: u16) -> Option<redis::Connection> {
     let c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
@@ -50,28 +49,24 @@ fn writer_connected(port: u16) -> bool {
     list.contains("name=shardsync-exact-")
 }
 
-/// Sets `marker` on the source and waits until the target has it (everything before it was
-/// applied).
+/// Sets `marker` (to the time) on the source and waits until the target has it (everything
+/// before it was applied).
 pub(crate) fn wait_marker(src: &RedisServer, dst: &RedisServer, ss: &Shardsync) {
-    let v = now_ms().to_string();
-    let _: () = redis::cmd("SET")
-        .arg("marker")
-        .arg(&v)
-        .query(&mut src.client())
-        .expect("SET marker");
-    let mut dc = dst.client();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            redis::cmd("GET")
-                .arg("marker")
-                .query::<Option<String>>(&mut dc)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m == v)
-        }),
-        "the marker never reached the target; shardsync log:\n{}",
-        ss.log_tail(40)
+    common::run::wait_marker(
+        ss,
+        &mut src.client(),
+        &mut dst.client(),
+        &now_ms().to_string(),
+        Duration::from_secs(60),
     );
+}
+
+/// `ctr` on `dst` (the tests' counter, one `INCR` a batch).
+pub(crate) fn ctr(dst: &RedisServer) -> Option<i64> {
+    redis::cmd("GET")
+        .arg("ctr")
+        .query(&mut dst.client())
+        .expect("GET ctr")
 }
 
 /// The writer reconnects to a target that is loading its AOF, with nothing unacknowledged; an
@@ -107,28 +102,12 @@ fn reconnect_during_aof_load_loses_nothing() {
         .query(&mut src.client())
         .expect("DEBUG POPULATE");
     let proxy = ReplyCutProxy::start(dst.port(), b"+OK\r\n-LOADING");
-    let state = tempfile::tempdir().expect("state dir");
-    let cfg = state.path().join("shardsync.toml");
     // No heartbeats (nothing in flight when the target dies); a reply deadline longer than the
     // load, so the writer hears nothing until the later batch committed.
-    std::fs::write(
-        &cfg,
+    let run = SyncRun::without_status(Some(
         "[sync]\nheartbeat_interval_ms = 3600000\nexactly_once = true\n[target]\nreply_timeout_ms = 15000\n",
-    )
-    .expect("write config");
-    let mut ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &proxy.url(),
-        "--state-dir",
-        state.path().to_str().expect("utf-8 path"),
-        "--config",
-        cfg.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ]);
+    ));
+    let mut ss = run.spawn_pair(&src.url(), &proxy.url(), &[]);
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_marker(&src, &dst, &ss);
     // The AOF's base becomes an RDB holding every key (so `key-load-delay` slows its load).
@@ -180,24 +159,13 @@ fn reconnect_during_aof_load_loses_nothing() {
     println!(
         "first INCR sent while loading: {during_load}; a batch was refused by LOADING behind the proxy: {tripped}"
     );
-    let ctr: Option<i64> = redis::cmd("GET")
-        .arg("ctr")
-        .query(&mut dst.client())
-        .expect("GET ctr");
     assert_eq!(
-        ctr,
+        ctr(&dst),
         Some(2),
         "both INCRs applied once each; shardsync log:\n{}",
         ss.log_tail(40)
     );
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        IGNORE,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
-    assert!(!ss.log().contains("panicked"), "{}", ss.log());
+    assert_same(&mut src.client(), &mut dst.client(), &[0], IGNORE);
+    assert_no_panic(&ss);
     assert!(ss.is_running(), "shardsync stopped:\n{}", ss.log_tail(40));
 }

@@ -7,41 +7,16 @@
 //! now sends one transaction at a time (`src/sink/writer/refusals.rs`), so nothing commits past
 //! a batch whose outcome is unknown, and the restart sends it again.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common;
-use crate::exact_loading::wait_marker;
+use crate::exact_loading::{ctr, wait_marker};
 use crate::exact_windows::ReplyCutProxy;
+use crate::exactly_once::IGNORE;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::run::{SyncRun, assert_no_panic};
 use common::util::wait_until;
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
-
-fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shardsync {
-    let cfg = state.join("shardsync.toml");
-    // No heartbeats: the only batches are the test's writes.
-    std::fs::write(
-        &cfg,
-        "[sync]\nheartbeat_interval_ms = 3600000\nexactly_once = true\n",
-    )
-    .expect("write config");
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        target_url,
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        cfg.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ])
-}
 
 fn incr(src: &RedisServer) {
     let _: i64 = redis::cmd("INCR")
@@ -66,20 +41,16 @@ fn refused_batch_then_kill(
     first: &dyn Fn(),
     refused_for_good: &[&[u8]],
 ) {
-    let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn(src, target_via_proxy, state.path());
+    // No heartbeats: the only batches are the test's writes.
+    let run = SyncRun::without_status(Some(
+        "[sync]\nheartbeat_interval_ms = 3600000\nexactly_once = true\n",
+    ));
+    let mut ss = run.spawn_pair(&src.url(), target_via_proxy, &[]);
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_marker(src, dst, &ss);
     refuse();
-    proxy.armed.store(true, Ordering::SeqCst);
-    first();
-    assert!(
-        wait_until(Duration::from_secs(20), || proxy
-            .tripped
-            .load(Ordering::SeqCst)),
-        "the transaction was never aborted; log:\n{}",
-        ss.log_tail(40)
-    );
+    // The transaction is aborted: its `EXECABORT` and every later reply are lost.
+    proxy.cut_around(&ss, first);
     allow();
     incr(src);
     // Pipelined, the later batch commits at once; sent one at a time it waits for the reply the
@@ -95,19 +66,15 @@ fn refused_batch_then_kill(
     });
     ss.kill();
     println!("a later batch committed past the aborted one before the kill: {committed_past}");
-    let ss2 = spawn(src, target_direct, state.path());
+    let ss2 = run.spawn_pair(&src.url(), target_direct, &[]);
     wait_marker(src, dst, &ss2);
     assert!(
         refused_for_good.is_empty() || ss2.log().contains("target rejected a write"),
         "the refused write is reported:\n{}",
         ss2.log_tail(30)
     );
-    let ctr: Option<i64> = redis::cmd("GET")
-        .arg("ctr")
-        .query(&mut dst.client())
-        .expect("GET ctr");
     assert_eq!(
-        ctr,
+        ctr(dst),
         Some(2),
         "both INCRs once each; log of the run killed:\n{}\nlog of the restart:\n{}",
         ss.log_tail(30),
@@ -115,15 +82,8 @@ fn refused_batch_then_kill(
     );
     let mut ignore = IGNORE.to_vec();
     ignore.extend_from_slice(refused_for_good);
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        &ignore,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
-    assert!(!ss2.log().contains("panicked"), "{}", ss2.log());
+    assert_same(&mut src.client(), &mut dst.client(), &[0], &ignore);
+    assert_no_panic(&ss2);
 }
 
 fn config_set(dst: &RedisServer, name: &str, value: &str) {

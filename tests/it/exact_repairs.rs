@@ -10,7 +10,8 @@
 //! while `refuse_dumps` is set a connection sending `DUMP` is closed (a source read that fails).
 
 use crate::common;
-use crate::exact_windows::{spawn_urls, spawn_with, wait_caught_up};
+use crate::exact_windows::{exact_run, exact_run_with, wait_caught_up};
+use crate::exactly_once::IGNORE;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,12 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
+use common::cluster::RedisCluster;
 use common::compare::{CompareOptions, Difference, assert_no_differences, compare_servers_with};
+use common::run::{SyncRun, sigkill};
 use common::util::wait_until;
 use common::*;
-
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// See the module doc.
 struct StopProxy {
@@ -179,47 +179,41 @@ impl StopProxy {
     }
 }
 
-/// Source, target, proxy; the source holds a few keys; shardsync (exactly-once) caught up.
+/// Source, target, proxy; the source holds a few keys; shardsync (exactly-once, run `run`
+/// through the proxy) caught up.
 fn setup(
     stops: &'static [&'static [u8]],
-    dir: &std::path::Path,
-) -> (RedisServer, RedisServer, StopProxy, Shardsync) {
+) -> (RedisServer, RedisServer, StopProxy, SyncRun, Shardsync) {
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis70);
     let mut sc = src.client();
     exec(&mut sc, &["SET", "plain", "v"]);
     exec(&mut sc, &["RPUSH", "other", "x", "y"]);
     let proxy = StopProxy::start(src.port(), stops);
-    let ss = spawn_urls(&proxy.url(), &dst.url(), dir);
+    let run = exact_run();
+    let ss = run.spawn_pair(&proxy.url(), &dst.url(), &[]);
     wait_caught_up(&ss, &dst);
-    (src, dst, proxy, ss)
+    (src, dst, proxy, run, ss)
 }
 
-/// shardsync with a heartbeat every 10 minutes: the stream carries only the test's writes.
-fn spawn_quiet(proxy: &StopProxy, dst: &impl Target, dir: &std::path::Path) -> Shardsync {
-    spawn_with(
-        &proxy.url(),
-        &dst.target_url(),
-        dir,
-        "heartbeat_interval_ms = 600000\n",
-    )
+/// The run with a heartbeat every 10 minutes: the stream carries only the test's writes.
+fn quiet_run() -> SyncRun {
+    exact_run_with("heartbeat_interval_ms = 600000\n")
+}
+
+/// `run` from the source through `proxy` into `dst`.
+fn spawn_via(run: &SyncRun, proxy: &StopProxy, dst: &impl Target) -> Shardsync {
+    run.spawn_pair(&proxy.url(), &dst.target_url(), &[])
 }
 
 /// Writes a marker on the source and waits until the target has it.
 fn wait_marker(ss: &Shardsync, src: &RedisServer, dst: &impl Target, value: &str) {
-    exec(&mut src.client(), &["SET", "marker", value]);
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            redis::cmd("GET")
-                .arg("marker")
-                .query::<Option<String>>(&mut dst.conn("marker"))
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some(value)
-        }),
-        "the target never got marker {value}; log:\n{}",
-        ss.log_tail(40)
+    common::run::wait_marker(
+        ss,
+        &mut src.client(),
+        &mut dst.conn("marker"),
+        value,
+        Duration::from_secs(30),
     );
 }
 
@@ -282,13 +276,7 @@ impl Target for RedisCluster {
         self.node_for_key(key.as_bytes()).client()
     }
     fn differences(&self, src: &RedisServer) -> Vec<Difference> {
-        let mut sc = src.client();
-        compare_sources(
-            &mut StandaloneReader(&mut sc),
-            &mut self.reader(),
-            IGNORE,
-            &CompareOptions::default(),
-        )
+        crate::exactly_once_cluster::differences(src, self)
     }
 }
 
@@ -329,25 +317,16 @@ fn assert_exact(src: &RedisServer, dst: &impl Target) {
     assert_no_differences(&dst.differences(src));
 }
 
-fn kill(ss: &mut Shardsync) {
-    let status = ss.kill();
-    assert!(
-        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-        "shardsync exited by itself ({status:?}):\n{}",
-        ss.log_tail(40)
-    );
-}
-
 /// The repair's copy of `lst` (read at source offset F, holding `elem-1..5`) commits with a
 /// position before those `RPUSH`es; shardsync is SIGKILLed there. The restart replays them:
 /// without the fence on the target they were appended a second time (11 elements).
 fn fence_window(dst: &impl Target) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let run = quiet_run();
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let proxy = StopProxy::start(src.port(), &[b"elem-0\r\n", b"go-repair\r\n"]);
     let mut sc = src.client();
     exec(&mut sc, &["SET", "plain", "v"]);
-    let mut ss = spawn_quiet(&proxy, dst, dir.path());
+    let mut ss = spawn_via(&run, &proxy, dst);
     wait_marker(&ss, &src, dst, "ready");
     exec(&mut dst.conn("lst"), &["SET", "lst", "diverged"]);
     // Rejected on the target (WRONGTYPE); the stream is held right after it.
@@ -370,7 +349,7 @@ fn fence_window(dst: &impl Target) {
         "the repair's copy never reached the target; log:\n{}",
         ss.log_tail(40)
     );
-    kill(&mut ss);
+    sigkill(&mut ss);
     // The window: the copy and its fence committed, the position before the fence.
     let mut dc = dst.conn("lst");
     let fences = record_key(&mut dc, ":fences*").expect("the fence is recorded on the target");
@@ -383,7 +362,7 @@ fn fence_window(dst: &impl Target) {
     assert!(fence > at, "fence {fence} not ahead of the position {at}");
     println!("killed with the position at {at}, the fence of lst at {fence} ({fences})");
     proxy.release(usize::MAX);
-    let mut ss = spawn_quiet(&proxy, dst, dir.path());
+    let mut ss = spawn_via(&run, &proxy, dst);
     wait_marker(&ss, &src, dst, "after-restart");
     assert_eq!(
         llen(&mut dst.conn("lst"), "lst"),
@@ -425,8 +404,7 @@ fn fenced_repair_survives_a_sigkill_cluster_target() {
 /// the record the restart never repairs it (the rejected `RPUSH` is behind the position).
 #[test]
 fn pending_repair_survives_a_sigkill() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (src, dst, proxy, mut ss) = setup(&[], dir.path());
+    let (src, dst, proxy, run, mut ss) = setup(&[]);
     let (mut sc, mut dc) = (src.client(), dst.client());
     exec(&mut dc, &["SET", "lst", "diverged"]);
     proxy.refuse_dumps.store(true, Ordering::SeqCst);
@@ -446,9 +424,9 @@ fn pending_repair_survives_a_sigkill() {
         "the pending repair was not recorded; log:\n{}",
         ss.log_tail(40)
     );
-    kill(&mut ss);
+    sigkill(&mut ss);
     proxy.refuse_dumps.store(false, Ordering::SeqCst);
-    let mut ss = spawn_urls(&proxy.url(), &dst.url(), dir.path());
+    let mut ss = spawn_via(&run, &proxy, &dst);
     exec(&mut sc, &["RPUSH", "lst2", "after-restart"]);
     wait_caught_up(&ss, &dst);
     assert!(
@@ -477,11 +455,11 @@ fn pending_repair_survives_a_sigkill() {
 fn pending_repairs_beyond_one_run_survive_a_sigkill() {
     const KEYS: usize = 300;
     const PER_RUN: usize = 256;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let run = quiet_run();
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis70);
     let proxy = StopProxy::start(src.port(), &[b"$4\r\nEXEC\r\n", b"go-repair\r\n"]);
-    let mut ss = spawn_quiet(&proxy, &dst, dir.path());
+    let mut ss = spawn_via(&run, &proxy, &dst);
     wait_marker(&ss, &src, &dst, "ready");
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k:{i:03}")).collect();
     let mut diverge = redis::pipe();
@@ -517,7 +495,7 @@ fn pending_repairs_beyond_one_run_survive_a_sigkill() {
         "no key repaired; log:\n{}",
         ss.log_tail(40)
     );
-    kill(&mut ss);
+    sigkill(&mut ss);
     let repaired = lists(&dst, &keys);
     assert!(
         (1..=PER_RUN).contains(&repaired),
@@ -529,7 +507,7 @@ fn pending_repairs_beyond_one_run_survive_a_sigkill() {
         pending(&dst)
     );
     proxy.release(usize::MAX);
-    let mut ss = spawn_quiet(&proxy, &dst, dir.path());
+    let mut ss = spawn_via(&run, &proxy, &dst);
     wait_marker(&ss, &src, &dst, "after-restart");
     assert!(
         wait_until(Duration::from_secs(30), || lists(&dst, &keys) == KEYS),

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::util::{now_ms, wait_until};
+use common::run::{SyncRun, assert_no_panic, wait_server_caught_up};
+use common::util::wait_until;
 use common::*;
 
-const HEARTBEAT: &str = "shardsync:heartbeat";
 const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*"];
 /// Elements of the list: 40 `RPUSH` of 512 when rewritten, 5 batches of 8 commands.
 pub(crate) const ELEMENTS: usize = 20_000;
@@ -109,82 +108,55 @@ impl ReplyCutProxy {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Arms the proxy, runs `write` and waits until it cut the replies; panics with the log
+    /// of `ss` if it never does.
+    pub(crate) fn cut_around(&self, ss: &Shardsync, write: impl FnOnce()) {
+        self.armed.store(true, Ordering::SeqCst);
+        write();
+        assert!(
+            wait_until(Duration::from_secs(20), || self
+                .tripped
+                .load(Ordering::SeqCst)),
+            "the replies were never cut; log:\n{}",
+            ss.log_tail(40)
+        );
+    }
 }
 
-/// The tests' config, with `sync` lines (e.g. the heartbeat interval).
-fn config_with(dir: &std::path::Path, sync: &str) -> std::path::PathBuf {
-    let path = dir.join("shardsync.toml");
-    std::fs::write(
-        &path,
-        format!("[sync]\n{sync}exactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n"),
-    )
-    .expect("write config");
-    path
+/// The run of these tests (no `/status`: each is restarted or killed), with `sync` lines
+/// (e.g. the heartbeat interval): exactly-once, batches of 8 commands, a 1 s reply deadline.
+pub(crate) fn exact_run_with(sync: &str) -> SyncRun {
+    SyncRun::without_status(Some(&format!(
+        "[sync]\n{sync}exactly_once = true\nbatch_max_commands = 8\n[target]\nreply_timeout_ms = 1000\n"
+    )))
 }
 
-fn spawn(src: &RedisServer, target_url: &str, state: &std::path::Path) -> Shardsync {
-    spawn_urls(&src.url(), target_url, state)
+/// [`exact_run_with`] a heartbeat every 100 ms.
+pub(crate) fn exact_run() -> SyncRun {
+    exact_run_with("heartbeat_interval_ms = 100\n")
 }
 
-/// shardsync from `source_url` (e.g. a proxy in front of the source) into `target_url`.
-pub(crate) fn spawn_urls(source_url: &str, target_url: &str, state: &std::path::Path) -> Shardsync {
-    spawn_with(
-        source_url,
-        target_url,
-        state,
-        "heartbeat_interval_ms = 100\n",
-    )
-}
-
-/// [`spawn_urls`] with other `sync` lines in the config.
-pub(crate) fn spawn_with(
-    source_url: &str,
-    target_url: &str,
-    state: &std::path::Path,
-    sync: &str,
-) -> Shardsync {
-    let cfg = config_with(state, sync);
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        source_url,
-        "--target",
-        target_url,
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        cfg.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ])
-}
-
+/// Waits (30 s) until `dst` holds everything written to the source so far.
 pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer) {
-    let after = now_ms();
-    let mut dc = dst.client();
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(HEARTBEAT)
-                .query(&mut dc)
-                .unwrap_or(None);
-            v.and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|v| v >= after)
-        }),
-        "target did not catch up; shardsync log:\n{}",
-        ss.log_tail(60)
-    );
+    wait_server_caught_up(ss, dst, Duration::from_secs(30));
 }
 
 /// A source holding a list of [`ELEMENTS`] (Redis 7.0: its `DUMP` is RDB 10, which Redis 6.0
-/// cannot read), the target behind the proxy, shardsync caught up. Returns the `DUMP` payload.
-fn setup() -> (RedisServer, RedisServer, ReplyCutProxy, Vec<u8>) {
+/// cannot read), the target behind the proxy, shardsync caught up; then the list is restored
+/// as `big` and the proxy cut the replies of its second batch on. Returns the run (`ss` on it).
+fn restore_with_replies_cut() -> (RedisServer, RedisServer, SyncRun, Shardsync) {
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis60);
     let payload = big_list_dump(&src);
     // The 10th RPUSH of 512 answers 5120: the replies of the second batch on are lost.
     let proxy = ReplyCutProxy::start(dst.port(), b":5120\r\n");
-    (src, dst, proxy, payload)
+    let run = exact_run();
+    let mut ss = run.spawn_pair(&src.url(), &proxy.url(), &[]);
+    ss.expect_log("RDB received", Duration::from_secs(30));
+    wait_caught_up(&ss, &dst);
+    proxy.cut_around(&ss, || restore(&src, &payload));
+    (src, dst, run, ss)
 }
 
 /// Makes a list `template` of [`ELEMENTS`] on `src` (a Redis 7.0) and returns its `DUMP`
@@ -222,34 +194,14 @@ fn assert_exact(src: &RedisServer, dst: &RedisServer) {
         .query(&mut dst.client())
         .expect("LLEN");
     assert_eq!(len, ELEMENTS, "the rewritten list on the target");
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        IGNORE,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
+    assert_same(&mut src.client(), &mut dst.client(), &[0], IGNORE);
 }
 
 /// The writer loses the replies of committed pieces, stalls, reconnects: it must not write
 /// those pieces again.
 #[test]
 fn restore_pieces_after_a_reconnect_are_exact() {
-    let (src, dst, proxy, payload) = setup();
-    let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn(&src, &proxy.url(), state.path());
-    ss.expect_log("RDB received", Duration::from_secs(30));
-    wait_caught_up(&ss, &dst);
-    proxy.armed.store(true, Ordering::SeqCst);
-    restore(&src, &payload);
-    assert!(
-        wait_until(Duration::from_secs(20), || proxy
-            .tripped
-            .load(Ordering::SeqCst)),
-        "the replies were never cut; log:\n{}",
-        ss.log_tail(40)
-    );
+    let (src, dst, _run, mut ss) = restore_with_replies_cut();
     ss.expect_log("stalled", Duration::from_secs(20));
     wait_caught_up(&ss, &dst);
     assert_exact(&src, &dst);
@@ -260,27 +212,14 @@ fn restore_pieces_after_a_reconnect_are_exact() {
 {}",
         ss.log_tail(40)
     );
-    assert!(!ss.log().contains("panicked"));
+    assert_no_panic(&ss);
 }
 
 /// shardsync is SIGKILLed while the target holds some pieces whose replies it never got; the
 /// restart (straight to the target) resumes before the `RESTORE` and writes it whole again.
 #[test]
 fn restore_pieces_after_a_crash_are_exact() {
-    let (src, dst, proxy, payload) = setup();
-    let state = tempfile::tempdir().expect("state dir");
-    let mut ss = spawn(&src, &proxy.url(), state.path());
-    ss.expect_log("RDB received", Duration::from_secs(30));
-    wait_caught_up(&ss, &dst);
-    proxy.armed.store(true, Ordering::SeqCst);
-    restore(&src, &payload);
-    assert!(
-        wait_until(Duration::from_secs(20), || proxy
-            .tripped
-            .load(Ordering::SeqCst)),
-        "the replies were never cut; log:\n{}",
-        ss.log_tail(40)
-    );
+    let (src, dst, run, mut ss) = restore_with_replies_cut();
     std::thread::sleep(Duration::from_millis(300));
     ss.kill();
     let partial: usize = redis::cmd("LLEN")
@@ -292,10 +231,10 @@ fn restore_pieces_after_a_crash_are_exact() {
         .arg("after")
         .query(&mut src.client())
         .expect("INCR");
-    let ss2 = spawn(&src, &dst.url(), state.path());
+    let ss2 = run.spawn_pair(&src.url(), &dst.url(), &[]);
     wait_caught_up(&ss2, &dst);
     assert_exact(&src, &dst);
-    assert!(!ss2.log().contains("panicked"));
+    assert_no_panic(&ss2);
 }
 
 /// A batch holding a command Redis 6.0 refuses at queue time (`GEOSEARCHSTORE`), with later
@@ -309,40 +248,13 @@ fn queue_time_refusal_behind_pipelined_batches_is_exact() {
     let src = RedisServer::start_with(ServerKind::Redis70, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis60);
     let mut sc = src.client();
-    let _: i64 = redis::cmd("GEOADD")
-        .arg("places")
-        .arg("13.361389")
-        .arg("38.115556")
-        .arg("Palermo")
-        .arg("15.087269")
-        .arg("37.502669")
-        .arg("Catania")
-        .query(&mut sc)
-        .expect("GEOADD");
+    common::util::run(&mut sc, &common::dataset::geoadd_places(), "GEOADD");
     let proxy = ReplyCutProxy::start(dst.port(), b"-EXECABORT");
-    let state = tempfile::tempdir().expect("state dir");
-    let cfg = state.path().join("shardsync.toml");
     // The default reply deadline (10 s): no reconnect before the kill.
-    std::fs::write(
-        &cfg,
+    let sync = SyncRun::without_status(Some(
         "[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n",
-    )
-    .expect("write config");
-    let run = |target: &str| {
-        Shardsync::spawn(&[
-            "run",
-            "--source",
-            &src.url(),
-            "--target",
-            target,
-            "--state-dir",
-            state.path().to_str().expect("utf-8 path"),
-            "--config",
-            cfg.to_str().expect("utf-8 path"),
-            "--metrics-addr",
-            "off",
-        ])
-    };
+    ));
+    let run = |target: &str| sync.spawn_pair(&src.url(), target, &[]);
     let mut ss = run(&proxy.url());
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_caught_up(&ss, &dst);
@@ -363,13 +275,6 @@ fn queue_time_refusal_behind_pipelined_batches_is_exact() {
         .query(&mut dst.client())
         .expect("GET");
     assert_eq!(ctr, Some(2), "both INCRs of the batch, once each");
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        IGNORE,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
-    assert!(!ss2.log().contains("panicked"));
+    assert_same(&mut src.client(), &mut dst.client(), &[0], IGNORE);
+    assert_no_panic(&ss2);
 }

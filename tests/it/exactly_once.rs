@@ -6,20 +6,21 @@
 //! (AOF, `appendfsync always`) under load and restarts it from its AOF.
 
 use crate::common;
-use crate::common::util::now_ms;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
-use common::util::{DetRng, wait_until};
+use common::compare::{CompareOptions, compare_servers_with};
+use common::dataset;
+use common::run::{
+    SyncRun, assert_no_panic, sigkill, stop, wait_server_caught_up as wait_caught_up,
+};
+use common::util::{self, DetRng, wait_until};
 use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
-const HEARTBEAT: &str = "shardsync:heartbeat";
 pub(crate) const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
 /// What the workload does: a steady mix, or only `MULTI`/`EXEC` blocks.
@@ -150,72 +151,81 @@ impl Workload {
             std::thread::sleep(Duration::from_millis(4));
         }
     }
+
+    /// The end of a kill test on its last run `ss`: once it streams, the load goes on for
+    /// `settle`, then stops (its thread `handle` ends).
+    pub(crate) fn finish_on(&self, ss: &mut Shardsync, handle: JoinHandle<()>, settle: Duration) {
+        ss.expect_log("replication started", Duration::from_secs(30));
+        std::thread::sleep(settle);
+        self.stop_and_join(handle);
+    }
+
+    /// Stops the load and waits for its thread `handle`.
+    pub(crate) fn stop_and_join(&self, handle: JoinHandle<()>) {
+        self.stop.store(true, Ordering::Release);
+        handle.join().expect("workload thread");
+    }
 }
 
-fn write_config(dir: &Path) -> PathBuf {
-    let path = dir.join("shardsync.toml");
+/// A Redis 7.0 source (128 MB backlog, diskless sync) holding `keys` keys of `bytes` bytes: a
+/// full sync long enough to be interrupted.
+pub(crate) fn populated_source(keys: u64, bytes: u64) -> RedisServer {
+    let src = RedisServer::start_with(
+        KIND,
+        &[
+            "--enable-debug-command",
+            "yes",
+            "--repl-backlog-size",
+            "128mb",
+            "--repl-diskless-sync",
+            "yes",
+        ],
+    );
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(keys)
+        .arg("bulk")
+        .arg(bytes)
+        .query(&mut src.client())
+        .expect("DEBUG POPULATE");
+    src
+}
+
+/// The run of these tests: exactly-once, a heartbeat every 100 ms, no `/status` (restarted
+/// again and again).
+fn exact_run() -> SyncRun {
     // With `$EXACT_KEEP_LOGS` set, debug logs (kept there when a comparison fails).
     let level = if std::env::var_os("EXACT_KEEP_LOGS").is_some() {
         "log_level = \"shardsync=debug,info\"\n"
     } else {
         ""
     };
-    std::fs::write(
-        &path,
-        format!("{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n"),
-    )
-    .expect("write config");
-    path
+    SyncRun::without_status(Some(&format!(
+        "{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n"
+    )))
 }
 
-fn spawn(src: &RedisServer, dst: &RedisServer, state: &Path, config: &Path) -> Shardsync {
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.url(),
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ])
-}
-
-fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
-    let v: Option<String> = redis::cmd("GET").arg(HEARTBEAT).query(conn).unwrap_or(None);
-    v.and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|v| v >= ms)
-}
-
-/// Waits until a heartbeat written after now reached the target (everything written to the
-/// source before is then applied).
-pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
-    let after = now_ms();
-    let mut dc = loop {
-        if let Ok(c) = redis::Client::open(dst.url()).and_then(|c| c.get_connection()) {
-            break c;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        wait_until(timeout, || heartbeat_at_least(&mut dc, after)),
-        "target did not catch up within {timeout:?}; shardsync log:\n{}",
-        ss.log_tail(60)
-    );
-}
-
+/// Databases 0 and 2 of `dst` equal the source's key by key (progress keys aside).
 pub(crate) fn assert_exact(src: &RedisServer, dst: &RedisServer) {
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0, 2],
-        IGNORE,
-        &CompareOptions::default(),
+    assert_same(&mut src.client(), &mut dst.client(), &[0, 2], IGNORE);
+}
+
+/// The last run of a kill test (`log`) resumed from the target's keys (`resume_line` is in its
+/// log) without a full sync, and at least 8 of the restarts before it (`resumed`) resumed with
+/// `+CONTINUE`.
+pub(crate) fn assert_last_run_resumed(log: &str, resume_line: &str, resumed: usize) {
+    assert!(
+        log.contains(resume_line),
+        "the last run did not resume from the target ({resume_line:?} not in its log):\n{log}"
     );
-    assert_no_differences(&diffs);
+    assert!(
+        !log.contains("full sync started"),
+        "the last run did a full sync:\n{log}"
+    );
+    assert!(
+        resumed >= 8,
+        "only {resumed} of the restarts resumed with +CONTINUE"
+    );
 }
 
 /// With `$EXACT_KEEP_LOGS` set and the copy different: keeps shardsync's log, the target's log
@@ -246,64 +256,81 @@ fn keep_logs_if_different(src: &RedisServer, dst: &RedisServer, ss: &Shardsync, 
         .status();
 }
 
-pub(crate) fn assert_no_panic(ss: &Shardsync) {
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+/// SIGKILLs of shardsync at random moments under a [`Workload`] ([`Kills::kill`]), counting the
+/// rounds that had resumed with a partial resync.
+pub(crate) struct Kills<'a> {
+    load: &'a Workload,
+    rng: DetRng,
+    /// How long a run may take to reach the stream phase.
+    stream_timeout: Duration,
+    /// The test's start (printed with each kill).
+    t0: Instant,
+    /// Names the kept logs.
+    name: &'a str,
+    /// Rounds whose run had resumed with a partial resync (`+CONTINUE`).
+    pub(crate) resumed: usize,
 }
 
-/// One round of a kill test on the running `ss`: rounds 0 and 1 are killed during the full sync,
-/// the others once the stream flows (with `MULTI`/`EXEC` bursts in rounds 5–7), after a random
-/// pause. Returns whether the round resumed with a partial resync. Keeps each round's log in
-/// `$EXACT_KEEP_LOGS/<name>-<round>.log` when that is set.
-pub(crate) fn kill_at_a_random_moment(
-    mut ss: Shardsync,
-    round: usize,
-    rng: &mut DetRng,
-    load: &Workload,
-    stream_timeout: Duration,
-    t0: Instant,
-    name: &str,
-) -> bool {
-    let mut resumed = false;
-    if round < 2 {
-        // During the full sync: the RDB is being applied.
-        ss.expect_log("full sync started", Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(150 + rng.below(300)));
-        assert!(
-            !ss.log().contains("RDB received"),
-            "round {round}: the full sync ended before the kill; log:\n{}",
-            ss.log_tail(30)
-        );
-    } else {
-        ss.expect_log("replication started", Duration::from_secs(30));
-        if !wait_until(stream_timeout, || {
-            let l = ss.log();
-            l.contains("partial resync accepted") || l.contains("RDB received")
-        }) {
-            panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
+impl<'a> Kills<'a> {
+    pub(crate) fn new(
+        load: &'a Workload,
+        seed: u64,
+        stream_timeout: Duration,
+        t0: Instant,
+        name: &'a str,
+    ) -> Kills<'a> {
+        Kills {
+            load,
+            rng: DetRng::new(seed),
+            stream_timeout,
+            t0,
+            name,
+            resumed: 0,
         }
-        resumed = ss.log().contains("partial resync accepted");
-        load.bursts
-            .store((5..8).contains(&round), Ordering::Release);
-        std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
     }
-    assert_no_panic(&ss);
-    let status = ss.kill();
-    assert!(
-        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-        "round {round}: shardsync exited by itself ({status:?}):\n{}",
-        ss.log_tail(40)
-    );
-    println!(
-        "round {round} killed at {:.1?} ops {}",
-        t0.elapsed(),
-        load.ops.load(Ordering::Relaxed)
-    );
-    if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
-        let _ = std::fs::create_dir_all(&d);
-        let _ = std::fs::write(format!("{d}/{name}-{round}.log"), ss.log());
+
+    /// One round of a kill test on the running `ss`: rounds 0 and 1 are killed during the full
+    /// sync, the others once the stream flows (with `MULTI`/`EXEC` bursts in rounds 5–7), after
+    /// a random pause. Counts the round in `resumed` when it resumed with a partial resync.
+    /// Keeps each round's log in `$EXACT_KEEP_LOGS/<name>-<round>.log` when that is set.
+    pub(crate) fn kill(&mut self, mut ss: Shardsync, round: usize) {
+        if round < 2 {
+            // During the full sync: the RDB is being applied.
+            ss.expect_log("full sync started", Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(150 + self.rng.below(300)));
+            assert!(
+                !ss.log().contains("RDB received"),
+                "round {round}: the full sync ended before the kill; log:\n{}",
+                ss.log_tail(30)
+            );
+        } else {
+            ss.expect_log("replication started", Duration::from_secs(30));
+            if !wait_until(self.stream_timeout, || {
+                let l = ss.log();
+                l.contains("partial resync accepted") || l.contains("RDB received")
+            }) {
+                panic!("round {round}: no stream phase; log:\n{}", ss.log_tail(40));
+            }
+            if ss.log().contains("partial resync accepted") {
+                self.resumed += 1;
+            }
+            self.load
+                .bursts
+                .store((5..8).contains(&round), Ordering::Release);
+            std::thread::sleep(Duration::from_millis(100 + self.rng.below(1400)));
+        }
+        assert_no_panic(&ss);
+        sigkill(&mut ss);
+        println!(
+            "round {round} killed at {:.1?} ops {}",
+            self.t0.elapsed(),
+            self.load.ops.load(Ordering::Relaxed)
+        );
+        if let Ok(d) = std::env::var("EXACT_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::write(format!("{d}/{}-{round}.log", self.name), ss.log());
+        }
     }
-    resumed
 }
 
 /// Twelve SIGKILLs of shardsync: two during the full sync, three during `MULTI`/`EXEC` bursts,
@@ -311,73 +338,26 @@ pub(crate) fn kill_at_a_random_moment(
 #[test]
 fn sigkill_twelve_times_standalone_target_is_exact() {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        KIND,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
+    let src = populated_source(20_000, 4000);
     let dst = RedisServer::start(KIND);
-    // A full sync long enough to be interrupted.
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(20_000)
-        .arg("bulk")
-        .arg(4000)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path());
+    let run = exact_run();
+    let spawn = || run.spawn_pair(&src.url(), &dst.url(), &[]);
     let (load, handle) = Workload::start(src.url(), 12);
-    let mut rng = DetRng::new(0x5eed);
-    let mut kills = 0;
-    let mut resumed = 0;
+    let mut kills = Kills::new(&load, 0x5eed, Duration::from_secs(40), t0, "round");
     for round in 0..12 {
-        let ss = spawn(&src, &dst, state.path(), &config);
-        if kill_at_a_random_moment(
-            ss,
-            round,
-            &mut rng,
-            &load,
-            Duration::from_secs(40),
-            t0,
-            "round",
-        ) {
-            resumed += 1;
-        }
-        kills += 1;
+        kills.kill(spawn(), round);
     }
     load.bursts.store(false, Ordering::Release);
     // The last run: catch up, stop the load, catch up again, compare.
-    let mut ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("replication started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
+    let mut ss = spawn();
+    load.finish_on(&mut ss, handle, Duration::from_millis(1000));
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
     assert_exact(&src, &dst);
-    let log = ss.log();
-    assert!(
-        log.contains("found the target's progress key"),
-        "the last run did not resume from the target:\n{log}"
-    );
-    assert!(
-        !log.contains("full sync started"),
-        "the last run did a full sync:\n{log}"
-    );
-    assert!(
-        resumed >= 8,
-        "only {resumed} of the restarts resumed with +CONTINUE"
-    );
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    let resumed = kills.resumed;
+    assert_last_run_resumed(&ss.log(), "found the target's progress key", resumed);
+    stop(&mut ss);
     println!(
-        "EXACTLY-ONCE standalone: {kills} SIGKILLs ({resumed} partial resyncs), {} source writes, target exact; {:.1?}",
+        "EXACTLY-ONCE standalone: 12 SIGKILLs ({resumed} partial resyncs), {} source writes, target exact; {:.1?}",
         load.ops.load(Ordering::Relaxed),
         t0.elapsed()
     );
@@ -385,23 +365,12 @@ fn sigkill_twelve_times_standalone_target_is_exact() {
 
 /// Writes one pipeline (one batch on the target side) around a `GEOSEARCHSTORE`, which a Redis
 /// 6.0 target refuses at queue time: `INCR ctr`, `RPUSH list a`, the refused command, `INCR ctr`,
-/// `RPUSH list b` (`places` must hold Palermo and Catania).
+/// `RPUSH list b` (`places` must hold Palermo and Catania: [`dataset::geoadd_places`]).
 pub(crate) fn write_batch_with_a_refused_command(sc: &mut redis::Connection) {
     let mut p = redis::pipe();
     p.cmd("INCR").arg("ctr").ignore();
     p.cmd("RPUSH").arg("list").arg("a").ignore();
-    p.cmd("GEOSEARCHSTORE")
-        .arg("near")
-        .arg("places")
-        .arg("FROMLONLAT")
-        .arg("15")
-        .arg("37")
-        .arg("BYBOX")
-        .arg("400")
-        .arg("400")
-        .arg("km")
-        .arg("ASC")
-        .ignore();
+    p.add_command(dataset::geosearchstore_near()).ignore();
     p.cmd("INCR").arg("ctr").ignore();
     p.cmd("RPUSH").arg("list").arg("b").ignore();
     p.query::<()>(sc).expect("pipeline");
@@ -416,10 +385,9 @@ fn target_sigkill_restarts_from_aof_exact() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
     let mut dst =
         RedisServer::start_with(KIND, &["--appendonly", "yes", "--appendfsync", "always"]);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path());
+    let run = exact_run();
     let (load, handle) = Workload::start(src.url(), 34);
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let mut ss = run.spawn_pair(&src.url(), &dst.url(), &[]);
     ss.expect_log("RDB received", Duration::from_secs(30));
     let mut rng = DetRng::new(7);
     for round in 0..3 {
@@ -430,9 +398,7 @@ fn target_sigkill_restarts_from_aof_exact() {
         dst.restart();
     }
     load.bursts.store(false, Ordering::Release);
-    std::thread::sleep(Duration::from_millis(800));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
+    load.finish_on(&mut ss, handle, Duration::from_millis(800));
     wait_caught_up(&ss, &dst, Duration::from_secs(60));
     keep_logs_if_different(&src, &dst, &ss, "target-aof");
     assert_exact(&src, &dst);
@@ -454,20 +420,10 @@ fn refused_command_stays_out_of_the_transaction() {
     let src = RedisServer::start_with(KIND, &["--repl-diskless-sync-delay", "0"]);
     let dst = RedisServer::start(ServerKind::Redis60);
     let mut sc = src.client();
-    let _: () = redis::cmd("GEOADD")
-        .arg("places")
-        .arg("13.361389")
-        .arg("38.115556")
-        .arg("Palermo")
-        .arg("15.087269")
-        .arg("37.502669")
-        .arg("Catania")
-        .query::<i64>(&mut sc)
-        .map(|_| ())
-        .expect("GEOADD");
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path());
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    util::run(&mut sc, &dataset::geoadd_places(), "GEOADD");
+    let run = exact_run();
+    let spawn = || run.spawn_pair(&src.url(), &dst.url(), &[]);
+    let mut ss = spawn();
     ss.expect_log("RDB received", Duration::from_secs(30));
     wait_caught_up(&ss, &dst, Duration::from_secs(30));
     // One pipeline: one batch on the target side.
@@ -480,14 +436,7 @@ fn refused_command_stays_out_of_the_transaction() {
         ss.log_tail(40)
     );
     wait_caught_up(&ss, &dst, Duration::from_secs(30));
-    let diffs = compare_servers_with(
-        &mut src.client(),
-        &mut dst.client(),
-        &[0],
-        IGNORE,
-        &CompareOptions::default(),
-    );
-    assert_no_differences(&diffs);
+    assert_same(&mut src.client(), &mut dst.client(), &[0], IGNORE);
     // And a kill right after still resumes exactly.
     ss.kill();
     let _: () = redis::cmd("INCR")
@@ -495,7 +444,7 @@ fn refused_command_stays_out_of_the_transaction() {
         .query::<i64>(&mut sc)
         .map(|_| ())
         .expect("INCR");
-    let ss2 = spawn(&src, &dst, state.path(), &config);
+    let ss2 = spawn();
     wait_caught_up(&ss2, &dst, Duration::from_secs(30));
     let v: i64 = redis::cmd("GET")
         .arg("ctr")
@@ -537,19 +486,9 @@ fn fence_closes_other_runs_connections_only() {
             c
         })
         .collect();
-    let state = tempfile::tempdir().expect("state dir");
     // No config: exactly-once is on by default ("auto") on a standalone target.
-    let ss = Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.url(),
-        "--state-dir",
-        state.path().to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ]);
+    let run = SyncRun::without_status(None);
+    let ss = run.spawn_pair(&src.url(), &dst.url(), &[]);
     wait_caught_up(&ss, &dst, Duration::from_secs(30));
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")

@@ -5,35 +5,32 @@
 //! source key by key — no duplicate tolerance.
 
 use crate::common;
-use crate::exactly_once::{Workload, kill_at_a_random_moment};
+use crate::exactly_once::{IGNORE, Kills, Workload, assert_last_run_resumed, populated_source};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::cluster::{RedisCluster, StandaloneReader, compare_sources};
 use common::compare::{CompareOptions, assert_no_differences};
+use common::run::{HEARTBEAT, SyncRun, assert_no_panic, sigkill, stop, wait_caught_up_within};
 use common::util::{DetRng, now_ms, wait_until};
 use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
-const HEARTBEAT: &str = "shardsync:heartbeat";
-const IGNORE: &[&[u8]] = &[b"shardsync:heartbeat*", b"__shardsync:progress:*"];
 
-fn write_config(dir: &Path, exact: bool) -> PathBuf {
-    let path = dir.join("shardsync.toml");
-    // With `$EXACT_KEEP_LOGS` set, debug logs (each run's kept there, see [`keep_log`]).
+/// The run of these tests (exactly-once on the cluster target, a heartbeat every 100 ms, no
+/// `/status`: restarted again and again). With `$EXACT_KEEP_LOGS` set, debug logs (each run's
+/// kept there, see [`keep_log`]).
+fn exact_run() -> SyncRun {
     let level = if std::env::var_os("EXACT_KEEP_LOGS").is_some() {
         "log_level = \"shardsync=debug,info\"\n"
     } else {
         ""
     };
-    std::fs::write(
-        &path,
-        format!("{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = {exact}\n"),
-    )
-    .expect("write config");
-    path
+    SyncRun::without_status(Some(&format!(
+        "{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n"
+    )))
 }
 
 /// With `$EXACT_KEEP_LOGS` set: keeps run `n`'s log there (`<name>-<pid>-<n>.log`), for the
@@ -63,39 +60,24 @@ fn assert_exact(src: &RedisServer, dst: &RedisCluster, ss: &Shardsync) {
     assert_no_differences(&diffs);
 }
 
-fn spawn(src: &RedisServer, dst: &RedisCluster, state: &Path, config: &Path) -> Shardsync {
-    Shardsync::spawn(&[
-        "run",
-        "--source",
-        &src.url(),
-        "--target",
-        &dst.seed_url(),
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ])
+/// `run` from the standalone `src` into the cluster `dst`.
+fn spawn(run: &SyncRun, src: &RedisServer, dst: &RedisCluster) -> Shardsync {
+    run.spawn_pair(&src.url(), &dst.seed_url(), &[])
+}
+
+/// SIGKILLs `ss` and starts `run` again in its place; the new run must resume with a partial
+/// resync.
+fn kill_and_resume(ss: &mut Shardsync, run: &SyncRun, src: &RedisServer, dst: &RedisCluster) {
+    sigkill(ss);
+    *ss = spawn(run, src, dst);
+    ss.expect_log("partial resync accepted", Duration::from_secs(30));
 }
 
 /// Waits until a heartbeat written after now reached the cluster.
 pub(crate) fn wait_caught_up(ss: &Shardsync, dst: &RedisCluster, timeout: Duration) {
     let after = now_ms();
     let mut c = dst.node_for_key(HEARTBEAT.as_bytes()).client();
-    let ok = wait_until(timeout, || {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(HEARTBEAT)
-            .query(&mut c)
-            .unwrap_or(None);
-        v.and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|v| v >= after)
-    });
-    assert!(
-        ok,
-        "cluster did not catch up within {timeout:?}; shardsync log:\n{}",
-        ss.log_tail(60)
-    );
+    wait_caught_up_within(&mut c, after, timeout, ss, "the cluster");
 }
 
 /// Waits until the cluster holds everything the source wrote until now: a heartbeat written
@@ -155,65 +137,21 @@ pub(crate) fn differences(
 #[test]
 fn sigkill_twelve_times_cluster_target_is_exact() {
     let t0 = Instant::now();
-    let src = RedisServer::start_with(
-        KIND,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
+    let src = populated_source(20_000, 4000);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(20_000)
-        .arg("bulk")
-        .arg(4000)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), true);
+    let run = exact_run();
     let (load, handle) = Workload::start_cluster(src.url(), 21);
-    let mut rng = DetRng::new(0xc1u64);
-    let mut resumed = 0;
+    let mut kills = Kills::new(&load, 0xc1u64, Duration::from_secs(60), t0, "cluster-round");
     for round in 0..12 {
-        let ss = spawn(&src, &dst, state.path(), &config);
-        if kill_at_a_random_moment(
-            ss,
-            round,
-            &mut rng,
-            &load,
-            Duration::from_secs(60),
-            t0,
-            "cluster-round",
-        ) {
-            resumed += 1;
-        }
+        kills.kill(spawn(&run, &src, &dst), round);
     }
     load.bursts.store(false, Ordering::Release);
-    let mut ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("replication started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
-    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(90));
+    let mut ss = spawn(&run, &src, &dst);
+    load.finish_on(&mut ss, handle, Duration::from_millis(1000));
+    wait_all_applied(&ss, &src, &dst, &run.state, Duration::from_secs(90));
     assert_exact(&src, &dst, &ss);
-    let log = ss.log();
-    assert!(
-        log.contains("found the target's progress key"),
-        "the last run did not resume from the target:\n{log}"
-    );
-    assert!(
-        !log.contains("full sync started"),
-        "the last run did a full sync:\n{log}"
-    );
-    assert!(
-        resumed >= 8,
-        "only {resumed} of the restarts resumed with +CONTINUE"
-    );
+    let resumed = kills.resumed;
+    assert_last_run_resumed(&ss.log(), "found the target's progress key", resumed);
     // The per-slot keys live on the masters that own their slots.
     for m in dst.masters() {
         assert!(
@@ -222,8 +160,7 @@ fn sigkill_twelve_times_cluster_target_is_exact() {
             m.port()
         );
     }
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
     println!(
         "EXACTLY-ONCE cluster: 12 SIGKILLs ({resumed} partial resyncs), {} source writes, cluster exact; {:.1?}",
         load.ops.load(Ordering::Relaxed),
@@ -355,10 +292,9 @@ fn node(dst: &RedisCluster, port: u16) -> &RedisServer {
 fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), true);
+    let run = exact_run();
     let (load, handle) = Workload::start_cluster(src.url(), 5);
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let mut ss = spawn(&run, &src, &dst);
     ss.expect_log("RDB received", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(700));
     let mut moved = Vec::new();
@@ -369,20 +305,12 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
         moved.push((slot, to));
         std::thread::sleep(Duration::from_millis(300));
         redirected |= ss.log().contains("write transaction was redirected");
-        let status = ss.kill();
         keep_log(&ss, "resharding", moved.len());
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
-        ss = spawn(&src, &dst, state.path(), &config);
-        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+        kill_and_resume(&mut ss, &run, &src, &dst);
         std::thread::sleep(Duration::from_millis(500));
     }
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
-    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
+    load.stop_and_join(handle);
+    wait_all_applied(&ss, &src, &dst, &run.state, Duration::from_secs(60));
     keep_log(&ss, "resharding", 0);
     assert_exact(&src, &dst, &ss);
     for (slot, to) in moved {
@@ -399,14 +327,12 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
             "no progress key of slot {slot} on its new owner {to}"
         );
     }
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_no_panic(&ss);
     assert!(
         redirected,
         "no slot transaction was redirected: the resharding did not meet the writers"
     );
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
 }
 
 /// A slot of the target held half-migrated: the list written to has moved to the new owner,
@@ -421,8 +347,7 @@ fn resharding_under_load_then_sigkill_cluster_target_is_exact() {
 fn half_migrated_slot_commits_in_source_order_across_a_kill() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "64mb"]);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), true);
+    let run = exact_run();
     const LIST: &str = "hm:list";
     let mut sc = src.client();
     let rpush = |c: &mut redis::Connection, v: String| {
@@ -433,7 +358,7 @@ fn half_migrated_slot_commits_in_source_order_across_a_kill() {
             .expect("RPUSH");
     };
     rpush(&mut sc, "rdb".into());
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let mut ss = spawn(&run, &src, &dst);
     ss.expect_log("RDB received", Duration::from_secs(30));
     // A first stream write: the slot's progress key now exists on the list's master.
     rpush(&mut sc, "stream".into());
@@ -458,14 +383,7 @@ fn half_migrated_slot_commits_in_source_order_across_a_kill() {
         rpush(&mut sc, format!("w{i}"));
         std::thread::sleep(Duration::from_millis(8));
         if i == 20 {
-            let status = ss.kill();
-            assert!(
-                Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-                "shardsync exited by itself ({status:?}):\n{}",
-                ss.log_tail(40)
-            );
-            ss = spawn(&src, &dst, state.path(), &config);
-            ss.expect_log("partial resync accepted", Duration::from_secs(30));
+            kill_and_resume(&mut ss, &run, &src, &dst);
         }
     }
     // The writes bounce between the two nodes for a while…
@@ -480,22 +398,13 @@ fn half_migrated_slot_commits_in_source_order_across_a_kill() {
     // …until the progress key moves too. A restart now finds it on the new owner only (the
     // old one answers `ASK`), then the slot is handed over.
     m.migrate(&dst, &[key]);
-    let status = ss.kill();
-    assert!(
-        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-        "shardsync exited by itself ({status:?}):\n{}",
-        ss.log_tail(40)
-    );
-    ss = spawn(&src, &dst, state.path(), &config);
-    ss.expect_log("partial resync accepted", Duration::from_secs(30));
+    kill_and_resume(&mut ss, &run, &src, &dst);
     std::thread::sleep(Duration::from_millis(300));
     m.finish(&dst);
-    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
+    wait_all_applied(&ss, &src, &dst, &run.state, Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    assert_no_panic(&ss);
+    stop(&mut ss);
 }
 
 /// `FLUSHALL` on the source under load (it carries no slot position and removes the slot keys:
@@ -505,10 +414,9 @@ fn half_migrated_slot_commits_in_source_order_across_a_kill() {
 fn flushall_then_sigkill_cluster_target_is_exact() {
     let src = RedisServer::start_with(KIND, &["--repl-backlog-size", "128mb"]);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), true);
+    let run = exact_run();
     let (load, handle) = Workload::start_cluster(src.url(), 9);
-    let mut ss = spawn(&src, &dst, state.path(), &config);
+    let mut ss = spawn(&run, &src, &dst);
     ss.expect_log("RDB received", Duration::from_secs(30));
     let mut rng = DetRng::new(99);
     for _ in 0..4 {
@@ -517,24 +425,13 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
             .query(&mut src.client())
             .expect("FLUSHALL");
         std::thread::sleep(Duration::from_millis(rng.below(60)));
-        let status = ss.kill();
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
-        ss = spawn(&src, &dst, state.path(), &config);
-        ss.expect_log("partial resync accepted", Duration::from_secs(30));
+        kill_and_resume(&mut ss, &run, &src, &dst);
     }
     std::thread::sleep(Duration::from_millis(500));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
-    wait_all_applied(&ss, &src, &dst, state.path(), Duration::from_secs(60));
+    load.stop_and_join(handle);
+    wait_all_applied(&ss, &src, &dst, &run.state, Duration::from_secs(60));
     assert_exact(&src, &dst, &ss);
-    let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
 }
 
 /// A cluster source (3 masters, so 3 shards, each with its own shard key and slot keys) into a
@@ -544,41 +441,21 @@ fn flushall_then_sigkill_cluster_target_is_exact() {
 fn cluster_source_sigkill_six_times_is_exact() {
     let src = RedisCluster::start_with(KIND, 3, 0, &["--repl-backlog-size", "64mb"]);
     let dst = RedisCluster::start(KIND, 3, 0);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loads = cluster_source_load(&src, &stop);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(state.path(), true);
-    let spawn_c = || {
-        Shardsync::spawn(&[
-            "run",
-            "--source",
-            &src.seed_url(),
-            "--target",
-            &dst.seed_url(),
-            "--state-dir",
-            state.path().to_str().expect("utf-8 path"),
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--metrics-addr",
-            "off",
-        ])
-    };
+    let loads_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads = cluster_source_load(&src, &loads_stop);
+    let run = exact_run();
+    let spawn_c = || run.spawn_pair(&src.seed_url(), &dst.seed_url(), &[]);
     let mut rng = DetRng::new(3);
     let mut ss = spawn_c();
     ss.expect_log("RDB received", Duration::from_secs(30));
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
-        let status = ss.kill();
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
+        sigkill(&mut ss);
         ss = spawn_c();
         ss.expect_log("replication started", Duration::from_secs(30));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Release);
+    loads_stop.store(true, Ordering::Release);
     for l in loads {
         l.join().expect("workload thread");
     }
@@ -595,8 +472,8 @@ fn cluster_source_sigkill_six_times_is_exact() {
         &CompareOptions::default(),
     );
     assert_no_differences(&diffs);
+    assert_no_panic(&ss);
     let log = ss.log();
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
     // Each shard resumed from its progress key, or repeated a full sync the last kill cut;
     // none lost its key (another shard's clear must not remove it).
     assert_eq!(
@@ -609,8 +486,7 @@ fn cluster_source_sigkill_six_times_is_exact() {
         !log.contains("the target has no progress key"),
         "a shard's progress key was lost:\n{log}"
     );
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
 }
 
 /// The workload of a cluster source: on each master, `INCR`/`RPUSH`/`APPEND`/`LPOP` and

@@ -12,36 +12,34 @@
 
 use crate::common;
 use crate::exactly_once::{
-    IGNORE, Workload, assert_exact, assert_no_panic, kill_at_a_random_moment, wait_caught_up,
+    IGNORE, Kills, Workload, assert_exact, assert_last_run_resumed, populated_source,
 };
 use crate::exactly_once_cluster::{
     cluster_source_load, differences as cluster_differences, heartbeats_at_least,
     wait_caught_up as cluster_caught_up,
 };
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::RedisCluster;
 use common::compare::{CompareOptions, assert_no_differences, compare_servers_with};
+use common::run::{
+    SyncRun, assert_no_panic, sigkill, stop, wait_server_caught_up as wait_caught_up,
+};
 use common::util::DetRng;
 use common::*;
 
-/// A config with `[[target]]` tables `(name, url)`.
-fn write_config(dir: &Path, source: &str, targets: &[(&str, String)], exact: &str) -> PathBuf {
+/// The run of these tests (no `/status`: restarted again and again), its config holding
+/// `[[target]]` tables `(name, url)`.
+fn fanout_run(source: &str, targets: &[(&str, String)], exact: &str) -> SyncRun {
     let t: Vec<(&str, String, &str)> = targets.iter().map(|(n, u)| (*n, u.clone(), "")).collect();
-    write_config_with(dir, source, &t, exact)
+    fanout_run_with(source, &t, exact)
 }
 
-/// [`write_config`] with extra lines in each `[[target]]` table `(name, url, extra)`.
-fn write_config_with(
-    dir: &Path,
-    source: &str,
-    targets: &[(&str, String, &str)],
-    exact: &str,
-) -> PathBuf {
+/// [`fanout_run`] with extra lines in each `[[target]]` table `(name, url, extra)`.
+fn fanout_run_with(source: &str, targets: &[(&str, String, &str)], exact: &str) -> SyncRun {
     let mut text = format!("[source]\nurl = \"{source}\"\n\n");
     for (name, url, extra) in targets {
         text.push_str(&format!(
@@ -51,21 +49,7 @@ fn write_config_with(
     text.push_str(&format!(
         "[sync]\nheartbeat_interval_ms = 100\nexactly_once = {exact}\n"
     ));
-    let path = dir.join("shardsync.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn spawn(state: &Path, config: &Path) -> Shardsync {
-    Shardsync::spawn(&[
-        "run",
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-        "--config",
-        config.to_str().expect("utf-8 path"),
-        "--metrics-addr",
-        "off",
-    ])
+    SyncRun::without_status(Some(&text))
 }
 
 /// The offset in the target's one progress key (`<replid>:<offset>:<db>[:<pieces>]`), `None`
@@ -82,6 +66,11 @@ fn progress_offset(dst: &RedisServer) -> Option<u64> {
         .query(&mut c)
         .ok()?;
     v?.split(':').nth(1)?.parse().ok()
+}
+
+/// Both targets hold a position and the two differ.
+fn positions_differ(a: Option<u64>, b: Option<u64>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
 }
 
 /// Pauses `dst`'s writes for 250 ms every ~600 ms while `on` (its writers fall behind).
@@ -109,29 +98,6 @@ fn pauser(
     })
 }
 
-/// A Redis 7.0 source (128 MB backlog, diskless sync) holding `keys` keys of `bytes` bytes.
-fn populated_source(keys: u64, bytes: u64) -> RedisServer {
-    let src = RedisServer::start_with(
-        ServerKind::Redis70,
-        &[
-            "--enable-debug-command",
-            "yes",
-            "--repl-backlog-size",
-            "128mb",
-            "--repl-diskless-sync",
-            "yes",
-        ],
-    );
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(keys)
-        .arg("bulk")
-        .arg(bytes)
-        .query(&mut src.client())
-        .expect("DEBUG POPULATE");
-    src
-}
-
 /// Keys of the source that differ on `dst` (databases 0 and 2, progress keys left out).
 fn differing(src: &RedisServer, dst: &RedisServer) -> usize {
     compare_servers_with(
@@ -148,17 +114,10 @@ fn differing(src: &RedisServer, dst: &RedisServer) -> usize {
 /// at least 8 of the restarts resumed with `+CONTINUE` and the targets' keys named different
 /// positions after at least 3 kills (else the per-target replay filter was not exercised).
 fn assert_resumed_apart(log: &str, resumed: usize, apart: usize) {
-    assert!(
-        log.contains("every target holds a position: resuming at the lowest"),
-        "the last run did not resume from the targets' keys:\n{log}"
-    );
-    assert!(
-        !log.contains("full sync started"),
-        "the last run did a full sync:\n{log}"
-    );
-    assert!(
-        resumed >= 8,
-        "only {resumed} of the restarts resumed with +CONTINUE"
+    assert_last_run_resumed(
+        log,
+        "every target holds a position: resuming at the lowest",
+        resumed,
     );
     assert!(
         apart >= 3,
@@ -173,9 +132,7 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     let src = populated_source(20_000, 4000);
     let fast = RedisServer::start(ServerKind::Redis70);
     let slow = RedisServer::start(ServerKind::Redis62);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(
-        state.path(),
+    let run = fanout_run(
         &src.url(),
         &[("fast", fast.url()), ("slow", slow.url())],
         // The default ("auto") is exactly-once on standalone targets, one or several.
@@ -187,23 +144,12 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
         Arc::new(AtomicBool::new(false)),
     );
     let pausing = pauser(&slow, pause_on.clone(), pause_stop.clone());
-    let mut rng = DetRng::new(0xfa_0a7);
-    let mut resumed = 0;
+    let mut kills = Kills::new(&load, 0xfa_0a7, Duration::from_secs(60), t0, "fanout");
     let mut apart = 0;
     for round in 0..12 {
-        let ss = spawn(state.path(), &config);
+        let ss = run.spawn(&[]);
         pause_on.store(round >= 2, Ordering::Release);
-        if kill_at_a_random_moment(
-            ss,
-            round,
-            &mut rng,
-            &load,
-            Duration::from_secs(60),
-            t0,
-            "fanout",
-        ) {
-            resumed += 1;
-        }
+        kills.kill(ss, round);
         pause_on.store(false, Ordering::Release);
         // Let a pause run out: the killed run's transactions the slow target still held in its
         // socket buffer are then applied or gone (the next run's fence closes the connection).
@@ -211,21 +157,15 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
         if exact && round >= 2 {
             let (f, s) = (progress_offset(&fast), progress_offset(&slow));
             println!("round {round}: progress fast {f:?} slow {s:?}");
-            if let (Some(f), Some(s)) = (f, s)
-                && f != s
-            {
-                apart += 1;
-            }
+            apart += usize::from(positions_differ(f, s));
         }
     }
     load.bursts.store(false, Ordering::Release);
     pause_stop.store(true, Ordering::Release);
     pausing.join().expect("pauser thread");
-    let mut ss = spawn(state.path(), &config);
-    ss.expect_log("replication started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
+    let mut ss = run.spawn(&[]);
+    load.finish_on(&mut ss, handle, Duration::from_millis(1000));
+    let resumed = kills.resumed;
     wait_caught_up(&ss, &fast, Duration::from_secs(90));
     wait_caught_up(&ss, &slow, Duration::from_secs(90));
     let log = ss.log();
@@ -242,8 +182,7 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
         assert_exact(&src, &slow);
         assert_resumed_apart(&log, resumed, apart);
     }
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
     diffs
 }
 
@@ -292,73 +231,59 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
     let src = populated_source(20_000, 4000);
     let one = RedisServer::start(ServerKind::Redis70);
     let cluster = RedisCluster::start(ServerKind::Redis70, 3, 0);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(
-        state.path(),
+    let run = fanout_run(
         &src.url(),
         &[("one", one.url()), ("cluster", cluster.seed_url())],
         "true",
     );
     let (load, handle) = Workload::start_cluster(src.url(), 33);
-    let stop = Arc::new(AtomicBool::new(false));
+    let pausers_stop = Arc::new(AtomicBool::new(false));
     let (pause_one, pause_master) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
     let master = cluster.masters()[1];
     let pausers = [
-        pauser(&one, pause_one.clone(), stop.clone()),
-        pauser(master, pause_master.clone(), stop.clone()),
+        pauser(&one, pause_one.clone(), pausers_stop.clone()),
+        pauser(master, pause_master.clone(), pausers_stop.clone()),
     ];
-    let mut rng = DetRng::new(0xc1_0a7);
-    let mut resumed = 0;
+    let mut kills = Kills::new(
+        &load,
+        0xc1_0a7,
+        Duration::from_secs(60),
+        t0,
+        "fanout-cluster",
+    );
     let mut apart = 0;
     for round in 0..12 {
-        let ss = spawn(state.path(), &config);
+        let ss = run.spawn(&[]);
         pause_one.store((2..7).contains(&round), Ordering::Release);
         pause_master.store(round >= 7, Ordering::Release);
-        if kill_at_a_random_moment(
-            ss,
-            round,
-            &mut rng,
-            &load,
-            Duration::from_secs(60),
-            t0,
-            "fanout-cluster",
-        ) {
-            resumed += 1;
-        }
+        kills.kill(ss, round);
         pause_one.store(false, Ordering::Release);
         pause_master.store(false, Ordering::Release);
         std::thread::sleep(Duration::from_millis(300));
         if round >= 2 {
             let (o, c) = (progress_offset(&one), cluster_progress_offset(&cluster));
             println!("round {round}: progress standalone {o:?} cluster {c:?}");
-            if let (Some(o), Some(c)) = (o, c)
-                && o != c
-            {
-                apart += 1;
-            }
+            apart += usize::from(positions_differ(o, c));
         }
     }
     load.bursts.store(false, Ordering::Release);
-    stop.store(true, Ordering::Release);
+    pausers_stop.store(true, Ordering::Release);
     for p in pausers {
         p.join().expect("pauser thread");
     }
-    let mut ss = spawn(state.path(), &config);
-    ss.expect_log("replication started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1000));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
+    let mut ss = run.spawn(&[]);
+    load.finish_on(&mut ss, handle, Duration::from_millis(1000));
+    let resumed = kills.resumed;
     wait_caught_up(&ss, &one, Duration::from_secs(90));
     cluster_caught_up(&ss, &cluster, Duration::from_secs(90));
     assert_exact(&src, &one);
     assert_no_differences(&cluster_differences(&src, &cluster));
     let log = ss.log();
     assert_resumed_apart(&log, resumed, apart);
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
     println!(
         "EXACTLY-ONCE fan-out standalone + cluster: 12 SIGKILLs ({resumed} partial resyncs; targets at different positions after {apart}), {} source writes, both exact; {:.1?}",
         load.ops.load(Ordering::Relaxed),
@@ -377,16 +302,14 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
     let src = populated_source(2_000, 100);
     let good = RedisServer::start(ServerKind::Redis70);
     let frozen = RedisServer::start(ServerKind::Redis62);
-    let state = tempfile::tempdir().expect("state dir");
     let fast = "reply_timeout_ms = 500\nfail_after_ms = 2000";
-    let config = write_config_with(
-        state.path(),
+    let run = fanout_run_with(
         &src.url(),
         &[("good", good.url(), fast), ("frozen", frozen.url(), fast)],
         "true",
     );
     let (load, handle) = Workload::start(src.url(), 44);
-    let mut ss = spawn(state.path(), &config);
+    let mut ss = run.spawn(&[]);
     ss.expect_log("replication started", Duration::from_secs(30));
     wait_caught_up(&ss, &good, Duration::from_secs(60));
     wait_caught_up(&ss, &frozen, Duration::from_secs(60));
@@ -394,11 +317,7 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
     ss.expect_log("target failed for this shard", Duration::from_secs(30));
     // The live target goes on alone for a while.
     wait_caught_up(&ss, &good, Duration::from_secs(60));
-    let status = ss.kill();
-    assert!(
-        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-        "{status:?}"
-    );
+    sigkill(&mut ss);
     frozen.signal(nix::sys::signal::Signal::SIGCONT);
     std::thread::sleep(Duration::from_millis(300));
     let (g, f) = (progress_offset(&good), progress_offset(&frozen));
@@ -407,24 +326,12 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
         matches!((g, f), (Some(g), Some(f)) if g > f),
         "the live target is not ahead of the failed one: {g:?} {f:?}"
     );
-    let mut rng = DetRng::new(0xfa11);
+    let mut kills = Kills::new(&load, 0xfa11, Duration::from_secs(60), t0, "fanout-failed");
     for round in 2..4 {
-        let ss = spawn(state.path(), &config);
-        kill_at_a_random_moment(
-            ss,
-            round,
-            &mut rng,
-            &load,
-            Duration::from_secs(60),
-            t0,
-            "fanout-failed",
-        );
+        kills.kill(run.spawn(&[]), round);
     }
-    let mut ss = spawn(state.path(), &config);
-    ss.expect_log("replication started", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
-    load.stop.store(true, Ordering::Release);
-    handle.join().expect("workload thread");
+    let mut ss = run.spawn(&[]);
+    load.finish_on(&mut ss, handle, Duration::from_millis(500));
     wait_caught_up(&ss, &good, Duration::from_secs(90));
     wait_caught_up(&ss, &frozen, Duration::from_secs(90));
     assert_exact(&src, &good);
@@ -434,8 +341,7 @@ fn failed_target_rejoins_at_restart_and_both_are_exact() {
         !log.contains("full sync started"),
         "the last run did a full sync:\n{log}"
     );
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
     println!(
         "EXACTLY-ONCE fan-out, failed target: good ahead of frozen by {} bytes at the kill, {} source writes, both exact; {:.1?}",
         g.unwrap_or(0).saturating_sub(f.unwrap_or(0)),
@@ -470,11 +376,9 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
     let src = RedisCluster::start_with(ServerKind::Redis70, 3, 0, &["--repl-backlog-size", "64mb"]);
     let one = RedisServer::start(ServerKind::Redis70);
     let old = RedisServer::start(ServerKind::Redis62);
-    let stop = Arc::new(AtomicBool::new(false));
-    let loads = cluster_source_load(&src, &stop);
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(
-        state.path(),
+    let loads_stop = Arc::new(AtomicBool::new(false));
+    let loads = cluster_source_load(&src, &loads_stop);
+    let run = fanout_run(
         &src.seed_url(),
         &[("one", one.url()), ("old", old.url())],
         "\"auto\"",
@@ -485,17 +389,12 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
     );
     let pausing = pauser(&old, pause_on.clone(), pause_stop.clone());
     let mut rng = DetRng::new(0xc5);
-    let mut ss = spawn(state.path(), &config);
+    let mut ss = run.spawn(&[]);
     ss.expect_log("RDB received", Duration::from_secs(30));
     let mut apart = 0;
     for round in 0..6 {
         std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
-        let status = ss.kill();
-        assert!(
-            Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-            "round {round}: shardsync exited by itself ({status:?}):\n{}",
-            ss.log_tail(40)
-        );
+        sigkill(&mut ss);
         std::thread::sleep(Duration::from_millis(300));
         let (a, b) = (offsets_by_shard(&one), offsets_by_shard(&old));
         println!("round {round}: one {a:?} old {b:?}");
@@ -503,13 +402,13 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
             .iter()
             .filter(|(s, o)| b.get(*s).is_some_and(|p| p != *o))
             .count();
-        ss = spawn(state.path(), &config);
+        ss = run.spawn(&[]);
         ss.expect_log("replication started", Duration::from_secs(30));
     }
     pause_stop.store(true, Ordering::Release);
     pausing.join().expect("pauser thread");
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Release);
+    loads_stop.store(true, Ordering::Release);
     for l in loads {
         l.join().expect("workload thread");
     }
@@ -549,8 +448,7 @@ fn cluster_source_into_two_targets_sigkill_six_times_each_exact() {
         apart >= 3,
         "the targets' shard positions differed only {apart} times: the replay filter was not exercised"
     );
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
     println!(
         "EXACTLY-ONCE fan-out, cluster source: 6 SIGKILLs, 3 shards x 2 targets, shard positions apart {apart} times, both exact"
     );
@@ -571,14 +469,12 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
     let ahead = RedisServer::start(ServerKind::Redis62);
     let payload = big_list_dump(&src);
     let mut sc = src.client();
-    let state = tempfile::tempdir().expect("state dir");
-    let config = write_config(
-        state.path(),
+    let run = fanout_run(
         &src.url(),
         &[("behind", behind.url()), ("ahead", ahead.url())],
         "\"auto\"",
     );
-    let mut ss = spawn(state.path(), &config);
+    let mut ss = run.spawn(&[]);
     ss.expect_log("replication started", Duration::from_secs(30));
     wait_caught_up(&ss, &behind, Duration::from_secs(60));
     wait_caught_up(&ss, &ahead, Duration::from_secs(60));
@@ -631,11 +527,7 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
         "the target ahead never got past the RESTORE; log:\n{}",
         ss.log_tail(40)
     );
-    let status = ss.kill();
-    assert!(
-        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
-        "{status:?}"
-    );
+    sigkill(&mut ss);
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut pc)
@@ -646,7 +538,7 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
         matches!((n, o), (Some(n), Some(o)) if o > n),
         "the target is not ahead: behind {n:?} ahead {o:?}"
     );
-    let mut ss = spawn(state.path(), &config);
+    let mut ss = run.spawn(&[]);
     ss.expect_log("replication started", Duration::from_secs(30));
     wait_caught_up(&ss, &behind, Duration::from_secs(60));
     wait_caught_up(&ss, &ahead, Duration::from_secs(60));
@@ -658,16 +550,9 @@ fn large_restore_replayed_on_the_target_ahead_is_skipped() {
                 .expect("LLEN");
             assert_eq!(len, ELEMENTS + 1, "target {}: list {key}", t.port());
         }
-        assert_no_differences(&compare_servers_with(
-            &mut src.client(),
-            &mut t.client(),
-            &[0],
-            IGNORE,
-            &CompareOptions::default(),
-        ));
+        assert_same(&mut src.client(), &mut t.client(), &[0], IGNORE);
     }
     let log = ss.log();
     assert!(log.contains("ahead=1"), "no target was ahead:\n{log}");
-    let status = ss.terminate();
-    assert!(status.success(), "{status:?}\n{}", ss.log_tail(30));
+    stop(&mut ss);
 }

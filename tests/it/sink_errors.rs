@@ -457,34 +457,13 @@ fn unknown_command_on_an_older_target_is_repaired() {
         ServerKind::Redis70,
         ServerKind::Redis60,
         |sc| {
-            util::run(
-                sc,
-                redis::cmd("GEOADD")
-                    .arg("places")
-                    .arg("13.361389")
-                    .arg("38.115556")
-                    .arg("Palermo")
-                    .arg("15.087269")
-                    .arg("37.502669")
-                    .arg("Catania"),
-                "GEOADD",
-            );
+            util::run(sc, &common::dataset::geoadd_places(), "GEOADD");
         },
         |_| {},
         |sc| {
             util::run(
                 sc,
-                redis::cmd("GEOSEARCHSTORE")
-                    .arg("near")
-                    .arg("places")
-                    .arg("FROMLONLAT")
-                    .arg("15")
-                    .arg("37")
-                    .arg("BYBOX")
-                    .arg("400")
-                    .arg("400")
-                    .arg("km")
-                    .arg("ASC"),
+                &common::dataset::geosearchstore_near(),
                 "GEOSEARCHSTORE",
             );
             // Later writes of the key after the repair still apply.

@@ -6,7 +6,9 @@
 //! entries, consumer groups and pending entries, an empty stream with a group,
 //! HyperLogLogs (sparse and dense), bitmaps, geo, TTLs, several databases, one big value
 //! and (7.0+/Valkey) a function library. Key names carry an optional prefix/suffix (e.g.
-//! a `{tag}` hash tag) so cluster tests can reuse it.
+//! a `{tag}` hash tag) so cluster tests can reuse it. [`geoadd_places`] and
+//! [`geosearchstore_near`] are the small geo set and the 6.2+ command an older target refuses
+//! (tests of repairs and of exactly-once batches).
 
 use std::collections::BTreeMap;
 
@@ -606,4 +608,34 @@ fn secondary_dataset(conn: &mut Connection, o: &DatasetOptions, db: u32) {
         redis::cmd("PEXPIRE").arg(k("ttl:ms")).arg(3_600_321),
         "PEXPIRE secondary",
     );
+}
+
+/// `GEOADD places` of Palermo and Catania: the geo set [`geosearchstore_near`] reads.
+pub fn geoadd_places() -> redis::Cmd {
+    let mut cmd = redis::cmd("GEOADD");
+    cmd.arg("places")
+        .arg("13.361389")
+        .arg("38.115556")
+        .arg("Palermo")
+        .arg("15.087269")
+        .arg("37.502669")
+        .arg("Catania");
+    cmd
+}
+
+/// `GEOSEARCHSTORE near places … BYBOX`: a 6.2+ command with no 6.0 form (a Redis 6.0 target
+/// refuses it at queue time; shardsync copies `near` from the source instead).
+pub fn geosearchstore_near() -> redis::Cmd {
+    let mut cmd = redis::cmd("GEOSEARCHSTORE");
+    cmd.arg("near")
+        .arg("places")
+        .arg("FROMLONLAT")
+        .arg("15")
+        .arg("37")
+        .arg("BYBOX")
+        .arg("400")
+        .arg("400")
+        .arg("km")
+        .arg("ASC");
+    cmd
 }

@@ -1,17 +1,19 @@
 //! One way to start a shardsync run in a test ([`SyncRun`]): `shardsync run` with its state
-//! directory in a temp dir, `/status` on a free loopback port and, when given, a config file
-//! written there; [`SyncRun::start`] also waits for every shard's full sync. Then
-//! [`wait_caught_up`] waits for a target to hold everything written before a moment (the
-//! heartbeat written after it), [`assert_clean_log`] checks the log reported no error and
-//! [`stop`] ends the run, which must exit 0. Commands that run to their exit (`check`, a run
-//! that must fail) go through [`run_to_exit`] / [`pair_to_exit`].
+//! directory in a temp dir, `/status` on a free loopback port (or none: [`SyncRun::without_status`])
+//! and, when given, a config file written there; [`SyncRun::start`] also waits for every shard's
+//! full sync. Then [`wait_caught_up`] waits for a target to hold everything written before a
+//! moment (the heartbeat written after it; [`wait_marker`] without heartbeats),
+//! [`assert_clean_log`] checks the log reported no error, [`sigkill`] crashes the run and [`stop`]
+//! ends it, which must exit 0. Commands that run to their exit (`check`, a run that must fail)
+//! go through [`run_to_exit`] / [`pair_to_exit`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::server::RedisServer;
 use super::shardsync::Shardsync;
 use super::status::{status_addr_arg, synced_shards};
-use super::util::wait_until;
+use super::util::{now_ms, wait_until};
 
 /// shardsync's default heartbeat key (always copied; tests leave it out of comparisons).
 pub const HEARTBEAT: &str = "shardsync:heartbeat";
@@ -41,6 +43,16 @@ impl SyncRun {
             state: dir.path().join("state"),
             addr: status_addr_arg(),
             dir,
+        }
+    }
+
+    /// [`SyncRun::new`] without `/status` (`--metrics-addr off`), for tests that SIGKILL and
+    /// restart shardsync again and again: no fixed port another test could take between two
+    /// runs. [`SyncRun::start`] needs `/status`; wait on the log or the data instead.
+    pub fn without_status(config: Option<&str>) -> SyncRun {
+        SyncRun {
+            addr: "off".to_string(),
+            ..SyncRun::new(config)
         }
     }
 
@@ -109,11 +121,62 @@ pub fn heartbeat_at_least(conn: &mut redis::Connection, ms: u64) -> bool {
 /// Waits (60 s) until `target` holds the heartbeat written after `after` (ms): it then holds
 /// everything the source had before. Panics naming `what` with the log tail.
 pub fn wait_caught_up(target: &mut redis::Connection, after: u64, ss: &Shardsync, what: &str) {
+    wait_caught_up_within(target, after, Duration::from_secs(60), ss, what);
+}
+
+/// [`wait_caught_up`] within `timeout`.
+pub fn wait_caught_up_within(
+    target: &mut redis::Connection,
+    after: u64,
+    timeout: Duration,
+    ss: &Shardsync,
+    what: &str,
+) {
     assert!(
-        wait_until(Duration::from_secs(60), || heartbeat_at_least(
-            target, after
-        )),
-        "{what} did not catch up (no heartbeat of {after} or later); log:\n{}",
+        wait_until(timeout, || heartbeat_at_least(target, after)),
+        "{what} did not catch up within {timeout:?} (no heartbeat of {after} or later); log:\n{}",
+        ss.log_tail(60)
+    );
+}
+
+/// Waits (`timeout`) until the standalone `dst` holds the heartbeat written after now, so
+/// everything written to the source before; connects once `dst` accepts connections (it may
+/// be restarting).
+pub fn wait_server_caught_up(ss: &Shardsync, dst: &RedisServer, timeout: Duration) {
+    let after = now_ms();
+    let mut dc = loop {
+        if let Ok(c) = redis::Client::open(dst.url()).and_then(|c| c.get_connection()) {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    wait_caught_up_within(&mut dc, after, timeout, ss, "the target");
+}
+
+/// Sets `marker` to `value` on `src` and waits (`timeout`) until `dst` holds it: everything
+/// written to the source before is then applied (for runs without heartbeats).
+pub fn wait_marker(
+    ss: &Shardsync,
+    src: &mut redis::Connection,
+    dst: &mut redis::Connection,
+    value: &str,
+    timeout: Duration,
+) {
+    let _: () = redis::cmd("SET")
+        .arg("marker")
+        .arg(value)
+        .query(src)
+        .expect("SET marker");
+    assert!(
+        wait_until(timeout, || {
+            redis::cmd("GET")
+                .arg("marker")
+                .query::<Option<String>>(dst)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m == value)
+        }),
+        "the target never got marker {value} within {timeout:?}; log:\n{}",
         ss.log_tail(40)
     );
 }
@@ -122,7 +185,7 @@ pub fn wait_caught_up(target: &mut redis::Connection, after: u64, ss: &Shardsync
 /// (-1 when a signal ended it) and its output.
 pub fn run_to_exit(args: &[&str]) -> (i32, String) {
     let (status, log) = Shardsync::run_to_exit(args, Duration::from_secs(60));
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_no_panic_in(&log);
     (status.code().unwrap_or(-1), log)
 }
 
@@ -150,7 +213,25 @@ pub fn stop(ss: &mut Shardsync) {
         "shardsync did not exit 0 on SIGTERM: {status:?}\n{}",
         ss.log_tail(40)
     );
-    let log = ss.log();
+    assert_no_panic(ss);
+}
+
+/// SIGKILLs `ss`; panics if it had exited by itself before.
+pub fn sigkill(ss: &mut Shardsync) {
+    let status = ss.kill();
+    assert!(
+        Shardsync::killed_by(status, nix::sys::signal::Signal::SIGKILL),
+        "shardsync exited by itself ({status:?}):\n{}",
+        ss.log_tail(40)
+    );
+}
+
+/// Panics when the log of `ss` shows a panic.
+pub fn assert_no_panic(ss: &Shardsync) {
+    assert_no_panic_in(&ss.log());
+}
+
+fn assert_no_panic_in(log: &str) {
     assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
 }
 
@@ -187,5 +268,5 @@ pub fn assert_clean_log(ss: &Shardsync) {
             && !log.contains("could not be rewritten"),
         "shardsync reported errors:\n{log}"
     );
-    assert!(!log.contains("panicked"), "shardsync panicked:\n{log}");
+    assert_no_panic_in(&log);
 }
