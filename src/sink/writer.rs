@@ -4,7 +4,9 @@
 //! [`crate::observe::progress::Ticket`] done when acknowledged. Batches stay in memory until acknowledged;
 //! when the connection drops it reconnects with backoff and resends what was not acknowledged,
 //! so nothing is lost (at-least-once). On a cluster, `MOVED`/`ASK` replies send the command to
-//! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause.
+//! the right node and refresh the slot table; `TRYAGAIN`/`CLUSTERDOWN` retry after a pause. In
+//! exactly-once mode a slot's transactions keep their stream order through those redirects
+//! ([`detour`]).
 //!
 //! Databases: the first `SELECT n` of a connection for each database is a *probe* — nothing is
 //! pipelined behind it until its reply arrives, so a target that refuses the index (its
