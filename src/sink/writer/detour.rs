@@ -215,7 +215,13 @@ impl OpenSlots {
         for dc in cmds {
             let spec = crate::router::command_keys(&dc.cmd);
             for i in spec.keys.iter() {
-                let Some(k) = dc.cmd.args.get(i) else {
+                // Only keys of the slot (an `EXISTS` across slots would be refused).
+                let Some(k) = dc
+                    .cmd
+                    .args
+                    .get(i)
+                    .filter(|k| crate::router::key_slot(k) == slot)
+                else {
                     continue;
                 };
                 if o.keys.len() > TOUCH_MAX_KEYS || o.bytes > TOUCH_MAX_BYTES {
@@ -257,26 +263,28 @@ mod tests {
     fn touches_are_the_keys_of_the_unanswered_transactions_of_the_slot() {
         let mut o = OpenSlots::default();
         assert!(o.touch(7).is_empty());
-        o.opened(7, &cmds(&["{a}1", "{a}2", "{a}1"]));
-        o.opened(7, &cmds(&["{a}3"]));
-        assert_eq!(o.touch(7), vec!["{a}1", "{a}2", "{a}3"]);
-        assert!(!o.must_wait(7));
-        assert!(o.touch(8).is_empty());
-        o.answered(7);
-        assert_eq!(o.touch(7).len(), 3, "one is still unanswered");
-        o.answered(7);
-        assert!(o.touch(7).is_empty());
+        let a = crate::router::key_slot(b"{a}");
+        o.opened(a, &cmds(&["{a}1", "{a}2", "{a}1", "{b}other-slot"]));
+        o.opened(a, &cmds(&["{a}3"]));
+        assert_eq!(o.touch(a), vec!["{a}1", "{a}2", "{a}3"]);
+        assert!(!o.must_wait(a));
+        assert!(o.touch(a.wrapping_add(1)).is_empty());
+        o.answered(a);
+        assert_eq!(o.touch(a).len(), 3, "one is still unanswered");
+        o.answered(a);
+        assert!(o.touch(a).is_empty());
     }
 
     #[test]
     fn past_the_cap_the_next_transaction_waits() {
         let mut o = OpenSlots::default();
+        let a = crate::router::key_slot(b"{a}");
         let many: Vec<String> = (0..=TOUCH_MAX_KEYS).map(|i| format!("{{a}}{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        o.opened(3, &cmds(&many));
-        assert!(o.must_wait(3));
-        o.answered(3);
-        assert!(!o.must_wait(3) && o.touch(3).is_empty());
+        o.opened(a, &cmds(&many));
+        assert!(o.must_wait(a));
+        o.answered(a);
+        assert!(!o.must_wait(a) && o.touch(a).is_empty());
     }
 
     fn group(shard: &std::sync::Arc<crate::observe::progress::ShardState>, key: &str) -> InFlight {
