@@ -5,11 +5,11 @@
 //! now and then (`CLIENT PAUSE … WRITE`), and held paused before each kill of the stream
 //! phase until the other has committed past it: the targets are at different positions when
 //! the kill comes (checked on their progress keys), the restart resumes at the lower one and
-//! the target ahead skips what it already holds. Each target must then equal the source key by key, no
-//! tolerance. The same with a standalone and a 3-master cluster target (`exactly_once = true`),
-//! pausing one and then the other, so that each is ahead in turn; a cluster source (three
-//! shards, a leg per shard and target) into two standalone targets; and a target that fails
-//! alone, then rejoins at the restart.
+//! the target ahead skips what it already holds. Each target must then equal the source key by
+//! key, no tolerance. The same with a standalone and a 3-master cluster target
+//! (`exactly_once = true`), pausing one and then the other, so that each is ahead in turn; a
+//! cluster source (three shards, a leg per shard and target) into two standalone targets; and a
+//! target that fails alone, then rejoins at the restart.
 
 use crate::common;
 use crate::exactly_once::{
