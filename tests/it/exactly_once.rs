@@ -293,7 +293,18 @@ impl<'a> Kills<'a> {
     /// sync, the others once the stream flows (with `MULTI`/`EXEC` bursts in rounds 5–7), after
     /// a random pause. Counts the round in `resumed` when it resumed with a partial resync.
     /// Keeps each round's log in `$EXACT_KEEP_LOGS/<name>-<round>.log` when that is set.
-    pub(crate) fn kill(&mut self, mut ss: Shardsync, round: usize) {
+    pub(crate) fn kill(&mut self, ss: Shardsync, round: usize) {
+        self.kill_when(ss, round, |_| {});
+    }
+
+    /// [`Kills::kill`], calling `before` on the run right before its SIGKILL (to bring the
+    /// targets to a state the kill must find, e.g. at different positions).
+    pub(crate) fn kill_when(
+        &mut self,
+        mut ss: Shardsync,
+        round: usize,
+        before: impl FnOnce(&Shardsync),
+    ) {
         if round < 2 {
             // During the full sync: the RDB is being applied.
             ss.expect_log("full sync started", Duration::from_secs(30));
@@ -319,6 +330,7 @@ impl<'a> Kills<'a> {
                 .store((5..8).contains(&round), Ordering::Release);
             std::thread::sleep(Duration::from_millis(100 + self.rng.below(1400)));
         }
+        before(&ss);
         assert_no_panic(&ss);
         sigkill(&mut ss);
         println!(

@@ -2,13 +2,14 @@
 //! holding its own progress key. shardsync is SIGKILLed again and again (during the full sync,
 //! during `MULTI`/`EXEC` bursts, under the steady non-idempotent mix of `exactly_once.rs`) while
 //! one target (a Redis 6.2, so its commands are converted apart from the 7.0 one's) is paused
-//! now and then (`CLIENT PAUSE … WRITE`): the targets are at different positions when the kill
-//! comes (checked on their progress keys), the restart resumes at the lower one and the target
-//! ahead skips what it already holds. Each target must then equal the source key by key, no
-//! tolerance. The same with a standalone and a 3-master cluster target (`exactly_once = true`),
-//! pausing one and then the other, so that each is ahead in turn; a cluster source (three
-//! shards, a leg per shard and target) into two standalone targets; and a target that fails
-//! alone, then rejoins at the restart.
+//! now and then (`CLIENT PAUSE … WRITE`), and held paused before each kill of the stream
+//! phase until the other has committed past it: the targets are at different positions when
+//! the kill comes (checked on their progress keys), the restart resumes at the lower one and
+//! the target ahead skips what it already holds. Each target must then equal the source key by
+//! key, no tolerance. The same with a standalone and a 3-master cluster target
+//! (`exactly_once = true`), pausing one and then the other, so that each is ahead in turn; a
+//! cluster source (three shards, a leg per shard and target) into two standalone targets; and a
+//! target that fails alone, then rejoins at the restart.
 
 use crate::common;
 use crate::exactly_once::{
@@ -28,7 +29,7 @@ use common::compare::{CompareOptions, assert_no_differences, compare_servers_wit
 use common::run::{
     SyncRun, assert_no_panic, sigkill, stop, wait_server_caught_up as wait_caught_up,
 };
-use common::util::DetRng;
+use common::util::{DetRng, wait_until};
 use common::*;
 
 /// The run of these tests (no `/status`: restarted again and again), its config holding
@@ -71,6 +72,107 @@ fn progress_offset(dst: &RedisServer) -> Option<u64> {
 /// Both targets hold a position and the two differ.
 fn positions_differ(a: Option<u64>, b: Option<u64>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
+/// A target's writes held (`CLIENT PAUSE … WRITE`) across a kill ([`hold_behind`]): a thread
+/// renews a 1 s pause every 100 ms rather than one long pause, because a Redis 6.2 keeps a
+/// pause's end time after `CLIENT UNPAUSE`, so that the pausers' next 250 ms pause would last
+/// until that end.
+struct Held<'a> {
+    dst: &'a RedisServer,
+    stop: Arc<AtomicBool>,
+    renew: std::thread::JoinHandle<()>,
+}
+
+impl<'a> Held<'a> {
+    /// Pauses `dst`'s writes (in effect when this returns) until [`Held::release`].
+    fn new(dst: &'a RedisServer) -> Held<'a> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (paused, on) = std::sync::mpsc::channel();
+        let mut c = dst.client();
+        let s = stop.clone();
+        let renew = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                let r: redis::RedisResult<()> = redis::cmd("CLIENT")
+                    .arg("PAUSE")
+                    .arg(1000)
+                    .arg("WRITE")
+                    .query(&mut c);
+                let _ = paused.send(r.map_err(|e| e.to_string()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        match on.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("CLIENT PAUSE on {}: {e}", dst.port()),
+            Err(_) => panic!("the pause thread of {} ended", dst.port()),
+        }
+        Held { dst, stop, renew }
+    }
+
+    /// After the kill: waits until the killed run's writer connections are gone from the held
+    /// target (their unexecuted commands dropped with them), then ends the pause.
+    fn release(self) {
+        let mut c = self.dst.client();
+        let gone = wait_until(Duration::from_secs(10), || {
+            redis::cmd("CLIENT")
+                .arg("LIST")
+                .query::<String>(&mut c)
+                .is_ok_and(|l| !l.contains("name=shardsync-exact-"))
+        });
+        self.stop.store(true, Ordering::Release);
+        self.renew.join().expect("pause renewing thread");
+        assert!(
+            gone,
+            "the killed run's connections stayed on {}",
+            self.dst.port()
+        );
+        let _: () = redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query(&mut c)
+            .expect("CLIENT UNPAUSE");
+    }
+}
+
+/// Right before a kill: once both targets hold a position (`held_at` and `other_at` read
+/// them), holds the writes of `held` (the target, or the one cluster master, the pausers slow
+/// down this round) and waits until the other target has committed past it, 30 s at most
+/// each. A paused server drops a closed client's unexecuted commands, so nothing the killed
+/// run sent `held` commits after the kill: the targets are at different positions when the
+/// kill comes (not only when a random pause happens to cover it, nor only once the run has
+/// committed anything at all, which under load can take longer than the kill's random
+/// delay). Returns the hold, to [`Held::release`] after the kill.
+fn hold_behind<'a>(
+    ss: &Shardsync,
+    held: &'a RedisServer,
+    held_at: impl Fn() -> Option<u64>,
+    other_at: impl Fn() -> Option<u64>,
+) -> Held<'a> {
+    wait_until(Duration::from_secs(30), || {
+        held_at().is_some() && other_at().is_some()
+    });
+    let hold = Held::new(held);
+    let t = Instant::now();
+    let apart = wait_until(
+        Duration::from_secs(30),
+        || matches!((held_at(), other_at()), (Some(h), Some(o)) if o > h),
+    );
+    println!(
+        "held {} for {:.1?}: the other target {} (held at {:?}, other at {:?})",
+        held.port(),
+        t.elapsed(),
+        if apart {
+            "got ahead"
+        } else {
+            "did NOT get ahead"
+        },
+        held_at(),
+        other_at()
+    );
+    if !apart {
+        println!("log tail:\n{}", ss.log_tail(20));
+    }
+    hold
 }
 
 /// Pauses `dst`'s writes for 250 ms every ~600 ms while `on` (its writers fall behind).
@@ -125,7 +227,8 @@ fn assert_resumed_apart(log: &str, resumed: usize, apart: usize) {
     );
 }
 
-/// Twelve SIGKILLs with two standalone targets (7.0 and 6.2), the 6.2 one paused now and then;
+/// Twelve SIGKILLs with two standalone targets (7.0 and 6.2), the 6.2 one paused now and then
+/// (with `exact`, held behind the other before each kill from round 2 on: [`hold_behind`]);
 /// `exact`: the default `exactly_once = "auto"`, else `false`. Returns the keys differing on each target (always 0 with `exact`: asserted).
 fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     let t0 = Instant::now();
@@ -149,11 +252,26 @@ fn twelve_kills_two_targets(exact: bool) -> (usize, usize) {
     for round in 0..12 {
         let ss = run.spawn(&[]);
         pause_on.store(round >= 2, Ordering::Release);
-        kills.kill(ss, round);
+        let mut held = None;
+        kills.kill_when(ss, round, |ss| {
+            if exact && round >= 2 {
+                pause_on.store(false, Ordering::Release);
+                held = Some(hold_behind(
+                    ss,
+                    &slow,
+                    || progress_offset(&slow),
+                    || progress_offset(&fast),
+                ));
+            }
+        });
         pause_on.store(false, Ordering::Release);
-        // Let a pause run out: the killed run's transactions the slow target still held in its
-        // socket buffer are then applied or gone (the next run's fence closes the connection).
-        std::thread::sleep(Duration::from_millis(300));
+        match held {
+            Some(h) => h.release(),
+            // Let a pause run out: the killed run's transactions the slow target still held in
+            // its socket buffer are then applied or gone (the next run's fence closes the
+            // connection).
+            None => std::thread::sleep(Duration::from_millis(300)),
+        }
         if exact && round >= 2 {
             let (f, s) = (progress_offset(&fast), progress_offset(&slow));
             println!("round {round}: progress fast {f:?} slow {s:?}");
@@ -200,31 +318,36 @@ fn sigkill_twelve_times_two_targets_at_least_once_baseline() {
     twelve_kills_two_targets(false);
 }
 
-/// The highest offset among the progress keys of every master of `dst` (slot keys and shard
-/// keys), `None` when there is none.
-fn cluster_progress_offset(dst: &RedisCluster) -> Option<u64> {
-    let mut best = None;
-    for m in dst.masters() {
-        let mut c = m.client();
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
-            .arg("__shardsync:progress:*")
-            .query(&mut c)
-            .unwrap_or_default();
-        for k in keys {
+/// The highest offset among the progress keys on one cluster master `m` (the keys of its
+/// slots, and the shard key when it lives there), `None` when it holds none.
+fn master_progress_offset(m: &RedisServer) -> Option<u64> {
+    let mut c = m.client();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("__shardsync:progress:*")
+        .query(&mut c)
+        .unwrap_or_default();
+    keys.into_iter()
+        .filter_map(|k| {
             let v: Option<String> = redis::cmd("GET").arg(k).query(&mut c).unwrap_or(None);
-            if let Some(o) = v.and_then(|v| v.split(':').nth(1).and_then(|o| o.parse::<u64>().ok()))
-            {
-                best = best.max(Some(o));
-            }
-        }
-    }
-    best
+            v?.split(':').nth(1)?.parse::<u64>().ok()
+        })
+        .max()
+}
+
+/// The highest offset among the progress keys of every master of `dst`, `None` when there is
+/// none.
+fn cluster_progress_offset(dst: &RedisCluster) -> Option<u64> {
+    dst.masters()
+        .into_iter()
+        .filter_map(master_progress_offset)
+        .max()
 }
 
 /// Twelve SIGKILLs into a standalone Redis 7.0 target and a 3-master cluster target with
 /// `exactly_once = true`: the standalone one is paused now and then in rounds 2–6 (the cluster
 /// gets ahead: its per-slot filter with a floor), a cluster master in rounds 7–11 (the
-/// standalone target gets ahead). Both must equal the source key by key.
+/// standalone target gets ahead of that master's slots), and held behind before each of those
+/// kills ([`hold_behind`]). Both must equal the source key by key.
 #[test]
 fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
     let t0 = Instant::now();
@@ -255,17 +378,48 @@ fn sigkill_twelve_times_standalone_and_cluster_targets_each_exact() {
         "fanout-cluster",
     );
     let mut apart = 0;
+    // The cluster's position this round: its highest while the standalone target is held
+    // back (rounds 2–6), the held master's own while that master is (rounds 7–11; the other
+    // masters' slots go on, so the highest says nothing about it).
+    let cluster_at = |round: usize| {
+        if round >= 7 {
+            master_progress_offset(master)
+        } else {
+            cluster_progress_offset(&cluster)
+        }
+    };
     for round in 0..12 {
         let ss = run.spawn(&[]);
         pause_one.store((2..7).contains(&round), Ordering::Release);
         pause_master.store(round >= 7, Ordering::Release);
-        kills.kill(ss, round);
-        pause_one.store(false, Ordering::Release);
-        pause_master.store(false, Ordering::Release);
-        std::thread::sleep(Duration::from_millis(300));
+        let mut held = None;
+        kills.kill_when(ss, round, |ss| {
+            pause_one.store(false, Ordering::Release);
+            pause_master.store(false, Ordering::Release);
+            held = match round {
+                0..2 => None,
+                2..7 => Some(hold_behind(
+                    ss,
+                    &one,
+                    || progress_offset(&one),
+                    || cluster_at(round),
+                )),
+                _ => Some(hold_behind(
+                    ss,
+                    master,
+                    || cluster_at(round),
+                    || progress_offset(&one),
+                )),
+            };
+        });
+        match held {
+            Some(h) => h.release(),
+            None => std::thread::sleep(Duration::from_millis(300)),
+        }
         if round >= 2 {
-            let (o, c) = (progress_offset(&one), cluster_progress_offset(&cluster));
-            println!("round {round}: progress standalone {o:?} cluster {c:?}");
+            let (o, c) = (progress_offset(&one), cluster_at(round));
+            let which = if round >= 7 { "held master" } else { "highest" };
+            println!("round {round}: progress standalone {o:?} cluster ({which}) {c:?}");
             apart += usize::from(positions_differ(o, c));
         }
     }
