@@ -39,18 +39,8 @@ impl Cmd {
 
     /// Appends the RESP encoding (an array of bulk strings) of this command to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
-        let mut itoa = itoa::Buffer::new();
         buf.reserve(16 + self.args.iter().map(|a| a.len() + 16).sum::<usize>());
-        buf.put_u8(b'*');
-        buf.put_slice(itoa.format(self.args.len()).as_bytes());
-        buf.put_slice(b"\r\n");
-        for a in &self.args {
-            buf.put_u8(b'$');
-            buf.put_slice(itoa.format(a.len()).as_bytes());
-            buf.put_slice(b"\r\n");
-            buf.put_slice(a);
-            buf.put_slice(b"\r\n");
-        }
+        encode_parts(self.args.len(), self.args.iter().map(|a| &a[..]), buf);
     }
 
     /// Size in bytes of the RESP encoding, without encoding.
@@ -88,6 +78,22 @@ impl DbCmd {
     /// argument. Every byte bound on queued or unacknowledged commands counts this.
     pub fn mem_bytes(&self) -> usize {
         self.cmd.encoded_len() + self.cmd.args.len() * ARG_MEMORY
+    }
+}
+
+/// Appends the RESP encoding of a command of `n` arguments, `args`, to `buf` (a command built
+/// from borrowed parts, without a [`Cmd`]).
+pub fn encode_parts<'a>(n: usize, args: impl IntoIterator<Item = &'a [u8]>, buf: &mut BytesMut) {
+    let mut itoa = itoa::Buffer::new();
+    buf.put_u8(b'*');
+    buf.put_slice(itoa.format(n).as_bytes());
+    buf.put_slice(b"\r\n");
+    for a in args {
+        buf.put_u8(b'$');
+        buf.put_slice(itoa.format(a.len()).as_bytes());
+        buf.put_slice(b"\r\n");
+        buf.put_slice(a);
+        buf.put_slice(b"\r\n");
     }
 }
 

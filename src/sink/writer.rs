@@ -647,7 +647,7 @@ impl Pipeline {
     /// After the last unanswered transaction of `slot` here was answered: the release that
     /// waited for it (see [`Pipeline::detour_back`]).
     fn detour_undefer(&mut self, slot: u16, out: &mut BytesMut) {
-        if !self.open_slots.has(slot) && self.detours.undefer(slot) {
+        if self.detours.has_deferred() && !self.open_slots.has(slot) && self.detours.undefer(slot) {
             self.detour_back(slot, out);
         }
     }
@@ -655,6 +655,9 @@ impl Pipeline {
     /// Group `i`, not sent yet, belongs to a slot on a detour: it leaves the pipeline and waits
     /// its turn (see [`detour`]). Returns whether it left.
     fn divert(&mut self, i: usize) -> bool {
+        if self.detours.is_empty() {
+            return false;
+        }
         let f = &self.pending[i];
         let Some(slot) = f.txn.as_ref().filter(|t| !t.is_open()).and_then(|t| t.slot) else {
             return false;

@@ -127,6 +127,11 @@ impl Detours {
         self.deferred.insert(slot);
     }
 
+    /// True when some slot's release waits.
+    pub(super) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
     /// True (once) when `slot`'s release was deferred.
     pub(super) fn undefer(&mut self, slot: u16) -> bool {
         self.deferred.remove(&slot)
@@ -170,49 +175,91 @@ fn position(f: &InFlight) -> Option<crate::sink::exact::Pos> {
 /// keys they touch (see the module doc).
 #[derive(Default)]
 pub(super) struct OpenSlots {
-    slots: HashMap<u16, OpenSlot>,
+    /// Indexed by slot (allocated at the first transaction).
+    slots: Vec<OpenSlot>,
 }
 
+/// The unanswered transactions of one slot on the connection.
 #[derive(Default)]
 struct OpenSlot {
-    groups: usize,
-    keys: Vec<Bytes>,
+    /// The slot's keys of each, oldest first (they are answered in this order).
+    groups: VecDeque<Vec<Bytes>>,
+    /// How many keys and bytes `groups` hold, repeats included (the cap is checked on the
+    /// distinct ones only when these pass it).
+    keys: usize,
     bytes: usize,
+}
+
+impl OpenSlot {
+    /// The distinct keys of the unanswered transactions; `None` past the cap.
+    fn union(&self) -> Option<Vec<&Bytes>> {
+        let mut keys: Vec<&Bytes> = Vec::new();
+        let mut bytes = 0;
+        for k in self.groups.iter().flatten() {
+            if !keys.contains(&k) {
+                bytes += k.len();
+                keys.push(k);
+                if keys.len() > TOUCH_MAX_KEYS || bytes > TOUCH_MAX_BYTES {
+                    return None;
+                }
+            }
+        }
+        Some(keys)
+    }
 }
 
 impl OpenSlots {
     /// A new connection: nothing is unanswered.
     pub(super) fn clear(&mut self) {
-        self.slots.clear();
+        self.slots.iter_mut().for_each(|o| *o = OpenSlot::default());
     }
 
     /// The keys a transaction of `slot` sent now must read (none when no earlier one is
     /// unanswered).
-    pub(super) fn touch(&self, slot: u16) -> Vec<Bytes> {
-        self.slots
-            .get(&slot)
-            .map(|o| o.keys.clone())
+    #[cfg(test)]
+    fn touch(&self, slot: u16) -> Vec<Bytes> {
+        self.get(slot)
+            .and_then(OpenSlot::union)
+            .map(|k| k.into_iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Appends the read a transaction of `slot` sent now must make (`EXISTS` of the keys of the
+    /// slot's unanswered transactions) to `out`; false when there is none.
+    pub(super) fn encode_touch(&self, slot: u16, out: &mut bytes::BytesMut) -> bool {
+        let Some(o) = self.get(slot) else {
+            return false;
+        };
+        let keys: Vec<&Bytes> = match o.groups.len() {
+            // One transaction: its keys are distinct already.
+            1 => o.groups.iter().flatten().collect(),
+            _ => o.union().unwrap_or_default(),
+        };
+        if keys.is_empty() {
+            return false;
+        }
+        let parts = std::iter::once(&b"EXISTS"[..]).chain(keys.iter().map(|k| &k[..]));
+        crate::cmd::encode_parts(keys.len() + 1, parts, out);
+        true
     }
 
     /// True when a transaction of `slot` is unanswered on the connection.
     pub(super) fn has(&self, slot: u16) -> bool {
-        self.slots.contains_key(&slot)
+        self.get(slot).is_some()
     }
 
     /// True when the slot's unanswered transactions touch too many keys to read: the next one
     /// waits until they are answered.
     pub(super) fn must_wait(&self, slot: u16) -> bool {
-        self.slots
-            .get(&slot)
-            .is_some_and(|o| o.keys.len() > TOUCH_MAX_KEYS || o.bytes > TOUCH_MAX_BYTES)
+        self.get(slot).is_some_and(|o| {
+            (o.keys > TOUCH_MAX_KEYS || o.bytes > TOUCH_MAX_BYTES) && o.union().is_none()
+        })
     }
 
     /// A transaction of `slot` with these commands was sent.
     pub(super) fn opened(&mut self, slot: u16, cmds: &[DbCmd]) {
-        let o = self.slots.entry(slot).or_default();
-        o.groups += 1;
-        for dc in cmds {
+        let mut keys: Vec<Bytes> = Vec::new();
+        'cmds: for dc in cmds {
             let spec = crate::router::command_keys(&dc.cmd);
             for i in spec.keys.iter() {
                 // Only keys of the slot (an `EXISTS` across slots would be refused).
@@ -224,25 +271,41 @@ impl OpenSlots {
                 else {
                     continue;
                 };
-                if o.keys.len() > TOUCH_MAX_KEYS || o.bytes > TOUCH_MAX_BYTES {
-                    return; // the next one waits anyway
-                }
-                if !o.keys.contains(k) {
-                    o.bytes += k.len();
-                    o.keys.push(k.clone());
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                    if keys.len() > TOUCH_MAX_KEYS {
+                        break 'cmds; // the next one waits anyway
+                    }
                 }
             }
+        }
+        if self.slots.is_empty() {
+            self.slots
+                .resize_with(crate::router::SLOTS, OpenSlot::default);
+        }
+        let Some(o) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        o.keys += keys.len();
+        o.bytes += keys.iter().map(Bytes::len).sum::<usize>();
+        o.groups.push_back(keys);
+    }
+
+    /// The oldest unanswered transaction of `slot` was answered (committed or refused).
+    pub(super) fn answered(&mut self, slot: u16) {
+        if let Some(o) = self.slots.get_mut(slot as usize)
+            && let Some(g) = o.groups.pop_front()
+        {
+            o.keys = o.keys.saturating_sub(g.len());
+            o.bytes = o.bytes.saturating_sub(g.iter().map(Bytes::len).sum());
         }
     }
 
-    /// A transaction of `slot` was answered (committed or refused).
-    pub(super) fn answered(&mut self, slot: u16) {
-        if let Some(o) = self.slots.get_mut(&slot) {
-            o.groups = o.groups.saturating_sub(1);
-            if o.groups == 0 {
-                self.slots.remove(&slot);
-            }
-        }
+    /// The slot's unanswered transactions, when it has any.
+    fn get(&self, slot: u16) -> Option<&OpenSlot> {
+        self.slots
+            .get(slot as usize)
+            .filter(|o| !o.groups.is_empty())
     }
 }
 
@@ -269,10 +332,21 @@ mod tests {
         assert_eq!(o.touch(a), vec!["{a}1", "{a}2", "{a}3"]);
         assert!(!o.must_wait(a));
         assert!(o.touch(a.wrapping_add(1)).is_empty());
+        let mut out = bytes::BytesMut::new();
+        assert!(o.encode_touch(a, &mut out));
+        assert_eq!(
+            &out[..],
+            b"*4\r\n$6\r\nEXISTS\r\n$4\r\n{a}1\r\n$4\r\n{a}2\r\n$4\r\n{a}3\r\n"
+        );
         o.answered(a);
-        assert_eq!(o.touch(a).len(), 3, "one is still unanswered");
+        assert_eq!(
+            o.touch(a),
+            vec!["{a}3"],
+            "the answered one's keys are not read any more"
+        );
         o.answered(a);
         assert!(o.touch(a).is_empty());
+        assert!(!o.encode_touch(a, &mut out));
     }
 
     #[test]

@@ -201,12 +201,7 @@ impl Pipeline {
             {
                 // Keys of the slot's unanswered transactions: refused with them (see
                 // [`super::detour`]).
-                let keys = open_slots.touch(slot);
-                if !keys.is_empty() && *conn_db == 0 {
-                    crate::cmd::Cmd::new(
-                        std::iter::once(Bytes::from_static(b"EXISTS")).chain(keys),
-                    )
-                    .encode(out);
+                if *conn_db == 0 && open_slots.encode_touch(slot, out) {
                     f.slots.push(TOUCH_SLOT);
                 }
                 open_slots.opened(slot, &f.batch.cmds[f.encoded..]);
