@@ -191,9 +191,9 @@ pub(crate) fn populated_source(keys: u64, bytes: u64) -> RedisServer {
     src
 }
 
-/// The run of these tests: exactly-once, a heartbeat every 100 ms, no `/status` (restarted
-/// again and again).
-fn exact_run() -> SyncRun {
+/// The run of these tests (and of `exactly_once_cluster`'s): exactly-once, a heartbeat every
+/// 100 ms, no `/status` (restarted again and again).
+pub(crate) fn exact_run() -> SyncRun {
     // With `$EXACT_KEEP_LOGS` set, debug logs (kept there when a comparison fails).
     let level = if std::env::var_os("EXACT_KEEP_LOGS").is_some() {
         "log_level = \"shardsync=debug,info\"\n"

@@ -5,7 +5,9 @@
 //! source key by key — no duplicate tolerance.
 
 use crate::common;
-use crate::exactly_once::{IGNORE, Kills, Workload, assert_last_run_resumed, populated_source};
+use crate::exactly_once::{
+    IGNORE, Kills, Workload, assert_last_run_resumed, exact_run, populated_source,
+};
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -18,20 +20,6 @@ use common::util::{DetRng, now_ms, wait_until};
 use common::*;
 
 const KIND: ServerKind = ServerKind::Redis70;
-
-/// The run of these tests (exactly-once on the cluster target, a heartbeat every 100 ms, no
-/// `/status`: restarted again and again). With `$EXACT_KEEP_LOGS` set, debug logs (each run's
-/// kept there, see [`keep_log`]).
-fn exact_run() -> SyncRun {
-    let level = if std::env::var_os("EXACT_KEEP_LOGS").is_some() {
-        "log_level = \"shardsync=debug,info\"\n"
-    } else {
-        ""
-    };
-    SyncRun::without_status(Some(&format!(
-        "{level}[sync]\nheartbeat_interval_ms = 100\nexactly_once = true\n"
-    )))
-}
 
 /// With `$EXACT_KEEP_LOGS` set: keeps run `n`'s log there (`<name>-<pid>-<n>.log`), for the
 /// post-mortem of a failure under load.
