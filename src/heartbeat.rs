@@ -22,16 +22,7 @@ use crate::observe::progress::ShardState;
 
 /// The shard's master now, with the login of `seed` (follows failovers).
 pub fn current_endpoint(seed: &Endpoint, shard: &ShardState) -> Endpoint {
-    let addr = shard.master_addr();
-    addr.rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some(crate::net::topology::endpoint_like(
-                seed,
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().ok()?,
-            ))
-        })
-        .unwrap_or_else(|| seed.clone())
+    crate::net::topology::endpoint_at(seed, &shard.master_addr()).unwrap_or_else(|| seed.clone())
 }
 
 /// Values this process wrote into each heartbeat key, oldest first (at most [`REMEMBERED`]).

@@ -69,6 +69,17 @@ pub fn endpoint_like(seed: &Endpoint, host: &str, port: u16) -> Endpoint {
     }
 }
 
+/// The endpoint of a `host:port` address (as in `MOVED`/`ASK` replies and `INFO`; an IPv6 host
+/// may be in brackets) with the login and TLS settings of `seed`; `None` when unreadable.
+pub fn endpoint_at(seed: &Endpoint, addr: &str) -> Option<Endpoint> {
+    let (h, p) = addr.rsplit_once(':')?;
+    Some(endpoint_like(
+        seed,
+        h.trim_start_matches('[').trim_end_matches(']'),
+        p.parse().ok()?,
+    ))
+}
+
 /// Formats slot ranges as `0-5460, 5462`.
 pub fn format_ranges(r: &[(u16, u16)]) -> String {
     r.iter()

@@ -394,17 +394,13 @@ async fn redirected<T: redis::FromRedisValue>(
     ask: bool,
     cmd: redis::Cmd,
 ) -> redis::RedisResult<T> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(|c| c == '[' || c == ']'), p.parse().ok()?)))
-        .ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "unreadable redirect address",
-                addr.to_string(),
-            ))
-        })?;
-    let ep = crate::net::topology::endpoint_like(like, host, port);
+    let ep = crate::net::topology::endpoint_at(like, addr).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "unreadable redirect address",
+            addr.to_string(),
+        ))
+    })?;
     let mut c = conn(&ep)
         .await
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "connect", e.to_string())))?;

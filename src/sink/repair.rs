@@ -762,16 +762,8 @@ impl Repairer {
             why,
         };
         if self.conn.as_ref().is_none_or(|(a, _, _)| *a != master) {
-            let (host, port) = master
-                .rsplit_once(':')
-                .and_then(|(h, p)| {
-                    Some((
-                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                        p.parse::<u16>().ok()?,
-                    ))
-                })
+            let ep = crate::net::topology::endpoint_at(&self.ctx.source, &master)
                 .ok_or_else(|| fail("bad master address".into()))?;
-            let ep = crate::net::topology::endpoint_like(&self.ctx.source, &host, port);
             let c = RespConn::connect(&ep).await?;
             self.conn = Some((master.clone(), c, 0));
         }

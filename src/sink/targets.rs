@@ -180,13 +180,8 @@ impl Targets {
         batch: Batch,
         delay: Option<Duration>,
     ) -> Option<Held> {
-        let target = addr.rsplit_once(':').and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse().ok()?,
-            ))
-        });
-        let handle = target.and_then(|(h, p)| self.writer_for(&h, p));
+        let handle = topology::endpoint_at(&self.seed, addr)
+            .and_then(|ep| self.writer_for(&ep.host, ep.port));
         let Some(handle) = handle else {
             lost(addr, &batch);
             return None;

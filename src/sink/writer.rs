@@ -316,6 +316,17 @@ enum Redirect {
     Retry,
 }
 
+impl Redirect {
+    /// The `kind` label of `shardsync_target_redirects_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Redirect::Moved(_) => "moved",
+            Redirect::Ask(_) => "ask",
+            Redirect::Retry => "tryagain",
+        }
+    }
+}
+
 fn parse_redirect(e: &[u8]) -> Option<Redirect> {
     let text = std::str::from_utf8(e).ok()?;
     let mut w = text.split_whitespace();
@@ -857,22 +868,9 @@ impl Pipeline {
                     detour: None,
                 };
                 b.ticket.add_part();
-                let kind = match &r {
-                    Redirect::Moved(_) => "moved",
-                    Redirect::Ask(_) => "ask",
-                    Redirect::Retry => "tryagain",
-                };
-                metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => self.node.clone(), "kind" => kind)
-                    .increment(1);
-                let held = match r {
-                    Redirect::Moved(addr) => {
-                        targets.request_refresh();
-                        targets.redirect(&addr, again, None)
-                    }
-                    Redirect::Ask(addr) => targets.redirect(&addr, again, None),
-                    Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
-                };
-                self.held.extend(held);
+                count_redirect(&self.node, &r);
+                let targets = targets.clone();
+                self.send_redirected(&targets, r, again);
                 continue;
             }
             command_reply(&self.node, &self.settings, front, slot as usize, &frame);
@@ -883,6 +881,21 @@ impl Pipeline {
             self.encode_pending(out);
         }
         Ok(())
+    }
+
+    /// Sends `again` where the cluster's answer `r` says (`MOVED` also refreshes the slot table;
+    /// `TRYAGAIN`/`CLUSTERDOWN`: to this node after [`RETRY_PAUSE`]); kept in `held` while that
+    /// writer's redirect queue is full.
+    fn send_redirected(&mut self, targets: &Arc<Targets>, r: Redirect, again: Batch) {
+        let held = match r {
+            Redirect::Moved(addr) => {
+                targets.request_refresh();
+                targets.redirect(&addr, again, None)
+            }
+            Redirect::Ask(addr) => targets.redirect(&addr, again, None),
+            Redirect::Retry => targets.redirect(&self.node, again, Some(RETRY_PAUSE)),
+        };
+        self.held.extend(held);
     }
 
     /// Queues `f` to be sent and acknowledged, counting its memory.
@@ -925,6 +938,12 @@ fn command_reply(node: &str, settings: &WriterSettings, f: &InFlight, at: usize,
         // Lag gauges are published by `status::publish` from the shard's state.
         shard.heartbeat_applied(ms);
     }
+}
+
+/// Counts a redirect the node answered.
+fn count_redirect(node: &str, r: &Redirect) {
+    metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => node.to_string(), "kind" => r.kind())
+        .increment(1);
 }
 
 /// Room for one batch in `tx` (`None`: that writer is gone), or never when there is no `tx`.

@@ -404,13 +404,8 @@ impl Pipeline {
                 detour: f.batch.detour.take(),
             };
             again.ticket.add_part();
-            let kind = match &r {
-                super::Redirect::Moved(_) => "moved",
-                super::Redirect::Ask(_) => "ask",
-                super::Redirect::Retry => "tryagain",
-            };
-            metrics::counter!(crate::observe::telemetry::TARGET_REDIRECTS, "node" => node.clone(), "kind" => kind)
-                .increment(1);
+            let kind = r.kind();
+            super::count_redirect(&node, &r);
             if let Some(suppressed) = crate::observe::lograte::allow(&node, "txn-redirect") {
                 tracing::info!(node = %node, kind, commands = again.cmds.len(), suppressed,
                     "a slot's write transaction was redirected (the slot is moving); sent whole to the node that serves it");
@@ -440,17 +435,7 @@ impl Pipeline {
             }
             tracing::debug!(node = %node, slot = ?slot, offset = ?progress.as_ref().map(|p| p.2), kind,
                 head = again.detour.is_some(), "a slot group goes where the cluster says");
-            let held = match r {
-                super::Redirect::Moved(addr) => {
-                    targets.request_refresh();
-                    targets.redirect(&addr, again, None)
-                }
-                super::Redirect::Ask(addr) => targets.redirect(&addr, again, None),
-                super::Redirect::Retry => {
-                    targets.redirect(&self.node, again, Some(super::RETRY_PAUSE))
-                }
-            };
-            self.held.extend(held);
+            self.send_redirected(&targets, r, again);
             return;
         }
         if !self.serial {
